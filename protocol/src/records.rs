@@ -1,0 +1,832 @@
+//! The records mdi distributes, as Cap'n Proto messages (`schema/records.capnp`).
+//!
+//! A ring-log record is a fixed [`crate::ring::RecordHeader`] followed by one
+//! single-segment Cap'n Proto message (segment table + one segment). The header's
+//! [`RecordKind`] says which struct the message holds.
+//!
+//! Two ways to use them:
+//! - the generated zero-copy readers and builders in [`records_capnp`];
+//! - the owned Rust values ([`Trade`], [`Quote`], ...) with [`RecordEncoder`] to write
+//!   them and [`decode`] to read them back, for code that prefers plain structs.
+
+use std::fmt;
+
+use capnp::message::{self, ReaderOptions, ScratchSpaceHeapAllocator};
+use capnp::serialize::{self, NoAllocSliceSegments};
+use zerocopy::IntoBytes;
+
+/// Code generated from `schema/records.capnp`.
+#[allow(
+    missing_docs,
+    missing_debug_implementations,
+    clippy::all,
+    clippy::pedantic,
+    clippy::undocumented_unsafe_blocks,
+    unsafe_code,
+    unused_qualifications
+)]
+pub mod records_capnp {
+    include!(concat!(env!("OUT_DIR"), "/records_capnp.rs"));
+}
+
+use records_capnp as rc;
+
+/// The Cap'n Proto file id of `records.capnp`, stored as the ring header's schema id.
+pub const SCHEMA_ID: u64 = 0x8bee_8940_8990_cda8;
+
+/// What a ring record holds. Stored as a `u16` in the record header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecordKind(pub u16);
+
+impl RecordKind {
+    /// Filler to the end of the data region (or over a dead writer's torn claim); never delivered.
+    pub const PADDING: Self = Self(0);
+    /// Control record opening an epoch ([`records_capnp::epoch_start`]).
+    pub const EPOCH_START: Self = Self(1);
+    /// [`records_capnp::trade`].
+    pub const TRADE: Self = Self(16);
+    /// [`records_capnp::quote`] (best bid/offer).
+    pub const QUOTE: Self = Self(17);
+    /// [`records_capnp::book_update`].
+    pub const BOOK_UPDATE: Self = Self(18);
+    /// [`records_capnp::kline`].
+    pub const KLINE: Self = Self(19);
+    /// [`records_capnp::instrument_definition`].
+    pub const INSTRUMENT_DEFINITION: Self = Self(20);
+    /// [`records_capnp::feed_status`].
+    pub const FEED_STATUS: Self = Self(21);
+    /// First kind free for application payloads that are not mdi records (tests, benchmarks).
+    pub const APPLICATION_FIRST: Self = Self(0x8000);
+
+    /// The kind's name as tools print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PADDING => "padding",
+            Self::EPOCH_START => "epoch_start",
+            Self::TRADE => "trade",
+            Self::QUOTE => "quote",
+            Self::BOOK_UPDATE => "book",
+            Self::KLINE => "kline",
+            Self::INSTRUMENT_DEFINITION => "instrument",
+            Self::FEED_STATUS => "status",
+            Self(k) if k >= Self::APPLICATION_FIRST.0 => "application",
+            _ => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for RecordKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}({})", self.name(), self.0)
+    }
+}
+
+/// Why a record body could not be decoded or encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The Cap'n Proto message is malformed.
+    #[error("malformed Cap'n Proto record: {0}")]
+    Capnp(#[from] capnp::Error),
+    /// A text field is not valid UTF-8.
+    #[error("text field is not UTF-8: {0}")]
+    Utf8(#[from] std::str::Utf8Error),
+    /// An enum value this build does not know.
+    #[error("unknown enum value in record: {0}")]
+    UnknownEnum(#[from] capnp::NotInSchema),
+    /// The body holds more than one segment; mdi writes single-segment messages only.
+    #[error("record body has {segments} segments; mdi records are single-segment")]
+    MultiSegment {
+        /// How many segments were found.
+        segments: usize,
+    },
+    /// The record kind is not the one asked for.
+    #[error("record kind {found} is not {expected}")]
+    WrongKind {
+        /// The kind asked for.
+        expected: RecordKind,
+        /// The kind in the header.
+        found: RecordKind,
+    },
+}
+
+/// Options for reading records: ring records are small, so the traversal limit is tight.
+pub fn reader_options() -> ReaderOptions {
+    *ReaderOptions::new()
+        .traversal_limit_in_words(Some(1 << 22))
+        .nesting_limit(16)
+}
+
+/// Opens a record body as a Cap'n Proto message without copying. `body` must be 8-byte
+/// aligned (ring readers hand out aligned bodies).
+pub fn open_body(body: &[u8]) -> Result<message::Reader<NoAllocSliceSegments<'_>>, RecordError> {
+    let mut slice = body;
+    let reader = serialize::read_message_from_flat_slice_no_alloc(&mut slice, reader_options())?;
+    Ok(reader)
+}
+
+/// An owned record value that can be written as and read from a Cap'n Proto message.
+pub trait Record: Sized {
+    /// The kind stored in the ring record header.
+    const KIND: RecordKind;
+    /// Fills a fresh message root.
+    fn build(&self, root: capnp::any_pointer::Builder<'_>) -> Result<(), RecordError>;
+    /// Reads the value back from a message root.
+    fn read(root: capnp::any_pointer::Reader<'_>) -> Result<Self, RecordError>;
+}
+
+/// Decodes a record body of kind `T::KIND`.
+pub fn decode<T: Record>(body: &[u8]) -> Result<T, RecordError> {
+    let message = open_body(body)?;
+    T::read(message.get_root::<capnp::any_pointer::Reader<'_>>()?)
+}
+
+/// Encodes records as single-segment Cap'n Proto messages, reusing its buffers.
+///
+/// ```
+/// use mdi_protocol::records::{decode, RecordEncoder, Side, Trade};
+/// let trade = Trade { instrument_id: 7, price: 2_712_345, qty: 150, aggressor: Side::Buy, ..Trade::default() };
+/// let mut encoder = RecordEncoder::new();
+/// let body = encoder.encode(&trade).unwrap().to_vec();
+/// let mut aligned = vec![0u64; body.len() / 8];
+/// zerocopy::IntoBytes::as_mut_bytes(&mut aligned[..]).copy_from_slice(&body);
+/// assert_eq!(decode::<Trade>(zerocopy::IntoBytes::as_bytes(&aligned[..])).unwrap(), trade);
+/// ```
+#[derive(Debug, Default)]
+pub struct RecordEncoder {
+    scratch: Vec<u64>,
+    out: Vec<u64>,
+}
+
+/// First-segment size the encoder starts with, in words.
+const INITIAL_SCRATCH_WORDS: usize = 64;
+
+impl RecordEncoder {
+    /// A new encoder.
+    pub fn new() -> Self {
+        Self {
+            scratch: vec![0; INITIAL_SCRATCH_WORDS],
+            out: Vec::with_capacity(INITIAL_SCRATCH_WORDS + 1),
+        }
+    }
+
+    /// Encodes `record`; the returned body (segment table + segment) is valid until the next call.
+    pub fn encode<T: Record>(&mut self, record: &T) -> Result<&[u8], RecordError> {
+        loop {
+            if self.scratch.len() < INITIAL_SCRATCH_WORDS {
+                self.scratch.resize(INITIAL_SCRATCH_WORDS, 0);
+            }
+            let words = {
+                let allocator = ScratchSpaceHeapAllocator::new(self.scratch.as_mut_bytes());
+                let mut builder = message::Builder::new(allocator);
+                record.build(builder.init_root::<capnp::any_pointer::Builder<'_>>())?;
+                let segments = builder.get_segments_for_output();
+                if segments.len() == 1 {
+                    let segment = segments[0];
+                    self.out.clear();
+                    // Segment table: (segment count - 1) = 0, then the segment's length in words.
+                    let len_words = u32::try_from(segment.len() / 8).unwrap_or(u32::MAX);
+                    self.out.push(u64::from(len_words) << 32);
+                    let start = self.out.len();
+                    self.out.resize(start + segment.len() / 8, 0);
+                    self.out.as_mut_bytes()[start * 8..].copy_from_slice(segment);
+                    None
+                } else {
+                    Some(segments.iter().map(|s| s.len() / 8).sum::<usize>())
+                }
+            };
+            match words {
+                None => return Ok(self.out.as_bytes()),
+                // Too big for one scratch segment: grow and encode again (rare: big book snapshots).
+                Some(words) => self.scratch.resize(words + 16, 0),
+            }
+        }
+    }
+}
+
+/// The aggressor side of a trade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Side {
+    /// Not known.
+    #[default]
+    Unknown,
+    /// The aggressor bought.
+    Buy,
+    /// The aggressor sold.
+    Sell,
+}
+
+impl From<rc::Side> for Side {
+    fn from(side: rc::Side) -> Self {
+        match side {
+            rc::Side::Unknown => Self::Unknown,
+            rc::Side::Buy => Self::Buy,
+            rc::Side::Sell => Self::Sell,
+        }
+    }
+}
+
+impl From<Side> for rc::Side {
+    fn from(side: Side) -> Self {
+        match side {
+            Side::Unknown => Self::Unknown,
+            Side::Buy => Self::Buy,
+            Side::Sell => Self::Sell,
+        }
+    }
+}
+
+/// Implements `build`/`read` for a struct whose scalar fields map one to one on the schema.
+macro_rules! scalar_record {
+    (
+        $(#[$doc:meta])*
+        $name:ident, $module:ident, $kind:expr,
+        { $( $(#[$fdoc:meta])* $field:ident : $ty:ty => $get:ident / $set:ident ),* $(,)? }
+        $( extra { $( $(#[$xdoc:meta])* $xfield:ident : $xty:ty ),* $(,)? } )?
+        $( build_extra($bself:ident, $bb:ident) $bextra:block read_extra($rr:ident) $rextra:block )?
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Default)]
+        pub struct $name {
+            $( $(#[$fdoc])* pub $field: $ty, )*
+            $( $( $(#[$xdoc])* pub $xfield: $xty, )* )?
+        }
+
+        impl Record for $name {
+            const KIND: RecordKind = $kind;
+
+            fn build(&self, root: capnp::any_pointer::Builder<'_>) -> Result<(), RecordError> {
+                let mut b = root.init_as::<rc::$module::Builder<'_>>();
+                $( b.$set(self.$field); )*
+                $( { let $bself = self; let $bb = &mut b; $bextra } )?
+                Ok(())
+            }
+
+            fn read(root: capnp::any_pointer::Reader<'_>) -> Result<Self, RecordError> {
+                let r = root.get_as::<rc::$module::Reader<'_>>()?;
+                #[allow(unused_mut)]
+                let mut value = Self {
+                    $( $field: r.$get(), )*
+                    ..Self::default()
+                };
+                $( { let $rr = (&r, &mut value); $rextra } )?
+                Ok(value)
+            }
+        }
+    };
+}
+
+scalar_record!(
+    /// A trade (Binance trade or aggTrade, ITCH execution).
+    Trade, trade, RecordKind::TRADE,
+    {
+        /// mdi instrument id.
+        instrument_id: u32 => get_instrument_id / set_instrument_id,
+        /// Exponent of `price`.
+        price_exponent: i8 => get_price_exponent / set_price_exponent,
+        /// Exponent of `qty`.
+        qty_exponent: i8 => get_qty_exponent / set_qty_exponent,
+        /// Venue sequence.
+        venue_seq: u64 => get_venue_seq / set_venue_seq,
+        /// Venue event time (ns).
+        ts_exchange_ns: i64 => get_ts_exchange_ns / set_ts_exchange_ns,
+        /// Receive time (ns).
+        ts_receive_ns: i64 => get_ts_receive_ns / set_ts_receive_ns,
+        /// Publish time (ns).
+        ts_publish_ns: i64 => get_ts_publish_ns / set_ts_publish_ns,
+        /// Price mantissa.
+        price: i64 => get_price / set_price,
+        /// Quantity mantissa.
+        qty: i64 => get_qty / set_qty,
+        /// Venue trade id.
+        trade_id: u64 => get_trade_id / set_trade_id,
+        /// First raw trade id covered.
+        first_trade_id: u64 => get_first_trade_id / set_first_trade_id,
+        /// Last raw trade id covered.
+        last_trade_id: u64 => get_last_trade_id / set_last_trade_id,
+        /// An aggregated trade.
+        is_aggregate: bool => get_is_aggregate / set_is_aggregate,
+    }
+    extra {
+        /// Aggressor side.
+        aggressor: Side,
+    }
+    build_extra(this, b) { b.set_aggressor(this.aggressor.into()); }
+    read_extra(rv) { rv.1.aggressor = rv.0.get_aggressor()?.into(); }
+);
+
+scalar_record!(
+    /// Best bid and offer.
+    Quote, quote, RecordKind::QUOTE,
+    {
+        /// mdi instrument id.
+        instrument_id: u32 => get_instrument_id / set_instrument_id,
+        /// Exponent of prices.
+        price_exponent: i8 => get_price_exponent / set_price_exponent,
+        /// Exponent of quantities.
+        qty_exponent: i8 => get_qty_exponent / set_qty_exponent,
+        /// Venue sequence (book update id).
+        venue_seq: u64 => get_venue_seq / set_venue_seq,
+        /// Venue event time (ns).
+        ts_exchange_ns: i64 => get_ts_exchange_ns / set_ts_exchange_ns,
+        /// Receive time (ns).
+        ts_receive_ns: i64 => get_ts_receive_ns / set_ts_receive_ns,
+        /// Publish time (ns).
+        ts_publish_ns: i64 => get_ts_publish_ns / set_ts_publish_ns,
+        /// Best bid price mantissa.
+        bid_price: i64 => get_bid_price / set_bid_price,
+        /// Best bid quantity mantissa.
+        bid_qty: i64 => get_bid_qty / set_bid_qty,
+        /// Best ask price mantissa.
+        ask_price: i64 => get_ask_price / set_ask_price,
+        /// Best ask quantity mantissa.
+        ask_qty: i64 => get_ask_qty / set_ask_qty,
+    }
+);
+
+/// One price level of a book update; `qty == 0` removes the level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct PriceLevel {
+    /// Price mantissa.
+    pub price: i64,
+    /// Quantity mantissa (0 = remove).
+    pub qty: i64,
+}
+
+fn build_levels(
+    mut list: capnp::struct_list::Builder<'_, rc::price_level::Owned>,
+    levels: &[PriceLevel],
+) {
+    for (i, level) in levels.iter().enumerate() {
+        let mut b = list.reborrow().get(u32::try_from(i).unwrap_or(u32::MAX));
+        b.set_price(level.price);
+        b.set_qty(level.qty);
+    }
+}
+
+fn read_levels(
+    list: capnp::struct_list::Reader<'_, rc::price_level::Owned>,
+) -> Vec<PriceLevel> {
+    list.iter()
+        .map(|l| PriceLevel {
+            price: l.get_price(),
+            qty: l.get_qty(),
+        })
+        .collect()
+}
+
+fn list_len(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+scalar_record!(
+    /// Price-level deltas or a whole-book snapshot.
+    BookUpdate, book_update, RecordKind::BOOK_UPDATE,
+    {
+        /// mdi instrument id.
+        instrument_id: u32 => get_instrument_id / set_instrument_id,
+        /// Exponent of prices.
+        price_exponent: i8 => get_price_exponent / set_price_exponent,
+        /// Exponent of quantities.
+        qty_exponent: i8 => get_qty_exponent / set_qty_exponent,
+        /// The levels replace the whole book.
+        is_snapshot: bool => get_is_snapshot / set_is_snapshot,
+        /// Venue sequence (= last update id).
+        venue_seq: u64 => get_venue_seq / set_venue_seq,
+        /// Venue event time (ns).
+        ts_exchange_ns: i64 => get_ts_exchange_ns / set_ts_exchange_ns,
+        /// Receive time (ns).
+        ts_receive_ns: i64 => get_ts_receive_ns / set_ts_receive_ns,
+        /// Publish time (ns).
+        ts_publish_ns: i64 => get_ts_publish_ns / set_ts_publish_ns,
+        /// Venue's first update id in this event.
+        first_update_id: u64 => get_first_update_id / set_first_update_id,
+        /// Venue's last update id in this event.
+        last_update_id: u64 => get_last_update_id / set_last_update_id,
+    }
+    extra {
+        /// Bid levels.
+        bids: Vec<PriceLevel>,
+        /// Ask levels.
+        asks: Vec<PriceLevel>,
+    }
+    build_extra(this, b) {
+        build_levels(b.reborrow().init_bids(list_len(this.bids.len())), &this.bids);
+        build_levels(b.reborrow().init_asks(list_len(this.asks.len())), &this.asks);
+    }
+    read_extra(rv) {
+        rv.1.bids = read_levels(rv.0.get_bids()?);
+        rv.1.asks = read_levels(rv.0.get_asks()?);
+    }
+);
+
+scalar_record!(
+    /// A K-line (candlestick) with every Binance kline field.
+    Kline, kline, RecordKind::KLINE,
+    {
+        /// mdi instrument id.
+        instrument_id: u32 => get_instrument_id / set_instrument_id,
+        /// Exponent of prices.
+        price_exponent: i8 => get_price_exponent / set_price_exponent,
+        /// Exponent of quantities.
+        qty_exponent: i8 => get_qty_exponent / set_qty_exponent,
+        /// Final candle.
+        closed: bool => get_closed / set_closed,
+        /// The feed was unhealthy during part of the interval.
+        spans_outage: bool => get_spans_outage / set_spans_outage,
+        /// Last trade id included.
+        venue_seq: u64 => get_venue_seq / set_venue_seq,
+        /// Exchange time of the last trade included (ns).
+        ts_exchange_ns: i64 => get_ts_exchange_ns / set_ts_exchange_ns,
+        /// Receive time (ns).
+        ts_receive_ns: i64 => get_ts_receive_ns / set_ts_receive_ns,
+        /// Publish time (ns).
+        ts_publish_ns: i64 => get_ts_publish_ns / set_ts_publish_ns,
+        /// Interval length in ms.
+        interval_ms: u64 => get_interval_ms / set_interval_ms,
+        /// Open time (ms).
+        open_time_ms: i64 => get_open_time_ms / set_open_time_ms,
+        /// Close time (ms) = open + interval - 1.
+        close_time_ms: i64 => get_close_time_ms / set_close_time_ms,
+        /// Open price mantissa.
+        open: i64 => get_open / set_open,
+        /// High price mantissa.
+        high: i64 => get_high / set_high,
+        /// Low price mantissa.
+        low: i64 => get_low / set_low,
+        /// Close price mantissa.
+        close: i64 => get_close / set_close,
+        /// Raw trade count.
+        trades: u64 => get_trades / set_trades,
+        /// First trade id, -1 if none.
+        first_trade_id: i64 => get_first_trade_id / set_first_trade_id,
+        /// Last trade id, -1 if none.
+        last_trade_id: i64 => get_last_trade_id / set_last_trade_id,
+    }
+    extra {
+        /// Base volume (exponent `qty_exponent`).
+        volume: i128,
+        /// Quote volume (exponent `price_exponent + qty_exponent`).
+        quote_volume: i128,
+        /// Taker-buy base volume.
+        taker_buy_volume: i128,
+        /// Taker-buy quote volume.
+        taker_buy_quote_volume: i128,
+    }
+    build_extra(this, b) {
+        let (hi, lo) = crate::decimal::split_i128(this.volume);
+        b.set_volume_hi(hi);
+        b.set_volume_lo(lo);
+        let (hi, lo) = crate::decimal::split_i128(this.quote_volume);
+        b.set_quote_volume_hi(hi);
+        b.set_quote_volume_lo(lo);
+        let (hi, lo) = crate::decimal::split_i128(this.taker_buy_volume);
+        b.set_taker_buy_volume_hi(hi);
+        b.set_taker_buy_volume_lo(lo);
+        let (hi, lo) = crate::decimal::split_i128(this.taker_buy_quote_volume);
+        b.set_taker_buy_quote_volume_hi(hi);
+        b.set_taker_buy_quote_volume_lo(lo);
+    }
+    read_extra(rv) {
+        let (r, v) = rv;
+        v.volume = crate::decimal::join_i128(r.get_volume_hi(), r.get_volume_lo());
+        v.quote_volume = crate::decimal::join_i128(r.get_quote_volume_hi(), r.get_quote_volume_lo());
+        v.taker_buy_volume =
+            crate::decimal::join_i128(r.get_taker_buy_volume_hi(), r.get_taker_buy_volume_lo());
+        v.taker_buy_quote_volume = crate::decimal::join_i128(
+            r.get_taker_buy_quote_volume_hi(),
+            r.get_taker_buy_quote_volume_lo(),
+        );
+    }
+);
+
+/// The kind of an instrument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum InstrumentKind {
+    /// Not known.
+    #[default]
+    Unknown,
+    /// Spot pair.
+    Spot,
+    /// Cash equity.
+    Equity,
+    /// Dated future.
+    Future,
+    /// Perpetual swap.
+    Perpetual,
+    /// Option.
+    Option,
+}
+
+impl From<rc::InstrumentKind> for InstrumentKind {
+    fn from(kind: rc::InstrumentKind) -> Self {
+        match kind {
+            rc::InstrumentKind::Unknown => Self::Unknown,
+            rc::InstrumentKind::Spot => Self::Spot,
+            rc::InstrumentKind::Equity => Self::Equity,
+            rc::InstrumentKind::Future => Self::Future,
+            rc::InstrumentKind::Perpetual => Self::Perpetual,
+            rc::InstrumentKind::Option => Self::Option,
+        }
+    }
+}
+
+impl From<InstrumentKind> for rc::InstrumentKind {
+    fn from(kind: InstrumentKind) -> Self {
+        match kind {
+            InstrumentKind::Unknown => Self::Unknown,
+            InstrumentKind::Spot => Self::Spot,
+            InstrumentKind::Equity => Self::Equity,
+            InstrumentKind::Future => Self::Future,
+            InstrumentKind::Perpetual => Self::Perpetual,
+            InstrumentKind::Option => Self::Option,
+        }
+    }
+}
+
+fn text(reader: capnp::Result<capnp::text::Reader<'_>>) -> Result<String, RecordError> {
+    Ok(reader?.to_string()?)
+}
+
+scalar_record!(
+    /// What an instrument id means: venue, symbol, exponents.
+    InstrumentDefinition, instrument_definition, RecordKind::INSTRUMENT_DEFINITION,
+    {
+        /// mdi instrument id.
+        instrument_id: u32 => get_instrument_id / set_instrument_id,
+        /// Exponent of prices.
+        price_exponent: i8 => get_price_exponent / set_price_exponent,
+        /// Exponent of quantities.
+        qty_exponent: i8 => get_qty_exponent / set_qty_exponent,
+        /// Receive time (ns).
+        ts_receive_ns: i64 => get_ts_receive_ns / set_ts_receive_ns,
+        /// Publish time (ns).
+        ts_publish_ns: i64 => get_ts_publish_ns / set_ts_publish_ns,
+        /// Tick size mantissa at `price_exponent`.
+        tick_size: i64 => get_tick_size / set_tick_size,
+        /// Step size mantissa at `qty_exponent`.
+        step_size: i64 => get_step_size / set_step_size,
+    }
+    extra {
+        /// Instrument kind.
+        kind: InstrumentKind,
+        /// Venue name.
+        venue: String,
+        /// Venue symbol.
+        symbol: String,
+        /// Base asset.
+        base_asset: String,
+        /// Quote asset.
+        quote_asset: String,
+    }
+    build_extra(this, b) {
+        b.set_kind(this.kind.into());
+        b.set_venue(this.venue.as_str());
+        b.set_symbol(this.symbol.as_str());
+        b.set_base_asset(this.base_asset.as_str());
+        b.set_quote_asset(this.quote_asset.as_str());
+    }
+    read_extra(rv) {
+        let (r, v) = rv;
+        v.kind = r.get_kind()?.into();
+        v.venue = text(r.get_venue())?;
+        v.symbol = text(r.get_symbol())?;
+        v.base_asset = text(r.get_base_asset())?;
+        v.quote_asset = text(r.get_quote_asset())?;
+    }
+);
+
+/// The state a [`FeedStatus`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum FeedState {
+    /// Connected to the venue.
+    #[default]
+    Connected,
+    /// Disconnected from the venue.
+    Disconnected,
+    /// Reconnecting.
+    Reconnecting,
+    /// Venue sequence gap.
+    Gap,
+    /// Book resynchronisation started.
+    ResyncStarted,
+    /// Book resynchronised.
+    ResyncDone,
+    /// Trading halted.
+    Halted,
+    /// Trading (resumed).
+    Trading,
+    /// End of the venue's session.
+    EndOfSession,
+    /// Malformed frames counted and skipped.
+    Malformed,
+    /// Values that did not fit fixed point.
+    ValueOutOfRange,
+}
+
+macro_rules! mirror_enum {
+    ($ours:ident, $theirs:path, [$($v:ident),*]) => {
+        impl From<$theirs> for $ours {
+            fn from(value: $theirs) -> Self {
+                match value { $( <$theirs>::$v => Self::$v, )* }
+            }
+        }
+        impl From<$ours> for $theirs {
+            fn from(value: $ours) -> Self {
+                match value { $( $ours::$v => Self::$v, )* }
+            }
+        }
+    };
+}
+
+mirror_enum!(
+    FeedState,
+    rc::FeedState,
+    [
+        Connected,
+        Disconnected,
+        Reconnecting,
+        Gap,
+        ResyncStarted,
+        ResyncDone,
+        Halted,
+        Trading,
+        EndOfSession,
+        Malformed,
+        ValueOutOfRange
+    ]
+);
+
+scalar_record!(
+    /// Feed health: connection changes, gaps, resyncs, halts, malformed input.
+    FeedStatus, feed_status, RecordKind::FEED_STATUS,
+    {
+        /// mdi instrument id, 0 for the whole feed.
+        instrument_id: u32 => get_instrument_id / set_instrument_id,
+        /// Venue sequence.
+        venue_seq: u64 => get_venue_seq / set_venue_seq,
+        /// Venue event time (ns).
+        ts_exchange_ns: i64 => get_ts_exchange_ns / set_ts_exchange_ns,
+        /// Receive time (ns).
+        ts_receive_ns: i64 => get_ts_receive_ns / set_ts_receive_ns,
+        /// Publish time (ns).
+        ts_publish_ns: i64 => get_ts_publish_ns / set_ts_publish_ns,
+        /// Gap: first missing venue sequence.
+        expected_seq: u64 => get_expected_seq / set_expected_seq,
+        /// Gap: the sequence that arrived instead.
+        received_seq: u64 => get_received_seq / set_received_seq,
+        /// Gap: missing events; malformed/out of range: how many.
+        count: u64 => get_count / set_count,
+    }
+    extra {
+        /// The state reported.
+        state: FeedState,
+        /// Venue name.
+        venue: String,
+        /// Free text for operators.
+        detail: String,
+    }
+    build_extra(this, b) {
+        b.set_state(this.state.into());
+        b.set_venue(this.venue.as_str());
+        b.set_detail(this.detail.as_str());
+    }
+    read_extra(rv) {
+        let (r, v) = rv;
+        v.state = r.get_state()?.into();
+        v.venue = text(r.get_venue())?;
+        v.detail = text(r.get_detail())?;
+    }
+);
+
+scalar_record!(
+    /// Control record: the first record a writer commits in a new epoch.
+    EpochStart, epoch_start, RecordKind::EPOCH_START,
+    {
+        /// The new epoch.
+        epoch: u64 => get_epoch / set_epoch,
+        /// The writer's process id.
+        writer_pid: u32 => get_writer_pid / set_writer_pid,
+        /// When the writer started (ns since the Unix epoch, 0 if unknown).
+        started_ns: i64 => get_started_ns / set_started_ns,
+        /// The epoch it replaces, 0 for a new ring.
+        previous_epoch: u64 => get_previous_epoch / set_previous_epoch,
+    }
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn roundtrip<T: Record + PartialEq + fmt::Debug>(value: &T) {
+        let mut encoder = RecordEncoder::new();
+        let body = encoder.encode(value).expect("encode");
+        assert_eq!(body.len() % 8, 0);
+        let mut aligned = vec![0u64; body.len() / 8];
+        aligned.as_mut_bytes().copy_from_slice(body);
+        let back: T = decode(aligned.as_bytes()).expect("decode");
+        assert_eq!(&back, value);
+    }
+
+    #[test]
+    fn every_kind_roundtrips() {
+        roundtrip(&Trade {
+            instrument_id: 1,
+            price_exponent: -2,
+            qty_exponent: -8,
+            aggressor: Side::Sell,
+            venue_seq: 99,
+            ts_exchange_ns: 1,
+            ts_receive_ns: 2,
+            ts_publish_ns: 3,
+            price: -5,
+            qty: 7,
+            trade_id: 99,
+            first_trade_id: 90,
+            last_trade_id: 99,
+            is_aggregate: true,
+        });
+        roundtrip(&Quote {
+            instrument_id: 2,
+            bid_price: 10,
+            ask_price: 11,
+            bid_qty: 1,
+            ask_qty: 2,
+            ..Quote::default()
+        });
+        roundtrip(&BookUpdate {
+            instrument_id: 3,
+            is_snapshot: true,
+            first_update_id: 5,
+            last_update_id: 9,
+            bids: vec![PriceLevel { price: 1, qty: 2 }; 3],
+            asks: vec![PriceLevel { price: 4, qty: 0 }],
+            ..BookUpdate::default()
+        });
+        roundtrip(&Kline {
+            instrument_id: 4,
+            interval_ms: 60_000,
+            volume: i128::MAX,
+            quote_volume: -1,
+            taker_buy_volume: 1 << 70,
+            taker_buy_quote_volume: i128::MIN,
+            first_trade_id: -1,
+            last_trade_id: -1,
+            ..Kline::default()
+        });
+        roundtrip(&InstrumentDefinition {
+            instrument_id: 5,
+            kind: InstrumentKind::Spot,
+            venue: "binance".into(),
+            symbol: "BTCUSDT".into(),
+            base_asset: "BTC".into(),
+            quote_asset: "USDT".into(),
+            ..InstrumentDefinition::default()
+        });
+        roundtrip(&FeedStatus {
+            state: FeedState::Gap,
+            expected_seq: 10,
+            received_seq: 15,
+            count: 5,
+            venue: "binance".into(),
+            detail: "depth U/u gap".into(),
+            ..FeedStatus::default()
+        });
+        roundtrip(&EpochStart {
+            epoch: 3,
+            writer_pid: 42,
+            started_ns: 5,
+            previous_epoch: 2,
+        });
+    }
+
+    #[test]
+    fn large_book_is_still_one_segment() {
+        let book = BookUpdate {
+            bids: vec![PriceLevel { price: 1, qty: 2 }; 5000],
+            ..BookUpdate::default()
+        };
+        roundtrip(&book);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let garbage = [0xffu64; 4];
+        assert!(decode::<Trade>(garbage.as_bytes()).is_err());
+        assert!(decode::<Trade>(&[]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn decoder_never_panics(words in proptest::collection::vec(any::<u64>(), 0..64)) {
+            let _ = decode::<BookUpdate>(words.as_bytes());
+            let _ = decode::<Kline>(words.as_bytes());
+            let _ = decode::<FeedStatus>(words.as_bytes());
+        }
+
+        #[test]
+        fn trades_roundtrip(price: i64, qty: i64, id: u64, ts: i64) {
+            roundtrip(&Trade { price, qty, trade_id: id, ts_exchange_ns: ts, ..Trade::default() });
+        }
+    }
+}
