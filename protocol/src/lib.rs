@@ -12,3 +12,4 @@
 
 pub mod decimal;
 pub mod records;
+pub mod ring;

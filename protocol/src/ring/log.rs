@@ -1,0 +1,686 @@
+//! The claim/commit protocol over a data region of atomic words — the part of the ring
+//! log that loom model-checks. No files, no clock, no unsafe: the file layer in
+//! [`super::mapping`] hands in views of the mapped memory.
+//!
+//! # Protocol (see `docs/formats/ring-log.md` for the full argument)
+//!
+//! Writer, per record at `[start, end)`:
+//! 1. `claim := end` (Relaxed), `next_seq := seq + 1` (Release), `fence(Release)`;
+//! 2. write the bytes (Relaxed word stores);
+//! 3. `commit := end` (Release).
+//!
+//! Reader, per batch `[pos, upto)` with `upto ≤ commit`:
+//! 1. `commit` (Acquire) — the bytes below it are complete;
+//! 2. copy the words (Relaxed loads) into a private buffer;
+//! 3. `fence(Acquire)`, then `claim` (Relaxed): if `claim > pos + capacity` the writer may
+//!    have overwritten part of what was copied, so the copy is discarded (**lapped**);
+//!    otherwise every copied word was written before the writer claimed past it, and the
+//!    copy is exact. The fences pair like a seqlock's: if a copied word came from a store
+//!    after the writer's `fence(Release)` of a later claim, that claim is visible here.
+
+use super::sync::{AtomicU64, Ordering, fence, spin_hint};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// Record alignment in the data region.
+pub const RECORD_ALIGN: u64 = 8;
+/// Size of [`RecordHeader`].
+pub const RECORD_HEADER_LEN: u64 = 16;
+/// Words per sparse-index entry: tag (`n + 1`, 0 while being written), position, sequence, spare.
+pub(crate) const INDEX_ENTRY_WORDS: usize = 4;
+/// Kind of padding records (never delivered).
+pub(crate) const KIND_PADDING: u16 = 0;
+
+/// The fixed header in front of every record, little-endian.
+///
+/// ```text
+///  0       4       6       8                16
+///  +-------+-------+-------+----------------+------------------
+///  | len   | kind  | flags | sequence       | body (len - 16 bytes), zero-padded to 8
+///  +-------+-------+-------+----------------+------------------
+/// ```
+/// `len` counts header and body, not the alignment padding. A padding record has
+/// kind 0 and only its first 8 bytes are meaningful (it may be just 8 bytes long).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct RecordHeader {
+    /// Header + body length in bytes, before alignment.
+    pub len: u32,
+    /// [`crate::records::RecordKind`] value.
+    pub kind: u16,
+    /// Reserved flags, 0.
+    pub flags: u16,
+    /// Per-stream sequence number (not meaningful for padding).
+    pub seq: u64,
+}
+
+const _: () = assert!(size_of::<RecordHeader>() as u64 == RECORD_HEADER_LEN);
+
+/// The writer's shared positions, all on one cache line (as Aeron's broadcast buffer keeps
+/// its tail-intent and tail counters): a reader that loads `commit` usually finds `claim`
+/// in the same line when it validates.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct Positions {
+    /// Bytes the writer may be writing, exclusive end (the "intent").
+    pub claim: AtomicU64,
+    /// Bytes complete and readable, exclusive end.
+    pub commit: AtomicU64,
+    /// Sequence number of the next record.
+    pub next_seq: AtomicU64,
+    /// Number of sparse-index entries ever written.
+    pub index_next: AtomicU64,
+}
+
+/// Sizes that never change for a ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    /// Data region bytes, a power of two.
+    pub capacity: u64,
+    /// Sparse-index entries.
+    pub index_slots: u64,
+    /// log2 of the bytes between index entries.
+    pub stride_shift: u32,
+    /// Largest record (header + body) accepted.
+    pub max_record_len: u64,
+}
+
+impl Geometry {
+    /// The geometry mdi uses for a data region of `capacity` bytes (a power of two).
+    pub fn for_capacity(capacity: u64) -> Self {
+        let log2 = capacity.trailing_zeros();
+        // About 16 Ki entries: a 64 MiB ring gets one every 4 KiB, a 1 GiB ring every 64 KiB.
+        let stride_shift = log2.saturating_sub(14).max(6);
+        Self {
+            capacity,
+            index_slots: (capacity >> stride_shift) + 2,
+            stride_shift,
+            max_record_len: (capacity / 4).min(u64::from(u32::MAX)),
+        }
+    }
+
+    fn mask(self) -> u64 {
+        self.capacity - 1
+    }
+
+    fn word(self, position: u64) -> usize {
+        // The data region is at most isize::MAX bytes (it is mapped), so this fits.
+        usize::try_from((position & self.mask()) / 8).unwrap_or(usize::MAX)
+    }
+}
+
+/// A view of one ring's shared memory.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogView<'a> {
+    pub positions: &'a Positions,
+    pub data: &'a [AtomicU64],
+    pub index: &'a [AtomicU64],
+    pub geometry: Geometry,
+}
+
+/// Rounds up to the record alignment.
+pub const fn align_record(len: u64) -> u64 {
+    (len + RECORD_ALIGN - 1) & !(RECORD_ALIGN - 1)
+}
+
+/// Why an append was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// The record is larger than the ring accepts (a quarter of its capacity).
+    #[error("record of {len} bytes exceeds the ring's maximum of {max} bytes")]
+    TooLarge {
+        /// Header + body length asked for.
+        len: u64,
+        /// The maximum.
+        max: u64,
+    },
+    /// A body part other than the last is not a multiple of 8 bytes long.
+    #[error("body part {part} is {len} bytes; every part but the last must be a multiple of 8")]
+    UnalignedPart {
+        /// Index of the part.
+        part: usize,
+        /// Its length.
+        len: usize,
+    },
+    /// Kind 0 is reserved for padding.
+    #[error("record kind 0 is reserved for padding")]
+    ReservedKind,
+}
+
+/// One sparse-index entry: the first record starting in a stride of the data region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IndexEntry {
+    pub position: u64,
+    pub seq: u64,
+}
+
+/// The single writer's private state.
+#[derive(Debug)]
+pub(crate) struct LogAppender {
+    position: u64,
+    next_seq: u64,
+    index_next: u64,
+    last_indexed_stride: Option<u64>,
+}
+
+impl LogAppender {
+    /// Starts writing after whatever a previous writer left: a torn claim (claim > commit)
+    /// is covered with padding, and the sequence continues from the last committed record.
+    /// Must only be called while no other writer can run (the file lock is held).
+    pub fn resume(view: LogView<'_>) -> Self {
+        let p = view.positions;
+        let commit = p.commit.load(Ordering::Acquire);
+        let claim = p.claim.load(Ordering::Acquire).max(commit);
+        let index_next = p.index_next.load(Ordering::Acquire);
+        // The last index entry below commit, then scan forward to commit for the sequence
+        // of the last committed record (at most one stride of headers). Entries above it
+        // were torn by the previous writer and are rewritten.
+        let lo = index_next.saturating_sub(view.geometry.index_slots);
+        let last_entry = (lo..=index_next)
+            .rev()
+            .find_map(|n| read_entry(view, n).filter(|e| e.position < commit).map(|e| (n, e)));
+        let mut next_seq = 0;
+        let mut last_indexed_stride = None;
+        let mut appender_index_next = index_next;
+        if let Some((n, entry)) = last_entry {
+            last_indexed_stride = Some(entry.position >> view.geometry.stride_shift);
+            appender_index_next = n + 1;
+            next_seq = entry.seq;
+            let mut at = entry.position;
+            while at < commit {
+                let word0 = view.data[view.geometry.word(at)].load(Ordering::Relaxed);
+                let len = word0 & 0xffff_ffff;
+                if (word0 >> 32) as u16 != KIND_PADDING {
+                    next_seq = view.data[view.geometry.word(at + 8)].load(Ordering::Relaxed) + 1;
+                }
+                if len == 0 {
+                    break;
+                }
+                at += align_record(len);
+            }
+        }
+        let mut appender = Self {
+            position: commit,
+            next_seq,
+            index_next: appender_index_next,
+            last_indexed_stride,
+        };
+        if claim > commit {
+            appender.pad(view, claim);
+        }
+        p.next_seq.store(appender.next_seq, Ordering::Release);
+        p.index_next
+            .store(appender.index_next, Ordering::Release);
+        appender
+    }
+
+    /// Position the next record will be written at (or padding before it).
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Sequence number of the next record.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Appends one record whose body is the concatenation of `parts`; returns its
+    /// sequence number. Never waits for readers.
+    pub fn append(
+        &mut self,
+        view: LogView<'_>,
+        kind: u16,
+        parts: &[&[u8]],
+    ) -> Result<u64, AppendError> {
+        if kind == KIND_PADDING {
+            return Err(AppendError::ReservedKind);
+        }
+        let mut body_len = 0u64;
+        for (i, part) in parts.iter().enumerate() {
+            if i + 1 < parts.len() && part.len() % 8 != 0 {
+                return Err(AppendError::UnalignedPart {
+                    part: i,
+                    len: part.len(),
+                });
+            }
+            body_len += part.len() as u64;
+        }
+        let len = RECORD_HEADER_LEN + body_len;
+        let g = view.geometry;
+        if len > g.max_record_len {
+            return Err(AppendError::TooLarge {
+                len,
+                max: g.max_record_len,
+            });
+        }
+        let aligned = align_record(len);
+        let offset = self.position & g.mask();
+        let pad = if offset + aligned > g.capacity {
+            g.capacity - offset
+        } else {
+            0
+        };
+        let start = self.position + pad;
+        let end = start + aligned;
+        let seq = self.next_seq;
+        let p = view.positions;
+
+        p.claim.store(end, Ordering::Relaxed);
+        p.next_seq.store(seq + 1, Ordering::Release);
+        // Pairs with the reader's fence(Acquire) before it loads `claim`.
+        fence(Ordering::Release);
+
+        if pad > 0 {
+            view.data[g.word(self.position)].store(pad, Ordering::Relaxed);
+        }
+        let mut w = g.word(start);
+        // len fits u32: len <= max_record_len <= u32::MAX.
+        let word0 = len | (u64::from(kind) << 32);
+        view.data[w].store(word0, Ordering::Relaxed);
+        view.data[w + 1].store(seq, Ordering::Relaxed);
+        w += 2;
+        for part in parts {
+            let (chunks, rest) = part.as_chunks::<8>();
+            for chunk in chunks {
+                view.data[w].store(u64::from_le_bytes(*chunk), Ordering::Relaxed);
+                w += 1;
+            }
+            if !rest.is_empty() {
+                let mut last = [0u8; 8];
+                last[..rest.len()].copy_from_slice(rest);
+                view.data[w].store(u64::from_le_bytes(last), Ordering::Relaxed);
+                w += 1;
+            }
+        }
+
+        p.commit.store(end, Ordering::Release);
+        self.position = end;
+        self.next_seq = seq + 1;
+        let stride = start >> g.stride_shift;
+        if self.last_indexed_stride != Some(stride) {
+            self.last_indexed_stride = Some(stride);
+            self.write_entry(view, IndexEntry {
+                position: start,
+                seq,
+            });
+        }
+        Ok(seq)
+    }
+
+    /// Covers `[position, to)` with padding records (split at the end of the region) and
+    /// commits them.
+    pub fn pad(&mut self, view: LogView<'_>, to: u64) {
+        let g = view.geometry;
+        let p = view.positions;
+        p.claim.store(to, Ordering::Relaxed);
+        fence(Ordering::Release);
+        let mut at = self.position;
+        while at < to {
+            let room = g.capacity - (at & g.mask());
+            let len = (to - at).min(room);
+            view.data[g.word(at)].store(len, Ordering::Relaxed);
+            at += len;
+        }
+        p.commit.store(to, Ordering::Release);
+        self.position = to;
+    }
+
+    fn write_entry(&mut self, view: LogView<'_>, entry: IndexEntry) {
+        let n = self.index_next;
+        let slot = entry_slot(view, n);
+        let words = &view.index[slot..slot + INDEX_ENTRY_WORDS];
+        words[0].store(0, Ordering::Relaxed);
+        fence(Ordering::Release);
+        words[1].store(entry.position, Ordering::Relaxed);
+        words[2].store(entry.seq, Ordering::Relaxed);
+        words[0].store(n + 1, Ordering::Release);
+        self.index_next = n + 1;
+        view.positions.index_next.store(n + 1, Ordering::Release);
+    }
+}
+
+fn entry_slot(view: LogView<'_>, n: u64) -> usize {
+    usize::try_from(n % view.geometry.index_slots).unwrap_or(0) * INDEX_ENTRY_WORDS
+}
+
+/// Reads index entry `n` if it is complete and still holds entry `n` (seqlock read).
+pub(crate) fn read_entry(view: LogView<'_>, n: u64) -> Option<IndexEntry> {
+    let slot = entry_slot(view, n);
+    let words = view.index.get(slot..slot + INDEX_ENTRY_WORDS)?;
+    let tag = words[0].load(Ordering::Acquire);
+    if tag != n + 1 {
+        return None;
+    }
+    let position = words[1].load(Ordering::Relaxed);
+    let seq = words[2].load(Ordering::Relaxed);
+    fence(Ordering::Acquire);
+    (words[0].load(Ordering::Relaxed) == tag).then_some(IndexEntry { position, seq })
+}
+
+/// Binary search over the live index entries. Returns the first entry for which
+/// `after_target` holds (entries are ordered by position and by sequence), or the last
+/// entry before it when `last_before` is set.
+fn search_index(
+    view: LogView<'_>,
+    after_target: impl Fn(IndexEntry) -> bool,
+    last_before: bool,
+) -> Option<IndexEntry> {
+    let hi = view.positions.index_next.load(Ordering::Acquire);
+    let lo = hi.saturating_sub(view.geometry.index_slots);
+    // Entries overwritten by newer ones are a prefix: find the first still-valid one.
+    let (mut a, mut b) = (lo, hi);
+    while a < b {
+        let mid = a + (b - a) / 2;
+        if read_entry(view, mid).is_some() {
+            b = mid;
+        } else {
+            a = mid + 1;
+        }
+    }
+    let first_valid = a;
+    let (mut a, mut b) = (first_valid, hi);
+    while a < b {
+        let mid = a + (b - a) / 2;
+        match read_entry(view, mid) {
+            Some(entry) if !after_target(entry) => a = mid + 1,
+            _ => b = mid,
+        }
+    }
+    if last_before {
+        a.checked_sub(1)
+            .filter(|&n| n >= first_valid)
+            .and_then(|n| read_entry(view, n))
+    } else {
+        (a < hi).then(|| read_entry(view, a)).flatten()
+    }
+}
+
+/// A consistent (commit position, next sequence) pair: the writer was between records.
+pub(crate) fn snapshot_tail(view: LogView<'_>) -> (u64, u64) {
+    let p = view.positions;
+    loop {
+        let commit = p.commit.load(Ordering::Acquire);
+        let next_seq = p.next_seq.load(Ordering::Acquire);
+        // next_seq is stored (Release) after claim: seeing a newer next_seq implies seeing
+        // the newer claim, so claim == commit proves next_seq belongs to this commit.
+        if p.claim.load(Ordering::Relaxed) == commit {
+            return (commit, next_seq);
+        }
+        spin_hint();
+    }
+}
+
+/// Where the oldest retained record starts (within one index stride of the oldest byte).
+pub(crate) fn earliest(view: LogView<'_>) -> Option<IndexEntry> {
+    let claim = view.positions.claim.load(Ordering::Acquire);
+    let horizon = claim.saturating_sub(view.geometry.capacity);
+    search_index(view, |e| e.position >= horizon, false)
+}
+
+/// Result of looking up a sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SeqLookup {
+    /// Start reading here; records below the requested sequence are skipped.
+    At(IndexEntry),
+    /// The sequence is no longer retained; the earliest retained one is given.
+    Overwritten { earliest_seq: u64 },
+    /// The sequence has not been written yet: start at the tail.
+    Future,
+}
+
+/// Finds where to start reading for the first record with sequence ≥ `seq`, without
+/// scanning: binary search of the sparse index, then at most one stride forward.
+pub(crate) fn seek_seq(view: LogView<'_>, seq: u64) -> SeqLookup {
+    let (_, next_seq) = snapshot_tail(view);
+    if seq >= next_seq {
+        return SeqLookup::Future;
+    }
+    let Some(oldest) = earliest(view) else {
+        return SeqLookup::Future;
+    };
+    if seq < oldest.seq {
+        return SeqLookup::Overwritten {
+            earliest_seq: oldest.seq,
+        };
+    }
+    match search_index(view, |e| e.seq > seq, true) {
+        Some(entry) if entry.seq >= oldest.seq => SeqLookup::At(entry),
+        _ => SeqLookup::At(oldest),
+    }
+}
+
+/// What the reader hands its caller.
+#[derive(Debug)]
+pub(crate) enum LogEvent<'a> {
+    Record {
+        position: u64,
+        header: RecordHeader,
+        body: &'a [u8],
+    },
+    /// Records `[from_seq, to_seq)` are gone: lapped by the writer, or missing in a replica.
+    Lost { from_seq: u64, to_seq: u64 },
+}
+
+/// The data is not a valid ring log (never caused by a lapping writer: validated copies only).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("corrupt record at position {position}: {problem}")]
+pub struct CorruptRecord {
+    /// Position of the bad record header.
+    pub position: u64,
+    /// What is wrong.
+    pub problem: &'static str,
+}
+
+/// A reader's private state: where it is and a buffer it copies validated batches into.
+#[derive(Debug)]
+pub(crate) struct LogCursor {
+    position: u64,
+    commit_cache: u64,
+    expected_seq: Option<u64>,
+    skip_below: u64,
+    scratch: Vec<u64>,
+}
+
+/// Initial (and usual) size of a reader's copy buffer: 64 KiB.
+const SCRATCH_WORDS: usize = 8192;
+
+impl LogCursor {
+    /// A cursor at a record boundary. `expected_seq` is the sequence of the record there,
+    /// if known; records with sequence below `skip_below` are consumed silently.
+    pub fn new(position: u64, expected_seq: Option<u64>, skip_below: u64) -> Self {
+        Self {
+            position,
+            commit_cache: position,
+            expected_seq,
+            skip_below,
+            scratch: vec![0; SCRATCH_WORDS],
+        }
+    }
+
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Sequence number of the next record, when known.
+    pub fn expected_seq(&self) -> Option<u64> {
+        self.expected_seq
+    }
+
+    /// Bytes committed but not yet read, as of the last look at `commit`.
+    pub fn backlog(&self, view: LogView<'_>) -> u64 {
+        view.positions
+            .commit
+            .load(Ordering::Acquire)
+            .saturating_sub(self.position)
+    }
+
+    /// True when nothing is committed beyond the cursor.
+    pub fn caught_up(&mut self, view: LogView<'_>) -> bool {
+        if self.position == self.commit_cache {
+            self.commit_cache = view.positions.commit.load(Ordering::Acquire);
+        }
+        self.position == self.commit_cache
+    }
+
+    /// Delivers up to `max_records` records (and loss events) to `deliver`; returns how
+    /// many records were delivered. Never blocks.
+    pub fn poll(
+        &mut self,
+        view: LogView<'_>,
+        max_records: usize,
+        mut deliver: impl FnMut(LogEvent<'_>),
+    ) -> Result<usize, CorruptRecord> {
+        let g = view.geometry;
+        loop {
+            if self.caught_up(view) {
+                return Ok(0);
+            }
+            let available = self.commit_cache - self.position;
+            let claim_now = view.positions.claim.load(Ordering::Relaxed);
+            let lapped_already = claim_now > self.position + g.capacity;
+            let bytes = if lapped_already {
+                None
+            } else {
+                self.copy_validated(view, available)
+            };
+            let Some(bytes) = bytes else {
+                self.resync(view, &mut deliver);
+                continue;
+            };
+            let delivered = self.deliver_batch(view, bytes, max_records, &mut deliver)?;
+            if delivered > 0 {
+                return Ok(delivered);
+            }
+            // Only padding or skipped records, or the buffer grew for a large record: go on.
+        }
+    }
+
+    /// Copies `[position, position + n)` and validates it; None when lapped.
+    fn copy_validated(&mut self, view: LogView<'_>, available: u64) -> Option<usize> {
+        let g = view.geometry;
+        let want = usize::try_from(available / 8).unwrap_or(usize::MAX);
+        let words = want.min(self.scratch.len());
+        let mut w = g.word(self.position);
+        let total_words = view.data.len();
+        let mut copied = 0;
+        while copied < words {
+            let run = (words - copied).min(total_words - w);
+            for (dst, src) in self.scratch[copied..copied + run]
+                .iter_mut()
+                .zip(&view.data[w..w + run])
+            {
+                *dst = src.load(Ordering::Relaxed);
+            }
+            copied += run;
+            w = 0;
+        }
+        fence(Ordering::Acquire);
+        let claim = view.positions.claim.load(Ordering::Relaxed);
+        (claim <= self.position + g.capacity).then_some(words * 8)
+    }
+
+    fn deliver_batch(
+        &mut self,
+        view: LogView<'_>,
+        bytes: usize,
+        max_records: usize,
+        deliver: &mut impl FnMut(LogEvent<'_>),
+    ) -> Result<usize, CorruptRecord> {
+        let g = view.geometry;
+        let batch = self.scratch.as_bytes();
+        let mut offset = 0usize;
+        let mut delivered = 0usize;
+        let mut grow_to = None;
+        while offset + 8 <= bytes && delivered < max_records {
+            let at = self.position + offset as u64;
+            let word0 = self.scratch[offset / 8];
+            let len = word0 & 0xffff_ffff;
+            let kind = (word0 >> 32) as u16;
+            let room = g.capacity - (at & g.mask());
+            if kind == KIND_PADDING {
+                if len < 8 || len % 8 != 0 || len > room {
+                    return Err(CorruptRecord {
+                        position: at,
+                        problem: "bad padding length",
+                    });
+                }
+                if offset as u64 + len > bytes as u64 {
+                    break;
+                }
+                offset += len as usize;
+                continue;
+            }
+            if len < RECORD_HEADER_LEN || len > g.max_record_len || align_record(len) > room {
+                return Err(CorruptRecord {
+                    position: at,
+                    problem: "bad record length",
+                });
+            }
+            let aligned = align_record(len) as usize;
+            if offset + aligned > bytes {
+                if offset == 0 && aligned > batch.len() {
+                    // A record larger than the buffer: grow it; the next poll copies it whole.
+                    grow_to = Some(aligned / 8);
+                }
+                break;
+            }
+            let header = RecordHeader::read_from_bytes(&batch[offset..offset + 16])
+                .map_err(|_| CorruptRecord {
+                    position: at,
+                    problem: "short header",
+                })?;
+            if let Some(expected) = self.expected_seq {
+                if header.seq < expected {
+                    return Err(CorruptRecord {
+                        position: at,
+                        problem: "sequence went backwards",
+                    });
+                }
+                if header.seq > expected {
+                    deliver(LogEvent::Lost {
+                        from_seq: expected,
+                        to_seq: header.seq,
+                    });
+                }
+            }
+            self.expected_seq = Some(header.seq + 1);
+            if header.seq >= self.skip_below {
+                deliver(LogEvent::Record {
+                    position: at,
+                    header,
+                    body: &batch[offset + 16..offset + len as usize],
+                });
+                delivered += 1;
+            }
+            offset += aligned;
+        }
+        self.position += offset as u64;
+        if let Some(words) = grow_to {
+            self.scratch.resize(words, 0);
+        }
+        Ok(delivered)
+    }
+
+    /// The writer lapped this reader: jump to a record a quarter of the ring ahead of the
+    /// writer's overwrite horizon and report exactly which sequences were lost.
+    fn resync(&mut self, view: LogView<'_>, deliver: &mut impl FnMut(LogEvent<'_>)) {
+        let g = view.geometry;
+        let claim = view.positions.claim.load(Ordering::Acquire);
+        let target = claim.saturating_sub(g.capacity) + g.capacity / 4;
+        let entry = search_index(view, |e| e.position >= target, false);
+        let (position, seq) = match entry {
+            Some(e) => (e.position, e.seq),
+            None => snapshot_tail(view),
+        };
+        if let Some(expected) = self.expected_seq
+            && seq > expected
+        {
+            deliver(LogEvent::Lost {
+                from_seq: expected,
+                to_seq: seq,
+            });
+        }
+        self.position = position;
+        self.commit_cache = position;
+        self.expected_seq = Some(seq);
+    }
+}

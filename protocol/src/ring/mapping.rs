@@ -1,0 +1,191 @@
+//! The operating-system edge of the ring log: memory maps, open-file-description locks
+//! and futexes. All of the ring's `unsafe` code is in this file.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::time::Duration;
+
+use super::log::Positions;
+
+/// A shared memory map of a whole file, unmapped on drop.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory; every access through it goes through atomics.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; `&Mapping` only hands out atomics.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `len` bytes of `file` shared, read-write or read-only. The caller has checked
+    /// that the file is at least `len` bytes long.
+    pub fn map(file: &File, len: usize, writable: bool) -> io::Result<Self> {
+        let prot = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
+        // SAFETY: a fresh mapping chosen by the kernel (addr null) cannot alias any Rust
+        // object; `file` is open for the duration of the call and the result is checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Self { ptr, len })
+    }
+
+    fn check(&self, offset: usize, bytes: usize, align: usize) {
+        assert!(
+            offset % align == 0 && offset.checked_add(bytes).is_some_and(|end| end <= self.len),
+            "ring mapping access out of bounds: offset {offset} + {bytes} > {}",
+            self.len
+        );
+    }
+
+    /// `count` atomic words starting at byte `offset` (8-aligned, in bounds: checked).
+    pub fn words(&self, offset: usize, count: usize) -> &[AtomicU64] {
+        self.check(offset, count * 8, 8);
+        // SAFETY: the range is inside the mapping (checked) and 8-aligned (the mapping is
+        // page-aligned, `offset` is checked); AtomicU64 has the size and alignment of u64
+        // and any bit pattern is valid. The memory is only ever accessed atomically by mdi
+        // processes, and the mapping outlives the returned borrow of `self`. On a read-only
+        // mapping callers only load (readers never store).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(offset).cast::<AtomicU64>(), count) }
+    }
+
+    /// The atomic u64 at byte `offset`.
+    pub fn u64_at(&self, offset: usize) -> &AtomicU64 {
+        &self.words(offset, 1)[0]
+    }
+
+    /// The atomic u32 at byte `offset` (4-aligned, in bounds: checked).
+    pub fn u32_at(&self, offset: usize) -> &AtomicU32 {
+        self.check(offset, 4, 4);
+        // SAFETY: in bounds and aligned (checked); AtomicU32 accepts any bit pattern; the
+        // mapping outlives the borrow.
+        unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU32>() }
+    }
+
+    /// The positions block at byte `offset`.
+    pub fn positions(&self, offset: usize) -> &Positions {
+        self.check(offset, size_of::<Positions>(), 8);
+        // SAFETY: `Positions` is repr(C) of four AtomicU64 (any bit pattern valid), the
+        // range is in bounds and 8-aligned (checked), the mapping outlives the borrow.
+        unsafe { &*self.ptr.as_ptr().add(offset).cast::<Positions>() }
+    }
+
+    /// Copies `out.len()` words starting at byte `offset` with atomic loads.
+    pub fn load_words(&self, offset: usize, out: &mut [u64]) {
+        let count = out.len();
+        for (dst, src) in out.iter_mut().zip(self.words(offset, count)) {
+            *dst = src.load(std::sync::atomic::Ordering::Acquire);
+        }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` came from a successful mmap and nothing borrowed from `self`
+        // can outlive it; after this the memory is not touched again.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+fn ofd_lock_request(kind: libc::c_int) -> libc::flock {
+    // SAFETY: `flock` is a plain C struct for which all-zero is a valid value.
+    let mut request: libc::flock = unsafe { std::mem::zeroed() };
+    request.l_type = kind as libc::c_short;
+    request.l_whence = libc::SEEK_SET as libc::c_short;
+    // Lock only the first byte: the lock is a token, not a data range.
+    request.l_start = 0;
+    request.l_len = 1;
+    request
+}
+
+/// Takes the writer lock: an exclusive open-file-description lock on `file`, released by
+/// the kernel when the last descriptor of this open closes — also on SIGKILL. Returns
+/// `Ok(false)` when another open file holds it.
+pub(crate) fn try_lock_writer(file: &File) -> io::Result<bool> {
+    let request = ofd_lock_request(libc::F_WRLCK);
+    // SAFETY: F_OFD_SETLK reads the flock struct we pass, which lives across the call.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &request) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EAGAIN | libc::EACCES) => Ok(false),
+        _ => Err(err),
+    }
+}
+
+/// Is any open file description holding the writer lock? Does not take or disturb it.
+pub(crate) fn writer_lock_held(file: &File) -> io::Result<bool> {
+    let mut request = ofd_lock_request(libc::F_WRLCK);
+    // SAFETY: F_OFD_GETLK reads and overwrites the flock struct we pass, which lives
+    // across the call.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut request) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(request.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+/// Sleeps while `*word == expected`, at most `timeout`. Spurious wake-ups are possible.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(i32::try_from(timeout.subsec_nanos()).unwrap_or(0)),
+    };
+    // SAFETY: FUTEX_WAIT (shared: the word lives in a MAP_SHARED file mapping) only reads
+    // the 4-byte aligned word and the timespec, both valid for the call's duration.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+        );
+    }
+}
+
+/// Wakes every thread sleeping on `word`, in any process.
+pub(crate) fn futex_wake_all(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE only uses the word's address as a key; it is valid and aligned.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
+    }
+}
+
+/// Does process `pid` exist (in this pid namespace)?
+pub(crate) fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 sends nothing; it only checks that the pid exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}

@@ -1,0 +1,351 @@
+//! Readers of a ring: any number, in any process, mapping the ring read-only.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::file::{RingFile, RingFileError, RingInfo, ShmDir, validate_name};
+use super::layout::{FLAG_CLOSED, FLAG_SUPERSEDED, READERS_SLEEPERS, READERS_WAKE};
+use super::log::{self, CorruptRecord, LogCursor, LogEvent, SeqLookup};
+use super::mapping::{self, Mapping};
+use super::writer::map_readers_file;
+use crate::records::{EpochStart, RecordKind, decode};
+
+/// Where a new reader starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartAt {
+    /// The oldest record still retained (within one index stride of the oldest byte).
+    Earliest,
+    /// After the last committed record: only new records.
+    #[default]
+    Latest,
+    /// The first record with this sequence number or higher. Found through the sparse
+    /// index without scanning; fails if already overwritten.
+    Sequence(u64),
+}
+
+/// Why a reader could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ReaderOpenError {
+    /// The stream name is not usable as a file name.
+    #[error("invalid stream name {name:?}: {reason}")]
+    InvalidName {
+        /// The name.
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The ring file is missing, foreign, corrupt, truncated, or unreadable.
+    #[error(transparent)]
+    File(#[from] RingFileError),
+    /// The requested sequence number was already overwritten.
+    #[error("{}: sequence {requested} is no longer retained; the earliest retained is {earliest}", path.display())]
+    SequenceOverwritten {
+        /// The ring file.
+        path: PathBuf,
+        /// Sequence asked for.
+        requested: u64,
+        /// Earliest sequence still in the ring.
+        earliest: u64,
+    },
+}
+
+/// A record as delivered to a reader: validated (never torn) and 8-byte aligned.
+#[derive(Debug, Clone, Copy)]
+pub struct RingRecord<'a> {
+    /// Byte position of the record in the stream.
+    pub position: u64,
+    /// Sequence number.
+    pub seq: u64,
+    /// What the body holds.
+    pub kind: RecordKind,
+    /// Record flags (reserved, 0).
+    pub flags: u16,
+    /// The body: a single-segment Cap'n Proto message for mdi record kinds.
+    pub body: &'a [u8],
+}
+
+/// What [`RingReader::poll`] delivers.
+#[derive(Debug, Clone, Copy)]
+pub enum ReadEvent<'a> {
+    /// A record.
+    Record(RingRecord<'a>),
+    /// Records with sequence numbers `from_seq..to_seq` will never be delivered: the
+    /// writer lapped this reader (or a replica could not repair a gap). Exact.
+    Lost {
+        /// First lost sequence.
+        from_seq: u64,
+        /// One past the last lost sequence.
+        to_seq: u64,
+    },
+    /// A writer started a new epoch (the first writer starts epoch 1; a restarted writer
+    /// starts the next). Records after this come from the new writer.
+    EpochStarted {
+        /// The new epoch.
+        epoch: u64,
+        /// The epoch before, 0 for a new ring.
+        previous_epoch: u64,
+        /// The new writer's process id.
+        writer_pid: u32,
+        /// Sequence number of the epoch-start record.
+        seq: u64,
+    },
+}
+
+impl ReadEvent<'_> {
+    /// For `Lost`, the number of records lost.
+    pub fn lost_count(&self) -> u64 {
+        match self {
+            Self::Lost { from_seq, to_seq } => to_seq - from_seq,
+            _ => 0,
+        }
+    }
+}
+
+/// How a reader waits for the next record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStrategy {
+    /// Spin on the commit position (lowest latency, burns a core).
+    BusySpin,
+    /// Yield the CPU between looks.
+    Yield,
+    /// Sleep on a futex until the writer commits, at most `timeout`. The writer makes the
+    /// wake-up system call only while some reader sleeps.
+    Park {
+        /// Longest sleep.
+        timeout: Duration,
+    },
+}
+
+/// Waiting failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    /// Parking needs write access to the readers file.
+    #[error("cannot park: {0}")]
+    ParkUnavailable(RingFileError),
+}
+
+/// Is the ring's writer there?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriterState {
+    /// A process holds the writer lock.
+    Alive,
+    /// The writer closed the ring and exited cleanly.
+    Closed,
+    /// The writer died without closing (crash, SIGKILL): a new writer may take over.
+    Dead,
+    /// The file was replaced by a new ring of the same name: reopen it.
+    Superseded,
+}
+
+/// Writer liveness as a reader sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterStatus {
+    /// Alive, closed, dead or superseded.
+    pub state: WriterState,
+    /// Process id of the (last) writer.
+    pub pid: u32,
+    /// Its epoch.
+    pub epoch: u64,
+    /// `now_ns` minus its last heartbeat.
+    pub heartbeat_age_ns: i64,
+}
+
+/// A reader of one ring. Maps the ring read-only: it cannot disturb the writer or other
+/// readers.
+#[derive(Debug)]
+pub struct RingReader {
+    ring: RingFile,
+    readers: Option<Mapping>,
+    readers_path: PathBuf,
+    cursor: LogCursor,
+    name: String,
+}
+
+impl RingReader {
+    /// Opens stream `name` in `dir` at `start`.
+    pub fn open(dir: &ShmDir, name: &str, start: StartAt) -> Result<Self, ReaderOpenError> {
+        validate_name(name).map_err(|reason| ReaderOpenError::InvalidName {
+            name: name.to_owned(),
+            reason,
+        })?;
+        let path = dir.ring_path(name);
+        let ring = RingFile::open(&path, false, Some(name))?;
+        let view = ring.view();
+        let cursor = match start {
+            StartAt::Latest => {
+                let (position, next_seq) = log::snapshot_tail(view);
+                LogCursor::new(position, Some(next_seq), 0)
+            }
+            StartAt::Earliest => match log::earliest(view) {
+                Some(entry) => LogCursor::new(entry.position, Some(entry.seq), 0),
+                None => {
+                    let (position, next_seq) = log::snapshot_tail(view);
+                    LogCursor::new(position, Some(next_seq), 0)
+                }
+            },
+            StartAt::Sequence(seq) => match log::seek_seq(view, seq) {
+                SeqLookup::At(entry) => LogCursor::new(entry.position, Some(entry.seq), seq),
+                SeqLookup::Future => {
+                    let (position, next_seq) = log::snapshot_tail(view);
+                    LogCursor::new(position, Some(next_seq), seq)
+                }
+                SeqLookup::Overwritten { earliest_seq } => {
+                    return Err(ReaderOpenError::SequenceOverwritten {
+                        path,
+                        requested: seq,
+                        earliest: earliest_seq,
+                    });
+                }
+            },
+        };
+        Ok(Self {
+            ring,
+            readers: None,
+            readers_path: dir.readers_path(name),
+            cursor,
+            name: name.to_owned(),
+        })
+    }
+
+    /// Delivers up to `max_records` records, plus any loss or epoch events, to `on_event`;
+    /// returns the number of records delivered (0: nothing new). Never blocks.
+    ///
+    /// Records are copied out of shared memory in batches and validated before delivery,
+    /// so a record overwritten while being read is never delivered: it becomes
+    /// [`ReadEvent::Lost`].
+    #[inline]
+    pub fn poll(
+        &mut self,
+        max_records: usize,
+        mut on_event: impl FnMut(ReadEvent<'_>),
+    ) -> Result<usize, CorruptRecord> {
+        let view = self.ring.view();
+        self.cursor.poll(view, max_records, |event| match event {
+            LogEvent::Record {
+                position,
+                header,
+                body,
+            } => {
+                let kind = RecordKind(header.kind);
+                if kind == RecordKind::EPOCH_START
+                    && let Ok(start) = decode::<EpochStart>(body)
+                {
+                    on_event(ReadEvent::EpochStarted {
+                        epoch: start.epoch,
+                        previous_epoch: start.previous_epoch,
+                        writer_pid: start.writer_pid,
+                        seq: header.seq,
+                    });
+                    return;
+                }
+                on_event(ReadEvent::Record(RingRecord {
+                    position,
+                    seq: header.seq,
+                    kind,
+                    flags: header.flags,
+                    body,
+                }));
+            }
+            LogEvent::Lost { from_seq, to_seq } => on_event(ReadEvent::Lost { from_seq, to_seq }),
+        })
+    }
+
+    /// True when nothing beyond this reader's position is committed.
+    #[inline]
+    pub fn caught_up(&mut self) -> bool {
+        self.cursor.caught_up(self.ring.view())
+    }
+
+    /// Waits once according to `strategy`; returns true when a record is ready to poll.
+    /// Callers loop with their own deadline (the ring reads no clock).
+    pub fn wait(&mut self, strategy: WaitStrategy) -> Result<bool, WaitError> {
+        match strategy {
+            WaitStrategy::BusySpin => std::hint::spin_loop(),
+            WaitStrategy::Yield => std::thread::yield_now(),
+            WaitStrategy::Park { timeout } => self.park(timeout)?,
+        }
+        Ok(!self.caught_up())
+    }
+
+    fn park(&mut self, timeout: Duration) -> Result<(), WaitError> {
+        if self.readers.is_none() {
+            let path = &self.readers_path;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(path)
+                .map_err(|e| WaitError::ParkUnavailable(RingFileError::io(path, e)))?;
+            self.readers = Some(map_readers_file(path, &file, true).map_err(WaitError::ParkUnavailable)?);
+        }
+        let Some(readers) = &self.readers else {
+            return Ok(());
+        };
+        let sleepers = readers.u32_at(READERS_SLEEPERS);
+        let wake = readers.u32_at(READERS_WAKE);
+        sleepers.fetch_add(1, Ordering::SeqCst);
+        let ticket = wake.load(Ordering::SeqCst);
+        let commit = self.ring.view().positions.commit.load(Ordering::SeqCst);
+        let writer_gone = self.ring.writer_flags() & FLAG_CLOSED != 0;
+        if commit == self.cursor.position() && !writer_gone {
+            mapping::futex_wait(wake, ticket, timeout);
+        }
+        sleepers.fetch_sub(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The writer's liveness: lock held (alive), closed cleanly, died, or superseded.
+    pub fn writer_status(&self, now_ns: i64) -> WriterStatus {
+        let flags = self.ring.writer_flags();
+        let state = if flags & FLAG_SUPERSEDED != 0 {
+            WriterState::Superseded
+        } else if self.ring.writer_lock_held().unwrap_or_else(|_| {
+            mapping::process_exists(self.ring.writer_pid())
+        }) {
+            WriterState::Alive
+        } else if flags & FLAG_CLOSED != 0 {
+            WriterState::Closed
+        } else {
+            WriterState::Dead
+        };
+        WriterStatus {
+            state,
+            pid: self.ring.writer_pid(),
+            epoch: self.ring.epoch(),
+            heartbeat_age_ns: now_ns.saturating_sub(self.ring.heartbeat_ns()),
+        }
+    }
+
+    /// Byte position of the next record to read.
+    pub fn position(&self) -> u64 {
+        self.cursor.position()
+    }
+
+    /// Sequence number of the next record to read.
+    pub fn next_seq(&self) -> Option<u64> {
+        self.cursor.expected_seq()
+    }
+
+    /// Bytes committed but not yet read.
+    pub fn backlog(&self) -> u64 {
+        self.cursor.backlog(self.ring.view())
+    }
+
+    /// The stream name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The ring file.
+    pub fn path(&self) -> &Path {
+        &self.ring.path
+    }
+
+    /// A snapshot of the ring header.
+    pub fn info(&self) -> RingInfo {
+        self.ring.info()
+    }
+}

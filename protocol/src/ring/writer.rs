@@ -1,0 +1,518 @@
+//! The single writer of a ring.
+
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{Ordering, fence};
+
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
+
+use super::file::{RingFile, RingFileError, ShmDir, file_len, validate_name};
+use super::layout::{
+    Descriptor, FLAG_CLOSED, FLAG_SUPERSEDED, HEADER_LEN, READERS_FILE_LEN, READERS_MAGIC,
+    READERS_SLEEPERS, READERS_VERSION, READERS_WAKE, RING_MAGIC, RING_VERSION, ReadersDescriptor,
+    WRITER_EPOCH, WRITER_EPOCH_START_POSITION, WRITER_EPOCH_START_SEQ, WRITER_FLAGS,
+    WRITER_HEARTBEAT, WRITER_PID, WRITER_STARTED,
+};
+use super::log::{AppendError, Geometry, LogAppender, RECORD_ALIGN};
+use super::mapping::{self, Mapping};
+use super::{DEFAULT_CAPACITY, MAX_CAPACITY, MIN_CAPACITY};
+use crate::records::{EpochStart, Record, RecordEncoder, RecordError, RecordKind, SCHEMA_ID};
+
+/// How to create (or take over) a ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingOptions {
+    capacity: u64,
+    mode: u32,
+    readers_mode: u32,
+    schema_id: u64,
+    replace_incompatible: bool,
+    now_ns: i64,
+}
+
+impl Default for RingOptions {
+    fn default() -> Self {
+        Self {
+            capacity: DEFAULT_CAPACITY,
+            mode: 0o640,
+            readers_mode: 0o660,
+            schema_id: SCHEMA_ID,
+            replace_incompatible: false,
+            now_ns: 0,
+        }
+    }
+}
+
+impl RingOptions {
+    /// Data-region bytes, a power of two from 4 KiB to 64 GiB (default 64 MiB).
+    pub fn capacity(mut self, bytes: u64) -> Self {
+        self.capacity = bytes;
+        self
+    }
+
+    /// File mode of the ring (default 0640: readers in the group map it read-only).
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// File mode of the readers file, which parked readers write (default 0660).
+    pub fn readers_mode(mut self, mode: u32) -> Self {
+        self.readers_mode = mode;
+        self
+    }
+
+    /// Schema id recorded in the header (default: mdi's records schema).
+    pub fn schema_id(mut self, id: u64) -> Self {
+        self.schema_id = id;
+        self
+    }
+
+    /// When an existing ring has another capacity or schema, replace it with a new file
+    /// (its readers are told it was superseded) instead of failing.
+    pub fn replace_incompatible(mut self, replace: bool) -> Self {
+        self.replace_incompatible = replace;
+        self
+    }
+
+    /// The caller's clock, ns since the Unix epoch: stored as creation time, start time and
+    /// first heartbeat. (The ring never reads a clock itself.)
+    pub fn now_ns(mut self, now_ns: i64) -> Self {
+        self.now_ns = now_ns;
+        self
+    }
+
+    /// The configured capacity.
+    pub fn get_capacity(&self) -> u64 {
+        self.capacity
+    }
+}
+
+/// Why a writer could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum WriterCreateError {
+    /// Another live process is the ring's writer (it holds the writer lock).
+    #[error("{}: another writer (pid {pid}) is live; a ring has exactly one writer", path.display())]
+    WriterAlive {
+        /// The ring file.
+        path: PathBuf,
+        /// Process id recorded by that writer.
+        pid: u32,
+    },
+    /// The existing ring differs from the options; see `RingOptions::replace_incompatible`.
+    #[error("{}: existing ring has {what} {found}, asked for {wanted} (delete it or allow replacing)", path.display())]
+    Incompatible {
+        /// The ring file.
+        path: PathBuf,
+        /// Which property differs.
+        what: &'static str,
+        /// Its value in the file.
+        found: u64,
+        /// The value asked for.
+        wanted: u64,
+    },
+    /// The stream name is not usable as a file name.
+    #[error("invalid stream name {name:?}: {reason}")]
+    InvalidName {
+        /// The name.
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The capacity is not a power of two in range.
+    #[error("invalid ring capacity {0}: a power of two from 4 KiB to 64 GiB")]
+    InvalidCapacity(u64),
+    /// The existing file is not a usable ring (foreign, corrupt, truncated) or I/O failed.
+    #[error(transparent)]
+    File(#[from] RingFileError),
+    /// Writing the epoch record failed.
+    #[error("writing the epoch record: {0}")]
+    EpochRecord(String),
+}
+
+/// Appending a typed record failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Encoding the record failed.
+    #[error(transparent)]
+    Encode(#[from] RecordError),
+    /// The ring refused the record.
+    #[error(transparent)]
+    Append(#[from] AppendError),
+}
+
+/// The one writer of a ring log. Holding a `RingWriter` means holding the ring's writer
+/// lock: a second writer cannot exist while this one lives, in any process.
+#[derive(Debug)]
+pub struct RingWriter {
+    ring: RingFile,
+    readers: Mapping,
+    appender: LogAppender,
+    encoder: RecordEncoder,
+    epoch: u64,
+    name: String,
+}
+
+impl RingWriter {
+    /// Creates the ring `name` in `dir`, or takes over an existing one whose writer died
+    /// (same capacity and schema): a new epoch starts where the old writer stopped, its
+    /// torn record (if any) is padded over, and readers see an epoch-start record.
+    pub fn create(dir: &ShmDir, name: &str, options: &RingOptions) -> Result<Self, WriterCreateError> {
+        validate_name(name).map_err(|reason| WriterCreateError::InvalidName {
+            name: name.to_owned(),
+            reason,
+        })?;
+        let capacity = options.capacity;
+        if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
+            return Err(WriterCreateError::InvalidCapacity(capacity));
+        }
+        fs::create_dir_all(dir.path()).map_err(|e| RingFileError::io(dir.path(), e))?;
+        let path = dir.ring_path(name);
+        let readers = open_readers_file(&dir.readers_path(name), options.readers_mode)?;
+        // Bounded: each round either takes the ring or loses a creation race to a writer
+        // that then holds the lock.
+        for _ in 0..8 {
+            let (ring, previous_epoch) = match open_existing(&path, name, options)? {
+                Existing::TakeOver(ring) => {
+                    let epoch = ring.epoch();
+                    (ring, epoch)
+                }
+                Existing::Missing => match create_new(&path, name, options, false)? {
+                    Some(ring) => (ring, 0),
+                    None => continue,
+                },
+                Existing::Replace(old) => {
+                    let ring = create_new(&path, name, options, true)?
+                        .ok_or_else(|| RingFileError::io(&path, io::ErrorKind::AlreadyExists.into()))?;
+                    old.map.u32_at(WRITER_FLAGS).fetch_or(FLAG_SUPERSEDED | FLAG_CLOSED, Ordering::AcqRel);
+                    (ring, 0)
+                }
+            };
+            return Self::start_epoch(ring, readers, name, previous_epoch, options.now_ns);
+        }
+        Err(WriterCreateError::File(RingFileError::io(
+            &path,
+            io::Error::other("lost the creation race repeatedly"),
+        )))
+    }
+
+    fn start_epoch(
+        ring: RingFile,
+        readers: Mapping,
+        name: &str,
+        previous_epoch: u64,
+        now_ns: i64,
+    ) -> Result<Self, WriterCreateError> {
+        let appender = LogAppender::resume(ring.view());
+        let epoch = previous_epoch + 1;
+        let map = &ring.map;
+        map.u32_at(WRITER_PID).store(std::process::id(), Ordering::Release);
+        map.u32_at(WRITER_FLAGS).store(0, Ordering::Release);
+        map.u64_at(WRITER_EPOCH_START_POSITION).store(appender.position(), Ordering::Release);
+        map.u64_at(WRITER_EPOCH_START_SEQ).store(appender.next_seq(), Ordering::Release);
+        map.u64_at(WRITER_STARTED).store(now_ns.cast_unsigned(), Ordering::Release);
+        map.u64_at(WRITER_HEARTBEAT).store(now_ns.cast_unsigned(), Ordering::Release);
+        map.u64_at(WRITER_EPOCH).store(epoch, Ordering::Release);
+        let mut writer = Self {
+            ring,
+            readers,
+            appender,
+            encoder: RecordEncoder::new(),
+            epoch,
+            name: name.to_owned(),
+        };
+        writer
+            .append_record(&EpochStart {
+                epoch,
+                writer_pid: std::process::id(),
+                started_ns: now_ns,
+                previous_epoch,
+            })
+            .map_err(|e| WriterCreateError::EpochRecord(e.to_string()))?;
+        Ok(writer)
+    }
+
+    /// Appends one record; returns its sequence number. Never blocks on readers.
+    #[inline]
+    pub fn append(&mut self, kind: RecordKind, body: &[u8]) -> Result<u64, AppendError> {
+        self.append_parts(kind, &[body])
+    }
+
+    /// Appends one record whose body is `parts` concatenated (every part but the last a
+    /// multiple of 8 bytes long).
+    #[inline]
+    pub fn append_parts(&mut self, kind: RecordKind, parts: &[&[u8]]) -> Result<u64, AppendError> {
+        let seq = self.appender.append(self.ring.view(), kind.0, parts)?;
+        self.wake_sleepers();
+        Ok(seq)
+    }
+
+    /// Encodes `record` as a single-segment Cap'n Proto message and appends it.
+    pub fn append_record<T: Record>(&mut self, record: &T) -> Result<u64, WriteError> {
+        let body = self.encoder.encode(record)?;
+        let seq = self.appender.append(self.ring.view(), T::KIND.0, &[body])?;
+        self.wake_sleepers();
+        Ok(seq)
+    }
+
+    /// Wakes parked readers, only if one said it sleeps. The SeqCst fence orders our
+    /// commit store before the sleeper-count load; the reader does the mirror image
+    /// (count increment before its commit load), so one of the two always sees the other.
+    #[inline]
+    fn wake_sleepers(&self) {
+        fence(Ordering::SeqCst);
+        if self.readers.u32_at(READERS_SLEEPERS).load(Ordering::Relaxed) != 0 {
+            let wake = self.readers.u32_at(READERS_WAKE);
+            wake.fetch_add(1, Ordering::SeqCst);
+            mapping::futex_wake_all(wake);
+        }
+    }
+
+    /// Records that the writer is alive at `now_ns` (ns since the Unix epoch). Call it from
+    /// the duty cycle, at least every few hundred milliseconds when idle.
+    pub fn heartbeat(&self, now_ns: i64) {
+        self.ring
+            .map
+            .u64_at(WRITER_HEARTBEAT)
+            .store(now_ns.cast_unsigned(), Ordering::Release);
+    }
+
+    /// This writer's epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Position of the next record.
+    pub fn position(&self) -> u64 {
+        self.appender.position()
+    }
+
+    /// Sequence number of the next record.
+    pub fn next_seq(&self) -> u64 {
+        self.appender.next_seq()
+    }
+
+    /// Data-region bytes.
+    pub fn capacity(&self) -> u64 {
+        self.ring.geometry.capacity
+    }
+
+    /// Largest record (header + body) accepted.
+    pub fn max_record_len(&self) -> u64 {
+        self.ring.geometry.max_record_len
+    }
+
+    /// The stream name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The ring file.
+    pub fn path(&self) -> &Path {
+        &self.ring.path
+    }
+}
+
+impl Drop for RingWriter {
+    fn drop(&mut self) {
+        self.ring
+            .map
+            .u32_at(WRITER_FLAGS)
+            .fetch_or(FLAG_CLOSED, Ordering::AcqRel);
+        // Parked readers wake up and see the writer gone.
+        let wake = self.readers.u32_at(READERS_WAKE);
+        wake.fetch_add(1, Ordering::SeqCst);
+        mapping::futex_wake_all(wake);
+    }
+}
+
+enum Existing {
+    Missing,
+    TakeOver(RingFile),
+    Replace(RingFile),
+}
+
+fn open_existing(path: &Path, name: &str, options: &RingOptions) -> Result<Existing, WriterCreateError> {
+    let file = match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Existing::Missing),
+        Err(e) => return Err(RingFileError::io(path, e).into()),
+    };
+    if !mapping::try_lock_writer(&file).map_err(|e| RingFileError::io(path, e))? {
+        let mut pid = [0u8; 4];
+        let pid = match file.read_at(&mut pid, super::layout::WRITER_PID as u64) {
+            Ok(4) => u32::from_le_bytes(pid),
+            _ => 0,
+        };
+        return Err(WriterCreateError::WriterAlive {
+            path: path.to_owned(),
+            pid,
+        });
+    }
+    let ring = RingFile::from_file(path, file, true, Some(name))?;
+    let checks = [
+        ("capacity", ring.geometry.capacity, options.capacity),
+        ("schema id", ring.descriptor.schema_id, options.schema_id),
+    ];
+    for (what, found, wanted) in checks {
+        if found != wanted {
+            if options.replace_incompatible {
+                return Ok(Existing::Replace(ring));
+            }
+            return Err(WriterCreateError::Incompatible {
+                path: path.to_owned(),
+                what,
+                found,
+                wanted,
+            });
+        }
+    }
+    Ok(Existing::TakeOver(ring))
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("ring");
+    let unique = std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.subsec_nanos());
+    path.with_file_name(format!(".{file_name}.{}.{unique}.tmp", std::process::id()))
+}
+
+/// Writes a fully initialised file under a temporary name and links it into place, so
+/// readers never see a half-made ring. Returns None if another creator won the race.
+fn create_new(
+    path: &Path,
+    name: &str,
+    options: &RingOptions,
+    replace: bool,
+) -> Result<Option<RingFile>, WriterCreateError> {
+    let geometry = Geometry::for_capacity(options.capacity);
+    let len = file_len(geometry);
+    let mut descriptor = Descriptor::new_zeroed();
+    descriptor.magic = RING_MAGIC;
+    descriptor.version = RING_VERSION;
+    descriptor.header_len = HEADER_LEN as u32;
+    descriptor.capacity = geometry.capacity;
+    descriptor.index_offset = HEADER_LEN + geometry.capacity;
+    descriptor.index_slots = geometry.index_slots;
+    descriptor.stride_shift = geometry.stride_shift;
+    descriptor.record_align = RECORD_ALIGN as u32;
+    descriptor.max_record_len = geometry.max_record_len;
+    descriptor.schema_id = options.schema_id;
+    descriptor.created_ns = options.now_ns;
+    descriptor.file_len = len;
+    descriptor.name[..name.len()].copy_from_slice(name.as_bytes());
+
+    let tmp = temp_path(path);
+    let file = create_file(&tmp, options.mode, len, descriptor.as_bytes())?;
+    let locked = mapping::try_lock_writer(&file).map_err(|e| RingFileError::io(&tmp, e))?;
+    debug_assert!(locked, "a fresh private file cannot be locked by anyone else");
+    let linked = if replace {
+        fs::rename(&tmp, path).map(|()| true)
+    } else {
+        let linked = fs::hard_link(&tmp, path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    };
+    match linked {
+        Ok(true) => Ok(Some(RingFile::from_file(path, file, true, Some(name))?)),
+        Ok(false) => Ok(None),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(RingFileError::io(path, e).into())
+        }
+    }
+}
+
+fn create_file(path: &Path, mode: u32, len: u64, header: &[u8]) -> Result<File, RingFileError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| RingFileError::io(path, e))?;
+    let init = || -> io::Result<()> {
+        // Exactly the mode asked for, whatever the umask.
+        file.set_permissions(Permissions::from_mode(mode))?;
+        file.set_len(len)?;
+        file.write_all_at(header, 0)
+    };
+    init().map_err(|e| {
+        let _ = fs::remove_file(path);
+        RingFileError::io(path, e)
+    })?;
+    Ok(file)
+}
+
+/// Opens (creating it if missing) the readers file that parked readers sleep on.
+fn open_readers_file(path: &Path, mode: u32) -> Result<Mapping, WriterCreateError> {
+    let len = READERS_FILE_LEN;
+    for _ in 0..8 {
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+        {
+            Ok(file) => return Ok(map_readers_file(path, &file, true)?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(RingFileError::io(path, e).into()),
+        }
+        let mut descriptor = ReadersDescriptor::new_zeroed();
+        descriptor.magic = READERS_MAGIC;
+        descriptor.version = READERS_VERSION;
+        descriptor.file_len = len;
+        let tmp = temp_path(path);
+        let file = create_file(&tmp, mode, len, descriptor.as_bytes())?;
+        let linked = fs::hard_link(&tmp, path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => return Ok(map_readers_file(path, &file, true)?),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(RingFileError::io(path, e).into()),
+        }
+    }
+    Err(RingFileError::io(path, io::Error::other("lost the creation race repeatedly")).into())
+}
+
+/// Validates and maps a readers file.
+pub(crate) fn map_readers_file(path: &Path, file: &File, writable: bool) -> Result<Mapping, RingFileError> {
+    use super::file::FileProblem;
+    let invalid = |problem| RingFileError::Invalid {
+        path: path.to_owned(),
+        problem,
+    };
+    let actual = file.metadata().map_err(|e| RingFileError::io(path, e))?.len();
+    let mut head = [0u8; size_of::<ReadersDescriptor>()];
+    let read = file.read_at(&mut head, 0).map_err(|e| RingFileError::io(path, e))?;
+    let descriptor = ReadersDescriptor::read_from_bytes(&head)
+        .map_err(|_| invalid(FileProblem::Inconsistent("readers header")))?;
+    if read < 8 || descriptor.magic != READERS_MAGIC {
+        let mut found = [0u8; 8];
+        found.copy_from_slice(&head[..8]);
+        return Err(invalid(FileProblem::BadMagic { found }));
+    }
+    if descriptor.version != READERS_VERSION {
+        return Err(invalid(FileProblem::UnsupportedVersion {
+            found: descriptor.version,
+            supported: READERS_VERSION,
+        }));
+    }
+    if actual < READERS_FILE_LEN || descriptor.file_len != READERS_FILE_LEN {
+        return Err(invalid(FileProblem::Truncated {
+            expected: READERS_FILE_LEN,
+            actual,
+        }));
+    }
+    Mapping::map(file, READERS_FILE_LEN as usize, writable).map_err(|e| RingFileError::io(path, e))
+}
