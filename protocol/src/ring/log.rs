@@ -18,6 +18,8 @@
 //!    copy is exact. The fences pair like a seqlock's: if a copied word came from a store
 //!    after the writer's `fence(Release)` of a later claim, that claim is visible here.
 
+#![cfg_attr(loom, allow(dead_code))]
+
 use super::sync::{AtomicU64, Ordering, fence, spin_hint};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
