@@ -1,1 +1,69 @@
-fn main() {}
+//! `mdbench`: mdi's end-to-end benchmark harness. Every scenario prints
+//! `RESULT scenario=<name> impl=<mdi|peer> ...` lines, with peers measured in the same run.
+
+mod harness;
+mod iox;
+mod ring;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "mdbench", version, about = "mdi benchmarks, side by side with their peers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Ring log one-way latency and throughput vs iceoryx2, tokio broadcast, crossbeam and
+    /// a cache-line floor; writer and readers in separate processes pinned to cores.
+    Ring {
+        /// Fewer messages per run: finishes in under a minute.
+        #[arg(long)]
+        quick: bool,
+        /// Payload sizes in bytes.
+        #[arg(long, value_delimiter = ',', default_value = "64,256,1024", value_name = "BYTES")]
+        sizes: Vec<usize>,
+        /// Reader counts.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,3,4", value_name = "N")]
+        readers: Vec<usize>,
+        /// Only these implementations (mdi, iceoryx2, tokio-broadcast, crossbeam, floor).
+        #[arg(long = "impl", value_delimiter = ',', value_name = "NAME")]
+        impls: Vec<String>,
+    },
+    /// Internal: a benchmark process started by another mdbench.
+    #[command(hide = true)]
+    Child {
+        /// Role and its arguments.
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Ring {
+            quick,
+            sizes,
+            readers,
+            impls,
+        } => ring::run(&ring::RingBench {
+            quick,
+            sizes,
+            readers,
+            impls,
+        }),
+        Command::Child { args } => ring::child(&args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -190,20 +190,26 @@ pub(crate) fn file_len(geometry: Geometry) -> u64 {
 
 impl RingFile {
     /// Opens and validates `path`; `expected_name` is checked against the header.
-    pub fn open(path: &Path, writable: bool, expected_name: Option<&str>) -> Result<Self, RingFileError> {
+    pub fn open(
+        path: &Path,
+        writable: bool,
+        populate: bool,
+        expected_name: Option<&str>,
+    ) -> Result<Self, RingFileError> {
         let file = OpenOptions::new()
             .read(true)
             .write(writable)
             .custom_flags(libc::O_CLOEXEC)
             .open(path)
             .map_err(|e| RingFileError::io(path, e))?;
-        Self::from_file(path, file, writable, expected_name)
+        Self::from_file(path, file, writable, populate, expected_name)
     }
 
     pub fn from_file(
         path: &Path,
         file: File,
         writable: bool,
+        populate: bool,
         expected_name: Option<&str>,
     ) -> Result<Self, RingFileError> {
         let invalid = |problem| RingFileError::Invalid {
@@ -226,7 +232,7 @@ impl RingFile {
                 actual,
             }));
         }
-        let header_map = Mapping::map(&file, HEADER_LEN as usize, false)
+        let header_map = Mapping::map(&file, HEADER_LEN as usize, false, false)
             .map_err(|e| RingFileError::io(path, e))?;
         let mut words = [0u64; WRITER_BLOCK / 8];
         header_map.load_words(0, &mut words);
@@ -286,7 +292,8 @@ impl RingFile {
         }
         let len = usize::try_from(expected_len)
             .map_err(|_| invalid(FileProblem::Inconsistent("file too large to map")))?;
-        let map = Mapping::map(&file, len, writable).map_err(|e| RingFileError::io(path, e))?;
+        let map = Mapping::map(&file, len, writable, populate)
+            .map_err(|e| RingFileError::io(path, e))?;
         Ok(Self {
             path: path.to_owned(),
             file,
@@ -415,5 +422,5 @@ pub struct RingInfo {
 /// Reads a ring's header without becoming a reader: for monitoring.
 pub fn inspect(dir: &ShmDir, name: &str) -> Result<RingInfo, RingFileError> {
     let path = dir.ring_path(name);
-    Ok(RingFile::open(&path, false, Some(name))?.info())
+    Ok(RingFile::open(&path, false, false, Some(name))?.info())
 }

@@ -4,19 +4,28 @@
 //!
 //! # Protocol (see `docs/formats/ring-log.md` for the full argument)
 //!
-//! Writer, per record at `[start, end)`:
-//! 1. `claim := end` (Relaxed), `next_seq := seq + 1` (Release), `fence(Release)`;
-//! 2. write the bytes (Relaxed word stores);
-//! 3. `commit := end` (Release).
+//! A record's first word (`len | kind << 32`) is its commit flag: it is never 0 for a
+//! record, and the writer zeroes the word where the *next* record will start before it
+//! publishes the current one, so a reader at a record boundary sees 0 (nothing yet) or a
+//! complete record. This is Aeron's term-buffer idea; readers poll the data itself and
+//! never touch a line the writer stores on every record.
 //!
-//! Reader, per batch `[pos, upto)` with `upto ≤ commit`:
-//! 1. `commit` (Acquire) — the bytes below it are complete;
-//! 2. copy the words (Relaxed loads) into a private buffer;
-//! 3. `fence(Acquire)`, then `claim` (Relaxed): if `claim > pos + capacity` the writer may
-//!    have overwritten part of what was copied, so the copy is discarded (**lapped**);
-//!    otherwise every copied word was written before the writer claimed past it, and the
-//!    copy is exact. The fences pair like a seqlock's: if a copied word came from a store
-//!    after the writer's `fence(Release)` of a later claim, that claim is visible here.
+//! Writer, per record at `[start, end)`:
+//! 1. if `end + 8 > claim`: `claim := end + 8` rounded up to a claim chunk (Relaxed),
+//!    then `fence(Release)` — claim moves once per chunk, not once per record;
+//! 2. zero the word at `end`; write the sequence and body words (Relaxed);
+//! 3. store the first word at `start` (Release) — the record is visible;
+//! 4. `commit := end` (Release), for tail snapshots, monitoring and parked readers.
+//!
+//! Reader, per batch starting at record boundary `pos`:
+//! 1. for each record: first word (Acquire); 0 ends the batch; else copy the record's
+//!    words (Relaxed) into a private buffer;
+//! 2. `fence(Acquire)`, then `claim` (Relaxed): if `claim > pos + capacity` the writer
+//!    may have overwritten part of what was copied (or of the word that looked like a
+//!    header), so the batch is discarded (**lapped**); otherwise every copied word was
+//!    written before the writer claimed past it, and the copy is exact. The fences pair
+//!    like a seqlock's: if a copied word came from a store after the writer's
+//!    `fence(Release)` of a later claim, that claim is visible here.
 
 #![cfg_attr(loom, allow(dead_code))]
 
@@ -86,6 +95,11 @@ pub(crate) struct Geometry {
     pub max_record_len: u64,
 }
 
+/// Claim moves in steps of this fraction of the capacity (at most 64 KiB): readers lose
+/// at most that much of their window, and the claim line is written once per step.
+const CLAIM_CHUNK_DIVISOR: u64 = 16;
+const MAX_CLAIM_CHUNK: u64 = 64 << 10;
+
 impl Geometry {
     /// The geometry mdi uses for a data region of `capacity` bytes (a power of two).
     pub fn for_capacity(capacity: u64) -> Self {
@@ -102,6 +116,10 @@ impl Geometry {
 
     fn mask(self) -> u64 {
         self.capacity - 1
+    }
+
+    fn claim_chunk(self) -> u64 {
+        (self.capacity / CLAIM_CHUNK_DIVISOR).clamp(RECORD_ALIGN, MAX_CLAIM_CHUNK)
     }
 
     fn word(self, position: u64) -> usize {
@@ -160,58 +178,47 @@ pub(crate) struct IndexEntry {
 pub(crate) struct LogAppender {
     position: u64,
     next_seq: u64,
+    claimed: u64,
     index_next: u64,
     last_indexed_stride: Option<u64>,
 }
 
 impl LogAppender {
-    /// Starts writing after whatever a previous writer left: a torn claim (claim > commit)
-    /// is covered with padding, and the sequence continues from the last committed record.
-    /// Must only be called while no other writer can run (the file lock is held).
+    /// Starts writing after whatever a previous writer left: everything between its last
+    /// commit and its claim (a torn record, unused claim) is covered with padding, and the
+    /// sequence continues from the last committed record. Must only be called while no
+    /// other writer can run (the file lock is held).
     pub fn resume(view: LogView<'_>) -> Self {
         let p = view.positions;
         let commit = p.commit.load(Ordering::Acquire);
         let claim = p.claim.load(Ordering::Acquire).max(commit);
         let index_next = p.index_next.load(Ordering::Acquire);
-        // The last index entry below commit, then scan forward to commit for the sequence
-        // of the last committed record (at most one stride of headers). Entries above it
-        // were torn by the previous writer and are rewritten.
+        // Entries above the last one below commit were torn by the previous writer and
+        // are rewritten.
         let lo = index_next.saturating_sub(view.geometry.index_slots);
         let last_entry = (lo..=index_next)
             .rev()
             .find_map(|n| read_entry(view, n).filter(|e| e.position < commit).map(|e| (n, e)));
-        let mut next_seq = 0;
-        let mut last_indexed_stride = None;
-        let mut appender_index_next = index_next;
-        if let Some((n, entry)) = last_entry {
-            last_indexed_stride = Some(entry.position >> view.geometry.stride_shift);
-            appender_index_next = n + 1;
-            next_seq = entry.seq;
-            let mut at = entry.position;
-            while at < commit {
-                let word0 = view.data[view.geometry.word(at)].load(Ordering::Relaxed);
-                let len = word0 & 0xffff_ffff;
-                if (word0 >> 32) as u16 != KIND_PADDING {
-                    next_seq = view.data[view.geometry.word(at + 8)].load(Ordering::Relaxed) + 1;
-                }
-                if len == 0 {
-                    break;
-                }
-                at += align_record(len);
-            }
-        }
+        let (next_seq, index_next, last_indexed_stride) = match last_entry {
+            Some((n, entry)) => (
+                walk_to(view, entry, commit).unwrap_or(entry.seq),
+                n + 1,
+                Some(entry.position >> view.geometry.stride_shift),
+            ),
+            None => (0, index_next, None),
+        };
         let mut appender = Self {
             position: commit,
             next_seq,
-            index_next: appender_index_next,
+            claimed: claim,
+            index_next,
             last_indexed_stride,
         };
-        if claim > commit {
+        if claim > commit || commit == 0 {
             appender.pad(view, claim);
         }
         p.next_seq.store(appender.next_seq, Ordering::Release);
-        p.index_next
-            .store(appender.index_next, Ordering::Release);
+        p.index_next.store(appender.index_next, Ordering::Release);
         appender
     }
 
@@ -225,8 +232,21 @@ impl LogAppender {
         self.next_seq
     }
 
+    /// Makes sure `claim` covers `[.., upto)`, a chunk at a time.
+    #[inline]
+    fn claim_to(&mut self, view: LogView<'_>, upto: u64) {
+        if upto > self.claimed {
+            let chunk = view.geometry.claim_chunk();
+            self.claimed = upto.div_ceil(chunk) * chunk;
+            view.positions.claim.store(self.claimed, Ordering::Relaxed);
+            // Pairs with the reader's fence(Acquire) before it loads `claim`.
+            fence(Ordering::Release);
+        }
+    }
+
     /// Appends one record whose body is the concatenation of `parts`; returns its
     /// sequence number. Never waits for readers.
+    #[inline]
     pub fn append(
         &mut self,
         view: LogView<'_>,
@@ -266,20 +286,12 @@ impl LogAppender {
         let seq = self.next_seq;
         let p = view.positions;
 
-        p.claim.store(end, Ordering::Relaxed);
-        p.next_seq.store(seq + 1, Ordering::Release);
-        // Pairs with the reader's fence(Acquire) before it loads `claim`.
-        fence(Ordering::Release);
-
-        if pad > 0 {
-            view.data[g.word(self.position)].store(pad, Ordering::Relaxed);
-        }
-        let mut w = g.word(start);
-        // len fits u32: len <= max_record_len <= u32::MAX.
-        let word0 = len | (u64::from(kind) << 32);
-        view.data[w].store(word0, Ordering::Relaxed);
-        view.data[w + 1].store(seq, Ordering::Relaxed);
-        w += 2;
+        self.claim_to(view, end + RECORD_ALIGN);
+        // The next record's first word: 0 until that record is published.
+        view.data[g.word(end)].store(0, Ordering::Relaxed);
+        let mut w = g.word(start) + 1;
+        view.data[w].store(seq, Ordering::Relaxed);
+        w += 1;
         for part in parts {
             let (chunks, rest) = part.as_chunks::<8>();
             for chunk in chunks {
@@ -293,7 +305,14 @@ impl LogAppender {
                 w += 1;
             }
         }
-
+        // len fits u32: len <= max_record_len <= u32::MAX.
+        view.data[g.word(start)].store(len | (u64::from(kind) << 32), Ordering::Release);
+        if pad > 0 {
+            // Published after the record it leads to: a reader that sees the padding
+            // finds the record complete at the start of the region.
+            view.data[g.word(self.position)].store(pad, Ordering::Release);
+        }
+        p.next_seq.store(seq + 1, Ordering::Relaxed);
         p.commit.store(end, Ordering::Release);
         self.position = end;
         self.next_seq = seq + 1;
@@ -312,17 +331,21 @@ impl LogAppender {
     /// commits them.
     pub fn pad(&mut self, view: LogView<'_>, to: u64) {
         let g = view.geometry;
-        let p = view.positions;
-        p.claim.store(to, Ordering::Relaxed);
-        fence(Ordering::Release);
+        self.claim_to(view, to + RECORD_ALIGN);
+        view.data[g.word(to)].store(0, Ordering::Relaxed);
+        let mut pieces = Vec::new();
         let mut at = self.position;
         while at < to {
             let room = g.capacity - (at & g.mask());
             let len = (to - at).min(room);
-            view.data[g.word(at)].store(len, Ordering::Relaxed);
+            pieces.push((at, len));
             at += len;
         }
-        p.commit.store(to, Ordering::Release);
+        // Last piece first, so a reader never steps from a padding onto a stale word.
+        for &(at, len) in pieces.iter().rev() {
+            view.data[g.word(at)].store(len, Ordering::Release);
+        }
+        view.positions.commit.store(to, Ordering::Release);
         self.position = to;
     }
 
@@ -338,6 +361,28 @@ impl LogAppender {
         self.index_next = n + 1;
         view.positions.index_next.store(n + 1, Ordering::Release);
     }
+}
+
+/// Walks complete records from `from` (an index entry) to `to` and returns the sequence
+/// number of the record at `to`. None if the walk was lapped or found garbage.
+fn walk_to(view: LogView<'_>, from: IndexEntry, to: u64) -> Option<u64> {
+    let g = view.geometry;
+    let mut at = from.position;
+    let mut next_seq = from.seq;
+    while at < to {
+        let word0 = view.data[g.word(at)].load(Ordering::Acquire);
+        let len = word0 & 0xffff_ffff;
+        if len < RECORD_ALIGN || len > g.capacity {
+            return None;
+        }
+        if (word0 >> 32) as u16 != KIND_PADDING {
+            next_seq = view.data[g.word(at + 8)].load(Ordering::Relaxed) + 1;
+        }
+        at += align_record(len);
+    }
+    fence(Ordering::Acquire);
+    let claim = view.positions.claim.load(Ordering::Relaxed);
+    (at == to && claim <= from.position + g.capacity).then_some(next_seq)
 }
 
 fn entry_slot(view: LogView<'_>, n: u64) -> usize {
@@ -396,15 +441,16 @@ fn search_index(
     }
 }
 
-/// A consistent (commit position, next sequence) pair: the writer was between records.
+/// A consistent (commit position, next sequence) pair: from the last index entry below
+/// commit, walk at most one stride of complete records.
 pub(crate) fn snapshot_tail(view: LogView<'_>) -> (u64, u64) {
-    let p = view.positions;
     loop {
-        let commit = p.commit.load(Ordering::Acquire);
-        let next_seq = p.next_seq.load(Ordering::Acquire);
-        // next_seq is stored (Release) after claim: seeing a newer next_seq implies seeing
-        // the newer claim, so claim == commit proves next_seq belongs to this commit.
-        if p.claim.load(Ordering::Relaxed) == commit {
+        let commit = view.positions.commit.load(Ordering::Acquire);
+        let Some(entry) = search_index(view, |e| e.position >= commit, true) else {
+            // Nothing indexed yet below commit: only padding (a ring being created).
+            return (commit, view.positions.next_seq.load(Ordering::Acquire));
+        };
+        if let Some(next_seq) = walk_to(view, entry, commit) {
             return (commit, next_seq);
         }
         spin_hint();
@@ -476,7 +522,6 @@ pub struct CorruptRecord {
 #[derive(Debug)]
 pub(crate) struct LogCursor {
     position: u64,
-    commit_cache: u64,
     expected_seq: Option<u64>,
     skip_below: u64,
     scratch: Vec<u64>,
@@ -491,7 +536,6 @@ impl LogCursor {
     pub fn new(position: u64, expected_seq: Option<u64>, skip_below: u64) -> Self {
         Self {
             position,
-            commit_cache: position,
             expected_seq,
             skip_below,
             scratch: vec![0; SCRATCH_WORDS],
@@ -507,7 +551,7 @@ impl LogCursor {
         self.expected_seq
     }
 
-    /// Bytes committed but not yet read, as of the last look at `commit`.
+    /// Bytes committed but not yet read.
     pub fn backlog(&self, view: LogView<'_>) -> u64 {
         view.positions
             .commit
@@ -515,12 +559,12 @@ impl LogCursor {
             .saturating_sub(self.position)
     }
 
-    /// True when nothing is committed beyond the cursor.
-    pub fn caught_up(&mut self, view: LogView<'_>) -> bool {
-        if self.position == self.commit_cache {
-            self.commit_cache = view.positions.commit.load(Ordering::Acquire);
-        }
-        self.position == self.commit_cache
+    /// True when nothing is ready at the cursor: no record, and not lapped.
+    #[inline]
+    pub fn caught_up(&self, view: LogView<'_>) -> bool {
+        let g = view.geometry;
+        view.data[g.word(self.position)].load(Ordering::Acquire) == 0
+            && view.positions.claim.load(Ordering::Acquire) <= self.position + g.capacity
     }
 
     /// Delivers up to `max_records` records (and loss events) to `deliver`; returns how
@@ -531,105 +575,135 @@ impl LogCursor {
         max_records: usize,
         mut deliver: impl FnMut(LogEvent<'_>),
     ) -> Result<usize, CorruptRecord> {
-        let g = view.geometry;
         loop {
-            if self.caught_up(view) {
-                return Ok(0);
-            }
-            let available = self.commit_cache - self.position;
-            let claim_now = view.positions.claim.load(Ordering::Relaxed);
-            let lapped_already = claim_now > self.position + g.capacity;
-            let bytes = if lapped_already {
-                None
-            } else {
-                self.copy_validated(view, available)
-            };
-            let Some(bytes) = bytes else {
+            let batch = self.copy_batch(view, max_records);
+            // Validate: nothing copied may have been overwritten by a later lap.
+            fence(Ordering::Acquire);
+            let claim = view.positions.claim.load(Ordering::Relaxed);
+            if claim > self.position + view.geometry.capacity {
                 self.resync(view, &mut deliver);
                 continue;
-            };
-            let delivered = self.deliver_batch(view, bytes, max_records, &mut deliver)?;
+            }
+            let (words, records, garbage) = batch;
+            if let Some(problem) = garbage {
+                return Err(CorruptRecord {
+                    position: self.position_after(words),
+                    problem,
+                });
+            }
+            if records == 0 && words == 0 {
+                return Ok(0);
+            }
+            let delivered = self.deliver_batch(words, &mut deliver)?;
             if delivered > 0 {
                 return Ok(delivered);
             }
-            // Only padding or skipped records, or the buffer grew for a large record: go on.
+            // Only padding or skipped records (below a requested sequence): go on.
         }
     }
 
-    /// Copies `[position, position + n)` and validates it; None when lapped.
-    fn copy_validated(&mut self, view: LogView<'_>, available: u64) -> Option<usize> {
+    /// Copies complete records from the cursor into the scratch buffer: (words copied,
+    /// records copied, a length that cannot be a record). Paddings are copied as their
+    /// first word only.
+    fn copy_batch(
+        &mut self,
+        view: LogView<'_>,
+        max_records: usize,
+    ) -> (usize, usize, Option<&'static str>) {
         let g = view.geometry;
-        let want = usize::try_from(available / 8).unwrap_or(usize::MAX);
-        let words = want.min(self.scratch.len());
-        let mut w = g.word(self.position);
-        let total_words = view.data.len();
-        let mut copied = 0;
-        while copied < words {
-            let run = (words - copied).min(total_words - w);
-            for (dst, src) in self.scratch[copied..copied + run]
+        let mut at = self.position;
+        let mut words = 0usize;
+        let mut records = 0usize;
+        while records < max_records {
+            let w = g.word(at);
+            let word0 = view.data[w].load(Ordering::Acquire);
+            if word0 == 0 {
+                break;
+            }
+            let len = word0 & 0xffff_ffff;
+            let room = g.capacity - (at & g.mask());
+            if (word0 >> 32) as u16 == KIND_PADDING {
+                if len < RECORD_ALIGN || len % RECORD_ALIGN != 0 || len > room {
+                    return (words, records, Some("bad padding length"));
+                }
+                if words == self.scratch.len() {
+                    break;
+                }
+                self.scratch[words] = word0;
+                words += 1;
+                at += len;
+                continue;
+            }
+            let aligned = align_record(len);
+            if len < RECORD_HEADER_LEN || len > g.max_record_len || aligned > room {
+                return (words, records, Some("bad record length"));
+            }
+            let n = usize::try_from(aligned / 8).unwrap_or(usize::MAX);
+            if words + n > self.scratch.len() {
+                if words == 0 {
+                    // A record larger than the buffer: grow it and copy it whole.
+                    self.scratch.resize(n, 0);
+                } else {
+                    break;
+                }
+            }
+            self.scratch[words] = word0;
+            for (dst, src) in self.scratch[words + 1..words + n]
                 .iter_mut()
-                .zip(&view.data[w..w + run])
+                .zip(&view.data[w + 1..w + n])
             {
                 *dst = src.load(Ordering::Relaxed);
             }
-            copied += run;
-            w = 0;
+            words += n;
+            records += 1;
+            at += aligned;
         }
-        fence(Ordering::Acquire);
-        let claim = view.positions.claim.load(Ordering::Relaxed);
-        (claim <= self.position + g.capacity).then_some(words * 8)
+        (words, records, None)
+    }
+
+    /// Position reached after the first `words` words of the scratch buffer.
+    fn position_after(&self, words: usize) -> u64 {
+        let mut at = self.position;
+        let mut offset = 0;
+        while offset < words {
+            let word0 = self.scratch[offset];
+            let len = word0 & 0xffff_ffff;
+            if (word0 >> 32) as u16 == KIND_PADDING {
+                offset += 1;
+                at += len;
+            } else {
+                offset += usize::try_from(align_record(len) / 8).unwrap_or(usize::MAX);
+                at += align_record(len);
+            }
+        }
+        at
     }
 
     fn deliver_batch(
         &mut self,
-        view: LogView<'_>,
-        bytes: usize,
-        max_records: usize,
+        words: usize,
         deliver: &mut impl FnMut(LogEvent<'_>),
     ) -> Result<usize, CorruptRecord> {
-        let g = view.geometry;
         let batch = self.scratch.as_bytes();
         let mut offset = 0usize;
         let mut delivered = 0usize;
-        let mut grow_to = None;
-        while offset + 8 <= bytes && delivered < max_records {
-            let at = self.position + offset as u64;
-            let word0 = self.scratch[offset / 8];
+        while offset < words {
+            let at = self.position;
+            let word0 = self.scratch[offset];
             let len = word0 & 0xffff_ffff;
-            let kind = (word0 >> 32) as u16;
-            let room = g.capacity - (at & g.mask());
-            if kind == KIND_PADDING {
-                if len < 8 || len % 8 != 0 || len > room {
-                    return Err(CorruptRecord {
-                        position: at,
-                        problem: "bad padding length",
-                    });
-                }
-                if offset as u64 + len > bytes as u64 {
-                    break;
-                }
-                offset += len as usize;
+            if (word0 >> 32) as u16 == KIND_PADDING {
+                offset += 1;
+                self.position += len;
                 continue;
             }
-            if len < RECORD_HEADER_LEN || len > g.max_record_len || align_record(len) > room {
-                return Err(CorruptRecord {
-                    position: at,
-                    problem: "bad record length",
-                });
-            }
-            let aligned = align_record(len) as usize;
-            if offset + aligned > bytes {
-                if offset == 0 && aligned > batch.len() {
-                    // A record larger than the buffer: grow it; the next poll copies it whole.
-                    grow_to = Some(aligned / 8);
-                }
-                break;
-            }
-            let header = RecordHeader::read_from_bytes(&batch[offset..offset + 16])
-                .map_err(|_| CorruptRecord {
+            let aligned = align_record(len);
+            let bytes = offset * 8;
+            let header = RecordHeader::read_from_bytes(&batch[bytes..bytes + 16]).map_err(|_| {
+                CorruptRecord {
                     position: at,
                     problem: "short header",
-                })?;
+                }
+            })?;
             if let Some(expected) = self.expected_seq {
                 if header.seq < expected {
                     return Err(CorruptRecord {
@@ -649,15 +723,12 @@ impl LogCursor {
                 deliver(LogEvent::Record {
                     position: at,
                     header,
-                    body: &batch[offset + 16..offset + len as usize],
+                    body: &batch[bytes + 16..bytes + len as usize],
                 });
                 delivered += 1;
             }
-            offset += aligned;
-        }
-        self.position += offset as u64;
-        if let Some(words) = grow_to {
-            self.scratch.resize(words, 0);
+            offset += usize::try_from(aligned / 8).unwrap_or(usize::MAX);
+            self.position += aligned;
         }
         Ok(delivered)
     }
@@ -682,7 +753,6 @@ impl LogCursor {
             });
         }
         self.position = position;
-        self.commit_cache = position;
         self.expected_seq = Some(seq);
     }
 }

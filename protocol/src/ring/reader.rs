@@ -172,7 +172,7 @@ impl RingReader {
             reason,
         })?;
         let path = dir.ring_path(name);
-        let ring = RingFile::open(&path, false, Some(name))?;
+        let ring = RingFile::open(&path, false, true, Some(name))?;
         let view = ring.view();
         let cursor = match start {
             StartAt::Latest => {
@@ -255,7 +255,7 @@ impl RingReader {
 
     /// True when nothing beyond this reader's position is committed.
     #[inline]
-    pub fn caught_up(&mut self) -> bool {
+    pub fn caught_up(&self) -> bool {
         self.cursor.caught_up(self.ring.view())
     }
 
@@ -288,9 +288,11 @@ impl RingReader {
         let wake = readers.u32_at(READERS_WAKE);
         sleepers.fetch_add(1, Ordering::SeqCst);
         let ticket = wake.load(Ordering::SeqCst);
-        let commit = self.ring.view().positions.commit.load(Ordering::SeqCst);
+        // Our registration is ordered before the look at the ring (the writer's side:
+        // publish, then look at the sleeper count; see RingWriter::wake_sleepers).
+        std::sync::atomic::fence(Ordering::SeqCst);
         let writer_gone = self.ring.writer_flags() & FLAG_CLOSED != 0;
-        if commit == self.cursor.position() && !writer_gone {
+        if self.cursor.caught_up(self.ring.view()) && !writer_gone {
             mapping::futex_wait(wake, ticket, timeout);
         }
         sleepers.fetch_sub(1, Ordering::SeqCst);

@@ -256,26 +256,40 @@ impl RingWriter {
         Ok(seq)
     }
 
-    /// Wakes parked readers, only if one said it sleeps. The SeqCst fence orders our
-    /// commit store before the sleeper-count load; the reader does the mirror image
-    /// (count increment before its commit load), so one of the two always sees the other.
+    /// Wakes parked readers, only if one said it sleeps — a plain load per record, no
+    /// fence: a full fence here stalls on the store buffer and was measured to cut a
+    /// one-reader stream from 10.7 to 6.8 M records/s. The price: a reader that registers
+    /// as a sleeper in the instant this record is being published may be woken by the
+    /// next record, by [`RingWriter::heartbeat`] (which does the fenced check), or by its
+    /// own park timeout, whichever comes first.
     #[inline]
     fn wake_sleepers(&self) {
-        fence(Ordering::SeqCst);
         if self.readers.u32_at(READERS_SLEEPERS).load(Ordering::Relaxed) != 0 {
-            let wake = self.readers.u32_at(READERS_WAKE);
-            wake.fetch_add(1, Ordering::SeqCst);
-            mapping::futex_wake_all(wake);
+            self.wake_all();
         }
+    }
+
+    fn wake_all(&self) {
+        let wake = self.readers.u32_at(READERS_WAKE);
+        wake.fetch_add(1, Ordering::SeqCst);
+        mapping::futex_wake_all(wake);
     }
 
     /// Records that the writer is alive at `now_ns` (ns since the Unix epoch). Call it from
     /// the duty cycle, at least every few hundred milliseconds when idle.
+    ///
+    /// Also closes the parked-reader race of [`Self::append`]: the SeqCst fence orders
+    /// everything published so far before the sleeper-count load, and a parking reader
+    /// does the mirror image, so one of the two always sees the other.
     pub fn heartbeat(&self, now_ns: i64) {
         self.ring
             .map
             .u64_at(WRITER_HEARTBEAT)
             .store(now_ns.cast_unsigned(), Ordering::Release);
+        fence(Ordering::SeqCst);
+        if self.readers.u32_at(READERS_SLEEPERS).load(Ordering::Relaxed) != 0 {
+            self.wake_all();
+        }
     }
 
     /// This writer's epoch.
@@ -321,9 +335,7 @@ impl Drop for RingWriter {
             .u32_at(WRITER_FLAGS)
             .fetch_or(FLAG_CLOSED, Ordering::AcqRel);
         // Parked readers wake up and see the writer gone.
-        let wake = self.readers.u32_at(READERS_WAKE);
-        wake.fetch_add(1, Ordering::SeqCst);
-        mapping::futex_wake_all(wake);
+        self.wake_all();
     }
 }
 
@@ -355,7 +367,7 @@ fn open_existing(path: &Path, name: &str, options: &RingOptions) -> Result<Exist
             pid,
         });
     }
-    let ring = RingFile::from_file(path, file, true, Some(name))?;
+    let ring = RingFile::from_file(path, file, true, true, Some(name))?;
     let checks = [
         ("capacity", ring.geometry.capacity, options.capacity),
         ("schema id", ring.descriptor.schema_id, options.schema_id),
@@ -423,7 +435,7 @@ fn create_new(
         }
     };
     match linked {
-        Ok(true) => Ok(Some(RingFile::from_file(path, file, true, Some(name))?)),
+        Ok(true) => Ok(Some(RingFile::from_file(path, file, true, true, Some(name))?)),
         Ok(false) => Ok(None),
         Err(e) => {
             let _ = fs::remove_file(&tmp);
@@ -514,5 +526,6 @@ pub(crate) fn map_readers_file(path: &Path, file: &File, writable: bool) -> Resu
             actual,
         }));
     }
-    Mapping::map(file, READERS_FILE_LEN as usize, writable).map_err(|e| RingFileError::io(path, e))
+    Mapping::map(file, READERS_FILE_LEN as usize, writable, false)
+        .map_err(|e| RingFileError::io(path, e))
 }
