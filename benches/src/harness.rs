@@ -175,7 +175,10 @@ impl Role {
         loop {
             let mut line = String::new();
             if self.stdout.read_line(&mut line)? == 0 {
-                bail!("benchmark process `{}` exited before reporting {prefix:?}", self.name);
+                bail!(
+                    "benchmark process `{}` exited before reporting {prefix:?}",
+                    self.name
+                );
             }
             if let Some(report) = line.trim_end().strip_prefix("MDI ")
                 && report.starts_with(prefix)

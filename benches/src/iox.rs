@@ -15,11 +15,8 @@ fn err(e: impl std::fmt::Debug) -> anyhow::Error {
     anyhow!("iceoryx2: {e:?}")
 }
 
-type Service = iceoryx2::service::port_factory::publish_subscribe::PortFactory<
-    ipc::Service,
-    [u8],
-    (),
->;
+type Service =
+    iceoryx2::service::port_factory::publish_subscribe::PortFactory<ipc::Service, [u8], ()>;
 
 fn open_service(node: &Node<ipc::Service>, name: &str) -> Result<Service> {
     let name: ServiceName = name.try_into().map_err(err)?;
@@ -66,7 +63,10 @@ impl Sender {
 impl Send for Sender {
     #[inline]
     fn send(&mut self, message: &[u8]) -> Result<()> {
-        let sample = self.publisher.loan_slice_uninit(message.len()).map_err(err)?;
+        let sample = self
+            .publisher
+            .loan_slice_uninit(message.len())
+            .map_err(err)?;
         sample.write_from_slice(message).send().map_err(err)?;
         Ok(())
     }

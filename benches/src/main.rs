@@ -9,7 +9,11 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "mdbench", version, about = "mdi benchmarks, side by side with their peers")]
+#[command(
+    name = "mdbench",
+    version,
+    about = "mdi benchmarks, side by side with their peers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -24,10 +28,20 @@ enum Command {
         #[arg(long)]
         quick: bool,
         /// Payload sizes in bytes.
-        #[arg(long, value_delimiter = ',', default_value = "64,256,1024", value_name = "BYTES")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "64,256,1024",
+            value_name = "BYTES"
+        )]
         sizes: Vec<usize>,
         /// Reader counts.
-        #[arg(long, value_delimiter = ',', default_value = "1,2,3,4", value_name = "N")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "1,2,3,4",
+            value_name = "N"
+        )]
         readers: Vec<usize>,
         /// Only these implementations (mdi, iceoryx2, tokio-broadcast, crossbeam, floor).
         #[arg(long = "impl", value_delimiter = ',', value_name = "NAME")]

@@ -124,7 +124,9 @@ pub fn run(bench: &RingBench) -> Result<()> {
 fn shm_base() -> Result<tempfile::TempDir> {
     let dev_shm = Path::new("/dev/shm");
     let dir = if dev_shm.is_dir() {
-        tempfile::Builder::new().prefix("mdbench-").tempdir_in(dev_shm)
+        tempfile::Builder::new()
+            .prefix("mdbench-")
+            .tempdir_in(dev_shm)
     } else {
         tempfile::tempdir()
     };
@@ -277,7 +279,8 @@ fn stamp(buf: &mut [u8], index: u64, at: u64) {
 }
 
 fn read_stamp(message: &[u8]) -> (u64, u64) {
-    let word = |k: usize| u64::from_le_bytes(message[k * 8..k * 8 + 8].try_into().unwrap_or([0; 8]));
+    let word =
+        |k: usize| u64::from_le_bytes(message[k * 8..k * 8 + 8].try_into().unwrap_or([0; 8]));
     (word(0), word(1))
 }
 
@@ -453,9 +456,14 @@ fn in_process(run: &Run, channel: Channel) -> Result<Outcome> {
         64 => in_process_sized::<64>(run, channel),
         256 => in_process_sized::<256>(run, channel),
         1024 => in_process_sized::<1024>(run, channel),
-        other => Err(anyhow!("in-process peers support sizes 64, 256, 1024, not {other}")),
+        other => Err(anyhow!(
+            "in-process peers support sizes 64, 256, 1024, not {other}"
+        )),
     }
 }
+
+/// The writer side of an in-process peer.
+type SendFn<const N: usize> = Box<dyn FnMut(&[u8; N]) -> Result<()> + std::marker::Send>;
 
 fn in_process_sized<const N: usize>(run: &Run, channel: Channel) -> Result<Outcome> {
     let capacity = 4096;
@@ -463,7 +471,7 @@ fn in_process_sized<const N: usize>(run: &Run, channel: Channel) -> Result<Outco
     let shared_core = run.readers > 1;
     let mode = run.mode;
     let mut handles = Vec::new();
-    let mut send: Box<dyn FnMut(&[u8; N]) -> Result<()> + std::marker::Send> = match channel {
+    let mut send: SendFn<N> = match channel {
         Channel::Tokio => {
             let (tx, _) = tokio::sync::broadcast::channel::<[u8; N]>(capacity);
             for _ in 0..run.readers {
@@ -588,4 +596,3 @@ fn channel_reader<const N: usize>(
     }
     Ok((Latency::of(&hist), 0))
 }
-

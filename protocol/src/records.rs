@@ -264,6 +264,7 @@ macro_rules! scalar_record {
             fn read(root: capnp::any_pointer::Reader<'_>) -> Result<Self, RecordError> {
                 let r = root.get_as::<rc::$module::Reader<'_>>()?;
                 #[allow(unused_mut)]
+                #[allow(clippy::needless_update)]
                 let mut value = Self {
                     $( $field: r.$get(), )*
                     ..Self::default()
@@ -363,9 +364,7 @@ fn build_levels(
     }
 }
 
-fn read_levels(
-    list: capnp::struct_list::Reader<'_, rc::price_level::Owned>,
-) -> Vec<PriceLevel> {
+fn read_levels(list: capnp::struct_list::Reader<'_, rc::price_level::Owned>) -> Vec<PriceLevel> {
     list.iter()
         .map(|l| PriceLevel {
             price: l.get_price(),

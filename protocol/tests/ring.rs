@@ -1,5 +1,7 @@
 //! Ring log behaviour through the public API, in one process.
 
+#![allow(clippy::disallowed_methods)] // tests may use clocks and threads
+
 use mdi_protocol::records::{RecordKind, Trade, decode};
 use mdi_protocol::ring::{
     FileProblem, ReadEvent, ReaderOpenError, RingFileError, RingOptions, RingReader, RingWriter,
@@ -118,7 +120,10 @@ fn start_positions() {
     writer.append(APP, &body(99, 8)).unwrap();
     let mut seen = Seen::default();
     drain(&mut latest, &mut seen);
-    assert_eq!(seen.records.iter().map(|r| r.0).collect::<Vec<_>>(), vec![21]);
+    assert_eq!(
+        seen.records.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![21]
+    );
     let mut seen = Seen::default();
     drain(&mut from_seq, &mut seen);
     assert_eq!(seen.records.first().unwrap().0, 7);
@@ -130,7 +135,10 @@ fn start_positions() {
     writer.append(APP, &body(101, 8)).unwrap();
     let mut seen = Seen::default();
     drain(&mut future, &mut seen);
-    assert_eq!(seen.records.iter().map(|r| r.0).collect::<Vec<_>>(), vec![23]);
+    assert_eq!(
+        seen.records.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![23]
+    );
 }
 
 #[test]
@@ -195,7 +203,9 @@ fn second_writer_is_refused_while_the_first_lives() {
         Err(WriterCreateError::WriterAlive { pid, .. }) => assert_eq!(pid, std::process::id()),
         other => panic!("expected WriterAlive, got {other:?}"),
     }
-    let message = RingWriter::create(&shm, "t", &small()).unwrap_err().to_string();
+    let message = RingWriter::create(&shm, "t", &small())
+        .unwrap_err()
+        .to_string();
     assert!(message.contains("another writer"), "{message}");
     drop(first);
     assert!(RingWriter::create(&shm, "t", &small()).is_ok());
@@ -217,7 +227,10 @@ fn restarted_writer_starts_a_new_epoch_and_sequences_continue() {
     let mut seen = Seen::default();
     drain(&mut reader, &mut seen);
     assert_eq!(seen.epochs, vec![1, 2]);
-    assert_eq!(seen.records.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 3]);
+    assert_eq!(
+        seen.records.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![1, 3]
+    );
     assert_eq!(seen.lost, 0);
 }
 
@@ -227,12 +240,24 @@ fn incompatible_capacity_is_refused_or_replaced() {
     drop(RingWriter::create(&shm, "t", &small()).unwrap());
     let err = RingWriter::create(&shm, "t", &small().capacity(8192)).unwrap_err();
     assert!(
-        matches!(err, WriterCreateError::Incompatible { what: "capacity", found: 4096, wanted: 8192, .. }),
+        matches!(
+            err,
+            WriterCreateError::Incompatible {
+                what: "capacity",
+                found: 4096,
+                wanted: 8192,
+                ..
+            }
+        ),
         "{err}"
     );
     let old_reader = RingReader::open(&shm, "t", StartAt::Earliest).unwrap();
-    let writer =
-        RingWriter::create(&shm, "t", &small().capacity(8192).replace_incompatible(true)).unwrap();
+    let writer = RingWriter::create(
+        &shm,
+        "t",
+        &small().capacity(8192).replace_incompatible(true),
+    )
+    .unwrap();
     assert_eq!(writer.capacity(), 8192);
     assert_eq!(writer.epoch(), 1);
     assert_eq!(old_reader.writer_status(0).state, WriterState::Superseded);
@@ -291,7 +316,12 @@ fn large_records_beyond_the_reader_buffer() {
     let mut seen = Seen::default();
     drain(&mut reader, &mut seen);
     assert_eq!(seen.records.len(), 10);
-    assert!(seen.records.iter().enumerate().all(|(i, r)| r.1 == body(i as u64, 200_000)));
+    assert!(
+        seen.records
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.1 == body(i as u64, 200_000))
+    );
 }
 
 #[test]
@@ -350,10 +380,18 @@ fn foreign_corrupt_and_truncated_files_are_refused_clearly() {
     // A foreign file.
     write_file(&shm, "foreign", b"hello, I am not a ring");
     let (message, problem) = open_problem(&shm, "foreign");
-    assert!(matches!(problem, Some(FileProblem::BadMagic { .. })), "{message}");
-    assert!(message.contains("foreign.ring") && message.contains("not an mdi ring log"), "{message}");
+    assert!(
+        matches!(problem, Some(FileProblem::BadMagic { .. })),
+        "{message}"
+    );
+    assert!(
+        message.contains("foreign.ring") && message.contains("not an mdi ring log"),
+        "{message}"
+    );
     // A writer refuses to clobber it too.
-    let err = RingWriter::create(&shm, "foreign", &small()).unwrap_err().to_string();
+    let err = RingWriter::create(&shm, "foreign", &small())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("not an mdi ring log"), "{err}");
 
     // A valid ring, then damaged in several ways.
@@ -365,7 +403,13 @@ fn foreign_corrupt_and_truncated_files_are_refused_clearly() {
     write_file(&shm, "good", &bad_version);
     let (message, problem) = open_problem(&shm, "good");
     assert!(
-        matches!(problem, Some(FileProblem::UnsupportedVersion { found: 99, supported: 1 })),
+        matches!(
+            problem,
+            Some(FileProblem::UnsupportedVersion {
+                found: 99,
+                supported: 1
+            })
+        ),
         "{message}"
     );
 
@@ -373,27 +417,42 @@ fn foreign_corrupt_and_truncated_files_are_refused_clearly() {
     bad_capacity[16..24].copy_from_slice(&5000u64.to_le_bytes());
     write_file(&shm, "good", &bad_capacity);
     let (message, problem) = open_problem(&shm, "good");
-    assert!(matches!(problem, Some(FileProblem::Inconsistent(_))), "{message}");
+    assert!(
+        matches!(problem, Some(FileProblem::Inconsistent(_))),
+        "{message}"
+    );
 
     write_file(&shm, "good", &good[..good.len() - 100]);
     let (message, problem) = open_problem(&shm, "good");
-    assert!(matches!(problem, Some(FileProblem::Truncated { .. })), "{message}");
+    assert!(
+        matches!(problem, Some(FileProblem::Truncated { .. })),
+        "{message}"
+    );
     assert!(message.contains("truncated"), "{message}");
 
     write_file(&shm, "good", &good[..100]);
     let (message, problem) = open_problem(&shm, "good");
-    assert!(matches!(problem, Some(FileProblem::Truncated { .. })), "{message}");
+    assert!(
+        matches!(problem, Some(FileProblem::Truncated { .. })),
+        "{message}"
+    );
 
     // Renamed file: header names another stream.
     write_file(&shm, "other", &good);
     let (message, problem) = open_problem(&shm, "other");
-    assert!(matches!(problem, Some(FileProblem::NameMismatch { .. })), "{message}");
+    assert!(
+        matches!(problem, Some(FileProblem::NameMismatch { .. })),
+        "{message}"
+    );
 
     // Missing ring: says where it looked.
     let message = RingReader::open(&shm, "absent", StartAt::Earliest)
         .unwrap_err()
         .to_string();
-    assert!(message.contains("absent.ring") && message.contains("no such ring"), "{message}");
+    assert!(
+        message.contains("absent.ring") && message.contains("no such ring"),
+        "{message}"
+    );
     assert!(RingReader::open(&shm, "../etc", StartAt::Earliest).is_err());
 }
 
@@ -408,7 +467,10 @@ fn files_are_created_with_the_configured_modes() {
     drop(RingWriter::create(&shm, "u", &small().mode(0o600).readers_mode(0o600)).unwrap());
     assert_eq!(mode(shm.ring_path("u")), 0o600);
     assert_eq!(mode(shm.readers_path("u")), 0o600);
-    assert_eq!(shm.streams().unwrap(), vec!["t".to_string(), "u".to_string()]);
+    assert_eq!(
+        shm.streams().unwrap(),
+        vec!["t".to_string(), "u".to_string()]
+    );
 }
 
 #[test]

@@ -4,6 +4,8 @@
 //! Child processes are this test binary re-run with `MDI_TEST_ROLE` set: the `child`
 //! test then plays the role and reports on stdout lines starting with `MDI `.
 
+#![allow(clippy::disallowed_methods)] // tests may use clocks and threads
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -40,7 +42,7 @@ fn fill_record(i: u64, buf: &mut Vec<u8>) {
 }
 
 fn verify_record(body: &[u8]) -> Result<u64, String> {
-    if body.len() < 16 || body.len() % 8 != 0 {
+    if body.len() < 16 || !body.len().is_multiple_of(8) {
         return Err(format!("bad length {}", body.len()));
     }
     let word = |k: usize| u64::from_le_bytes(body[k * 8..k * 8 + 8].try_into().unwrap());
@@ -93,7 +95,11 @@ impl ChildProc {
         loop {
             let mut line = String::new();
             let n = self.stdout.read_line(&mut line).unwrap();
-            assert!(n > 0, "child exited before reporting {prefix:?}; saw {:?}", self.seen);
+            assert!(
+                n > 0,
+                "child exited before reporting {prefix:?}; saw {:?}",
+                self.seen
+            );
             if let Some(rest) = report(&line) {
                 self.seen.push(rest.to_owned());
                 if rest.starts_with(prefix) {
@@ -221,9 +227,7 @@ fn writer_and_three_reader_processes_account_for_every_record() {
         total_lost.push(lost);
         assert!(reader.child.wait().unwrap().success());
     }
-    eprintln!(
-        "wrote {records} records in {write_secs:.2} s; lost per reader {total_lost:?}"
-    );
+    eprintln!("wrote {records} records in {write_secs:.2} s; lost per reader {total_lost:?}");
     assert!(
         total_lost[2] > 0,
         "the slow reader should have been lapped (lost {total_lost:?})"
@@ -231,8 +235,8 @@ fn writer_and_three_reader_processes_account_for_every_record() {
 }
 
 fn run_endless_writer(dir: &ShmDir) {
-    let mut writer = RingWriter::create(dir, "killme", &RingOptions::default().capacity(1 << 20))
-        .unwrap();
+    let mut writer =
+        RingWriter::create(dir, "killme", &RingOptions::default().capacity(1 << 20)).unwrap();
     println!("MDI ready epoch={}", writer.epoch());
     // Prepared bodies, so that most of the time is spent inside append (between claim
     // and commit), where a SIGKILL leaves a torn record.
@@ -243,7 +247,8 @@ fn run_endless_writer(dir: &ShmDir) {
             buf.resize(4096, 0);
             let mut sum = splitmix(i);
             for k in 2..buf.len() / 8 {
-                sum = sum.rotate_left(5) ^ u64::from_le_bytes(buf[k * 8..k * 8 + 8].try_into().unwrap());
+                sum = sum.rotate_left(5)
+                    ^ u64::from_le_bytes(buf[k * 8..k * 8 + 8].try_into().unwrap());
             }
             buf[8..16].copy_from_slice(&sum.to_le_bytes());
             buf
@@ -362,7 +367,11 @@ fn kill_and_take_over() -> bool {
     let mut writer =
         RingWriter::create(&shm, "killme", &RingOptions::default().capacity(1 << 20)).unwrap();
     assert_eq!(writer.epoch(), 2);
-    assert_eq!(writer.next_seq(), last_committed + 1, "epoch record takes the next sequence");
+    assert_eq!(
+        writer.next_seq(),
+        last_committed + 1,
+        "epoch record takes the next sequence"
+    );
     let mut buf = Vec::new();
     for i in 0..1000 {
         fill_record(i, &mut buf);
@@ -372,7 +381,10 @@ fn kill_and_take_over() -> bool {
     assert_eq!(after, 1000);
     assert_eq!(tally.epochs, vec![2]);
     assert_eq!(reader.writer_status(0).state, WriterState::Alive);
-    eprintln!("before kill: {before} delivered, {} lost to laps", tally.lost);
+    eprintln!(
+        "before kill: {before} delivered, {} lost to laps",
+        tally.lost
+    );
     torn
 }
 
@@ -382,7 +394,11 @@ fn run_perm_probe(dir: &ShmDir) {
         Ok(_) => println!("MDI open-read ok"),
         Err(e) => println!("MDI open-read err {e}"),
     }
-    match std::fs::OpenOptions::new().read(true).write(true).open(&ring) {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&ring)
+    {
         Ok(_) => println!("MDI open-write ok"),
         Err(e) => println!("MDI open-write err {e}"),
     }
@@ -404,7 +420,10 @@ fn readers_in_the_group_map_read_only_and_others_cannot_read() {
     if !root {
         let message = "SKIPPED readers_in_the_group_map_read_only_and_others_cannot_read: needs root to run probes as another user";
         eprintln!("{message}");
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{message} (required in CI)");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{message} (required in CI)"
+        );
         return;
     }
     use std::os::unix::fs::PermissionsExt;
@@ -431,7 +450,9 @@ fn readers_in_the_group_map_read_only_and_others_cannot_read() {
     // Not in the ring's group: cannot even read (mode 0640).
     let outsider = run_as(65534);
     assert!(
-        outsider.iter().any(|l| l.starts_with("open-read err") && l.contains("ermission denied")),
+        outsider
+            .iter()
+            .any(|l| l.starts_with("open-read err") && l.contains("ermission denied")),
         "{outsider:?}"
     );
     // In the ring's group: reads, but cannot open the ring for writing or become its writer.
@@ -442,5 +463,8 @@ fn readers_in_the_group_map_read_only_and_others_cannot_read() {
         member.iter().any(|l| l.starts_with("open-write err")),
         "{member:?}"
     );
-    assert!(member.iter().any(|l| l.starts_with("writer err")), "{member:?}");
+    assert!(
+        member.iter().any(|l| l.starts_with("writer err")),
+        "{member:?}"
+    );
 }

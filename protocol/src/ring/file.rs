@@ -252,7 +252,9 @@ impl RingFile {
         }
         let capacity = descriptor.capacity;
         if u64::from(descriptor.header_len) != HEADER_LEN {
-            return Err(invalid(FileProblem::Inconsistent("header length is not 4096")));
+            return Err(invalid(FileProblem::Inconsistent(
+                "header length is not 4096",
+            )));
         }
         if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
             return Err(invalid(FileProblem::Inconsistent(
@@ -292,8 +294,8 @@ impl RingFile {
         }
         let len = usize::try_from(expected_len)
             .map_err(|_| invalid(FileProblem::Inconsistent("file too large to map")))?;
-        let map = Mapping::map(&file, len, writable, populate)
-            .map_err(|e| RingFileError::io(path, e))?;
+        let map =
+            Mapping::map(&file, len, writable, populate).map_err(|e| RingFileError::io(path, e))?;
         Ok(Self {
             path: path.to_owned(),
             file,
@@ -332,18 +334,28 @@ impl RingFile {
 
     pub fn heartbeat_ns(&self) -> i64 {
         // Stored as the bits of an i64.
-        self.map.u64_at(WRITER_HEARTBEAT).load(Ordering::Acquire).cast_signed()
+        self.map
+            .u64_at(WRITER_HEARTBEAT)
+            .load(Ordering::Acquire)
+            .cast_signed()
     }
 
     pub fn epoch_start(&self) -> (u64, u64) {
         (
-            self.map.u64_at(WRITER_EPOCH_START_POSITION).load(Ordering::Acquire),
-            self.map.u64_at(WRITER_EPOCH_START_SEQ).load(Ordering::Acquire),
+            self.map
+                .u64_at(WRITER_EPOCH_START_POSITION)
+                .load(Ordering::Acquire),
+            self.map
+                .u64_at(WRITER_EPOCH_START_SEQ)
+                .load(Ordering::Acquire),
         )
     }
 
     pub fn writer_started_ns(&self) -> i64 {
-        self.map.u64_at(WRITER_STARTED).load(Ordering::Acquire).cast_signed()
+        self.map
+            .u64_at(WRITER_STARTED)
+            .load(Ordering::Acquire)
+            .cast_signed()
     }
 
     /// Whether a live process holds the writer lock.

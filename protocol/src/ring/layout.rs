@@ -68,12 +68,16 @@ pub(crate) struct Descriptor {
 
 const _: () = assert!(size_of::<Descriptor>() == WRITER_BLOCK);
 const _: () = assert!(WRITER_STARTED + 8 <= POSITIONS);
-const _: () = assert!(POSITIONS % 128 == 0);
+const _: () = assert!(POSITIONS.is_multiple_of(128));
 const _: () = assert!(POSITIONS + size_of::<super::log::Positions>() <= 512);
 
 impl Descriptor {
     pub fn name(&self) -> &str {
-        let end = self.name.iter().position(|&b| b == 0).unwrap_or(self.name.len());
+        let end = self
+            .name
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.name.len());
         std::str::from_utf8(&self.name[..end]).unwrap_or("<not utf-8>")
     }
 }

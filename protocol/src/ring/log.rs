@@ -196,9 +196,11 @@ impl LogAppender {
         // Entries above the last one below commit were torn by the previous writer and
         // are rewritten.
         let lo = index_next.saturating_sub(view.geometry.index_slots);
-        let last_entry = (lo..=index_next)
-            .rev()
-            .find_map(|n| read_entry(view, n).filter(|e| e.position < commit).map(|e| (n, e)));
+        let last_entry = (lo..=index_next).rev().find_map(|n| {
+            read_entry(view, n)
+                .filter(|e| e.position < commit)
+                .map(|e| (n, e))
+        });
         let (next_seq, index_next, last_indexed_stride) = match last_entry {
             Some((n, entry)) => (
                 walk_to(view, entry, commit).unwrap_or(entry.seq),
@@ -319,10 +321,13 @@ impl LogAppender {
         let stride = start >> g.stride_shift;
         if self.last_indexed_stride != Some(stride) {
             self.last_indexed_stride = Some(stride);
-            self.write_entry(view, IndexEntry {
-                position: start,
-                seq,
-            });
+            self.write_entry(
+                view,
+                IndexEntry {
+                    position: start,
+                    seq,
+                },
+            );
         }
         Ok(seq)
     }
@@ -623,7 +628,7 @@ impl LogCursor {
             let len = word0 & 0xffff_ffff;
             let room = g.capacity - (at & g.mask());
             if (word0 >> 32) as u16 == KIND_PADDING {
-                if len < RECORD_ALIGN || len % RECORD_ALIGN != 0 || len > room {
+                if len < RECORD_ALIGN || !len.is_multiple_of(RECORD_ALIGN) || len > room {
                     return (words, records, Some("bad padding length"));
                 }
                 if words == self.scratch.len() {
@@ -698,12 +703,13 @@ impl LogCursor {
             }
             let aligned = align_record(len);
             let bytes = offset * 8;
-            let header = RecordHeader::read_from_bytes(&batch[bytes..bytes + 16]).map_err(|_| {
-                CorruptRecord {
-                    position: at,
-                    problem: "short header",
-                }
-            })?;
+            let header =
+                RecordHeader::read_from_bytes(&batch[bytes..bytes + 16]).map_err(|_| {
+                    CorruptRecord {
+                        position: at,
+                        problem: "short header",
+                    }
+                })?;
             if let Some(expected) = self.expected_seq {
                 if header.seq < expected {
                     return Err(CorruptRecord {

@@ -6,7 +6,9 @@
 //! the sequence number in every word), in sequence order, and account for every sequence
 //! it skipped as lost.
 
-use super::log::{Geometry, INDEX_ENTRY_WORDS, LogAppender, LogCursor, LogEvent, LogView, Positions};
+use super::log::{
+    Geometry, INDEX_ENTRY_WORDS, LogAppender, LogCursor, LogEvent, LogView, Positions,
+};
 use super::sync::AtomicU64;
 use loom::sync::Arc;
 
@@ -34,7 +36,9 @@ impl Shared {
                 index_next: AtomicU64::new(0),
             },
             data: (0..8).map(|_| AtomicU64::new(0)).collect(),
-            index: (0..4 * INDEX_ENTRY_WORDS).map(|_| AtomicU64::new(0)).collect(),
+            index: (0..4 * INDEX_ENTRY_WORDS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             geometry,
         }
     }
@@ -95,7 +99,10 @@ fn check(records: usize, polls: usize) -> usize {
                 .poll(shared.view(), 8, |event| match event {
                     LogEvent::Record { header, body, .. } => {
                         assert_eq!(header.seq, next_expected);
-                        assert_eq!(u64::from_le_bytes(body[..8].try_into().unwrap()), header.seq);
+                        assert_eq!(
+                            u64::from_le_bytes(body[..8].try_into().unwrap()),
+                            header.seq
+                        );
                         next_expected += 1;
                     }
                     LogEvent::Lost { from_seq, to_seq } => {
@@ -124,4 +131,3 @@ fn loom_writer_wraps_and_laps_the_reader() {
     eprintln!("loom explored {explored} interleavings");
     assert!(explored > 20, "loom explored only {explored} interleavings");
 }
-

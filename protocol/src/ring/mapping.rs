@@ -50,13 +50,15 @@ impl Mapping {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        let ptr =
+            NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
         Ok(Self { ptr, len })
     }
 
     fn check(&self, offset: usize, bytes: usize, align: usize) {
         assert!(
-            offset % align == 0 && offset.checked_add(bytes).is_some_and(|end| end <= self.len),
+            offset.is_multiple_of(align)
+                && offset.checked_add(bytes).is_some_and(|end| end <= self.len),
             "ring mapping access out of bounds: offset {offset} + {bytes} > {}",
             self.len
         );
@@ -70,7 +72,9 @@ impl Mapping {
         // and any bit pattern is valid. The memory is only ever accessed atomically by mdi
         // processes, and the mapping outlives the returned borrow of `self`. On a read-only
         // mapping callers only load (readers never store).
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(offset).cast::<AtomicU64>(), count) }
+        unsafe {
+            std::slice::from_raw_parts(self.ptr.as_ptr().add(offset).cast::<AtomicU64>(), count)
+        }
     }
 
     /// The atomic u64 at byte `offset`.

@@ -279,7 +279,8 @@ impl RingReader {
                 .custom_flags(libc::O_CLOEXEC)
                 .open(path)
                 .map_err(|e| WaitError::ParkUnavailable(RingFileError::io(path, e)))?;
-            self.readers = Some(map_readers_file(path, &file, true).map_err(WaitError::ParkUnavailable)?);
+            self.readers =
+                Some(map_readers_file(path, &file, true).map_err(WaitError::ParkUnavailable)?);
         }
         let Some(readers) = &self.readers else {
             return Ok(());
@@ -304,9 +305,11 @@ impl RingReader {
         let flags = self.ring.writer_flags();
         let state = if flags & FLAG_SUPERSEDED != 0 {
             WriterState::Superseded
-        } else if self.ring.writer_lock_held().unwrap_or_else(|_| {
-            mapping::process_exists(self.ring.writer_pid())
-        }) {
+        } else if self
+            .ring
+            .writer_lock_held()
+            .unwrap_or_else(|_| mapping::process_exists(self.ring.writer_pid()))
+        {
             WriterState::Alive
         } else if flags & FLAG_CLOSED != 0 {
             WriterState::Closed

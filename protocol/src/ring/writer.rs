@@ -158,7 +158,11 @@ impl RingWriter {
     /// Creates the ring `name` in `dir`, or takes over an existing one whose writer died
     /// (same capacity and schema): a new epoch starts where the old writer stopped, its
     /// torn record (if any) is padded over, and readers see an epoch-start record.
-    pub fn create(dir: &ShmDir, name: &str, options: &RingOptions) -> Result<Self, WriterCreateError> {
+    pub fn create(
+        dir: &ShmDir,
+        name: &str,
+        options: &RingOptions,
+    ) -> Result<Self, WriterCreateError> {
         validate_name(name).map_err(|reason| WriterCreateError::InvalidName {
             name: name.to_owned(),
             reason,
@@ -183,9 +187,12 @@ impl RingWriter {
                     None => continue,
                 },
                 Existing::Replace(old) => {
-                    let ring = create_new(&path, name, options, true)?
-                        .ok_or_else(|| RingFileError::io(&path, io::ErrorKind::AlreadyExists.into()))?;
-                    old.map.u32_at(WRITER_FLAGS).fetch_or(FLAG_SUPERSEDED | FLAG_CLOSED, Ordering::AcqRel);
+                    let ring = create_new(&path, name, options, true)?.ok_or_else(|| {
+                        RingFileError::io(&path, io::ErrorKind::AlreadyExists.into())
+                    })?;
+                    old.map
+                        .u32_at(WRITER_FLAGS)
+                        .fetch_or(FLAG_SUPERSEDED | FLAG_CLOSED, Ordering::AcqRel);
                     (ring, 0)
                 }
             };
@@ -207,12 +214,17 @@ impl RingWriter {
         let appender = LogAppender::resume(ring.view());
         let epoch = previous_epoch + 1;
         let map = &ring.map;
-        map.u32_at(WRITER_PID).store(std::process::id(), Ordering::Release);
+        map.u32_at(WRITER_PID)
+            .store(std::process::id(), Ordering::Release);
         map.u32_at(WRITER_FLAGS).store(0, Ordering::Release);
-        map.u64_at(WRITER_EPOCH_START_POSITION).store(appender.position(), Ordering::Release);
-        map.u64_at(WRITER_EPOCH_START_SEQ).store(appender.next_seq(), Ordering::Release);
-        map.u64_at(WRITER_STARTED).store(now_ns.cast_unsigned(), Ordering::Release);
-        map.u64_at(WRITER_HEARTBEAT).store(now_ns.cast_unsigned(), Ordering::Release);
+        map.u64_at(WRITER_EPOCH_START_POSITION)
+            .store(appender.position(), Ordering::Release);
+        map.u64_at(WRITER_EPOCH_START_SEQ)
+            .store(appender.next_seq(), Ordering::Release);
+        map.u64_at(WRITER_STARTED)
+            .store(now_ns.cast_unsigned(), Ordering::Release);
+        map.u64_at(WRITER_HEARTBEAT)
+            .store(now_ns.cast_unsigned(), Ordering::Release);
         map.u64_at(WRITER_EPOCH).store(epoch, Ordering::Release);
         let mut writer = Self {
             ring,
@@ -264,7 +276,12 @@ impl RingWriter {
     /// own park timeout, whichever comes first.
     #[inline]
     fn wake_sleepers(&self) {
-        if self.readers.u32_at(READERS_SLEEPERS).load(Ordering::Relaxed) != 0 {
+        if self
+            .readers
+            .u32_at(READERS_SLEEPERS)
+            .load(Ordering::Relaxed)
+            != 0
+        {
             self.wake_all();
         }
     }
@@ -287,7 +304,12 @@ impl RingWriter {
             .u64_at(WRITER_HEARTBEAT)
             .store(now_ns.cast_unsigned(), Ordering::Release);
         fence(Ordering::SeqCst);
-        if self.readers.u32_at(READERS_SLEEPERS).load(Ordering::Relaxed) != 0 {
+        if self
+            .readers
+            .u32_at(READERS_SLEEPERS)
+            .load(Ordering::Relaxed)
+            != 0
+        {
             self.wake_all();
         }
     }
@@ -345,7 +367,11 @@ enum Existing {
     Replace(RingFile),
 }
 
-fn open_existing(path: &Path, name: &str, options: &RingOptions) -> Result<Existing, WriterCreateError> {
+fn open_existing(
+    path: &Path,
+    name: &str,
+    options: &RingOptions,
+) -> Result<Existing, WriterCreateError> {
     let file = match OpenOptions::new()
         .read(true)
         .write(true)
@@ -388,9 +414,11 @@ fn open_existing(path: &Path, name: &str, options: &RingOptions) -> Result<Exist
     Ok(Existing::TakeOver(ring))
 }
 
+/// A private name next to `path`: pid plus a per-process counter (no clock here).
 fn temp_path(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("ring");
-    let unique = std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.subsec_nanos());
+    let unique = NEXT.fetch_add(1, Ordering::Relaxed);
     path.with_file_name(format!(".{file_name}.{}.{unique}.tmp", std::process::id()))
 }
 
@@ -422,7 +450,10 @@ fn create_new(
     let tmp = temp_path(path);
     let file = create_file(&tmp, options.mode, len, descriptor.as_bytes())?;
     let locked = mapping::try_lock_writer(&file).map_err(|e| RingFileError::io(&tmp, e))?;
-    debug_assert!(locked, "a fresh private file cannot be locked by anyone else");
+    debug_assert!(
+        locked,
+        "a fresh private file cannot be locked by anyone else"
+    );
     let linked = if replace {
         fs::rename(&tmp, path).map(|()| true)
     } else {
@@ -435,7 +466,13 @@ fn create_new(
         }
     };
     match linked {
-        Ok(true) => Ok(Some(RingFile::from_file(path, file, true, true, Some(name))?)),
+        Ok(true) => Ok(Some(RingFile::from_file(
+            path,
+            file,
+            true,
+            true,
+            Some(name),
+        )?)),
         Ok(false) => Ok(None),
         Err(e) => {
             let _ = fs::remove_file(&tmp);
@@ -498,15 +535,24 @@ fn open_readers_file(path: &Path, mode: u32) -> Result<Mapping, WriterCreateErro
 }
 
 /// Validates and maps a readers file.
-pub(crate) fn map_readers_file(path: &Path, file: &File, writable: bool) -> Result<Mapping, RingFileError> {
+pub(crate) fn map_readers_file(
+    path: &Path,
+    file: &File,
+    writable: bool,
+) -> Result<Mapping, RingFileError> {
     use super::file::FileProblem;
     let invalid = |problem| RingFileError::Invalid {
         path: path.to_owned(),
         problem,
     };
-    let actual = file.metadata().map_err(|e| RingFileError::io(path, e))?.len();
+    let actual = file
+        .metadata()
+        .map_err(|e| RingFileError::io(path, e))?
+        .len();
     let mut head = [0u8; size_of::<ReadersDescriptor>()];
-    let read = file.read_at(&mut head, 0).map_err(|e| RingFileError::io(path, e))?;
+    let read = file
+        .read_at(&mut head, 0)
+        .map_err(|e| RingFileError::io(path, e))?;
     let descriptor = ReadersDescriptor::read_from_bytes(&head)
         .map_err(|_| invalid(FileProblem::Inconsistent("readers header")))?;
     if read < 8 || descriptor.magic != READERS_MAGIC {
