@@ -46,6 +46,12 @@ enum Command {
         /// Only these implementations (mdi, iceoryx2, tokio-broadcast, crossbeam, floor).
         #[arg(long = "impl", value_delimiter = ',', value_name = "NAME")]
         impls: Vec<String>,
+        /// Data-region size of the mdi ring under test, in MiB (a power of two).
+        #[arg(long, default_value_t = 256, value_name = "MIB")]
+        ring_mib: u64,
+        /// Messages per latency run and per throughput run (overrides --quick).
+        #[arg(long, num_args = 2, value_names = ["LATENCY", "THROUGHPUT"])]
+        messages: Option<Vec<u64>>,
     },
     /// Internal: a benchmark process started by another mdbench.
     #[command(hide = true)]
@@ -63,8 +69,12 @@ fn main() -> Result<()> {
             sizes,
             readers,
             impls,
+            messages,
+            ring_mib,
         } => ring::run(&ring::RingBench {
+            ring_capacity: ring_mib << 20,
             quick,
+            messages: messages.map(|m| (m[0], m[1])),
             sizes,
             readers,
             impls,

@@ -30,18 +30,30 @@ const READER_CORE: usize = 1;
 #[derive(Debug, Clone)]
 pub struct RingBench {
     pub quick: bool,
+    /// Overrides the message counts (latency, throughput), for smoke tests.
+    pub messages: Option<(u64, u64)>,
     pub sizes: Vec<usize>,
     pub readers: Vec<usize>,
     pub impls: Vec<String>,
+    /// Data-region bytes of the mdi ring under test.
+    pub ring_capacity: u64,
 }
 
 impl RingBench {
     fn latency_messages(&self) -> u64 {
-        if self.quick { 20_000 } else { 200_000 }
+        match self.messages {
+            Some((latency, _)) => latency,
+            None if self.quick => 20_000,
+            None => 200_000,
+        }
     }
 
     fn throughput_messages(&self) -> u64 {
-        if self.quick { 2_000_000 } else { 20_000_000 }
+        match self.messages {
+            Some((_, throughput)) => throughput,
+            None if self.quick => 2_000_000,
+            None => 20_000_000,
+        }
     }
 
     fn wants(&self, implementation: &str) -> bool {
@@ -102,6 +114,7 @@ pub fn run(bench: &RingBench) -> Result<()> {
                     size,
                     readers,
                     count,
+                    ring_capacity: bench.ring_capacity,
                 };
                 if bench.wants("mdi") {
                     run.report("mdi", run_processes(&run, base.path(), "mdi")?);
@@ -139,6 +152,7 @@ struct Run {
     size: usize,
     readers: usize,
     count: u64,
+    ring_capacity: u64,
 }
 
 /// What a run measured.
@@ -146,6 +160,8 @@ struct Run {
 struct Outcome {
     latency: Latency,
     writer_msgs_per_s: f64,
+    /// The slowest reader's delivery rate, first to last message.
+    reader_msgs_per_s: f64,
     lost: u64,
 }
 
@@ -162,6 +178,10 @@ impl Run {
                 .field("size", self.size)
                 .field("readers", self.readers)
                 .field("msgs_per_s", format!("{:.0}", outcome.writer_msgs_per_s))
+                .field(
+                    "reader_msgs_per_s",
+                    format!("{:.0}", outcome.reader_msgs_per_s),
+                )
                 .field("lost", outcome.lost)
                 .print(),
         }
@@ -182,7 +202,7 @@ fn run_processes(run: &Run, base: &Path, flavour: &str) -> Result<Outcome> {
         run.size.to_string(),
         run.mode.name().into(),
         run.count.to_string(),
-        run.readers.to_string(),
+        run.ring_capacity.to_string(),
     ])?;
     writer.expect("ready")?;
     let shared_core = run.readers > 1;
@@ -208,6 +228,12 @@ fn run_processes(run: &Run, base: &Path, flavour: &str) -> Result<Outcome> {
     for mut reader in readers {
         let line = reader.expect("done")?;
         outcome.lost += field(&line, "lost")?;
+        let rate = field(&line, "rate")? as f64;
+        outcome.reader_msgs_per_s = if first {
+            rate
+        } else {
+            outcome.reader_msgs_per_s.min(rate)
+        };
         if run.mode == Mode::Latency {
             let latency = Latency::parse(&line)?;
             outcome.latency = if first {
@@ -237,7 +263,7 @@ pub fn child(args: &[String]) -> Result<()> {
         "mdi-writer" => {
             let size: usize = arg(2)?.parse()?;
             writer_loop(
-                &mut MdiSender::create(Path::new(arg(1)?), size)?,
+                &mut MdiSender::create(Path::new(arg(1)?), arg(5)?.parse()?)?,
                 size,
                 Mode::parse(arg(3)?)?,
                 arg(4)?.parse()?,
@@ -316,12 +342,44 @@ fn writer_loop(sender: &mut dyn Send, size: usize, mode: Mode, count: u64) -> Re
     Ok(())
 }
 
+/// Messages a reader delivered, first to last.
+#[derive(Debug, Default)]
+struct DeliveryRate {
+    count: u64,
+    first_ns: u64,
+    last_ns: u64,
+}
+
+impl DeliveryRate {
+    /// Counts one message; reads the clock every 1024 messages only.
+    #[inline]
+    fn delivered(&mut self) {
+        if self.count == 0 {
+            self.first_ns = now_ns();
+        }
+        self.count += 1;
+        if self.count.is_multiple_of(1024) {
+            self.last_ns = now_ns();
+        }
+    }
+
+    fn per_second(&self) -> f64 {
+        let elapsed = self.last_ns.saturating_sub(self.first_ns);
+        if elapsed == 0 {
+            return 0.0;
+        }
+        // Messages up to the last clock reading.
+        (self.count - self.count % 1024) as f64 * 1e9 / elapsed as f64
+    }
+}
+
 fn reader_loop(receiver: &mut dyn Receive, mode: Mode, shared_core: bool) -> Result<()> {
     pin(READER_CORE);
     let mut hist = histogram();
     report("ready");
     let mut done = false;
     let mut idle_spins = 0u64;
+    let mut rate = DeliveryRate::default();
     while !done {
         let n = receiver.poll(&mut |message| {
             let (index, sent) = read_stamp(message);
@@ -329,6 +387,8 @@ fn reader_loop(receiver: &mut dyn Receive, mode: Mode, shared_core: bool) -> Res
                 done = true;
             } else if mode == Mode::Latency {
                 let _ = hist.record(now_ns().saturating_sub(sent).max(1));
+            } else {
+                rate.delivered();
             }
         })?;
         if n == 0 {
@@ -345,9 +405,10 @@ fn reader_loop(receiver: &mut dyn Receive, mode: Mode, shared_core: bool) -> Res
         }
     }
     report(&format!(
-        "done {} lost={}",
+        "done {} lost={} rate={:.0}",
         Latency::of(&hist).report(),
-        receiver.lost()
+        receiver.lost(),
+        rate.per_second()
     ));
     Ok(())
 }
@@ -357,10 +418,9 @@ struct MdiSender {
 }
 
 impl MdiSender {
-    fn create(dir: &Path, size: usize) -> Result<Self> {
+    fn create(dir: &Path, capacity: u64) -> Result<Self> {
         let shm = ShmDir::new(dir);
-        let _ = size;
-        let writer = RingWriter::create(&shm, "bench", &RingOptions::default())
+        let writer = RingWriter::create(&shm, "bench", &RingOptions::default().capacity(capacity))
             .context("creating the benchmark ring")?;
         Ok(Self { writer })
     }
@@ -487,7 +547,7 @@ fn in_process_sized<const N: usize>(run: &Run, channel: Channel) -> Result<Outco
                         }
                         Err(_) => None,
                     })
-                    .map(|(latency, _)| (latency, lost))
+                    .map(|(latency, rate)| (latency, rate, lost))
                 }));
             }
             Box::new(move |message| {
@@ -503,6 +563,7 @@ fn in_process_sized<const N: usize>(run: &Run, channel: Channel) -> Result<Outco
                 let ready = ready.clone();
                 handles.push(std::thread::spawn(move || {
                     channel_reader(&ready, mode, shared_core, || rx.try_recv().ok())
+                        .map(|(latency, rate)| (latency, rate, 0))
                 }));
             }
             Box::new(move |message| {
@@ -549,27 +610,31 @@ fn in_process_sized<const N: usize>(run: &Run, channel: Channel) -> Result<Outco
         ..Outcome::default()
     };
     for (i, handle) in handles.into_iter().enumerate() {
-        let (latency, lost) = handle.join().map_err(|_| anyhow!("reader panicked"))??;
+        let (latency, rate, lost) = handle.join().map_err(|_| anyhow!("reader panicked"))??;
         outcome.lost += lost;
-        outcome.latency = if i == 0 {
-            latency
+        if i == 0 {
+            outcome.latency = latency;
+            outcome.reader_msgs_per_s = rate;
         } else {
-            outcome.latency.worst(latency)
-        };
+            outcome.latency = outcome.latency.worst(latency);
+            outcome.reader_msgs_per_s = outcome.reader_msgs_per_s.min(rate);
+        }
     }
     Ok(outcome)
 }
 
+/// Returns the latency histogram's figures and the delivery rate.
 fn channel_reader<const N: usize>(
     ready: &AtomicU64,
     mode: Mode,
     shared_core: bool,
     mut next: impl FnMut() -> Option<[u8; N]>,
-) -> Result<(Latency, u64)> {
+) -> Result<(Latency, f64)> {
     pin(READER_CORE);
     let mut hist = histogram();
     ready.fetch_add(1, Ordering::AcqRel);
     let mut idle_spins = 0u64;
+    let mut rate = DeliveryRate::default();
     loop {
         match next() {
             Some(message) => {
@@ -579,6 +644,8 @@ fn channel_reader<const N: usize>(
                 }
                 if mode == Mode::Latency {
                     let _ = hist.record(now_ns().saturating_sub(sent).max(1));
+                } else {
+                    rate.delivered();
                 }
             }
             None => {
@@ -594,5 +661,5 @@ fn channel_reader<const N: usize>(
             }
         }
     }
-    Ok((Latency::of(&hist), 0))
+    Ok((Latency::of(&hist), rate.per_second()))
 }

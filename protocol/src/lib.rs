@@ -13,3 +13,8 @@
 pub mod decimal;
 pub mod records;
 pub mod ring;
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

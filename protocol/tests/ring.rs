@@ -484,3 +484,36 @@ fn shm_dir_resolution_order() {
         _ => assert_eq!(resolved.path(), std::path::Path::new("/dev/shm/mdi")),
     }
 }
+
+#[test]
+fn a_reader_that_died_parked_costs_a_bounded_number_of_wakeups() {
+    use std::os::unix::fs::FileExt;
+    let (_d, shm) = shm();
+    let mut writer = RingWriter::create(&shm, "t", &small()).unwrap();
+    // A reader registered as a sleeper and was killed before it could unregister: the
+    // count in the readers file (offset 128) stays at 1.
+    let readers = std::fs::OpenOptions::new()
+        .write(true)
+        .open(shm.readers_path("t"))
+        .unwrap();
+    readers.write_all_at(&1u32.to_le_bytes(), 128).unwrap();
+    assert_eq!(writer.parked_readers(), 1);
+    for i in 0..100u64 {
+        writer.append(APP, &body(i, 8)).unwrap();
+    }
+    assert_eq!(writer.parked_readers(), 0, "stale sleeper count reclaimed");
+    // Live parked readers still work afterwards.
+    let mut reader = RingReader::open(&shm, "t", StartAt::Latest).unwrap();
+    assert!(
+        !reader
+            .wait(WaitStrategy::Park {
+                timeout: Duration::from_millis(5)
+            })
+            .unwrap()
+    );
+    assert_eq!(
+        writer.parked_readers(),
+        0,
+        "a reader unregisters after parking"
+    );
+}

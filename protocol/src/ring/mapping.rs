@@ -176,12 +176,12 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     }
 }
 
-/// Wakes every thread sleeping on `word`, in any process.
-pub(crate) fn futex_wake_all(word: &AtomicU32) {
+/// Wakes every thread sleeping on `word`, in any process; returns how many woke.
+pub(crate) fn futex_wake_all(word: &AtomicU32) -> u64 {
     // SAFETY: FUTEX_WAKE only uses the word's address as a key; it is valid and aligned.
-    unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
-    }
+    let woken =
+        unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX) };
+    u64::try_from(woken).unwrap_or(0)
 }
 
 /// Does process `pid` exist (in this pid namespace)?

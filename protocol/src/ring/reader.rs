@@ -296,7 +296,8 @@ impl RingReader {
         if self.cursor.caught_up(self.ring.view()) && !writer_gone {
             mapping::futex_wait(wake, ticket, timeout);
         }
-        sleepers.fetch_sub(1, Ordering::SeqCst);
+        // Saturating: the writer may have reset a count it judged stale.
+        let _ = sleepers.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         Ok(())
     }
 

@@ -152,7 +152,13 @@ pub struct RingWriter {
     encoder: RecordEncoder,
     epoch: u64,
     name: String,
+    /// Wake-ups in a row that found nobody asleep although the sleeper count said so.
+    futile_wakes: u32,
 }
+
+/// After this many wake-ups in a row that woke nobody, the sleeper count is taken to be
+/// left over from a reader that died while parked, and is reset.
+const STALE_SLEEPER_WAKES: u32 = 64;
 
 impl RingWriter {
     /// Creates the ring `name` in `dir`, or takes over an existing one whose writer died
@@ -233,6 +239,7 @@ impl RingWriter {
             encoder: RecordEncoder::new(),
             epoch,
             name: name.to_owned(),
+            futile_wakes: 0,
         };
         writer
             .append_record(&EpochStart {
@@ -275,21 +282,49 @@ impl RingWriter {
     /// next record, by [`RingWriter::heartbeat`] (which does the fenced check), or by its
     /// own park timeout, whichever comes first.
     #[inline]
-    fn wake_sleepers(&self) {
-        if self
+    fn wake_sleepers(&mut self) {
+        let sleepers = self
             .readers
             .u32_at(READERS_SLEEPERS)
-            .load(Ordering::Relaxed)
-            != 0
-        {
-            self.wake_all();
+            .load(Ordering::Relaxed);
+        if sleepers != 0 {
+            self.wake_counted(sleepers);
         }
     }
 
-    fn wake_all(&self) {
+    /// Wakes sleepers; a count that keeps waking nobody (a reader died while parked) is
+    /// reset, so a crashed reader costs a bounded number of system calls, not one per
+    /// record forever. A live reader caught between registering and sleeping by the reset
+    /// sleeps until its park timeout at worst.
+    #[cold]
+    fn wake_counted(&mut self, sleepers: u32) {
+        if self.wake_all() > 0 {
+            self.futile_wakes = 0;
+            return;
+        }
+        self.futile_wakes += 1;
+        if self.futile_wakes >= STALE_SLEEPER_WAKES {
+            self.futile_wakes = 0;
+            let _ = self.readers.u32_at(READERS_SLEEPERS).compare_exchange(
+                sleepers,
+                0,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    fn wake_all(&self) -> u64 {
         let wake = self.readers.u32_at(READERS_WAKE);
         wake.fetch_add(1, Ordering::SeqCst);
-        mapping::futex_wake_all(wake);
+        mapping::futex_wake_all(wake)
+    }
+
+    /// Readers the writer believes are parked (for tests and monitoring).
+    pub fn parked_readers(&self) -> u32 {
+        self.readers
+            .u32_at(READERS_SLEEPERS)
+            .load(Ordering::Acquire)
     }
 
     /// Records that the writer is alive at `now_ns` (ns since the Unix epoch). Call it from
@@ -298,19 +333,18 @@ impl RingWriter {
     /// Also closes the parked-reader race of [`Self::append`]: the SeqCst fence orders
     /// everything published so far before the sleeper-count load, and a parking reader
     /// does the mirror image, so one of the two always sees the other.
-    pub fn heartbeat(&self, now_ns: i64) {
+    pub fn heartbeat(&mut self, now_ns: i64) {
         self.ring
             .map
             .u64_at(WRITER_HEARTBEAT)
             .store(now_ns.cast_unsigned(), Ordering::Release);
         fence(Ordering::SeqCst);
-        if self
+        let sleepers = self
             .readers
             .u32_at(READERS_SLEEPERS)
-            .load(Ordering::Relaxed)
-            != 0
-        {
-            self.wake_all();
+            .load(Ordering::Relaxed);
+        if sleepers != 0 {
+            self.wake_counted(sleepers);
         }
     }
 
@@ -357,7 +391,7 @@ impl Drop for RingWriter {
             .u32_at(WRITER_FLAGS)
             .fetch_or(FLAG_CLOSED, Ordering::AcqRel);
         // Parked readers wake up and see the writer gone.
-        self.wake_all();
+        let _ = self.wake_all();
     }
 }
 

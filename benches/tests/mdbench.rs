@@ -1,0 +1,88 @@
+//! `mdbench ring` end to end with small counts: every implementation runs and prints a
+//! well-formed RESULT line (figures are not checked: speed is measured, not asserted).
+
+use std::process::Command;
+
+fn fields(line: &str) -> Vec<(&str, &str)> {
+    line.split_whitespace()
+        .skip(1)
+        .filter_map(|kv| kv.split_once('='))
+        .collect()
+}
+
+#[test]
+fn ring_scenarios_print_result_lines_for_every_implementation() {
+    let output = Command::new(env!("CARGO_BIN_EXE_mdbench"))
+        .args([
+            "ring",
+            "--sizes",
+            "64",
+            "--readers",
+            "1,2",
+            "--messages",
+            "2000",
+            "20000",
+        ])
+        .output()
+        .expect("run mdbench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "mdbench failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let results: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("RESULT "))
+        .collect();
+    for implementation in ["mdi", "iceoryx2", "tokio-broadcast", "crossbeam"] {
+        for readers in ["1", "2"] {
+            let latency = results.iter().find(|l| {
+                let f = fields(l);
+                f.contains(&("scenario", "ring-latency"))
+                    && f.contains(&("impl", implementation))
+                    && f.contains(&("readers", readers))
+            });
+            let latency = latency.unwrap_or_else(|| {
+                panic!("no latency line for {implementation}/{readers}:\n{stdout}")
+            });
+            for key in ["size", "p50_ns", "p99_ns", "p999_ns", "max_ns"] {
+                let value = fields(latency)
+                    .into_iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| v);
+                assert!(
+                    value.is_some_and(|v| v.parse::<u64>().is_ok()),
+                    "{key} in {latency}"
+                );
+            }
+            let throughput = results.iter().find(|l| {
+                let f = fields(l);
+                f.contains(&("scenario", "ring-throughput"))
+                    && f.contains(&("impl", implementation))
+                    && f.contains(&("readers", readers))
+            });
+            let throughput = throughput
+                .unwrap_or_else(|| panic!("no throughput line for {implementation}/{readers}"));
+            let rate = fields(throughput)
+                .into_iter()
+                .find(|(k, _)| *k == "msgs_per_s")
+                .map(|(_, v)| v);
+            assert!(
+                rate.is_some_and(|v| v.parse::<f64>().is_ok_and(|r| r > 0.0)),
+                "{throughput}"
+            );
+        }
+    }
+    assert!(results.iter().any(|l| l.contains("impl=floor")), "{stdout}");
+}
+
+#[test]
+fn bad_arguments_are_refused_with_a_message() {
+    let output = Command::new(env!("CARGO_BIN_EXE_mdbench"))
+        .args(["ring", "--sizes", "abc"])
+        .output()
+        .expect("run mdbench");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("invalid value"));
+}
