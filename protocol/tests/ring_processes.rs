@@ -306,20 +306,15 @@ fn drain(reader: &mut RingReader, tally: &mut Tally) -> u64 {
 
 #[test]
 fn sigkilled_writer_is_detected_and_taken_over_with_a_new_epoch() {
-    // A kill lands inside a record's copy about half the time; try a few times so the
-    // torn-record path is exercised, checking everything on every attempt.
-    let mut torn_seen = false;
-    for attempt in 0..8 {
-        torn_seen |= kill_and_take_over();
-        if torn_seen && attempt >= 1 {
-            break;
-        }
+    // The kill lands at a different point of the append each time (mid-copy about half the
+    // time: the writer spends most of its time copying 4 KiB records). The exact
+    // torn-record and published-but-uncommitted cases are unit tests in ring::log.
+    for _ in 0..3 {
+        kill_and_take_over();
     }
-    eprintln!("torn record seen and padded over: {torn_seen}");
 }
 
-/// Returns whether the killed writer left a torn record.
-fn kill_and_take_over() -> bool {
+fn kill_and_take_over() {
     let dir = tempfile::tempdir().unwrap();
     let shm = ShmDir::new(dir.path());
     let mut child = spawn_role("endless-writer", dir.path());
@@ -332,10 +327,8 @@ fn kill_and_take_over() -> bool {
     child.child.wait().unwrap();
     let info = reader.info();
     eprintln!(
-        "killed writer left claim={} commit={} ({} torn bytes)",
-        info.claim,
-        info.commit,
-        info.claim - info.commit
+        "killed writer left commit={} next_seq={} claim={}",
+        info.commit, info.next_seq, info.claim
     );
     assert_eq!(reader.writer_status(0).state, WriterState::Dead);
     assert!(!info.closed_cleanly);
@@ -349,18 +342,9 @@ fn kill_and_take_over() -> bool {
     };
     let before = drain(&mut reader, &mut tally);
     assert!(before > 0);
+    // Everything the reader saw (published records, even one whose commit store the kill
+    // prevented) is kept: the new writer continues after it.
     let last_committed = tally.next_seq;
-    let torn = info.claim > info.commit;
-    // A torn record may already have taken its sequence number in the header.
-    if torn {
-        assert!(
-            info.next_seq == last_committed || info.next_seq == last_committed + 1,
-            "header next_seq {} vs last committed {last_committed}",
-            info.next_seq
-        );
-    } else {
-        assert_eq!(info.next_seq, last_committed);
-    }
 
     // A new writer takes over: new epoch, sequences continue after the last committed
     // record, the torn bytes are padded over and never delivered.
@@ -385,7 +369,6 @@ fn kill_and_take_over() -> bool {
         "before kill: {before} delivered, {} lost to laps",
         tally.lost
     );
-    torn
 }
 
 fn run_perm_probe(dir: &ShmDir) {

@@ -209,14 +209,17 @@ impl LogAppender {
             ),
             None => (0, index_next, None),
         };
+        // Records published after the last commit store (the writer died between the
+        // two) may already be in readers' hands: they count as committed.
+        let (published, next_seq) = walk_published(view, commit, claim, next_seq);
         let mut appender = Self {
-            position: commit,
+            position: published,
             next_seq,
             claimed: claim,
             index_next,
             last_indexed_stride,
         };
-        if claim > commit || commit == 0 {
+        if claim > published || published == 0 {
             appender.pad(view, claim);
         }
         p.next_seq.store(appender.next_seq, Ordering::Release);
@@ -366,6 +369,42 @@ impl LogAppender {
         self.index_next = n + 1;
         view.positions.index_next.store(n + 1, Ordering::Release);
     }
+}
+
+/// From `commit`, steps over records a dead writer published (first word set, the
+/// expected sequence, inside its claim) but did not commit. Returns the published end and
+/// the next sequence. The first unpublished position holds 0: every record zeroes the
+/// word after it before it is published.
+fn walk_published(view: LogView<'_>, commit: u64, claim: u64, mut next_seq: u64) -> (u64, u64) {
+    let g = view.geometry;
+    let mut at = commit;
+    while at < claim {
+        let word0 = view.data[g.word(at)].load(Ordering::Acquire);
+        let len = word0 & 0xffff_ffff;
+        let room = g.capacity - (at & g.mask());
+        let step = if (word0 >> 32) as u16 == KIND_PADDING {
+            if len < RECORD_ALIGN || !len.is_multiple_of(RECORD_ALIGN) || len > room {
+                break;
+            }
+            len
+        } else {
+            let seq = view.data[g.word(at + 8)].load(Ordering::Relaxed);
+            if len < RECORD_HEADER_LEN
+                || len > g.max_record_len
+                || align_record(len) > room
+                || seq != next_seq
+            {
+                break;
+            }
+            next_seq += 1;
+            align_record(len)
+        };
+        if at + step > claim {
+            break;
+        }
+        at += step;
+    }
+    (at, next_seq)
 }
 
 /// Walks complete records from `from` (an index entry) to `to` and returns the sequence
@@ -760,5 +799,112 @@ impl LogCursor {
         }
         self.position = position;
         self.expected_seq = Some(seq);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    struct Memory {
+        positions: Positions,
+        data: Vec<AtomicU64>,
+        index: Vec<AtomicU64>,
+        geometry: Geometry,
+    }
+
+    impl Memory {
+        fn new(capacity: u64) -> Self {
+            let geometry = Geometry::for_capacity(capacity);
+            Self {
+                positions: Positions::default(),
+                data: (0..capacity / 8).map(|_| AtomicU64::new(0)).collect(),
+                index: (0..geometry.index_slots as usize * INDEX_ENTRY_WORDS)
+                    .map(|_| AtomicU64::new(0))
+                    .collect(),
+                geometry,
+            }
+        }
+
+        fn view(&self) -> LogView<'_> {
+            LogView {
+                positions: &self.positions,
+                data: &self.data,
+                index: &self.index,
+                geometry: self.geometry,
+            }
+        }
+    }
+
+    fn read_all(cursor: &mut LogCursor, view: LogView<'_>) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        for _ in 0..16 {
+            cursor
+                .poll(view, 64, |event| match event {
+                    LogEvent::Record { header, .. } => seqs.push(header.seq),
+                    LogEvent::Lost { from_seq, to_seq } => panic!("lost {from_seq}..{to_seq}"),
+                })
+                .expect("no corruption");
+        }
+        seqs
+    }
+
+    /// A writer that died after publishing a record but before storing `commit`: readers
+    /// may already have the record, so the next writer must continue after it.
+    #[test]
+    fn takeover_keeps_records_published_but_not_committed() {
+        let memory = Memory::new(4096);
+        let view = memory.view();
+        let mut writer = LogAppender::resume(view);
+        for i in 0..3u64 {
+            writer.append(view, 0x8000, &[&i.to_le_bytes()]).unwrap();
+        }
+        let commit_before = memory.positions.commit.load(Ordering::Acquire);
+        writer.append(view, 0x8000, &[&3u64.to_le_bytes()]).unwrap();
+        // The commit store of record 3 never happened.
+        memory
+            .positions
+            .commit
+            .store(commit_before, Ordering::Release);
+        let mut reader = LogCursor::new(0, Some(0), 0);
+        assert_eq!(read_all(&mut reader, view), vec![0, 1, 2, 3]);
+
+        let mut next_writer = LogAppender::resume(view);
+        assert_eq!(next_writer.next_seq(), 4);
+        next_writer
+            .append(view, 0x8000, &[&4u64.to_le_bytes()])
+            .unwrap();
+        assert_eq!(read_all(&mut reader, view), vec![4]);
+        // A reader opening now sees the same tail.
+        assert_eq!(snapshot_tail(view).1, 5);
+    }
+
+    /// A writer that died mid-record (body written, first word not yet): the torn bytes
+    /// are padded over and never delivered.
+    #[test]
+    fn takeover_pads_over_a_torn_record() {
+        let memory = Memory::new(4096);
+        let view = memory.view();
+        let mut writer = LogAppender::resume(view);
+        writer.append(view, 0x8000, &[&0u64.to_le_bytes()]).unwrap();
+        let g = view.geometry;
+        let torn_at = writer.position();
+        // Torn: claim covers it, sequence and body written, first word still 0.
+        memory
+            .positions
+            .claim
+            .store(torn_at + 512, Ordering::Release);
+        memory.data[g.word(torn_at + 8)].store(1, Ordering::Relaxed);
+        memory.data[g.word(torn_at + 16)].store(0xdead, Ordering::Relaxed);
+        let mut reader = LogCursor::new(0, Some(0), 0);
+        assert_eq!(read_all(&mut reader, view), vec![0]);
+
+        let mut next_writer = LogAppender::resume(view);
+        assert_eq!(next_writer.next_seq(), 1);
+        assert!(next_writer.position() >= torn_at + 512);
+        next_writer
+            .append(view, 0x8000, &[&1u64.to_le_bytes()])
+            .unwrap();
+        assert_eq!(read_all(&mut reader, view), vec![1]);
     }
 }
