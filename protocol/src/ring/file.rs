@@ -2,15 +2,16 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use zerocopy::FromBytes;
 
 use super::layout::{
-    Descriptor, FLAG_CLOSED, FLAG_SUPERSEDED, HEADER_LEN, MAX_NAME_LEN, POSITIONS, RING_MAGIC,
-    RING_VERSION, WRITER_BLOCK, WRITER_EPOCH, WRITER_EPOCH_START_POSITION, WRITER_EPOCH_START_SEQ,
-    WRITER_FLAGS, WRITER_HEARTBEAT, WRITER_PID, WRITER_STARTED,
+    Descriptor, FLAG_CLOSED, FLAG_SUPERSEDED, HEADER_LEN, MAX_NAME_LEN, POSITIONS,
+    READERS_FILE_LEN, READERS_MAGIC, READERS_VERSION, RING_MAGIC, RING_VERSION, ReadersDescriptor,
+    WRITER_BLOCK, WRITER_EPOCH, WRITER_EPOCH_START_POSITION, WRITER_EPOCH_START_SEQ, WRITER_FLAGS,
+    WRITER_HEARTBEAT, WRITER_PID, WRITER_STARTED,
 };
 use super::log::{Geometry, INDEX_ENTRY_WORDS, LogView, RECORD_ALIGN};
 use super::mapping::{self, Mapping};
@@ -95,11 +96,18 @@ pub(crate) fn validate_name(name: &str) -> Result<(), &'static str> {
 /// What is wrong with a ring file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FileProblem {
-    /// The file does not start with the ring magic: not an mdi ring log.
-    #[error("not an mdi ring log (magic {found:02x?}, expected \"MDIRING\\0\")")]
+    /// The file does not start with the expected magic: not an mdi file of this kind.
+    #[error(
+        "not an mdi {what} (magic {found:02x?}, expected {:?})",
+        String::from_utf8_lossy(expected)
+    )]
     BadMagic {
-        /// The first 8 bytes.
+        /// What the file should have been ("ring log", "readers file").
+        what: &'static str,
+        /// The first 8 bytes (zero-filled if the file is shorter).
         found: [u8; 8],
+        /// The magic expected.
+        expected: [u8; 8],
     },
     /// Written by an mdi with another layout version.
     #[error("ring layout version {found}, this build reads version {supported}")]
@@ -172,6 +180,74 @@ impl RingFileError {
     }
 }
 
+/// Checks that `file` starts with `magic`; returns its length.
+fn check_magic(
+    path: &Path,
+    file: &File,
+    magic: [u8; 8],
+    what: &'static str,
+) -> Result<u64, RingFileError> {
+    let actual = file
+        .metadata()
+        .map_err(|e| RingFileError::io(path, e))?
+        .len();
+    let mut found = [0u8; 8];
+    let read = file
+        .read_at(&mut found, 0)
+        .map_err(|e| RingFileError::io(path, e))?;
+    if read < found.len() || found != magic {
+        return Err(RingFileError::Invalid {
+            path: path.to_owned(),
+            problem: FileProblem::BadMagic {
+                what,
+                found,
+                expected: magic,
+            },
+        });
+    }
+    Ok(actual)
+}
+
+/// Validates and maps a readers file (`<name>.readers`).
+pub(crate) fn map_readers_file(
+    path: &Path,
+    file: &File,
+    writable: bool,
+) -> Result<Mapping, RingFileError> {
+    let invalid = |problem| RingFileError::Invalid {
+        path: path.to_owned(),
+        problem,
+    };
+    let actual = check_magic(path, file, READERS_MAGIC, "readers file")?;
+    let mut head = [0u8; size_of::<ReadersDescriptor>()];
+    let read = file
+        .read_at(&mut head, 0)
+        .map_err(|e| RingFileError::io(path, e))?;
+    let descriptor = ReadersDescriptor::read_from_bytes(&head)
+        .ok()
+        .filter(|_| read == head.len())
+        .ok_or_else(|| {
+            invalid(FileProblem::Truncated {
+                expected: READERS_FILE_LEN,
+                actual,
+            })
+        })?;
+    if descriptor.version != READERS_VERSION {
+        return Err(invalid(FileProblem::UnsupportedVersion {
+            found: descriptor.version,
+            supported: READERS_VERSION,
+        }));
+    }
+    if actual < READERS_FILE_LEN || descriptor.file_len != READERS_FILE_LEN {
+        return Err(invalid(FileProblem::Truncated {
+            expected: READERS_FILE_LEN,
+            actual,
+        }));
+    }
+    Mapping::map(file, READERS_FILE_LEN as usize, writable, false)
+        .map_err(|e| RingFileError::io(path, e))
+}
+
 /// An open, validated, mapped ring file.
 #[derive(Debug)]
 pub(crate) struct RingFile {
@@ -216,17 +292,8 @@ impl RingFile {
             path: path.to_owned(),
             problem,
         };
-        let actual = file
-            .metadata()
-            .map_err(|e| RingFileError::io(path, e))?
-            .len();
+        let actual = check_magic(path, &file, RING_MAGIC, "ring log")?;
         if actual < HEADER_LEN {
-            // Could be a foreign file: say so if the magic is wrong.
-            let mut magic = [0u8; 8];
-            let read = std::os::unix::fs::FileExt::read_at(&file, &mut magic, 0).unwrap_or(0);
-            if read < 8 || magic != RING_MAGIC {
-                return Err(invalid(FileProblem::BadMagic { found: magic }));
-            }
             return Err(invalid(FileProblem::Truncated {
                 expected: HEADER_LEN,
                 actual,
@@ -239,11 +306,6 @@ impl RingFile {
         drop(header_map);
         let descriptor = Descriptor::read_from_bytes(zerocopy::IntoBytes::as_bytes(&words[..]))
             .map_err(|_| invalid(FileProblem::Inconsistent("descriptor size")))?;
-        if descriptor.magic != RING_MAGIC {
-            return Err(invalid(FileProblem::BadMagic {
-                found: descriptor.magic,
-            }));
-        }
         if descriptor.version != RING_VERSION {
             return Err(invalid(FileProblem::UnsupportedVersion {
                 found: descriptor.version,

@@ -802,39 +802,45 @@ impl LogCursor {
     }
 }
 
+/// A ring's shared memory on the heap, for unit tests and the loom model.
+#[cfg(test)]
+pub(crate) struct HeapLog {
+    pub positions: Positions,
+    pub data: Vec<AtomicU64>,
+    pub index: Vec<AtomicU64>,
+    pub geometry: Geometry,
+}
+
+#[cfg(test)]
+impl HeapLog {
+    pub fn new(geometry: Geometry) -> Self {
+        let words = |n: u64| (0..n).map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
+        Self {
+            positions: Positions {
+                claim: AtomicU64::new(0),
+                commit: AtomicU64::new(0),
+                next_seq: AtomicU64::new(0),
+                index_next: AtomicU64::new(0),
+            },
+            data: words(geometry.capacity / 8),
+            index: words(geometry.index_slots * INDEX_ENTRY_WORDS as u64),
+            geometry,
+        }
+    }
+
+    pub fn view(&self) -> LogView<'_> {
+        LogView {
+            positions: &self.positions,
+            data: &self.data,
+            index: &self.index,
+            geometry: self.geometry,
+        }
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-
-    struct Memory {
-        positions: Positions,
-        data: Vec<AtomicU64>,
-        index: Vec<AtomicU64>,
-        geometry: Geometry,
-    }
-
-    impl Memory {
-        fn new(capacity: u64) -> Self {
-            let geometry = Geometry::for_capacity(capacity);
-            Self {
-                positions: Positions::default(),
-                data: (0..capacity / 8).map(|_| AtomicU64::new(0)).collect(),
-                index: (0..geometry.index_slots as usize * INDEX_ENTRY_WORDS)
-                    .map(|_| AtomicU64::new(0))
-                    .collect(),
-                geometry,
-            }
-        }
-
-        fn view(&self) -> LogView<'_> {
-            LogView {
-                positions: &self.positions,
-                data: &self.data,
-                index: &self.index,
-                geometry: self.geometry,
-            }
-        }
-    }
 
     fn read_all(cursor: &mut LogCursor, view: LogView<'_>) -> Vec<u64> {
         let mut seqs = Vec::new();
@@ -853,7 +859,7 @@ mod tests {
     /// may already have the record, so the next writer must continue after it.
     #[test]
     fn takeover_keeps_records_published_but_not_committed() {
-        let memory = Memory::new(4096);
+        let memory = HeapLog::new(Geometry::for_capacity(4096));
         let view = memory.view();
         let mut writer = LogAppender::resume(view);
         for i in 0..3u64 {
@@ -883,7 +889,7 @@ mod tests {
     /// are padded over and never delivered.
     #[test]
     fn takeover_pads_over_a_torn_record() {
-        let memory = Memory::new(4096);
+        let memory = HeapLog::new(Geometry::for_capacity(4096));
         let view = memory.view();
         let mut writer = LogAppender::resume(view);
         writer.append(view, 0x8000, &[&0u64.to_le_bytes()]).unwrap();

@@ -6,51 +6,17 @@
 //! the sequence number in every word), in sequence order, and account for every sequence
 //! it skipped as lost.
 
-use super::log::{
-    Geometry, INDEX_ENTRY_WORDS, LogAppender, LogCursor, LogEvent, LogView, Positions,
-};
-use super::sync::AtomicU64;
+use super::log::{Geometry, HeapLog, LogAppender, LogCursor, LogEvent};
 use loom::sync::Arc;
 
-struct Shared {
-    positions: Positions,
-    data: Vec<AtomicU64>,
-    index: Vec<AtomicU64>,
-    geometry: Geometry,
-}
-
-impl Shared {
-    fn new() -> Self {
-        // 64-byte data region; records of 24 bytes (3 words) wrap after two.
-        let geometry = Geometry {
-            capacity: 64,
-            index_slots: 4,
-            stride_shift: 5,
-            max_record_len: 32,
-        };
-        Self {
-            positions: Positions {
-                claim: AtomicU64::new(0),
-                commit: AtomicU64::new(0),
-                next_seq: AtomicU64::new(0),
-                index_next: AtomicU64::new(0),
-            },
-            data: (0..8).map(|_| AtomicU64::new(0)).collect(),
-            index: (0..4 * INDEX_ENTRY_WORDS)
-                .map(|_| AtomicU64::new(0))
-                .collect(),
-            geometry,
-        }
-    }
-
-    fn view(&self) -> LogView<'_> {
-        LogView {
-            positions: &self.positions,
-            data: &self.data,
-            index: &self.index,
-            geometry: self.geometry,
-        }
-    }
+/// 64-byte data region; records of 24 bytes (3 words) wrap after two.
+fn tiny() -> HeapLog {
+    HeapLog::new(Geometry {
+        capacity: 64,
+        index_slots: 4,
+        stride_shift: 5,
+        max_record_len: 32,
+    })
 }
 
 fn check(records: usize, polls: usize) -> usize {
@@ -58,7 +24,7 @@ fn check(records: usize, polls: usize) -> usize {
     let counter = iterations.clone();
     loom::model(move || {
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let shared = Arc::new(Shared::new());
+        let shared = Arc::new(tiny());
         let writer_shared = shared.clone();
         // Resumed before the spawn: loom tracks only the latest access to each atomic, so
         // the writer's own start-up loads would hide the reader's accesses from it.

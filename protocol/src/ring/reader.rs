@@ -6,11 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::file::{RingFile, RingFileError, RingInfo, ShmDir, validate_name};
+use super::file::{RingFile, RingFileError, RingInfo, ShmDir, map_readers_file, validate_name};
 use super::layout::{FLAG_CLOSED, FLAG_SUPERSEDED, READERS_SLEEPERS, READERS_WAKE};
 use super::log::{self, CorruptRecord, LogCursor, LogEvent, SeqLookup};
 use super::mapping::{self, Mapping};
-use super::writer::map_readers_file;
 use crate::records::{EpochStart, RecordKind, decode};
 
 /// Where a new reader starts.

@@ -6,9 +6,9 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{Ordering, fence};
 
-use zerocopy::{FromBytes, FromZeros, IntoBytes};
+use zerocopy::{FromZeros, IntoBytes};
 
-use super::file::{RingFile, RingFileError, ShmDir, file_len, validate_name};
+use super::file::{RingFile, RingFileError, ShmDir, file_len, map_readers_file, validate_name};
 use super::layout::{
     Descriptor, FLAG_CLOSED, FLAG_SUPERSEDED, HEADER_LEN, READERS_FILE_LEN, READERS_MAGIC,
     READERS_SLEEPERS, READERS_VERSION, READERS_WAKE, RING_MAGIC, RING_VERSION, ReadersDescriptor,
@@ -566,46 +566,4 @@ fn open_readers_file(path: &Path, mode: u32) -> Result<Mapping, WriterCreateErro
         }
     }
     Err(RingFileError::io(path, io::Error::other("lost the creation race repeatedly")).into())
-}
-
-/// Validates and maps a readers file.
-pub(crate) fn map_readers_file(
-    path: &Path,
-    file: &File,
-    writable: bool,
-) -> Result<Mapping, RingFileError> {
-    use super::file::FileProblem;
-    let invalid = |problem| RingFileError::Invalid {
-        path: path.to_owned(),
-        problem,
-    };
-    let actual = file
-        .metadata()
-        .map_err(|e| RingFileError::io(path, e))?
-        .len();
-    let mut head = [0u8; size_of::<ReadersDescriptor>()];
-    let read = file
-        .read_at(&mut head, 0)
-        .map_err(|e| RingFileError::io(path, e))?;
-    let descriptor = ReadersDescriptor::read_from_bytes(&head)
-        .map_err(|_| invalid(FileProblem::Inconsistent("readers header")))?;
-    if read < 8 || descriptor.magic != READERS_MAGIC {
-        let mut found = [0u8; 8];
-        found.copy_from_slice(&head[..8]);
-        return Err(invalid(FileProblem::BadMagic { found }));
-    }
-    if descriptor.version != READERS_VERSION {
-        return Err(invalid(FileProblem::UnsupportedVersion {
-            found: descriptor.version,
-            supported: READERS_VERSION,
-        }));
-    }
-    if actual < READERS_FILE_LEN || descriptor.file_len != READERS_FILE_LEN {
-        return Err(invalid(FileProblem::Truncated {
-            expected: READERS_FILE_LEN,
-            actual,
-        }));
-    }
-    Mapping::map(file, READERS_FILE_LEN as usize, writable, false)
-        .map_err(|e| RingFileError::io(path, e))
 }
