@@ -1,1 +1,10 @@
-//! placeholder
+//! # mdi-publisher
+//!
+//! The feed handler behind `mdpub`: venue adapters (Binance WebSocket + REST snapshot,
+//! ITCH 5.0 over MoldUDP64 through sockets or DPDK, capture replay), the normalizer,
+//! order-book builders, the K-line aggregator, ring writers and UDP senders.
+//!
+//! Not built yet: this crate holds the place the architecture gives it. Until it lands,
+//! write rings directly with [`mdi_protocol::ring::RingWriter`].
+
+pub use mdi_protocol;
