@@ -31,129 +31,110 @@ fn trade() -> Trade {
     }
 }
 
-/// Encodes one sample record into aligned words.
-type MakeSample = Box<dyn Fn(&mut RecordEncoder) -> Vec<u64>>;
+/// A record value the encode benchmark can encode without knowing its type.
+trait Encodable {
+    fn encode_len(&self, encoder: &mut RecordEncoder) -> usize;
+    /// The encoded body as aligned words (what a ring reader hands out).
+    fn encode_words(&self, encoder: &mut RecordEncoder) -> Vec<u64>;
+}
 
-fn samples() -> Vec<(&'static str, MakeSample)> {
-    fn encoded<T: Record>(encoder: &mut RecordEncoder, value: &T) -> Vec<u64> {
-        let body = encoder.encode(value).expect("encode");
+impl<T: Record> Encodable for T {
+    fn encode_len(&self, encoder: &mut RecordEncoder) -> usize {
+        encoder.encode(self).expect("encode").len()
+    }
+
+    fn encode_words(&self, encoder: &mut RecordEncoder) -> Vec<u64> {
+        let body = encoder.encode(self).expect("encode");
         let mut words = vec![0u64; body.len() / 8];
         words.as_mut_bytes().copy_from_slice(body);
         words
     }
+}
+
+/// One value of every record kind.
+fn sample_values() -> Vec<(&'static str, Box<dyn Encodable>)> {
     vec![
-        ("trade", Box::new(|e| encoded(e, &trade()))),
+        ("trade", Box::new(trade())),
         (
             "quote",
-            Box::new(|e| {
-                encoded(
-                    e,
-                    &Quote {
-                        instrument_id: 1,
-                        bid_price: 2_712_345,
-                        bid_qty: 10,
-                        ask_price: 2_712_346,
-                        ask_qty: 12,
-                        ..Quote::default()
-                    },
-                )
+            Box::new(Quote {
+                instrument_id: 1,
+                bid_price: 2_712_345,
+                bid_qty: 10,
+                ask_price: 2_712_346,
+                ask_qty: 12,
+                ..Quote::default()
             }),
         ),
         (
             "book_update_10x10",
-            Box::new(|e| {
-                encoded(
-                    e,
-                    &BookUpdate {
-                        instrument_id: 1,
-                        first_update_id: 100,
-                        last_update_id: 120,
-                        bids: vec![PriceLevel { price: 1, qty: 2 }; 10],
-                        asks: vec![PriceLevel { price: 3, qty: 4 }; 10],
-                        ..BookUpdate::default()
-                    },
-                )
+            Box::new(BookUpdate {
+                instrument_id: 1,
+                first_update_id: 100,
+                last_update_id: 120,
+                bids: vec![PriceLevel { price: 1, qty: 2 }; 10],
+                asks: vec![PriceLevel { price: 3, qty: 4 }; 10],
+                ..BookUpdate::default()
             }),
         ),
         (
             "kline",
-            Box::new(|e| {
-                encoded(
-                    e,
-                    &Kline {
-                        instrument_id: 1,
-                        interval_ms: 60_000,
-                        volume: 1 << 70,
-                        quote_volume: 1 << 90,
-                        trades: 1000,
-                        ..Kline::default()
-                    },
-                )
+            Box::new(Kline {
+                instrument_id: 1,
+                interval_ms: 60_000,
+                volume: 1 << 70,
+                quote_volume: 1 << 90,
+                trades: 1000,
+                ..Kline::default()
             }),
         ),
         (
             "instrument_definition",
-            Box::new(|e| {
-                encoded(
-                    e,
-                    &InstrumentDefinition {
-                        instrument_id: 1,
-                        kind: InstrumentKind::Spot,
-                        venue: "binance".into(),
-                        symbol: "BTCUSDT".into(),
-                        base_asset: "BTC".into(),
-                        quote_asset: "USDT".into(),
-                        ..InstrumentDefinition::default()
-                    },
-                )
+            Box::new(InstrumentDefinition {
+                instrument_id: 1,
+                kind: InstrumentKind::Spot,
+                venue: "binance".into(),
+                symbol: "BTCUSDT".into(),
+                base_asset: "BTC".into(),
+                quote_asset: "USDT".into(),
+                ..InstrumentDefinition::default()
             }),
         ),
         (
             "feed_status",
-            Box::new(|e| {
-                encoded(
-                    e,
-                    &FeedStatus {
-                        state: FeedState::Gap,
-                        expected_seq: 1,
-                        received_seq: 5,
-                        count: 4,
-                        venue: "binance".into(),
-                        ..FeedStatus::default()
-                    },
-                )
+            Box::new(FeedStatus {
+                state: FeedState::Gap,
+                expected_seq: 1,
+                received_seq: 5,
+                count: 4,
+                venue: "binance".into(),
+                ..FeedStatus::default()
             }),
         ),
     ]
 }
 
+/// Every sample value, encoded.
+fn encoded_samples(encoder: &mut RecordEncoder) -> Vec<(&'static str, Vec<u64>)> {
+    sample_values()
+        .into_iter()
+        .map(|(name, value)| (name, value.encode_words(encoder)))
+        .collect()
+}
+
 fn encode_decode(c: &mut Criterion) {
-    let mut group = c.benchmark_group("encode");
     let mut encoder = RecordEncoder::new();
-    let t = trade();
-    group.bench_function("trade", |b| {
-        b.iter(|| black_box(encoder.encode(black_box(&t)).expect("encode").len()))
-    });
-    let book = BookUpdate {
-        bids: vec![PriceLevel { price: 1, qty: 2 }; 10],
-        asks: vec![PriceLevel { price: 3, qty: 4 }; 10],
-        ..BookUpdate::default()
-    };
-    group.bench_function("book_update_10x10", |b| {
-        b.iter(|| black_box(encoder.encode(black_box(&book)).expect("encode").len()))
-    });
-    let kline = Kline {
-        volume: 1 << 70,
-        ..Kline::default()
-    };
-    group.bench_function("kline", |b| {
-        b.iter(|| black_box(encoder.encode(black_box(&kline)).expect("encode").len()))
-    });
+    let mut group = c.benchmark_group("encode");
+    let values = sample_values();
+    for (name, value) in &values {
+        group.bench_function(*name, |b| {
+            b.iter(|| black_box(value.encode_len(&mut encoder)))
+        });
+    }
     group.finish();
 
     let mut group = c.benchmark_group("decode_owned");
-    for (name, make) in samples() {
-        let words = make(&mut encoder);
+    for (name, words) in encoded_samples(&mut encoder) {
         let bytes = words.as_bytes();
         group.bench_with_input(BenchmarkId::from_parameter(name), bytes, |b, bytes| {
             b.iter(|| match name {
@@ -169,7 +150,7 @@ fn encode_decode(c: &mut Criterion) {
     group.finish();
 
     // Zero-copy: read two fields through the generated reader, no allocation.
-    let words = samples()[0].1(&mut encoder);
+    let words = encoded_samples(&mut encoder).swap_remove(0).1;
     c.bench_function("decode_zero_copy/trade_price_qty", |b| {
         b.iter(|| {
             let message =
