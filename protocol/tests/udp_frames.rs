@@ -45,15 +45,12 @@ fn setup_body() -> SetupBody {
 
 /// One valid frame of every type.
 fn every_frame() -> Vec<Vec<u8>> {
-    let mut w = FrameWriter::new(1408);
+    let mut w = FrameWriter::new(1408, 7, 1);
     let payload = records(&[vec![1; 5], vec![2; 48], vec![]], 10);
     vec![
-        w.setup(7, 1, &setup_body()).to_vec(),
-        w.data(7, 1, 4096, 4096 + payload.len() as u64, &payload)
-            .to_vec(),
+        w.setup(&setup_body()).to_vec(),
+        w.data(4096, 4096 + payload.len() as u64, &payload).to_vec(),
         w.fragment(
-            7,
-            1,
             8192,
             8192 + 4096,
             4096,
@@ -61,11 +58,9 @@ fn every_frame() -> Vec<Vec<u8>> {
             &records(&[vec![9; 4080]], 20)[..1000],
         )
         .to_vec(),
-        w.heartbeat(7, 1, 9000).to_vec(),
-        w.nak(7, 1, 42, 4096, 512).to_vec(),
+        w.heartbeat(9000).to_vec(),
+        w.nak(42, 4096, 512).to_vec(),
         w.status(
-            7,
-            1,
             FLAG_SETUP_REQUEST,
             &StatusBody {
                 receiver_id: U64::new(42),
@@ -75,18 +70,14 @@ fn every_frame() -> Vec<Vec<u8>> {
             },
         )
         .to_vec(),
-        w.unavailable(
-            7,
-            1,
-            &UnavailableBody {
-                from_position: U64::new(0),
-                resume_position: U64::new(4096),
-                resume_seq: U64::new(17),
-                reserved: U64::new(0),
-            },
-        )
+        w.unavailable(&UnavailableBody {
+            from_position: U64::new(0),
+            resume_position: U64::new(4096),
+            resume_seq: U64::new(17),
+            reserved: U64::new(0),
+        })
         .to_vec(),
-        w.end(7, 1, 9000, 99).to_vec(),
+        w.end(9000, 99).to_vec(),
     ]
 }
 
@@ -188,36 +179,34 @@ fn header_problems_are_named() {
 
 #[test]
 fn malformed_data_payloads_are_refused() {
-    let mut w = FrameWriter::new(1408);
+    let mut w = FrameWriter::new(1408, 1, 1);
     let payload = records(&[vec![1; 8], vec![2; 8]], 0);
     // A record length running past the payload.
     let mut long = payload.clone();
     long[0] = 200;
     assert!(matches!(
-        Frame::parse(w.data(1, 1, 0, 1000, &long)),
+        Frame::parse(w.data(0, 1000, &long)),
         Err(FrameError::BadPayload(_))
     ));
     // Padding (kind 0) is never sent.
     let mut padding = payload.clone();
     padding[4] = 0;
     padding[5] = 0;
-    assert!(Frame::parse(w.data(1, 1, 0, 1000, &padding)).is_err());
+    assert!(Frame::parse(w.data(0, 1000, &padding)).is_err());
     // next_position inside the payload.
-    assert!(Frame::parse(w.data(1, 1, 0, 8, &payload)).is_err());
+    assert!(Frame::parse(w.data(0, 8, &payload)).is_err());
     // Unaligned positions.
-    assert!(Frame::parse(w.data(1, 1, 4, 1000, &payload)).is_err());
+    assert!(Frame::parse(w.data(4, 1000, &payload)).is_err());
     // Fragments: outside the record, wrong first header, flag missing.
     let big = records(&[vec![5; 2000]], 0);
     let record_len = big.len() as u32;
-    assert!(Frame::parse(w.fragment(1, 1, 0, 4096, record_len, 0, &big[..896])).is_ok());
-    assert!(Frame::parse(w.fragment(1, 1, 0, 4096, record_len, 1504, &big[1504..])).is_ok());
-    assert!(Frame::parse(w.fragment(1, 1, 0, 4096, record_len, 1600, &big[1504..])).is_err());
-    assert!(Frame::parse(w.fragment(1, 1, 0, 4096, record_len, 1500, &big[1504..1512])).is_err());
-    assert!(Frame::parse(w.fragment(1, 1, 0, 4096, record_len + 8, 0, &big[..896])).is_err());
-    assert!(Frame::parse(w.fragment(1, 1, 0, 100, record_len, 0, &big[..896])).is_err());
-    let mut unflagged = w
-        .fragment(1, 1, 0, 4096, record_len, 8, &big[8..896])
-        .to_vec();
+    assert!(Frame::parse(w.fragment(0, 4096, record_len, 0, &big[..896])).is_ok());
+    assert!(Frame::parse(w.fragment(0, 4096, record_len, 1504, &big[1504..])).is_ok());
+    assert!(Frame::parse(w.fragment(0, 4096, record_len, 1600, &big[1504..])).is_err());
+    assert!(Frame::parse(w.fragment(0, 4096, record_len, 1500, &big[1504..1512])).is_err());
+    assert!(Frame::parse(w.fragment(0, 4096, record_len + 8, 0, &big[..896])).is_err());
+    assert!(Frame::parse(w.fragment(0, 100, record_len, 0, &big[..896])).is_err());
+    let mut unflagged = w.fragment(0, 4096, record_len, 8, &big[8..896]).to_vec();
     unflagged[2] &= !(FLAG_FRAGMENT as u8);
     assert!(Frame::parse(&unflagged).is_err());
 }
@@ -256,8 +245,8 @@ proptest! {
         let position = position * 8;
         let payload = records(&bodies, u64::from(first_seq));
         prop_assume!(DATA_HEADER_LEN + payload.len() <= 8960);
-        let mut w = FrameWriter::new(8960);
-        let frame = w.data(1, 2, position, position + payload.len() as u64, &payload).to_vec();
+        let mut w = FrameWriter::new(8960, 1, 2);
+        let frame = w.data(position, position + payload.len() as u64, &payload).to_vec();
         match Frame::parse(&frame) {
             Ok(Frame::Data(d)) => {
                 prop_assert_eq!(d.body.payload, &payload[..]);

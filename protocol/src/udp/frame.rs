@@ -453,19 +453,28 @@ fn validate_data(data: &Data<'_>, flags: u16) -> Result<(), FrameError> {
     Ok(())
 }
 
-/// Writes frames into a reusable buffer. Each `*` method clears the buffer and leaves one
-/// complete frame in it.
-#[derive(Debug, Default)]
+/// Writes the frames of one stream of one session into a reusable buffer. Each frame
+/// method clears the buffer and leaves one complete frame in it.
+#[derive(Debug)]
 pub struct FrameWriter {
     buf: Vec<u8>,
+    session_id: u32,
+    stream_id: u32,
 }
 
 impl FrameWriter {
-    /// A writer with room for one datagram of `mtu` bytes.
-    pub fn new(mtu: usize) -> Self {
+    /// A writer for `stream_id` of `session_id`, with room for one `mtu`-byte datagram.
+    pub fn new(mtu: usize, session_id: u32, stream_id: u32) -> Self {
         Self {
             buf: Vec::with_capacity(mtu),
+            session_id,
+            stream_id,
         }
+    }
+
+    /// Addresses later frames to another session (a receiver that joins a new one).
+    pub fn set_session(&mut self, session_id: u32) {
+        self.session_id = session_id;
     }
 
     /// The frame written last.
@@ -473,15 +482,15 @@ impl FrameWriter {
         &self.buf
     }
 
-    fn start(&mut self, frame_type: FrameType, flags: u16, session_id: u32, stream_id: u32) {
+    fn start(&mut self, frame_type: FrameType, flags: u16) {
         self.buf.clear();
         let header = FrameHeader {
             version: WIRE_VERSION,
             frame_type: frame_type as u8,
             flags: U16::new(flags),
             frame_len: U32::new(0),
-            session_id: U32::new(session_id),
-            stream_id: U32::new(stream_id),
+            session_id: U32::new(self.session_id),
+            stream_id: U32::new(self.stream_id),
         };
         self.buf.extend_from_slice(header.as_bytes());
     }
@@ -493,22 +502,15 @@ impl FrameWriter {
     }
 
     /// SETUP.
-    pub fn setup(&mut self, session_id: u32, stream_id: u32, body: &SetupBody) -> &[u8] {
-        self.start(FrameType::Setup, 0, session_id, stream_id);
+    pub fn setup(&mut self, body: &SetupBody) -> &[u8] {
+        self.start(FrameType::Setup, 0);
         self.buf.extend_from_slice(body.as_bytes());
         self.finish()
     }
 
     /// DATA with whole records (`records`: raw ring records, each padded to 8 bytes).
-    pub fn data(
-        &mut self,
-        session_id: u32,
-        stream_id: u32,
-        position: u64,
-        next_position: u64,
-        records: &[u8],
-    ) -> &[u8] {
-        self.start(FrameType::Data, 0, session_id, stream_id);
+    pub fn data(&mut self, position: u64, next_position: u64, records: &[u8]) -> &[u8] {
+        self.start(FrameType::Data, 0);
         let body = DataBody {
             position: U64::new(position),
             next_position: U64::new(next_position),
@@ -523,15 +525,13 @@ impl FrameWriter {
     /// DATA carrying bytes `[offset, offset + bytes.len())` of the record at `position`.
     pub fn fragment(
         &mut self,
-        session_id: u32,
-        stream_id: u32,
         position: u64,
         next_position: u64,
         record_len: u32,
         offset: u32,
         bytes: &[u8],
     ) -> &[u8] {
-        self.start(FrameType::Data, FLAG_FRAGMENT, session_id, stream_id);
+        self.start(FrameType::Data, FLAG_FRAGMENT);
         let body = DataBody {
             position: U64::new(position),
             next_position: U64::new(next_position),
@@ -544,8 +544,8 @@ impl FrameWriter {
     }
 
     /// HEARTBEAT.
-    pub fn heartbeat(&mut self, session_id: u32, stream_id: u32, tail_position: u64) -> &[u8] {
-        self.start(FrameType::Heartbeat, 0, session_id, stream_id);
+    pub fn heartbeat(&mut self, tail_position: u64) -> &[u8] {
+        self.start(FrameType::Heartbeat, 0);
         self.buf.extend_from_slice(
             HeartbeatBody {
                 tail_position: U64::new(tail_position),
@@ -556,15 +556,8 @@ impl FrameWriter {
     }
 
     /// NAK.
-    pub fn nak(
-        &mut self,
-        session_id: u32,
-        stream_id: u32,
-        receiver_id: u64,
-        position: u64,
-        length: u32,
-    ) -> &[u8] {
-        self.start(FrameType::Nak, 0, session_id, stream_id);
+    pub fn nak(&mut self, receiver_id: u64, position: u64, length: u32) -> &[u8] {
+        self.start(FrameType::Nak, 0);
         self.buf.extend_from_slice(
             NakBody {
                 receiver_id: U64::new(receiver_id),
@@ -578,39 +571,22 @@ impl FrameWriter {
     }
 
     /// STATUS.
-    pub fn status(
-        &mut self,
-        session_id: u32,
-        stream_id: u32,
-        flags: u16,
-        body: &StatusBody,
-    ) -> &[u8] {
-        self.start(FrameType::Status, flags, session_id, stream_id);
+    pub fn status(&mut self, flags: u16, body: &StatusBody) -> &[u8] {
+        self.start(FrameType::Status, flags);
         self.buf.extend_from_slice(body.as_bytes());
         self.finish()
     }
 
     /// UNAVAILABLE.
-    pub fn unavailable(
-        &mut self,
-        session_id: u32,
-        stream_id: u32,
-        body: &UnavailableBody,
-    ) -> &[u8] {
-        self.start(FrameType::Unavailable, 0, session_id, stream_id);
+    pub fn unavailable(&mut self, body: &UnavailableBody) -> &[u8] {
+        self.start(FrameType::Unavailable, 0);
         self.buf.extend_from_slice(body.as_bytes());
         self.finish()
     }
 
     /// END.
-    pub fn end(
-        &mut self,
-        session_id: u32,
-        stream_id: u32,
-        final_position: u64,
-        final_seq: u64,
-    ) -> &[u8] {
-        self.start(FrameType::End, 0, session_id, stream_id);
+    pub fn end(&mut self, final_position: u64, final_seq: u64) -> &[u8] {
+        self.start(FrameType::End, 0);
         self.buf.extend_from_slice(
             EndBody {
                 final_position: U64::new(final_position),
