@@ -164,6 +164,17 @@ pub enum AppendError {
     /// Kind 0 is reserved for padding.
     #[error("record kind 0 is reserved for padding")]
     ReservedKind,
+    /// A replica record that is not a whole, valid ring record.
+    #[error("raw record refused: {0}")]
+    BadRawRecord(&'static str),
+    /// A replica record behind what the replica already holds.
+    #[error("raw record at position {position} is behind the replica (at {replica_position})")]
+    BehindReplica {
+        /// Position of the record offered.
+        position: u64,
+        /// The replica's position.
+        replica_position: u64,
+    },
 }
 
 /// One sparse-index entry: the first record starting in a stride of the data region.
@@ -184,10 +195,10 @@ pub(crate) struct LogAppender {
 }
 
 impl LogAppender {
-    /// Starts writing after whatever a previous writer left: everything between its last
-    /// commit and its claim (a torn record, unused claim) is covered with padding, and the
-    /// sequence continues from the last committed record. Must only be called while no
-    /// other writer can run (the file lock is held).
+    /// Starts writing after whatever a previous writer left: at the end of the records it
+    /// published (even one whose commit store it did not reach), with the sequence after
+    /// theirs; a torn, unpublished record is simply overwritten. Must only be called while
+    /// no other writer can run (the file lock is held).
     pub fn resume(view: LogView<'_>) -> Self {
         let p = view.positions;
         let commit = p.commit.load(Ordering::Acquire);
@@ -219,9 +230,11 @@ impl LogAppender {
             index_next,
             last_indexed_stride,
         };
-        if claim > published || published == 0 {
-            appender.pad(view, claim);
-        }
+        // The first unpublished word is 0 (zeroed before the last record was published),
+        // so whatever a dead writer left beyond it was never visible: continue right here.
+        appender.claim_to(view, published + RECORD_ALIGN);
+        view.data[view.geometry.word(published)].store(0, Ordering::Release);
+        p.commit.store(published, Ordering::Release);
         p.next_seq.store(appender.next_seq, Ordering::Release);
         p.index_next.store(appender.index_next, Ordering::Release);
         appender
@@ -281,16 +294,92 @@ impl LogAppender {
         }
         let aligned = align_record(len);
         let offset = self.position & g.mask();
-        let pad = if offset + aligned > g.capacity {
-            g.capacity - offset
-        } else {
-            0
-        };
-        let start = self.position + pad;
-        let end = start + aligned;
+        if offset + aligned > g.capacity {
+            // Does not fit before the end of the region: padding, then the record at 0.
+            self.pad(view, self.position + g.capacity - offset);
+        }
         let seq = self.next_seq;
-        let p = view.positions;
+        self.publish(view, len | (u64::from(kind) << 32), seq, parts);
+        Ok(seq)
+    }
 
+    /// Replica: writes a raw record (header + body + pad, as read from the source ring)
+    /// at its source `position`, keeping its sequence number. Anything skipped since the
+    /// last record becomes padding; a skipped sequence shows readers an exact loss.
+    pub fn append_raw(
+        &mut self,
+        view: LogView<'_>,
+        position: u64,
+        record: &[u8],
+    ) -> Result<u64, AppendError> {
+        let g = view.geometry;
+        let header = RecordHeader::read_from_prefix(record)
+            .map_err(|_| AppendError::BadRawRecord("shorter than a record header"))?
+            .0;
+        let len = u64::from(header.len);
+        if header.kind == KIND_PADDING || len < RECORD_HEADER_LEN || len > g.max_record_len {
+            return Err(AppendError::BadRawRecord("bad kind or length"));
+        }
+        if align_record(len) != record.len() as u64 {
+            return Err(AppendError::BadRawRecord(
+                "length disagrees with the bytes given",
+            ));
+        }
+        if !position.is_multiple_of(RECORD_ALIGN)
+            || (position & g.mask()) + record.len() as u64 > g.capacity
+        {
+            return Err(AppendError::BadRawRecord(
+                "position unaligned or across the region end",
+            ));
+        }
+        if position < self.position || header.seq < self.next_seq {
+            return Err(AppendError::BehindReplica {
+                position,
+                replica_position: self.position,
+            });
+        }
+        if position > self.position {
+            self.skip_to(view, position, header.seq);
+        }
+        self.publish(
+            view,
+            u64::from_le_bytes(record[..8].try_into().unwrap_or([0; 8])),
+            header.seq,
+            &[&record[16..]],
+        );
+        Ok(header.seq)
+    }
+
+    /// Replica: the stream continues at `position` with sequence `next_seq` (padding in
+    /// the source, or a range that could not be repaired). Readers skip the padding — or,
+    /// for a jump of a whole ring or more, are lapped — and see any sequence jump as an
+    /// exact loss.
+    pub fn skip_to(&mut self, view: LogView<'_>, position: u64, next_seq: u64) {
+        if position > self.position {
+            if position - self.position >= view.geometry.capacity {
+                // Nothing before is kept: move the positions, readers resynchronise.
+                self.claim_to(view, position + RECORD_ALIGN);
+                view.data[view.geometry.word(position)].store(0, Ordering::Relaxed);
+                view.positions.commit.store(position, Ordering::Release);
+                self.position = position;
+            } else {
+                self.pad(view, position);
+            }
+        }
+        if next_seq > self.next_seq {
+            self.next_seq = next_seq;
+            view.positions.next_seq.store(next_seq, Ordering::Release);
+        }
+    }
+
+    /// Writes the record at the current position (which has room before the region end)
+    /// and publishes it.
+    #[inline]
+    fn publish(&mut self, view: LogView<'_>, word0: u64, seq: u64, parts: &[&[u8]]) {
+        let g = view.geometry;
+        let start = self.position;
+        let end = start + align_record(word0 & 0xffff_ffff);
+        let p = view.positions;
         self.claim_to(view, end + RECORD_ALIGN);
         // The next record's first word: 0 until that record is published.
         view.data[g.word(end)].store(0, Ordering::Relaxed);
@@ -310,13 +399,8 @@ impl LogAppender {
                 w += 1;
             }
         }
-        // len fits u32: len <= max_record_len <= u32::MAX.
-        view.data[g.word(start)].store(len | (u64::from(kind) << 32), Ordering::Release);
-        if pad > 0 {
-            // Published after the record it leads to: a reader that sees the padding
-            // finds the record complete at the start of the region.
-            view.data[g.word(self.position)].store(pad, Ordering::Release);
-        }
+        // The record is visible from here on.
+        view.data[g.word(start)].store(word0, Ordering::Release);
         p.next_seq.store(seq + 1, Ordering::Relaxed);
         p.commit.store(end, Ordering::Release);
         self.position = end;
@@ -332,7 +416,6 @@ impl LogAppender {
                 },
             );
         }
-        Ok(seq)
     }
 
     /// Covers `[position, to)` with padding records (split at the end of the region) and
@@ -562,6 +645,34 @@ pub struct CorruptRecord {
     pub problem: &'static str,
 }
 
+/// What [`LogCursor::read_raw`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawRead {
+    /// Whole records from the position asked for were appended; the stream continues at
+    /// `next_position` (after any padding that followed them).
+    Records {
+        /// Where the stream continues.
+        next_position: u64,
+    },
+    /// Padding at the position asked for: the stream continues at `next_position`.
+    Skip {
+        /// Where the stream continues.
+        next_position: u64,
+    },
+    /// Nothing published at the position yet.
+    Empty,
+    /// The position was overwritten: the stream can be resumed at the earliest retained
+    /// record.
+    Unavailable {
+        /// Earliest retained record boundary.
+        resume_position: u64,
+        /// Its sequence number.
+        resume_seq: u64,
+    },
+    /// The ring holds something that cannot be a record.
+    Corrupt(CorruptRecord),
+}
+
 /// A reader's private state: where it is and a buffer it copies validated batches into.
 #[derive(Debug)]
 pub(crate) struct LogCursor {
@@ -643,6 +754,95 @@ impl LogCursor {
                 return Ok(delivered);
             }
             // Only padding or skipped records (below a requested sequence): go on.
+        }
+    }
+
+    /// Moves the cursor to `position`, a record boundary, forgetting the sequence.
+    pub fn seek(&mut self, position: u64) {
+        self.position = position;
+        self.expected_seq = None;
+    }
+
+    /// For replication: appends whole raw records (header + body + pad, exactly as in the
+    /// ring) starting at the cursor to `out` — at least one, then as many as fit in
+    /// `max_bytes` — and skips any padding that follows them. Padding *at* the cursor is
+    /// reported as [`RawRead::Skip`] on its own, so records always start at the position
+    /// asked for and a replica can tell padding from loss. Moves the cursor past what it
+    /// read.
+    pub fn read_raw(&mut self, view: LogView<'_>, max_bytes: usize, out: &mut Vec<u8>) -> RawRead {
+        let g = view.geometry;
+        let start_len = out.len();
+        let start = self.position;
+        let mut at = start;
+        let mut records = 0usize;
+        let mut problem = None;
+        let mut in_padding = false;
+        loop {
+            let w = g.word(at);
+            let word0 = view.data[w].load(Ordering::Acquire);
+            if word0 == 0 {
+                break;
+            }
+            let len = word0 & 0xffff_ffff;
+            let room = g.capacity - (at & g.mask());
+            if (word0 >> 32) as u16 == KIND_PADDING {
+                if len < RECORD_ALIGN || !len.is_multiple_of(RECORD_ALIGN) || len > room {
+                    problem = Some("bad padding length");
+                    break;
+                }
+                at += len;
+                in_padding = true;
+                continue;
+            }
+            if in_padding {
+                // Records after padding are not contiguous with what came before.
+                break;
+            }
+            let aligned = align_record(len);
+            if len < RECORD_HEADER_LEN || len > g.max_record_len || aligned > room {
+                problem = Some("bad record length");
+                break;
+            }
+            let n = usize::try_from(aligned).unwrap_or(usize::MAX);
+            if records > 0 && out.len() - start_len + n > max_bytes {
+                break;
+            }
+            out.extend_from_slice(&word0.to_le_bytes());
+            for src in &view.data[w + 1..w + n / 8] {
+                out.extend_from_slice(&src.load(Ordering::Relaxed).to_le_bytes());
+            }
+            records += 1;
+            at += aligned;
+        }
+        fence(Ordering::Acquire);
+        let claim = view.positions.claim.load(Ordering::Relaxed);
+        if claim > start + g.capacity {
+            out.truncate(start_len);
+            let (position, seq) = match earliest(view) {
+                Some(e) => (e.position, e.seq),
+                None => snapshot_tail(view),
+            };
+            return RawRead::Unavailable {
+                resume_position: position,
+                resume_seq: seq,
+            };
+        }
+        if let Some(problem) = problem
+            && records == 0
+            && at == start
+        {
+            return RawRead::Corrupt(CorruptRecord {
+                position: at,
+                problem,
+            });
+        }
+        self.position = at;
+        if records > 0 {
+            RawRead::Records { next_position: at }
+        } else if at > start {
+            RawRead::Skip { next_position: at }
+        } else {
+            RawRead::Empty
         }
     }
 
@@ -886,9 +1086,9 @@ mod tests {
     }
 
     /// A writer that died mid-record (body written, first word not yet): the torn bytes
-    /// are padded over and never delivered.
+    /// were never visible, are overwritten, and never delivered.
     #[test]
-    fn takeover_pads_over_a_torn_record() {
+    fn takeover_overwrites_a_torn_record() {
         let memory = HeapLog::new(Geometry::for_capacity(4096));
         let view = memory.view();
         let mut writer = LogAppender::resume(view);
@@ -907,10 +1107,16 @@ mod tests {
 
         let mut next_writer = LogAppender::resume(view);
         assert_eq!(next_writer.next_seq(), 1);
-        assert!(next_writer.position() >= torn_at + 512);
-        next_writer
-            .append(view, 0x8000, &[&1u64.to_le_bytes()])
+        assert_eq!(next_writer.position(), torn_at);
+        next_writer.append(view, 0x8000, &[&[7u8; 16]]).unwrap();
+        let mut bodies = Vec::new();
+        reader
+            .poll(view, 8, |event| {
+                if let LogEvent::Record { header, body, .. } = event {
+                    bodies.push((header.seq, body.to_vec()));
+                }
+            })
             .unwrap();
-        assert_eq!(read_all(&mut reader, view), vec![1]);
+        assert_eq!(bodies, vec![(1, vec![7u8; 16])]);
     }
 }

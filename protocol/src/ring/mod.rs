@@ -44,7 +44,8 @@ pub use file::{FileProblem, RingFileError, RingInfo, ShmDir, inspect};
 #[cfg(not(loom))]
 pub use layout::{HEADER_LEN, MAX_NAME_LEN, RING_MAGIC, RING_VERSION};
 pub use log::{
-    AppendError, CorruptRecord, RECORD_ALIGN, RECORD_HEADER_LEN, RecordHeader, align_record,
+    AppendError, CorruptRecord, RECORD_ALIGN, RECORD_HEADER_LEN, RawRead, RecordHeader,
+    align_record,
 };
 #[cfg(not(loom))]
 pub use reader::{

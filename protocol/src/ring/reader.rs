@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::file::{RingFile, RingFileError, RingInfo, ShmDir, map_readers_file, validate_name};
 use super::layout::{FLAG_CLOSED, FLAG_SUPERSEDED, READERS_SLEEPERS, READERS_WAKE};
-use super::log::{self, CorruptRecord, LogCursor, LogEvent, SeqLookup};
+use super::log::{self, CorruptRecord, LogCursor, LogEvent, RawRead, SeqLookup};
 use super::mapping::{self, Mapping};
 use crate::records::{EpochStart, RecordKind, decode};
 
@@ -250,6 +250,21 @@ impl RingReader {
             }
             LogEvent::Lost { from_seq, to_seq } => on_event(ReadEvent::Lost { from_seq, to_seq }),
         })
+    }
+
+    /// For replication: moves to `position` (a record boundary this stream had, e.g. a
+    /// replica's position) and appends whole raw records from there to `out`, at least
+    /// one and then as many as fit in `max_bytes`. Padding at `position` is reported as
+    /// [`RawRead::Skip`]; padding after the records is skipped. The reader stays after
+    /// what it read, so repeated calls walk the stream.
+    pub fn read_raw(&mut self, position: u64, max_bytes: usize, out: &mut Vec<u8>) -> RawRead {
+        self.cursor.seek(position);
+        self.cursor.read_raw(self.ring.view(), max_bytes, out)
+    }
+
+    /// The ring's data-region size (a replica must have the same).
+    pub fn capacity(&self) -> u64 {
+        self.ring.geometry.capacity
     }
 
     /// True when nothing beyond this reader's position is committed.

@@ -169,6 +169,27 @@ impl RingWriter {
         name: &str,
         options: &RingOptions,
     ) -> Result<Self, WriterCreateError> {
+        Self::open_writer(dir, name, options, Role::Source)
+    }
+
+    /// Creates or takes over a **replica** of another ring (for the reliable-UDP receiver):
+    /// the same capacity as the source, and no epoch record of its own — the source's
+    /// epoch records arrive with its stream. Write with [`Self::append_raw`] and
+    /// [`Self::skip_to`] so that positions and sequence numbers equal the source's.
+    pub fn create_replica(
+        dir: &ShmDir,
+        name: &str,
+        options: &RingOptions,
+    ) -> Result<Self, WriterCreateError> {
+        Self::open_writer(dir, name, options, Role::Replica)
+    }
+
+    fn open_writer(
+        dir: &ShmDir,
+        name: &str,
+        options: &RingOptions,
+        role: Role,
+    ) -> Result<Self, WriterCreateError> {
         validate_name(name).map_err(|reason| WriterCreateError::InvalidName {
             name: name.to_owned(),
             reason,
@@ -202,7 +223,7 @@ impl RingWriter {
                     (ring, 0)
                 }
             };
-            return Self::start_epoch(ring, readers, name, previous_epoch, options.now_ns);
+            return Self::start_epoch(ring, readers, name, previous_epoch, options.now_ns, role);
         }
         Err(WriterCreateError::File(RingFileError::io(
             &path,
@@ -216,6 +237,7 @@ impl RingWriter {
         name: &str,
         previous_epoch: u64,
         now_ns: i64,
+        role: Role,
     ) -> Result<Self, WriterCreateError> {
         let appender = LogAppender::resume(ring.view());
         let epoch = previous_epoch + 1;
@@ -241,6 +263,9 @@ impl RingWriter {
             name: name.to_owned(),
             futile_wakes: 0,
         };
+        if role == Role::Replica {
+            return Ok(writer);
+        }
         writer
             .append_record(&EpochStart {
                 epoch,
@@ -273,6 +298,27 @@ impl RingWriter {
         let seq = self.appender.append(self.ring.view(), T::KIND.0, &[body])?;
         self.wake_sleepers();
         Ok(seq)
+    }
+
+    /// Replica: writes a raw record (as [`RingReader::read_raw`] copied it from the source)
+    /// at its source position, keeping its sequence number; a skipped range becomes
+    /// padding and a skipped sequence an exact loss for readers.
+    ///
+    /// [`RingReader::read_raw`]: super::RingReader::read_raw
+    pub fn append_raw(&mut self, position: u64, record: &[u8]) -> Result<u64, AppendError> {
+        let seq = self
+            .appender
+            .append_raw(self.ring.view(), position, record)?;
+        self.wake_sleepers();
+        Ok(seq)
+    }
+
+    /// Replica: the source stream continues at `position` with sequence `next_seq` —
+    /// padding in the source, or a range that could not be repaired (readers then see
+    /// `Lost` for the sequences skipped).
+    pub fn skip_to(&mut self, position: u64, next_seq: u64) {
+        self.appender.skip_to(self.ring.view(), position, next_seq);
+        self.wake_sleepers();
     }
 
     /// Wakes parked readers, only if one said it sleeps — a plain load per record, no
@@ -393,6 +439,13 @@ impl Drop for RingWriter {
         // Parked readers wake up and see the writer gone.
         let _ = self.wake_all();
     }
+}
+
+/// Whether a writer originates records or mirrors another ring's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Source,
+    Replica,
 }
 
 enum Existing {

@@ -1,0 +1,234 @@
+//! Replication through the ring API alone: raw reads from a source ring, raw appends to a
+//! replica. The replica must hold the same records at the same positions with the same
+//! sequence numbers — across wraps, source writer restarts and unrecoverable gaps.
+
+use mdi_protocol::records::RecordKind;
+use mdi_protocol::ring::{
+    RawRead, ReadEvent, RecordHeader, RingOptions, RingReader, RingWriter, ShmDir, StartAt,
+    align_record,
+};
+use zerocopy::FromBytes;
+
+const APP: RecordKind = RecordKind::APPLICATION_FIRST;
+
+fn body(i: u64, len: usize) -> Vec<u8> {
+    (0..len).map(|k| i.to_le_bytes()[k % 8] ^ k as u8).collect()
+}
+
+/// A record as seen by a reader: (position, seq, kind, body).
+type Seen = (u64, u64, u16, Vec<u8>);
+
+/// Every record a reader sees from `start`, plus losses.
+fn contents(shm: &ShmDir, name: &str, start: StartAt) -> (Vec<Seen>, Vec<(u64, u64)>) {
+    let mut reader = RingReader::open(shm, name, start).unwrap();
+    let mut records = Vec::new();
+    let mut lost = Vec::new();
+    loop {
+        let n = reader
+            .poll(64, |event| match event {
+                ReadEvent::Record(r) => {
+                    records.push((r.position, r.seq, r.kind.0, r.body.to_vec()))
+                }
+                ReadEvent::EpochStarted { seq, epoch, .. } => {
+                    records.push((0, seq, 1, epoch.to_le_bytes().to_vec()))
+                }
+                ReadEvent::Lost { from_seq, to_seq } => lost.push((from_seq, to_seq)),
+            })
+            .unwrap();
+        if n == 0 && reader.caught_up() {
+            return (records, lost);
+        }
+    }
+}
+
+/// Copies the source's stream from `from` to its end into the replica; returns where it
+/// stopped. Each raw read is split into records and appended at their positions.
+fn replicate(
+    source: &mut RingReader,
+    replica: &mut RingWriter,
+    mut from: u64,
+    max_bytes: usize,
+) -> u64 {
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match source.read_raw(from, max_bytes, &mut buf) {
+            RawRead::Records { next_position } => {
+                let mut at = from;
+                let mut offset = 0;
+                while offset < buf.len() {
+                    let header = RecordHeader::read_from_prefix(&buf[offset..]).unwrap().0;
+                    let len = align_record(u64::from(header.len)) as usize;
+                    replica.append_raw(at, &buf[offset..offset + len]).unwrap();
+                    offset += len;
+                    at += len as u64;
+                }
+                from = next_position;
+            }
+            RawRead::Skip { next_position } => from = next_position,
+            RawRead::Empty => return from,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_replica_holds_the_same_records_at_the_same_positions() {
+    let src_dir = tempfile::tempdir().unwrap();
+    let dst_dir = tempfile::tempdir().unwrap();
+    let src = ShmDir::new(src_dir.path());
+    let dst = ShmDir::new(dst_dir.path());
+    let options = RingOptions::default().capacity(1 << 16);
+    let mut writer = RingWriter::create(&src, "ticks", &options).unwrap();
+    let mut source = RingReader::open(&src, "ticks", StartAt::Earliest).unwrap();
+    let mut replica = RingWriter::create_replica(&dst, "ticks", &options).unwrap();
+    let mut from = 0;
+    // Wraps the 64 KiB ring a few times (the replica reader follows along).
+    let mut replica_reader = RingReader::open(&dst, "ticks", StartAt::Earliest).unwrap();
+    let mut seen = Vec::new();
+    for round in 0..20u64 {
+        for i in 0..100u64 {
+            let n = round * 100 + i;
+            writer.append(APP, &body(n, (n % 97) as usize)).unwrap();
+        }
+        from = replicate(&mut source, &mut replica, from, 1400);
+        replica_reader
+            .poll(usize::MAX, |e| {
+                if let ReadEvent::Record(r) = e {
+                    seen.push((r.position, r.seq));
+                }
+            })
+            .unwrap();
+        while !replica_reader.caught_up() {
+            replica_reader
+                .poll(usize::MAX, |e| {
+                    if let ReadEvent::Record(r) = e {
+                        seen.push((r.position, r.seq));
+                    }
+                })
+                .unwrap();
+        }
+    }
+    assert_eq!(seen.len(), 2000);
+    // A restart of the source writer: its epoch record and padding replicate too.
+    drop(writer);
+    let mut writer = RingWriter::create(&src, "ticks", &options).unwrap();
+    for i in 0..50u64 {
+        writer.append(APP, &body(10_000 + i, 40)).unwrap();
+    }
+    replicate(&mut source, &mut replica, from, 1400);
+
+    let (source_records, source_lost) = contents(&src, "ticks", StartAt::Earliest);
+    let (replica_records, replica_lost) = contents(&dst, "ticks", StartAt::Earliest);
+    assert!(source_lost.is_empty() && replica_lost.is_empty());
+    // The replica's window starts where the source's does (same capacity).
+    assert_eq!(replica_records, source_records);
+    assert!(
+        source_records.iter().any(|r| r.2 == 1),
+        "an epoch record is in the window"
+    );
+    // Sequence seek works on the replica exactly as on the source.
+    let last = source_records.last().unwrap().1;
+    let mut r = RingReader::open(&dst, "ticks", StartAt::Sequence(last - 10)).unwrap();
+    let mut first = None;
+    r.poll(1, |e| {
+        if let ReadEvent::Record(rec) = e {
+            first = Some(rec.seq);
+        }
+    })
+    .unwrap();
+    assert_eq!(first, Some(last - 10));
+}
+
+#[test]
+fn an_unrecoverable_gap_is_an_exact_loss_for_replica_readers() {
+    let src_dir = tempfile::tempdir().unwrap();
+    let dst_dir = tempfile::tempdir().unwrap();
+    let src = ShmDir::new(src_dir.path());
+    let dst = ShmDir::new(dst_dir.path());
+    let options = RingOptions::default().capacity(1 << 16);
+    let mut writer = RingWriter::create(&src, "ticks", &options).unwrap();
+    let mut source = RingReader::open(&src, "ticks", StartAt::Earliest).unwrap();
+    let mut replica = RingWriter::create_replica(&dst, "ticks", &options).unwrap();
+    let mut reader = RingReader::open(&dst, "ticks", StartAt::Earliest).unwrap();
+    for i in 0..10u64 {
+        writer.append(APP, &body(i, 24)).unwrap();
+    }
+    let from = replicate(&mut source, &mut replica, 0, 1400);
+    let mut seqs = Vec::new();
+    let mut lost = Vec::new();
+    let drain = |reader: &mut RingReader, seqs: &mut Vec<u64>, lost: &mut Vec<(u64, u64)>| {
+        while !reader.caught_up() {
+            reader
+                .poll(256, |e| match e {
+                    ReadEvent::Record(r) => seqs.push(r.seq),
+                    ReadEvent::Lost { from_seq, to_seq } => lost.push((from_seq, to_seq)),
+                    ReadEvent::EpochStarted { seq, .. } => seqs.push(seq),
+                })
+                .unwrap();
+        }
+    };
+    drain(&mut reader, &mut seqs, &mut lost);
+    assert_eq!(seqs, (0..11).collect::<Vec<_>>());
+    // 2000 records (80 KB through a 64 KiB ring) the replica does not get in time: the
+    // source overwrites the start of them, and says where it can resume.
+    for i in 10..2010u64 {
+        writer.append(APP, &body(i, 24)).unwrap();
+    }
+    let mut buf = Vec::new();
+    let (resume_position, resume_seq) = match source.read_raw(from, 1400, &mut buf) {
+        RawRead::Unavailable {
+            resume_position,
+            resume_seq,
+        } => (resume_position, resume_seq),
+        other => panic!("expected Unavailable, got {other:?}"),
+    };
+    assert!(resume_seq > 11 && resume_seq < 2011);
+    replica.skip_to(resume_position, resume_seq);
+    // The first frame's worth after the gap.
+    let mut buf = Vec::new();
+    let RawRead::Records { .. } = source.read_raw(resume_position, 1400, &mut buf) else {
+        panic!("records expected at the resume position");
+    };
+    let mut at = resume_position;
+    let mut offset = 0;
+    while offset < buf.len() {
+        let header = RecordHeader::read_from_prefix(&buf[offset..]).unwrap().0;
+        let len = align_record(u64::from(header.len)) as usize;
+        replica.append_raw(at, &buf[offset..offset + len]).unwrap();
+        offset += len;
+        at += len as u64;
+    }
+    drain(&mut reader, &mut seqs, &mut lost);
+    // Exactly the unrecoverable range is reported lost; the records after it follow.
+    assert_eq!(lost, vec![(11, resume_seq)]);
+    assert_eq!(seqs[11], resume_seq);
+    assert_eq!(seqs.len(), 11 + 1400 / 40);
+}
+
+#[test]
+fn raw_appends_that_do_not_fit_the_replica_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let shm = ShmDir::new(dir.path());
+    let mut replica =
+        RingWriter::create_replica(&shm, "r", &RingOptions::default().capacity(4096)).unwrap();
+    let mut record = vec![0u8; 32];
+    record[..4].copy_from_slice(&32u32.to_le_bytes());
+    record[4..6].copy_from_slice(&APP.0.to_le_bytes());
+    record[8..16].copy_from_slice(&5u64.to_le_bytes());
+    assert!(
+        replica.append_raw(3, &record).is_err(),
+        "unaligned position"
+    );
+    assert!(
+        replica.append_raw(4088, &record).is_err(),
+        "across the region end"
+    );
+    assert!(
+        replica.append_raw(0, &record[..24]).is_err(),
+        "length disagrees"
+    );
+    assert_eq!(replica.append_raw(64, &record).unwrap(), 5);
+    let err = replica.append_raw(0, &record).unwrap_err();
+    assert!(err.to_string().contains("behind the replica"), "{err}");
+}
