@@ -262,6 +262,16 @@ impl RingReader {
         self.cursor.read_raw(self.ring.view(), max_bytes, out)
     }
 
+    /// The oldest retained record: (position, sequence); None for an empty ring.
+    pub fn earliest(&self) -> Option<(u64, u64)> {
+        log::earliest(self.ring.view()).map(|e| (e.position, e.seq))
+    }
+
+    /// The tail: (position after the last committed record, the next sequence number).
+    pub fn tail(&self) -> (u64, u64) {
+        log::snapshot_tail(self.ring.view())
+    }
+
     /// The ring's data-region size (a replica must have the same).
     pub fn capacity(&self) -> u64 {
         self.ring.geometry.capacity

@@ -3,7 +3,13 @@
 //! replicas (same positions, same sequence numbers) and repair loss with NAKs.
 //!
 //! This module is sans-IO, like quinn-proto: no sockets, no threads, no clock. It holds
-//! the wire format ([`frame`]); the sender and receiver state machines that take `now`
-//! build on it. The specification, with byte and state diagrams, is `docs/protocol.md`.
+//! the wire format ([`frame`]) and the [`Sender`] and [`Receiver`] state machines, which
+//! take `now` (monotonic ns) and are driven by `handle_datagram` / `poll_transmit` /
+//! `poll_timeout` / `poll_event`, as in quinn-proto. The specification, with byte and state diagrams, is `docs/protocol.md`.
 
 pub mod frame;
+pub mod receiver;
+pub mod sender;
+
+pub use receiver::{Receiver, ReceiverConfig, ReceiverCounters, ReceiverEvent, ReplicaSink};
+pub use sender::{ReceiverInfo, Sender, SenderConfig, SenderCounters, StreamSource};

@@ -1,0 +1,700 @@
+//! The receiving side of one stream: rebuilds a replica of the sender's ring — same
+//! positions, same sequence numbers — and repairs loss with NAKs.
+//!
+//! Sans-IO: the driver calls [`Receiver::handle_datagram`] for every datagram of the
+//! stream, then [`Receiver::poll_transmit`] until `None` (sending each frame to the
+//! sender), drains [`Receiver::poll_event`], and sleeps until [`Receiver::poll_timeout`].
+//! Records go straight into the [`ReplicaSink`]. `now` is monotonic nanoseconds.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use zerocopy::FromBytes;
+use zerocopy::byteorder::little_endian::U64;
+
+use super::frame::{FLAG_SETUP_REQUEST, Frame, FrameWriter, StatusBody};
+use crate::ring::{AppendError, RecordHeader, RingWriter, align_record};
+
+/// Where a receiver writes the replica: a ring created with
+/// [`RingWriter::create_replica`] and the source's capacity.
+pub trait ReplicaSink {
+    /// Writes a raw record at its source position (see [`RingWriter::append_raw`]).
+    fn append_raw(&mut self, position: u64, record: &[u8]) -> Result<u64, AppendError>;
+    /// The stream continues at `position` with sequence `next_seq`.
+    fn skip_to(&mut self, position: u64, next_seq: u64);
+    /// The replica's position (where the next record goes).
+    fn position(&self) -> u64;
+}
+
+impl ReplicaSink for RingWriter {
+    fn append_raw(&mut self, position: u64, record: &[u8]) -> Result<u64, AppendError> {
+        RingWriter::append_raw(self, position, record)
+    }
+
+    fn skip_to(&mut self, position: u64, next_seq: u64) {
+        RingWriter::skip_to(self, position, next_seq);
+    }
+
+    fn position(&self) -> u64 {
+        RingWriter::position(self)
+    }
+}
+
+/// How a receiver behaves.
+#[derive(Debug, Clone)]
+pub struct ReceiverConfig {
+    /// This receiver's id (random per receiver), reported in NAK and STATUS.
+    pub receiver_id: u64,
+    /// The stream to receive.
+    pub stream_id: u32,
+    /// Multicast: NAKs wait a random delay (so many receivers do not all NAK at once);
+    /// unicast: they go out after `nak_delay_ns`.
+    pub multicast: bool,
+    /// Delay before the first NAK of a gap (unicast), or its upper bound (multicast) (ns).
+    pub nak_delay_ns: u64,
+    /// A NAK not answered in this long is sent again (ns); doubles up to 16×.
+    pub nak_retry_ns: u64,
+    /// STATUS goes out this often (ns).
+    pub status_interval_ns: u64,
+    /// Seed of the multicast NAK back-off.
+    pub seed: u64,
+}
+
+impl ReceiverConfig {
+    /// Defaults: unicast NAK after 50 µs; multicast within 0–1 ms; retry after 2 ms;
+    /// STATUS every 100 ms.
+    pub fn new(receiver_id: u64, stream_id: u32, multicast: bool) -> Self {
+        Self {
+            receiver_id,
+            stream_id,
+            multicast,
+            nak_delay_ns: if multicast { 1_000_000 } else { 50_000 },
+            nak_retry_ns: 2_000_000,
+            status_interval_ns: 100_000_000,
+            seed: receiver_id,
+        }
+    }
+}
+
+/// What happened to the stream, for the application and monitoring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiverEvent {
+    /// Joined a sender's session.
+    Joined {
+        /// Session id.
+        session_id: u32,
+        /// Source ring epoch.
+        epoch: u64,
+        /// Position the replica continues from.
+        position: u64,
+    },
+    /// A new session of the same source ring (the publisher restarted): the replica
+    /// continues; the source's epoch record follows in the stream.
+    NewSession {
+        /// The new session id.
+        session_id: u32,
+        /// Source ring epoch.
+        epoch: u64,
+    },
+    /// A different source ring (recreated, other capacity): the replica must be replaced
+    /// before this session can be followed.
+    NewRing {
+        /// The new session id.
+        session_id: u32,
+        /// The new ring's id.
+        ring_id: u64,
+        /// Its capacity.
+        capacity: u64,
+    },
+    /// Sequences `from_seq..to_seq` could not be repaired (older than the sender retains).
+    Lost {
+        /// First lost sequence.
+        from_seq: u64,
+        /// One past the last.
+        to_seq: u64,
+    },
+    /// The sender ended the stream and the replica is complete up to its end.
+    Ended {
+        /// Final position.
+        position: u64,
+    },
+}
+
+/// A receiver's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReceiverCounters {
+    /// Records written to the replica.
+    pub records: u64,
+    /// DATA frames that arrived in order.
+    pub in_order: u64,
+    /// DATA frames that arrived ahead of a gap and were buffered.
+    pub buffered: u64,
+    /// DATA frames already in the replica (duplicates, late retransmits).
+    pub duplicates: u64,
+    /// NAKs sent.
+    pub naks: u64,
+    /// Records reported lost (unrecoverable).
+    pub lost_records: u64,
+    /// Datagrams that were not frames.
+    pub malformed: u64,
+    /// Frames of another session, or for this stream but out of any sane range.
+    pub rejected: u64,
+}
+
+#[derive(Debug)]
+struct Session {
+    session_id: u32,
+    ring_id: u64,
+    capacity: u64,
+    /// The replica is complete below this position.
+    frontier: u64,
+    /// Sequence of the record at the frontier, once known.
+    next_seq: Option<u64>,
+    /// Highest position known to exist.
+    high_water: u64,
+    /// Frames ahead of the frontier: position → (next position, raw records).
+    ahead: BTreeMap<u64, (u64, Vec<u8>)>,
+    /// Large records being reassembled: position → assembly.
+    fragments: BTreeMap<u64, Assembly>,
+    end: Option<u64>,
+    ended_reported: bool,
+}
+
+#[derive(Debug)]
+struct Assembly {
+    next_position: u64,
+    bytes: Vec<u8>,
+    have: Vec<bool>,
+    missing: usize,
+}
+
+/// Holes NAKed in one round at most (the rest in the next).
+const MAX_NAKS_PER_ROUND: usize = 64;
+
+/// Fragments are tracked in 8-byte units.
+const FRAGMENT_UNIT: usize = 8;
+
+/// The receiver state machine for one stream.
+#[derive(Debug)]
+pub struct Receiver {
+    config: ReceiverConfig,
+    session: Option<Session>,
+    writer: FrameWriter,
+    nak_at: Option<u64>,
+    nak_attempt: u32,
+    /// Holes still to NAK in this round.
+    nak_queue: VecDeque<(u64, u64)>,
+    next_status_ns: u64,
+    rng: u64,
+    events: VecDeque<ReceiverEvent>,
+    counters: ReceiverCounters,
+}
+
+impl Receiver {
+    /// A receiver that has not joined a session yet (it asks for SETUP in its STATUS).
+    pub fn new(config: ReceiverConfig, now_ns: u64) -> Self {
+        let writer = FrameWriter::new(256, 0, config.stream_id);
+        Self {
+            rng: config.seed | 1,
+            config,
+            session: None,
+            writer,
+            nak_at: None,
+            nak_attempt: 0,
+            nak_queue: VecDeque::new(),
+            next_status_ns: now_ns,
+            events: VecDeque::new(),
+            counters: ReceiverCounters::default(),
+        }
+    }
+
+    /// Handles one datagram; records go into `sink`.
+    pub fn handle_datagram(&mut self, now_ns: u64, datagram: &[u8], sink: &mut impl ReplicaSink) {
+        let frame = match Frame::parse(datagram) {
+            Ok(frame) => frame,
+            Err(_) => {
+                self.counters.malformed += 1;
+                return;
+            }
+        };
+        match frame {
+            Frame::Setup(setup) if setup.stream_id == self.config.stream_id => {
+                self.handle_setup(now_ns, setup.session_id, setup.body, sink);
+                return;
+            }
+            Frame::Setup(_) => return,
+            _ => {}
+        }
+        let (session_id, stream_id) = match &frame {
+            Frame::Data(f) => (f.session_id, f.stream_id),
+            Frame::Heartbeat(f) => (f.session_id, f.stream_id),
+            Frame::Unavailable(f) => (f.session_id, f.stream_id),
+            Frame::End(f) => (f.session_id, f.stream_id),
+            _ => {
+                self.counters.rejected += 1;
+                return;
+            }
+        };
+        let Some(session) = &self.session else {
+            // Not joined: ask for SETUP at once.
+            self.next_status_ns = now_ns;
+            return;
+        };
+        if stream_id != self.config.stream_id || session_id != session.session_id {
+            self.counters.rejected += 1;
+            if stream_id == self.config.stream_id {
+                // Perhaps a new session whose SETUP we missed.
+                self.next_status_ns = self.next_status_ns.min(now_ns);
+            }
+            return;
+        }
+        match frame {
+            Frame::Data(data) => {
+                let header = data.body.header;
+                let position = header.position.get();
+                let next = header.next_position.get();
+                if data.body.is_fragment(data.flags) {
+                    self.handle_fragment(
+                        position,
+                        next,
+                        header.record_len.get() as usize,
+                        header.fragment_offset.get() as usize,
+                        data.body.payload,
+                        sink,
+                    );
+                } else {
+                    self.handle_records(position, next, data.body.payload, sink);
+                }
+            }
+            Frame::Heartbeat(heartbeat) => {
+                let tail = heartbeat.body.tail_position.get();
+                if let Some(session) = &mut self.session
+                    && tail <= session.frontier + 2 * session.capacity
+                {
+                    session.high_water = session.high_water.max(tail);
+                }
+            }
+            Frame::Unavailable(unavailable) => {
+                let from = unavailable.body.from_position.get();
+                let resume = unavailable.body.resume_position.get();
+                let resume_seq = unavailable.body.resume_seq.get();
+                self.handle_unavailable(from, resume, resume_seq, sink);
+            }
+            Frame::End(end) => {
+                if let Some(session) = &mut self.session {
+                    let final_position = end.body.final_position.get();
+                    session.end = Some(final_position);
+                    session.high_water = session.high_water.max(final_position);
+                }
+            }
+            _ => {}
+        }
+        self.after_progress(now_ns);
+    }
+
+    fn handle_setup(
+        &mut self,
+        now_ns: u64,
+        session_id: u32,
+        setup: &super::frame::SetupBody,
+        sink: &mut impl ReplicaSink,
+    ) {
+        let epoch = setup.epoch.get();
+        let ring_id = setup.ring_id.get();
+        let capacity = setup.capacity.get();
+        match &mut self.session {
+            Some(session) if session.session_id == session_id => {
+                session.high_water = session.high_water.max(setup.tail_position.get());
+            }
+            Some(session) if session.ring_id == ring_id && session.capacity == capacity => {
+                // The publisher restarted on the same ring: same positions, go on.
+                session.session_id = session_id;
+                session.end = None;
+                session.ended_reported = false;
+                session.high_water = session.high_water.max(setup.tail_position.get());
+                self.writer.set_session(session_id);
+                self.events
+                    .push_back(ReceiverEvent::NewSession { session_id, epoch });
+            }
+            Some(_) => {
+                self.events.push_back(ReceiverEvent::NewRing {
+                    session_id,
+                    ring_id,
+                    capacity,
+                });
+                return;
+            }
+            None => {
+                // Replicate from where this session started, or on from the replica's own
+                // position if it is further (a restarted receiver).
+                let initial = setup.initial_position.get();
+                let (frontier, next_seq) = if sink.position() > initial {
+                    (sink.position(), None)
+                } else {
+                    (initial, Some(setup.initial_seq.get()))
+                };
+                if sink.position() < frontier {
+                    sink.skip_to(frontier, next_seq.unwrap_or(0));
+                }
+                self.session = Some(Session {
+                    session_id,
+                    ring_id,
+                    capacity,
+                    frontier,
+                    next_seq,
+                    high_water: setup.tail_position.get().max(frontier),
+                    ahead: BTreeMap::new(),
+                    fragments: BTreeMap::new(),
+                    end: None,
+                    ended_reported: false,
+                });
+                self.writer.set_session(session_id);
+                self.events.push_back(ReceiverEvent::Joined {
+                    session_id,
+                    epoch,
+                    position: frontier,
+                });
+            }
+        }
+        self.after_progress(now_ns);
+    }
+
+    /// Whole records at `position`, continuing at `next`.
+    fn handle_records(
+        &mut self,
+        position: u64,
+        next: u64,
+        payload: &[u8],
+        sink: &mut impl ReplicaSink,
+    ) {
+        let Some(session) = &mut self.session else {
+            return;
+        };
+        if next <= session.frontier {
+            self.counters.duplicates += 1;
+            return;
+        }
+        if position > session.frontier {
+            if position - session.frontier > 2 * session.capacity {
+                // Forged or from a sender far ahead of anything plausible.
+                self.counters.rejected += 1;
+                return;
+            }
+            session.high_water = session.high_water.max(next);
+            session
+                .ahead
+                .entry(position)
+                .or_insert_with(|| (next, payload.to_vec()));
+            self.counters.buffered += 1;
+            return;
+        }
+        self.counters.in_order += 1;
+        Self::apply(
+            session,
+            &mut self.counters,
+            &mut self.events,
+            position,
+            next,
+            payload,
+            sink,
+        );
+        // Drain what was buffered behind the gap.
+        while let Some((&at, _)) = session.ahead.iter().next() {
+            if at > session.frontier {
+                break;
+            }
+            let (ahead_next, bytes) = session.ahead.remove(&at).unwrap_or_default();
+            if ahead_next > session.frontier {
+                Self::apply(
+                    session,
+                    &mut self.counters,
+                    &mut self.events,
+                    at,
+                    ahead_next,
+                    &bytes,
+                    sink,
+                );
+            }
+        }
+    }
+
+    /// Writes the records of `payload` (at `position`) from the frontier on.
+    fn apply(
+        session: &mut Session,
+        counters: &mut ReceiverCounters,
+        events: &mut VecDeque<ReceiverEvent>,
+        position: u64,
+        next: u64,
+        payload: &[u8],
+        sink: &mut impl ReplicaSink,
+    ) {
+        let mut at = position;
+        let mut offset = 0usize;
+        while offset < payload.len() {
+            let Ok((header, _)) = RecordHeader::read_from_prefix(&payload[offset..]) else {
+                break;
+            };
+            let len = usize::try_from(align_record(u64::from(header.len))).unwrap_or(usize::MAX);
+            let Some(record) = payload.get(offset..offset + len) else {
+                break;
+            };
+            if at >= session.frontier {
+                if let Some(expected) = session.next_seq
+                    && header.seq > expected
+                {
+                    // The sender's own stream skipped (it was lapped by its source).
+                    events.push_back(ReceiverEvent::Lost {
+                        from_seq: expected,
+                        to_seq: header.seq,
+                    });
+                    counters.lost_records += header.seq - expected;
+                }
+                if sink.append_raw(at, record).is_err() {
+                    counters.rejected += 1;
+                    return;
+                }
+                counters.records += 1;
+                session.next_seq = Some(header.seq + 1);
+                session.frontier = at + len as u64;
+            }
+            offset += len;
+            at += len as u64;
+        }
+        if next > session.frontier {
+            // Padding in the source after these records.
+            sink.skip_to(next, session.next_seq.unwrap_or(0));
+            session.frontier = next;
+        }
+        session.high_water = session.high_water.max(next);
+    }
+
+    fn handle_fragment(
+        &mut self,
+        position: u64,
+        next: u64,
+        record_len: usize,
+        offset: usize,
+        payload: &[u8],
+        sink: &mut impl ReplicaSink,
+    ) {
+        let Some(session) = &mut self.session else {
+            return;
+        };
+        if next <= session.frontier {
+            self.counters.duplicates += 1;
+            return;
+        }
+        if position > session.frontier + 2 * session.capacity
+            || record_len as u64 > session.capacity
+        {
+            self.counters.rejected += 1;
+            return;
+        }
+        session.high_water = session.high_water.max(next);
+        let assembly = session
+            .fragments
+            .entry(position)
+            .or_insert_with(|| Assembly {
+                next_position: next,
+                bytes: vec![0; record_len],
+                have: vec![false; record_len.div_ceil(FRAGMENT_UNIT)],
+                missing: record_len.div_ceil(FRAGMENT_UNIT),
+            });
+        if assembly.bytes.len() != record_len || offset + payload.len() > record_len {
+            self.counters.rejected += 1;
+            return;
+        }
+        assembly.bytes[offset..offset + payload.len()].copy_from_slice(payload);
+        for unit in offset / FRAGMENT_UNIT..(offset + payload.len()).div_ceil(FRAGMENT_UNIT) {
+            if !assembly.have[unit] {
+                assembly.have[unit] = true;
+                assembly.missing -= 1;
+            }
+        }
+        if assembly.missing == 0 {
+            let assembly = session.fragments.remove(&position).unwrap_or(Assembly {
+                next_position: next,
+                bytes: Vec::new(),
+                have: Vec::new(),
+                missing: 0,
+            });
+            self.handle_records(position, assembly.next_position, &assembly.bytes, sink);
+        }
+    }
+
+    fn handle_unavailable(
+        &mut self,
+        from: u64,
+        resume: u64,
+        resume_seq: u64,
+        sink: &mut impl ReplicaSink,
+    ) {
+        let Some(session) = &mut self.session else {
+            return;
+        };
+        if from > session.frontier || resume <= session.frontier {
+            return;
+        }
+        if let Some(expected) = session.next_seq
+            && resume_seq > expected
+        {
+            self.events.push_back(ReceiverEvent::Lost {
+                from_seq: expected,
+                to_seq: resume_seq,
+            });
+            self.counters.lost_records += resume_seq - expected;
+        }
+        sink.skip_to(resume, resume_seq);
+        session.frontier = resume;
+        session.next_seq = Some(resume_seq);
+        session.fragments.retain(|&at, _| at >= resume);
+        // Buffered frames that now continue the stream.
+        let behind: Vec<u64> = session.ahead.range(..=resume).map(|(&k, _)| k).collect();
+        let mut resumable = Vec::new();
+        for at in behind {
+            if let Some((next, bytes)) = session.ahead.remove(&at)
+                && next > resume
+            {
+                resumable.push((at, next, bytes));
+            }
+        }
+        for (at, next, bytes) in resumable {
+            self.handle_records(at, next, &bytes, sink);
+        }
+    }
+
+    /// After any progress: schedule or cancel the NAK timer, report the end.
+    fn after_progress(&mut self, now_ns: u64) {
+        let Some(session) = &mut self.session else {
+            return;
+        };
+        if let Some(end) = session.end
+            && session.frontier >= end
+            && !session.ended_reported
+        {
+            session.ended_reported = true;
+            self.events.push_back(ReceiverEvent::Ended {
+                position: session.frontier,
+            });
+        }
+        let gap = session.high_water > session.frontier;
+        if !gap {
+            self.nak_at = None;
+            self.nak_attempt = 0;
+        } else if self.nak_at.is_none() {
+            let delay = if self.config.multicast {
+                self.random_below(self.config.nak_delay_ns.max(1))
+            } else {
+                self.config.nak_delay_ns
+            };
+            self.nak_at = Some(now_ns + delay);
+        }
+    }
+
+    fn random_below(&mut self, bound: u64) -> u64 {
+        // xorshift64*: deterministic per seed, enough to spread NAKs.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound
+    }
+
+    /// The holes below the high-water mark: (position, length) of each, in order.
+    fn holes(session: &Session) -> Vec<(u64, u64)> {
+        let mut holes = Vec::new();
+        let mut cursor = session.frontier;
+        for (&at, &(next, _)) in &session.ahead {
+            if at > cursor {
+                holes.push((cursor, at - cursor));
+            }
+            cursor = cursor.max(next);
+        }
+        for (&at, assembly) in &session.fragments {
+            if at >= cursor && assembly.missing > 0 {
+                // Ask for the whole record again; the sender resends it in fragments.
+                if at > cursor {
+                    holes.push((cursor, at - cursor));
+                }
+                holes.push((at, assembly.bytes.len() as u64));
+                cursor = cursor.max(assembly.next_position);
+            }
+        }
+        if session.high_water > cursor {
+            holes.push((cursor, session.high_water - cursor));
+        }
+        holes.sort_unstable();
+        holes
+    }
+
+    /// The next frame for the sender (NAKs, STATUS), if any. When the NAK timer fires,
+    /// every hole below the high-water mark is NAKed in one round — not one gap per
+    /// round trip.
+    pub fn poll_transmit(&mut self, now_ns: u64) -> Option<&[u8]> {
+        if self.nak_queue.is_empty()
+            && let Some(at) = self.nak_at
+            && now_ns >= at
+        {
+            if let Some(session) = &self.session {
+                self.nak_queue
+                    .extend(Self::holes(session).into_iter().take(MAX_NAKS_PER_ROUND));
+            }
+            if self.nak_queue.is_empty() {
+                self.nak_at = None;
+            } else {
+                let backoff = 1u64 << self.nak_attempt.min(4);
+                self.nak_attempt += 1;
+                self.nak_at = Some(now_ns + self.config.nak_retry_ns * backoff);
+            }
+        }
+        if let Some((position, length)) = self.nak_queue.pop_front() {
+            self.counters.naks += 1;
+            let length = u32::try_from(length.min(1 << 20)).unwrap_or(u32::MAX);
+            self.writer.nak(self.config.receiver_id, position, length);
+            return Some(self.writer.frame());
+        }
+        if now_ns >= self.next_status_ns {
+            self.next_status_ns = now_ns + self.config.status_interval_ns;
+            let (position, high_water, flags) = match &self.session {
+                Some(s) => (s.frontier, s.high_water, 0),
+                None => (0, 0, FLAG_SETUP_REQUEST),
+            };
+            self.writer.status(
+                flags,
+                &StatusBody {
+                    receiver_id: U64::new(self.config.receiver_id),
+                    position: U64::new(position),
+                    high_water_mark: U64::new(high_water),
+                    lost_records: U64::new(self.counters.lost_records),
+                },
+            );
+            return Some(self.writer.frame());
+        }
+        None
+    }
+
+    /// When the receiver next has something to do.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if !self.nak_queue.is_empty() {
+            // More NAKs of this round are due now.
+            return Some(0);
+        }
+        Some(match self.nak_at {
+            Some(at) => at.min(self.next_status_ns),
+            None => self.next_status_ns,
+        })
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<ReceiverEvent> {
+        self.events.pop_front()
+    }
+
+    /// The replica is complete below this position (None before joining).
+    pub fn position(&self) -> Option<u64> {
+        self.session.as_ref().map(|s| s.frontier)
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> ReceiverCounters {
+        self.counters
+    }
+}

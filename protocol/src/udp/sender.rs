@@ -1,0 +1,543 @@
+//! The sending side of one stream: serves a ring's stream to receivers, answers NAKs from
+//! the ring itself, and never waits for any receiver.
+//!
+//! Sans-IO: the driver calls [`Sender::handle_datagram`] for every datagram from a
+//! receiver, then [`Sender::poll_transmit`] until it returns `None` (sending each frame
+//! to the channel), and sleeps until [`Sender::poll_timeout`] or until the ring has new
+//! records. `now` is monotonic nanoseconds from any fixed origin, never decreasing.
+
+use std::collections::{BTreeMap, HashMap};
+
+use zerocopy::byteorder::little_endian::{U32, U64};
+
+use super::frame::{
+    DATA_HEADER_LEN, FLAG_SETUP_REQUEST, Frame, FrameWriter, SetupBody, UnavailableBody,
+    encode_stream_name,
+};
+use crate::ring::{RawRead, RingReader};
+
+/// Where a sender reads the stream it serves: a ring (the retransmit buffer is the ring).
+pub trait StreamSource {
+    /// Whole raw records from `position` (see [`RingReader::read_raw`]).
+    fn read_raw(&mut self, position: u64, max_bytes: usize, out: &mut Vec<u8>) -> RawRead;
+    /// The oldest retained record (position, sequence), if any.
+    fn earliest(&mut self) -> Option<(u64, u64)>;
+    /// Position after the last committed record, and the next sequence number.
+    fn tail(&mut self) -> (u64, u64);
+    /// Where a new session starts serving (position, sequence): the start of the current
+    /// writer epoch if the ring still holds it, so its epoch record is replicated too.
+    fn session_start(&mut self) -> (u64, u64) {
+        self.tail()
+    }
+}
+
+impl StreamSource for RingReader {
+    fn read_raw(&mut self, position: u64, max_bytes: usize, out: &mut Vec<u8>) -> RawRead {
+        RingReader::read_raw(self, position, max_bytes, out)
+    }
+
+    fn earliest(&mut self) -> Option<(u64, u64)> {
+        RingReader::earliest(self)
+    }
+
+    fn tail(&mut self) -> (u64, u64) {
+        RingReader::tail(self)
+    }
+
+    fn session_start(&mut self) -> (u64, u64) {
+        let info = self.info();
+        match RingReader::earliest(self) {
+            Some((earliest, _)) if info.epoch_start_position >= earliest => {
+                (info.epoch_start_position, info.epoch_start_seq)
+            }
+            Some(earliest) => earliest,
+            None => RingReader::tail(self),
+        }
+    }
+}
+
+/// How a sender behaves.
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    /// This sender instance (random per start).
+    pub session_id: u32,
+    /// The stream's id on the channel.
+    pub stream_id: u32,
+    /// Stream name, given to receivers for their replica.
+    pub stream_name: String,
+    /// Datagram size limit.
+    pub mtu: usize,
+    /// The source ring's epoch, creation time (its id) and capacity.
+    pub epoch: u64,
+    /// See [`SetupBody::ring_id`].
+    pub ring_id: u64,
+    /// See [`SetupBody::capacity`].
+    pub capacity: u64,
+    /// SETUP is repeated this often (ns), for late joiners.
+    pub setup_interval_ns: u64,
+    /// A HEARTBEAT goes out when nothing was sent for this long (ns).
+    pub heartbeat_interval_ns: u64,
+    /// A NAK for a position retransmitted less than this long ago is ignored (ns).
+    pub nak_coalesce_ns: u64,
+    /// Retransmissions are capped at this many bytes per second.
+    pub retransmit_bytes_per_s: u64,
+    /// After [`Sender::close`], NAKs are still answered for this long (ns).
+    pub linger_ns: u64,
+    /// A receiver not heard from for this long is forgotten (ns).
+    pub receiver_timeout_ns: u64,
+}
+
+impl SenderConfig {
+    /// Defaults for a stream: MTU 1408, SETUP every 100 ms, heartbeat after 1 ms idle,
+    /// NAK coalescing 1 ms, retransmits capped at 100 MB/s, 1 s linger.
+    pub fn new(
+        session_id: u32,
+        stream_id: u32,
+        stream_name: &str,
+        ring: &RingReader,
+        epoch: u64,
+        ring_id: u64,
+    ) -> Self {
+        Self {
+            session_id,
+            stream_id,
+            stream_name: stream_name.to_owned(),
+            mtu: super::frame::DEFAULT_MTU,
+            epoch,
+            ring_id,
+            capacity: ring.capacity(),
+            setup_interval_ns: 100_000_000,
+            heartbeat_interval_ns: 1_000_000,
+            nak_coalesce_ns: 1_000_000,
+            retransmit_bytes_per_s: 100_000_000,
+            linger_ns: 1_000_000_000,
+            receiver_timeout_ns: 2_000_000_000,
+        }
+    }
+}
+
+/// What a sender knows of one receiver (from its STATUS frames), for monitoring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiverInfo {
+    /// Its replica is complete below this position.
+    pub position: u64,
+    /// Highest position it has seen.
+    pub high_water_mark: u64,
+    /// Records it reported unrecoverable.
+    pub lost_records: u64,
+    /// When it was last heard from.
+    pub last_seen_ns: u64,
+}
+
+/// A sender's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SenderCounters {
+    /// DATA frames sent the first time.
+    pub data_frames: u64,
+    /// Payload bytes sent the first time.
+    pub data_bytes: u64,
+    /// DATA frames sent again for NAKs.
+    pub retransmit_frames: u64,
+    /// Payload bytes sent again for NAKs.
+    pub retransmit_bytes: u64,
+    /// NAKs received.
+    pub naks: u64,
+    /// NAKs ignored because the range was just retransmitted.
+    pub naks_coalesced: u64,
+    /// UNAVAILABLE frames sent.
+    pub unavailable: u64,
+    /// Datagrams that were not valid frames for this stream.
+    pub bad_frames: u64,
+    /// Times the sender itself fell a whole ring behind its source.
+    pub source_lapped: u64,
+}
+
+/// The sender state machine for one stream. See the module docs for the driving loop.
+#[derive(Debug)]
+pub struct Sender<S> {
+    config: SenderConfig,
+    source: S,
+    writer: FrameWriter,
+    scratch: Vec<u8>,
+    /// Next position to send live.
+    sent: u64,
+    initial: (u64, u64),
+    next_setup_ns: u64,
+    last_send_ns: u64,
+    /// Ranges to retransmit: start → end.
+    retransmits: BTreeMap<u64, u64>,
+    /// Positions retransmitted recently, and when.
+    recent: HashMap<u64, u64>,
+    unavailable: Vec<u64>,
+    tokens: u64,
+    tokens_at_ns: u64,
+    fragment: Option<Fragmenting>,
+    receivers: HashMap<u64, ReceiverInfo>,
+    closing_since: Option<u64>,
+    ends_sent: u8,
+    counters: SenderCounters,
+}
+
+#[derive(Debug)]
+struct Fragmenting {
+    position: u64,
+    next_position: u64,
+    record: Vec<u8>,
+    offset: usize,
+    retransmit: bool,
+}
+
+/// END is repeated this many times (the receivers may lose some).
+const END_REPEATS: u8 = 3;
+
+impl<S: StreamSource> Sender<S> {
+    /// A sender serving `source` from the start of its current epoch (or the oldest
+    /// record retained) — receivers that join later NAK the history they want.
+    pub fn new(config: SenderConfig, mut source: S, now_ns: u64) -> Self {
+        let initial = source.session_start();
+        let writer = FrameWriter::new(config.mtu, config.session_id, config.stream_id);
+        let tokens = config.retransmit_bytes_per_s / 100;
+        Self {
+            sent: initial.0,
+            initial,
+            writer,
+            scratch: Vec::with_capacity(config.mtu),
+            next_setup_ns: now_ns,
+            last_send_ns: now_ns,
+            retransmits: BTreeMap::new(),
+            recent: HashMap::new(),
+            unavailable: Vec::new(),
+            tokens,
+            tokens_at_ns: now_ns,
+            fragment: None,
+            receivers: HashMap::new(),
+            closing_since: None,
+            ends_sent: 0,
+            counters: SenderCounters::default(),
+            config,
+            source,
+        }
+    }
+
+    fn max_payload(&self) -> usize {
+        (self.config.mtu - DATA_HEADER_LEN) & !7
+    }
+
+    /// Handles a datagram from a receiver (NAK or STATUS); anything else is counted.
+    pub fn handle_datagram(&mut self, now_ns: u64, datagram: &[u8]) {
+        let frame = match Frame::parse(datagram) {
+            Ok(frame) => frame,
+            Err(_) => {
+                self.counters.bad_frames += 1;
+                return;
+            }
+        };
+        match frame {
+            Frame::Nak(nak)
+                if nak.session_id == self.config.session_id
+                    && nak.stream_id == self.config.stream_id =>
+            {
+                self.counters.naks += 1;
+                let start = nak.body.position.get();
+                let end = start
+                    .saturating_add(u64::from(nak.body.length.get()))
+                    .min(self.sent);
+                if start >= end || start % 8 != 0 {
+                    return;
+                }
+                let retained = self.source.earliest().map_or(self.sent, |e| e.0);
+                if start < retained {
+                    self.unavailable.push(start);
+                    return;
+                }
+                if self
+                    .recent
+                    .get(&start)
+                    .is_some_and(|&at| now_ns.saturating_sub(at) < self.config.nak_coalesce_ns)
+                {
+                    self.counters.naks_coalesced += 1;
+                    return;
+                }
+                let entry = self.retransmits.entry(start).or_insert(end);
+                *entry = (*entry).max(end);
+            }
+            Frame::Status(status) if status.stream_id == self.config.stream_id => {
+                if status.flags & FLAG_SETUP_REQUEST != 0 {
+                    self.next_setup_ns = now_ns;
+                }
+                if status.session_id == self.config.session_id {
+                    self.receivers.insert(
+                        status.body.receiver_id.get(),
+                        ReceiverInfo {
+                            position: status.body.position.get(),
+                            high_water_mark: status.body.high_water_mark.get(),
+                            lost_records: status.body.lost_records.get(),
+                            last_seen_ns: now_ns,
+                        },
+                    );
+                }
+            }
+            _ => self.counters.bad_frames += 1,
+        }
+    }
+
+    /// Stops sending new records: from now the sender lingers, answering NAKs, then sends
+    /// END.
+    pub fn close(&mut self, now_ns: u64) {
+        if self.closing_since.is_none() {
+            self.closing_since = Some(now_ns);
+        }
+    }
+
+    /// True once END has been sent (the driver may drop the sender).
+    pub fn is_closed(&self) -> bool {
+        self.ends_sent >= END_REPEATS
+    }
+
+    /// The next frame to send, if any: the datagram is in the returned slice.
+    pub fn poll_transmit(&mut self, now_ns: u64) -> Option<&[u8]> {
+        self.refill(now_ns);
+        self.recent
+            .retain(|_, &mut at| now_ns.saturating_sub(at) < self.config.nak_coalesce_ns);
+        self.receivers
+            .retain(|_, r| now_ns.saturating_sub(r.last_seen_ns) < self.config.receiver_timeout_ns);
+        let sent = if self.fragment.is_some() {
+            self.next_fragment()
+        } else if now_ns >= self.next_setup_ns {
+            self.next_setup_ns = now_ns + self.config.setup_interval_ns;
+            self.setup();
+            true
+        } else if let Some(from) = self.unavailable.pop() {
+            self.send_unavailable(from);
+            true
+        } else if self.retransmit(now_ns) {
+            true
+        } else if self.live() {
+            // Also while lingering: everything published before close is sent.
+            true
+        } else if self.closing_since.is_some_and(|since| {
+            now_ns.saturating_sub(since) >= self.config.linger_ns && self.ends_sent < END_REPEATS
+        }) {
+            self.ends_sent += 1;
+            let (_, next_seq) = self.source.tail();
+            self.writer.end(self.sent, next_seq);
+            true
+        } else if now_ns.saturating_sub(self.last_send_ns) >= self.config.heartbeat_interval_ns {
+            self.writer.heartbeat(self.sent);
+            true
+        } else {
+            false
+        };
+        if !sent {
+            return None;
+        }
+        self.last_send_ns = now_ns;
+        Some(self.writer.frame())
+    }
+
+    /// When the sender next has something to do regardless of new records.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let mut at = self
+            .next_setup_ns
+            .min(self.last_send_ns + self.config.heartbeat_interval_ns);
+        if !self.retransmits.is_empty() && self.tokens < self.config.mtu as u64 {
+            // Tokens for one datagram.
+            let wait = (self.config.mtu as u64 * 1_000_000_000)
+                .div_ceil(self.config.retransmit_bytes_per_s.max(1));
+            at = at.min(self.tokens_at_ns + wait);
+        }
+        if let Some(since) = self.closing_since {
+            if self.ends_sent < END_REPEATS {
+                at = at.min(since + self.config.linger_ns);
+            } else {
+                return None;
+            }
+        }
+        Some(at)
+    }
+
+    fn refill(&mut self, now_ns: u64) {
+        let elapsed = now_ns.saturating_sub(self.tokens_at_ns);
+        let add =
+            u128::from(elapsed) * u128::from(self.config.retransmit_bytes_per_s) / 1_000_000_000;
+        if add > 0 {
+            let cap = (self.config.retransmit_bytes_per_s / 100).max(self.config.mtu as u64 * 4);
+            self.tokens = self
+                .tokens
+                .saturating_add(u64::try_from(add).unwrap_or(u64::MAX))
+                .min(cap);
+            self.tokens_at_ns = now_ns;
+        }
+    }
+
+    fn setup(&mut self) {
+        let (retained_from, _) = self.source.earliest().unwrap_or(self.initial);
+        let body = SetupBody {
+            epoch: U64::new(self.config.epoch),
+            ring_id: U64::new(self.config.ring_id),
+            capacity: U64::new(self.config.capacity),
+            initial_position: U64::new(self.initial.0),
+            initial_seq: U64::new(self.initial.1),
+            retained_from: U64::new(retained_from),
+            tail_position: U64::new(self.sent),
+            mtu: U32::new(u32::try_from(self.config.mtu).unwrap_or(u32::MAX)),
+            reserved: U32::new(0),
+            stream_name: encode_stream_name(&self.config.stream_name).unwrap_or([0; 64]),
+        };
+        self.writer.setup(&body);
+    }
+
+    fn send_unavailable(&mut self, from: u64) {
+        let (resume_position, resume_seq) = self.source.earliest().unwrap_or(self.source.tail());
+        self.counters.unavailable += 1;
+        self.writer.unavailable(&UnavailableBody {
+            from_position: U64::new(from),
+            resume_position: U64::new(resume_position),
+            resume_seq: U64::new(resume_seq),
+            reserved: U64::new(0),
+        });
+    }
+
+    /// One retransmission, if one is pending and the rate cap allows it.
+    fn retransmit(&mut self, now_ns: u64) -> bool {
+        let Some((&start, &end)) = self.retransmits.iter().next() else {
+            return false;
+        };
+        if self.tokens < self.config.mtu as u64 {
+            return false;
+        }
+        self.retransmits.remove(&start);
+        let max = self.max_payload();
+        self.scratch.clear();
+        match self.source.read_raw(start, max, &mut self.scratch) {
+            RawRead::Records { next_position } => {
+                self.recent.insert(start, now_ns);
+                if next_position < end {
+                    self.retransmits.insert(next_position, end);
+                }
+                self.send_records(start, next_position, true);
+                self.tokens = self.tokens.saturating_sub(self.writer.frame().len() as u64);
+                true
+            }
+            RawRead::Skip { next_position } => {
+                if next_position < end {
+                    self.retransmits.insert(next_position, end);
+                }
+                self.writer.data(start, next_position, &[]);
+                true
+            }
+            RawRead::Unavailable { .. } => {
+                self.send_unavailable(start);
+                true
+            }
+            RawRead::Empty | RawRead::Corrupt(_) => false,
+        }
+    }
+
+    /// New records from the source, if any.
+    fn live(&mut self) -> bool {
+        let max = self.max_payload();
+        self.scratch.clear();
+        match self.source.read_raw(self.sent, max, &mut self.scratch) {
+            RawRead::Records { next_position } => {
+                let start = self.sent;
+                self.sent = next_position;
+                self.send_records(start, next_position, false);
+                true
+            }
+            RawRead::Skip { next_position } => {
+                let start = self.sent;
+                self.sent = next_position;
+                self.writer.data(start, next_position, &[]);
+                true
+            }
+            RawRead::Unavailable {
+                resume_position, ..
+            } => {
+                // The sender itself was lapped by its source: tell receivers what is gone.
+                self.counters.source_lapped += 1;
+                let from = self.sent;
+                self.sent = resume_position;
+                self.send_unavailable(from);
+                true
+            }
+            RawRead::Empty | RawRead::Corrupt(_) => false,
+        }
+    }
+
+    /// Sends the records in `scratch`, fragmenting a single record larger than a frame.
+    fn send_records(&mut self, position: u64, next_position: u64, retransmit: bool) {
+        let len = self.scratch.len() as u64;
+        if self.scratch.len() > self.max_payload() {
+            self.fragment = Some(Fragmenting {
+                position,
+                next_position,
+                record: std::mem::take(&mut self.scratch),
+                offset: 0,
+                retransmit,
+            });
+            self.next_fragment();
+            return;
+        }
+        if retransmit {
+            self.counters.retransmit_frames += 1;
+            self.counters.retransmit_bytes += len;
+        } else {
+            self.counters.data_frames += 1;
+            self.counters.data_bytes += len;
+        }
+        self.writer.data(position, next_position, &self.scratch);
+    }
+
+    fn next_fragment(&mut self) -> bool {
+        let max = self.max_payload();
+        let Some(f) = &mut self.fragment else {
+            return false;
+        };
+        let end = (f.offset + max).min(f.record.len());
+        let record_len = u32::try_from(f.record.len()).unwrap_or(u32::MAX);
+        let offset = u32::try_from(f.offset).unwrap_or(u32::MAX);
+        self.writer.fragment(
+            f.position,
+            f.next_position,
+            record_len,
+            offset,
+            &f.record[f.offset..end],
+        );
+        let bytes = (end - f.offset) as u64;
+        if f.retransmit {
+            self.counters.retransmit_frames += 1;
+            self.counters.retransmit_bytes += bytes;
+        } else {
+            self.counters.data_frames += 1;
+            self.counters.data_bytes += bytes;
+        }
+        f.offset = end;
+        if f.offset == f.record.len() {
+            let record = std::mem::take(&mut f.record);
+            self.fragment = None;
+            self.scratch = record;
+        }
+        true
+    }
+
+    /// Next position to send live.
+    pub fn position(&self) -> u64 {
+        self.sent
+    }
+
+    /// The receivers heard from recently, by receiver id.
+    pub fn receivers(&self) -> &HashMap<u64, ReceiverInfo> {
+        &self.receivers
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> SenderCounters {
+        self.counters
+    }
+
+    /// The source, e.g. to read its state.
+    pub fn source_mut(&mut self) -> &mut S {
+        &mut self.source
+    }
+}

@@ -1,0 +1,567 @@
+//! Deterministic simulation of the reliable-UDP sender and receivers, quinn style: real
+//! rings on both ends, a virtual clock that jumps to the next wake-up, and a seeded
+//! network that loses, delays, reorders and duplicates datagrams. Every scenario ends
+//! with each replica equal to the source — same positions, sequences and bytes — or with
+//! an exact loss report.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use mdi_protocol::records::RecordKind;
+use mdi_protocol::ring::{ReadEvent, RingOptions, RingReader, RingWriter, ShmDir, StartAt};
+use mdi_protocol::udp::frame::FrameWriter;
+use mdi_protocol::udp::{Receiver, ReceiverConfig, ReceiverEvent, Sender, SenderConfig};
+
+const MS: u64 = 1_000_000;
+const US: u64 = 1_000;
+
+/// splitmix64: the simulation's only source of randomness.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p && p > 0.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+}
+
+/// One direction of one link.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    latency: u64,
+    /// Extra random delay up to this (reorders datagrams).
+    jitter: u64,
+    loss: f64,
+    duplicate: f64,
+    /// Probability that a loss starts a burst of this many more losses.
+    burst: (f64, u32),
+}
+
+impl Link {
+    fn clean() -> Self {
+        Self {
+            latency: 20 * US,
+            jitter: 0,
+            loss: 0.0,
+            duplicate: 0.0,
+            burst: (0.0, 0),
+        }
+    }
+
+    fn lossy(loss: f64) -> Self {
+        Self {
+            loss,
+            ..Self::clean()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum To {
+    Sender,
+    Receiver(usize),
+}
+
+/// A datagram on its way: (arrival time, send order, destination, bytes).
+type InFlight = (u64, u64, To, Vec<u8>);
+
+/// A record as read back: (position, seq, kind, body).
+type Seen = (u64, u64, u16, Vec<u8>);
+
+struct Network {
+    rng: Rng,
+    in_flight: BinaryHeap<Reverse<InFlight>>,
+    order: u64,
+    burst_left: Vec<u32>,
+    /// Receivers whose downlink drops everything until this time.
+    outage_until: Vec<u64>,
+}
+
+impl Network {
+    fn send(&mut self, now: u64, to: To, link: Link, bytes: &[u8], lane: usize) {
+        if let To::Receiver(i) = to
+            && now < self.outage_until[i]
+        {
+            return;
+        }
+        if self.burst_left[lane] > 0 {
+            self.burst_left[lane] -= 1;
+            return;
+        }
+        if self.rng.chance(link.loss) {
+            if self.rng.chance(link.burst.0) {
+                self.burst_left[lane] = link.burst.1;
+            }
+            return;
+        }
+        let copies = if self.rng.chance(link.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let at = now + link.latency + self.rng.below(link.jitter + 1);
+            self.order += 1;
+            self.in_flight
+                .push(Reverse((at, self.order, to, bytes.to_vec())));
+        }
+    }
+
+    fn next_arrival(&self) -> Option<u64> {
+        self.in_flight.peek().map(|Reverse((at, ..))| *at)
+    }
+}
+
+struct Scenario {
+    seed: u64,
+    receivers: usize,
+    multicast: bool,
+    down: Link,
+    up: Link,
+    records: u64,
+    /// Virtual time between records.
+    interval: u64,
+    capacity: u64,
+    /// Receiver i joins after this many records.
+    join_after: Vec<u64>,
+    /// (receiver, from record, to record): its downlink is dead meanwhile.
+    outage: Option<(usize, u64, u64)>,
+    /// Restart the publisher (writer and sender) after this many records.
+    restart_after: Option<u64>,
+    /// Every n-th record is this large (fragmented), if set.
+    big_every: Option<(u64, usize)>,
+    /// Throw forged datagrams at every receiver after every n-th sender frame.
+    forge_every: Option<u64>,
+}
+
+impl Scenario {
+    fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            receivers: 1,
+            multicast: false,
+            down: Link::clean(),
+            up: Link::clean(),
+            records: 3_000,
+            interval: 5 * US,
+            capacity: 1 << 20,
+            join_after: Vec::new(),
+            outage: None,
+            restart_after: None,
+            big_every: None,
+            forge_every: None,
+        }
+    }
+}
+
+struct Outcome {
+    /// Per receiver: records lost (unrecoverable), as events reported.
+    lost: Vec<u64>,
+    source: tempfile::TempDir,
+    replicas: Vec<tempfile::TempDir>,
+    counters: Vec<mdi_protocol::udp::ReceiverCounters>,
+    sender_retransmit_bytes: u64,
+    recovery_ns: Vec<u64>,
+}
+
+fn body(i: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|k| (i.wrapping_mul(31) as u8) ^ (k as u8))
+        .collect()
+}
+
+fn sender_config(session_id: u32, source: &RingReader, epoch: u64) -> SenderConfig {
+    let mut config = SenderConfig::new(session_id, 1, "ticks", source, epoch, 42);
+    config.linger_ns = 50 * MS;
+    config
+}
+
+fn run(s: &Scenario) -> Outcome {
+    let source_dir = tempfile::tempdir().unwrap();
+    let src = ShmDir::new(source_dir.path());
+    let options = RingOptions::default().capacity(s.capacity);
+    let mut writer = RingWriter::create(&src, "ticks", &options).unwrap();
+    let reader = RingReader::open(&src, "ticks", StartAt::Earliest).unwrap();
+    let mut sender = Sender::new(sender_config(100, &reader, writer.epoch()), reader, 0);
+    let mut session = 100u32;
+
+    let replica_dirs: Vec<_> = (0..s.receivers)
+        .map(|_| tempfile::tempdir().unwrap())
+        .collect();
+    let mut sinks: Vec<RingWriter> = replica_dirs
+        .iter()
+        .map(|d| RingWriter::create_replica(&ShmDir::new(d.path()), "ticks", &options).unwrap())
+        .collect();
+    let mut receivers: Vec<Option<Receiver>> = (0..s.receivers).map(|_| None).collect();
+    let mut ended = vec![false; s.receivers];
+    let mut lost = vec![0u64; s.receivers];
+    let mut net = Network {
+        rng: Rng(s.seed),
+        in_flight: BinaryHeap::new(),
+        order: 0,
+        burst_left: vec![0; 2 * s.receivers + 1],
+        outage_until: vec![0; s.receivers],
+    };
+    // When each source position was first sent, to measure recovery time.
+    let mut recovery = Vec::new();
+
+    let mut now = 0u64;
+    let mut frames_sent = 0u64;
+    let mut written = 0u64;
+    let mut next_write = 0u64;
+    let mut closed = false;
+    for step in 0..5_000_000u64 {
+        // The publisher.
+        while written < s.records && next_write <= now {
+            let len = match s.big_every {
+                Some((n, big)) if written % n == n - 1 => big,
+                _ => 8 + (written % 120) as usize,
+            };
+            writer
+                .append(RecordKind::APPLICATION_FIRST, &body(written, len))
+                .unwrap();
+            written += 1;
+            next_write += s.interval;
+            if Some(written) == s.restart_after {
+                // Publisher restart: new writer epoch on the same ring, new sender session.
+                drop(writer);
+                writer = RingWriter::create(&src, "ticks", &options).unwrap();
+                let reader = RingReader::open(&src, "ticks", StartAt::Latest).unwrap();
+                session += 1;
+                sender = Sender::new(sender_config(session, &reader, writer.epoch()), reader, now);
+            }
+            if let Some((r, from, to)) = s.outage {
+                if written == from {
+                    net.outage_until[r] = u64::MAX;
+                }
+                if written == to {
+                    net.outage_until[r] = 0;
+                }
+            }
+        }
+        if written == s.records && !closed {
+            closed = true;
+            sender.close(now);
+        }
+        for (i, receiver) in receivers.iter_mut().enumerate() {
+            let join_at = s.join_after.get(i).copied().unwrap_or(0);
+            if receiver.is_none() && written >= join_at {
+                *receiver = Some(Receiver::new(
+                    ReceiverConfig::new(1000 + i as u64, 1, s.multicast),
+                    now,
+                ));
+            }
+        }
+        // Everything due now.
+        while let Some(frame) = sender.poll_transmit(now) {
+            let frame = frame.to_vec();
+            for r in 0..s.receivers {
+                net.send(now, To::Receiver(r), s.down, &frame, r);
+            }
+            frames_sent += 1;
+            if let Some(n) = s.forge_every
+                && frames_sent.is_multiple_of(n)
+            {
+                for r in 0..s.receivers {
+                    for forged in forgeries(&frame, session, &mut net.rng) {
+                        net.order += 1;
+                        net.in_flight.push(Reverse((
+                            now + 10 * US,
+                            net.order,
+                            To::Receiver(r),
+                            forged,
+                        )));
+                    }
+                }
+            }
+        }
+        for (i, receiver) in receivers.iter_mut().enumerate() {
+            let Some(receiver) = receiver else { continue };
+            while let Some(frame) = receiver.poll_transmit(now) {
+                let frame = frame.to_vec();
+                net.send(now, To::Sender, s.up, &frame, s.receivers + i);
+            }
+            while let Some(event) = receiver.poll_event() {
+                match event {
+                    ReceiverEvent::Ended { .. } => ended[i] = true,
+                    ReceiverEvent::Lost { from_seq, to_seq } => lost[i] += to_seq - from_seq,
+                    ReceiverEvent::NewRing { .. } => panic!("same ring throughout"),
+                    _ => {}
+                }
+            }
+        }
+        if ended.iter().all(|&e| e) && sender.is_closed() {
+            break;
+        }
+        assert!(step < 4_999_999, "simulation did not finish (livelock?)");
+        // Jump to the next thing that happens.
+        let mut next = net.next_arrival().unwrap_or(u64::MAX);
+        if let Some(t) = sender.poll_timeout() {
+            next = next.min(t);
+        }
+        for receiver in receivers.iter().flatten() {
+            if let Some(t) = receiver.poll_timeout() {
+                next = next.min(t);
+            }
+        }
+        if written < s.records {
+            next = next.min(next_write);
+        }
+        now = next.max(now + 1);
+        while let Some(Reverse((at, ..))) = net.in_flight.peek() {
+            if *at > now {
+                break;
+            }
+            let Reverse((_, _, to, bytes)) = net.in_flight.pop().unwrap();
+            match to {
+                To::Sender => sender.handle_datagram(now, &bytes),
+                To::Receiver(i) => {
+                    if let Some(receiver) = &mut receivers[i] {
+                        let before = receiver.position();
+                        receiver.handle_datagram(now, &bytes, &mut sinks[i]);
+                        if receiver.counters().buffered > 0 && receiver.position() > before {
+                            recovery.push(now);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let counters = receivers
+        .iter()
+        .map(|r| r.as_ref().unwrap().counters())
+        .collect();
+    Outcome {
+        lost,
+        source: source_dir,
+        replicas: replica_dirs,
+        counters,
+        sender_retransmit_bytes: sender.counters().retransmit_bytes,
+        recovery_ns: recovery,
+    }
+}
+
+/// Datagrams an attacker or a broken host could send, built from a real frame: another
+/// session, positions far ahead, truncations, a corrupted length, garbage.
+fn forgeries(real: &[u8], session: u32, rng: &mut Rng) -> Vec<Vec<u8>> {
+    let mut w = FrameWriter::new(1408, session + 1000, 1);
+    let mut records = Vec::new();
+    let header = mdi_protocol::ring::RecordHeader {
+        len: 24,
+        kind: 0x8000,
+        flags: 0,
+        seq: 7,
+    };
+    records.extend_from_slice(zerocopy::IntoBytes::as_bytes(&header));
+    records.extend_from_slice(&[0xee; 8]);
+    let mut out = vec![
+        // Unknown session, plausible position.
+        w.data(0, 32, &records).to_vec(),
+        w.heartbeat(1 << 40).to_vec(),
+    ];
+    let mut right = FrameWriter::new(1408, session, 1);
+    // The right session, positions far beyond anything real.
+    out.push(right.data(1 << 50, (1 << 50) + 32, &records).to_vec());
+    out.push(
+        right
+            .fragment(1 << 50, (1 << 50) + 4096, 4096, 0, &records)
+            .to_vec(),
+    );
+    // Truncations and a corrupted length of a real frame.
+    let cut = 1 + rng.below(real.len() as u64 - 1) as usize;
+    out.push(real[..cut].to_vec());
+    let mut bad_len = real.to_vec();
+    bad_len[4] ^= 0x08;
+    out.push(bad_len);
+    out.push((0..rng.below(64)).map(|_| rng.next() as u8).collect());
+    out
+}
+
+/// (position, seq, kind, body) from `start` to the end, and the number reported lost.
+fn contents(dir: &std::path::Path, start: StartAt) -> (Vec<Seen>, u64) {
+    let mut reader = RingReader::open(&ShmDir::new(dir), "ticks", start).unwrap();
+    let mut out = Vec::new();
+    let mut lost = 0;
+    while !reader.caught_up() {
+        reader
+            .poll(1024, |e| match e {
+                ReadEvent::Record(r) => out.push((r.position, r.seq, r.kind.0, r.body.to_vec())),
+                ReadEvent::EpochStarted { seq, epoch, .. } => {
+                    out.push((0, seq, 1, epoch.to_le_bytes().to_vec()))
+                }
+                ReadEvent::Lost { from_seq, to_seq } => lost += to_seq - from_seq,
+            })
+            .unwrap();
+    }
+    (out, lost)
+}
+
+/// Every replica holds exactly the source's records from where it started.
+fn assert_identical(outcome: &Outcome) {
+    let (source, _) = contents(outcome.source.path(), StartAt::Earliest);
+    for (i, replica) in outcome.replicas.iter().enumerate() {
+        let (records, lost) = contents(replica.path(), StartAt::Earliest);
+        assert_eq!(lost, 0, "replica {i} reported loss");
+        assert_eq!(outcome.lost[i], 0);
+        let first = records.first().expect("replica has records").1;
+        let expected: Vec<_> = source.iter().filter(|r| r.1 >= first).cloned().collect();
+        assert_eq!(records.len(), expected.len(), "replica {i} record count");
+        assert!(records == expected, "replica {i} differs from the source");
+    }
+}
+
+#[test]
+fn lossless_unicast_replicates_exactly() {
+    let outcome = run(&Scenario::new(1));
+    assert_identical(&outcome);
+    assert_eq!(outcome.sender_retransmit_bytes, 0);
+}
+
+#[test]
+fn unicast_repairs_loss_from_1_to_30_percent() {
+    for (seed, loss) in [(2, 0.01), (3, 0.05), (4, 0.15), (5, 0.30)] {
+        let mut s = Scenario::new(seed);
+        s.down = Link::lossy(loss);
+        s.up = Link::lossy(loss);
+        let outcome = run(&s);
+        assert_identical(&outcome);
+        assert!(outcome.counters[0].naks > 0, "loss {loss}: no NAK sent");
+    }
+}
+
+#[test]
+fn multicast_three_receivers_with_independent_loss_reordering_and_duplicates() {
+    let mut s = Scenario::new(7);
+    s.receivers = 3;
+    s.multicast = true;
+    s.down = Link {
+        latency: 30 * US,
+        jitter: 40 * US,
+        loss: 0.05,
+        duplicate: 0.05,
+        burst: (0.1, 6),
+    };
+    s.up = Link::lossy(0.05);
+    let outcome = run(&s);
+    assert_identical(&outcome);
+    for c in &outcome.counters {
+        assert!(c.duplicates > 0 && c.buffered > 0, "{c:?}");
+    }
+    // Retransmitted bytes stay within a small multiple of what was lost.
+    let total: u64 = outcome.counters.iter().map(|c| c.naks).sum();
+    assert!(total > 0);
+    assert!(!outcome.recovery_ns.is_empty());
+}
+
+#[test]
+fn late_joiner_replicates_history_from_the_session_start() {
+    let mut s = Scenario::new(11);
+    s.receivers = 2;
+    s.multicast = true;
+    s.join_after = vec![0, 2_000];
+    s.down = Link::lossy(0.02);
+    let outcome = run(&s);
+    assert_identical(&outcome);
+    let (a, _) = contents(outcome.replicas[0].path(), StartAt::Earliest);
+    let (b, _) = contents(outcome.replicas[1].path(), StartAt::Earliest);
+    assert_eq!(a, b, "the late joiner got the same history");
+}
+
+#[test]
+fn records_larger_than_a_datagram_are_fragmented_and_reassembled() {
+    let mut s = Scenario::new(13);
+    s.big_every = Some((50, 5_000));
+    s.down = Link {
+        jitter: 30 * US,
+        ..Link::lossy(0.05)
+    };
+    s.records = 1_500;
+    let outcome = run(&s);
+    assert_identical(&outcome);
+}
+
+#[test]
+fn publisher_restart_continues_the_replica_with_a_new_epoch() {
+    let mut s = Scenario::new(17);
+    s.receivers = 2;
+    s.multicast = true;
+    s.restart_after = Some(1_500);
+    s.down = Link::lossy(0.03);
+    let outcome = run(&s);
+    assert_identical(&outcome);
+    let (records, _) = contents(outcome.replicas[0].path(), StartAt::Earliest);
+    let epochs: Vec<u64> = records
+        .iter()
+        .filter(|r| r.2 == 1)
+        .map(|r| u64::from_le_bytes(r.3[..8].try_into().unwrap()))
+        .collect();
+    assert_eq!(epochs, vec![1, 2], "both epochs are in the replica");
+}
+
+#[test]
+fn retention_exceeded_is_an_exact_loss_and_the_stream_goes_on() {
+    let mut s = Scenario::new(19);
+    s.capacity = 64 << 10;
+    s.records = 6_000;
+    // Receiver cut off while ~3 rings' worth of records go by.
+    s.outage = Some((0, 1_000, 4_000));
+    let outcome = run(&s);
+    let (source, _) = contents(outcome.source.path(), StartAt::Earliest);
+    let (replica, replica_lost) = contents(outcome.replicas[0].path(), StartAt::Earliest);
+    assert!(
+        outcome.lost[0] > 0,
+        "the receiver must report the unrecoverable range"
+    );
+    // The replica's retained window equals the source's (same capacity, same positions).
+    assert_eq!(replica.last(), source.last());
+    let first = source.first().unwrap().1;
+    let tail: Vec<_> = replica.iter().filter(|r| r.1 >= first).cloned().collect();
+    assert_eq!(tail, source);
+    let _ = replica_lost;
+    // Exact: everything the receiver wrote plus what it reported lost is every sequence.
+    let c = &outcome.counters[0];
+    let epoch_records = 1;
+    assert_eq!(c.records + c.lost_records, s.records + epoch_records);
+    assert_eq!(c.lost_records, outcome.lost[0]);
+}
+
+#[test]
+fn forged_and_truncated_datagrams_are_counted_and_harmless() {
+    // Before joining, nothing touches the replica.
+    let dir = tempfile::tempdir().unwrap();
+    let shm = ShmDir::new(dir.path());
+    let mut sink =
+        RingWriter::create_replica(&shm, "ticks", &RingOptions::default().capacity(1 << 20))
+            .unwrap();
+    let mut receiver = Receiver::new(ReceiverConfig::new(1, 1, false), 0);
+    let mut forged = FrameWriter::new(1408, 999, 1);
+    receiver.handle_datagram(0, forged.heartbeat(1 << 40), &mut sink);
+    receiver.handle_datagram(0, &[1, 2, 3], &mut sink);
+    receiver.handle_datagram(0, &[0u8; 64], &mut sink);
+    assert_eq!(receiver.counters().malformed, 2);
+    assert_eq!(receiver.position(), None);
+    assert_eq!(sink.position(), 0);
+
+    // A lossy multicast run with forged datagrams thrown at every receiver throughout.
+    let mut s = Scenario::new(23);
+    s.receivers = 2;
+    s.multicast = true;
+    s.down = Link::lossy(0.05);
+    s.forge_every = Some(5);
+    let outcome = run(&s);
+    assert_identical(&outcome);
+    for c in &outcome.counters {
+        assert!(c.malformed > 100 && c.rejected > 100, "{c:?}");
+    }
+}
