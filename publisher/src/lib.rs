@@ -4,7 +4,10 @@
 //! ITCH 5.0 over MoldUDP64 through sockets or DPDK, capture replay), the normalizer,
 //! order-book builders, the K-line aggregator, ring writers and UDP senders.
 //!
-//! Not built yet: this crate holds the place the architecture gives it. Until it lands,
-//! write rings directly with [`mdi_protocol::ring::RingWriter`].
+//! Built so far: [`udp`], serving rings over reliable UDP (`mdpub serve`). The venue
+//! adapters are not built yet; until they land, write rings directly with
+//! [`mdi_protocol::ring::RingWriter`].
 
 pub use mdi_protocol;
+
+pub mod udp;

@@ -7,9 +7,11 @@
 //! take `now` (monotonic ns) and are driven by `handle_datagram` / `poll_transmit` /
 //! `poll_timeout` / `poll_event`, as in quinn-proto. The specification, with byte and state diagrams, is `docs/protocol.md`.
 
+pub mod channel;
 pub mod frame;
 pub mod receiver;
 pub mod sender;
 
+pub use channel::{Channel, ChannelError};
 pub use receiver::{Receiver, ReceiverConfig, ReceiverCounters, ReceiverEvent, ReplicaSink};
 pub use sender::{ReceiverInfo, Sender, SenderConfig, SenderCounters, StreamSource};

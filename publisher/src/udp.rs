@@ -1,0 +1,246 @@
+//! Serving rings over reliable UDP: one socket per channel, one [`Sender`] state machine
+//! per stream on it, each reading its ring like any reader.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use mdi_protocol::ring::{RingReader, ShmDir, StartAt};
+use mdi_protocol::udp::frame::{Frame, MAX_MTU};
+use mdi_protocol::udp::{Channel, ReceiverInfo, Sender, SenderConfig, SenderCounters};
+use mdi_subscriber::udp::{LossGenerator, bind_sender};
+
+/// Setting up a UDP sender failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UdpServeError {
+    /// A socket operation failed.
+    #[error("{channel}: {source}")]
+    Socket {
+        /// The channel.
+        channel: String,
+        /// The error.
+        source: io::Error,
+    },
+    /// A ring could not be opened for serving.
+    #[error("stream {stream:?}: {source}")]
+    Ring {
+        /// The stream name.
+        stream: String,
+        /// The error.
+        source: mdi_protocol::ring::ReaderOpenError,
+    },
+}
+
+/// How a [`UdpSender`] behaves beyond the defaults of [`SenderConfig`].
+#[derive(Debug, Clone)]
+pub struct UdpSenderOptions {
+    /// After close, NAKs are answered this long before END.
+    pub linger: Duration,
+    /// Drop this share of sent datagrams (loss generator), with this seed.
+    pub debug_drop_rate: f64,
+    /// Seed of the loss generator.
+    pub debug_seed: u64,
+}
+
+impl Default for UdpSenderOptions {
+    fn default() -> Self {
+        Self {
+            linger: Duration::from_secs(1),
+            debug_drop_rate: 0.0,
+            debug_seed: 1,
+        }
+    }
+}
+
+/// What one served stream did.
+#[derive(Debug, Clone)]
+pub struct StreamStats {
+    /// The stream name.
+    pub stream: String,
+    /// The sender's counters.
+    pub counters: SenderCounters,
+    /// Receivers heard from recently: (receiver id, what it reported).
+    pub receivers: Vec<(u64, ReceiverInfo)>,
+}
+
+/// Serves streams of a shm directory on one channel.
+#[derive(Debug)]
+pub struct UdpSender {
+    channel: Channel,
+    socket: UdpSocket,
+    destination: SocketAddr,
+    senders: Vec<(String, Sender<RingReader>)>,
+    loss: LossGenerator,
+    origin: Instant,
+    buf: Vec<u8>,
+}
+
+impl UdpSender {
+    /// Serves `streams` (ring names in `shm`) on `channel`, stream ids 1, 2, … in order.
+    pub fn new(
+        channel: Channel,
+        shm: &ShmDir,
+        streams: &[String],
+        options: &UdpSenderOptions,
+    ) -> Result<Self, UdpServeError> {
+        let (socket, destination) =
+            bind_sender(&channel).map_err(|source| UdpServeError::Socket {
+                channel: channel.to_string(),
+                source,
+            })?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|source| UdpServeError::Socket {
+                channel: channel.to_string(),
+                source,
+            })?;
+        // A random session id per sender start, without a dependency.
+        use std::hash::{BuildHasher, Hasher};
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let origin = Instant::now();
+        let mut senders = Vec::new();
+        for (i, name) in streams.iter().enumerate() {
+            let reader = RingReader::open(shm, name, StartAt::Latest).map_err(|source| {
+                UdpServeError::Ring {
+                    stream: name.clone(),
+                    source,
+                }
+            })?;
+            let info = reader.info();
+            let stream_id = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            let session_id = (random as u32) ^ stream_id;
+            let mut config = SenderConfig::new(
+                session_id,
+                stream_id,
+                name,
+                &reader,
+                info.epoch,
+                info.created_ns.cast_unsigned(),
+            );
+            config.linger_ns = u64::try_from(options.linger.as_nanos()).unwrap_or(u64::MAX);
+            senders.push((name.clone(), Sender::new(config, reader, 0)));
+        }
+        Ok(Self {
+            loss: LossGenerator::new(options.debug_drop_rate, options.debug_seed),
+            channel,
+            socket,
+            destination,
+            senders,
+            origin,
+            buf: vec![0; MAX_MTU],
+        })
+    }
+
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Handles what arrived (NAKs, STATUS) and sends everything due; returns whether
+    /// anything was received or sent. Never blocks.
+    pub fn poll(&mut self) -> io::Result<bool> {
+        let mut busy = false;
+        loop {
+            match self.socket.recv_from(&mut self.buf) {
+                Ok((len, _from)) => {
+                    busy = true;
+                    let now = self.now_ns();
+                    let datagram = &self.buf[..len];
+                    let stream_id = match Frame::parse(datagram) {
+                        Ok(Frame::Nak(f)) => f.stream_id,
+                        Ok(Frame::Status(f)) => f.stream_id,
+                        _ => 0,
+                    };
+                    for (i, (_, sender)) in self.senders.iter_mut().enumerate() {
+                        if stream_id == 0 || usize::try_from(stream_id).ok() == Some(i + 1) {
+                            sender.handle_datagram(now, datagram);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        let now = self.now_ns();
+        for (_, sender) in &mut self.senders {
+            while let Some(frame) = sender.poll_transmit(now) {
+                busy = true;
+                if self.loss.drop_next() {
+                    continue;
+                }
+                match self.socket.send_to(frame, self.destination) {
+                    Ok(_) => {}
+                    // No receiver yet (unicast): the datagram is lost, NAKs will repair.
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(busy)
+    }
+
+    /// Stops serving new records: the senders linger answering NAKs, then send END.
+    pub fn close(&mut self) {
+        let now = self.now_ns();
+        for (_, sender) in &mut self.senders {
+            sender.close(now);
+        }
+    }
+
+    /// True when every stream has sent END.
+    pub fn is_closed(&self) -> bool {
+        self.senders.iter().all(|(_, s)| s.is_closed())
+    }
+
+    /// How long until a sender has something to do regardless of new records.
+    pub fn next_timeout(&self) -> Duration {
+        let now = self.now_ns();
+        self.senders
+            .iter()
+            .filter_map(|(_, s)| s.poll_timeout())
+            .min()
+            .map_or(Duration::from_millis(1), |at| {
+                Duration::from_nanos(at.saturating_sub(now))
+            })
+    }
+
+    /// Per stream: name, counters and the receivers heard from.
+    pub fn stats(&self) -> Vec<(String, SenderCounters, Vec<(u64, ReceiverInfo)>)> {
+        self.senders
+            .iter()
+            .map(|(name, s)| {
+                (
+                    name.clone(),
+                    s.counters(),
+                    s.receivers()
+                        .iter()
+                        .map(|(id, info)| (*id, *info))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// True while some served ring still has a live writer, or records not yet sent.
+    pub fn has_work(&mut self) -> bool {
+        self.senders.iter_mut().any(|(_, s)| {
+            let position = s.position();
+            let source = s.source_mut();
+            source.writer_status(0).state == mdi_protocol::ring::WriterState::Alive
+                || source.tail().0 > position
+        })
+    }
+
+    /// The channel served.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// Datagrams dropped by the loss generator.
+    pub fn debug_dropped(&self) -> u64 {
+        self.loss.dropped()
+    }
+}

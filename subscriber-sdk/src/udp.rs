@@ -1,0 +1,431 @@
+//! Reliable UDP on real sockets: channel sockets for both ends, a datagram loss generator
+//! for tests and demos, and [`UdpReceiver`], which joins a channel and keeps one replica
+//! ring per stream — same names, positions and sequence numbers as the sender's rings.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::time::{Duration, Instant};
+
+use mdi_protocol::records::SCHEMA_ID;
+use mdi_protocol::ring::{AppendError, RingOptions, RingWriter, ShmDir, WriterCreateError};
+use mdi_protocol::udp::frame::{Frame, MAX_MTU, decode_stream_name};
+use mdi_protocol::udp::{
+    Channel, Receiver, ReceiverConfig, ReceiverCounters, ReceiverEvent, ReplicaSink,
+};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Socket receive buffer asked for: bursts of a fast sender must not overflow it.
+const RECV_BUFFER: usize = 8 << 20;
+
+/// A socket a receiver reads a channel on: bound to the group's port (shared with other
+/// receivers on the host) and joined to the group, or bound to the unicast address.
+pub fn bind_receiver(channel: &Channel) -> io::Result<UdpSocket> {
+    match *channel {
+        Channel::Multicast { group, iface, .. } => {
+            let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            socket.set_reuse_address(true)?;
+            socket.set_reuse_port(true)?;
+            let _ = socket.set_recv_buffer_size(RECV_BUFFER);
+            socket.bind(&SocketAddr::V4(SocketAddrV4::new(*group.ip(), group.port())).into())?;
+            socket.join_multicast_v4(group.ip(), &iface)?;
+            Ok(socket.into())
+        }
+        Channel::Unicast { addr } => {
+            let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+            let _ = socket.set_recv_buffer_size(RECV_BUFFER);
+            socket.bind(&addr.into())?;
+            Ok(socket.into())
+        }
+    }
+}
+
+/// A socket a sender sends a channel from, and where to send: multicast from the
+/// channel's interface with its TTL (looped back to receivers on the same host), or
+/// unicast to the receiver's address. NAKs and STATUS come back to this socket.
+pub fn bind_sender(channel: &Channel) -> io::Result<(UdpSocket, SocketAddr)> {
+    match *channel {
+        Channel::Multicast { group, iface, ttl } => {
+            let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            socket.bind(&SocketAddr::V4(SocketAddrV4::new(iface, 0)).into())?;
+            if iface != Ipv4Addr::UNSPECIFIED {
+                socket.set_multicast_if_v4(&iface)?;
+            }
+            socket.set_multicast_ttl_v4(ttl)?;
+            socket.set_multicast_loop_v4(true)?;
+            let _ = socket.set_send_buffer_size(RECV_BUFFER);
+            let _ = socket.set_recv_buffer_size(RECV_BUFFER);
+            Ok((socket.into(), SocketAddr::V4(group)))
+        }
+        Channel::Unicast { addr } => {
+            let local: SocketAddr = match addr {
+                SocketAddr::V4(_) => SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
+                SocketAddr::V6(_) => "[::]:0".parse().map_err(io::Error::other)?,
+            };
+            let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+            let _ = socket.set_send_buffer_size(RECV_BUFFER);
+            socket.bind(&local.into())?;
+            Ok((socket.into(), addr))
+        }
+    }
+}
+
+/// Drops datagrams at random, like Aeron's debug channel endpoints: for tests and demos
+/// of loss repair (`--debug-drop-rate RATE --debug-seed N`).
+#[derive(Debug, Clone)]
+pub struct LossGenerator {
+    rate: f64,
+    state: u64,
+    dropped: u64,
+}
+
+impl LossGenerator {
+    /// Drops each datagram with probability `rate` (0.0–1.0), deterministically per seed.
+    pub fn new(rate: f64, seed: u64) -> Self {
+        Self {
+            rate: rate.clamp(0.0, 1.0),
+            state: seed,
+            dropped: 0,
+        }
+    }
+
+    /// No loss.
+    pub fn none() -> Self {
+        Self::new(0.0, 0)
+    }
+
+    /// Should this datagram be dropped?
+    pub fn drop_next(&mut self) -> bool {
+        if self.rate <= 0.0 {
+            return false;
+        }
+        // splitmix64
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let drop = ((z >> 11) as f64 / (1u64 << 53) as f64) < self.rate;
+        self.dropped += u64::from(drop);
+        drop
+    }
+
+    /// Datagrams dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+/// Setting up or running a UDP receiver failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UdpReceiveError {
+    /// A socket operation failed.
+    #[error("{channel}: {source}")]
+    Socket {
+        /// The channel.
+        channel: String,
+        /// The error.
+        source: io::Error,
+    },
+    /// A replica ring could not be created.
+    #[error("replica of stream {stream:?}: {source}")]
+    Replica {
+        /// The stream name.
+        stream: String,
+        /// The error.
+        source: WriterCreateError,
+    },
+}
+
+/// How a [`UdpReceiver`] behaves.
+#[derive(Debug, Clone)]
+pub struct UdpReceiverOptions {
+    /// This receiver's id, reported to senders (random per process by default).
+    pub receiver_id: u64,
+    /// Drop this share of received datagrams (loss generator), with this seed.
+    pub debug_drop_rate: f64,
+    /// Seed of the loss generator and NAK back-off.
+    pub debug_seed: u64,
+    /// File mode etc. of the replica rings (capacity comes from the sender).
+    pub ring_options: RingOptions,
+}
+
+impl Default for UdpReceiverOptions {
+    fn default() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let pid = u64::from(std::process::id());
+        // A random id without a dependency: std's per-process random hasher keys.
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        Self {
+            receiver_id: random ^ pid,
+            debug_drop_rate: 0.0,
+            debug_seed: pid,
+            ring_options: RingOptions::default(),
+        }
+    }
+}
+
+/// One stream of a channel: its state machine and replica.
+#[derive(Debug)]
+struct Stream {
+    receiver: Receiver,
+    replica: Option<RingWriter>,
+    name: Option<String>,
+    ended: bool,
+}
+
+/// A sink for frames that arrive before SETUP made a replica: never written to (an
+/// unjoined receiver ignores everything but SETUP).
+struct NoReplica;
+
+impl ReplicaSink for NoReplica {
+    fn append_raw(&mut self, position: u64, _record: &[u8]) -> Result<u64, AppendError> {
+        Err(AppendError::BehindReplica {
+            position,
+            replica_position: u64::MAX,
+        })
+    }
+
+    fn skip_to(&mut self, _position: u64, _next_seq: u64) {}
+
+    fn position(&self) -> u64 {
+        0
+    }
+}
+
+/// What happened on a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEvent {
+    /// The stream name (from its SETUP).
+    pub stream: String,
+    /// What happened.
+    pub event: ReceiverEvent,
+}
+
+/// Joins a channel and keeps a local replica ring of every stream on it, repairing loss
+/// with NAKs. Drive it with [`UdpReceiver::poll`].
+#[derive(Debug)]
+pub struct UdpReceiver {
+    channel: Channel,
+    socket: UdpSocket,
+    shm: ShmDir,
+    options: UdpReceiverOptions,
+    streams: HashMap<u32, Stream>,
+    sender: Option<SocketAddr>,
+    loss: LossGenerator,
+    origin: Instant,
+    buf: Vec<u8>,
+    events: Vec<StreamEvent>,
+    malformed: u64,
+}
+
+impl UdpReceiver {
+    /// Binds the channel; replicas go to `shm`.
+    pub fn new(
+        channel: Channel,
+        shm: ShmDir,
+        options: UdpReceiverOptions,
+    ) -> Result<Self, UdpReceiveError> {
+        let socket = bind_receiver(&channel).map_err(|source| UdpReceiveError::Socket {
+            channel: channel.to_string(),
+            source,
+        })?;
+        Ok(Self {
+            loss: LossGenerator::new(options.debug_drop_rate, options.debug_seed),
+            channel,
+            socket,
+            shm,
+            options,
+            streams: HashMap::new(),
+            sender: None,
+            origin: Instant::now(),
+            buf: vec![0; MAX_MTU],
+            events: Vec::new(),
+            malformed: 0,
+        })
+    }
+
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Waits up to `max_wait` for a datagram, handles it and everything then due (NAKs,
+    /// STATUS); returns whether a datagram arrived.
+    pub fn poll(&mut self, max_wait: Duration) -> Result<bool, UdpReceiveError> {
+        let now = self.now_ns();
+        let next = self
+            .streams
+            .values()
+            .filter_map(|s| s.receiver.poll_timeout())
+            .min()
+            .map_or(max_wait, |at| {
+                Duration::from_nanos(at.saturating_sub(now)).min(max_wait)
+            })
+            .max(Duration::from_micros(10));
+        let sock_err = |channel: &Channel, source| UdpReceiveError::Socket {
+            channel: channel.to_string(),
+            source,
+        };
+        self.socket
+            .set_read_timeout(Some(next))
+            .map_err(|e| sock_err(&self.channel, e))?;
+        let received = match self.socket.recv_from(&mut self.buf) {
+            Ok((len, from)) => Some((len, from)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                None
+            }
+            Err(e) => return Err(sock_err(&self.channel, e)),
+        };
+        let now = self.now_ns();
+        if let Some((len, from)) = received
+            && !self.loss.drop_next()
+        {
+            self.handle(now, len, from)?;
+        }
+        self.transmit(now).map_err(|e| sock_err(&self.channel, e))?;
+        Ok(received.is_some())
+    }
+
+    fn handle(&mut self, now: u64, len: usize, from: SocketAddr) -> Result<(), UdpReceiveError> {
+        let datagram = &self.buf[..len];
+        let stream_id = match Frame::parse(datagram) {
+            Ok(Frame::Setup(setup)) => {
+                let stream_id = setup.stream_id;
+                let name = decode_stream_name(&setup.body.stream_name)
+                    .unwrap_or("")
+                    .to_owned();
+                let capacity = setup.body.capacity.get();
+                let stream = self.streams.entry(stream_id).or_insert_with(|| Stream {
+                    receiver: Receiver::new(
+                        ReceiverConfig {
+                            seed: self.options.debug_seed ^ u64::from(stream_id),
+                            ..ReceiverConfig::new(
+                                self.options.receiver_id,
+                                stream_id,
+                                self.channel.is_multicast(),
+                            )
+                        },
+                        now,
+                    ),
+                    replica: None,
+                    name: None,
+                    ended: false,
+                });
+                if stream.replica.is_none() {
+                    let options = self
+                        .options
+                        .ring_options
+                        .clone()
+                        .capacity(capacity)
+                        .schema_id(SCHEMA_ID)
+                        .replace_incompatible(true);
+                    let replica = RingWriter::create_replica(&self.shm, &name, &options).map_err(
+                        |source| UdpReceiveError::Replica {
+                            stream: name.clone(),
+                            source,
+                        },
+                    )?;
+                    stream.replica = Some(replica);
+                    stream.name = Some(name);
+                }
+                self.sender = Some(from);
+                stream_id
+            }
+            Ok(Frame::Data(f)) => f.stream_id,
+            Ok(Frame::Heartbeat(f)) => f.stream_id,
+            Ok(Frame::Unavailable(f)) => f.stream_id,
+            Ok(Frame::End(f)) => f.stream_id,
+            // Not for a receiver (NAK, STATUS from another receiver) or not a frame.
+            Ok(_) => return Ok(()),
+            Err(_) => {
+                self.malformed += 1;
+                return Ok(());
+            }
+        };
+        let stream = self.streams.entry(stream_id).or_insert_with(|| Stream {
+            receiver: Receiver::new(
+                ReceiverConfig::new(
+                    self.options.receiver_id,
+                    stream_id,
+                    self.channel.is_multicast(),
+                ),
+                now,
+            ),
+            replica: None,
+            name: None,
+            ended: false,
+        });
+        match &mut stream.replica {
+            Some(replica) => stream.receiver.handle_datagram(now, datagram, replica),
+            None => stream
+                .receiver
+                .handle_datagram(now, datagram, &mut NoReplica),
+        }
+        if self.sender.is_none() || matches!(Frame::parse(datagram), Ok(Frame::Data(_))) {
+            self.sender = Some(from);
+        }
+        Ok(())
+    }
+
+    /// Sends what the state machines have due and collects their events.
+    fn transmit(&mut self, now: u64) -> io::Result<()> {
+        for stream in self.streams.values_mut() {
+            while let Some(frame) = stream.receiver.poll_transmit(now) {
+                if let Some(sender) = self.sender {
+                    self.socket.send_to(frame, sender)?;
+                }
+            }
+            while let Some(event) = stream.receiver.poll_event() {
+                if matches!(event, ReceiverEvent::Ended { .. }) {
+                    stream.ended = true;
+                }
+                self.events.push(StreamEvent {
+                    stream: stream.name.clone().unwrap_or_default(),
+                    event,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the events so far.
+    pub fn take_events(&mut self) -> Vec<StreamEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// True when at least one stream was seen and every stream ended and was repaired.
+    pub fn all_ended(&self) -> bool {
+        !self.streams.is_empty() && self.streams.values().all(|s| s.ended)
+    }
+
+    /// Per stream: name, replica position, counters.
+    pub fn stats(&self) -> Vec<(String, Option<u64>, ReceiverCounters)> {
+        self.streams
+            .values()
+            .map(|s| {
+                (
+                    s.name.clone().unwrap_or_default(),
+                    s.receiver.position(),
+                    s.receiver.counters(),
+                )
+            })
+            .collect()
+    }
+
+    /// Datagrams that were not frames.
+    pub fn malformed(&self) -> u64 {
+        self.malformed
+    }
+
+    /// Datagrams dropped by the loss generator.
+    pub fn debug_dropped(&self) -> u64 {
+        self.loss.dropped()
+    }
+}

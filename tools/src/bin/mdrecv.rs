@@ -1,0 +1,147 @@
+//! `mdrecv`: join reliable-UDP channels and keep local replica rings of their streams —
+//! same names, positions and sequence numbers as the publisher's.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use mdi_protocol::ring::ShmDir;
+use mdi_protocol::udp::{Channel, ReceiverEvent};
+use mdi_subscriber::udp::{UdpReceiver, UdpReceiverOptions};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mdrecv",
+    version,
+    about = "Join reliable-UDP channels and keep local replica rings"
+)]
+struct Cli {
+    /// Channel to join, repeatable: udp://GROUP:PORT?iface=ADDR&ttl=N or udp://HOST:PORT.
+    #[arg(long = "udp", value_name = "URI", required = true, value_parser = parse_channel)]
+    channels: Vec<Channel>,
+    /// Where the replica rings go.
+    #[arg(long, env = "MDI_SHM_DIR", value_name = "DIR", default_value = mdi_protocol::ring::DEFAULT_SHM_DIR)]
+    shm_dir: std::path::PathBuf,
+    /// Exit once every stream has ended (END) and been repaired to its end.
+    #[arg(long)]
+    until_end: bool,
+    /// Give up (exit 2) if not done after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
+    /// Drop this share of received datagrams (0.0–1.0), for loss-repair tests and demos.
+    #[arg(long, value_name = "RATE", default_value_t = 0.0)]
+    debug_drop_rate: f64,
+    /// Seed of the loss generator and NAK back-off.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    debug_seed: u64,
+}
+
+fn parse_channel(uri: &str) -> Result<Channel, String> {
+    Channel::parse(uri).map_err(|e| e.to_string())
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => std::process::exit(code),
+        Err(error) => {
+            eprintln!("mdrecv: {error:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<i32> {
+    if !(0.0..=1.0).contains(&cli.debug_drop_rate) {
+        bail!("--debug-drop-rate must be between 0 and 1");
+    }
+    let shm = ShmDir::new(&cli.shm_dir);
+    let options = UdpReceiverOptions {
+        debug_drop_rate: cli.debug_drop_rate,
+        debug_seed: cli.debug_seed,
+        ..UdpReceiverOptions::default()
+    };
+    let mut receivers = cli
+        .channels
+        .iter()
+        .map(|channel| {
+            UdpReceiver::new(*channel, shm.clone(), options.clone())
+                .with_context(|| format!("joining {channel}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    eprintln!(
+        "mdrecv: joined {}; replicas in {}",
+        cli.channels
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        cli.shm_dir.display()
+    );
+    let started = Instant::now();
+    let per_poll = Duration::from_millis(1);
+    let code = loop {
+        for receiver in &mut receivers {
+            receiver.poll(per_poll)?;
+            for event in receiver.take_events() {
+                match &event.event {
+                    ReceiverEvent::Lost { from_seq, to_seq } => eprintln!(
+                        "mdrecv: {}: {} records lost (sequences {from_seq}..{to_seq}): older than the sender retains",
+                        event.stream,
+                        to_seq - from_seq
+                    ),
+                    other => eprintln!("mdrecv: {}: {other:?}", event.stream),
+                }
+            }
+        }
+        if cli.until_end && receivers.iter().all(UdpReceiver::all_ended) {
+            break 0;
+        }
+        if stop.load(Ordering::Relaxed) {
+            break 0;
+        }
+        if cli
+            .timeout
+            .is_some_and(|t| started.elapsed().as_secs_f64() >= t)
+        {
+            eprintln!("mdrecv: timed out before every stream ended");
+            break 2;
+        }
+    };
+    for receiver in &receivers {
+        for (stream, position, c) in receiver.stats() {
+            eprintln!(
+                "mdrecv: {stream}: position {}, {} records, {} NAKs, {} duplicates, {} lost, {} malformed, {} rejected, {} dropped by the loss generator",
+                position.unwrap_or(0),
+                c.records,
+                c.naks,
+                c.duplicates,
+                c.lost_records,
+                c.malformed + receiver.malformed(),
+                c.rejected,
+                receiver.debug_dropped()
+            );
+        }
+    }
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}
