@@ -207,19 +207,18 @@ impl UdpSender {
             })
     }
 
-    /// Per stream: name, counters and the receivers heard from.
-    pub fn stats(&self) -> Vec<(String, SenderCounters, Vec<(u64, ReceiverInfo)>)> {
+    /// Per stream: counters and the receivers heard from (for `mdstat`-style reports).
+    pub fn stats(&self) -> Vec<StreamStats> {
         self.senders
             .iter()
-            .map(|(name, s)| {
-                (
-                    name.clone(),
-                    s.counters(),
-                    s.receivers()
-                        .iter()
-                        .map(|(id, info)| (*id, *info))
-                        .collect(),
-                )
+            .map(|(name, s)| StreamStats {
+                stream: name.clone(),
+                counters: s.counters(),
+                receivers: s
+                    .receivers()
+                    .iter()
+                    .map(|(id, info)| (*id, *info))
+                    .collect(),
             })
             .collect()
     }

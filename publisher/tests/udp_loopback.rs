@@ -47,7 +47,7 @@ fn unicast_on_loopback_with_loss_on_both_sides_replicates_exactly() {
     let options = RingOptions::default()
         .capacity(4 << 20)
         .now_ns(1_700_000_000_000_000_000);
-    let mut writer = RingWriter::create(&src, "ticks", &options).unwrap();
+    let writer = RingWriter::create(&src, "ticks", &options).unwrap();
     let channel = Channel::parse(&format!("udp://127.0.0.1:{}", free_port())).unwrap();
 
     let mut receiver = UdpReceiver::new(
