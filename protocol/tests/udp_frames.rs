@@ -48,7 +48,7 @@ fn every_frame() -> Vec<Vec<u8>> {
     let mut w = FrameWriter::new(1408, 7, 1);
     let payload = records(&[vec![1; 5], vec![2; 48], vec![]], 10);
     vec![
-        w.setup(&setup_body()).to_vec(),
+        w.setup(0, &setup_body()).to_vec(),
         w.data(4096, 4096 + payload.len() as u64, &payload).to_vec(),
         w.fragment(
             8192,

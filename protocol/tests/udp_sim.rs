@@ -13,6 +13,16 @@ use mdi_protocol::udp::frame::FrameWriter;
 use mdi_protocol::udp::{Receiver, ReceiverConfig, ReceiverEvent, Sender, SenderConfig};
 
 const MS: u64 = 1_000_000;
+
+/// Seeds `base..base + n`, with `n` from `MDI_SIM_SEEDS` (default `default`) for longer
+/// explorations.
+fn seeds(base: u64, default: u64) -> std::ops::Range<u64> {
+    let n = std::env::var("MDI_SIM_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    base..base + n
+}
 const US: u64 = 1_000;
 
 /// splitmix64: the simulation's only source of randomness.
@@ -304,7 +314,18 @@ fn run(s: &Scenario) -> Outcome {
         if ended.iter().all(|&e| e) && sender.is_closed() {
             break;
         }
-        assert!(step < 4_999_999, "simulation did not finish (livelock?)");
+        if step == 4_999_999 {
+            let states: Vec<_> = receivers
+                .iter()
+                .map(|r| r.as_ref().map(|r| (r.position(), r.counters())))
+                .collect();
+            panic!(
+                "simulation did not finish (livelock?) at {now} ns: ended {ended:?}, sender closed {} at {} {:?}, receivers {states:?}",
+                sender.is_closed(),
+                sender.position(),
+                sender.counters()
+            );
+        }
         // Jump to the next thing that happens.
         let mut next = net.next_arrival().unwrap_or(u64::MAX);
         if let Some(t) = sender.poll_timeout() {
@@ -430,7 +451,14 @@ fn lossless_unicast_replicates_exactly() {
 
 #[test]
 fn unicast_repairs_loss_from_1_to_30_percent() {
-    for (seed, loss) in [(2, 0.01), (3, 0.05), (4, 0.15), (5, 0.30)] {
+    for (seed, loss) in (0..4u64).flat_map(|k| {
+        [
+            (20 + k, 0.01),
+            (30 + k, 0.05),
+            (40 + k, 0.15),
+            (50 + k, 0.30),
+        ]
+    }) {
         let mut s = Scenario::new(seed);
         s.down = Link::lossy(loss);
         s.up = Link::lossy(loss);
@@ -442,7 +470,13 @@ fn unicast_repairs_loss_from_1_to_30_percent() {
 
 #[test]
 fn multicast_three_receivers_with_independent_loss_reordering_and_duplicates() {
-    let mut s = Scenario::new(7);
+    for seed in seeds(700, 8) {
+        multicast_three_receivers(seed);
+    }
+}
+
+fn multicast_three_receivers(seed: u64) {
+    let mut s = Scenario::new(seed);
     s.receivers = 3;
     s.multicast = true;
     s.down = Link {
@@ -480,7 +514,13 @@ fn late_joiner_replicates_history_from_the_session_start() {
 
 #[test]
 fn records_larger_than_a_datagram_are_fragmented_and_reassembled() {
-    let mut s = Scenario::new(13);
+    for seed in seeds(1300, 8) {
+        fragmented(seed);
+    }
+}
+
+fn fragmented(seed: u64) {
+    let mut s = Scenario::new(seed);
     s.big_every = Some((50, 5_000));
     s.down = Link {
         jitter: 30 * US,
@@ -493,7 +533,13 @@ fn records_larger_than_a_datagram_are_fragmented_and_reassembled() {
 
 #[test]
 fn publisher_restart_continues_the_replica_with_a_new_epoch() {
-    let mut s = Scenario::new(17);
+    for seed in seeds(1700, 16) {
+        publisher_restart(seed);
+    }
+}
+
+fn publisher_restart(seed: u64) {
+    let mut s = Scenario::new(seed);
     s.receivers = 2;
     s.multicast = true;
     s.restart_after = Some(1_500);
@@ -511,7 +557,13 @@ fn publisher_restart_continues_the_replica_with_a_new_epoch() {
 
 #[test]
 fn retention_exceeded_is_an_exact_loss_and_the_stream_goes_on() {
-    let mut s = Scenario::new(19);
+    for seed in seeds(1900, 4) {
+        retention_exceeded(seed);
+    }
+}
+
+fn retention_exceeded(seed: u64) {
+    let mut s = Scenario::new(seed);
     s.capacity = 64 << 10;
     s.records = 6_000;
     // Receiver cut off while ~3 rings' worth of records go by.

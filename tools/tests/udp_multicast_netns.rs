@@ -35,32 +35,34 @@ fn contents(dir: &Path) -> Vec<Seen> {
     out
 }
 
-/// A network namespace with loopback up and a multicast route, deleted on drop.
+fn run(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A network namespace, deleted (with its links and nftables tables) on drop.
 struct Netns(String);
 
 impl Netns {
-    fn create() -> Option<Self> {
-        let name = format!("mdi-test-{}", std::process::id());
-        let ok = |args: &[&str]| {
-            Command::new("ip")
-                .args(args)
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !ok(&["netns", "add", &name]) {
+    fn create(suffix: &str) -> Option<Self> {
+        let name = format!("mdi-test-{}-{suffix}", std::process::id());
+        if !run("ip", &["netns", "add", &name]) {
             return None;
         }
         let ns = Self(name);
-        assert!(ok(&["-n", &ns.0, "link", "set", "lo", "up"]));
-        assert!(ok(&[
-            "-n",
-            &ns.0,
-            "route",
-            "add",
-            "224.0.0.0/4",
-            "dev",
-            "lo"
-        ]));
+        assert!(run("ip", &["-n", &ns.0, "link", "set", "lo", "up"]));
+        Some(ns)
+    }
+
+    /// A namespace whose loopback carries multicast.
+    fn loopback_multicast() -> Option<Self> {
+        let ns = Self::create("lo")?;
+        assert!(run(
+            "ip",
+            &["-n", &ns.0, "route", "add", "224.0.0.0/4", "dev", "lo"]
+        ));
         Some(ns)
     }
 
@@ -84,7 +86,9 @@ fn child() {
         return;
     };
     let shm = ShmDir::new(PathBuf::from(dir));
-    let channel = Channel::parse(GROUP).unwrap();
+    let channel =
+        Channel::parse(&std::env::var("MDI_TEST_CHANNEL").unwrap_or(GROUP.to_string())).unwrap();
+    let receivers: usize = std::env::var("MDI_TEST_RECEIVERS").map_or(3, |v| v.parse().unwrap());
     let mut sender = UdpSender::new(
         channel,
         &shm,
@@ -112,14 +116,14 @@ fn child() {
     eprintln!("sender: {:?}", stats[0].counters);
     assert_eq!(
         stats[0].receivers.len(),
-        3,
-        "three receivers reported STATUS"
+        receivers,
+        "every receiver reported STATUS"
     );
 }
 
 #[test]
 fn multicast_in_a_namespace_three_receivers_each_dropping_5_percent() {
-    let Some(netns) = Netns::create() else {
+    let Some(netns) = Netns::loopback_multicast() else {
         let message = "SKIPPED multicast_in_a_namespace_three_receivers_each_dropping_5_percent: \\
                        cannot create a network namespace (needs root)";
         eprintln!("{message}");
@@ -135,7 +139,7 @@ fn multicast_in_a_namespace_three_receivers_each_dropping_5_percent() {
     let options = RingOptions::default()
         .capacity(8 << 20)
         .now_ns(1_700_000_000_000_000_000);
-    let mut writer = RingWriter::create(&src, "ticks", &options).unwrap();
+    let writer = RingWriter::create(&src, "ticks", &options).unwrap();
 
     let mut receivers: Vec<Child> = replicas
         .iter()
@@ -165,17 +169,7 @@ fn multicast_in_a_namespace_three_receivers_each_dropping_5_percent() {
         .spawn()
         .unwrap();
 
-    // 50 000 records over about half a second, then the writer exits.
-    for i in 0..50_000u64 {
-        let body: Vec<u8> = (0..(8 + i % 150) as usize)
-            .map(|k| (i as u8).wrapping_add(k as u8))
-            .collect();
-        writer.append(RecordKind::APPLICATION_FIRST, &body).unwrap();
-        if i % 1000 == 999 {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-    drop(writer);
+    write_and_exit(writer);
 
     assert!(sender.wait().unwrap().success(), "sender failed");
     let expected = contents(source.path());
@@ -195,4 +189,178 @@ fn multicast_in_a_namespace_three_receivers_each_dropping_5_percent() {
         assert_eq!(replica.len(), expected.len(), "replica {i}: {log}");
         assert!(replica == expected, "replica {i} differs from the source");
     }
+}
+
+/// Writes 50 000 records over about half a second, then the writer exits.
+fn write_and_exit(mut writer: RingWriter) {
+    for i in 0..50_000u64 {
+        let body: Vec<u8> = (0..(8 + i % 150) as usize)
+            .map(|k| (i as u8).wrapping_add(k as u8))
+            .collect();
+        writer.append(RecordKind::APPLICATION_FIRST, &body).unwrap();
+        if i % 1000 == 999 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+#[test]
+fn three_hosts_on_a_bridge_with_nftables_dropping_5_percent_at_each_receiver() {
+    // A switch namespace with a bridge; a publisher host and two receiver hosts, each
+    // joined to the bridge by a veth pair; 10.77.0.0/24 with multicast routed on the veth.
+    let Some(switch) = Netns::create("sw") else {
+        let message = "SKIPPED three_hosts_on_a_bridge_with_nftables_dropping_5_percent_at_each_receiver: \
+                       cannot create network namespaces (needs root)";
+        eprintln!("{message}");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{message} — required in CI"
+        );
+        return;
+    };
+    assert!(
+        run("nft", &["--version"]),
+        "nftables (nft) is needed: apt-get install nftables (.ci/run installs it)"
+    );
+    assert!(run(
+        "ip",
+        &[
+            "-n",
+            &switch.0,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0"
+        ]
+    ));
+    assert!(run("ip", &["-n", &switch.0, "link", "set", "br0", "up"]));
+    let hosts: Vec<Netns> = ["pub", "r1", "r2"]
+        .iter()
+        .map(|h| Netns::create(h).unwrap())
+        .collect();
+    for (i, host) in hosts.iter().enumerate() {
+        let (inside, outside) = (format!("eth{i}"), format!("sw{i}"));
+        assert!(run(
+            "ip",
+            &[
+                "-n", &host.0, "link", "add", &inside, "type", "veth", "peer", "name", &outside,
+                "netns", &switch.0
+            ]
+        ));
+        assert!(run(
+            "ip",
+            &[
+                "-n", &switch.0, "link", "set", &outside, "master", "br0", "up"
+            ]
+        ));
+        let address = format!("10.77.0.{}/24", i + 1);
+        assert!(run(
+            "ip",
+            &["-n", &host.0, "addr", "add", &address, "dev", &inside]
+        ));
+        assert!(run("ip", &["-n", &host.0, "link", "set", &inside, "up"]));
+        assert!(run(
+            "ip",
+            &["-n", &host.0, "route", "add", "224.0.0.0/4", "dev", &inside]
+        ));
+    }
+    for receiver in &hosts[1..] {
+        // 5 % of the UDP datagrams arriving for the group port are dropped on input.
+        let nft = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", receiver.0.as_str(), "nft"];
+            all.extend_from_slice(args);
+            assert!(run("ip", &all), "nft {args:?}");
+        };
+        nft(&["add", "table", "inet", "mdi_loss"]);
+        nft(&[
+            "add",
+            "chain",
+            "inet",
+            "mdi_loss",
+            "input",
+            "{ type filter hook input priority 0; }",
+        ]);
+        nft(&[
+            "add", "rule", "inet", "mdi_loss", "input", "udp", "dport", "40124", "numgen",
+            "random", "mod", "100", "<", "5", "counter", "drop",
+        ]);
+    }
+    let source = tempfile::tempdir().unwrap();
+    let replicas: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let src = ShmDir::new(source.path());
+    let options = RingOptions::default()
+        .capacity(8 << 20)
+        .now_ns(1_700_000_000_000_000_001);
+    let writer = RingWriter::create(&src, "ticks", &options).unwrap();
+    let mut receivers: Vec<Child> = replicas
+        .iter()
+        .enumerate()
+        .map(|(i, dir)| {
+            let channel = format!("udp://239.255.77.2:40124?iface=10.77.0.{}", i + 2);
+            hosts[i + 1]
+                .command(env!("CARGO_BIN_EXE_mdrecv"))
+                .args(["--udp", &channel, "--until-end", "--timeout", "60"])
+                .arg("--shm-dir")
+                .arg(dir.path())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut sender = hosts[0]
+        .command(std::env::current_exe().unwrap())
+        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .env("MDI_TEST_SERVE_DIR", source.path())
+        .env(
+            "MDI_TEST_CHANNEL",
+            "udp://239.255.77.2:40124?iface=10.77.0.1&ttl=1",
+        )
+        .env("MDI_TEST_RECEIVERS", "2")
+        .spawn()
+        .unwrap();
+    write_and_exit(writer);
+    assert!(sender.wait().unwrap().success(), "sender failed");
+    let expected = contents(source.path());
+    for (i, (receiver, dir)) in receivers.iter_mut().zip(&replicas).enumerate() {
+        let status = receiver.wait().unwrap();
+        let mut log = String::new();
+        use std::io::Read;
+        receiver
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut log)
+            .unwrap();
+        assert!(status.success(), "mdrecv {i} failed: {log}");
+        let replica = contents(dir.path());
+        assert_eq!(replica.len(), expected.len(), "replica {i}: {log}");
+        assert!(replica == expected, "replica {i} differs from the source");
+        eprintln!("receiver {i}: {}", log.lines().last().unwrap_or(""));
+        // The loss really happened: nftables counted drops, the receiver NAKed.
+        let rules = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &hosts[i + 1].0,
+                "nft",
+                "list",
+                "table",
+                "inet",
+                "mdi_loss",
+            ])
+            .output()
+            .unwrap();
+        let rules = String::from_utf8_lossy(&rules.stdout);
+        assert!(
+            !rules.contains("packets 0 "),
+            "no datagram was dropped: {rules}"
+        );
+        assert!(!log.contains(" 0 NAKs"), "{log}");
+    }
+    drop(hosts);
+    drop(switch);
 }

@@ -60,6 +60,8 @@ impl FrameType {
 
 /// DATA flag: the payload is a fragment of one record larger than a datagram.
 pub const FLAG_FRAGMENT: u16 = 0x1;
+/// SETUP flag: the session has ended; `tail_position` is its final position.
+pub const FLAG_ENDED: u16 = 0x1;
 /// STATUS flag: the receiver has no SETUP for this session and asks for one.
 pub const FLAG_SETUP_REQUEST: u16 = 0x1;
 
@@ -501,9 +503,9 @@ impl FrameWriter {
         &self.buf
     }
 
-    /// SETUP.
-    pub fn setup(&mut self, body: &SetupBody) -> &[u8] {
-        self.start(FrameType::Setup, 0);
+    /// SETUP (`flags`: [`FLAG_ENDED`] once the session has ended).
+    pub fn setup(&mut self, flags: u16, body: &SetupBody) -> &[u8] {
+        self.start(FrameType::Setup, flags);
         self.buf.extend_from_slice(body.as_bytes());
         self.finish()
     }

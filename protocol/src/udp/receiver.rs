@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, VecDeque};
 use zerocopy::FromBytes;
 use zerocopy::byteorder::little_endian::U64;
 
-use super::frame::{FLAG_SETUP_REQUEST, Frame, FrameWriter, StatusBody};
+use super::frame::{FLAG_ENDED, FLAG_SETUP_REQUEST, Frame, FrameWriter, StatusBody};
 use crate::ring::{AppendError, RecordHeader, RingWriter, align_record};
 
 /// Where a receiver writes the replica: a ring created with
@@ -183,6 +183,8 @@ pub struct Receiver {
     nak_attempt: u32,
     /// Holes still to NAK in this round.
     nak_queue: VecDeque<(u64, u64)>,
+    /// Ask the sender for SETUP in the next STATUS.
+    want_setup: bool,
     next_status_ns: u64,
     rng: u64,
     events: VecDeque<ReceiverEvent>,
@@ -201,6 +203,7 @@ impl Receiver {
             nak_at: None,
             nak_attempt: 0,
             nak_queue: VecDeque::new(),
+            want_setup: true,
             next_status_ns: now_ns,
             events: VecDeque::new(),
             counters: ReceiverCounters::default(),
@@ -219,6 +222,16 @@ impl Receiver {
         match frame {
             Frame::Setup(setup) if setup.stream_id == self.config.stream_id => {
                 self.handle_setup(now_ns, setup.session_id, setup.body, sink);
+                if setup.flags & FLAG_ENDED != 0
+                    && let Some(session) = &mut self.session
+                    && session.session_id == setup.session_id
+                {
+                    // The stream ended, perhaps while we followed an older session.
+                    let final_position = setup.body.tail_position.get();
+                    session.end = Some(final_position);
+                    session.high_water = session.high_water.max(final_position);
+                    self.after_progress(now_ns);
+                }
                 return;
             }
             Frame::Setup(_) => return,
@@ -236,13 +249,15 @@ impl Receiver {
         };
         let Some(session) = &self.session else {
             // Not joined: ask for SETUP at once.
-            self.next_status_ns = now_ns;
+            self.want_setup = true;
+            self.next_status_ns = self.next_status_ns.min(now_ns);
             return;
         };
         if stream_id != self.config.stream_id || session_id != session.session_id {
             self.counters.rejected += 1;
             if stream_id == self.config.stream_id {
-                // Perhaps a new session whose SETUP we missed.
+                // Perhaps a new session whose SETUP we missed: ask for it now.
+                self.want_setup = true;
                 self.next_status_ns = self.next_status_ns.min(now_ns);
             }
             return;
@@ -298,6 +313,7 @@ impl Receiver {
         setup: &super::frame::SetupBody,
         sink: &mut impl ReplicaSink,
     ) {
+        self.want_setup = false;
         let epoch = setup.epoch.get();
         let ring_id = setup.ring_id.get();
         let capacity = setup.capacity.get();
@@ -653,9 +669,14 @@ impl Receiver {
         }
         if now_ns >= self.next_status_ns {
             self.next_status_ns = now_ns + self.config.status_interval_ns;
-            let (position, high_water, flags) = match &self.session {
-                Some(s) => (s.frontier, s.high_water, 0),
-                None => (0, 0, FLAG_SETUP_REQUEST),
+            let (position, high_water) = self
+                .session
+                .as_ref()
+                .map_or((0, 0), |s| (s.frontier, s.high_water));
+            let flags = if self.want_setup || self.session.is_none() {
+                FLAG_SETUP_REQUEST
+            } else {
+                0
             };
             self.writer.status(
                 flags,

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use zerocopy::byteorder::little_endian::{U32, U64};
 
 use super::frame::{
-    DATA_HEADER_LEN, FLAG_SETUP_REQUEST, Frame, FrameWriter, SetupBody, UnavailableBody,
-    encode_stream_name,
+    DATA_HEADER_LEN, FLAG_ENDED, FLAG_SETUP_REQUEST, Frame, FrameWriter, SetupBody,
+    UnavailableBody, encode_stream_name,
 };
 use crate::ring::{RawRead, RingReader};
 
@@ -384,7 +384,8 @@ impl<S: StreamSource> Sender<S> {
             reserved: U32::new(0),
             stream_name: encode_stream_name(&self.config.stream_name).unwrap_or([0; 64]),
         };
-        self.writer.setup(&body);
+        let flags = if self.ends_sent > 0 { FLAG_ENDED } else { 0 };
+        self.writer.setup(flags, &body);
     }
 
     fn send_unavailable(&mut self, from: u64) {
@@ -407,7 +408,11 @@ impl<S: StreamSource> Sender<S> {
             return false;
         }
         self.retransmits.remove(&start);
-        let max = self.max_payload();
+        // Only what was asked for (at least one record): a full datagram from the hole's
+        // start would resend records the receivers already have.
+        let max = self
+            .max_payload()
+            .min(usize::try_from(end - start).unwrap_or(usize::MAX));
         self.scratch.clear();
         match self.source.read_raw(start, max, &mut self.scratch) {
             RawRead::Records { next_position } => {
