@@ -4,6 +4,7 @@
 mod harness;
 mod iox;
 mod ring;
+mod udp;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -53,6 +54,17 @@ enum Command {
         #[arg(long, num_args = 2, value_names = ["LATENCY", "THROUGHPUT"])]
         messages: Option<Vec<u64>>,
     },
+    /// Reliable UDP, ring to replica: one-way latency and throughput over loopback unicast
+    /// and (root: inside a network namespace) multicast, against a raw UDP floor; repair
+    /// under 1 % and 5 % loss.
+    Udp {
+        /// Fewer messages: finishes in under a minute.
+        #[arg(long)]
+        quick: bool,
+        /// Internal: run the multicast scenarios here (inside the namespace made for them).
+        #[arg(long, hide = true)]
+        inside_netns: bool,
+    },
     /// Internal: a benchmark process started by another mdbench.
     #[command(hide = true)]
     Child {
@@ -78,6 +90,13 @@ fn main() -> Result<()> {
             sizes,
             readers,
             impls,
+        }),
+        Command::Udp {
+            quick,
+            inside_netns,
+        } => udp::run(&udp::UdpBench {
+            quick,
+            inside_netns,
         }),
         Command::Child { args } => ring::child(&args),
     }

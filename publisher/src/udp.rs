@@ -167,7 +167,7 @@ impl UdpSender {
         for (_, sender) in &mut self.senders {
             while let Some(frame) = sender.poll_transmit(now) {
                 busy = true;
-                if self.loss.drop_next() {
+                if self.loss.drop_next(frame.len()) {
                     continue;
                 }
                 match self.socket.send_to(frame, self.destination) {

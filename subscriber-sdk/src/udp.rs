@@ -77,6 +77,7 @@ pub struct LossGenerator {
     rate: f64,
     state: u64,
     dropped: u64,
+    dropped_bytes: u64,
 }
 
 impl LossGenerator {
@@ -86,6 +87,7 @@ impl LossGenerator {
             rate: rate.clamp(0.0, 1.0),
             state: seed,
             dropped: 0,
+            dropped_bytes: 0,
         }
     }
 
@@ -94,8 +96,8 @@ impl LossGenerator {
         Self::new(0.0, 0)
     }
 
-    /// Should this datagram be dropped?
-    pub fn drop_next(&mut self) -> bool {
+    /// Should this datagram of `len` bytes be dropped?
+    pub fn drop_next(&mut self, len: usize) -> bool {
         if self.rate <= 0.0 {
             return false;
         }
@@ -107,7 +109,15 @@ impl LossGenerator {
         z ^= z >> 31;
         let drop = ((z >> 11) as f64 / (1u64 << 53) as f64) < self.rate;
         self.dropped += u64::from(drop);
+        if drop {
+            self.dropped_bytes += len as u64;
+        }
         drop
+    }
+
+    /// Bytes of the datagrams dropped so far.
+    pub fn dropped_bytes(&self) -> u64 {
+        self.dropped_bytes
     }
 
     /// Datagrams dropped so far.
@@ -167,6 +177,19 @@ impl Default for UdpReceiverOptions {
     }
 }
 
+/// What one received stream looks like.
+#[derive(Debug, Clone)]
+pub struct ReceiverStreamStats {
+    /// The stream name.
+    pub stream: String,
+    /// The replica is complete below this position (None before joining).
+    pub position: Option<u64>,
+    /// Highest position known to exist; above `position` means a gap being repaired.
+    pub high_water: Option<u64>,
+    /// The state machine's counters.
+    pub counters: ReceiverCounters,
+}
+
 /// One stream of a channel: its state machine and replica.
 #[derive(Debug)]
 struct Stream {
@@ -219,6 +242,7 @@ pub struct UdpReceiver {
     buf: Vec<u8>,
     events: Vec<StreamEvent>,
     malformed: u64,
+    nonblocking: bool,
 }
 
 impl UdpReceiver {
@@ -244,6 +268,7 @@ impl UdpReceiver {
             buf: vec![0; MAX_MTU],
             events: Vec::new(),
             malformed: 0,
+            nonblocking: false,
         })
     }
 
@@ -251,10 +276,21 @@ impl UdpReceiver {
         u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Waits up to `max_wait` for a datagram, handles it and everything then due (NAKs,
-    /// STATUS); returns whether a datagram arrived.
+    /// Waits up to `max_wait` for a datagram (`Duration::ZERO`: does not wait, for
+    /// busy-polling), handles it and everything then due (NAKs, STATUS); returns whether
+    /// a datagram arrived.
     pub fn poll(&mut self, max_wait: Duration) -> Result<bool, UdpReceiveError> {
         let now = self.now_ns();
+        let busy = max_wait.is_zero();
+        if busy != self.nonblocking {
+            self.socket
+                .set_nonblocking(busy)
+                .map_err(|source| UdpReceiveError::Socket {
+                    channel: self.channel.to_string(),
+                    source,
+                })?;
+            self.nonblocking = busy;
+        }
         let next = self
             .streams
             .values()
@@ -268,9 +304,11 @@ impl UdpReceiver {
             channel: channel.to_string(),
             source,
         };
-        self.socket
-            .set_read_timeout(Some(next))
-            .map_err(|e| sock_err(&self.channel, e))?;
+        if !busy {
+            self.socket
+                .set_read_timeout(Some(next))
+                .map_err(|e| sock_err(&self.channel, e))?;
+        }
         let received = match self.socket.recv_from(&mut self.buf) {
             Ok((len, from)) => Some((len, from)),
             Err(e)
@@ -285,7 +323,7 @@ impl UdpReceiver {
         };
         let now = self.now_ns();
         if let Some((len, from)) = received
-            && !self.loss.drop_next()
+            && !self.loss.drop_next(len)
         {
             self.handle(now, len, from)?;
         }
@@ -405,16 +443,15 @@ impl UdpReceiver {
         !self.streams.is_empty() && self.streams.values().all(|s| s.ended)
     }
 
-    /// Per stream: name, replica position, counters.
-    pub fn stats(&self) -> Vec<(String, Option<u64>, ReceiverCounters)> {
+    /// Per stream: replica position, high-water mark, counters.
+    pub fn stats(&self) -> Vec<ReceiverStreamStats> {
         self.streams
             .values()
-            .map(|s| {
-                (
-                    s.name.clone().unwrap_or_default(),
-                    s.receiver.position(),
-                    s.receiver.counters(),
-                )
+            .map(|s| ReceiverStreamStats {
+                stream: s.name.clone().unwrap_or_default(),
+                position: s.receiver.position(),
+                high_water: s.receiver.high_water(),
+                counters: s.receiver.counters(),
             })
             .collect()
     }
@@ -427,5 +464,10 @@ impl UdpReceiver {
     /// Datagrams dropped by the loss generator.
     pub fn debug_dropped(&self) -> u64 {
         self.loss.dropped()
+    }
+
+    /// Bytes of the datagrams dropped by the loss generator.
+    pub fn debug_dropped_bytes(&self) -> u64 {
+        self.loss.dropped_bytes()
     }
 }

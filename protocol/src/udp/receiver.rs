@@ -185,6 +185,10 @@ pub struct Receiver {
     nak_queue: VecDeque<(u64, u64)>,
     /// Ask the sender for SETUP in the next STATUS.
     want_setup: bool,
+    /// The NAK round in flight: when it went out and the frontier then.
+    nak_round: Option<(u64, u64)>,
+    /// Smoothed time from a NAK round to its repair (ns), 0 until measured.
+    repair_rtt_ns: u64,
     next_status_ns: u64,
     rng: u64,
     events: VecDeque<ReceiverEvent>,
@@ -204,6 +208,8 @@ impl Receiver {
             nak_attempt: 0,
             nak_queue: VecDeque::new(),
             want_setup: true,
+            nak_round: None,
+            repair_rtt_ns: 0,
             next_status_ns: now_ns,
             events: VecDeque::new(),
             counters: ReceiverCounters::default(),
@@ -592,6 +598,18 @@ impl Receiver {
                 position: session.frontier,
             });
         }
+        if let Some((sent_at, frontier_then)) = self.nak_round
+            && session.frontier > frontier_then
+        {
+            // The hole the round asked for is filled: a repair round trip.
+            let sample = now_ns.saturating_sub(sent_at).max(1);
+            self.repair_rtt_ns = if self.repair_rtt_ns == 0 {
+                sample
+            } else {
+                (7 * self.repair_rtt_ns + sample) / 8
+            };
+            self.nak_round = None;
+        }
         let gap = session.high_water > session.frontier;
         if !gap {
             self.nak_at = None;
@@ -658,7 +676,10 @@ impl Receiver {
             } else {
                 let backoff = 1u64 << self.nak_attempt.min(4);
                 self.nak_attempt += 1;
-                self.nak_at = Some(now_ns + self.config.nak_retry_ns * backoff);
+                self.nak_at = Some(now_ns + self.retry_interval() * backoff);
+                if let Some(session) = &self.session {
+                    self.nak_round.get_or_insert((now_ns, session.frontier));
+                }
             }
         }
         if let Some((position, length)) = self.nak_queue.pop_front() {
@@ -704,9 +725,29 @@ impl Receiver {
         })
     }
 
+    /// How long to wait for a NAK's repair before asking again: three smoothed repair
+    /// round trips (at least 100 µs), or the configured retry before one was measured.
+    fn retry_interval(&self) -> u64 {
+        if self.repair_rtt_ns == 0 {
+            self.config.nak_retry_ns
+        } else {
+            (3 * self.repair_rtt_ns).clamp(100_000, self.config.nak_retry_ns)
+        }
+    }
+
+    /// Smoothed time from a NAK round to its repair (ns), 0 until measured.
+    pub fn repair_rtt_ns(&self) -> u64 {
+        self.repair_rtt_ns
+    }
+
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<ReceiverEvent> {
         self.events.pop_front()
+    }
+
+    /// Highest position known to exist (None before joining): above the position, a gap.
+    pub fn high_water(&self) -> Option<u64> {
+        self.session.as_ref().map(|s| s.high_water)
     }
 
     /// The replica is complete below this position (None before joining).

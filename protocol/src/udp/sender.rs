@@ -164,10 +164,10 @@ pub struct Sender<S> {
     initial: (u64, u64),
     next_setup_ns: u64,
     last_send_ns: u64,
-    /// Ranges to retransmit: start → end.
-    retransmits: BTreeMap<u64, u64>,
-    /// Positions retransmitted recently, and when.
-    recent: HashMap<u64, u64>,
+    /// Ranges to retransmit: start → (end, the receiver that asked).
+    retransmits: BTreeMap<u64, (u64, u64)>,
+    /// Positions retransmitted recently: when, and for which receiver's NAK.
+    recent: HashMap<u64, (u64, u64)>,
     unavailable: Vec<u64>,
     tokens: u64,
     tokens_at_ns: u64,
@@ -250,16 +250,18 @@ impl<S: StreamSource> Sender<S> {
                     self.unavailable.push(start);
                     return;
                 }
-                if self
-                    .recent
-                    .get(&start)
-                    .is_some_and(|&at| now_ns.saturating_sub(at) < self.config.nak_coalesce_ns)
-                {
+                // Other receivers NAKing what was just retransmitted (they lost the same
+                // datagram) are served by that retransmission; the same receiver asking
+                // again lost the retransmission itself, and is answered.
+                let receiver = nak.body.receiver_id.get();
+                if self.recent.get(&start).is_some_and(|&(at, asked_by)| {
+                    asked_by != receiver && now_ns.saturating_sub(at) < self.config.nak_coalesce_ns
+                }) {
                     self.counters.naks_coalesced += 1;
                     return;
                 }
-                let entry = self.retransmits.entry(start).or_insert(end);
-                *entry = (*entry).max(end);
+                let entry = self.retransmits.entry(start).or_insert((end, receiver));
+                entry.0 = entry.0.max(end);
             }
             Frame::Status(status) if status.stream_id == self.config.stream_id => {
                 if status.flags & FLAG_SETUP_REQUEST != 0 {
@@ -298,7 +300,7 @@ impl<S: StreamSource> Sender<S> {
     pub fn poll_transmit(&mut self, now_ns: u64) -> Option<&[u8]> {
         self.refill(now_ns);
         self.recent
-            .retain(|_, &mut at| now_ns.saturating_sub(at) < self.config.nak_coalesce_ns);
+            .retain(|_, &mut (at, _)| now_ns.saturating_sub(at) < self.config.nak_coalesce_ns);
         self.receivers
             .retain(|_, r| now_ns.saturating_sub(r.last_seen_ns) < self.config.receiver_timeout_ns);
         let sent = if self.fragment.is_some() {
@@ -401,7 +403,7 @@ impl<S: StreamSource> Sender<S> {
 
     /// One retransmission, if one is pending and the rate cap allows it.
     fn retransmit(&mut self, now_ns: u64) -> bool {
-        let Some((&start, &end)) = self.retransmits.iter().next() else {
+        let Some((&start, &(end, asked_by))) = self.retransmits.iter().next() else {
             return false;
         };
         if self.tokens < self.config.mtu as u64 {
@@ -416,9 +418,9 @@ impl<S: StreamSource> Sender<S> {
         self.scratch.clear();
         match self.source.read_raw(start, max, &mut self.scratch) {
             RawRead::Records { next_position } => {
-                self.recent.insert(start, now_ns);
+                self.recent.insert(start, (now_ns, asked_by));
                 if next_position < end {
-                    self.retransmits.insert(next_position, end);
+                    self.retransmits.insert(next_position, (end, asked_by));
                 }
                 self.send_records(start, next_position, true);
                 self.tokens = self.tokens.saturating_sub(self.writer.frame().len() as u64);
@@ -426,7 +428,7 @@ impl<S: StreamSource> Sender<S> {
             }
             RawRead::Skip { next_position } => {
                 if next_position < end {
-                    self.retransmits.insert(next_position, end);
+                    self.retransmits.insert(next_position, (end, asked_by));
                 }
                 self.writer.data(start, next_position, &[]);
                 true

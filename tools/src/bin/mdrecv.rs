@@ -120,7 +120,13 @@ fn run(cli: &Cli) -> Result<i32> {
         }
     };
     for receiver in &receivers {
-        for (stream, position, c) in receiver.stats() {
+        for mdi_subscriber::udp::ReceiverStreamStats {
+            stream,
+            position,
+            counters: c,
+            ..
+        } in receiver.stats()
+        {
             eprintln!(
                 "mdrecv: {stream}: position {}, {} records, {} NAKs, {} duplicates, {} lost, {} malformed, {} rejected, {} dropped by the loss generator",
                 position.unwrap_or(0),

@@ -1,0 +1,379 @@
+//! `mdbench udp`: ring-to-replica over reliable UDP, against a raw UDP floor.
+//!
+//! The writer and the sender share a thread on core 0 (as in `mdpub`); the receiver and
+//! a reader of its replica share a thread on core 1, busy-polling. Latency is from the
+//! source append (stamped in the record) to the record being readable in the replica.
+//! Multicast runs inside a network namespace the benchmark makes (root only).
+
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use hdrhistogram::Histogram;
+use mdi_protocol::records::RecordKind;
+use mdi_protocol::ring::{ReadEvent, RingOptions, RingReader, RingWriter, ShmDir, StartAt};
+use mdi_protocol::udp::Channel;
+use mdi_publisher::udp::{UdpSender, UdpSenderOptions};
+use mdi_subscriber::udp::{UdpReceiver, UdpReceiverOptions};
+
+use crate::harness::{Latency, ResultLine, histogram, now_ns, pin, spin_until};
+
+/// What `mdbench udp` runs.
+#[derive(Debug, Clone)]
+pub struct UdpBench {
+    pub quick: bool,
+    /// Run only the multicast scenarios, here (inside the namespace the parent made).
+    pub inside_netns: bool,
+}
+
+const SIZE: usize = 64;
+const PACE_NS: u64 = 20_000;
+
+pub fn run(bench: &UdpBench) -> Result<()> {
+    let latency_records: u64 = if bench.quick { 10_000 } else { 100_000 };
+    let throughput_records: u64 = if bench.quick { 1_000_000 } else { 10_000_000 };
+    if bench.inside_netns {
+        let channel = Channel::parse("udp://239.255.60.1:40600?iface=127.0.0.1")?;
+        report_latency(
+            "multicast",
+            pipeline(channel, latency_records, PACE_NS, 0.0)?,
+        );
+        report_throughput("multicast", pipeline(channel, throughput_records, 0, 0.0)?);
+        return Ok(());
+    }
+    println!(
+        "# mdbench udp: writer+sender on core 0, receiver+replica reader on core 1, {SIZE}-byte payloads"
+    );
+    let floor = raw_floor(latency_records)?;
+    ResultLine::new("udp-latency", "floor")
+        .field("mode", "unicast")
+        .field("size", SIZE)
+        .latency(floor)
+        .print();
+    report_latency(
+        "unicast",
+        pipeline(unicast()?, latency_records, PACE_NS, 0.0)?,
+    );
+    report_throughput("unicast", pipeline(unicast()?, throughput_records, 0, 0.0)?);
+    for loss in [0.01, 0.05] {
+        let outcome = pipeline(unicast()?, latency_records, PACE_NS, loss)?;
+        let recovery = Latency::of(&outcome.recovery);
+        ResultLine::new("udp-loss", "mdi")
+            .field("mode", "unicast")
+            .field("size", SIZE)
+            .field("loss", loss)
+            .field(
+                "delivered",
+                format!("{:.4}", outcome.delivered as f64 / outcome.sent as f64),
+            )
+            .field("p50_ns", Latency::of(&outcome.latency).p50)
+            .field("p99_ns", Latency::of(&outcome.latency).p99)
+            .field("recovery_p50_ns", recovery.p50)
+            .field("recovery_p99_ns", recovery.p99)
+            .field("recovery_max_ns", recovery.max)
+            .field(
+                "retransmit_ratio",
+                format!(
+                    "{:.2}",
+                    outcome.retransmit_bytes as f64 / outcome.dropped_bytes.max(1) as f64
+                ),
+            )
+            .print();
+    }
+    multicast_in_netns(bench.quick)
+}
+
+fn unicast() -> Result<Channel> {
+    let port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+    Ok(Channel::parse(&format!("udp://127.0.0.1:{port}"))?)
+}
+
+fn report_latency(mode: &str, outcome: Outcome) {
+    ResultLine::new("udp-latency", "mdi")
+        .field("mode", mode)
+        .field("size", SIZE)
+        .latency(Latency::of(&outcome.latency))
+        .field("delivered", outcome.delivered)
+        .print();
+}
+
+fn report_throughput(mode: &str, outcome: Outcome) {
+    ResultLine::new("udp-throughput", "mdi")
+        .field("mode", mode)
+        .field("size", SIZE)
+        .field(
+            "msgs_per_s",
+            format!(
+                "{:.0}",
+                outcome.delivered as f64 * 1e9 / outcome.elapsed_ns.max(1) as f64
+            ),
+        )
+        .field("delivered", outcome.delivered)
+        .print();
+}
+
+/// Re-runs the multicast scenarios inside a fresh network namespace (loopback with a
+/// multicast route), so nothing is sent on the host's interfaces.
+fn multicast_in_netns(quick: bool) -> Result<()> {
+    let name = format!("mdbench-{}", std::process::id());
+    let ok = |args: &[&str]| {
+        Command::new("ip")
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !ok(&["netns", "add", &name]) {
+        println!("# udp multicast skipped: creating a network namespace needs root");
+        return Ok(());
+    }
+    let result = (|| -> Result<()> {
+        if !ok(&["-n", &name, "link", "set", "lo", "up"])
+            || !ok(&["-n", &name, "route", "add", "224.0.0.0/4", "dev", "lo"])
+        {
+            bail!("setting up the namespace's multicast route");
+        }
+        let exe = std::env::current_exe()?;
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &name])
+            .arg(exe)
+            .args(["udp", "--inside-netns"]);
+        if quick {
+            command.arg("--quick");
+        }
+        if !command.status()?.success() {
+            bail!("multicast benchmark inside the namespace failed");
+        }
+        Ok(())
+    })();
+    let _ = ok(&["netns", "del", &name]);
+    result
+}
+
+struct Outcome {
+    latency: Histogram<u64>,
+    /// Gap open → closed at the receiver.
+    recovery: Histogram<u64>,
+    sent: u64,
+    delivered: u64,
+    elapsed_ns: u64,
+    retransmit_bytes: u64,
+    dropped_bytes: u64,
+}
+
+/// Source ring → `UdpSender` → socket → `UdpReceiver` → replica ring → reader.
+/// `pace_ns == 0`: flat out. `loss`: the receiver's loss generator.
+fn pipeline(channel: Channel, records: u64, pace_ns: u64, loss: f64) -> Result<Outcome> {
+    let base = tempfile::Builder::new()
+        .prefix("mdbench-udp-")
+        .tempdir_in(shm_root())?;
+    let src = ShmDir::new(base.path().join("src"));
+    let dst = ShmDir::new(base.path().join("dst"));
+    let options = RingOptions::default()
+        .capacity(128 << 20)
+        .now_ns(i64::try_from(now_ns()).unwrap_or(0));
+    let mut writer = RingWriter::create(&src, "bench", &options)?;
+    let mut receiver = UdpReceiver::new(
+        channel,
+        dst.clone(),
+        UdpReceiverOptions {
+            debug_drop_rate: loss,
+            debug_seed: 5,
+            ..UdpReceiverOptions::default()
+        },
+    )?;
+    let mut sender = UdpSender::new(
+        channel,
+        &src,
+        &["bench".to_string()],
+        &UdpSenderOptions {
+            linger: Duration::from_millis(200),
+            ..UdpSenderOptions::default()
+        },
+    )?;
+    let done = Arc::new(AtomicBool::new(false));
+    let joined = Arc::new(AtomicBool::new(false));
+    let receiving = {
+        let done = Arc::clone(&done);
+        let joined = Arc::clone(&joined);
+        std::thread::spawn(move || -> Result<(Outcome, UdpReceiver)> {
+            pin(1);
+            let mut latency = histogram();
+            let mut recovery = histogram();
+            let mut reader: Option<RingReader> = None;
+            let mut delivered = 0u64;
+            let (mut first, mut last) = (0u64, 0u64);
+            let mut gap_since: Option<u64> = None;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !receiver.all_ended() && !done.load(Ordering::Relaxed) {
+                if Instant::now() > deadline {
+                    let stats = receiver.stats();
+                    bail!(
+                        "receiver did not finish: {:?}",
+                        stats
+                            .iter()
+                            .map(|s| (s.position, s.high_water, s.counters))
+                            .collect::<Vec<_>>()
+                    );
+                }
+                receiver.poll(Duration::ZERO)?;
+                let now = now_ns();
+                if let Some(stats) = receiver.stats().first() {
+                    match (stats.position, stats.high_water, gap_since) {
+                        (Some(p), Some(h), None) if h > p => gap_since = Some(now),
+                        (Some(p), Some(h), Some(since)) if h <= p => {
+                            let _ = recovery.record((now - since).max(1));
+                            gap_since = None;
+                        }
+                        _ => {}
+                    }
+                }
+                if reader.is_none() {
+                    reader = RingReader::open(&dst, "bench", StartAt::Earliest).ok();
+                    joined.store(reader.is_some(), Ordering::Release);
+                }
+                if let Some(reader) = &mut reader {
+                    reader.poll(1024, |event| {
+                        if let ReadEvent::Record(r) = event
+                            && r.body.len() >= 16
+                            && r.body[..8] != u64::MAX.to_le_bytes()
+                        {
+                            let sent =
+                                u64::from_le_bytes(r.body[8..16].try_into().unwrap_or([0; 8]));
+                            let now = now_ns();
+                            let _ = latency.record(now.saturating_sub(sent).max(1));
+                            if delivered == 0 {
+                                first = now;
+                            }
+                            last = now;
+                            delivered += 1;
+                        }
+                    })?;
+                }
+            }
+            Ok((
+                Outcome {
+                    latency,
+                    recovery,
+                    sent: 0,
+                    delivered,
+                    elapsed_ns: last.saturating_sub(first),
+                    retransmit_bytes: 0,
+                    dropped_bytes: receiver.debug_dropped_bytes(),
+                },
+                receiver,
+            ))
+        })
+    };
+    pin(0);
+    let mut buf = [0u8; SIZE];
+    // Warm-up: one record, and wait until the receiver has joined and made its replica
+    // (mapping a large replica takes a while); it is not measured.
+    buf[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+    writer.append(RecordKind::APPLICATION_FIRST, &buf)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !joined.load(Ordering::Acquire) {
+        if Instant::now() > deadline {
+            done.store(true, Ordering::Relaxed);
+            bail!("the receiver did not join");
+        }
+        sender.poll()?;
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    let mut next = now_ns();
+    for i in 0..records {
+        buf[..8].copy_from_slice(&i.to_le_bytes());
+        if pace_ns > 0 {
+            spin_until(next);
+            next += pace_ns;
+        }
+        buf[8..16].copy_from_slice(&now_ns().to_le_bytes());
+        writer.append(RecordKind::APPLICATION_FIRST, &buf)?;
+        if pace_ns > 0 || i % 16 == 15 {
+            sender.poll()?;
+        }
+    }
+    drop(writer);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut closing = false;
+    while !sender.is_closed() {
+        if Instant::now() > deadline {
+            done.store(true, Ordering::Relaxed);
+            bail!("sender did not finish");
+        }
+        sender.poll()?;
+        if !closing && !sender.has_work() {
+            closing = true;
+            sender.close();
+        }
+    }
+    let (mut outcome, _receiver) = receiving
+        .join()
+        .map_err(|_| anyhow!("receiver thread panicked"))??;
+    outcome.sent = records;
+    outcome.retransmit_bytes = sender
+        .stats()
+        .first()
+        .map_or(0, |s| s.counters.retransmit_bytes);
+    if outcome.delivered != records {
+        bail!("{} of {records} records arrived", outcome.delivered);
+    }
+    Ok(outcome)
+}
+
+fn shm_root() -> &'static Path {
+    if Path::new("/dev/shm").is_dir() {
+        Path::new("/dev/shm")
+    } else {
+        Path::new("/tmp")
+    }
+}
+
+/// One-way latency of a bare datagram on loopback, both ends busy-polling.
+fn raw_floor(count: u64) -> Result<Latency> {
+    let rx = UdpSocket::bind("127.0.0.1:0")?;
+    rx.set_nonblocking(true)?;
+    let to = rx.local_addr()?;
+    let tx = UdpSocket::bind("127.0.0.1:0")?;
+    let receiving = std::thread::spawn(move || -> Result<Latency> {
+        pin(1);
+        let mut hist = histogram();
+        let mut buf = [0u8; 1500];
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while hist.len() < count {
+            match rx.recv(&mut buf) {
+                Ok(n) if n >= 16 => {
+                    let sent = u64::from_le_bytes(buf[8..16].try_into().unwrap_or([0; 8]));
+                    let _ = hist.record(now_ns().saturating_sub(sent).max(1));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() > deadline {
+                        break;
+                    }
+                }
+                Err(e) => return Err(e).context("floor receive"),
+            }
+        }
+        Ok(Latency::of(&hist))
+    });
+    pin(0);
+    std::thread::sleep(Duration::from_millis(10));
+    let mut buf = [0u8; SIZE];
+    let mut next = now_ns();
+    for i in 0..count {
+        spin_until(next);
+        next += PACE_NS;
+        buf[..8].copy_from_slice(&i.to_le_bytes());
+        buf[8..16].copy_from_slice(&now_ns().to_le_bytes());
+        tx.send_to(&buf, to)?;
+    }
+    receiving
+        .join()
+        .map_err(|_| anyhow!("floor receiver panicked"))?
+}
