@@ -73,6 +73,8 @@ pub struct UdpSender {
     loss: LossGenerator,
     origin: Instant,
     buf: Vec<u8>,
+    /// A frame the socket could not take (buffer full), sent first on the next poll.
+    unsent: Option<Vec<u8>>,
 }
 
 impl UdpSender {
@@ -130,6 +132,7 @@ impl UdpSender {
             senders,
             origin,
             buf: vec![0; MAX_MTU],
+            unsent: None,
         })
     }
 
@@ -163,23 +166,53 @@ impl UdpSender {
                 Err(e) => return Err(e),
             }
         }
+        // A frame the socket refused last time goes first: frames are never dropped for a
+        // full socket buffer, the sender waits (its ring keeps the writer from waiting).
+        if let Some(frame) = self.unsent.take() {
+            if !self.send(&frame)? {
+                self.unsent = Some(frame);
+                return Ok(true);
+            }
+            busy = true;
+        }
         let now = self.now_ns();
-        for (_, sender) in &mut self.senders {
-            while let Some(frame) = sender.poll_transmit(now) {
+        for i in 0..self.senders.len() {
+            while let Some(frame) = self.senders[i].1.poll_transmit(now) {
                 busy = true;
                 if self.loss.drop_next(frame.len()) {
                     continue;
                 }
-                match self.socket.send_to(frame, self.destination) {
-                    Ok(_) => {}
-                    // No receiver yet (unicast): the datagram is lost, NAKs will repair.
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(e),
+                let frame = frame.to_vec();
+                if !self.send(&frame)? {
+                    self.unsent = Some(frame);
+                    return Ok(true);
                 }
             }
         }
         Ok(busy)
+    }
+
+    /// Sends one datagram; false when the socket buffer is full.
+    fn send(&self, frame: &[u8]) -> io::Result<bool> {
+        match self.socket.send_to(frame, self.destination) {
+            Ok(_) => Ok(true),
+            // No receiver yet (unicast): the datagram is lost, NAKs will repair.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Bytes the slowest stream's sender is behind its ring's tail.
+    pub fn lag_bytes(&mut self) -> u64 {
+        self.senders
+            .iter_mut()
+            .map(|(_, s)| {
+                let position = s.position();
+                s.source_mut().tail().0.saturating_sub(position)
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     /// Stops serving new records: the senders linger answering NAKs, then send END.
