@@ -13,6 +13,7 @@
 pub mod decimal;
 pub mod records;
 pub mod ring;
+#[cfg(not(loom))]
 pub mod udp;
 
 /// The README's examples, compiled as doctests.

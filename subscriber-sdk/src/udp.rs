@@ -199,6 +199,21 @@ struct Stream {
     ended: bool,
 }
 
+impl Stream {
+    fn new(options: &UdpReceiverOptions, channel: &Channel, stream_id: u32, now: u64) -> Self {
+        let config = ReceiverConfig {
+            seed: options.debug_seed ^ u64::from(stream_id),
+            ..ReceiverConfig::new(options.receiver_id, stream_id, channel.is_multicast())
+        };
+        Self {
+            receiver: Receiver::new(config, now),
+            replica: None,
+            name: None,
+            ended: false,
+        }
+    }
+}
+
 /// A sink for frames that arrive before SETUP made a replica: never written to (an
 /// unjoined receiver ignores everything but SETUP).
 struct NoReplica;
@@ -340,22 +355,11 @@ impl UdpReceiver {
                     .unwrap_or("")
                     .to_owned();
                 let capacity = setup.body.capacity.get();
-                let stream = self.streams.entry(stream_id).or_insert_with(|| Stream {
-                    receiver: Receiver::new(
-                        ReceiverConfig {
-                            seed: self.options.debug_seed ^ u64::from(stream_id),
-                            ..ReceiverConfig::new(
-                                self.options.receiver_id,
-                                stream_id,
-                                self.channel.is_multicast(),
-                            )
-                        },
-                        now,
-                    ),
-                    replica: None,
-                    name: None,
-                    ended: false,
-                });
+                let (options, channel) = (&self.options, &self.channel);
+                let stream = self
+                    .streams
+                    .entry(stream_id)
+                    .or_insert_with(|| Stream::new(options, channel, stream_id, now));
                 if stream.replica.is_none() {
                     let options = self
                         .options
@@ -387,19 +391,11 @@ impl UdpReceiver {
                 return Ok(());
             }
         };
-        let stream = self.streams.entry(stream_id).or_insert_with(|| Stream {
-            receiver: Receiver::new(
-                ReceiverConfig::new(
-                    self.options.receiver_id,
-                    stream_id,
-                    self.channel.is_multicast(),
-                ),
-                now,
-            ),
-            replica: None,
-            name: None,
-            ended: false,
-        });
+        let (options, channel) = (&self.options, &self.channel);
+        let stream = self
+            .streams
+            .entry(stream_id)
+            .or_insert_with(|| Stream::new(options, channel, stream_id, now));
         match &mut stream.replica {
             Some(replica) => stream.receiver.handle_datagram(now, datagram, replica),
             None => stream

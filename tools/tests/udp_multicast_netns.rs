@@ -172,23 +172,37 @@ fn multicast_in_a_namespace_three_receivers_each_dropping_5_percent() {
     write_and_exit(writer);
 
     assert!(sender.wait().unwrap().success(), "sender failed");
-    let expected = contents(source.path());
-    for (i, (receiver, dir)) in receivers.iter_mut().zip(&replicas).enumerate() {
-        let output = receiver.wait().unwrap();
+    for log in check_replicas(source.path(), &mut receivers, &replicas) {
+        assert!(log.contains("NAKs"), "{log}");
+    }
+}
+
+/// Waits for every `mdrecv`, checks it succeeded and that its replica equals the source;
+/// returns their logs.
+fn check_replicas(
+    source: &Path,
+    receivers: &mut [Child],
+    replicas: &[tempfile::TempDir],
+) -> Vec<String> {
+    use std::io::Read;
+    let expected = contents(source);
+    let mut logs = Vec::new();
+    for (i, (receiver, dir)) in receivers.iter_mut().zip(replicas).enumerate() {
+        let status = receiver.wait().unwrap();
         let mut log = String::new();
-        use std::io::Read;
         receiver
             .stderr
             .take()
             .unwrap()
             .read_to_string(&mut log)
             .unwrap();
-        assert!(output.success(), "mdrecv {i} failed: {log}");
-        assert!(log.contains("NAKs"), "{log}");
+        assert!(status.success(), "mdrecv {i} failed: {log}");
         let replica = contents(dir.path());
         assert_eq!(replica.len(), expected.len(), "replica {i}: {log}");
         assert!(replica == expected, "replica {i} differs from the source");
+        logs.push(log);
     }
+    logs
 }
 
 /// Writes 50 000 records over about half a second, then the writer exits.
@@ -324,21 +338,8 @@ fn three_hosts_on_a_bridge_with_nftables_dropping_5_percent_at_each_receiver() {
         .unwrap();
     write_and_exit(writer);
     assert!(sender.wait().unwrap().success(), "sender failed");
-    let expected = contents(source.path());
-    for (i, (receiver, dir)) in receivers.iter_mut().zip(&replicas).enumerate() {
-        let status = receiver.wait().unwrap();
-        let mut log = String::new();
-        use std::io::Read;
-        receiver
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut log)
-            .unwrap();
-        assert!(status.success(), "mdrecv {i} failed: {log}");
-        let replica = contents(dir.path());
-        assert_eq!(replica.len(), expected.len(), "replica {i}: {log}");
-        assert!(replica == expected, "replica {i} differs from the source");
+    let logs = check_replicas(source.path(), &mut receivers, &replicas);
+    for (i, log) in logs.iter().enumerate() {
         eprintln!("receiver {i}: {}", log.lines().last().unwrap_or(""));
         // The loss really happened: nftables counted drops, the receiver NAKed.
         let rules = Command::new("ip")

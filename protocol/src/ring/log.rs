@@ -142,6 +142,50 @@ pub const fn align_record(len: u64) -> u64 {
     (len + RECORD_ALIGN - 1) & !(RECORD_ALIGN - 1)
 }
 
+/// What the first word at a record boundary says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// Nothing published here yet.
+    Empty,
+    /// Padding: the stream continues `len` bytes on.
+    Padding { len: u64 },
+    /// A record occupying `aligned` bytes.
+    Record { aligned: u64 },
+    /// Not something a writer wrote here: a later lap, or corruption.
+    Invalid(&'static str),
+}
+
+/// Classifies the first word `word0` found at position `at`: the one place that knows
+/// what a valid padding or record header looks like.
+#[inline]
+fn classify(word0: u64, at: u64, g: Geometry) -> Slot {
+    if word0 == 0 {
+        return Slot::Empty;
+    }
+    let len = word0 & 0xffff_ffff;
+    let room = g.capacity - (at & g.mask());
+    if is_padding(word0) {
+        if len < RECORD_ALIGN || !len.is_multiple_of(RECORD_ALIGN) || len > room {
+            Slot::Invalid("bad padding length")
+        } else {
+            Slot::Padding { len }
+        }
+    } else {
+        let aligned = align_record(len);
+        if len < RECORD_HEADER_LEN || len > g.max_record_len || aligned > room {
+            Slot::Invalid("bad record length")
+        } else {
+            Slot::Record { aligned }
+        }
+    }
+}
+
+/// Is this first word a padding's?
+#[inline]
+fn is_padding(word0: u64) -> bool {
+    (word0 >> 32) as u16 == KIND_PADDING
+}
+
 /// Why an append was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AppendError {
@@ -463,24 +507,16 @@ fn walk_published(view: LogView<'_>, commit: u64, claim: u64, mut next_seq: u64)
     let mut at = commit;
     while at < claim {
         let word0 = view.data[g.word(at)].load(Ordering::Acquire);
-        let len = word0 & 0xffff_ffff;
-        let room = g.capacity - (at & g.mask());
-        let step = if (word0 >> 32) as u16 == KIND_PADDING {
-            if len < RECORD_ALIGN || !len.is_multiple_of(RECORD_ALIGN) || len > room {
-                break;
+        let step = match classify(word0, at, g) {
+            Slot::Padding { len } => len,
+            Slot::Record { aligned } => {
+                if view.data[g.word(at + 8)].load(Ordering::Relaxed) != next_seq {
+                    break;
+                }
+                next_seq += 1;
+                aligned
             }
-            len
-        } else {
-            let seq = view.data[g.word(at + 8)].load(Ordering::Relaxed);
-            if len < RECORD_HEADER_LEN
-                || len > g.max_record_len
-                || align_record(len) > room
-                || seq != next_seq
-            {
-                break;
-            }
-            next_seq += 1;
-            align_record(len)
+            Slot::Empty | Slot::Invalid(_) => break,
         };
         if at + step > claim {
             break;
@@ -498,14 +534,15 @@ fn walk_to(view: LogView<'_>, from: IndexEntry, to: u64) -> Option<u64> {
     let mut next_seq = from.seq;
     while at < to {
         let word0 = view.data[g.word(at)].load(Ordering::Acquire);
-        let len = word0 & 0xffff_ffff;
-        if len < RECORD_ALIGN || len > g.capacity {
-            return None;
-        }
-        if (word0 >> 32) as u16 != KIND_PADDING {
-            next_seq = view.data[g.word(at + 8)].load(Ordering::Relaxed) + 1;
-        }
-        at += align_record(len);
+        at += match classify(word0, at, g) {
+            Slot::Padding { len } => len,
+            Slot::Record { aligned } => {
+                next_seq = view.data[g.word(at + 8)].load(Ordering::Relaxed) + 1;
+                aligned
+            }
+            // Lapped while walking, or garbage: the caller retries.
+            Slot::Empty | Slot::Invalid(_) => return None,
+        };
     }
     fence(Ordering::Acquire);
     let claim = view.positions.claim.load(Ordering::Relaxed);
@@ -780,29 +817,21 @@ impl LogCursor {
         loop {
             let w = g.word(at);
             let word0 = view.data[w].load(Ordering::Acquire);
-            if word0 == 0 {
-                break;
-            }
-            let len = word0 & 0xffff_ffff;
-            let room = g.capacity - (at & g.mask());
-            if (word0 >> 32) as u16 == KIND_PADDING {
-                if len < RECORD_ALIGN || !len.is_multiple_of(RECORD_ALIGN) || len > room {
-                    problem = Some("bad padding length");
+            let aligned = match classify(word0, at, g) {
+                Slot::Empty => break,
+                Slot::Invalid(why) => {
+                    problem = Some(why);
                     break;
                 }
-                at += len;
-                in_padding = true;
-                continue;
-            }
-            if in_padding {
+                Slot::Padding { len } => {
+                    at += len;
+                    in_padding = true;
+                    continue;
+                }
                 // Records after padding are not contiguous with what came before.
-                break;
-            }
-            let aligned = align_record(len);
-            if len < RECORD_HEADER_LEN || len > g.max_record_len || aligned > room {
-                problem = Some("bad record length");
-                break;
-            }
+                Slot::Record { .. } if in_padding => break,
+                Slot::Record { aligned } => aligned,
+            };
             let n = usize::try_from(aligned).unwrap_or(usize::MAX);
             if records > 0 && out.len() - start_len + n > max_bytes {
                 break;
@@ -861,27 +890,20 @@ impl LogCursor {
         while records < max_records {
             let w = g.word(at);
             let word0 = view.data[w].load(Ordering::Acquire);
-            if word0 == 0 {
-                break;
-            }
-            let len = word0 & 0xffff_ffff;
-            let room = g.capacity - (at & g.mask());
-            if (word0 >> 32) as u16 == KIND_PADDING {
-                if len < RECORD_ALIGN || !len.is_multiple_of(RECORD_ALIGN) || len > room {
-                    return (words, records, Some("bad padding length"));
+            let aligned = match classify(word0, at, g) {
+                Slot::Empty => break,
+                Slot::Invalid(why) => return (words, records, Some(why)),
+                Slot::Padding { len } => {
+                    if words == self.scratch.len() {
+                        break;
+                    }
+                    self.scratch[words] = word0;
+                    words += 1;
+                    at += len;
+                    continue;
                 }
-                if words == self.scratch.len() {
-                    break;
-                }
-                self.scratch[words] = word0;
-                words += 1;
-                at += len;
-                continue;
-            }
-            let aligned = align_record(len);
-            if len < RECORD_HEADER_LEN || len > g.max_record_len || aligned > room {
-                return (words, records, Some("bad record length"));
-            }
+                Slot::Record { aligned } => aligned,
+            };
             let n = usize::try_from(aligned / 8).unwrap_or(usize::MAX);
             if words + n > self.scratch.len() {
                 if words == 0 {
@@ -912,7 +934,7 @@ impl LogCursor {
         while offset < words {
             let word0 = self.scratch[offset];
             let len = word0 & 0xffff_ffff;
-            if (word0 >> 32) as u16 == KIND_PADDING {
+            if is_padding(word0) {
                 offset += 1;
                 at += len;
             } else {
@@ -935,7 +957,7 @@ impl LogCursor {
             let at = self.position;
             let word0 = self.scratch[offset];
             let len = word0 & 0xffff_ffff;
-            if (word0 >> 32) as u16 == KIND_PADDING {
+            if is_padding(word0) {
                 offset += 1;
                 self.position += len;
                 continue;
