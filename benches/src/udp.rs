@@ -43,6 +43,12 @@ pub fn run(bench: &UdpBench) -> Result<()> {
             pipeline(channel, latency_records, PACE_NS, 0.0)?,
         );
         report_throughput("multicast", pipeline(channel, throughput_records, 0, 0.0)?);
+        report_loss(
+            "multicast",
+            3,
+            0.05,
+            pipeline_to(channel, latency_records, PACE_NS, 0.05, 3)?,
+        );
         return Ok(());
     }
     println!(
@@ -60,29 +66,12 @@ pub fn run(bench: &UdpBench) -> Result<()> {
     );
     report_throughput("unicast", pipeline(unicast()?, throughput_records, 0, 0.0)?);
     for loss in [0.01, 0.05] {
-        let outcome = pipeline(unicast()?, latency_records, PACE_NS, loss)?;
-        let recovery = Latency::of(&outcome.recovery);
-        ResultLine::new("udp-loss", "mdi")
-            .field("mode", "unicast")
-            .field("size", SIZE)
-            .field("loss", loss)
-            .field(
-                "delivered",
-                format!("{:.4}", outcome.delivered as f64 / outcome.sent as f64),
-            )
-            .field("p50_ns", Latency::of(&outcome.latency).p50)
-            .field("p99_ns", Latency::of(&outcome.latency).p99)
-            .field("recovery_p50_ns", recovery.p50)
-            .field("recovery_p99_ns", recovery.p99)
-            .field("recovery_max_ns", recovery.max)
-            .field(
-                "retransmit_ratio",
-                format!(
-                    "{:.2}",
-                    outcome.retransmit_bytes as f64 / outcome.dropped_bytes.max(1) as f64
-                ),
-            )
-            .print();
+        report_loss(
+            "unicast",
+            1,
+            loss,
+            pipeline(unicast()?, latency_records, PACE_NS, loss)?,
+        );
     }
     multicast_in_netns(bench.quick)
 }
@@ -98,6 +87,32 @@ fn report_latency(mode: &str, outcome: Outcome) {
         .field("size", SIZE)
         .latency(Latency::of(&outcome.latency))
         .field("delivered", outcome.delivered)
+        .print();
+}
+
+fn report_loss(mode: &str, receivers: usize, loss: f64, outcome: Outcome) {
+    let recovery = Latency::of(&outcome.recovery);
+    ResultLine::new("udp-loss", "mdi")
+        .field("mode", mode)
+        .field("receivers", receivers)
+        .field("size", SIZE)
+        .field("loss", loss)
+        .field(
+            "delivered",
+            format!("{:.4}", outcome.delivered as f64 / outcome.sent as f64),
+        )
+        .field("p50_ns", Latency::of(&outcome.latency).p50)
+        .field("p99_ns", Latency::of(&outcome.latency).p99)
+        .field("recovery_p50_ns", recovery.p50)
+        .field("recovery_p99_ns", recovery.p99)
+        .field("recovery_max_ns", recovery.max)
+        .field(
+            "retransmit_ratio",
+            format!(
+                "{:.2}",
+                outcome.retransmit_bytes as f64 / outcome.dropped_bytes.max(1) as f64
+            ),
+        )
         .print();
 }
 
@@ -168,24 +183,44 @@ struct Outcome {
 /// Source ring → `UdpSender` → socket → `UdpReceiver` → replica ring → reader.
 /// `pace_ns == 0`: flat out. `loss`: the receiver's loss generator.
 fn pipeline(channel: Channel, records: u64, pace_ns: u64, loss: f64) -> Result<Outcome> {
+    pipeline_to(channel, records, pace_ns, loss, 1)
+}
+
+/// [`pipeline`] with `receivers` receivers (each with its own replica and loss
+/// generator), polled round-robin on core 1; figures cover all of them.
+fn pipeline_to(
+    channel: Channel,
+    records: u64,
+    pace_ns: u64,
+    loss: f64,
+    receivers: usize,
+) -> Result<Outcome> {
     let base = tempfile::Builder::new()
         .prefix("mdbench-udp-")
         .tempdir_in(shm_root())?;
     let src = ShmDir::new(base.path().join("src"));
-    let dst = ShmDir::new(base.path().join("dst"));
+    let dsts: Vec<ShmDir> = (0..receivers)
+        .map(|i| ShmDir::new(base.path().join(format!("dst{i}"))))
+        .collect();
     let options = RingOptions::default()
         .capacity(128 << 20)
         .now_ns(i64::try_from(now_ns()).unwrap_or(0));
     let mut writer = RingWriter::create(&src, "bench", &options)?;
-    let mut receiver = UdpReceiver::new(
-        channel,
-        dst.clone(),
-        UdpReceiverOptions {
-            debug_drop_rate: loss,
-            debug_seed: 5,
-            ..UdpReceiverOptions::default()
-        },
-    )?;
+    let mut group: Vec<UdpReceiver> = dsts
+        .iter()
+        .enumerate()
+        .map(|(i, dst)| {
+            UdpReceiver::new(
+                channel,
+                dst.clone(),
+                UdpReceiverOptions {
+                    debug_drop_rate: loss,
+                    debug_seed: 5 + i as u64,
+                    ..UdpReceiverOptions::default()
+                },
+            )
+        })
+        .collect::<Result<_, _>>()?;
     let mut sender = UdpSender::new(
         channel,
         &src,
@@ -200,73 +235,73 @@ fn pipeline(channel: Channel, records: u64, pace_ns: u64, loss: f64) -> Result<O
     let receiving = {
         let done = Arc::clone(&done);
         let joined = Arc::clone(&joined);
-        std::thread::spawn(move || -> Result<(Outcome, UdpReceiver)> {
+        let dsts = dsts.clone();
+        std::thread::spawn(move || -> Result<Outcome> {
             pin(1);
             let mut latency = histogram();
             let mut recovery = histogram();
-            let mut reader: Option<RingReader> = None;
-            let mut delivered = 0u64;
+            let n = group.len();
+            let mut readers: Vec<Option<RingReader>> = (0..n).map(|_| None).collect();
+            let mut delivered = vec![0u64; n];
             let (mut first, mut last) = (0u64, 0u64);
-            let mut gap_since: Option<u64> = None;
+            let mut gap_since: Vec<Option<u64>> = vec![None; n];
             let deadline = Instant::now() + Duration::from_secs(60);
-            while !receiver.all_ended() && !done.load(Ordering::Relaxed) {
+            while !group.iter().all(UdpReceiver::all_ended) && !done.load(Ordering::Relaxed) {
                 if Instant::now() > deadline {
-                    let stats = receiver.stats();
-                    bail!(
-                        "receiver did not finish: {:?}",
-                        stats
-                            .iter()
-                            .map(|s| (s.position, s.high_water, s.counters))
-                            .collect::<Vec<_>>()
-                    );
+                    let stats: Vec<_> = group
+                        .iter()
+                        .flat_map(|r| r.stats())
+                        .map(|s| (s.position, s.high_water, s.counters))
+                        .collect();
+                    bail!("receivers did not finish: {stats:?}");
                 }
-                receiver.poll(Duration::ZERO)?;
-                let now = now_ns();
-                if let Some(stats) = receiver.stats().first() {
-                    match (stats.position, stats.high_water, gap_since) {
-                        (Some(p), Some(h), None) if h > p => gap_since = Some(now),
-                        (Some(p), Some(h), Some(since)) if h <= p => {
-                            let _ = recovery.record((now - since).max(1));
-                            gap_since = None;
+                for (i, receiver) in group.iter_mut().enumerate() {
+                    receiver.poll(Duration::ZERO)?;
+                    let now = now_ns();
+                    if let Some(stats) = receiver.stats().first() {
+                        match (stats.position, stats.high_water, gap_since[i]) {
+                            (Some(p), Some(h), None) if h > p => gap_since[i] = Some(now),
+                            (Some(p), Some(h), Some(since)) if h <= p => {
+                                let _ = recovery.record((now - since).max(1));
+                                gap_since[i] = None;
+                            }
+                            _ => {}
                         }
-                        _ => {}
+                    }
+                    if readers[i].is_none() {
+                        readers[i] = RingReader::open(&dsts[i], "bench", StartAt::Earliest).ok();
+                        joined.store(readers.iter().all(Option::is_some), Ordering::Release);
+                    }
+                    if let Some(reader) = &mut readers[i] {
+                        let count = &mut delivered[i];
+                        reader.poll(1024, |event| {
+                            if let ReadEvent::Record(r) = event
+                                && r.body.len() >= 16
+                                && r.body[..8] != u64::MAX.to_le_bytes()
+                            {
+                                let sent =
+                                    u64::from_le_bytes(r.body[8..16].try_into().unwrap_or([0; 8]));
+                                let now = now_ns();
+                                let _ = latency.record(now.saturating_sub(sent).max(1));
+                                if *count == 0 && first == 0 {
+                                    first = now;
+                                }
+                                last = now;
+                                *count += 1;
+                            }
+                        })?;
                     }
                 }
-                if reader.is_none() {
-                    reader = RingReader::open(&dst, "bench", StartAt::Earliest).ok();
-                    joined.store(reader.is_some(), Ordering::Release);
-                }
-                if let Some(reader) = &mut reader {
-                    reader.poll(1024, |event| {
-                        if let ReadEvent::Record(r) = event
-                            && r.body.len() >= 16
-                            && r.body[..8] != u64::MAX.to_le_bytes()
-                        {
-                            let sent =
-                                u64::from_le_bytes(r.body[8..16].try_into().unwrap_or([0; 8]));
-                            let now = now_ns();
-                            let _ = latency.record(now.saturating_sub(sent).max(1));
-                            if delivered == 0 {
-                                first = now;
-                            }
-                            last = now;
-                            delivered += 1;
-                        }
-                    })?;
-                }
             }
-            Ok((
-                Outcome {
-                    latency,
-                    recovery,
-                    sent: 0,
-                    delivered,
-                    elapsed_ns: last.saturating_sub(first),
-                    retransmit_bytes: 0,
-                    dropped_bytes: receiver.debug_dropped_bytes(),
-                },
-                receiver,
-            ))
+            Ok(Outcome {
+                latency,
+                recovery,
+                sent: 0,
+                delivered: delivered.iter().copied().min().unwrap_or(0),
+                elapsed_ns: last.saturating_sub(first),
+                retransmit_bytes: 0,
+                dropped_bytes: group.iter().map(UdpReceiver::debug_dropped_bytes).sum(),
+            })
         })
     };
     pin(0);
@@ -319,7 +354,7 @@ fn pipeline(channel: Channel, records: u64, pace_ns: u64, loss: f64) -> Result<O
             sender.close();
         }
     }
-    let (mut outcome, _receiver) = receiving
+    let mut outcome = receiving
         .join()
         .map_err(|_| anyhow!("receiver thread panicked"))??;
     outcome.sent = records;

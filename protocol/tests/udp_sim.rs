@@ -153,6 +153,10 @@ struct Scenario {
     big_every: Option<(u64, usize)>,
     /// Throw forged datagrams at every receiver after every n-th sender frame.
     forge_every: Option<u64>,
+    /// The sender's linger after close (ns).
+    linger: u64,
+    /// The sender's retransmit rate cap.
+    retransmit_rate: u64,
 }
 
 impl Scenario {
@@ -171,6 +175,8 @@ impl Scenario {
             restart_after: None,
             big_every: None,
             forge_every: None,
+            linger: 1_000 * MS,
+            retransmit_rate: 100_000_000,
         }
     }
 }
@@ -191,9 +197,10 @@ fn body(i: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn sender_config(session_id: u32, source: &RingReader, epoch: u64) -> SenderConfig {
+fn sender_config(session_id: u32, source: &RingReader, epoch: u64, s: &Scenario) -> SenderConfig {
     let mut config = SenderConfig::new(session_id, 1, "ticks", source, epoch, 42);
-    config.linger_ns = 50 * MS;
+    config.linger_ns = s.linger;
+    config.retransmit_bytes_per_s = s.retransmit_rate;
     config
 }
 
@@ -203,7 +210,7 @@ fn run(s: &Scenario) -> Outcome {
     let options = RingOptions::default().capacity(s.capacity);
     let mut writer = RingWriter::create(&src, "ticks", &options).unwrap();
     let reader = RingReader::open(&src, "ticks", StartAt::Earliest).unwrap();
-    let mut sender = Sender::new(sender_config(100, &reader, writer.epoch()), reader, 0);
+    let mut sender = Sender::new(sender_config(100, &reader, writer.epoch(), s), reader, 0);
     let mut session = 100u32;
 
     let replica_dirs: Vec<_> = (0..s.receivers)
@@ -249,7 +256,11 @@ fn run(s: &Scenario) -> Outcome {
                 writer = RingWriter::create(&src, "ticks", &options).unwrap();
                 let reader = RingReader::open(&src, "ticks", StartAt::Latest).unwrap();
                 session += 1;
-                sender = Sender::new(sender_config(session, &reader, writer.epoch()), reader, now);
+                sender = Sender::new(
+                    sender_config(session, &reader, writer.epoch(), s),
+                    reader,
+                    now,
+                );
             }
             if let Some((r, from, to)) = s.outage {
                 if written == from {
@@ -298,6 +309,7 @@ fn run(s: &Scenario) -> Outcome {
         }
         for (i, receiver) in receivers.iter_mut().enumerate() {
             let Some(receiver) = receiver else { continue };
+            receiver.handle_timeout(now, &mut sinks[i]);
             while let Some(frame) = receiver.poll_transmit(now) {
                 let frame = frame.to_vec();
                 net.send(now, To::Sender, s.up, &frame, s.receivers + i);
@@ -616,4 +628,30 @@ fn forged_and_truncated_datagrams_are_counted_and_harmless() {
     for c in &outcome.counters {
         assert!(c.malformed > 100 && c.rejected > 100, "{c:?}");
     }
+}
+
+#[test]
+fn a_gap_the_sender_never_repairs_ends_as_an_exact_loss_not_a_stall() {
+    // The receiver is cut off for a stretch that ends just before the sender closes; the
+    // sender lingers only 1 ms with retransmits capped at 1 MB/s: the hole is never
+    // fully repaired. After END and a grace
+    // period the receiver gives up the hole, reports exactly what is missing, and ends.
+    let mut s = Scenario::new(29);
+    s.records = 2_000;
+    s.outage = Some((0, 500, 1_990));
+    s.linger = MS;
+    s.retransmit_rate = 1_000_000;
+    let outcome = run(&s);
+    let c = &outcome.counters[0];
+    assert!(outcome.lost[0] > 0, "{c:?}");
+    assert_eq!(c.lost_records, outcome.lost[0]);
+    assert_eq!(c.records + c.lost_records, s.records + 1, "{c:?}");
+    let (source, _) = contents(outcome.source.path(), StartAt::Earliest);
+    let (replica, replica_lost) = contents(outcome.replicas[0].path(), StartAt::Earliest);
+    assert_eq!(
+        replica_lost, outcome.lost[0],
+        "replica readers see the same loss"
+    );
+    // Everything the replica holds is the source's, at the same positions.
+    assert!(replica.iter().all(|r| source.contains(r)));
 }

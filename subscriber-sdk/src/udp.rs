@@ -411,6 +411,9 @@ impl UdpReceiver {
     /// Sends what the state machines have due and collects their events.
     fn transmit(&mut self, now: u64) -> io::Result<()> {
         for stream in self.streams.values_mut() {
+            if let Some(replica) = &mut stream.replica {
+                stream.receiver.handle_timeout(now, replica);
+            }
             while let Some(frame) = stream.receiver.poll_transmit(now) {
                 if let Some(sender) = self.sender {
                     self.socket.send_to(frame, sender)?;

@@ -57,6 +57,9 @@ pub struct ReceiverConfig {
     pub status_interval_ns: u64,
     /// Seed of the multicast NAK back-off.
     pub seed: u64,
+    /// After END, holes not repaired for this long are given up as lost (ns): the
+    /// sender has stopped answering, and a receiver must not wait forever.
+    pub end_grace_ns: u64,
 }
 
 impl ReceiverConfig {
@@ -71,6 +74,7 @@ impl ReceiverConfig {
             nak_retry_ns: 2_000_000,
             status_interval_ns: 100_000_000,
             seed: receiver_id,
+            end_grace_ns: 1_000_000_000,
         }
     }
 }
@@ -155,8 +159,12 @@ struct Session {
     ahead: BTreeMap<u64, (u64, Vec<u8>)>,
     /// Large records being reassembled: position → assembly.
     fragments: BTreeMap<u64, Assembly>,
-    end: Option<u64>,
+    /// END's final position and sequence.
+    end: Option<(u64, u64)>,
     ended_reported: bool,
+    /// When the frontier last moved, and where it was then.
+    progress_ns: u64,
+    progress_frontier: u64,
 }
 
 #[derive(Debug)]
@@ -232,9 +240,11 @@ impl Receiver {
                     && let Some(session) = &mut self.session
                     && session.session_id == setup.session_id
                 {
-                    // The stream ended, perhaps while we followed an older session.
+                    // The stream ended, perhaps while we followed an older session (its
+                    // final sequence is not in SETUP: keep one END gave, if any).
                     let final_position = setup.body.tail_position.get();
-                    session.end = Some(final_position);
+                    let final_seq = session.end.map_or(0, |(_, seq)| seq);
+                    session.end = Some((final_position, final_seq));
                     session.high_water = session.high_water.max(final_position);
                     self.after_progress(now_ns);
                 }
@@ -303,7 +313,7 @@ impl Receiver {
             Frame::End(end) => {
                 if let Some(session) = &mut self.session {
                     let final_position = end.body.final_position.get();
-                    session.end = Some(final_position);
+                    session.end = Some((final_position, end.body.final_seq.get()));
                     session.high_water = session.high_water.max(final_position);
                 }
             }
@@ -368,6 +378,8 @@ impl Receiver {
                     fragments: BTreeMap::new(),
                     end: None,
                     ended_reported: false,
+                    progress_ns: now_ns,
+                    progress_frontier: frontier,
                 });
                 self.writer.set_session(session_id);
                 self.events.push_back(ReceiverEvent::Joined {
@@ -589,7 +601,7 @@ impl Receiver {
         let Some(session) = &mut self.session else {
             return;
         };
-        if let Some(end) = session.end
+        if let Some((end, _)) = session.end
             && session.frontier >= end
             && !session.ended_reported
         {
@@ -597,6 +609,10 @@ impl Receiver {
             self.events.push_back(ReceiverEvent::Ended {
                 position: session.frontier,
             });
+        }
+        if session.frontier != session.progress_frontier {
+            session.progress_frontier = session.frontier;
+            session.progress_ns = now_ns;
         }
         if let Some((sent_at, frontier_then)) = self.nak_round
             && session.frontier > frontier_then
@@ -719,10 +735,58 @@ impl Receiver {
             // More NAKs of this round are due now.
             return Some(0);
         }
-        Some(match self.nak_at {
+        let mut at = match self.nak_at {
             Some(at) => at.min(self.next_status_ns),
             None => self.next_status_ns,
-        })
+        };
+        if let Some(session) = &self.session
+            && let Some((end, _)) = session.end
+            && session.frontier < end
+        {
+            at = at.min(session.progress_ns + self.config.end_grace_ns);
+        }
+        Some(at)
+    }
+
+    /// Time-driven work that touches the replica: after END, holes the sender has not
+    /// repaired within `end_grace_ns` are given up — each reported as an exact `Lost` (the
+    /// sequence after a hole is that of the next buffered record, or END's final one) —
+    /// so the receiver ends instead of waiting forever. Call it when
+    /// [`Self::poll_timeout`] is due (calling it more often is harmless).
+    pub fn handle_timeout(&mut self, now_ns: u64, sink: &mut impl ReplicaSink) {
+        let Some(session) = &self.session else {
+            return;
+        };
+        let Some((end, final_seq)) = session.end else {
+            return;
+        };
+        if session.frontier >= end
+            || now_ns.saturating_sub(session.progress_ns) < self.config.end_grace_ns
+        {
+            return;
+        }
+        // Each step jumps the frontier to the next buffered frame (or the end); bounded.
+        for _ in 0..=session.ahead.len() {
+            let Some(session) = &self.session else {
+                return;
+            };
+            let frontier = session.frontier;
+            if frontier >= end {
+                break;
+            }
+            let (resume, resume_seq) = session
+                .ahead
+                .iter()
+                .find(|(at, _)| **at > frontier)
+                .map(|(&at, (_, bytes))| {
+                    let seq =
+                        RecordHeader::read_from_prefix(bytes).map_or(final_seq, |(h, _)| h.seq);
+                    (at, seq)
+                })
+                .unwrap_or((end, final_seq));
+            self.handle_unavailable(frontier, resume.min(end), resume_seq, sink);
+        }
+        self.after_progress(now_ns);
     }
 
     /// How long to wait for a NAK's repair before asking again: three smoothed repair

@@ -187,8 +187,10 @@ struct Fragmenting {
     retransmit: bool,
 }
 
-/// END is repeated this many times (the receivers may lose some).
-const END_REPEATS: u8 = 3;
+/// END is repeated this many times, `END_SPACING_NS` apart (receivers may lose some,
+/// and losses come in bursts).
+const END_REPEATS: u8 = 5;
+const END_SPACING_NS: u64 = 10_000_000;
 
 impl<S: StreamSource> Sender<S> {
     /// A sender serving `source` from the start of its current epoch (or the oldest
@@ -224,7 +226,11 @@ impl<S: StreamSource> Sender<S> {
     }
 
     /// Handles a datagram from a receiver (NAK or STATUS); anything else is counted.
+    /// A closed sender ignores everything.
     pub fn handle_datagram(&mut self, now_ns: u64, datagram: &[u8]) {
+        if self.is_closed() {
+            return;
+        }
         let frame = match Frame::parse(datagram) {
             Ok(frame) => frame,
             Err(_) => {
@@ -291,13 +297,24 @@ impl<S: StreamSource> Sender<S> {
         }
     }
 
+    /// When the next END is due: after the linger, then every `END_SPACING_NS`.
+    fn next_end_ns(&self) -> Option<u64> {
+        let since = self.closing_since?;
+        (self.ends_sent < END_REPEATS)
+            .then(|| since + self.config.linger_ns + u64::from(self.ends_sent) * END_SPACING_NS)
+    }
+
     /// True once END has been sent (the driver may drop the sender).
     pub fn is_closed(&self) -> bool {
         self.ends_sent >= END_REPEATS
     }
 
-    /// The next frame to send, if any: the datagram is in the returned slice.
+    /// The next frame to send, if any: the datagram is in the returned slice. Nothing
+    /// once closed (END sent).
     pub fn poll_transmit(&mut self, now_ns: u64) -> Option<&[u8]> {
+        if self.is_closed() {
+            return None;
+        }
         self.refill(now_ns);
         self.recent
             .retain(|_, &mut (at, _)| now_ns.saturating_sub(at) < self.config.nak_coalesce_ns);
@@ -317,9 +334,7 @@ impl<S: StreamSource> Sender<S> {
         } else if self.live() {
             // Also while lingering: everything published before close is sent.
             true
-        } else if self.closing_since.is_some_and(|since| {
-            now_ns.saturating_sub(since) >= self.config.linger_ns && self.ends_sent < END_REPEATS
-        }) {
+        } else if self.next_end_ns().is_some_and(|at| now_ns >= at) {
             self.ends_sent += 1;
             let (_, next_seq) = self.source.tail();
             self.writer.end(self.sent, next_seq);
@@ -348,12 +363,11 @@ impl<S: StreamSource> Sender<S> {
                 .div_ceil(self.config.retransmit_bytes_per_s.max(1));
             at = at.min(self.tokens_at_ns + wait);
         }
-        if let Some(since) = self.closing_since {
-            if self.ends_sent < END_REPEATS {
-                at = at.min(since + self.config.linger_ns);
-            } else {
-                return None;
-            }
+        if self.is_closed() {
+            return None;
+        }
+        if let Some(end_at) = self.next_end_ns() {
+            at = at.min(end_at);
         }
         Some(at)
     }
