@@ -52,6 +52,17 @@ impl Default for UdpSenderOptions {
     }
 }
 
+/// Sends one datagram; false when the socket buffer is full.
+fn send_to(socket: &UdpSocket, destination: SocketAddr, frame: &[u8]) -> io::Result<bool> {
+    match socket.send_to(frame, destination) {
+        Ok(_) => Ok(true),
+        // No receiver yet (unicast): the datagram is lost, NAKs will repair.
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// What one served stream did.
 #[derive(Debug, Clone)]
 pub struct StreamStats {
@@ -169,38 +180,29 @@ impl UdpSender {
         // A frame the socket refused last time goes first: frames are never dropped for a
         // full socket buffer, the sender waits (its ring keeps the writer from waiting).
         if let Some(frame) = self.unsent.take() {
-            if !self.send(&frame)? {
+            if !send_to(&self.socket, self.destination, &frame)? {
                 self.unsent = Some(frame);
                 return Ok(true);
             }
             busy = true;
         }
         let now = self.now_ns();
-        for i in 0..self.senders.len() {
-            while let Some(frame) = self.senders[i].1.poll_transmit(now) {
+        // Disjoint borrows: frames go from the state machine's buffer to the socket
+        // without a copy; only a frame the socket refuses is kept.
+        let (socket, destination, loss) = (&self.socket, self.destination, &mut self.loss);
+        for (_, sender) in &mut self.senders {
+            while let Some(frame) = sender.poll_transmit(now) {
                 busy = true;
-                if self.loss.drop_next(frame.len()) {
+                if loss.drop_next(frame.len()) {
                     continue;
                 }
-                let frame = frame.to_vec();
-                if !self.send(&frame)? {
-                    self.unsent = Some(frame);
+                if !send_to(socket, destination, frame)? {
+                    self.unsent = Some(frame.to_vec());
                     return Ok(true);
                 }
             }
         }
         Ok(busy)
-    }
-
-    /// Sends one datagram; false when the socket buffer is full.
-    fn send(&self, frame: &[u8]) -> io::Result<bool> {
-        match self.socket.send_to(frame, self.destination) {
-            Ok(_) => Ok(true),
-            // No receiver yet (unicast): the datagram is lost, NAKs will repair.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-            Err(e) => Err(e),
-        }
     }
 
     /// Bytes the slowest stream's sender is behind its ring's tail.
