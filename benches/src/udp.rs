@@ -258,8 +258,8 @@ fn pipeline_to(
                 for (i, receiver) in group.iter_mut().enumerate() {
                     receiver.poll(Duration::ZERO)?;
                     let now = now_ns();
-                    if let Some(stats) = receiver.stats().first() {
-                        match (stats.position, stats.high_water, gap_since[i]) {
+                    if let Some((position, high_water)) = receiver.progress().next() {
+                        match (position, high_water, gap_since[i]) {
                             (Some(p), Some(h), None) if h > p => gap_since[i] = Some(now),
                             (Some(p), Some(h), Some(since)) if h <= p => {
                                 let _ = recovery.record((now - since).max(1));

@@ -154,6 +154,18 @@ impl UdpSender {
     /// Handles what arrived (NAKs, STATUS) and sends everything due; returns whether
     /// anything was received or sent. Never blocks.
     pub fn poll(&mut self) -> io::Result<bool> {
+        // Send first: a new record goes out before the receive syscall, which on an idle
+        // socket finds nothing anyway; answers to what arrives go out right after.
+        let mut busy = self.transmit()?;
+        if self.receive()? {
+            busy = true;
+            self.transmit()?;
+        }
+        Ok(busy)
+    }
+
+    /// Handles every datagram waiting on the socket; returns whether there was any.
+    fn receive(&mut self) -> io::Result<bool> {
         let mut busy = false;
         loop {
             match self.socket.recv_from(&mut self.buf) {
@@ -177,6 +189,12 @@ impl UdpSender {
                 Err(e) => return Err(e),
             }
         }
+        Ok(busy)
+    }
+
+    /// Sends everything the senders have due; returns whether anything was.
+    fn transmit(&mut self) -> io::Result<bool> {
+        let mut busy = false;
         // A frame the socket refused last time goes first: frames are never dropped for a
         // full socket buffer, the sender waits (its ring keeps the writer from waiting).
         if let Some(frame) = self.unsent.take() {

@@ -455,6 +455,14 @@ impl UdpReceiver {
             .collect()
     }
 
+    /// Per stream, without allocating: (replica position, high-water mark); a high-water
+    /// mark above the position is a gap being repaired.
+    pub fn progress(&self) -> impl Iterator<Item = (Option<u64>, Option<u64>)> + '_ {
+        self.streams
+            .values()
+            .map(|s| (s.receiver.position(), s.receiver.high_water()))
+    }
+
     /// Datagrams that were not frames.
     pub fn malformed(&self) -> u64 {
         self.malformed
