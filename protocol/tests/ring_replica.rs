@@ -41,6 +41,47 @@ fn contents(shm: &ShmDir, name: &str, start: StartAt) -> (Vec<Seen>, Vec<(u64, u
     }
 }
 
+/// Appends the raw records of one read (starting at `at`) to the replica, each at its
+/// position.
+fn append_records(replica: &mut RingWriter, mut at: u64, raw: &[u8]) {
+    let mut offset = 0;
+    while offset < raw.len() {
+        let header = RecordHeader::read_from_prefix(&raw[offset..]).unwrap().0;
+        let len = align_record(u64::from(header.len)) as usize;
+        replica.append_raw(at, &raw[offset..offset + len]).unwrap();
+        offset += len;
+        at += len as u64;
+    }
+}
+
+/// A source ring, a reader of it, and a replica of the same capacity, in fresh dirs.
+struct Pair {
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    src: ShmDir,
+    dst: ShmDir,
+    writer: RingWriter,
+    source: RingReader,
+    replica: RingWriter,
+}
+
+fn pair() -> Pair {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let src = ShmDir::new(dirs.0.path());
+    let dst = ShmDir::new(dirs.1.path());
+    let options = RingOptions::default().capacity(1 << 16);
+    let writer = RingWriter::create(&src, "ticks", &options).unwrap();
+    let source = RingReader::open(&src, "ticks", StartAt::Earliest).unwrap();
+    let replica = RingWriter::create_replica(&dst, "ticks", &options).unwrap();
+    Pair {
+        _dirs: dirs,
+        src,
+        dst,
+        writer,
+        source,
+        replica,
+    }
+}
+
 /// Copies the source's stream from `from` to its end into the replica; returns where it
 /// stopped. Each raw read is split into records and appended at their positions.
 fn replicate(
@@ -54,15 +95,7 @@ fn replicate(
         buf.clear();
         match source.read_raw(from, max_bytes, &mut buf) {
             RawRead::Records { next_position } => {
-                let mut at = from;
-                let mut offset = 0;
-                while offset < buf.len() {
-                    let header = RecordHeader::read_from_prefix(&buf[offset..]).unwrap().0;
-                    let len = align_record(u64::from(header.len)) as usize;
-                    replica.append_raw(at, &buf[offset..offset + len]).unwrap();
-                    offset += len;
-                    at += len as u64;
-                }
+                append_records(replica, from, &buf);
                 from = next_position;
             }
             RawRead::Skip { next_position } => from = next_position,
@@ -74,14 +107,15 @@ fn replicate(
 
 #[test]
 fn a_replica_holds_the_same_records_at_the_same_positions() {
-    let src_dir = tempfile::tempdir().unwrap();
-    let dst_dir = tempfile::tempdir().unwrap();
-    let src = ShmDir::new(src_dir.path());
-    let dst = ShmDir::new(dst_dir.path());
+    let Pair {
+        _dirs,
+        src,
+        dst,
+        mut writer,
+        mut source,
+        mut replica,
+    } = pair();
     let options = RingOptions::default().capacity(1 << 16);
-    let mut writer = RingWriter::create(&src, "ticks", &options).unwrap();
-    let mut source = RingReader::open(&src, "ticks", StartAt::Earliest).unwrap();
-    let mut replica = RingWriter::create_replica(&dst, "ticks", &options).unwrap();
     let mut from = 0;
     // Wraps the 64 KiB ring a few times (the replica reader follows along).
     let mut replica_reader = RingReader::open(&dst, "ticks", StartAt::Earliest).unwrap();
@@ -142,14 +176,14 @@ fn a_replica_holds_the_same_records_at_the_same_positions() {
 
 #[test]
 fn an_unrecoverable_gap_is_an_exact_loss_for_replica_readers() {
-    let src_dir = tempfile::tempdir().unwrap();
-    let dst_dir = tempfile::tempdir().unwrap();
-    let src = ShmDir::new(src_dir.path());
-    let dst = ShmDir::new(dst_dir.path());
-    let options = RingOptions::default().capacity(1 << 16);
-    let mut writer = RingWriter::create(&src, "ticks", &options).unwrap();
-    let mut source = RingReader::open(&src, "ticks", StartAt::Earliest).unwrap();
-    let mut replica = RingWriter::create_replica(&dst, "ticks", &options).unwrap();
+    let Pair {
+        _dirs,
+        dst,
+        src: _,
+        mut writer,
+        mut source,
+        mut replica,
+    } = pair();
     let mut reader = RingReader::open(&dst, "ticks", StartAt::Earliest).unwrap();
     for i in 0..10u64 {
         writer.append(APP, &body(i, 24)).unwrap();
@@ -190,15 +224,7 @@ fn an_unrecoverable_gap_is_an_exact_loss_for_replica_readers() {
     let RawRead::Records { .. } = source.read_raw(resume_position, 1400, &mut buf) else {
         panic!("records expected at the resume position");
     };
-    let mut at = resume_position;
-    let mut offset = 0;
-    while offset < buf.len() {
-        let header = RecordHeader::read_from_prefix(&buf[offset..]).unwrap().0;
-        let len = align_record(u64::from(header.len)) as usize;
-        replica.append_raw(at, &buf[offset..offset + len]).unwrap();
-        offset += len;
-        at += len as u64;
-    }
+    append_records(&mut replica, resume_position, &buf);
     drain(&mut reader, &mut seqs, &mut lost);
     // Exactly the unrecoverable range is reported lost; the records after it follow.
     assert_eq!(lost, vec![(11, resume_seq)]);
