@@ -1,6 +1,8 @@
 //! `mdbench`: mdi's end-to-end benchmark harness. Every scenario prints
 //! `RESULT scenario=<name> impl=<mdi|peer> ...` lines, with peers measured in the same run.
 
+#[cfg(feature = "aeron")]
+mod aeron;
 mod harness;
 mod iox;
 mod ring;
@@ -64,6 +66,9 @@ enum Command {
         /// Internal: run the multicast scenarios here (inside the namespace made for them).
         #[arg(long, hide = true)]
         inside_netns: bool,
+        /// Only these implementations (floor, mdi, aeron; aeron needs the `aeron` feature).
+        #[arg(long = "impl", value_delimiter = ',', value_name = "NAME")]
+        impls: Vec<String>,
     },
     /// Internal: a benchmark process started by another mdbench.
     #[command(hide = true)]
@@ -94,9 +99,11 @@ fn main() -> Result<()> {
         Command::Udp {
             quick,
             inside_netns,
+            impls,
         } => udp::run(&udp::UdpBench {
             quick,
             inside_netns,
+            impls,
         }),
         Command::Child { args } => ring::child(&args),
     }

@@ -28,6 +28,8 @@ pub struct UdpBench {
     pub quick: bool,
     /// Run only the multicast scenarios, here (inside the namespace the parent made).
     pub inside_netns: bool,
+    /// Only these implementations (floor, mdi, aeron); empty: all.
+    pub impls: Vec<String>,
 }
 
 const SIZE: usize = 64;
@@ -58,26 +60,87 @@ pub fn run(bench: &UdpBench) -> Result<()> {
     println!(
         "# mdbench udp: writer+sender on core 0, receiver+replica reader on core 1, {SIZE}-byte payloads"
     );
-    let floor = raw_floor(latency_records)?;
-    ResultLine::new("udp-latency", "floor")
-        .field("mode", "unicast")
-        .field("size", SIZE)
-        .latency(floor)
-        .print();
-    report_latency(
-        "unicast",
-        pipeline(unicast()?, latency_records, PACE_NS, 0.0)?,
-    );
-    report_throughput("unicast", pipeline(unicast()?, throughput_records, 0, 0.0)?);
-    for loss in [0.01, 0.05] {
-        report_loss(
+    let wants = |name: &str| bench.impls.is_empty() || bench.impls.iter().any(|i| i == name);
+    if wants("floor") {
+        ResultLine::new("udp-latency", "floor")
+            .field("mode", "unicast")
+            .field("size", SIZE)
+            .latency(raw_floor(latency_records)?)
+            .print();
+    }
+    if wants("mdi") {
+        report_latency(
             "unicast",
-            1,
-            loss,
-            pipeline(unicast()?, latency_records, PACE_NS, loss)?,
+            pipeline(unicast()?, latency_records, PACE_NS, 0.0)?,
         );
     }
-    multicast_in_netns(bench.quick)
+    if wants("aeron") {
+        aeron_latency(latency_records)?;
+    }
+    if wants("mdi") {
+        report_throughput("unicast", pipeline(unicast()?, throughput_records, 0, 0.0)?);
+    }
+    if wants("aeron") {
+        aeron_throughput(throughput_records)?;
+    }
+    if wants("mdi") {
+        for loss in [0.01, 0.05] {
+            report_loss(
+                "unicast",
+                1,
+                loss,
+                pipeline(unicast()?, latency_records, PACE_NS, loss)?,
+            );
+        }
+        multicast_in_netns(bench.quick)?;
+    }
+    Ok(())
+}
+
+#[cfg(feature = "aeron")]
+fn aeron_latency(records: u64) -> Result<()> {
+    let outcome = crate::aeron::unicast(records, SIZE, PACE_NS)?;
+    ResultLine::new("udp-latency", "aeron")
+        .field("mode", "unicast")
+        .field("size", SIZE)
+        .latency(outcome.latency())
+        .field("delivered", outcome.delivered)
+        .field("driver", crate::aeron::DRIVER_MODE)
+        .print();
+    Ok(())
+}
+
+#[cfg(feature = "aeron")]
+fn aeron_throughput(records: u64) -> Result<()> {
+    let outcome = crate::aeron::unicast(records, SIZE, 0)?;
+    ResultLine::new("udp-throughput", "aeron")
+        .field("mode", "unicast")
+        .field("size", SIZE)
+        .field(
+            "msgs_per_s",
+            format!(
+                "{:.0}",
+                outcome.delivered as f64 * 1e9 / outcome.elapsed_ns.max(1) as f64
+            ),
+        )
+        .field("delivered", outcome.delivered)
+        .field("driver", crate::aeron::DRIVER_MODE)
+        .print();
+    Ok(())
+}
+
+/// Without the `aeron` feature the peer is not built: say so where its lines would be.
+#[cfg(not(feature = "aeron"))]
+fn aeron_latency(_records: u64) -> Result<()> {
+    println!(
+        "# aeron peer not built: scripts/install-aeron-deps.sh, then build mdbench with --features aeron"
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "aeron"))]
+fn aeron_throughput(_records: u64) -> Result<()> {
+    Ok(())
 }
 
 fn unicast() -> Result<Channel> {

@@ -86,3 +86,36 @@ fn bad_arguments_are_refused_with_a_message() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("invalid value"));
 }
+
+/// The Aeron peer (feature `aeron`, built in CI after scripts/install-aeron-deps.sh): it
+/// runs and reports latency and throughput with every message delivered.
+#[cfg(feature = "aeron")]
+#[test]
+fn udp_aeron_peer_prints_latency_and_throughput() {
+    let output = Command::new(env!("CARGO_BIN_EXE_mdbench"))
+        .args(["udp", "--quick", "--impl", "aeron"])
+        .output()
+        .expect("run mdbench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "mdbench failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for scenario in ["udp-latency", "udp-throughput"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(&format!("scenario={scenario} impl=aeron")))
+            .unwrap_or_else(|| panic!("no aeron {scenario} line:\n{stdout}"));
+        let delivered = fields(line)
+            .into_iter()
+            .find(|(k, _)| *k == "delivered")
+            .and_then(|(_, v)| v.parse::<u64>().ok());
+        let expected = if scenario == "udp-latency" {
+            10_000
+        } else {
+            1_000_000
+        };
+        assert_eq!(delivered, Some(expected), "{line}");
+    }
+}

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use mdi_protocol::ring::{RingReader, ShmDir, StartAt};
 use mdi_protocol::udp::frame::{Frame, MAX_MTU};
 use mdi_protocol::udp::{Channel, ReceiverInfo, Sender, SenderConfig, SenderCounters};
+use mdi_subscriber::udp::batch::SendBatch;
 use mdi_subscriber::udp::{LossGenerator, bind_sender};
 
 /// Setting up a UDP sender failed.
@@ -52,17 +53,6 @@ impl Default for UdpSenderOptions {
     }
 }
 
-/// Sends one datagram; false when the socket buffer is full.
-fn send_to(socket: &UdpSocket, destination: SocketAddr, frame: &[u8]) -> io::Result<bool> {
-    match socket.send_to(frame, destination) {
-        Ok(_) => Ok(true),
-        // No receiver yet (unicast): the datagram is lost, NAKs will repair.
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
 /// What one served stream did.
 #[derive(Debug, Clone)]
 pub struct StreamStats {
@@ -84,8 +74,9 @@ pub struct UdpSender {
     loss: LossGenerator,
     origin: Instant,
     buf: Vec<u8>,
-    /// A frame the socket could not take (buffer full), sent first on the next poll.
-    unsent: Option<Vec<u8>>,
+    /// Frames on their way out (`sendmmsg`); what a full socket buffer refused stays
+    /// here, in order, and goes first on the next poll.
+    out: SendBatch,
 }
 
 impl UdpSender {
@@ -143,7 +134,7 @@ impl UdpSender {
             senders,
             origin,
             buf: vec![0; MAX_MTU],
-            unsent: None,
+            out: SendBatch::new(),
         })
     }
 
@@ -194,31 +185,29 @@ impl UdpSender {
 
     /// Sends everything the senders have due; returns whether anything was.
     fn transmit(&mut self) -> io::Result<bool> {
-        let mut busy = false;
-        // A frame the socket refused last time goes first: frames are never dropped for a
+        // Frames the socket refused last time go first: frames are never dropped for a
         // full socket buffer, the sender waits (its ring keeps the writer from waiting).
-        if let Some(frame) = self.unsent.take() {
-            if !send_to(&self.socket, self.destination, &frame)? {
-                self.unsent = Some(frame);
-                return Ok(true);
-            }
-            busy = true;
+        let (socket, destination) = (&self.socket, self.destination);
+        let mut busy = !self.out.is_empty();
+        if busy && !self.out.flush(socket, destination)? {
+            return Ok(true);
         }
         let now = self.now_ns();
-        // Disjoint borrows: frames go from the state machine's buffer to the socket
-        // without a copy; only a frame the socket refuses is kept.
-        let (socket, destination, loss) = (&self.socket, self.destination, &mut self.loss);
+        let (out, loss) = (&mut self.out, &mut self.loss);
         for (_, sender) in &mut self.senders {
             while let Some(frame) = sender.poll_transmit(now) {
                 busy = true;
                 if loss.drop_next(frame.len()) {
                     continue;
                 }
-                if !send_to(socket, destination, frame)? {
-                    self.unsent = Some(frame.to_vec());
+                out.push(frame);
+                if out.is_full() && !out.flush(socket, destination)? {
                     return Ok(true);
                 }
             }
+        }
+        if !out.is_empty() {
+            out.flush(socket, destination)?;
         }
         Ok(busy)
     }

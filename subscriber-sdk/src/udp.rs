@@ -2,6 +2,8 @@
 //! for tests and demos, and [`UdpReceiver`], which joins a channel and keeps one replica
 //! ring per stream — same names, positions and sequence numbers as the sender's rings.
 
+pub mod batch;
+
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -9,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use mdi_protocol::records::SCHEMA_ID;
 use mdi_protocol::ring::{AppendError, RingOptions, RingWriter, ShmDir, WriterCreateError};
-use mdi_protocol::udp::frame::{Frame, MAX_MTU, decode_stream_name};
+use mdi_protocol::udp::frame::{Frame, decode_stream_name};
 use mdi_protocol::udp::{
     Channel, Receiver, ReceiverConfig, ReceiverCounters, ReceiverEvent, ReplicaSink,
 };
@@ -254,7 +256,8 @@ pub struct UdpReceiver {
     sender: Option<SocketAddr>,
     loss: LossGenerator,
     origin: Instant,
-    buf: Vec<u8>,
+    /// Datagrams of the last receive (`recvmmsg`).
+    batch: batch::RecvBatch,
     events: Vec<StreamEvent>,
     malformed: u64,
     nonblocking: bool,
@@ -280,7 +283,7 @@ impl UdpReceiver {
             streams: HashMap::new(),
             sender: None,
             origin: Instant::now(),
-            buf: vec![0; MAX_MTU],
+            batch: batch::RecvBatch::new(),
             events: Vec::new(),
             malformed: 0,
             nonblocking: false,
@@ -324,30 +327,32 @@ impl UdpReceiver {
                 .set_read_timeout(Some(next))
                 .map_err(|e| sock_err(&self.channel, e))?;
         }
-        let received = match self.socket.recv_from(&mut self.buf) {
-            Ok((len, from)) => Some((len, from)),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                None
-            }
-            Err(e) => return Err(sock_err(&self.channel, e)),
-        };
+        let mut batch = std::mem::take(&mut self.batch);
+        let received = batch
+            .recv(&self.socket, !busy)
+            .map_err(|e| sock_err(&self.channel, e));
         let now = self.now_ns();
-        if let Some((len, from)) = received
-            && !self.loss.drop_next(len)
-        {
-            self.handle(now, len, from)?;
+        let mut handled = Ok(());
+        for i in 0..batch.len() {
+            if let Some((datagram, from)) = batch.get(i)
+                && !self.loss.drop_next(datagram.len())
+            {
+                handled = handled.and(self.handle(now, datagram, from));
+            }
         }
+        self.batch = batch;
+        let received = received?;
+        handled?;
         self.transmit(now).map_err(|e| sock_err(&self.channel, e))?;
-        Ok(received.is_some())
+        Ok(received > 0)
     }
 
-    fn handle(&mut self, now: u64, len: usize, from: SocketAddr) -> Result<(), UdpReceiveError> {
-        let datagram = &self.buf[..len];
+    fn handle(
+        &mut self,
+        now: u64,
+        datagram: &[u8],
+        from: Option<SocketAddr>,
+    ) -> Result<(), UdpReceiveError> {
         let stream_id = match Frame::parse(datagram) {
             Ok(Frame::Setup(setup)) => {
                 let stream_id = setup.stream_id;
@@ -377,7 +382,7 @@ impl UdpReceiver {
                     stream.replica = Some(replica);
                     stream.name = Some(name);
                 }
-                self.sender = Some(from);
+                self.sender = from.or(self.sender);
                 stream_id
             }
             Ok(Frame::Data(f)) => f.stream_id,
@@ -403,7 +408,7 @@ impl UdpReceiver {
                 .handle_datagram(now, datagram, &mut NoReplica),
         }
         if self.sender.is_none() || matches!(Frame::parse(datagram), Ok(Frame::Data(_))) {
-            self.sender = Some(from);
+            self.sender = from.or(self.sender);
         }
         Ok(())
     }
