@@ -62,10 +62,12 @@ pub fn run(bench: &UdpBench) -> Result<()> {
     );
     let wants = |name: &str| bench.impls.is_empty() || bench.impls.iter().any(|i| i == name);
     if wants("floor") {
+        let floor = raw_floor(latency_records)?;
         ResultLine::new("udp-latency", "floor")
             .field("mode", "unicast")
             .field("size", SIZE)
-            .latency(raw_floor(latency_records)?)
+            .latency(floor)
+            .field("delivered", floor.count)
             .print();
     }
     if wants("mdi") {
@@ -459,12 +461,21 @@ fn raw_floor(count: u64) -> Result<Latency> {
     rx.set_nonblocking(true)?;
     let to = rx.local_addr()?;
     let tx = UdpSocket::bind("127.0.0.1:0")?;
+    // Plain UDP has no repair: a datagram the kernel drops (a descheduled receiver, a
+    // full buffer) never comes, so the receiver stops a second after the last send.
+    let sent_all = Arc::new(AtomicBool::new(false));
+    let sender_done = Arc::clone(&sent_all);
     let receiving = std::thread::spawn(move || -> Result<Latency> {
         pin(1);
         let mut hist = histogram();
         let mut buf = [0u8; 1500];
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut deadline = Instant::now() + Duration::from_secs(120);
+        let mut grace_started = false;
         while hist.len() < count {
+            if !grace_started && sent_all.load(Ordering::Acquire) {
+                grace_started = true;
+                deadline = deadline.min(Instant::now() + Duration::from_secs(1));
+            }
             match rx.recv(&mut buf) {
                 Ok(n) if n >= 16 => {
                     let sent = u64::from_le_bytes(buf[8..16].try_into().unwrap_or([0; 8]));
@@ -492,6 +503,7 @@ fn raw_floor(count: u64) -> Result<Latency> {
         buf[8..16].copy_from_slice(&now_ns().to_le_bytes());
         tx.send_to(&buf, to)?;
     }
+    sender_done.store(true, Ordering::Release);
     receiving
         .join()
         .map_err(|_| anyhow!("floor receiver panicked"))?

@@ -188,7 +188,11 @@ struct Outcome {
     replicas: Vec<tempfile::TempDir>,
     counters: Vec<mdi_protocol::udp::ReceiverCounters>,
     sender_retransmit_bytes: u64,
-    recovery_ns: Vec<u64>,
+    /// Holes the receivers filled, releasing the records held back behind them.
+    repairs: u64,
+    /// The longest any record took from its append to the source ring to being
+    /// readable in a replica (virtual ns).
+    max_delay_ns: u64,
 }
 
 fn body(i: u64, len: usize) -> Vec<u8> {
@@ -230,8 +234,10 @@ fn run(s: &Scenario) -> Outcome {
         burst_left: vec![0; 2 * s.receivers + 1],
         outage_until: vec![0; s.receivers],
     };
-    // When each source position was first sent, to measure recovery time.
-    let mut recovery = Vec::new();
+    // (end position, append time) of every record, to measure delivery delays.
+    let mut appended: Vec<(u64, u64)> = Vec::new();
+    let mut repairs = 0u64;
+    let mut max_delay_ns = 0u64;
 
     let mut now = 0u64;
     let mut frames_sent = 0u64;
@@ -248,6 +254,7 @@ fn run(s: &Scenario) -> Outcome {
             writer
                 .append(RecordKind::APPLICATION_FIRST, &body(written, len))
                 .unwrap();
+            appended.push((writer.position(), now.max(next_write)));
             written += 1;
             next_write += s.interval;
             if Some(written) == s.restart_after {
@@ -361,10 +368,22 @@ fn run(s: &Scenario) -> Outcome {
                 To::Sender => sender.handle_datagram(now, &bytes),
                 To::Receiver(i) => {
                     if let Some(receiver) = &mut receivers[i] {
-                        let before = receiver.position();
+                        let before = receiver.position().unwrap_or(0);
                         receiver.handle_datagram(now, &bytes, &mut sinks[i]);
-                        if receiver.counters().buffered > 0 && receiver.position() > before {
-                            recovery.push(now);
+                        let after = receiver.position().unwrap_or(0);
+                        if after > before {
+                            // more delivered than this datagram carried: a hole was filled
+                            // and what waited behind it released
+                            if after - before > bytes.len() as u64 {
+                                repairs += 1;
+                            }
+                            // the oldest record this delivery made readable
+                            let first = appended.partition_point(|&(end, _)| end <= before);
+                            if let Some(&(end, at)) = appended.get(first)
+                                && end <= after
+                            {
+                                max_delay_ns = max_delay_ns.max(now.saturating_sub(at));
+                            }
                         }
                     }
                 }
@@ -381,7 +400,8 @@ fn run(s: &Scenario) -> Outcome {
         replicas: replica_dirs,
         counters,
         sender_retransmit_bytes: sender.counters().retransmit_bytes,
-        recovery_ns: recovery,
+        repairs,
+        max_delay_ns,
     }
 }
 
@@ -501,13 +521,26 @@ fn multicast_three_receivers(seed: u64) {
     s.up = Link::lossy(0.05);
     let outcome = run(&s);
     assert_identical(&outcome);
-    for c in &outcome.counters {
-        assert!(c.duplicates > 0 && c.buffered > 0, "{c:?}");
-    }
-    // Retransmitted bytes stay within a small multiple of what was lost.
+    // The scenario exercised reordering and duplicates (one receiver may see no
+    // duplicate, e.g. when it joined through a lost SETUP and buffered everything).
+    let counters = &outcome.counters;
+    assert!(counters.iter().all(|c| c.buffered > 0), "{counters:?}");
+    assert!(counters.iter().any(|c| c.duplicates > 0), "{counters:?}");
     let total: u64 = outcome.counters.iter().map(|c| c.naks).sum();
     assert!(total > 0);
-    assert!(!outcome.recovery_ns.is_empty());
+    assert!(outcome.repairs > 0);
+    // Loss must not become long tail latency: at 5 % loss with bursts (and 5 % of the
+    // NAKs lost) no record waits more than a few repair rounds. 300 seeds: worst 8.8 ms;
+    // a back-off kept across holes (fixed) gave 82 ms.
+    eprintln!(
+        "seed {seed}: worst delivery delay {} µs",
+        outcome.max_delay_ns / US
+    );
+    assert!(
+        outcome.max_delay_ns <= 20 * MS,
+        "seed {seed}: a record took {} µs to reach a replica",
+        outcome.max_delay_ns / US
+    );
 }
 
 #[test]

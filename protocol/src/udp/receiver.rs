@@ -610,7 +610,8 @@ impl Receiver {
                 position: session.frontier,
             });
         }
-        if session.frontier != session.progress_frontier {
+        let progressed = session.frontier != session.progress_frontier;
+        if progressed {
             session.progress_frontier = session.frontier;
             session.progress_ns = now_ns;
         }
@@ -630,6 +631,14 @@ impl Receiver {
         if !gap {
             self.nak_at = None;
             self.nak_attempt = 0;
+        } else if progressed && self.nak_attempt > 0 {
+            // Repairs are arriving: the sender answers, so the back-off (which is for a
+            // sender that does not) starts over. Under steady loss some hole is nearly
+            // always open; without this reset every new hole would wait out the longest
+            // back-off.
+            self.nak_attempt = 0;
+            let retry = now_ns + self.retry_interval();
+            self.nak_at = Some(self.nak_at.map_or(retry, |at| at.min(retry)));
         } else if self.nak_at.is_none() {
             let delay = if self.config.multicast {
                 self.random_below(self.config.nak_delay_ns.max(1))
@@ -690,7 +699,8 @@ impl Receiver {
             if self.nak_queue.is_empty() {
                 self.nak_at = None;
             } else {
-                let backoff = 1u64 << self.nak_attempt.min(4);
+                // Doubling up to 4x while nothing is repaired (see `after_progress`).
+                let backoff = 1u64 << self.nak_attempt.min(2);
                 self.nak_attempt += 1;
                 self.nak_at = Some(now_ns + self.retry_interval() * backoff);
                 if let Some(session) = &self.session {
