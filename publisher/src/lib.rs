@@ -10,4 +10,5 @@
 
 pub use mdi_protocol;
 
+pub mod kline;
 pub mod udp;
