@@ -11,4 +11,5 @@
 pub use mdi_protocol;
 
 pub mod kline;
+pub mod replay;
 pub mod udp;

@@ -53,7 +53,7 @@ pub use reader::{
     WriterState, WriterStatus,
 };
 #[cfg(not(loom))]
-pub use writer::{RingOptions, RingWriter, WriterCreateError};
+pub use writer::{RingOptions, RingWriter, WriteError, WriterCreateError};
 
 /// Default data-region size: 64 MiB, about a day of a busy symbol's trades and quotes.
 pub const DEFAULT_CAPACITY: u64 = 64 << 20;
