@@ -11,7 +11,7 @@
 
 use std::ffi::CString;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -87,13 +87,11 @@ pub fn unicast(count: u64, size: usize, pace_ns: u64) -> Result<AeronOutcome> {
     let dir = driver.dir().to_string();
     let subscribed = Arc::new(AtomicBool::new(false));
     let warmed = Arc::new(AtomicBool::new(false));
-    let first_sent = Arc::new(AtomicU64::new(0));
 
     let receiving = {
         let dir = dir.clone();
         let subscribed = subscribed.clone();
         let warmed = warmed.clone();
-        let first_sent = first_sent.clone();
         std::thread::spawn(move || -> Result<AeronOutcome> {
             pin(1);
             let aeron = client(&dir)?;
@@ -105,7 +103,8 @@ pub fn unicast(count: u64, size: usize, pace_ns: u64) -> Result<AeronOutcome> {
             subscribed.store(true, Ordering::Release);
             let mut hist = histogram();
             let mut delivered = 0u64;
-            let mut last = 0u64;
+            // elapsed from the first to the last message received, as mdi's pipeline
+            let (mut first, mut last) = (0u64, 0u64);
             let deadline = Instant::now() + DEADLINE;
             while delivered < count {
                 let fragments = subscription
@@ -121,6 +120,9 @@ pub fn unicast(count: u64, size: usize, pace_ns: u64) -> Result<AeronOutcome> {
                                 .and_then(|b| b.try_into().ok())
                                 .map_or(now, u64::from_le_bytes);
                             let _ = hist.record(now.saturating_sub(sent).max(1));
+                            if delivered == 0 {
+                                first = now;
+                            }
                             delivered += 1;
                             last = now;
                         },
@@ -135,11 +137,10 @@ pub fn unicast(count: u64, size: usize, pace_ns: u64) -> Result<AeronOutcome> {
                     std::thread::yield_now();
                 }
             }
-            let start = first_sent.load(Ordering::Acquire);
             Ok(AeronOutcome {
                 latency: hist,
                 delivered,
-                elapsed_ns: last.saturating_sub(start),
+                elapsed_ns: last.saturating_sub(first),
             })
         })
     };
@@ -177,7 +178,6 @@ pub fn unicast(count: u64, size: usize, pace_ns: u64) -> Result<AeronOutcome> {
         }
     }
     let mut next = now_ns();
-    first_sent.store(next, Ordering::Release);
     let deadline = Instant::now() + DEADLINE;
     for i in 0..count {
         if pace_ns > 0 {

@@ -120,10 +120,7 @@ fn aeron_throughput(records: u64) -> Result<()> {
         .field("size", SIZE)
         .field(
             "msgs_per_s",
-            format!(
-                "{:.0}",
-                outcome.delivered as f64 * 1e9 / outcome.elapsed_ns.max(1) as f64
-            ),
+            msgs_per_s(outcome.delivered, outcome.elapsed_ns),
         )
         .field("delivered", outcome.delivered)
         .field("driver", crate::aeron::DRIVER_MODE)
@@ -143,6 +140,11 @@ fn aeron_latency(_records: u64) -> Result<()> {
 #[cfg(not(feature = "aeron"))]
 fn aeron_throughput(_records: u64) -> Result<()> {
     Ok(())
+}
+
+/// Records per second, as a RESULT field.
+fn msgs_per_s(delivered: u64, elapsed_ns: u64) -> String {
+    format!("{:.0}", delivered as f64 * 1e9 / elapsed_ns.max(1) as f64)
 }
 
 fn unicast() -> Result<Channel> {
@@ -191,10 +193,7 @@ fn report_throughput(mode: &str, outcome: Outcome) {
         .field("size", SIZE)
         .field(
             "msgs_per_s",
-            format!(
-                "{:.0}",
-                outcome.delivered as f64 * 1e9 / outcome.elapsed_ns.max(1) as f64
-            ),
+            msgs_per_s(outcome.delivered, outcome.elapsed_ns),
         )
         .field("delivered", outcome.delivered)
         .print();

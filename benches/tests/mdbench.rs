@@ -10,27 +10,33 @@ fn fields(line: &str) -> Vec<(&str, &str)> {
         .collect()
 }
 
-#[test]
-fn ring_scenarios_print_result_lines_for_every_implementation() {
+/// Runs mdbench with `args`; its stdout, after checking it succeeded.
+fn run_mdbench(args: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_mdbench"))
-        .args([
-            "ring",
-            "--sizes",
-            "64",
-            "--readers",
-            "1,2",
-            "--messages",
-            "2000",
-            "20000",
-        ])
+        .args(args)
         .output()
         .expect("run mdbench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "mdbench failed: {}\n{stdout}",
         String::from_utf8_lossy(&output.stderr)
     );
+    stdout
+}
+
+#[test]
+fn ring_scenarios_print_result_lines_for_every_implementation() {
+    let stdout = run_mdbench(&[
+        "ring",
+        "--sizes",
+        "64",
+        "--readers",
+        "1,2",
+        "--messages",
+        "2000",
+        "20000",
+    ]);
     let results: Vec<&str> = stdout
         .lines()
         .filter(|l| l.starts_with("RESULT "))
@@ -92,16 +98,7 @@ fn bad_arguments_are_refused_with_a_message() {
 #[cfg(feature = "aeron")]
 #[test]
 fn udp_aeron_peer_prints_latency_and_throughput() {
-    let output = Command::new(env!("CARGO_BIN_EXE_mdbench"))
-        .args(["udp", "--quick", "--impl", "aeron"])
-        .output()
-        .expect("run mdbench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "mdbench failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = run_mdbench(&["udp", "--quick", "--impl", "aeron"]);
     for scenario in ["udp-latency", "udp-throughput"] {
         let line = stdout
             .lines()

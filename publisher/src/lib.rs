@@ -4,9 +4,10 @@
 //! ITCH 5.0 over MoldUDP64 through sockets or DPDK, capture replay), the normalizer,
 //! order-book builders, the K-line aggregator, ring writers and UDP senders.
 //!
-//! Built so far: [`udp`], serving rings over reliable UDP (`mdpub serve`). The venue
-//! adapters are not built yet; until they land, write rings directly with
-//! [`mdi_protocol::ring::RingWriter`].
+//! Built so far: [`udp`], serving rings over reliable UDP (`mdpub serve`); [`kline`],
+//! Binance-exact K-lines from trades; [`replay`], data.binance.vision aggTrades files
+//! into `ticks` and `klines` rings (library only: `mdpub replay` is not wired yet). The
+//! live venue adapters are not built yet.
 
 pub use mdi_protocol;
 

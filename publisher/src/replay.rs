@@ -261,10 +261,9 @@ impl<'a> AggTradeReplay<'a> {
 /// skipped (the first few are logged with their line numbers).
 pub fn replay_agg_trades(
     input: impl BufRead,
-    replay: AggTradeReplay<'_>,
+    mut replay: AggTradeReplay<'_>,
     mut now_ns: impl FnMut() -> i64,
 ) -> Result<ReplayCounts, ReplayError> {
-    let mut replay = replay;
     let (pe, qe) = (
         replay.instrument.price_exponent,
         replay.instrument.qty_exponent,
@@ -296,8 +295,8 @@ pub fn replay_agg_trades(
         // data.binance.vision files cover whole UTC days: every candle up to the end of
         // the last trade's day is final (quiet ones at the end included)
         Some(ms) => {
-            let day = Interval::parse("1d").map_or(86_400_000, Interval::ms) as i64;
-            replay.finish(ms.div_euclid(day) * day + day, now_ns())
+            const DAY_MS: i64 = 86_400_000;
+            replay.finish(ms.div_euclid(DAY_MS) * DAY_MS + DAY_MS, now_ns())
         }
         None => Ok(replay.counts),
     }

@@ -200,7 +200,14 @@ impl UdpSender {
                 if loss.drop_next(frame.len()) {
                     continue;
                 }
-                out.push(frame);
+                // the batch is flushed whenever full, so only an oversized frame is
+                // refused — the state machines never build one
+                if !out.push(frame) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("a {}-byte frame exceeds the datagram limit", frame.len()),
+                    ));
+                }
                 if out.is_full() && !out.flush(socket, destination)? {
                     return Ok(true);
                 }

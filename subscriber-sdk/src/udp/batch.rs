@@ -198,6 +198,7 @@ impl SendBatch {
 
     /// Queues a copy of `frame` (at most `MAX_MTU` bytes); false when the batch is full
     /// or the frame too long.
+    #[must_use]
     pub fn push(&mut self, frame: &[u8]) -> bool {
         if self.is_full() || frame.len() > MAX_MTU {
             return false;
