@@ -172,6 +172,26 @@ impl Decimal {
         }
     }
 
+    /// The same value with trailing zero decimals dropped while the exponent is below
+    /// `exponent`: exact, never rounds. A quote volume (exponent price + qty) reads as
+    /// the venue writes it: `Decimal::new(63_661_825_100_000_000_000i128, -16)
+    /// .trimmed_to(-8)` is `6366.18251000`, and no digit that is not zero is dropped.
+    ///
+    /// ```
+    /// use mdi_protocol::decimal::Decimal;
+    /// assert_eq!(Decimal::new(63_661_825_100_000_000_000i128, -16).trimmed_to(-8).to_string(), "6366.18251000");
+    /// assert_eq!(Decimal::new(123_456_789i128, -16).trimmed_to(-8).to_string(), "0.0000000123456789");
+    /// assert_eq!(Decimal::new(0, -16).trimmed_to(-8).to_string(), "0.00000000");
+    /// ```
+    #[must_use]
+    pub fn trimmed_to(mut self, exponent: i8) -> Self {
+        while self.exponent < exponent && self.mantissa % 10 == 0 {
+            self.mantissa /= 10;
+            self.exponent += 1;
+        }
+        self
+    }
+
     /// Joins the `hi`/`lo` halves in which the records carry 128-bit sums.
     pub fn from_parts(hi: i64, lo: u64, exponent: i8) -> Self {
         Self::new(join_i128(hi, lo), exponent)

@@ -11,6 +11,7 @@
 //! deterministically.
 
 pub mod decimal;
+pub mod interval;
 pub mod records;
 pub mod ring;
 #[cfg(not(loom))]

@@ -264,6 +264,39 @@ fn incompatible_capacity_is_refused_or_replaced() {
 }
 
 #[test]
+fn a_fresh_ring_supersedes_the_old_one_instead_of_continuing_it() {
+    let (_d, shm) = shm();
+    let mut old = RingWriter::create(&shm, "t", &small()).unwrap();
+    old.append(APP, b"old").unwrap();
+    drop(old);
+    let old_reader = RingReader::open(&shm, "t", StartAt::Earliest).unwrap();
+    // a live writer is never displaced, fresh or not
+    let writer = RingWriter::create(&shm, "t", &small().fresh(true)).unwrap();
+    assert!(matches!(
+        RingWriter::create(&shm, "t", &small().fresh(true)),
+        Err(WriterCreateError::WriterAlive { .. })
+    ));
+    assert_eq!(writer.epoch(), 1);
+    assert_eq!(old_reader.writer_status(0).state, WriterState::Superseded);
+    // the new ring holds its epoch start only, not the old record
+    let mut reader = RingReader::open(&shm, "t", StartAt::Earliest).unwrap();
+    let mut events = Vec::new();
+    reader
+        .poll(8, |e| {
+            events.push(match e {
+                ReadEvent::EpochStarted {
+                    epoch,
+                    previous_epoch,
+                    ..
+                } => (epoch, previous_epoch),
+                other => panic!("unexpected {other:?}"),
+            });
+        })
+        .unwrap();
+    assert_eq!(events, [(1, 0)]);
+}
+
+#[test]
 fn typed_records_roundtrip_through_the_ring() {
     let (_d, shm) = shm();
     let mut writer = RingWriter::create(&shm, "t", &small()).unwrap();

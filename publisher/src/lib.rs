@@ -5,9 +5,9 @@
 //! order-book builders, the K-line aggregator, ring writers and UDP senders.
 //!
 //! Built so far: [`udp`], serving rings over reliable UDP (`mdpub serve`); [`kline`],
-//! Binance-exact K-lines from trades; [`replay`], data.binance.vision aggTrades files
-//! into `ticks` and `klines` rings (library only: `mdpub replay` is not wired yet). The
-//! live venue adapters are not built yet.
+//! Binance-exact K-lines from trades; [`replay`], data.binance.vision aggTrades and
+//! trades files into `ticks` and `klines` rings (`mdpub replay`). The live venue
+//! adapters are not built yet.
 
 pub use mdi_protocol;
 

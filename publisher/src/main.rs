@@ -1,15 +1,19 @@
-//! `mdpub`: mdi's publisher. Built so far: `mdpub serve`, which serves rings in a shm
-//! directory over reliable UDP (the venue adapters come with the publisher issue).
+//! `mdpub`: mdi's publisher. Built so far: `mdpub serve` (rings of a shm directory over
+//! reliable UDP) and `mdpub replay` (Binance history files into rings, served over UDP
+//! while they are written). The live venue adapters come next.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use mdi_protocol::ring::ShmDir;
+use mdi_protocol::ring::{RingOptions, RingWriter, ShmDir};
 use mdi_protocol::udp::Channel;
-use mdi_publisher::udp::{UdpSender, UdpSenderOptions};
+use mdi_publisher::kline::Interval;
+use mdi_publisher::replay::{HistoryFormat, Instrument, TradeReplay, open_input, replay_history};
+use mdi_publisher::udp::{ServeUntil, UdpSender, UdpSenderOptions, serve};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,6 +31,48 @@ enum Command {
     /// Serve rings of a shm directory over reliable UDP (multicast or unicast) until
     /// interrupted; on exit, linger answering NAKs, then send END.
     Serve(Serve),
+    /// Replay a Binance history file (data.binance.vision aggTrades or trades CSV, plain,
+    /// .zip or .zst) into the `ticks` and `klines` rings, through the K-line builder, and
+    /// exit when done.
+    Replay(Replay),
+}
+
+/// Where the rings are and how they are served over UDP (shared by the subcommands).
+#[derive(Debug, clap::Args)]
+struct Serving {
+    /// Shared-memory directory of the rings.
+    #[arg(long, env = "MDI_SHM_DIR", value_name = "DIR", default_value = mdi_protocol::ring::DEFAULT_SHM_DIR)]
+    shm_dir: std::path::PathBuf,
+    /// Channel to serve on, repeatable: udp://GROUP:PORT?iface=ADDR&ttl=N or udp://HOST:PORT.
+    #[arg(long = "udp", value_name = "URI", value_parser = parse_channel)]
+    channels: Vec<Channel>,
+    /// After the end, keep answering NAKs this long before sending END.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    linger_ms: u64,
+    /// Drop this share of sent datagrams (0.0–1.0), for loss-repair tests and demos.
+    #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    debug_drop_rate: f64,
+    /// Seed of the loss generator.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    debug_seed: u64,
+}
+
+impl Serving {
+    fn senders(&self, streams: &[String]) -> Result<Vec<UdpSender>> {
+        let options = UdpSenderOptions {
+            linger: Duration::from_millis(self.linger_ms),
+            debug_drop_rate: self.debug_drop_rate,
+            debug_seed: self.debug_seed,
+        };
+        let shm = ShmDir::new(&self.shm_dir);
+        self.channels
+            .iter()
+            .map(|channel| {
+                UdpSender::new(*channel, &shm, streams, &options)
+                    .with_context(|| format!("serving on {channel}"))
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -34,15 +80,8 @@ struct Serve {
     /// Streams to serve (ring names); default: every ring in the shm directory.
     #[arg(value_name = "STREAM")]
     streams: Vec<String>,
-    /// Shared-memory directory of the rings.
-    #[arg(long, env = "MDI_SHM_DIR", value_name = "DIR", default_value = mdi_protocol::ring::DEFAULT_SHM_DIR)]
-    shm_dir: std::path::PathBuf,
-    /// Channel to serve on, repeatable: udp://GROUP:PORT?iface=ADDR&ttl=N or udp://HOST:PORT.
-    #[arg(long = "udp", value_name = "URI", required = true, value_parser = parse_channel)]
-    channels: Vec<Channel>,
-    /// After the end, keep answering NAKs this long before sending END.
-    #[arg(long, value_name = "MS", default_value_t = 1000)]
-    linger_ms: u64,
+    #[command(flatten)]
+    serving: Serving,
     /// Exit (with linger and END) once every served ring's writer has exited and all its
     /// records are sent.
     #[arg(long)]
@@ -50,12 +89,79 @@ struct Serve {
     /// Exit (with linger and END) after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     duration: Option<f64>,
-    /// Drop this share of sent datagrams (0.0–1.0), for loss-repair tests and demos.
-    #[arg(long, value_name = "RATE", default_value_t = 0.0)]
-    debug_drop_rate: f64,
-    /// Seed of the loss generator.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    debug_seed: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct Replay {
+    /// The file: BTCUSDT-aggTrades-2024-01-01.csv (or .zip, .zst), a trades file, ...
+    #[arg(long, value_name = "FILE")]
+    input: PathBuf,
+    /// What the file holds; auto tells it from the file name or a header row.
+    #[arg(long, value_enum, default_value_t = InputFormat::Auto)]
+    format: InputFormat,
+    /// The instrument's symbol; default: the file name up to its first '-'.
+    #[arg(long, value_name = "SYMBOL")]
+    symbol: Option<String>,
+    /// Price exponent (default: Binance's 8-decimal strings).
+    #[arg(long, value_name = "N", default_value_t = -8, allow_negative_numbers = true)]
+    price_exponent: i8,
+    /// Quantity exponent.
+    #[arg(long, value_name = "N", default_value_t = -8, allow_negative_numbers = true)]
+    qty_exponent: i8,
+    /// K-line intervals, comma-separated (Binance names).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "1s,1m,5m,15m,1h,1d", value_parser = parse_interval)]
+    intervals: Vec<Interval>,
+    /// Pace: max (as fast as possible), 1x (real time), Nx (N times real time).
+    #[arg(long, value_name = "SPEED", default_value = "max", value_parser = parse_speed)]
+    speed: Speed,
+    /// Capacity of each ring in bytes (a power of two; memory is used as it fills).
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
+    capacity: u64,
+    /// Continue existing rings in a new epoch instead of starting them afresh.
+    #[arg(long)]
+    append: bool,
+    #[command(flatten)]
+    serving: Serving,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum InputFormat {
+    /// From the file name (`-aggTrades-`, `-trades-`) or a header row.
+    Auto,
+    /// data.binance.vision aggTrades.
+    AggTrades,
+    /// data.binance.vision trades.
+    Trades,
+}
+
+/// How fast a replay runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Speed {
+    Max,
+    Times(f64),
+}
+
+fn parse_speed(text: &str) -> Result<Speed, String> {
+    if text == "max" {
+        return Ok(Speed::Max);
+    }
+    match text.strip_suffix('x').map(str::parse::<f64>) {
+        Some(Ok(n)) if n > 0.0 && n.is_finite() => Ok(Speed::Times(n)),
+        _ => Err(format!(
+            "{text:?} is not a speed: use max, 1x, or another multiple such as 10x or 0.5x"
+        )),
+    }
+}
+
+fn parse_interval(text: &str) -> Result<Interval, String> {
+    Interval::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
+        _ => Err(format!("{text:?} is not a rate between 0 and 1")),
+    }
 }
 
 fn parse_channel(uri: &str) -> Result<Channel, String> {
@@ -69,7 +175,8 @@ fn main() {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(serve) => run_serve(&serve),
+        Command::Serve(args) => run_serve(&args),
+        Command::Replay(args) => run_replay(&args),
     };
     if let Err(error) = result {
         eprintln!("mdpub: {error:#}");
@@ -77,87 +184,61 @@ fn main() {
     }
 }
 
-fn run_serve(args: &Serve) -> Result<()> {
-    if !(0.0..=1.0).contains(&args.debug_drop_rate) {
-        bail!("--debug-drop-rate must be between 0 and 1");
+fn interrupt_flag() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("installing signal handlers")?;
     }
-    let shm = ShmDir::new(&args.shm_dir);
+    Ok(stop)
+}
+
+fn run_serve(args: &Serve) -> Result<()> {
+    if args.serving.channels.is_empty() {
+        bail!("nothing to serve on: give at least one --udp URI");
+    }
+    let shm = ShmDir::new(&args.serving.shm_dir);
     let streams = if args.streams.is_empty() {
         shm.streams()
-            .with_context(|| format!("listing rings in {}", args.shm_dir.display()))?
+            .with_context(|| format!("listing rings in {}", shm.path().display()))?
     } else {
         args.streams.clone()
     };
     if streams.is_empty() {
         bail!(
             "no rings to serve in {} (is the publisher writing there?)",
-            args.shm_dir.display()
+            shm.path().display()
         );
     }
-    let options = UdpSenderOptions {
-        linger: Duration::from_millis(args.linger_ms),
-        debug_drop_rate: args.debug_drop_rate,
-        debug_seed: args.debug_seed,
-    };
-    let mut senders = args
-        .channels
-        .iter()
-        .map(|channel| {
-            UdpSender::new(*channel, &shm, &streams, &options)
-                .with_context(|| format!("serving on {channel}"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("installing signal handlers")?;
-    }
+    let mut senders = args.serving.senders(&streams)?;
+    let stop = interrupt_flag()?;
     eprintln!(
         "mdpub: serving {} on {}",
         streams.join(", "),
-        args.channels
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
+        channel_list(&senders)
     );
-    let started = Instant::now();
-    let mut closing = false;
-    let mut last_check = Instant::now();
-    loop {
-        let mut busy = false;
-        for sender in &mut senders {
-            busy |= sender
-                .poll()
-                .with_context(|| format!("serving on {}", sender.channel()))?;
-        }
-        if !closing {
-            let expired = args
-                .duration
-                .is_some_and(|d| started.elapsed().as_secs_f64() >= d);
-            let writers_gone =
-                args.until_writers_exit && last_check.elapsed() >= Duration::from_millis(20) && {
-                    last_check = Instant::now();
-                    !senders.iter_mut().any(UdpSender::has_work)
-                };
-            if stop.load(Ordering::Relaxed) || expired || writers_gone {
-                closing = true;
-                senders.iter_mut().for_each(UdpSender::close);
-            }
-        } else if senders.iter().all(UdpSender::is_closed) {
-            break;
-        }
-        if !busy {
-            let wait = senders
-                .iter()
-                .map(UdpSender::next_timeout)
-                .min()
-                .unwrap_or(Duration::from_millis(1))
-                .min(Duration::from_micros(100));
-            std::thread::sleep(wait);
-        }
-    }
-    for sender in &senders {
+    serve(
+        &mut senders,
+        &stop,
+        ServeUntil {
+            duration: args.duration.map(Duration::from_secs_f64),
+            writers_exit: args.until_writers_exit,
+        },
+    )?;
+    report_senders(&senders);
+    Ok(())
+}
+
+fn channel_list(senders: &[UdpSender]) -> String {
+    senders
+        .iter()
+        .map(|s| s.channel().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn report_senders(senders: &[UdpSender]) {
+    for sender in senders {
         for mdi_publisher::udp::StreamStats {
             stream,
             counters,
@@ -178,6 +259,137 @@ fn run_serve(args: &Serve) -> Result<()> {
             );
         }
     }
+}
+
+fn wall_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+fn run_replay(args: &Replay) -> Result<()> {
+    let file_name = args
+        .input
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let format = match args.format {
+        InputFormat::AggTrades => HistoryFormat::AggTrades,
+        InputFormat::Trades => HistoryFormat::Trades,
+        InputFormat::Auto => match HistoryFormat::from_file_name(file_name) {
+            Some(format) => format,
+            None => {
+                let mut first = String::new();
+                open_input(&args.input)
+                    .with_context(|| format!("opening {}", args.input.display()))?
+                    .read_line(&mut first)
+                    .with_context(|| format!("reading {}", args.input.display()))?;
+                HistoryFormat::from_header(&first).with_context(|| {
+                    format!(
+                        "cannot tell what {} holds from its name or first line: give --format agg-trades or --format trades",
+                        args.input.display()
+                    )
+                })?
+            }
+        },
+    };
+    let symbol = match &args.symbol {
+        Some(symbol) => symbol.clone(),
+        None => match file_name.split_once('-') {
+            Some((symbol, _)) if !symbol.is_empty() => symbol.to_owned(),
+            _ => bail!("cannot tell the symbol from the file name {file_name:?}: give --symbol"),
+        },
+    };
+    let input =
+        open_input(&args.input).with_context(|| format!("opening {}", args.input.display()))?;
+    let shm = ShmDir::new(&args.serving.shm_dir);
+    let options = RingOptions::default()
+        .capacity(args.capacity)
+        .fresh(!args.append)
+        .prefault(false)
+        .now_ns(wall_ns());
+    let mut ticks = RingWriter::create(&shm, "ticks", &options).context("creating ring ticks")?;
+    let mut klines =
+        RingWriter::create(&shm, "klines", &options).context("creating ring klines")?;
+    let mut senders = args
+        .serving
+        .senders(&["ticks".to_owned(), "klines".to_owned()])?;
+    let stop = interrupt_flag()?;
+    let instrument = Instrument {
+        id: 1,
+        symbol,
+        price_exponent: args.price_exponent,
+        qty_exponent: args.qty_exponent,
+    };
+    eprintln!(
+        "mdpub: replaying {} ({} {format:?}) into {}{}",
+        args.input.display(),
+        instrument.symbol,
+        shm.path().display(),
+        if senders.is_empty() {
+            String::new()
+        } else {
+            format!(", serving on {}", channel_list(&senders))
+        }
+    );
+    let started = Instant::now();
+    let speed = args.speed;
+    let replay = || -> Result<_> {
+        let replay = TradeReplay::new(instrument, &args.intervals, &mut ticks, &mut klines)?;
+        let mut origin = None;
+        let counts = replay_history(input, format, replay, |exchange_ns| {
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            if let Speed::Times(factor) = speed {
+                let (wall, exchange) = *origin.get_or_insert((Instant::now(), exchange_ns));
+                let due =
+                    Duration::from_secs_f64((exchange_ns - exchange).max(0) as f64 / 1e9 / factor);
+                let elapsed = wall.elapsed();
+                if due > elapsed {
+                    std::thread::sleep(due - elapsed);
+                }
+            }
+            Some(wall_ns())
+        })?;
+        // closing the rings tells readers (and the senders) the writer is done
+        drop((ticks, klines));
+        Ok(counts)
+    };
+    let counts = if senders.is_empty() {
+        replay()?
+    } else {
+        std::thread::scope(|scope| {
+            let replaying = scope.spawn(replay);
+            let served = serve(
+                &mut senders,
+                &stop,
+                ServeUntil {
+                    duration: None,
+                    writers_exit: true,
+                },
+            );
+            let counts = replaying
+                .join()
+                .map_err(|_| anyhow::anyhow!("the replay thread panicked"))?;
+            served?;
+            counts
+        })?
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "mdpub: {} trades, {} klines, {} malformed rows skipped in {seconds:.2} s ({:.0} trades/s){}",
+        counts.trades,
+        counts.klines,
+        counts.malformed,
+        counts.trades as f64 / seconds.max(1e-9),
+        if counts.interrupted {
+            " — interrupted: open candles left open"
+        } else {
+            ""
+        }
+    );
+    report_senders(&senders);
     Ok(())
 }
 

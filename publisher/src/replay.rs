@@ -1,12 +1,15 @@
-//! Replaying Binance history files (data.binance.vision aggTrades CSV) through the
-//! normal path: trades → `ticks` ring, K-lines → `klines` ring.
+//! Replaying Binance history files (data.binance.vision aggTrades and trades CSV)
+//! through the normal path: trades → `ticks` ring, K-lines → `klines` ring.
 //!
-//! Format (no header row): `aggId,price,qty,firstId,lastId,timestamp,isBuyerMaker,
-//! isBestMatch`; timestamps are milliseconds, or microseconds in spot files from 2025
-//! on (told apart by magnitude). Prices and quantities are exact decimals at Binance's
-//! 8-decimal fallback exponents unless the caller gives the instrument's own.
+//! Formats ([`HistoryFormat`]; spot files have no header row, futures files do):
+//! `aggId,price,qty,firstId,lastId,timestamp,isBuyerMaker[,isBestMatch]` and
+//! `id,price,qty,quoteQty,time,isBuyerMaker[,isBestMatch]`. Timestamps are
+//! milliseconds, or microseconds in spot files from 2025 on (told apart by magnitude).
+//! Prices and quantities are exact decimals at Binance's 8-decimal fallback exponents
+//! unless the caller gives the instrument's own.
 
-use std::io::BufRead;
+use std::io::{BufRead, Read};
+use std::path::Path;
 
 use mdi_protocol::decimal::parse_i64;
 use mdi_protocol::records::{InstrumentDefinition, Kline, Side, Trade};
@@ -17,7 +20,7 @@ use crate::kline::{Candle, Interval, KlineBuilder, TradeTick};
 /// A line of an aggTrades file that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    /// The line is not an aggTrades row.
+    /// The line is not a row of the file's format.
     #[error("line {line}: {reason}")]
     BadLine {
         /// 1-based line number.
@@ -33,18 +36,51 @@ pub enum ReplayError {
     Ring(#[from] WriteError),
 }
 
-/// One aggTrades row.
+/// Which data.binance.vision file a history is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AggTradeRow {
-    /// Aggregate trade id.
-    pub agg_id: u64,
+pub enum HistoryFormat {
+    /// `aggId,price,qty,firstId,lastId,timestamp,isBuyerMaker[,isBestMatch]`.
+    AggTrades,
+    /// `id,price,qty,quoteQty,time,isBuyerMaker[,isBestMatch]`.
+    Trades,
+}
+
+impl HistoryFormat {
+    /// Tells the format from a file name as data.binance.vision names its files
+    /// (`BTCUSDT-aggTrades-2024-01-01.csv`, `BTCUSDT-trades-2024-01.zip`).
+    pub fn from_file_name(name: &str) -> Option<Self> {
+        if name.contains("-aggTrades-") {
+            Some(Self::AggTrades)
+        } else if name.contains("-trades-") {
+            Some(Self::Trades)
+        } else {
+            None
+        }
+    }
+
+    /// Tells the format from a header row (futures files have one), if it is one.
+    pub fn from_header(line: &str) -> Option<Self> {
+        let first = line.split(',').next()?.trim();
+        match first {
+            "agg_trade_id" | "aggId" | "a" => Some(Self::AggTrades),
+            "id" | "trade_id" => Some(Self::Trades),
+            _ => None,
+        }
+    }
+}
+
+/// One trade of a history file (an aggregate trade or a raw one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryTrade {
+    /// Aggregate trade id, or the raw trade id.
+    pub id: u64,
     /// Price mantissa.
     pub price: i64,
     /// Quantity mantissa.
     pub qty: i64,
-    /// First raw trade id.
+    /// First raw trade id (= `id` for a raw trade).
     pub first_id: i64,
-    /// Last raw trade id.
+    /// Last raw trade id (= `id` for a raw trade).
     pub last_id: i64,
     /// Trade time in ms.
     pub time_ms: i64,
@@ -52,52 +88,67 @@ pub struct AggTradeRow {
     pub time_ns: i64,
     /// The buyer was the maker (the taker sold).
     pub buyer_is_maker: bool,
+    /// An aggregate trade (aggTrades file).
+    pub aggregate: bool,
 }
 
-/// Parses one aggTrades row at the given exponents; a header row or blank line is
-/// `Ok(None)`.
-pub fn parse_agg_trade(
+/// Parses one row at the given exponents; a header row or blank line is `Ok(None)`.
+pub fn parse_history_row(
+    format: HistoryFormat,
     text: &str,
     price_exponent: i8,
     qty_exponent: i8,
-) -> Result<Option<AggTradeRow>, String> {
+) -> Result<Option<HistoryTrade>, String> {
     let text = text.trim();
     if text.is_empty() || text.starts_with(|c: char| c.is_ascii_alphabetic()) {
         return Ok(None);
     }
-    let fields: Vec<&str> = text.split(',').collect();
-    if fields.len() < 7 {
-        return Err(format!("{} fields, expected 7 or 8", fields.len()));
+    let fields: Vec<&str> = text.split(',').map(str::trim).collect();
+    // (time, isBuyerMaker) columns and the fewest fields a row has
+    let (time_at, maker_at, min_fields) = match format {
+        HistoryFormat::AggTrades => (5, 6, 7),
+        HistoryFormat::Trades => (4, 5, 6),
+    };
+    if fields.len() < min_fields || fields.len() > min_fields + 1 {
+        return Err(format!(
+            "{} fields, expected {min_fields} or {}",
+            fields.len(),
+            min_fields + 1
+        ));
     }
     let int = |i: usize, what: &str| {
         fields[i]
-            .trim()
             .parse::<i64>()
             .map_err(|e| format!("{what} {:?}: {e}", fields[i]))
     };
-    let flag = |i: usize, what: &str| match fields[i].trim() {
-        "true" | "True" | "TRUE" => Ok(true),
-        "false" | "False" | "FALSE" => Ok(false),
-        other => Err(format!("{what} {other:?} is not true/false")),
+    let id = int(0, "id")?;
+    let (first_id, last_id) = match format {
+        HistoryFormat::AggTrades => (int(3, "firstId")?, int(4, "lastId")?),
+        HistoryFormat::Trades => (id, id),
     };
-    let stamp = int(5, "timestamp")?;
+    let buyer_is_maker = match fields[maker_at] {
+        "true" | "True" | "TRUE" => true,
+        "false" | "False" | "FALSE" => false,
+        other => return Err(format!("isBuyerMaker {other:?} is not true/false")),
+    };
+    let stamp = int(time_at, "time")?;
     // microseconds from 2025 on: anything past year 5000 in ms is µs
     let (time_ms, time_ns) = if stamp > 100_000_000_000_000 {
         (stamp.div_euclid(1_000), stamp.saturating_mul(1_000))
     } else {
         (stamp, stamp.saturating_mul(1_000_000))
     };
-    Ok(Some(AggTradeRow {
-        agg_id: int(0, "aggId")?.unsigned_abs(),
-        price: parse_i64(fields[1].trim(), price_exponent)
+    Ok(Some(HistoryTrade {
+        id: id.unsigned_abs(),
+        price: parse_i64(fields[1], price_exponent)
             .map_err(|e| format!("price {:?}: {e}", fields[1]))?,
-        qty: parse_i64(fields[2].trim(), qty_exponent)
-            .map_err(|e| format!("qty {:?}: {e}", fields[2]))?,
-        first_id: int(3, "firstId")?,
-        last_id: int(4, "lastId")?,
+        qty: parse_i64(fields[2], qty_exponent).map_err(|e| format!("qty {:?}: {e}", fields[2]))?,
+        first_id,
+        last_id,
         time_ms,
         time_ns,
-        buyer_is_maker: flag(6, "isBuyerMaker")?,
+        buyer_is_maker,
+        aggregate: format == HistoryFormat::AggTrades,
     }))
 }
 
@@ -123,11 +174,13 @@ pub struct ReplayCounts {
     pub klines: u64,
     /// Rows skipped as malformed (counted, never fatal).
     pub malformed: u64,
+    /// Stopped early (the open candles were left open).
+    pub interrupted: bool,
 }
 
-/// Feeds aggTrades rows to a `ticks` and a `klines` ring.
+/// Feeds history trades to a `ticks` and a `klines` ring.
 #[derive(Debug)]
-pub struct AggTradeReplay<'a> {
+pub struct TradeReplay<'a> {
     instrument: Instrument,
     ticks: &'a mut RingWriter,
     klines: &'a mut RingWriter,
@@ -135,7 +188,7 @@ pub struct AggTradeReplay<'a> {
     counts: ReplayCounts,
 }
 
-impl<'a> AggTradeReplay<'a> {
+impl<'a> TradeReplay<'a> {
     /// Starts a replay: writes the instrument definition to both rings.
     pub fn new(
         instrument: Instrument,
@@ -162,23 +215,23 @@ impl<'a> AggTradeReplay<'a> {
         })
     }
 
-    /// Replays one row: a Trade record, then the candles it closes.
-    pub fn on_row(&mut self, row: &AggTradeRow, now_ns: i64) -> Result<(), ReplayError> {
+    /// Replays one trade: a Trade record, then the candles it closes.
+    pub fn on_trade(&mut self, row: &HistoryTrade, now_ns: i64) -> Result<(), ReplayError> {
         let i = &self.instrument;
         let trade = Trade {
             instrument_id: i.id,
             price_exponent: i.price_exponent,
             qty_exponent: i.qty_exponent,
-            venue_seq: row.agg_id,
+            venue_seq: row.id,
             ts_exchange_ns: row.time_ns,
             ts_receive_ns: now_ns,
             ts_publish_ns: now_ns,
             price: row.price,
             qty: row.qty,
-            trade_id: row.agg_id,
+            trade_id: row.id,
             first_trade_id: row.first_id.unsigned_abs(),
             last_trade_id: row.last_id.unsigned_abs(),
-            is_aggregate: true,
+            is_aggregate: row.aggregate,
             aggressor: if row.buyer_is_maker {
                 Side::Sell
             } else {
@@ -257,24 +310,32 @@ impl<'a> AggTradeReplay<'a> {
     }
 }
 
-/// Replays every row of `input` as fast as possible; malformed rows are counted and
-/// skipped (the first few are logged with their line numbers).
-pub fn replay_agg_trades(
+/// Replays every row of `input`; malformed rows are counted and skipped (the first few
+/// are logged with their line numbers). `pace` is called with each trade's exchange time
+/// (ns) before it is written — it may sleep to replay in real time — and returns the
+/// receive time to stamp, or `None` to stop early (an interrupt: the open candles are
+/// then left open).
+pub fn replay_history(
     input: impl BufRead,
-    mut replay: AggTradeReplay<'_>,
-    mut now_ns: impl FnMut() -> i64,
+    format: HistoryFormat,
+    mut replay: TradeReplay<'_>,
+    mut pace: impl FnMut(i64) -> Option<i64>,
 ) -> Result<ReplayCounts, ReplayError> {
     let (pe, qe) = (
         replay.instrument.price_exponent,
         replay.instrument.qty_exponent,
     );
-    let mut last_ms = None;
+    let mut last = None;
     for (n, line) in input.lines().enumerate() {
         let line = line?;
-        match parse_agg_trade(&line, pe, qe) {
+        match parse_history_row(format, &line, pe, qe) {
             Ok(Some(row)) => {
-                replay.on_row(&row, now_ns())?;
-                last_ms = Some(row.time_ms);
+                let Some(now) = pace(row.time_ns) else {
+                    replay.counts.interrupted = true;
+                    return Ok(replay.counts);
+                };
+                replay.on_trade(&row, now)?;
+                last = Some((row.time_ms, now));
             }
             Ok(None) => {}
             Err(reason) => {
@@ -291,13 +352,61 @@ pub fn replay_agg_trades(
             }
         }
     }
-    match last_ms {
+    match last {
         // data.binance.vision files cover whole UTC days: every candle up to the end of
         // the last trade's day is final (quiet ones at the end included)
-        Some(ms) => {
+        Some((ms, now)) => {
             const DAY_MS: i64 = 86_400_000;
-            replay.finish(ms.div_euclid(DAY_MS) * DAY_MS + DAY_MS, now_ns())
+            replay.finish(ms.div_euclid(DAY_MS) * DAY_MS + DAY_MS, now)
         }
         None => Ok(replay.counts),
+    }
+}
+
+/// Opens a history or capture file for reading: plain, zstd-compressed (`.zst`), or a
+/// data.binance.vision `.zip` (its first `.csv` member).
+pub fn open_input(path: &Path) -> std::io::Result<Box<dyn BufRead + Send>> {
+    use std::io::BufReader;
+    let file = std::fs::File::open(path)?;
+    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    Ok(match extension {
+        "zst" => Box::new(BufReader::with_capacity(1 << 16, zstd::Decoder::new(file)?)),
+        "zip" => Box::new(BufReader::with_capacity(1 << 16, open_zip_csv(path, file)?)),
+        _ => Box::new(BufReader::with_capacity(1 << 16, file)),
+    })
+}
+
+/// The first `.csv` member of a zip archive as a streaming reader (a month of trades
+/// unpacks to gigabytes: never into memory).
+fn open_zip_csv(path: &Path, file: std::fs::File) -> std::io::Result<Box<dyn Read + Send>> {
+    use std::io::{Seek, SeekFrom};
+    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let mut archive = zip::ZipArchive::new(file).map_err(|e| invalid(e.to_string()))?;
+    let index = (0..archive.len())
+        .find(|&i| {
+            archive
+                .name_for_index(i)
+                .is_some_and(|n| n.ends_with(".csv"))
+        })
+        .ok_or_else(|| invalid("the zip archive holds no .csv file".into()))?;
+    let member = archive
+        .by_index_raw(index)
+        .map_err(|e| invalid(e.to_string()))?;
+    let (method, start, len) = (
+        member.compression(),
+        member.data_start(),
+        member.compressed_size(),
+    );
+    drop(member);
+    // a second handle positioned at the member's data owns its own offset
+    let mut data = std::fs::File::open(path)?;
+    data.seek(SeekFrom::Start(start))?;
+    let data = data.take(len);
+    match method {
+        zip::CompressionMethod::Stored => Ok(Box::new(data)),
+        zip::CompressionMethod::Deflated => Ok(Box::new(flate2::read::DeflateDecoder::new(data))),
+        other => Err(invalid(format!(
+            "zip member compressed with {other}, only stored and deflated are read"
+        ))),
     }
 }

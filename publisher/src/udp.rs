@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mdi_protocol::ring::{RingReader, ShmDir, StartAt};
@@ -290,5 +291,59 @@ impl UdpSender {
     /// Datagrams dropped by the loss generator.
     pub fn debug_dropped(&self) -> u64 {
         self.loss.dropped()
+    }
+}
+
+/// When [`serve`] stops taking new records (and starts lingering). An interrupt always
+/// stops it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServeUntil {
+    /// After this long.
+    pub duration: Option<Duration>,
+    /// Once every served ring's writer has exited and all its records are sent.
+    pub writers_exit: bool,
+}
+
+/// Drives `senders` until `stop` is set or `until` says so, then closes them: they
+/// linger answering NAKs and send END; returns when every one has ended.
+pub fn serve(
+    senders: &mut [UdpSender],
+    stop: &AtomicBool,
+    until: ServeUntil,
+) -> Result<(), UdpServeError> {
+    let started = Instant::now();
+    let mut closing = false;
+    let mut last_check = Instant::now();
+    loop {
+        let mut busy = false;
+        for sender in senders.iter_mut() {
+            busy |= sender.poll().map_err(|source| UdpServeError::Socket {
+                channel: sender.channel().to_string(),
+                source,
+            })?;
+        }
+        if !closing {
+            let expired = until.duration.is_some_and(|d| started.elapsed() >= d);
+            let writers_gone =
+                until.writers_exit && last_check.elapsed() >= Duration::from_millis(20) && {
+                    last_check = Instant::now();
+                    !senders.iter_mut().any(UdpSender::has_work)
+                };
+            if stop.load(Ordering::Relaxed) || expired || writers_gone {
+                closing = true;
+                senders.iter_mut().for_each(UdpSender::close);
+            }
+        } else if senders.iter().all(UdpSender::is_closed) {
+            return Ok(());
+        }
+        if !busy {
+            let wait = senders
+                .iter()
+                .map(UdpSender::next_timeout)
+                .min()
+                .unwrap_or(Duration::from_millis(1))
+                .min(Duration::from_micros(100));
+            std::thread::sleep(wait);
+        }
     }
 }

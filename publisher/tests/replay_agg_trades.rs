@@ -4,7 +4,7 @@
 use mdi_protocol::records::{Kline, RecordKind, Trade, decode};
 use mdi_protocol::ring::{ReadEvent, RingOptions, RingReader, RingWriter, ShmDir, StartAt};
 use mdi_publisher::kline::Interval;
-use mdi_publisher::replay::{AggTradeReplay, Instrument, replay_agg_trades};
+use mdi_publisher::replay::{HistoryFormat, Instrument, TradeReplay, replay_history};
 
 fn records(dir: &ShmDir, name: &str, kind: RecordKind) -> Vec<Vec<u8>> {
     let mut reader = RingReader::open(dir, name, StartAt::Earliest).expect("open");
@@ -39,7 +39,7 @@ fn agg_trades_become_trades_and_binance_klines() {
 102,not-a-price,1,1003,1003,1704067221000,false,true
 103,41999.50000000,1.00000000,1003,1005,1704067325000000,false,true
 ";
-    let replay = AggTradeReplay::new(
+    let replay = TradeReplay::new(
         Instrument {
             id: 1,
             symbol: "BTCUSDT".into(),
@@ -51,7 +51,10 @@ fn agg_trades_become_trades_and_binance_klines() {
         &mut klines,
     )
     .expect("replay");
-    let counts = replay_agg_trades(csv.as_bytes(), replay, || 7).expect("replay");
+    let counts = replay_history(csv.as_bytes(), HistoryFormat::AggTrades, replay, |_| {
+        Some(7)
+    })
+    .expect("replay");
     assert_eq!((counts.trades, counts.malformed), (3, 1));
 
     let trades: Vec<Trade> = records(&dir, "ticks", RecordKind::TRADE)

@@ -2,41 +2,16 @@
 //! the SDK's `UdpReceiver`, with 5 % of datagrams dropped on each side by the loss
 //! generators. The replica must equal the source.
 
-use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use mdi_protocol::records::RecordKind;
-use mdi_protocol::ring::{ReadEvent, RingOptions, RingReader, RingWriter, ShmDir, StartAt};
+use mdi_protocol::ring::{RingOptions, RingWriter, ShmDir};
 use mdi_protocol::udp::{Channel, ReceiverEvent};
 use mdi_publisher::udp::{UdpSender, UdpSenderOptions};
 use mdi_subscriber::udp::{UdpReceiver, UdpReceiverOptions};
 
-type Seen = (u64, u64, u16, Vec<u8>);
-
-fn contents(shm: &ShmDir, name: &str) -> Vec<Seen> {
-    let mut reader = RingReader::open(shm, name, StartAt::Earliest).unwrap();
-    let mut out = Vec::new();
-    while !reader.caught_up() {
-        reader
-            .poll(1024, |e| match e {
-                ReadEvent::Record(r) => out.push((r.position, r.seq, r.kind.0, r.body.to_vec())),
-                ReadEvent::EpochStarted { seq, epoch, .. } => {
-                    out.push((0, seq, 1, epoch.to_le_bytes().to_vec()))
-                }
-                ReadEvent::Lost { from_seq, to_seq } => panic!("loss {from_seq}..{to_seq}"),
-            })
-            .unwrap();
-    }
-    out
-}
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+use common::{contents, free_port};
 
 #[test]
 fn unicast_on_loopback_with_loss_on_both_sides_replicates_exactly() {

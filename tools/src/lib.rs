@@ -1,7 +1,10 @@
 //! # mdi-tools
 //!
-//! Home of the operator tools `mdtail` (viewer), `mdstat` (status, modelled on
-//! AeronStat) and `mdrecv` (UDP-to-local-ring daemon). Not built yet;
-//! [`mdi_protocol::ring::inspect`] already reads a ring's header for monitoring.
+//! The operator tools: `mdtail` (print streams), `mdrecv` (join reliable-UDP channels
+//! into local replica rings) and, to come, `mdstat` (status, modelled on AeronStat).
+//! [`tail`] renders records for `mdtail`; [`mdi_protocol::ring::inspect`] reads a ring's
+//! header for monitoring.
 
 pub use mdi_protocol;
+
+pub mod tail;

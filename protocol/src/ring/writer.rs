@@ -28,6 +28,8 @@ pub struct RingOptions {
     readers_mode: u32,
     schema_id: u64,
     replace_incompatible: bool,
+    fresh: bool,
+    prefault: bool,
     now_ns: i64,
 }
 
@@ -39,6 +41,8 @@ impl Default for RingOptions {
             readers_mode: 0o660,
             schema_id: SCHEMA_ID,
             replace_incompatible: false,
+            fresh: false,
+            prefault: true,
             now_ns: 0,
         }
     }
@@ -73,6 +77,22 @@ impl RingOptions {
     /// (its readers are told it was superseded) instead of failing.
     pub fn replace_incompatible(mut self, replace: bool) -> Self {
         self.replace_incompatible = replace;
+        self
+    }
+
+    /// Start a new, empty ring even when one of that name exists (its writer gone): the
+    /// old file is superseded (its readers are told to reopen) instead of continued in a
+    /// new epoch. For jobs whose output stands alone, such as a replay.
+    pub fn fresh(mut self, fresh: bool) -> Self {
+        self.fresh = fresh;
+        self
+    }
+
+    /// Fault every page of the ring in when the writer maps it (default), so the hot path
+    /// never takes a first-touch page fault. Off, memory is allocated as the ring fills:
+    /// for large rings whose latency does not matter (a replay that may not fill them).
+    pub fn prefault(mut self, prefault: bool) -> Self {
+        self.prefault = prefault;
         self
     }
 
@@ -480,7 +500,10 @@ fn open_existing(
             pid,
         });
     }
-    let ring = RingFile::from_file(path, file, true, true, Some(name))?;
+    let ring = RingFile::from_file(path, file, true, options.prefault, Some(name))?;
+    if options.fresh {
+        return Ok(Existing::Replace(ring));
+    }
     let checks = [
         ("capacity", ring.geometry.capacity, options.capacity),
         ("schema id", ring.descriptor.schema_id, options.schema_id),
@@ -557,7 +580,7 @@ fn create_new(
             path,
             file,
             true,
-            true,
+            options.prefault,
             Some(name),
         )?)),
         Ok(false) => Ok(None),

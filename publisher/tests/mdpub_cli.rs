@@ -1,0 +1,318 @@
+//! `mdpub replay` as a user runs it: history files in, rings out, served over reliable
+//! UDP while they are written; bad input refused with a clear message.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use mdi_protocol::records::{Kline, RecordKind, Trade, decode};
+use mdi_protocol::ring::{ShmDir, WriterState};
+use mdi_protocol::udp::Channel;
+use mdi_subscriber::udp::{UdpReceiver, UdpReceiverOptions};
+
+mod common;
+use common::{contents, free_port};
+
+fn mdpub(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mdpub"))
+        .args(args)
+        .env_remove("MDI_SHM_DIR")
+        .output()
+        .expect("run mdpub")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Two hours of aggTrades with a quiet quarter hour, in a file named as
+/// data.binance.vision names it.
+fn write_agg_trades(dir: &Path, name: &str, rows: u64) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let start = 1_709_596_800_000u64; // 2024-03-05T00:00:00Z
+    for i in 0..rows {
+        let mut time = start + i * 7_200_000 / rows;
+        if (3_600_000..4_500_000).contains(&(time - start)) {
+            time += 900_000;
+        }
+        let price = 350_000 + (i * 7919 % 400);
+        writeln!(
+            file,
+            "{},{}.{:02}000000,0.{:08},{},{},{},{},true",
+            5_000 + i,
+            price / 100,
+            price % 100,
+            1 + i * 37 % 900,
+            20_000 + 2 * i,
+            20_001 + 2 * i,
+            time,
+            i % 3 == 0
+        )
+        .unwrap();
+    }
+    drop(file);
+    path
+}
+
+#[test]
+fn replay_writes_rings_and_serves_them_over_udp_until_the_end() {
+    let input = tempfile::tempdir().unwrap();
+    let source_dir = tempfile::tempdir().unwrap();
+    let replica_dir = tempfile::tempdir().unwrap();
+    let file = write_agg_trades(input.path(), "ETHUSDT-aggTrades-2024-03-05.csv", 5_000);
+    let channel = format!("udp://127.0.0.1:{}", free_port());
+    let mut receiver = UdpReceiver::new(
+        Channel::parse(&channel).unwrap(),
+        ShmDir::new(replica_dir.path()),
+        UdpReceiverOptions {
+            debug_drop_rate: 0.05,
+            debug_seed: 11,
+            ..UdpReceiverOptions::default()
+        },
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_mdpub"))
+        .args(["replay", "--input"])
+        .arg(&file)
+        .arg("--shm-dir")
+        .arg(source_dir.path())
+        .args([
+            "--capacity",
+            "4194304",
+            "--linger-ms",
+            "300",
+            "--udp",
+            &channel,
+        ])
+        .args(["--debug-drop-rate", "0.05", "--debug-seed", "5"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mdpub");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !receiver.all_ended() {
+        assert!(
+            Instant::now() < deadline,
+            "the replicas did not end in time"
+        );
+        receiver.poll(Duration::from_millis(1)).unwrap();
+        receiver.take_events();
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("5000 trades"), "{stderr}");
+
+    let src = ShmDir::new(source_dir.path());
+    let dst = ShmDir::new(replica_dir.path());
+    for stream in ["ticks", "klines"] {
+        let source = contents(&src, stream);
+        assert!(source.len() > 100, "{stream}: {} records", source.len());
+        assert!(
+            contents(&dst, stream) == source,
+            "{stream}: the replica differs from the source"
+        );
+    }
+    // the replay closed its rings: readers see the writer gone, not dead
+    let info = mdi_protocol::ring::inspect(&src, "klines").unwrap();
+    assert_ne!(info.writer_pid, 0);
+    let reader =
+        mdi_protocol::ring::RingReader::open(&src, "klines", mdi_protocol::ring::StartAt::Earliest)
+            .unwrap();
+    assert_eq!(reader.writer_status(0).state, WriterState::Closed);
+}
+
+#[test]
+fn replay_starts_fresh_rings_unless_told_to_append() {
+    let input = tempfile::tempdir().unwrap();
+    let shm_dir = tempfile::tempdir().unwrap();
+    let file = write_agg_trades(input.path(), "BTCUSDT-aggTrades-2024-03-05.csv", 300);
+    let shm = shm_dir.path().to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "replay",
+            "--input",
+            file.to_str().unwrap(),
+            "--shm-dir",
+            shm,
+            "--capacity",
+            "4194304",
+        ];
+        args.extend_from_slice(extra);
+        let output = mdpub(&args);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+    };
+    let trades = || {
+        contents(&ShmDir::new(shm_dir.path()), "ticks")
+            .iter()
+            .filter(|r| RecordKind(r.2) == RecordKind::TRADE)
+            .count()
+    };
+    run(&[]);
+    assert_eq!(trades(), 300);
+    run(&[]);
+    assert_eq!(
+        trades(),
+        300,
+        "a second replay must not pile onto the first"
+    );
+    run(&["--append"]);
+    assert_eq!(trades(), 600);
+}
+
+#[test]
+fn trades_files_replay_too_and_paced_replays_stamp_receive_times() {
+    let input = tempfile::tempdir().unwrap();
+    let shm_dir = tempfile::tempdir().unwrap();
+    // data.binance.vision trades: id,price,qty,quoteQty,time,isBuyerMaker,isBestMatch —
+    // no date in the name and a header row, as futures files have
+    let file = input.path().join("trades.csv");
+    std::fs::write(
+        &file,
+        "id,price,qty,quote_qty,time,is_buyer_maker\n\
+         7,100.5,2,201,1709596800000,true\n\
+         8,100.7,1,100.7,1709596800500,false\n\
+         9,oops,1,1,1709596801000,false\n\
+         10,100.6,3,301.8,1709596801000,false\n",
+    )
+    .unwrap();
+    let output = mdpub(&[
+        "replay",
+        "--input",
+        file.to_str().unwrap(),
+        "--symbol",
+        "SOLUSDT",
+        "--speed",
+        "100x",
+        "--price-exponent",
+        "-2",
+        "--qty-exponent",
+        "0",
+        "--intervals",
+        "1s",
+        "--capacity",
+        "67108864",
+        "--shm-dir",
+        shm_dir.path().to_str().unwrap(),
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("3 trades") && stderr.contains("1 malformed"),
+        "{stderr}"
+    );
+    let shm = ShmDir::new(shm_dir.path());
+    let records = contents(&shm, "ticks");
+    let trades: Vec<Trade> = records
+        .iter()
+        .filter(|r| RecordKind(r.2) == RecordKind::TRADE)
+        .map(|r| decode::<Trade>(&r.3).unwrap())
+        .collect();
+    assert_eq!(
+        trades
+            .iter()
+            .map(|t| (t.trade_id, t.price, t.qty, t.is_aggregate))
+            .collect::<Vec<_>>(),
+        [
+            (7, 10_050, 2, false),
+            (8, 10_070, 1, false),
+            (10, 10_060, 3, false)
+        ]
+    );
+    // paced at 100x: the trades 1 s apart arrive ≥ 10 ms apart
+    assert!(trades[2].ts_receive_ns - trades[0].ts_receive_ns >= 9_000_000);
+    let klines: Vec<Kline> = contents(&shm, "klines")
+        .iter()
+        .filter(|r| RecordKind(r.2) == RecordKind::KLINE)
+        .map(|r| decode::<Kline>(&r.3).unwrap())
+        .collect();
+    // the whole day in 1 s candles; the first holds trades 7 and 8
+    assert_eq!(klines.len(), 86_400);
+    assert_eq!(
+        (
+            klines[0].open,
+            klines[0].close,
+            klines[0].volume,
+            klines[0].trades
+        ),
+        (10_050, 10_070, 3, 2)
+    );
+}
+
+#[test]
+fn bad_input_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let shm = dir.path().join("shm");
+    let shm = shm.to_str().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &[
+                "replay",
+                "--input",
+                "/nonexistent/BTCUSDT-aggTrades-2024-01-01.csv",
+            ],
+            "/nonexistent/BTCUSDT-aggTrades-2024-01-01.csv",
+        ),
+        (
+            &["replay", "--input", "x.csv", "--speed", "fast"],
+            "is not a speed",
+        ),
+        (&["replay", "--input", "x.csv", "--intervals", "7m"], "7m"),
+        (&["serve", "--debug-drop-rate", "2"], "between 0 and 1"),
+        (&["serve", "--shm-dir", shm], "--udp"),
+    ];
+    for (args, expected) in cases {
+        let output = mdpub(args);
+        let stderr = text(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    // a file whose format cannot be told
+    let odd = dir.path().join("data.csv");
+    std::fs::write(&odd, "1,2,3\n").unwrap();
+    let output = mdpub(&["replay", "--input", odd.to_str().unwrap(), "--shm-dir", shm]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("--format"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn zip_and_zstd_inputs_are_read_as_they_come() {
+    let input = tempfile::tempdir().unwrap();
+    let csv = write_agg_trades(input.path(), "plain.csv", 200);
+    let rows = std::fs::read(&csv).unwrap();
+    let zst = input.path().join("BTCUSDT-aggTrades-2024-03-05.csv.zst");
+    std::fs::write(&zst, zstd::encode_all(&rows[..], 3).unwrap()).unwrap();
+    let zip_path = input.path().join("BTCUSDT-aggTrades-2024-03-05.zip");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&zip_path).unwrap());
+    zip.start_file::<_, ()>(
+        "BTCUSDT-aggTrades-2024-03-05.csv",
+        zip::write::FileOptions::default(),
+    )
+    .unwrap();
+    zip.write_all(&rows).unwrap();
+    zip.finish().unwrap();
+    for file in [zst, zip_path] {
+        let shm = tempfile::tempdir().unwrap();
+        let output = mdpub(&[
+            "replay",
+            "--input",
+            file.to_str().unwrap(),
+            "--capacity",
+            "4194304",
+            "--shm-dir",
+            shm.path().to_str().unwrap(),
+        ]);
+        let stderr = text(&output.stderr);
+        assert!(output.status.success(), "{}: {stderr}", file.display());
+        assert!(
+            stderr.contains("200 trades, "),
+            "{}: {stderr}",
+            file.display()
+        );
+    }
+}
