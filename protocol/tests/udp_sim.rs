@@ -193,6 +193,8 @@ struct Outcome {
     /// The longest any record took from its append to the source ring to being
     /// readable in a replica (virtual ns).
     max_delay_ns: u64,
+    /// From the sender's close to its last END (virtual ns).
+    lingered_ns: u64,
 }
 
 fn body(i: u64, len: usize) -> Vec<u8> {
@@ -244,6 +246,7 @@ fn run(s: &Scenario) -> Outcome {
     let mut written = 0u64;
     let mut next_write = 0u64;
     let mut closed = false;
+    let mut closed_at = 0u64;
     for step in 0..5_000_000u64 {
         // The publisher.
         while written < s.records && next_write <= now {
@@ -280,6 +283,7 @@ fn run(s: &Scenario) -> Outcome {
         }
         if written == s.records && !closed {
             closed = true;
+            closed_at = now;
             sender.close(now);
         }
         for (i, receiver) in receivers.iter_mut().enumerate() {
@@ -402,6 +406,7 @@ fn run(s: &Scenario) -> Outcome {
         sender_retransmit_bytes: sender.counters().retransmit_bytes,
         repairs,
         max_delay_ns,
+        lingered_ns: now - closed_at,
     }
 }
 
@@ -687,4 +692,27 @@ fn a_gap_the_sender_never_repairs_ends_as_an_exact_loss_not_a_stall() {
     );
     // Everything the replica holds is the source's, at the same positions.
     assert!(replica.iter().all(|r| source.contains(r)));
+}
+
+#[test]
+fn the_sender_lingers_while_receivers_repair_and_not_longer_than_needed() {
+    // Cut off until just before the close, the receiver is still repairing when the
+    // 20 ms linger is over (retransmits capped at 2 MB/s): the sender keeps answering
+    // while NAKs come, and nothing is lost.
+    let mut s = Scenario::new(31);
+    s.records = 2_000;
+    s.outage = Some((0, 500, 1_990));
+    s.linger = 20 * MS;
+    s.retransmit_rate = 2_000_000;
+    let outcome = run(&s);
+    assert_eq!(outcome.lost, [0], "{:?}", outcome.counters);
+    assert!(outcome.lingered_ns > s.linger, "{}", outcome.lingered_ns);
+    assert_identical(&outcome);
+    // Everyone complete at close: END goes out without waiting for the linger (1 s).
+    let mut s = Scenario::new(32);
+    s.receivers = 3;
+    s.multicast = true;
+    let outcome = run(&s);
+    assert!(outcome.lingered_ns < 500 * MS, "{}", outcome.lingered_ns);
+    assert_identical(&outcome);
 }

@@ -20,6 +20,32 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// Socket receive buffer asked for: bursts of a fast sender must not overflow it.
 const RECV_BUFFER: usize = 8 << 20;
 
+/// Asks for [`RECV_BUFFER`]-sized socket buffers (receive; and send for a sender). The
+/// kernel caps the plain request at `net.core.rmem_max`/`wmem_max` — 208 KiB by
+/// default, also in every new network namespace — so with the privilege for it
+/// (CAP_NET_ADMIN) the size is forced past the cap; otherwise a warning says what to
+/// raise, as bursts beyond the buffer become loss to repair.
+fn grow_buffers(socket: &Socket, send: bool) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let _ = socket.set_recv_buffer_size(RECV_BUFFER);
+    // Linux reports twice the size asked (bookkeeping overhead included)
+    if socket.recv_buffer_size().unwrap_or(0) < RECV_BUFFER {
+        let _ = setsockopt(socket, sockopt::RcvBufForce, &RECV_BUFFER);
+    }
+    let got = socket.recv_buffer_size().unwrap_or(0);
+    if got < RECV_BUFFER {
+        tracing::warn!(
+            "UDP receive buffer is {got} bytes, not {RECV_BUFFER}: raise net.core.rmem_max (or run with CAP_NET_ADMIN), or bursts overflow into NAKs"
+        );
+    }
+    if send {
+        let _ = socket.set_send_buffer_size(RECV_BUFFER);
+        if socket.send_buffer_size().unwrap_or(0) < RECV_BUFFER {
+            let _ = setsockopt(socket, sockopt::SndBufForce, &RECV_BUFFER);
+        }
+    }
+}
+
 /// A socket a receiver reads a channel on: bound to the group's port (shared with other
 /// receivers on the host) and joined to the group, or bound to the unicast address.
 pub fn bind_receiver(channel: &Channel) -> io::Result<UdpSocket> {
@@ -28,14 +54,14 @@ pub fn bind_receiver(channel: &Channel) -> io::Result<UdpSocket> {
             let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
             socket.set_reuse_address(true)?;
             socket.set_reuse_port(true)?;
-            let _ = socket.set_recv_buffer_size(RECV_BUFFER);
+            grow_buffers(&socket, false);
             socket.bind(&SocketAddr::V4(SocketAddrV4::new(*group.ip(), group.port())).into())?;
             socket.join_multicast_v4(group.ip(), &iface)?;
             Ok(socket.into())
         }
         Channel::Unicast { addr } => {
             let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-            let _ = socket.set_recv_buffer_size(RECV_BUFFER);
+            grow_buffers(&socket, false);
             socket.bind(&addr.into())?;
             Ok(socket.into())
         }
@@ -55,8 +81,7 @@ pub fn bind_sender(channel: &Channel) -> io::Result<(UdpSocket, SocketAddr)> {
             }
             socket.set_multicast_ttl_v4(ttl)?;
             socket.set_multicast_loop_v4(true)?;
-            let _ = socket.set_send_buffer_size(RECV_BUFFER);
-            let _ = socket.set_recv_buffer_size(RECV_BUFFER);
+            grow_buffers(&socket, true);
             Ok((socket.into(), SocketAddr::V4(group)))
         }
         Channel::Unicast { addr } => {
@@ -65,7 +90,7 @@ pub fn bind_sender(channel: &Channel) -> io::Result<(UdpSocket, SocketAddr)> {
                 SocketAddr::V6(_) => "[::]:0".parse().map_err(io::Error::other)?,
             };
             let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-            let _ = socket.set_send_buffer_size(RECV_BUFFER);
+            grow_buffers(&socket, true);
             socket.bind(&local.into())?;
             Ok((socket.into(), addr))
         }

@@ -19,20 +19,7 @@ const GROUP: &str = "udp://239.255.77.1:40123?iface=127.0.0.1";
 type Seen = (u64, u64, u16, Vec<u8>);
 
 fn contents(dir: &Path) -> Vec<Seen> {
-    let mut reader = RingReader::open(&ShmDir::new(dir), "ticks", StartAt::Earliest).unwrap();
-    let mut out = Vec::new();
-    while !reader.caught_up() {
-        reader
-            .poll(1024, |e| match e {
-                ReadEvent::Record(r) => out.push((r.position, r.seq, r.kind.0, r.body.to_vec())),
-                ReadEvent::EpochStarted { seq, epoch, .. } => {
-                    out.push((0, seq, 1, epoch.to_le_bytes().to_vec()))
-                }
-                ReadEvent::Lost { from_seq, to_seq } => panic!("loss {from_seq}..{to_seq}"),
-            })
-            .unwrap();
-    }
-    out
+    stream_contents(dir, "ticks")
 }
 
 fn run(program: &str, args: &[&str]) -> bool {
@@ -364,4 +351,121 @@ fn three_hosts_on_a_bridge_with_nftables_dropping_5_percent_at_each_receiver() {
     }
     drop(hosts);
     drop(switch);
+}
+
+/// The check as an operator runs it, with the binaries only: `mdpub replay` of a
+/// history file serving multicast in a fresh namespace, two `mdrecv` dropping 5 % each.
+/// Both streams' replicas must equal the source rings record for record.
+#[test]
+fn mdpub_replay_to_two_mdrecv_dropping_5_percent_in_a_namespace() {
+    let Some(netns) = Netns::loopback_multicast() else {
+        let message = "SKIPPED mdpub_replay_to_two_mdrecv_dropping_5_percent_in_a_namespace: \
+                       cannot create a network namespace (needs root)";
+        eprintln!("{message}");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{message} — required in CI"
+        );
+        return;
+    };
+    // mdpub is another package's binary, built next to mdrecv by a workspace build
+    let mdpub = Path::new(env!("CARGO_BIN_EXE_mdrecv")).with_file_name("mdpub");
+    assert!(
+        mdpub.exists(),
+        "{} is missing: cargo build --workspace",
+        mdpub.display()
+    );
+    let input = tempfile::tempdir().unwrap();
+    let file = input.path().join("ETHUSDT-aggTrades-2024-05-01.csv");
+    let rows: String = (0..60_000u64)
+        .map(|i| {
+            format!(
+                "{},{}.{:02},0.{:04},{},{},{},{},true\n",
+                100 + i,
+                3_000 + i % 17,
+                i % 100,
+                1 + i % 9_999,
+                10 * i,
+                10 * i + i % 3,
+                1_714_521_600_000 + i * 1_300,
+                i % 2 == 0
+            )
+        })
+        .collect();
+    std::fs::write(&file, rows).unwrap();
+    let group = "udp://239.255.77.3:40125?iface=127.0.0.1";
+    let source = tempfile::tempdir().unwrap();
+    let replicas: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut receivers: Vec<Child> = replicas
+        .iter()
+        .enumerate()
+        .map(|(i, dir)| {
+            netns
+                .command(env!("CARGO_BIN_EXE_mdrecv"))
+                .args(["--udp", group, "--until-end", "--timeout", "60"])
+                .arg("--shm-dir")
+                .arg(dir.path())
+                .args(["--debug-drop-rate", "0.05", "--debug-seed"])
+                .arg((i + 7).to_string())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let publisher = netns
+        .command(&mdpub)
+        .args(["replay", "--input"])
+        .arg(&file)
+        .arg("--shm-dir")
+        .arg(source.path())
+        .args(["--capacity", "67108864", "--udp", group])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&publisher.stderr);
+    assert!(publisher.status.success(), "mdpub failed: {log}");
+    assert!(log.contains("60000 trades"), "{log}");
+    for (i, (receiver, dir)) in receivers.iter_mut().zip(&replicas).enumerate() {
+        let output = receiver_output(receiver);
+        assert!(output.0, "mdrecv {i} failed: {}", output.1);
+        for stream in ["ticks", "klines"] {
+            let expected = stream_contents(source.path(), stream);
+            assert!(expected.len() > 1_000, "{stream}: {}", expected.len());
+            assert!(
+                stream_contents(dir.path(), stream) == expected,
+                "replica {i} of {stream} differs from the source: {}",
+                output.1
+            );
+        }
+    }
+}
+
+fn receiver_output(child: &mut Child) -> (bool, String) {
+    use std::io::Read;
+    let status = child.wait().unwrap();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    (status.success(), log)
+}
+
+fn stream_contents(dir: &Path, stream: &str) -> Vec<Seen> {
+    let mut reader = RingReader::open(&ShmDir::new(dir), stream, StartAt::Earliest).unwrap();
+    let mut out = Vec::new();
+    while !reader.caught_up() {
+        reader
+            .poll(1024, |e| match e {
+                ReadEvent::Record(r) => out.push((r.position, r.seq, r.kind.0, r.body.to_vec())),
+                ReadEvent::EpochStarted { seq, epoch, .. } => {
+                    out.push((0, seq, 1, epoch.to_le_bytes().to_vec()))
+                }
+                ReadEvent::Lost { from_seq, to_seq } => panic!("loss {from_seq}..{to_seq}"),
+            })
+            .unwrap();
+    }
+    out
 }

@@ -174,6 +174,9 @@ pub struct Sender<S> {
     fragment: Option<Fragmenting>,
     receivers: HashMap<u64, ReceiverInfo>,
     closing_since: Option<u64>,
+    /// When the last NAK came: lingering lasts while receivers are still repairing.
+    last_nak_ns: u64,
+    first_end_ns: Option<u64>,
     ends_sent: u8,
     counters: SenderCounters,
 }
@@ -191,6 +194,10 @@ struct Fragmenting {
 /// and losses come in bursts).
 const END_REPEATS: u8 = 5;
 const END_SPACING_NS: u64 = 10_000_000;
+
+/// Lingering ends at the latest this many linger periods after close, however busy the
+/// receivers still are with repairs.
+const LINGER_STRETCH: u64 = 10;
 
 impl<S: StreamSource> Sender<S> {
     /// A sender serving `source` from the start of its current epoch (or the oldest
@@ -214,6 +221,8 @@ impl<S: StreamSource> Sender<S> {
             fragment: None,
             receivers: HashMap::new(),
             closing_since: None,
+            last_nak_ns: 0,
+            first_end_ns: None,
             ends_sent: 0,
             counters: SenderCounters::default(),
             config,
@@ -244,6 +253,7 @@ impl<S: StreamSource> Sender<S> {
                     && nak.stream_id == self.config.stream_id =>
             {
                 self.counters.naks += 1;
+                self.last_nak_ns = now_ns;
                 let start = nak.body.position.get();
                 let end = start
                     .saturating_add(u64::from(nak.body.length.get()))
@@ -297,11 +307,28 @@ impl<S: StreamSource> Sender<S> {
         }
     }
 
-    /// When the next END is due: after the linger, then every `END_SPACING_NS`.
+    /// When the next END is due. The first: as soon as every receiver heard from reports
+    /// the whole stream and no retransmission is pending; otherwise once no NAK came for
+    /// the linger period (receivers still repairing keep the sender answering), at the
+    /// latest `LINGER_STRETCH` lingers after close. Then every `END_SPACING_NS`.
     fn next_end_ns(&self) -> Option<u64> {
         let since = self.closing_since?;
-        (self.ends_sent < END_REPEATS)
-            .then(|| since + self.config.linger_ns + u64::from(self.ends_sent) * END_SPACING_NS)
+        if self.ends_sent >= END_REPEATS {
+            return None;
+        }
+        if let Some(first) = self.first_end_ns {
+            return Some(first + u64::from(self.ends_sent) * END_SPACING_NS);
+        }
+        let linger = self.config.linger_ns;
+        let caught_up = !self.receivers.is_empty()
+            && self.retransmits.is_empty()
+            && self.receivers.values().all(|r| r.position >= self.sent);
+        let at = if caught_up {
+            since
+        } else {
+            since.max(self.last_nak_ns).saturating_add(linger)
+        };
+        Some(at.min(since.saturating_add(linger.saturating_mul(LINGER_STRETCH))))
     }
 
     /// True once END has been sent (the driver may drop the sender).
@@ -336,6 +363,7 @@ impl<S: StreamSource> Sender<S> {
             true
         } else if self.next_end_ns().is_some_and(|at| now_ns >= at) {
             self.ends_sent += 1;
+            self.first_end_ns.get_or_insert(now_ns);
             let (_, next_seq) = self.source.tail();
             self.writer.end(self.sent, next_seq);
             true
