@@ -11,6 +11,8 @@
 
 pub use mdi_protocol;
 
+pub mod binance;
 pub mod kline;
+pub mod normalize;
 pub mod replay;
 pub mod udp;

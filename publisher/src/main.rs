@@ -12,7 +12,10 @@ use clap::{Parser, Subcommand};
 use mdi_protocol::ring::{RingOptions, RingWriter, ShmDir};
 use mdi_protocol::udp::Channel;
 use mdi_publisher::kline::Interval;
-use mdi_publisher::replay::{HistoryFormat, Instrument, TradeReplay, open_input, replay_history};
+use mdi_publisher::normalize::{
+    InstrumentSpec, KlineSource, Normalizer, NormalizerConfig, Rings, wall_clock_ns,
+};
+use mdi_publisher::replay::{HistoryFormat, open_input, replay_history};
 use mdi_publisher::udp::{ServeUntil, UdpSender, UdpSenderOptions, serve};
 
 #[derive(Debug, Parser)]
@@ -261,12 +264,6 @@ fn report_senders(senders: &[UdpSender]) {
     }
 }
 
-fn wall_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
-
 fn run_replay(args: &Replay) -> Result<()> {
     let file_name = args
         .input
@@ -307,24 +304,16 @@ fn run_replay(args: &Replay) -> Result<()> {
         .capacity(args.capacity)
         .fresh(!args.append)
         .prefault(false)
-        .now_ns(wall_ns());
-    let mut ticks = RingWriter::create(&shm, "ticks", &options).context("creating ring ticks")?;
-    let mut klines =
-        RingWriter::create(&shm, "klines", &options).context("creating ring klines")?;
+        .now_ns(wall_clock_ns());
+    let ticks = RingWriter::create(&shm, "ticks", &options).context("creating ring ticks")?;
+    let klines = RingWriter::create(&shm, "klines", &options).context("creating ring klines")?;
     let mut senders = args
         .serving
         .senders(&["ticks".to_owned(), "klines".to_owned()])?;
     let stop = interrupt_flag()?;
-    let instrument = Instrument {
-        id: 1,
-        symbol,
-        price_exponent: args.price_exponent,
-        qty_exponent: args.qty_exponent,
-    };
     eprintln!(
-        "mdpub: replaying {} ({} {format:?}) into {}{}",
+        "mdpub: replaying {} ({symbol} {format:?}) into {}{}",
         args.input.display(),
-        instrument.symbol,
         shm.path().display(),
         if senders.is_empty() {
             String::new()
@@ -335,9 +324,25 @@ fn run_replay(args: &Replay) -> Result<()> {
     let started = Instant::now();
     let speed = args.speed;
     let replay = || -> Result<_> {
-        let replay = TradeReplay::new(instrument, &args.intervals, &mut ticks, &mut klines)?;
+        let config = NormalizerConfig {
+            instruments: vec![InstrumentSpec {
+                symbol,
+                price_exponent: args.price_exponent,
+                qty_exponent: args.qty_exponent,
+            }],
+            intervals: args.intervals.clone(),
+            kline_source: match format {
+                HistoryFormat::AggTrades => KlineSource::AggTrade,
+                HistoryFormat::Trades => KlineSource::Trade,
+            },
+            // history: final candles only
+            kline_update_ms: None,
+            ..NormalizerConfig::default()
+        };
+        let mut normalizer = Normalizer::new(config, Rings { ticks, klines }, wall_clock_ns)?;
         let mut origin = None;
-        let counts = replay_history(input, format, replay, |exchange_ns| {
+        let (pe, qe) = (args.price_exponent, args.qty_exponent);
+        let counts = replay_history(input, format, &mut normalizer, 0, pe, qe, |exchange_ns| {
             if stop.load(Ordering::Relaxed) {
                 return None;
             }
@@ -350,13 +355,14 @@ fn run_replay(args: &Replay) -> Result<()> {
                     std::thread::sleep(due - elapsed);
                 }
             }
-            Some(wall_ns())
+            Some(wall_clock_ns())
         })?;
+        let counters = normalizer.counters();
         // closing the rings tells readers (and the senders) the writer is done
-        drop((ticks, klines));
-        Ok(counts)
+        drop(normalizer);
+        Ok((counts, counters))
     };
-    let counts = if senders.is_empty() {
+    let (counts, counters) = if senders.is_empty() {
         replay()?
     } else {
         std::thread::scope(|scope| {
@@ -378,11 +384,13 @@ fn run_replay(args: &Replay) -> Result<()> {
     };
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
-        "mdpub: {} trades, {} klines, {} malformed rows skipped in {seconds:.2} s ({:.0} trades/s){}",
-        counts.trades,
-        counts.klines,
+        "mdpub: {} trades, {} klines, {} malformed rows skipped, {} venue-id gaps ({} trades missing) in {seconds:.2} s ({:.0} trades/s){}",
+        counters.trades,
+        counters.klines,
         counts.malformed,
-        counts.trades as f64 / seconds.max(1e-9),
+        counters.gaps,
+        counters.missing,
+        counters.trades as f64 / seconds.max(1e-9),
         if counts.interrupted {
             " — interrupted: open candles left open"
         } else {

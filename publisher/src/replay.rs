@@ -12,10 +12,9 @@ use std::io::{BufRead, Read};
 use std::path::Path;
 
 use mdi_protocol::decimal::parse_i64;
-use mdi_protocol::records::{InstrumentDefinition, Kline, Side, Trade};
-use mdi_protocol::ring::{RingWriter, WriteError};
+use mdi_protocol::ring::WriteError;
 
-use crate::kline::{Candle, Interval, KlineBuilder, TradeTick};
+use crate::normalize::{Normalizer, TradeIn};
 
 /// A line of an aggTrades file that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -152,195 +151,60 @@ pub fn parse_history_row(
     }))
 }
 
-/// The instrument replayed.
-#[derive(Debug, Clone)]
-pub struct Instrument {
-    /// mdi instrument id.
-    pub id: u32,
-    /// Binance symbol.
-    pub symbol: String,
-    /// Price exponent.
-    pub price_exponent: i8,
-    /// Quantity exponent.
-    pub qty_exponent: i8,
-}
-
-/// What a replay wrote.
+/// What a replay read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReplayCounts {
-    /// Trade records.
-    pub trades: u64,
-    /// Kline records (closed candles).
-    pub klines: u64,
+    /// Rows replayed.
+    pub rows: u64,
     /// Rows skipped as malformed (counted, never fatal).
     pub malformed: u64,
     /// Stopped early (the open candles were left open).
     pub interrupted: bool,
 }
 
-/// Feeds history trades to a `ticks` and a `klines` ring.
-#[derive(Debug)]
-pub struct TradeReplay<'a> {
-    instrument: Instrument,
-    ticks: &'a mut RingWriter,
-    klines: &'a mut RingWriter,
-    builders: Vec<KlineBuilder>,
-    counts: ReplayCounts,
-}
-
-impl<'a> TradeReplay<'a> {
-    /// Starts a replay: writes the instrument definition to both rings.
-    pub fn new(
-        instrument: Instrument,
-        intervals: &[Interval],
-        ticks: &'a mut RingWriter,
-        klines: &'a mut RingWriter,
-    ) -> Result<Self, ReplayError> {
-        let definition = InstrumentDefinition {
-            instrument_id: instrument.id,
-            price_exponent: instrument.price_exponent,
-            qty_exponent: instrument.qty_exponent,
-            venue: "binance".into(),
-            symbol: instrument.symbol.clone(),
-            ..InstrumentDefinition::default()
-        };
-        ticks.append_record(&definition)?;
-        klines.append_record(&definition)?;
-        Ok(Self {
-            builders: intervals.iter().map(|&i| KlineBuilder::new(i)).collect(),
-            instrument,
-            ticks,
-            klines,
-            counts: ReplayCounts::default(),
-        })
-    }
-
-    /// Replays one trade: a Trade record, then the candles it closes.
-    pub fn on_trade(&mut self, row: &HistoryTrade, now_ns: i64) -> Result<(), ReplayError> {
-        let i = &self.instrument;
-        let trade = Trade {
-            instrument_id: i.id,
-            price_exponent: i.price_exponent,
-            qty_exponent: i.qty_exponent,
-            venue_seq: row.id,
-            ts_exchange_ns: row.time_ns,
-            ts_receive_ns: now_ns,
-            ts_publish_ns: now_ns,
-            price: row.price,
-            qty: row.qty,
-            trade_id: row.id,
-            first_trade_id: row.first_id.unsigned_abs(),
-            last_trade_id: row.last_id.unsigned_abs(),
-            is_aggregate: row.aggregate,
-            aggressor: if row.buyer_is_maker {
-                Side::Sell
-            } else {
-                Side::Buy
-            },
-        };
-        self.ticks.append_record(&trade)?;
-        self.counts.trades += 1;
-        let tick = TradeTick {
-            time_ms: row.time_ms,
-            first_id: row.first_id,
-            last_id: row.last_id,
-            price: row.price,
-            qty: row.qty,
-            buyer_is_maker: row.buyer_is_maker,
-        };
-        let mut closed = Vec::new();
-        for builder in &mut self.builders {
-            builder.on_trade(&tick, &mut |c| closed.push(*c));
-        }
-        self.write_candles(&closed, row.time_ns, now_ns)
-    }
-
-    /// Ends the replay at `end_ms` (the file's end): candles whose interval is over are
-    /// closed; the last, still open candle of each interval is not published as final.
-    pub fn finish(mut self, end_ms: i64, now_ns: i64) -> Result<ReplayCounts, ReplayError> {
-        let mut closed = Vec::new();
-        for builder in &mut self.builders {
-            builder.advance(end_ms, &mut |c| closed.push(*c));
-        }
-        self.write_candles(&closed, end_ms.saturating_mul(1_000_000), now_ns)?;
-        Ok(self.counts)
-    }
-
-    /// Counts a malformed row (skipped).
-    pub fn count_malformed(&mut self) {
-        self.counts.malformed += 1;
-    }
-
-    fn write_candles(
-        &mut self,
-        candles: &[Candle],
-        ts_exchange_ns: i64,
-        now_ns: i64,
-    ) -> Result<(), ReplayError> {
-        for c in candles {
-            let kline = Kline {
-                instrument_id: self.instrument.id,
-                price_exponent: self.instrument.price_exponent,
-                qty_exponent: self.instrument.qty_exponent,
-                closed: c.closed,
-                spans_outage: c.spans_outage,
-                venue_seq: c.last_trade_id.max(0).unsigned_abs(),
-                ts_exchange_ns,
-                ts_receive_ns: now_ns,
-                ts_publish_ns: now_ns,
-                interval_ms: c.interval.ms(),
-                open_time_ms: c.open_time_ms,
-                close_time_ms: c.close_time_ms,
-                open: c.open,
-                high: c.high,
-                low: c.low,
-                close: c.close,
-                trades: c.trades,
-                first_trade_id: c.first_trade_id,
-                last_trade_id: c.last_trade_id,
-                volume: c.volume,
-                quote_volume: c.quote_volume,
-                taker_buy_volume: c.taker_buy_volume,
-                taker_buy_quote_volume: c.taker_buy_quote_volume,
-            };
-            self.klines.append_record(&kline)?;
-            self.counts.klines += 1;
-        }
-        Ok(())
-    }
-}
-
-/// Replays every row of `input`; malformed rows are counted and skipped (the first few
-/// are logged with their line numbers). `pace` is called with each trade's exchange time
+/// Replays every row of `input` as trades of `normalizer`'s instrument `instrument`
+/// (prices and quantities at the given exponents); malformed rows are counted and
+/// skipped (the first few are logged with their line numbers). `pace` is called with each trade's exchange time
 /// (ns) before it is written — it may sleep to replay in real time — and returns the
 /// receive time to stamp, or `None` to stop early (an interrupt: the open candles are
 /// then left open).
 pub fn replay_history(
     input: impl BufRead,
     format: HistoryFormat,
-    mut replay: TradeReplay<'_>,
+    normalizer: &mut Normalizer,
+    instrument: usize,
+    price_exponent: i8,
+    qty_exponent: i8,
     mut pace: impl FnMut(i64) -> Option<i64>,
 ) -> Result<ReplayCounts, ReplayError> {
-    let (pe, qe) = (
-        replay.instrument.price_exponent,
-        replay.instrument.qty_exponent,
-    );
+    let mut counts = ReplayCounts::default();
     let mut last = None;
     for (n, line) in input.lines().enumerate() {
         let line = line?;
-        match parse_history_row(format, &line, pe, qe) {
+        match parse_history_row(format, &line, price_exponent, qty_exponent) {
             Ok(Some(row)) => {
                 let Some(now) = pace(row.time_ns) else {
-                    replay.counts.interrupted = true;
-                    return Ok(replay.counts);
+                    counts.interrupted = true;
+                    return Ok(counts);
                 };
-                replay.on_trade(&row, now)?;
-                last = Some((row.time_ms, now));
+                let trade = TradeIn {
+                    id: row.id,
+                    first_id: row.first_id.unsigned_abs(),
+                    last_id: row.last_id.unsigned_abs(),
+                    price: row.price,
+                    qty: row.qty,
+                    time_ns: row.time_ns,
+                    buyer_is_maker: row.buyer_is_maker,
+                    aggregate: row.aggregate,
+                };
+                normalizer.on_trade(instrument, &trade, now)?;
+                counts.rows += 1;
+                last = Some(row.time_ms);
             }
             Ok(None) => {}
             Err(reason) => {
-                replay.count_malformed();
-                if replay.counts.malformed <= 5 {
+                counts.malformed += 1;
+                if counts.malformed <= 5 {
                     tracing::warn!(
                         "{}",
                         ReplayError::BadLine {
@@ -352,15 +216,14 @@ pub fn replay_history(
             }
         }
     }
-    match last {
-        // data.binance.vision files cover whole UTC days: every candle up to the end of
-        // the last trade's day is final (quiet ones at the end included)
-        Some((ms, now)) => {
-            const DAY_MS: i64 = 86_400_000;
-            replay.finish(ms.div_euclid(DAY_MS) * DAY_MS + DAY_MS, now)
-        }
-        None => Ok(replay.counts),
+    // data.binance.vision files cover whole UTC days: every candle up to the end of the
+    // last trade's day is final (quiet ones at the end included)
+    if let Some(ms) = last {
+        const DAY_MS: i64 = 86_400_000;
+        let end_ms = ms.div_euclid(DAY_MS) * DAY_MS + DAY_MS;
+        normalizer.on_timer(end_ms.saturating_mul(1_000_000))?;
     }
+    Ok(counts)
 }
 
 /// Opens a history or capture file for reading: plain, zstd-compressed (`.zst`), or a

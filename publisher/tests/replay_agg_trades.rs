@@ -4,7 +4,8 @@
 use mdi_protocol::records::{Kline, RecordKind, Trade, decode};
 use mdi_protocol::ring::{ReadEvent, RingOptions, RingReader, RingWriter, ShmDir, StartAt};
 use mdi_publisher::kline::Interval;
-use mdi_publisher::replay::{HistoryFormat, Instrument, TradeReplay, replay_history};
+use mdi_publisher::normalize::{InstrumentSpec, KlineSource, Normalizer, NormalizerConfig, Rings};
+use mdi_publisher::replay::{HistoryFormat, replay_history};
 
 fn records(dir: &ShmDir, name: &str, kind: RecordKind) -> Vec<Vec<u8>> {
     let mut reader = RingReader::open(dir, name, StartAt::Earliest).expect("open");
@@ -29,8 +30,8 @@ fn agg_trades_become_trades_and_binance_klines() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = ShmDir::new(tmp.path());
     let options = RingOptions::default().capacity(1 << 20);
-    let mut ticks = RingWriter::create(&dir, "ticks", &options).expect("ticks");
-    let mut klines = RingWriter::create(&dir, "klines", &options).expect("klines");
+    let ticks = RingWriter::create(&dir, "ticks", &options).expect("ticks");
+    let klines = RingWriter::create(&dir, "klines", &options).expect("klines");
     // 2024-01-01 00:00:10 and :20 (ms), a malformed row, then 00:02:05 (µs, as 2025+
     // files are): minute 00:01 has no trade and must still have its candle
     let csv = "\
@@ -39,23 +40,28 @@ fn agg_trades_become_trades_and_binance_klines() {
 102,not-a-price,1,1003,1003,1704067221000,false,true
 103,41999.50000000,1.00000000,1003,1005,1704067325000000,false,true
 ";
-    let replay = TradeReplay::new(
-        Instrument {
-            id: 1,
-            symbol: "BTCUSDT".into(),
-            price_exponent: -8,
-            qty_exponent: -8,
-        },
-        &[Interval::parse("1m").unwrap()],
-        &mut ticks,
-        &mut klines,
+    let config = NormalizerConfig {
+        instruments: vec![InstrumentSpec::binance_default("BTCUSDT")],
+        intervals: vec![Interval::parse("1m").unwrap()],
+        kline_source: KlineSource::AggTrade,
+        kline_update_ms: None,
+        ..NormalizerConfig::default()
+    };
+    let mut normalizer =
+        Normalizer::new(config, Rings { ticks, klines }, || 9).expect("normalizer");
+    let counts = replay_history(
+        csv.as_bytes(),
+        HistoryFormat::AggTrades,
+        &mut normalizer,
+        0,
+        -8,
+        -8,
+        |_| Some(7),
     )
     .expect("replay");
-    let counts = replay_history(csv.as_bytes(), HistoryFormat::AggTrades, replay, |_| {
-        Some(7)
-    })
-    .expect("replay");
-    assert_eq!((counts.trades, counts.malformed), (3, 1));
+    assert_eq!((counts.rows, counts.malformed), (3, 1));
+    let klines_written = normalizer.counters().klines;
+    drop(normalizer);
 
     let trades: Vec<Trade> = records(&dir, "ticks", RecordKind::TRADE)
         .iter()
@@ -70,7 +76,7 @@ fn agg_trades_become_trades_and_binance_klines() {
         .collect();
     // the whole UTC day is closed: 1440 one-minute candles
     assert_eq!(candles.len(), 1440);
-    assert_eq!(counts.klines, 1440);
+    assert_eq!(klines_written, 1440);
     let (first, quiet, third) = (&candles[0], &candles[1], &candles[2]);
     assert_eq!(
         (first.open_time_ms, first.close_time_ms),

@@ -1,0 +1,857 @@
+//! The normalizer: venue events in, mdi records out — exact fixed point, venue sequence
+//! checks, order books, K-lines — written to the `ticks` and `klines` rings.
+//!
+//! One path for everything that carries trades: live WebSocket frames, captures of them,
+//! and history files all end in [`Normalizer::on_trade`], so a replay produces what the
+//! live feed would have.
+//!
+//! - Every record carries the instrument id, the venue sequence and three timestamps:
+//!   exchange time (0 where the venue gives none, as spot bookTicker), receive time (from
+//!   the caller) and publish time (the normalizer's clock when the record is built).
+//! - Decimal strings become mantissas at the instrument's exponents exactly; a value
+//!   that does not fit is counted and reported (FeedStatus `value_out_of_range`), never
+//!   rounded, and its event is skipped.
+//! - Venue ids: a trade or aggTrade id that skips ahead is a gap (FeedStatus `gap` with
+//!   the exact count); an id already seen (reconnect overlap) is a duplicate, dropped.
+//! - Malformed frames are counted and skipped; FeedStatus `malformed` reports the running
+//!   count at 1, 2, 4, 8, … so a flood of garbage cannot flood the ring.
+
+use std::collections::HashMap;
+
+use mdi_protocol::decimal::{DecimalError, parse_i64};
+use mdi_protocol::records::{
+    BookUpdate, FeedState, FeedStatus, InstrumentDefinition, InstrumentKind, Kline, PriceLevel,
+    Quote, Side, Trade,
+};
+use mdi_protocol::ring::{RingWriter, WriteError};
+
+use crate::binance::book::{BookOutput, DepthBook, DepthDiff, Level};
+use crate::binance::frame::{self, Event, FrameError};
+use crate::kline::{Candle, Interval, KlineBuilder, TradeTick};
+
+/// An instrument and its fixed-point exponents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstrumentSpec {
+    /// Venue symbol (`BTCUSDT`).
+    pub symbol: String,
+    /// Price exponent (−2: cents).
+    pub price_exponent: i8,
+    /// Quantity exponent.
+    pub qty_exponent: i8,
+}
+
+impl InstrumentSpec {
+    /// Binance's fallback: every price and quantity string has 8 decimals.
+    pub fn binance_default(symbol: &str) -> Self {
+        Self {
+            symbol: symbol.to_owned(),
+            price_exponent: -8,
+            qty_exponent: -8,
+        }
+    }
+}
+
+/// Which trades K-lines are built from (never both: they are the same trades).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KlineSource {
+    /// `@trade` events (raw trades).
+    #[default]
+    Trade,
+    /// `@aggTrade` events.
+    AggTrade,
+}
+
+/// What the venue's timestamps count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimeUnit {
+    /// Milliseconds (Binance's default).
+    #[default]
+    Millis,
+    /// Microseconds (`timeUnit=MICROSECOND`).
+    Micros,
+}
+
+impl TimeUnit {
+    fn to_ns(self, value: i64) -> i64 {
+        match self {
+            Self::Millis => value.saturating_mul(1_000_000),
+            Self::Micros => value.saturating_mul(1_000),
+        }
+    }
+}
+
+/// How the normalizer is set up.
+#[derive(Debug, Clone)]
+pub struct NormalizerConfig {
+    /// Venue name in instrument definitions and feed status.
+    pub venue: String,
+    /// Known instruments (ids 1, 2, … in this order). Empty: every symbol seen is taken,
+    /// at Binance's 8-decimal exponents.
+    pub instruments: Vec<InstrumentSpec>,
+    /// K-line intervals.
+    pub intervals: Vec<Interval>,
+    /// K-lines from trades or aggTrades.
+    pub kline_source: KlineSource,
+    /// Publish the open candle (closed = false) at most this often (ms of receive time);
+    /// `None`: final candles only.
+    pub kline_update_ms: Option<i64>,
+    /// The venue's timestamp unit.
+    pub time_unit: TimeUnit,
+}
+
+impl Default for NormalizerConfig {
+    fn default() -> Self {
+        Self {
+            venue: "binance".into(),
+            instruments: Vec::new(),
+            intervals: Interval::DEFAULTS.to_vec(),
+            kline_source: KlineSource::Trade,
+            kline_update_ms: Some(1_000),
+            time_unit: TimeUnit::Millis,
+        }
+    }
+}
+
+/// The two rings a normalizer writes.
+#[derive(Debug)]
+pub struct Rings {
+    /// Trades, quotes, book updates, feed status, instrument definitions.
+    pub ticks: RingWriter,
+    /// K-lines (and the instrument definitions they need).
+    pub klines: RingWriter,
+}
+
+/// What a normalizer saw and did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NormalizerCounters {
+    /// Frames handed in.
+    pub frames: u64,
+    /// Records written (both rings).
+    pub records: u64,
+    /// Frames that were not valid JSON events (skipped).
+    pub malformed: u64,
+    /// Well-formed events of kinds mdi does not handle (skipped).
+    pub unknown_events: u64,
+    /// Events for symbols not configured (skipped).
+    pub unknown_symbols: u64,
+    /// Events with a value that does not fit the instrument's fixed point (skipped).
+    pub out_of_range: u64,
+    /// Events already seen (by venue id), dropped.
+    pub duplicates: u64,
+    /// Venue sequence gaps.
+    pub gaps: u64,
+    /// Venue events missing in those gaps.
+    pub missing: u64,
+    /// Trades older than the open candle (late): in `ticks`, not in candles.
+    pub late_trades: u64,
+    /// `serverShutdown` notices.
+    pub server_shutdowns: u64,
+    /// Trade records written.
+    pub trades: u64,
+    /// Kline records written (open updates and final candles).
+    pub klines: u64,
+}
+
+/// A trade as the normalizer takes it, already in fixed point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TradeIn {
+    /// Trade id, or aggregate trade id.
+    pub id: u64,
+    /// First raw trade id (= `id` for a raw trade).
+    pub first_id: u64,
+    /// Last raw trade id.
+    pub last_id: u64,
+    /// Price mantissa.
+    pub price: i64,
+    /// Quantity mantissa.
+    pub qty: i64,
+    /// Trade time (ns).
+    pub time_ns: i64,
+    /// The buyer was the maker: the taker sold.
+    pub buyer_is_maker: bool,
+    /// An aggregate trade.
+    pub aggregate: bool,
+}
+
+#[derive(Debug)]
+struct Instrument {
+    id: u32,
+    spec: InstrumentSpec,
+    last_trade_id: Option<u64>,
+    last_agg_id: Option<u64>,
+    last_quote_id: Option<u64>,
+    book: DepthBook,
+    klines: Vec<KlineBuilder>,
+    last_kline_update_ms: i64,
+}
+
+/// Venue events to records. See the module docs.
+#[derive(Debug)]
+pub struct Normalizer {
+    config: NormalizerConfig,
+    rings: Rings,
+    instruments: Vec<Instrument>,
+    by_symbol: HashMap<String, usize>,
+    counters: NormalizerCounters,
+    clock: fn() -> i64,
+    candles: Vec<Candle>,
+}
+
+/// The wall clock in ns since the Unix epoch (publish timestamps).
+pub fn wall_clock_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+enum Skip {
+    OutOfRange(String),
+    Malformed(String),
+}
+
+fn mantissa(text: &str, exponent: i8, what: &str) -> Result<i64, Skip> {
+    parse_i64(text, exponent).map_err(|e| match e {
+        DecimalError::Empty | DecimalError::InvalidCharacter { .. } => {
+            Skip::Malformed(format!("{what} {text:?}: {e}"))
+        }
+        _ => Skip::OutOfRange(format!("{what} {text:?}: {e}")),
+    })
+}
+
+fn levels(raw: &[[&str; 2]], spec: &InstrumentSpec) -> Result<Vec<Level>, Skip> {
+    raw.iter()
+        .map(|[p, q]| {
+            Ok((
+                mantissa(p, spec.price_exponent, "price")?,
+                mantissa(q, spec.qty_exponent, "qty")?,
+            ))
+        })
+        .collect()
+}
+
+fn price_levels(levels: &[Level]) -> Vec<PriceLevel> {
+    levels
+        .iter()
+        .map(|&(price, qty)| PriceLevel { price, qty })
+        .collect()
+}
+
+impl Normalizer {
+    /// A normalizer writing `rings`; the configured instruments' definitions are written
+    /// to both rings first. `clock` gives publish times.
+    pub fn new(
+        config: NormalizerConfig,
+        rings: Rings,
+        clock: fn() -> i64,
+    ) -> Result<Self, WriteError> {
+        let mut normalizer = Self {
+            rings,
+            instruments: Vec::new(),
+            by_symbol: HashMap::new(),
+            counters: NormalizerCounters::default(),
+            clock,
+            candles: Vec::new(),
+            config,
+        };
+        for spec in normalizer.config.instruments.clone() {
+            normalizer.add_instrument(spec, 0)?;
+        }
+        Ok(normalizer)
+    }
+
+    /// What was seen and done so far.
+    pub fn counters(&self) -> NormalizerCounters {
+        self.counters
+    }
+
+    /// The rings (to read positions, or to take them back).
+    pub fn rings(&self) -> &Rings {
+        &self.rings
+    }
+
+    /// Ends normalizing; the rings stay open until dropped.
+    pub fn into_rings(self) -> Rings {
+        self.rings
+    }
+
+    fn add_instrument(
+        &mut self,
+        spec: InstrumentSpec,
+        receive_ns: i64,
+    ) -> Result<usize, WriteError> {
+        let index = self.instruments.len();
+        let id = u32::try_from(index + 1).unwrap_or(u32::MAX);
+        let definition = InstrumentDefinition {
+            instrument_id: id,
+            price_exponent: spec.price_exponent,
+            qty_exponent: spec.qty_exponent,
+            ts_receive_ns: receive_ns,
+            ts_publish_ns: (self.clock)(),
+            kind: InstrumentKind::Spot,
+            venue: self.config.venue.clone(),
+            symbol: spec.symbol.clone(),
+            ..InstrumentDefinition::default()
+        };
+        self.rings.ticks.append_record(&definition)?;
+        self.rings.klines.append_record(&definition)?;
+        self.counters.records += 2;
+        self.by_symbol.insert(spec.symbol.clone(), index);
+        self.instruments.push(Instrument {
+            id,
+            spec,
+            last_trade_id: None,
+            last_agg_id: None,
+            last_quote_id: None,
+            book: DepthBook::new(),
+            klines: self
+                .config
+                .intervals
+                .iter()
+                .map(|&i| KlineBuilder::new(i))
+                .collect(),
+            last_kline_update_ms: i64::MIN,
+        });
+        Ok(index)
+    }
+
+    /// The index of `symbol`'s instrument; unknown symbols are taken at Binance's
+    /// exponents when no instruments were configured, skipped otherwise.
+    pub fn instrument(
+        &mut self,
+        symbol: &str,
+        receive_ns: i64,
+    ) -> Result<Option<usize>, WriteError> {
+        if let Some(&index) = self.by_symbol.get(symbol) {
+            return Ok(Some(index));
+        }
+        if !self.config.instruments.is_empty() {
+            self.counters.unknown_symbols += 1;
+            return Ok(None);
+        }
+        self.add_instrument(InstrumentSpec::binance_default(symbol), receive_ns)
+            .map(Some)
+    }
+
+    /// Symbols whose order book waits for a REST snapshot.
+    pub fn wanting_snapshots(&self) -> Vec<String> {
+        self.instruments
+            .iter()
+            .filter(|i| i.book.wants_snapshot())
+            .map(|i| i.spec.symbol.clone())
+            .collect()
+    }
+
+    /// One frame's text as received at `receive_ns`.
+    pub fn on_frame(&mut self, receive_ns: i64, text: &str) -> Result<(), WriteError> {
+        self.counters.frames += 1;
+        let event = match frame::parse(text) {
+            Ok(event) => event,
+            Err(FrameError::UnknownEvent(kind)) => {
+                self.counters.unknown_events += 1;
+                if self.counters.unknown_events <= 5 {
+                    tracing::info!("skipping unknown event {kind:?}");
+                }
+                return Ok(());
+            }
+            Err(FrameError::Malformed(reason)) => {
+                return self.skipped(0, receive_ns, Skip::Malformed(reason));
+            }
+        };
+        match event {
+            Event::Trade(t) => self.with_instrument(t.symbol, receive_ns, |n, i| {
+                let spec = &n.instruments[i].spec;
+                let trade = TradeIn {
+                    id: t.trade_id,
+                    first_id: t.trade_id,
+                    last_id: t.trade_id,
+                    price: mantissa(t.price, spec.price_exponent, "price")?,
+                    qty: mantissa(t.qty, spec.qty_exponent, "qty")?,
+                    time_ns: n.config.time_unit.to_ns(t.trade_time),
+                    buyer_is_maker: t.buyer_is_maker,
+                    aggregate: false,
+                };
+                Ok(n.on_trade(i, &trade, receive_ns))
+            }),
+            Event::AggTrade(t) => self.with_instrument(t.symbol, receive_ns, |n, i| {
+                let spec = &n.instruments[i].spec;
+                let trade = TradeIn {
+                    id: t.agg_id,
+                    first_id: t.first_id,
+                    last_id: t.last_id,
+                    price: mantissa(t.price, spec.price_exponent, "price")?,
+                    qty: mantissa(t.qty, spec.qty_exponent, "qty")?,
+                    time_ns: n.config.time_unit.to_ns(t.trade_time),
+                    buyer_is_maker: t.buyer_is_maker,
+                    aggregate: true,
+                };
+                Ok(n.on_trade(i, &trade, receive_ns))
+            }),
+            Event::BookTicker(b) => self.with_instrument(b.symbol, receive_ns, |n, i| {
+                let spec = &n.instruments[i].spec;
+                let (pe, qe) = (spec.price_exponent, spec.qty_exponent);
+                let quote = Quote {
+                    instrument_id: n.instruments[i].id,
+                    price_exponent: pe,
+                    qty_exponent: qe,
+                    venue_seq: b.update_id,
+                    ts_exchange_ns: b.event_time.map_or(0, |t| n.config.time_unit.to_ns(t)),
+                    ts_receive_ns: receive_ns,
+                    ts_publish_ns: 0,
+                    bid_price: mantissa(b.bid_price, pe, "bid price")?,
+                    bid_qty: mantissa(b.bid_qty, qe, "bid qty")?,
+                    ask_price: mantissa(b.ask_price, pe, "ask price")?,
+                    ask_qty: mantissa(b.ask_qty, qe, "ask qty")?,
+                };
+                Ok(n.on_quote(i, quote))
+            }),
+            Event::Depth(d) => self.with_instrument(d.symbol, receive_ns, |n, i| {
+                let spec = &n.instruments[i].spec;
+                let diff = DepthDiff {
+                    first_update_id: d.first_update_id,
+                    final_update_id: d.final_update_id,
+                    bids: levels(&d.bids, spec)?,
+                    asks: levels(&d.asks, spec)?,
+                };
+                let exchange_ns = n.config.time_unit.to_ns(d.event_time);
+                Ok(n.on_depth(i, diff, exchange_ns, receive_ns))
+            }),
+            Event::ServerShutdown { .. } => {
+                self.counters.server_shutdowns += 1;
+                Ok(())
+            }
+            Event::Response { .. } => Ok(()),
+        }
+    }
+
+    /// Runs `f` for `symbol`'s instrument; a value that cannot be used is reported.
+    fn with_instrument(
+        &mut self,
+        symbol: &str,
+        receive_ns: i64,
+        f: impl FnOnce(&mut Self, usize) -> Result<Result<(), WriteError>, Skip>,
+    ) -> Result<(), WriteError> {
+        let Some(index) = self.instrument(symbol, receive_ns)? else {
+            return Ok(());
+        };
+        match f(self, index) {
+            Ok(written) => written,
+            Err(skip) => {
+                let id = self.instruments[index].id;
+                self.skipped(id, receive_ns, skip)
+            }
+        }
+    }
+
+    fn skipped(
+        &mut self,
+        instrument_id: u32,
+        receive_ns: i64,
+        skip: Skip,
+    ) -> Result<(), WriteError> {
+        let (state, count, detail) = match skip {
+            Skip::Malformed(detail) => {
+                self.counters.malformed += 1;
+                (FeedState::Malformed, self.counters.malformed, detail)
+            }
+            Skip::OutOfRange(detail) => {
+                self.counters.out_of_range += 1;
+                (
+                    FeedState::ValueOutOfRange,
+                    self.counters.out_of_range,
+                    detail,
+                )
+            }
+        };
+        if count <= 5 {
+            tracing::warn!("skipping a frame: {detail}");
+        }
+        if !count.is_power_of_two() {
+            return Ok(());
+        }
+        self.status(FeedStatus {
+            instrument_id,
+            ts_receive_ns: receive_ns,
+            count,
+            state,
+            detail,
+            ..FeedStatus::default()
+        })
+    }
+
+    fn status(&mut self, mut status: FeedStatus) -> Result<(), WriteError> {
+        status.venue.clone_from(&self.config.venue);
+        status.ts_publish_ns = (self.clock)();
+        self.rings.ticks.append_record(&status)?;
+        self.counters.records += 1;
+        Ok(())
+    }
+
+    /// A trade of instrument `index` (see [`Self::instrument`]): venue-id checks, the
+    /// Trade record, K-lines.
+    pub fn on_trade(
+        &mut self,
+        index: usize,
+        t: &TradeIn,
+        receive_ns: i64,
+    ) -> Result<(), WriteError> {
+        let instrument = &mut self.instruments[index];
+        let last = if t.aggregate {
+            &mut instrument.last_agg_id
+        } else {
+            &mut instrument.last_trade_id
+        };
+        if let Some(last) = *last
+            && t.id <= last
+        {
+            self.counters.duplicates += 1;
+            return Ok(());
+        }
+        let gap = last.filter(|&l| t.id > l + 1).map(|l| l + 1);
+        *last = Some(t.id);
+        let (id, pe, qe) = (
+            instrument.id,
+            instrument.spec.price_exponent,
+            instrument.spec.qty_exponent,
+        );
+        if let Some(expected) = gap {
+            self.counters.gaps += 1;
+            self.counters.missing += t.id - expected;
+            self.status(FeedStatus {
+                instrument_id: id,
+                venue_seq: t.id,
+                ts_exchange_ns: t.time_ns,
+                ts_receive_ns: receive_ns,
+                expected_seq: expected,
+                received_seq: t.id,
+                count: t.id - expected,
+                state: FeedState::Gap,
+                detail: if t.aggregate {
+                    "aggTrade id"
+                } else {
+                    "trade id"
+                }
+                .into(),
+                ..FeedStatus::default()
+            })?;
+        }
+        let record = Trade {
+            instrument_id: id,
+            price_exponent: pe,
+            qty_exponent: qe,
+            venue_seq: t.id,
+            ts_exchange_ns: t.time_ns,
+            ts_receive_ns: receive_ns,
+            ts_publish_ns: (self.clock)(),
+            price: t.price,
+            qty: t.qty,
+            trade_id: t.id,
+            first_trade_id: t.first_id,
+            last_trade_id: t.last_id,
+            is_aggregate: t.aggregate,
+            aggressor: if t.buyer_is_maker {
+                Side::Sell
+            } else {
+                Side::Buy
+            },
+        };
+        self.rings.ticks.append_record(&record)?;
+        self.counters.records += 1;
+        self.counters.trades += 1;
+        let source = if t.aggregate {
+            KlineSource::AggTrade
+        } else {
+            KlineSource::Trade
+        };
+        if source != self.config.kline_source {
+            return Ok(());
+        }
+        let tick = TradeTick {
+            time_ms: t.time_ns.div_euclid(1_000_000),
+            first_id: i64::try_from(t.first_id).unwrap_or(i64::MAX),
+            last_id: i64::try_from(t.last_id).unwrap_or(i64::MAX),
+            price: t.price,
+            qty: t.qty,
+            buyer_is_maker: t.buyer_is_maker,
+        };
+        let mut candles = std::mem::take(&mut self.candles);
+        let instrument = &mut self.instruments[index];
+        let mut late = false;
+        for builder in &mut instrument.klines {
+            late |= !builder.on_trade(&tick, &mut |c| candles.push(*c));
+        }
+        self.counters.late_trades += u64::from(late);
+        let receive_ms = receive_ns.div_euclid(1_000_000);
+        if let Some(every) = self.config.kline_update_ms
+            && receive_ms.saturating_sub(instrument.last_kline_update_ms) >= every
+        {
+            instrument.last_kline_update_ms = receive_ms;
+            candles.extend(
+                instrument
+                    .klines
+                    .iter()
+                    .filter_map(|b| b.current().copied()),
+            );
+        }
+        let written = self.write_candles(index, &candles, t.time_ns, receive_ns);
+        candles.clear();
+        self.candles = candles;
+        written
+    }
+
+    fn on_quote(&mut self, index: usize, mut quote: Quote) -> Result<(), WriteError> {
+        let last = &mut self.instruments[index].last_quote_id;
+        if last.is_some_and(|l| quote.venue_seq <= l) {
+            self.counters.duplicates += 1;
+            return Ok(());
+        }
+        *last = Some(quote.venue_seq);
+        quote.ts_publish_ns = (self.clock)();
+        self.rings.ticks.append_record(&quote)?;
+        self.counters.records += 1;
+        Ok(())
+    }
+
+    fn on_depth(
+        &mut self,
+        index: usize,
+        diff: DepthDiff,
+        exchange_ns: i64,
+        receive_ns: i64,
+    ) -> Result<(), WriteError> {
+        let mut outputs = Vec::new();
+        self.instruments[index]
+            .book
+            .on_diff(diff, &mut |o| outputs.push(o));
+        self.book_outputs(index, outputs, exchange_ns, receive_ns)
+    }
+
+    /// A REST depth snapshot for `symbol` arrived (its body text).
+    pub fn on_snapshot(
+        &mut self,
+        receive_ns: i64,
+        symbol: &str,
+        text: &str,
+    ) -> Result<(), WriteError> {
+        let Some(index) = self.instrument(symbol, receive_ns)? else {
+            return Ok(());
+        };
+        let snapshot = match frame::parse_depth_snapshot(text) {
+            Ok(s) => s,
+            Err(e) => {
+                let id = self.instruments[index].id;
+                return self.skipped(
+                    id,
+                    receive_ns,
+                    Skip::Malformed(format!("depth snapshot: {e}")),
+                );
+            }
+        };
+        let spec = &self.instruments[index].spec;
+        let parsed =
+            levels(&snapshot.bids, spec).and_then(|b| Ok((b, levels(&snapshot.asks, spec)?)));
+        let (bids, asks) = match parsed {
+            Ok(levels) => levels,
+            Err(skip) => {
+                let id = self.instruments[index].id;
+                return self.skipped(id, receive_ns, skip);
+            }
+        };
+        let mut outputs = Vec::new();
+        self.instruments[index]
+            .book
+            .on_snapshot(snapshot.last_update_id, &bids, &asks, &mut |o| {
+                outputs.push(o)
+            });
+        self.book_outputs(index, outputs, 0, receive_ns)
+    }
+
+    fn book_outputs(
+        &mut self,
+        index: usize,
+        outputs: Vec<BookOutput>,
+        exchange_ns: i64,
+        receive_ns: i64,
+    ) -> Result<(), WriteError> {
+        let instrument = &self.instruments[index];
+        let (id, pe, qe) = (
+            instrument.id,
+            instrument.spec.price_exponent,
+            instrument.spec.qty_exponent,
+        );
+        for output in outputs {
+            let book = |first: u64, last: u64, snapshot: bool, bids: &[Level], asks: &[Level]| {
+                BookUpdate {
+                    instrument_id: id,
+                    price_exponent: pe,
+                    qty_exponent: qe,
+                    is_snapshot: snapshot,
+                    venue_seq: last,
+                    ts_exchange_ns: exchange_ns,
+                    ts_receive_ns: receive_ns,
+                    ts_publish_ns: 0,
+                    first_update_id: first,
+                    last_update_id: last,
+                    bids: price_levels(bids),
+                    asks: price_levels(asks),
+                }
+            };
+            match output {
+                BookOutput::Snapshot {
+                    last_update_id,
+                    bids,
+                    asks,
+                } => {
+                    let mut record = book(last_update_id, last_update_id, true, &bids, &asks);
+                    record.ts_publish_ns = (self.clock)();
+                    self.rings.ticks.append_record(&record)?;
+                    self.counters.records += 1;
+                    self.status(FeedStatus {
+                        instrument_id: id,
+                        venue_seq: last_update_id,
+                        ts_receive_ns: receive_ns,
+                        state: FeedState::ResyncDone,
+                        detail: "order book synced from a snapshot".into(),
+                        ..FeedStatus::default()
+                    })?;
+                }
+                BookOutput::Delta(diff) => {
+                    let mut record = book(
+                        diff.first_update_id,
+                        diff.final_update_id,
+                        false,
+                        &diff.bids,
+                        &diff.asks,
+                    );
+                    record.ts_publish_ns = (self.clock)();
+                    self.rings.ticks.append_record(&record)?;
+                    self.counters.records += 1;
+                }
+                BookOutput::Gap { expected, received } => {
+                    self.counters.gaps += 1;
+                    self.counters.missing += received - expected;
+                    self.status(FeedStatus {
+                        instrument_id: id,
+                        venue_seq: received,
+                        ts_exchange_ns: exchange_ns,
+                        ts_receive_ns: receive_ns,
+                        expected_seq: expected,
+                        received_seq: received,
+                        count: received - expected,
+                        state: FeedState::Gap,
+                        detail: "depth update id: book discarded, resync".into(),
+                        ..FeedStatus::default()
+                    })?;
+                    self.status(FeedStatus {
+                        instrument_id: id,
+                        ts_receive_ns: receive_ns,
+                        state: FeedState::ResyncStarted,
+                        ..FeedStatus::default()
+                    })?;
+                }
+                BookOutput::StaleSnapshot {
+                    last_update_id,
+                    first_buffered,
+                } => {
+                    tracing::info!(
+                        "depth snapshot at {last_update_id} is older than the first buffered update {first_buffered}: fetching again"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The clock moved to `now_ns` (a timer): candles whose interval is over are closed
+    /// even when the market is quiet.
+    pub fn on_timer(&mut self, now_ns: i64) -> Result<(), WriteError> {
+        self.each_builder(now_ns, |b, now_ms, out| {
+            b.advance(now_ms, &mut |c| out.push(*c));
+        })
+    }
+
+    /// The feed went down at `now_ns` (disconnect): FeedStatus, and candles spanning the
+    /// outage are flagged, none invented.
+    pub fn feed_down(&mut self, now_ns: i64, detail: &str) -> Result<(), WriteError> {
+        self.status(FeedStatus {
+            ts_receive_ns: now_ns,
+            state: FeedState::Disconnected,
+            detail: detail.into(),
+            ..FeedStatus::default()
+        })?;
+        self.each_builder(now_ns, |b, now_ms, out| {
+            b.feed_down(now_ms, &mut |c| out.push(*c));
+        })
+    }
+
+    /// The feed is up again at `now_ns`.
+    pub fn feed_up(&mut self, now_ns: i64) -> Result<(), WriteError> {
+        self.status(FeedStatus {
+            ts_receive_ns: now_ns,
+            state: FeedState::Connected,
+            ..FeedStatus::default()
+        })?;
+        self.each_builder(now_ns, |b, now_ms, out| {
+            b.feed_up(now_ms, &mut |c| out.push(*c));
+        })
+    }
+
+    fn each_builder(
+        &mut self,
+        now_ns: i64,
+        step: impl Fn(&mut KlineBuilder, i64, &mut Vec<Candle>),
+    ) -> Result<(), WriteError> {
+        let now_ms = now_ns.div_euclid(1_000_000);
+        let mut candles = std::mem::take(&mut self.candles);
+        for index in 0..self.instruments.len() {
+            candles.clear();
+            for builder in &mut self.instruments[index].klines {
+                step(builder, now_ms, &mut candles);
+            }
+            self.write_candles(index, &candles, now_ns, now_ns)?;
+        }
+        candles.clear();
+        self.candles = candles;
+        Ok(())
+    }
+
+    fn write_candles(
+        &mut self,
+        index: usize,
+        candles: &[Candle],
+        exchange_ns: i64,
+        receive_ns: i64,
+    ) -> Result<(), WriteError> {
+        let instrument = &self.instruments[index];
+        for c in candles {
+            let kline = Kline {
+                instrument_id: instrument.id,
+                price_exponent: instrument.spec.price_exponent,
+                qty_exponent: instrument.spec.qty_exponent,
+                closed: c.closed,
+                spans_outage: c.spans_outage,
+                venue_seq: c.last_trade_id.max(0).unsigned_abs(),
+                ts_exchange_ns: exchange_ns,
+                ts_receive_ns: receive_ns,
+                ts_publish_ns: (self.clock)(),
+                interval_ms: c.interval.ms(),
+                open_time_ms: c.open_time_ms,
+                close_time_ms: c.close_time_ms,
+                open: c.open,
+                high: c.high,
+                low: c.low,
+                close: c.close,
+                trades: c.trades,
+                first_trade_id: c.first_trade_id,
+                last_trade_id: c.last_trade_id,
+                volume: c.volume,
+                quote_volume: c.quote_volume,
+                taker_buy_volume: c.taker_buy_volume,
+                taker_buy_quote_volume: c.taker_buy_quote_volume,
+            };
+            self.rings.klines.append_record(&kline)?;
+            self.counters.records += 1;
+            self.counters.klines += 1;
+        }
+        Ok(())
+    }
+}
