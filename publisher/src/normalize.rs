@@ -359,6 +359,11 @@ impl Normalizer {
         };
         match event {
             Event::Trade(t) => self.with_instrument(t.symbol, receive_ns, |n, i| {
+                let time_ns = n.config.time_unit.to_ns(t.trade_time);
+                match n.advance_venue_id(i, false, t.trade_id, time_ns, receive_ns) {
+                    Ok(true) => {}
+                    other => return Ok(other.map(drop)),
+                }
                 let spec = &n.instruments[i].spec;
                 let trade = TradeIn {
                     id: t.trade_id,
@@ -366,13 +371,18 @@ impl Normalizer {
                     last_id: t.trade_id,
                     price: mantissa(t.price, spec.price_exponent, "price")?,
                     qty: mantissa(t.qty, spec.qty_exponent, "qty")?,
-                    time_ns: n.config.time_unit.to_ns(t.trade_time),
+                    time_ns,
                     buyer_is_maker: t.buyer_is_maker,
                     aggregate: false,
                 };
-                Ok(n.on_trade(i, &trade, receive_ns))
+                Ok(n.publish_trade(i, &trade, receive_ns))
             }),
             Event::AggTrade(t) => self.with_instrument(t.symbol, receive_ns, |n, i| {
+                let time_ns = n.config.time_unit.to_ns(t.trade_time);
+                match n.advance_venue_id(i, true, t.agg_id, time_ns, receive_ns) {
+                    Ok(true) => {}
+                    other => return Ok(other.map(drop)),
+                }
                 let spec = &n.instruments[i].spec;
                 let trade = TradeIn {
                     id: t.agg_id,
@@ -380,11 +390,11 @@ impl Normalizer {
                     last_id: t.last_id,
                     price: mantissa(t.price, spec.price_exponent, "price")?,
                     qty: mantissa(t.qty, spec.qty_exponent, "qty")?,
-                    time_ns: n.config.time_unit.to_ns(t.trade_time),
+                    time_ns,
                     buyer_is_maker: t.buyer_is_maker,
                     aggregate: true,
                 };
-                Ok(n.on_trade(i, &trade, receive_ns))
+                Ok(n.publish_trade(i, &trade, receive_ns))
             }),
             Event::BookTicker(b) => self.with_instrument(b.symbol, receive_ns, |n, i| {
                 let spec = &n.instruments[i].spec;
@@ -494,46 +504,70 @@ impl Normalizer {
         t: &TradeIn,
         receive_ns: i64,
     ) -> Result<(), WriteError> {
+        if self.advance_venue_id(index, t.aggregate, t.id, t.time_ns, receive_ns)? {
+            self.publish_trade(index, t, receive_ns)?;
+        }
+        Ok(())
+    }
+
+    /// Checks a trade id against the last one seen: true for a new trade; a duplicate
+    /// is counted (false); a skip ahead is reported as a gap with the exact count. Runs
+    /// before the values are parsed, so a trade whose values cannot be used is not
+    /// mistaken for a venue gap.
+    fn advance_venue_id(
+        &mut self,
+        index: usize,
+        aggregate: bool,
+        id: u64,
+        time_ns: i64,
+        receive_ns: i64,
+    ) -> Result<bool, WriteError> {
         let instrument = &mut self.instruments[index];
-        let last = if t.aggregate {
+        let last = if aggregate {
             &mut instrument.last_agg_id
         } else {
             &mut instrument.last_trade_id
         };
         if let Some(last) = *last
-            && t.id <= last
+            && id <= last
         {
             self.counters.duplicates += 1;
-            return Ok(());
+            return Ok(false);
         }
-        let gap = last.filter(|&l| t.id > l + 1).map(|l| l + 1);
-        *last = Some(t.id);
+        let gap = last.filter(|&l| id > l + 1).map(|l| l + 1);
+        *last = Some(id);
+        let instrument_id = instrument.id;
+        if let Some(expected) = gap {
+            self.counters.gaps += 1;
+            self.counters.missing += id - expected;
+            self.status(FeedStatus {
+                instrument_id,
+                venue_seq: id,
+                ts_exchange_ns: time_ns,
+                ts_receive_ns: receive_ns,
+                expected_seq: expected,
+                received_seq: id,
+                count: id - expected,
+                state: FeedState::Gap,
+                detail: if aggregate { "aggTrade id" } else { "trade id" }.into(),
+                ..FeedStatus::default()
+            })?;
+        }
+        Ok(true)
+    }
+
+    fn publish_trade(
+        &mut self,
+        index: usize,
+        t: &TradeIn,
+        receive_ns: i64,
+    ) -> Result<(), WriteError> {
+        let instrument = &self.instruments[index];
         let (id, pe, qe) = (
             instrument.id,
             instrument.spec.price_exponent,
             instrument.spec.qty_exponent,
         );
-        if let Some(expected) = gap {
-            self.counters.gaps += 1;
-            self.counters.missing += t.id - expected;
-            self.status(FeedStatus {
-                instrument_id: id,
-                venue_seq: t.id,
-                ts_exchange_ns: t.time_ns,
-                ts_receive_ns: receive_ns,
-                expected_seq: expected,
-                received_seq: t.id,
-                count: t.id - expected,
-                state: FeedState::Gap,
-                detail: if t.aggregate {
-                    "aggTrade id"
-                } else {
-                    "trade id"
-                }
-                .into(),
-                ..FeedStatus::default()
-            })?;
-        }
         let record = Trade {
             instrument_id: id,
             price_exponent: pe,
