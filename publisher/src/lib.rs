@@ -12,6 +12,8 @@
 pub use mdi_protocol;
 
 pub mod binance;
+pub mod capture;
+pub mod demo;
 pub mod kline;
 pub mod normalize;
 pub mod replay;

@@ -11,6 +11,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use mdi_protocol::ring::{RingOptions, RingWriter, ShmDir};
 use mdi_protocol::udp::Channel;
+use mdi_publisher::capture::{CaptureWriter, looks_like_capture, parse_line, replay_capture};
+use mdi_publisher::demo;
 use mdi_publisher::kline::Interval;
 use mdi_publisher::normalize::{
     InstrumentSpec, KlineSource, Normalizer, NormalizerConfig, Rings, wall_clock_ns,
@@ -34,14 +36,17 @@ enum Command {
     /// Serve rings of a shm directory over reliable UDP (multicast or unicast) until
     /// interrupted; on exit, linger answering NAKs, then send END.
     Serve(Serve),
-    /// Replay a Binance history file (data.binance.vision aggTrades or trades CSV, plain,
-    /// .zip or .zst) into the `ticks` and `klines` rings, through the K-line builder, and
-    /// exit when done.
+    /// Replay a capture (`mdpub record`) or a Binance history file (data.binance.vision
+    /// aggTrades or trades CSV; plain, .zip or .zst) through the live path into the
+    /// `ticks` and `klines` rings, and exit when done.
     Replay(Replay),
+    /// Play the bundled demo feed in a loop into the shm directory and serve it over UDP
+    /// on loopback, so `mdtail` shows live-looking data without a network.
+    Demo(Demo),
 }
 
 /// Where the rings are and how they are served over UDP (shared by the subcommands).
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 struct Serving {
     /// Shared-memory directory of the rings.
     #[arg(long, env = "MDI_SHM_DIR", value_name = "DIR", default_value = mdi_protocol::ring::DEFAULT_SHM_DIR)]
@@ -99,10 +104,11 @@ struct Replay {
     /// The file: BTCUSDT-aggTrades-2024-01-01.csv (or .zip, .zst), a trades file, ...
     #[arg(long, value_name = "FILE")]
     input: PathBuf,
-    /// What the file holds; auto tells it from the file name or a header row.
+    /// What the file holds; auto tells it from the file name or its first line.
     #[arg(long, value_enum, default_value_t = InputFormat::Auto)]
     format: InputFormat,
-    /// The instrument's symbol; default: the file name up to its first '-'.
+    /// The instrument's symbol; default for history files: the file name up to its first
+    /// '-'. For a capture: only this symbol (default: every symbol in it).
     #[arg(long, value_name = "SYMBOL")]
     symbol: Option<String>,
     /// Price exponent (default: Binance's 8-decimal strings).
@@ -120,11 +126,50 @@ struct Replay {
     /// Capacity of each ring in bytes (a power of two; memory is used as it fills).
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
     capacity: u64,
+    /// Build K-lines of a capture from trades or aggTrades (history files: their own).
+    #[arg(long, value_enum, default_value_t = KlineSourceArg::Trade)]
+    kline_source: KlineSourceArg,
     /// Continue existing rings in a new epoch instead of starting them afresh.
     #[arg(long)]
     append: bool,
     #[command(flatten)]
     serving: Serving,
+}
+
+#[derive(Debug, clap::Args)]
+struct Demo {
+    #[command(flatten)]
+    serving: Serving,
+    /// Do not serve over UDP (default: unicast on udp://127.0.0.1:40456).
+    #[arg(long, conflicts_with = "channels")]
+    no_udp: bool,
+    /// Pace: 1x (real time), Nx, or max.
+    #[arg(long, value_name = "SPEED", default_value = "1x", value_parser = parse_speed)]
+    speed: Speed,
+    /// Stop after this many seconds (default: until interrupted).
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<f64>,
+    /// Write the demo capture to FILE and exit (how the bundled one is made).
+    #[arg(long, value_name = "FILE", hide = true)]
+    write_capture: Option<PathBuf>,
+}
+
+/// `--kline-source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum KlineSourceArg {
+    /// Raw trades (`@trade`).
+    Trade,
+    /// Aggregate trades (`@aggTrade`).
+    AggTrade,
+}
+
+impl From<KlineSourceArg> for KlineSource {
+    fn from(arg: KlineSourceArg) -> Self {
+        match arg {
+            KlineSourceArg::Trade => Self::Trade,
+            KlineSourceArg::AggTrade => Self::AggTrade,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -135,6 +180,8 @@ enum InputFormat {
     AggTrades,
     /// data.binance.vision trades.
     Trades,
+    /// A capture: `<receive ns> <frame>` lines, as `mdpub record` writes them.
+    Capture,
 }
 
 /// How fast a replay runs.
@@ -180,6 +227,7 @@ fn main() {
     let result = match cli.command {
         Command::Serve(args) => run_serve(&args),
         Command::Replay(args) => run_replay(&args),
+        Command::Demo(args) => run_demo(&args),
     };
     if let Err(error) = result {
         eprintln!("mdpub: {error:#}");
@@ -264,138 +312,269 @@ fn report_senders(senders: &[UdpSender]) {
     }
 }
 
+/// What the input holds, resolved.
+enum Input {
+    History(HistoryFormat),
+    Capture,
+}
+
+fn input_kind(args: &Replay, file_name: &str) -> Result<Input> {
+    Ok(match args.format {
+        InputFormat::AggTrades => Input::History(HistoryFormat::AggTrades),
+        InputFormat::Trades => Input::History(HistoryFormat::Trades),
+        InputFormat::Capture => Input::Capture,
+        InputFormat::Auto => {
+            if let Some(format) = HistoryFormat::from_file_name(file_name) {
+                return Ok(Input::History(format));
+            }
+            let mut first = String::new();
+            open_input(&args.input)
+                .with_context(|| format!("opening {}", args.input.display()))?
+                .read_line(&mut first)
+                .with_context(|| format!("reading {}", args.input.display()))?;
+            if looks_like_capture(&first) {
+                Input::Capture
+            } else {
+                Input::History(HistoryFormat::from_header(&first).with_context(|| {
+                    format!(
+                        "cannot tell what {} holds from its name or first line: give --format agg-trades, trades or capture",
+                        args.input.display()
+                    )
+                })?)
+            }
+        }
+    })
+}
+
+/// Sleeps so that times `t` (ns, any clock) are replayed `speed` times as fast as they
+/// happened, counted from the first one.
+struct Pacer {
+    speed: Speed,
+    origin: Option<(Instant, i64)>,
+}
+
+impl Pacer {
+    fn new(speed: Speed) -> Self {
+        Self {
+            speed,
+            origin: None,
+        }
+    }
+
+    fn wait_for(&mut self, t: i64) {
+        let Speed::Times(factor) = self.speed else {
+            return;
+        };
+        let (wall, first) = *self.origin.get_or_insert((Instant::now(), t));
+        let due = Duration::from_secs_f64((t - first).max(0) as f64 / 1e9 / factor);
+        let elapsed = wall.elapsed();
+        if due > elapsed {
+            std::thread::sleep(due - elapsed);
+        }
+    }
+}
+
+/// Creates the `ticks` and `klines` rings, runs `job` on them while the senders of
+/// `serving` serve them (on a thread of their own), and returns when the job is done and
+/// the senders have ended (linger, END).
+fn write_and_serve<T: Send>(
+    serving: &Serving,
+    options: &RingOptions,
+    stop: &AtomicBool,
+    job: impl FnOnce(Rings) -> Result<T> + Send,
+) -> Result<(T, Vec<UdpSender>)> {
+    let shm = ShmDir::new(&serving.shm_dir);
+    let rings = Rings {
+        ticks: RingWriter::create(&shm, "ticks", options).context("creating ring ticks")?,
+        klines: RingWriter::create(&shm, "klines", options).context("creating ring klines")?,
+    };
+    let mut senders = serving.senders(&["ticks".to_owned(), "klines".to_owned()])?;
+    if senders.is_empty() {
+        return Ok((job(rings)?, senders));
+    }
+    eprintln!("mdpub: serving ticks, klines on {}", channel_list(&senders));
+    let result = std::thread::scope(|scope| {
+        let writing = scope.spawn(move || job(rings));
+        let served = serve(
+            &mut senders,
+            stop,
+            ServeUntil {
+                duration: None,
+                writers_exit: true,
+            },
+        );
+        let result = writing
+            .join()
+            .map_err(|_| anyhow::anyhow!("the writing thread panicked"))?;
+        served?;
+        result
+    })?;
+    Ok((result, senders))
+}
+
 fn run_replay(args: &Replay) -> Result<()> {
     let file_name = args
         .input
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
-    let format = match args.format {
-        InputFormat::AggTrades => HistoryFormat::AggTrades,
-        InputFormat::Trades => HistoryFormat::Trades,
-        InputFormat::Auto => match HistoryFormat::from_file_name(file_name) {
-            Some(format) => format,
-            None => {
-                let mut first = String::new();
-                open_input(&args.input)
-                    .with_context(|| format!("opening {}", args.input.display()))?
-                    .read_line(&mut first)
-                    .with_context(|| format!("reading {}", args.input.display()))?;
-                HistoryFormat::from_header(&first).with_context(|| {
-                    format!(
-                        "cannot tell what {} holds from its name or first line: give --format agg-trades or --format trades",
-                        args.input.display()
-                    )
-                })?
-            }
-        },
-    };
-    let symbol = match &args.symbol {
-        Some(symbol) => symbol.clone(),
-        None => match file_name.split_once('-') {
-            Some((symbol, _)) if !symbol.is_empty() => symbol.to_owned(),
-            _ => bail!("cannot tell the symbol from the file name {file_name:?}: give --symbol"),
-        },
-    };
+    let kind = input_kind(args, file_name)?;
     let input =
         open_input(&args.input).with_context(|| format!("opening {}", args.input.display()))?;
-    let shm = ShmDir::new(&args.serving.shm_dir);
     let options = RingOptions::default()
         .capacity(args.capacity)
         .fresh(!args.append)
         .prefault(false)
         .now_ns(wall_clock_ns());
-    let ticks = RingWriter::create(&shm, "ticks", &options).context("creating ring ticks")?;
-    let klines = RingWriter::create(&shm, "klines", &options).context("creating ring klines")?;
-    let mut senders = args
-        .serving
-        .senders(&["ticks".to_owned(), "klines".to_owned()])?;
     let stop = interrupt_flag()?;
+    let mut pacer = Pacer::new(args.speed);
+    let mut config = NormalizerConfig {
+        intervals: args.intervals.clone(),
+        kline_source: args.kline_source.into(),
+        ..NormalizerConfig::default()
+    };
     eprintln!(
-        "mdpub: replaying {} ({symbol} {format:?}) into {}{}",
+        "mdpub: replaying {} into {}",
         args.input.display(),
-        shm.path().display(),
-        if senders.is_empty() {
-            String::new()
-        } else {
-            format!(", serving on {}", channel_list(&senders))
-        }
+        args.serving.shm_dir.display()
     );
     let started = Instant::now();
-    let speed = args.speed;
-    let replay = || -> Result<_> {
-        let config = NormalizerConfig {
-            instruments: vec![InstrumentSpec {
+    let ((skipped, interrupted, counters), senders) = match kind {
+        Input::History(format) => {
+            let symbol = match &args.symbol {
+                Some(symbol) => symbol.clone(),
+                None => match file_name.split_once('-') {
+                    Some((symbol, _)) if !symbol.is_empty() => symbol.to_owned(),
+                    _ => bail!(
+                        "cannot tell the symbol from the file name {file_name:?}: give --symbol"
+                    ),
+                },
+            };
+            let (pe, qe) = (args.price_exponent, args.qty_exponent);
+            config.instruments = vec![InstrumentSpec {
                 symbol,
-                price_exponent: args.price_exponent,
-                qty_exponent: args.qty_exponent,
-            }],
-            intervals: args.intervals.clone(),
-            kline_source: match format {
+                price_exponent: pe,
+                qty_exponent: qe,
+            }];
+            config.kline_source = match format {
                 HistoryFormat::AggTrades => KlineSource::AggTrade,
                 HistoryFormat::Trades => KlineSource::Trade,
-            },
+            };
             // history: final candles only
-            kline_update_ms: None,
-            ..NormalizerConfig::default()
-        };
-        let mut normalizer = Normalizer::new(config, Rings { ticks, klines }, wall_clock_ns)?;
-        let mut origin = None;
-        let (pe, qe) = (args.price_exponent, args.qty_exponent);
-        let counts = replay_history(input, format, &mut normalizer, 0, pe, qe, |exchange_ns| {
-            if stop.load(Ordering::Relaxed) {
-                return None;
+            config.kline_update_ms = None;
+            write_and_serve(&args.serving, &options, &stop, |rings| {
+                let mut normalizer = Normalizer::new(config, rings, wall_clock_ns)?;
+                let counts = replay_history(input, format, &mut normalizer, 0, pe, qe, |t| {
+                    pacer.wait_for(t);
+                    (!stop.load(Ordering::Relaxed)).then(wall_clock_ns)
+                })?;
+                Ok((counts.malformed, counts.interrupted, normalizer.counters()))
+            })?
+        }
+        Input::Capture => {
+            if let Some(symbol) = &args.symbol {
+                config.instruments = vec![InstrumentSpec {
+                    symbol: symbol.clone(),
+                    price_exponent: args.price_exponent,
+                    qty_exponent: args.qty_exponent,
+                }];
             }
-            if let Speed::Times(factor) = speed {
-                let (wall, exchange) = *origin.get_or_insert((Instant::now(), exchange_ns));
-                let due =
-                    Duration::from_secs_f64((exchange_ns - exchange).max(0) as f64 / 1e9 / factor);
-                let elapsed = wall.elapsed();
-                if due > elapsed {
-                    std::thread::sleep(due - elapsed);
-                }
-            }
-            Some(wall_clock_ns())
-        })?;
-        let counters = normalizer.counters();
-        // closing the rings tells readers (and the senders) the writer is done
-        drop(normalizer);
-        Ok((counts, counters))
-    };
-    let (counts, counters) = if senders.is_empty() {
-        replay()?
-    } else {
-        std::thread::scope(|scope| {
-            let replaying = scope.spawn(replay);
-            let served = serve(
-                &mut senders,
-                &stop,
-                ServeUntil {
-                    duration: None,
-                    writers_exit: true,
-                },
-            );
-            let counts = replaying
-                .join()
-                .map_err(|_| anyhow::anyhow!("the replay thread panicked"))?;
-            served?;
-            counts
-        })?
+            write_and_serve(&args.serving, &options, &stop, |rings| {
+                let mut normalizer = Normalizer::new(config, rings, wall_clock_ns)?;
+                let counts = replay_capture(input, &mut normalizer, |t| {
+                    pacer.wait_for(t);
+                    !stop.load(Ordering::Relaxed)
+                })?;
+                let counters = normalizer.counters();
+                Ok((
+                    counts.bad_lines + counters.malformed,
+                    counts.interrupted,
+                    counters,
+                ))
+            })?
+        }
     };
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
-        "mdpub: {} trades, {} klines, {} malformed rows skipped, {} venue-id gaps ({} trades missing) in {seconds:.2} s ({:.0} trades/s){}",
+        "mdpub: {} trades, {} klines, {} records in all; {} malformed lines or frames skipped, {} venue-id gaps ({} missing) in {seconds:.2} s ({:.0} trades/s){}",
         counters.trades,
         counters.klines,
-        counts.malformed,
+        counters.records,
+        skipped,
         counters.gaps,
         counters.missing,
         counters.trades as f64 / seconds.max(1e-9),
-        if counts.interrupted {
+        if interrupted {
             " — interrupted: open candles left open"
         } else {
             ""
         }
+    );
+    report_senders(&senders);
+    Ok(())
+}
+
+/// The demo's channel when none is given: unicast on loopback.
+const DEMO_CHANNEL: &str = "udp://127.0.0.1:40456";
+
+fn run_demo(args: &Demo) -> Result<()> {
+    if let Some(path) = &args.write_capture {
+        let mut out =
+            CaptureWriter::create(path).with_context(|| format!("creating {}", path.display()))?;
+        demo::generate(demo::SEED, demo::SECONDS, demo::START_NS, &mut out)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("mdpub: wrote the demo capture to {}", path.display());
+        return Ok(());
+    }
+    let lines = demo::bundled_lines().context("reading the bundled capture")?;
+    let looper = demo::Looper::new(&lines);
+    let mut serving = args.serving.clone();
+    if serving.channels.is_empty() && !args.no_udp {
+        serving
+            .channels
+            .push(parse_channel(DEMO_CHANNEL).map_err(anyhow::Error::msg)?);
+    }
+    let options = RingOptions::default().fresh(true).now_ns(wall_clock_ns());
+    let stop = interrupt_flag()?;
+    let deadline = args
+        .duration
+        .map(|d| Instant::now() + Duration::from_secs_f64(d));
+    eprintln!(
+        "mdpub: demo feed (synthetic BTCUSDT and ETHUSDT, looped) into {} — watch it with: mdtail --shm-dir {}",
+        serving.shm_dir.display(),
+        serving.shm_dir.display()
+    );
+    let pass_ns = i64::try_from(demo::SECONDS).unwrap_or(0) * 1_000_000_000;
+    let speed = args.speed;
+    let ((passes, counters), senders) = write_and_serve(&serving, &options, &stop, |rings| {
+        let mut normalizer = Normalizer::new(NormalizerConfig::default(), rings, wall_clock_ns)?;
+        let start = wall_clock_ns();
+        let mut pacer = Pacer::new(speed);
+        let mut pass = 0u64;
+        'passes: loop {
+            // this pass's times: the capture moved to now (1x) or to its pace
+            let shift = start - demo::START_NS + i64::try_from(pass).unwrap_or(0) * pass_ns;
+            for line in &lines {
+                if stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
+                    break 'passes;
+                }
+                let Some(moved) = looper.line(line, pass, shift) else {
+                    continue;
+                };
+                let Some(parsed) = parse_line(&moved) else {
+                    continue;
+                };
+                let t = parsed.receive_ns();
+                pacer.wait_for(t);
+                replay_capture(moved.as_bytes(), &mut normalizer, |_| true)?;
+            }
+            pass += 1;
+        }
+        Ok((pass, normalizer.counters()))
+    })?;
+    eprintln!(
+        "mdpub: demo done: {passes} passes, {} trades, {} klines, {} records",
+        counters.trades, counters.klines, counters.records
     );
     report_senders(&senders);
     Ok(())

@@ -39,13 +39,16 @@ impl KindFilter {
     pub fn parse(list: &str) -> Result<Self, String> {
         let mut bits = 0;
         for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            let name = name.strip_suffix('s').unwrap_or(name);
-            let at = KIND_NAMES.iter().position(|&k| k == name).ok_or_else(|| {
-                format!(
-                    "unknown kind {name:?} (expected some of {})",
-                    KIND_NAMES.join(",")
-                )
-            })?;
+            // plurals too: trades, klines
+            let at = KIND_NAMES
+                .iter()
+                .position(|&k| k == name || name.strip_suffix('s') == Some(k))
+                .ok_or_else(|| {
+                    format!(
+                        "unknown kind {name:?} (expected some of {})",
+                        KIND_NAMES.join(",")
+                    )
+                })?;
             bits |= 1 << at;
         }
         if bits == 0 {
@@ -264,7 +267,8 @@ impl<W: Write> Printer<W> {
                     f("ts_publish_ns", Value::Int(r.ts_publish_ns)),
                     f("seq", Value::UInt(seq)),
                 ];
-                self.emit(kind, "trade", r.instrument_id, r.ts_exchange_ns, &fields)?;
+                let at = when(r.ts_exchange_ns, r.ts_receive_ns);
+                self.emit(kind, "trade", r.instrument_id, at, &fields)?;
             }
             RecordKind::QUOTE => {
                 let r: Quote = decode(body)?;
@@ -284,7 +288,8 @@ impl<W: Write> Printer<W> {
                     f("ts_publish_ns", Value::Int(r.ts_publish_ns)),
                     f("seq", Value::UInt(seq)),
                 ];
-                self.emit(kind, "quote", r.instrument_id, r.ts_exchange_ns, &fields)?;
+                let at = when(r.ts_exchange_ns, r.ts_receive_ns);
+                self.emit(kind, "quote", r.instrument_id, at, &fields)?;
             }
             RecordKind::BOOK_UPDATE => {
                 let r: BookUpdate = decode(body)?;
@@ -305,7 +310,8 @@ impl<W: Write> Printer<W> {
                     f("ts_publish_ns", Value::Int(r.ts_publish_ns)),
                     f("seq", Value::UInt(seq)),
                 ];
-                self.emit(kind, "book", r.instrument_id, r.ts_exchange_ns, &fields)?;
+                let at = when(r.ts_exchange_ns, r.ts_receive_ns);
+                self.emit(kind, "book", r.instrument_id, at, &fields)?;
             }
             RecordKind::KLINE => {
                 let r: Kline = decode(body)?;
@@ -478,6 +484,15 @@ impl From<io::Error> for Failure {
 impl From<RecordError> for Failure {
     fn from(e: RecordError) -> Self {
         Self::Decode(e)
+    }
+}
+
+/// The time a table row shows: the venue's, or the receive time where it has none.
+fn when(exchange_ns: i64, receive_ns: i64) -> i64 {
+    if exchange_ns != 0 {
+        exchange_ns
+    } else {
+        receive_ns
     }
 }
 
@@ -750,6 +765,15 @@ mod tests {
             lines[1]
         );
         assert!(KindFilter::parse("trades,klines").is_ok());
+        assert_eq!(
+            KindFilter::parse("status"),
+            KindFilter::parse("statuses").or(KindFilter::parse("status"))
+        );
+        assert!(
+            KindFilter::parse("status")
+                .unwrap()
+                .shows(RecordKind::FEED_STATUS)
+        );
         assert!(KindFilter::parse("bogus").is_err());
     }
 

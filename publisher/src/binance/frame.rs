@@ -166,15 +166,8 @@ pub fn parse_depth_snapshot(text: &str) -> Result<DepthSnapshot<'_>, FrameError>
     typed(text)
 }
 
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    stream: &'a str,
-    #[serde(borrow)]
-    data: &'a RawValue,
-}
-
-/// The fields that tell a raw frame's kind.
+/// The fields that tell a frame's kind: a combined stream's envelope, or a raw
+/// event's type.
 #[derive(Deserialize)]
 struct Probe<'a> {
     #[serde(rename = "e", borrow, default)]
@@ -183,6 +176,8 @@ struct Probe<'a> {
     event_time: Option<i64>,
     #[serde(default)]
     stream: Option<&'a str>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
     #[serde(default)]
     result: Option<&'a RawValue>,
     #[serde(default)]
@@ -201,29 +196,25 @@ fn typed<'a, T: Deserialize<'a>>(json: &'a str) -> Result<T, FrameError> {
 
 /// Decodes one frame's text.
 pub fn parse(text: &str) -> Result<Event<'_>, FrameError> {
+    let probe: Probe<'_> = typed(text)?;
     // Combined streams: the stream name says what the payload is, so the payload is
     // decoded once, into its own type.
-    if text.starts_with("{\"stream\"") {
-        let envelope: Envelope<'_> = typed(text)?;
-        let kind = envelope
-            .stream
-            .split_once('@')
-            .map_or(envelope.stream, |(_, kind)| kind);
-        let data = envelope.data.get();
+    if let (Some(stream), Some(data)) = (probe.stream, probe.data) {
+        let kind = stream.split_once('@').map_or(stream, |(_, kind)| kind);
+        let data = data.get();
         return match kind {
             "trade" => typed(data).map(Event::Trade),
             "aggTrade" => typed(data).map(Event::AggTrade),
             "bookTicker" => typed(data).map(Event::BookTicker),
             "depth" | "depth@100ms" | "depth@1000ms" => typed(data).map(Event::Depth),
-            _ => parse_raw(data),
+            _ => parse_raw(data, typed(data)?),
         };
     }
-    parse_raw(text)
+    parse_raw(text, probe)
 }
 
 /// A frame without an envelope: its `e` field (or shape) says what it is.
-fn parse_raw(text: &str) -> Result<Event<'_>, FrameError> {
-    let probe: Probe<'_> = typed(text)?;
+fn parse_raw<'a>(text: &'a str, probe: Probe<'a>) -> Result<Event<'a>, FrameError> {
     match probe.event {
         Some("trade") => typed(text).map(Event::Trade),
         Some("aggTrade") => typed(text).map(Event::AggTrade),
@@ -308,6 +299,9 @@ mod tests {
         assert!(matches!(parse(raw), Ok(Event::Trade(_))));
         let raw = &TICKER[TICKER.find(",\"data\":").unwrap() + 8..TICKER.len() - 1];
         assert!(matches!(parse(raw), Ok(Event::BookTicker(_))));
+        // JSON objects are unordered: an envelope with "data" first is the same frame
+        let reordered = r#"{"data":{"s":"BTCUSDT","e":"trade","E":1,"t":2,"p":"1.5","q":"2","T":1,"m":false},"stream":"btcusdt@trade"}"#;
+        assert!(matches!(parse(reordered), Ok(Event::Trade(t)) if t.trade_id == 2));
     }
 
     #[test]
