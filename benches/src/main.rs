@@ -4,6 +4,7 @@
 #[cfg(feature = "aeron")]
 mod aeron;
 mod harness;
+mod ingest;
 mod iox;
 mod ring;
 mod udp;
@@ -70,6 +71,20 @@ enum Command {
         #[arg(long = "impl", value_delimiter = ',', value_name = "NAME")]
         impls: Vec<String>,
     },
+    /// Binance trade frames through decode → normalize → ring commit on one core
+    /// (frames/s, frame → committed latency), serde_json and sonic-rs decoding side by
+    /// side.
+    Ingest {
+        /// Fewer frames: a few seconds.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// K-line aggregation: trades/s through the builder for six intervals.
+    Kline {
+        /// Fewer trades: a second or two.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Internal: a benchmark process started by another mdbench.
     #[command(hide = true)]
     Child {
@@ -105,6 +120,8 @@ fn main() -> Result<()> {
             inside_netns,
             impls,
         }),
+        Command::Ingest { quick } => ingest::run_ingest(quick),
+        Command::Kline { quick } => ingest::run_kline(quick),
         Command::Child { args } => ring::child(&args),
     }
 }

@@ -20,7 +20,7 @@ use mdi_protocol::udp::Channel;
 use mdi_publisher::udp::{UdpSender, UdpSenderOptions};
 use mdi_subscriber::udp::{UdpReceiver, UdpReceiverOptions};
 
-use crate::harness::{Latency, ResultLine, histogram, now_ns, pin, spin_until};
+use crate::harness::{Latency, ResultLine, histogram, msgs_per_s, now_ns, pin, spin_until};
 
 /// What `mdbench udp` runs.
 #[derive(Debug, Clone)]
@@ -140,11 +140,6 @@ fn aeron_latency(_records: u64) -> Result<()> {
 #[cfg(not(feature = "aeron"))]
 fn aeron_throughput(_records: u64) -> Result<()> {
     Ok(())
-}
-
-/// Records per second, as a RESULT field.
-fn msgs_per_s(delivered: u64, elapsed_ns: u64) -> String {
-    format!("{:.0}", delivered as f64 * 1e9 / elapsed_ns.max(1) as f64)
 }
 
 fn unicast() -> Result<Channel> {

@@ -57,8 +57,59 @@ pub enum DecimalError {
 /// assert!(parse_i64("0.001", -2).is_err()); // would have to round
 /// ```
 pub fn parse_i64(text: &str, exponent: i8) -> Result<i64, DecimalError> {
+    if let Some(value) = parse_i64_fast(text.as_bytes(), exponent) {
+        return Ok(value);
+    }
     let wide = parse_i128(text, exponent)?;
     i64::try_from(wide).map_err(|_| DecimalError::Overflow { exponent, bits: 64 })
+}
+
+/// The common case of [`parse_i64`] without 128-bit arithmetic: unsigned, exponent ≤ 0,
+/// at most 18 digits in the mantissa (so no overflow check is needed). `None` sends
+/// everything else — signs, errors, big numbers — to the general parser, which then
+/// decides (and explains) exactly.
+#[inline]
+fn parse_i64_fast(bytes: &[u8], exponent: i8) -> Option<i64> {
+    if !(MIN_EXPONENT..=0).contains(&exponent) {
+        return None;
+    }
+    let keep = u32::from(exponent.unsigned_abs());
+    let mut acc: u64 = 0;
+    let mut digits = 0u32;
+    let mut fraction: Option<u32> = None;
+    for &byte in bytes {
+        match byte {
+            b'0'..=b'9' => {
+                if let Some(kept) = fraction {
+                    if kept == keep {
+                        if byte != b'0' {
+                            return None;
+                        }
+                        continue;
+                    }
+                    fraction = Some(kept + 1);
+                }
+                acc = acc * 10 + u64::from(byte - b'0');
+                digits += 1;
+                if digits > 18 {
+                    return None;
+                }
+            }
+            b'.' if fraction.is_none() => fraction = Some(0),
+            _ => return None,
+        }
+    }
+    if digits == 0 {
+        return None;
+    }
+    for _ in fraction.unwrap_or(0)..keep {
+        acc *= 10;
+        digits += 1;
+        if digits > 18 {
+            return None;
+        }
+    }
+    i64::try_from(acc).ok()
 }
 
 /// Parses a decimal string to an `i128` mantissa at `exponent` (see [`parse_i64`]).
@@ -367,6 +418,17 @@ mod tests {
             // One more non-zero decimal than the exponent resolves.
             let text = format!("{}{digit}", Decimal::new(mantissa, exponent));
             prop_assert_eq!(parse_i64(&text, exponent), Err(DecimalError::TooPrecise { exponent }));
+        }
+
+        #[test]
+        fn the_fast_path_agrees_with_the_general_parser(
+            text in "[0-9]{0,12}(\\.[0-9]{0,14})?|[-+.0-9]{0,24}",
+            exponent in -18i8..=2,
+        ) {
+            let general = parse_i128(&text, exponent).and_then(|v| {
+                i64::try_from(v).map_err(|_| DecimalError::Overflow { exponent, bits: 64 })
+            });
+            prop_assert_eq!(parse_i64(&text, exponent), general);
         }
 
         #[test]

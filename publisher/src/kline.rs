@@ -158,6 +158,13 @@ impl KlineBuilder {
     /// time order, with `closed == true`. A trade older than the open candle (late, out
     /// of order) cannot change a published final candle: it is refused (false).
     pub fn on_trade(&mut self, trade: &TradeTick, emit: &mut impl FnMut(&Candle)) -> bool {
+        // Most trades fall in the open candle: no bucket arithmetic (a division) for them.
+        if let Some(current) = &mut self.current
+            && (current.open_time_ms..=current.close_time_ms).contains(&trade.time_ms)
+        {
+            current.add(trade);
+            return true;
+        }
         let bucket = self.interval.bucket(trade.time_ms);
         if let Some(current) = &self.current
             && bucket < current.open_time_ms

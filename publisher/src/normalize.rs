@@ -191,7 +191,7 @@ pub struct Normalizer {
     config: NormalizerConfig,
     rings: Rings,
     instruments: Vec<Instrument>,
-    by_symbol: HashMap<String, usize>,
+    by_symbol: HashMap<String, usize, SymbolHash>,
     counters: NormalizerCounters,
     clock: fn() -> i64,
     candles: Vec<Candle>,
@@ -202,6 +202,34 @@ pub fn wall_clock_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// FNV-1a for symbol lookups: symbols are short and chosen by the venue, not by an
+/// attacker; SipHash's flood resistance costs more than the lookup itself here.
+#[derive(Debug, Clone, Copy, Default)]
+struct SymbolHash;
+
+#[derive(Debug)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+impl std::hash::BuildHasher for SymbolHash {
+    type Hasher = Fnv;
+
+    fn build_hasher(&self) -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
 }
 
 enum Skip {
@@ -247,7 +275,7 @@ impl Normalizer {
         let mut normalizer = Self {
             rings,
             instruments: Vec::new(),
-            by_symbol: HashMap::new(),
+            by_symbol: HashMap::default(),
             counters: NormalizerCounters::default(),
             clock,
             candles: Vec::new(),

@@ -194,11 +194,102 @@ fn typed<'a, T: Deserialize<'a>>(json: &'a str) -> Result<T, FrameError> {
     serde_json::from_str(json).map_err(|e| malformed(&e))
 }
 
-/// Decodes one frame's text.
+/// Decodes one frame's text: one pass with sonic-rs for the frames Binance sends (an
+/// envelope with `stream` first, or a raw event with `e` first), the general two-pass
+/// path with serde_json for anything else (keys in another order, control frames).
 pub fn parse(text: &str) -> Result<Event<'_>, FrameError> {
+    match sonic_rs::from_str::<OnePass<'_>>(text) {
+        Ok(OnePass(Some(event))) => Ok(event),
+        Ok(OnePass(None)) => parse_general(text),
+        Err(e) => Err(FrameError::Malformed(e.to_string())),
+    }
+}
+
+/// [`parse`] with serde_json for the one-pass decoding too (for the side-by-side
+/// benchmark; same results).
+pub fn parse_serde_json(text: &str) -> Result<Event<'_>, FrameError> {
+    match serde_json::from_str::<OnePass<'_>>(text) {
+        Ok(OnePass(Some(event))) => Ok(event),
+        Ok(OnePass(None)) => parse_general(text),
+        Err(e) => Err(malformed(&e)),
+    }
+}
+
+/// The one-pass decoding: `Some` event, or `None` for "decode it the general way".
+struct OnePass<'a>(Option<Event<'a>>);
+
+impl<'de> Deserialize<'de> for OnePass<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(OnePassVisitor)
+    }
+}
+
+struct OnePassVisitor;
+
+impl<'de> serde::de::Visitor<'de> for OnePassVisitor {
+    type Value = OnePass<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a Binance event object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        use serde::de::IgnoredAny;
+        use serde::de::value::MapAccessDeserializer;
+        let event = match map.next_key::<&'de str>()? {
+            Some("stream") => {
+                let stream: &'de str = map.next_value()?;
+                let next = map.next_key::<&'de str>()?;
+                if next.is_none() {
+                    return Ok(OnePass(None));
+                }
+                if next == Some("data") {
+                    let kind = stream.split_once('@').map_or(stream, |(_, kind)| kind);
+                    match kind {
+                        "trade" => Some(Event::Trade(map.next_value()?)),
+                        "aggTrade" => Some(Event::AggTrade(map.next_value()?)),
+                        "bookTicker" => Some(Event::BookTicker(map.next_value()?)),
+                        "depth" | "depth@100ms" | "depth@1000ms" => {
+                            Some(Event::Depth(map.next_value()?))
+                        }
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            None
+                        }
+                    }
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                    None
+                }
+            }
+            Some("e") => {
+                // the rest of the object is the event's fields
+                let kind: &'de str = map.next_value()?;
+                let rest = MapAccessDeserializer::new(map);
+                return Ok(OnePass(match kind {
+                    "trade" => Some(Event::Trade(TradeEvent::deserialize(rest)?)),
+                    "aggTrade" => Some(Event::AggTrade(AggTradeEvent::deserialize(rest)?)),
+                    "depthUpdate" => Some(Event::Depth(DepthEvent::deserialize(rest)?)),
+                    _ => {
+                        IgnoredAny::deserialize(rest)?;
+                        None
+                    }
+                }));
+            }
+            Some(_) => {
+                map.next_value::<IgnoredAny>()?;
+                None
+            }
+            None => None,
+        };
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(OnePass(event))
+    }
+}
+
+/// The general decoding: read what kind of frame it is, then decode it as that.
+fn parse_general(text: &str) -> Result<Event<'_>, FrameError> {
     let probe: Probe<'_> = typed(text)?;
-    // Combined streams: the stream name says what the payload is, so the payload is
-    // decoded once, into its own type.
     if let (Some(stream), Some(data)) = (probe.stream, probe.data) {
         let kind = stream.split_once('@').map_or(stream, |(_, kind)| kind);
         let data = data.get();
@@ -305,6 +396,23 @@ mod tests {
     }
 
     #[test]
+    fn both_decoders_agree() {
+        for frame in [
+            TRADE,
+            AGG,
+            TICKER,
+            DEPTH,
+            r#"{"e":"serverShutdown","E":1}"#,
+            r#"{"stream":"x@trade"}"#,
+            r#"{"stream":"x@trade","other":1,"data":{}}"#,
+            r#"{"id":3,"result":null}"#,
+        ] {
+            assert_eq!(parse(frame), parse_serde_json(frame), "{frame}");
+            assert_eq!(parse(frame), parse_general(frame), "{frame}");
+        }
+    }
+
+    #[test]
     fn control_frames_and_bad_frames_are_told_apart() {
         assert_eq!(
             parse(r#"{"e":"serverShutdown","E":1700000000000}"#),
@@ -328,11 +436,13 @@ mod tests {
             r#"{"e":"trade","E":1,"s":"X","t":"seven","p":"1","q":"1","T":1,"m":true}"#,
             r#"{"e":"depthUpdate","E":1,"s":"X","U":1,"u":2,"b":[["1"]],"a":[]}"#,
         ] {
-            assert!(
-                matches!(parse(bad), Err(FrameError::Malformed(_))),
-                "{bad:?}: {:?}",
-                parse(bad)
-            );
+            for decode in [parse, parse_serde_json] {
+                assert!(
+                    matches!(decode(bad), Err(FrameError::Malformed(_))),
+                    "{bad:?}: {:?}",
+                    decode(bad)
+                );
+            }
         }
     }
 }
