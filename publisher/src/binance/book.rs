@@ -78,9 +78,10 @@ impl DepthBook {
     }
 
     /// True while the book waits for a REST snapshot (fetch one and call
-    /// [`Self::on_snapshot`]).
+    /// [`Self::on_snapshot`]): unsynced, and its diff stream is flowing (a diff is
+    /// buffered), as Binance's procedure orders it.
     pub fn wants_snapshot(&self) -> bool {
-        self.synced.is_none()
+        self.synced.is_none() && !self.buffered.is_empty()
     }
 
     /// The book id while synced.
@@ -210,7 +211,7 @@ mod tests {
     #[test]
     fn binance_sync_rules() {
         let mut book = DepthBook::new();
-        assert!(book.wants_snapshot());
+        assert!(!book.wants_snapshot(), "not before its diffs flow");
         // buffered: 157..160, 161..165
         run(&mut book, |b, e| {
             b.on_diff(diff(157, 160, &[(24, 10)], &[(26, 100)]), &mut |o| e(o))
