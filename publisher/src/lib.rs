@@ -13,6 +13,7 @@ pub use mdi_protocol;
 
 pub mod binance;
 pub mod capture;
+pub mod config;
 pub mod demo;
 pub mod kline;
 pub mod normalize;

@@ -40,6 +40,12 @@ enum Command {
     /// aggTrades or trades CSV; plain, .zip or .zst) through the live path into the
     /// `ticks` and `klines` rings, and exit when done.
     Replay(Replay),
+    /// Run the live Binance feed as a TOML config says (see config/example.toml): rings
+    /// in the shm directory, served over UDP, until interrupted.
+    Run(RunArgs),
+    /// Run the live feed and write everything received to a capture (`.zst`: compressed)
+    /// for `mdpub replay`.
+    Record(RecordArgs),
     /// Play the bundled demo feed in a loop into the shm directory and serve it over UDP
     /// on loopback, so `mdtail` shows live-looking data without a network.
     Demo(Demo),
@@ -137,6 +143,34 @@ struct Replay {
 }
 
 #[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Shared-memory directory (default: the config's shm_dir, else /dev/shm/mdi).
+    #[arg(long, env = "MDI_SHM_DIR", value_name = "DIR")]
+    shm_dir: Option<PathBuf>,
+    /// Also serve on this channel (repeatable; added to the config's).
+    #[arg(long = "udp", value_name = "URI", value_parser = parse_channel)]
+    channels: Vec<Channel>,
+    /// Also write everything received to this capture file.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
+    /// Stop after this many seconds (default: until interrupted).
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<f64>,
+}
+
+#[derive(Debug, clap::Args)]
+struct RecordArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// The capture file (`.zst`: zstd-compressed).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
 struct Demo {
     #[command(flatten)]
     serving: Serving,
@@ -228,6 +262,8 @@ fn main() {
         Command::Serve(args) => run_serve(&args),
         Command::Replay(args) => run_replay(&args),
         Command::Demo(args) => run_demo(&args),
+        Command::Run(args) => run_live(&args, args.record.as_deref()),
+        Command::Record(args) => run_live(&args.run, Some(&args.out)),
     };
     if let Err(error) = result {
         eprintln!("mdpub: {error:#}");
@@ -379,14 +415,14 @@ impl Pacer {
 /// the senders have ended (linger, END).
 fn write_and_serve<T: Send>(
     serving: &Serving,
-    options: &RingOptions,
+    (ticks, klines): (&RingOptions, &RingOptions),
     stop: &AtomicBool,
     job: impl FnOnce(Rings) -> Result<T> + Send,
 ) -> Result<(T, Vec<UdpSender>)> {
     let shm = ShmDir::new(&serving.shm_dir);
     let rings = Rings {
-        ticks: RingWriter::create(&shm, "ticks", options).context("creating ring ticks")?,
-        klines: RingWriter::create(&shm, "klines", options).context("creating ring klines")?,
+        ticks: RingWriter::create(&shm, "ticks", ticks).context("creating ring ticks")?,
+        klines: RingWriter::create(&shm, "klines", klines).context("creating ring klines")?,
     };
     let mut senders = serving.senders(&["ticks".to_owned(), "klines".to_owned()])?;
     if senders.is_empty() {
@@ -462,7 +498,7 @@ fn run_replay(args: &Replay) -> Result<()> {
             };
             // history: final candles only
             config.kline_update_ms = None;
-            write_and_serve(&args.serving, &options, &stop, |rings| {
+            write_and_serve(&args.serving, (&options, &options), &stop, |rings| {
                 let mut normalizer = Normalizer::new(config, rings, wall_clock_ns)?;
                 let counts = replay_history(input, format, &mut normalizer, 0, pe, qe, |t| {
                     pacer.wait_for(t);
@@ -479,7 +515,7 @@ fn run_replay(args: &Replay) -> Result<()> {
                     qty_exponent: args.qty_exponent,
                 }];
             }
-            write_and_serve(&args.serving, &options, &stop, |rings| {
+            write_and_serve(&args.serving, (&options, &options), &stop, |rings| {
                 let mut normalizer = Normalizer::new(config, rings, wall_clock_ns)?;
                 let counts = replay_capture(input, &mut normalizer, |t| {
                     pacer.wait_for(t);
@@ -509,6 +545,101 @@ fn run_replay(args: &Replay) -> Result<()> {
         } else {
             ""
         }
+    );
+    report_senders(&senders);
+    Ok(())
+}
+
+fn run_live(args: &RunArgs, record: Option<&std::path::Path>) -> Result<()> {
+    let config = mdi_publisher::config::Config::load(&args.config)?;
+    let live = config.live();
+    let missing = config.symbols_without_exponents();
+    let exchange_info = if config.binance.exchange_info && !missing.is_empty() {
+        match mdi_publisher::binance::live::fetch_exchange_info(&live, &missing) {
+            Ok(specs) => specs,
+            Err(e) => {
+                eprintln!(
+                    "mdpub: exchangeInfo failed ({e}); {} at Binance's 8-decimal exponents",
+                    missing.join(", ")
+                );
+                Vec::new()
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let normalizer_config = config.normalizer(&exchange_info);
+    let mut channels = config
+        .udp
+        .channels
+        .iter()
+        .map(|c| Channel::parse(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    channels.extend(args.channels.iter().copied());
+    let serving = Serving {
+        shm_dir: args
+            .shm_dir
+            .clone()
+            .or_else(|| config.shm_dir.clone())
+            .unwrap_or_else(|| mdi_protocol::ring::DEFAULT_SHM_DIR.into()),
+        channels,
+        linger_ms: config.udp.linger_ms.unwrap_or(1000),
+        debug_drop_rate: 0.0,
+        debug_seed: 1,
+    };
+    let mut capture = match record {
+        Some(path) => Some(
+            CaptureWriter::create(path).with_context(|| format!("creating {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let stop = interrupt_flag()?;
+    if let Some(seconds) = args.duration {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs_f64(seconds));
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let now = wall_clock_ns();
+    let ticks = RingOptions::default()
+        .capacity(config.streams.ticks_capacity)
+        .now_ns(now);
+    let klines = RingOptions::default()
+        .capacity(config.streams.klines_capacity)
+        .now_ns(now);
+    eprintln!(
+        "mdpub: {} streams from {} into {}",
+        live.streams.len(),
+        live.ws_base,
+        serving.shm_dir.display()
+    );
+    let (counters, senders) = write_and_serve(&serving, (&ticks, &klines), &stop, |rings| {
+        let mut normalizer = Normalizer::new(normalizer_config, rings, wall_clock_ns)?;
+        Ok(mdi_publisher::binance::live::run(
+            &live,
+            &mut normalizer,
+            capture.as_mut(),
+            &stop,
+        )?)
+    })?;
+    let n = counters.normalizer;
+    eprintln!(
+        "mdpub: {} frames, {} records ({} trades, {} klines); {} connects, {} disconnects, {} rollovers, {} pings; {} malformed, {} unknown events, {} duplicates, {} gaps ({} missing), {} snapshots",
+        n.frames,
+        n.records,
+        n.trades,
+        n.klines,
+        counters.connects,
+        counters.disconnects,
+        counters.rollovers,
+        counters.pings,
+        n.malformed,
+        n.unknown_events,
+        n.duplicates,
+        n.gaps,
+        n.missing,
+        counters.snapshots
     );
     report_senders(&senders);
     Ok(())
@@ -546,32 +677,35 @@ fn run_demo(args: &Demo) -> Result<()> {
     );
     let pass_ns = i64::try_from(demo::SECONDS).unwrap_or(0) * 1_000_000_000;
     let speed = args.speed;
-    let ((passes, counters), senders) = write_and_serve(&serving, &options, &stop, |rings| {
-        let mut normalizer = Normalizer::new(NormalizerConfig::default(), rings, wall_clock_ns)?;
-        let start = wall_clock_ns();
-        let mut pacer = Pacer::new(speed);
-        let mut pass = 0u64;
-        'passes: loop {
-            // this pass's times: the capture moved to now (1x) or to its pace
-            let shift = start - demo::START_NS + i64::try_from(pass).unwrap_or(0) * pass_ns;
-            for line in &lines {
-                if stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
-                    break 'passes;
+    let ((passes, counters), senders) =
+        write_and_serve(&serving, (&options, &options), &stop, |rings| {
+            let mut normalizer =
+                Normalizer::new(NormalizerConfig::default(), rings, wall_clock_ns)?;
+            let start = wall_clock_ns();
+            let mut pacer = Pacer::new(speed);
+            let mut pass = 0u64;
+            'passes: loop {
+                // this pass's times: the capture moved to now (1x) or to its pace
+                let shift = start - demo::START_NS + i64::try_from(pass).unwrap_or(0) * pass_ns;
+                for line in &lines {
+                    if stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d)
+                    {
+                        break 'passes;
+                    }
+                    let Some(moved) = looper.line(line, pass, shift) else {
+                        continue;
+                    };
+                    let Some(parsed) = parse_line(&moved) else {
+                        continue;
+                    };
+                    let t = parsed.receive_ns();
+                    pacer.wait_for(t);
+                    replay_capture(moved.as_bytes(), &mut normalizer, |_| true)?;
                 }
-                let Some(moved) = looper.line(line, pass, shift) else {
-                    continue;
-                };
-                let Some(parsed) = parse_line(&moved) else {
-                    continue;
-                };
-                let t = parsed.receive_ns();
-                pacer.wait_for(t);
-                replay_capture(moved.as_bytes(), &mut normalizer, |_| true)?;
+                pass += 1;
             }
-            pass += 1;
-        }
-        Ok((pass, normalizer.counters()))
-    })?;
+            Ok((pass, normalizer.counters()))
+        })?;
     eprintln!(
         "mdpub: demo done: {passes} passes, {} trades, {} klines, {} records",
         counters.trades, counters.klines, counters.records

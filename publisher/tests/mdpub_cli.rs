@@ -268,6 +268,27 @@ fn bad_input_is_refused_with_a_clear_message() {
         assert!(!output.status.success(), "{args:?} succeeded");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
+    // configurations: missing, and with a mistake
+    let output = mdpub(&["run", "--config", "/nonexistent/feed.toml"]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("/nonexistent/feed.toml"),
+        "{}",
+        text(&output.stderr)
+    );
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(
+        &typo,
+        "[binance]\nsymbols = [\"BTCUSDT\"]\nstreams = [\"trades\"]\n",
+    )
+    .unwrap();
+    let output = mdpub(&["run", "--config", typo.to_str().unwrap(), "--shm-dir", shm]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("typo.toml") && stderr.contains("\"trades\" is not one of"),
+        "{stderr}"
+    );
     // a file whose format cannot be told
     let odd = dir.path().join("data.csv");
     std::fs::write(&odd, "1,2,3\n").unwrap();
@@ -440,4 +461,137 @@ fn a_capture_replays_through_the_live_path() {
     assert!(
         (1_767_225_600_000_000_000..1_767_225_720_000_000_000).contains(&first_trade.ts_receive_ns)
     );
+}
+
+#[test]
+fn record_a_live_feed_then_replay_it_to_the_same_records() {
+    use common::servers::{Seen, Step, rest_server, tls, trade, ws_server};
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let (acceptor, ca) = tls(dir.path());
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let book = |first: u64, last: u64| {
+        format!(
+            r#"{{"stream":"btcusdt@depth@100ms","data":{{"e":"depthUpdate","E":1790649900000,"s":"BTCUSDT","U":{first},"u":{last},"b":[["83034.28","1.5"]],"a":[]}}}}"#
+        )
+    };
+    let ws = ws_server(
+        acceptor.clone(),
+        Arc::new(move |_| {
+            let mut steps = vec![Step::Send(book(10, 12)), Step::Pause(300)];
+            steps.extend((1..=20).map(|i| Step::Send(trade(i))));
+            steps.push(Step::Send(book(13, 14)));
+            steps
+        }),
+        Arc::new(|_, _| String::new()),
+        Arc::clone(&seen),
+    );
+    let rest = rest_server(
+        acceptor,
+        Arc::new(|_, line| {
+            if line.contains("exchangeInfo") {
+                r#"{"symbols":[{"symbol":"BTCUSDT","filters":[{"filterType":"PRICE_FILTER","tickSize":"0.01000000"},{"filterType":"LOT_SIZE","stepSize":"0.00001000"}]}]}"#.into()
+            } else {
+                r#"{"lastUpdateId":11,"bids":[["83034.27","2"]],"asks":[["83034.30","3"]]}"#.into()
+            }
+        }),
+        Arc::clone(&seen),
+    );
+    let config = dir.path().join("feed.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[binance]\nsymbols = [\"BTCUSDT\"]\nstreams = [\"trade\", \"depth@100ms\"]\nws_base = \"wss://{ws}\"\nrest_base = \"https://{rest}\"\nextra_ca = \"{}\"\n[streams]\nticks_capacity = 4194304\nklines_capacity = 4194304\n",
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let live_shm = dir.path().join("live");
+    let capture = dir.path().join("feed.capture.zst");
+    let output = mdpub(&[
+        "record",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        capture.to_str().unwrap(),
+        "--duration",
+        "2",
+        "--shm-dir",
+        live_shm.to_str().unwrap(),
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("20 trades"), "{stderr}");
+    let requests = seen.lock().unwrap().requests.clone();
+    assert!(
+        requests[0].contains("/api/v3/exchangeInfo?symbols=%5B%22BTCUSDT%22%5D"),
+        "{requests:?}"
+    );
+
+    let replay_shm = dir.path().join("replay");
+    let output = mdpub(&[
+        "replay",
+        "--input",
+        capture.to_str().unwrap(),
+        "--symbol",
+        "BTCUSDT",
+        "--price-exponent",
+        "-2",
+        "--qty-exponent",
+        "-5",
+        "--capacity",
+        "4194304",
+        "--shm-dir",
+        replay_shm.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    // the same trades and books, at exchangeInfo's exponents, with the same receive times
+    let records = |dir: &Path| -> Vec<(u16, Vec<u8>)> {
+        contents(&ShmDir::new(dir), "ticks")
+            .into_iter()
+            .filter(|r| [RecordKind::TRADE, RecordKind::BOOK_UPDATE].contains(&RecordKind(r.2)))
+            .map(|r| {
+                // publish times differ (when each run wrote): compare without them
+                let mut body = r.3;
+                if RecordKind(r.2) == RecordKind::TRADE {
+                    let mut t = decode::<Trade>(&body).unwrap();
+                    t.ts_publish_ns = 0;
+                    body = format!("{t:?}").into_bytes();
+                } else {
+                    let mut b = decode::<mdi_protocol::records::BookUpdate>(&body).unwrap();
+                    b.ts_publish_ns = 0;
+                    body = format!("{b:?}").into_bytes();
+                }
+                (r.2, body)
+            })
+            .collect()
+    };
+    let live = records(&live_shm);
+    assert_eq!(
+        live.iter()
+            .filter(|r| RecordKind(r.0) == RecordKind::TRADE)
+            .count(),
+        20
+    );
+    assert!(
+        live.iter()
+            .any(|r| RecordKind(r.0) == RecordKind::BOOK_UPDATE)
+    );
+    let first = decode_first_trade(&live_shm);
+    assert_eq!(
+        (first.price_exponent, first.qty_exponent, first.price),
+        (-2, -5, 8_303_429)
+    );
+    assert!(
+        records(&replay_shm) == live,
+        "the replay differs from the live run"
+    );
+}
+
+fn decode_first_trade(dir: &Path) -> Trade {
+    contents(&ShmDir::new(dir), "ticks")
+        .into_iter()
+        .find(|r| RecordKind(r.2) == RecordKind::TRADE)
+        .map(|r| decode::<Trade>(&r.3).unwrap())
+        .unwrap()
 }

@@ -61,6 +61,8 @@ pub struct LiveConfig {
     pub snapshot_limit: u32,
     /// An extra trusted CA certificate (PEM), for test servers and TLS proxies.
     pub extra_ca: Option<PathBuf>,
+    /// Ask for microsecond timestamps (`timeUnit=MICROSECOND`).
+    pub microseconds: bool,
 }
 
 impl LiveConfig {
@@ -78,6 +80,7 @@ impl LiveConfig {
             rollover_overlap: Duration::from_secs(1),
             snapshot_limit: 5000,
             extra_ca: None,
+            microseconds: false,
         }
     }
 }
@@ -254,9 +257,14 @@ pub fn run(
         .chunks(MAX_STREAMS_PER_CONNECTION)
         .map(|chunk| Slot {
             url: format!(
-                "{}/stream?streams={}",
+                "{}/stream?streams={}{}",
                 config.ws_base.trim_end_matches('/'),
-                chunk.join("/")
+                chunk.join("/"),
+                if config.microseconds {
+                    "&timeUnit=MICROSECOND"
+                } else {
+                    ""
+                }
             ),
             active: None,
             pending: None,
@@ -421,6 +429,35 @@ pub fn run(
     }
     counters.normalizer = normalizer.counters();
     Ok(counters)
+}
+
+/// Instrument exponents for `symbols` from `GET /api/v3/exchangeInfo` (tick and step
+/// sizes).
+pub fn fetch_exchange_info(
+    config: &LiveConfig,
+    symbols: &[String],
+) -> Result<Vec<crate::normalize::InstrumentSpec>, String> {
+    let tls = tls_config(config.extra_ca.as_deref()).map_err(|e| e.to_string())?;
+    let agent = ureq::AgentBuilder::new()
+        .tls_config(tls)
+        .timeout(Duration::from_secs(10))
+        .build();
+    let list = symbols
+        .iter()
+        .map(|s| format!("%22{s}%22"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let url = format!(
+        "{}/api/v3/exchangeInfo?symbols=%5B{list}%5D",
+        config.rest_base.trim_end_matches('/')
+    );
+    let body = agent
+        .get(&url)
+        .call()
+        .map_err(|e| e.to_string())?
+        .into_string()
+        .map_err(|e| e.to_string())?;
+    crate::config::exponents_from_exchange_info(&body)
 }
 
 /// Exponential backoff with ±50 % jitter.

@@ -1,6 +1,8 @@
 //! Helpers shared by the publisher's integration tests.
 #![allow(dead_code)]
 
+pub mod servers;
+
 use std::net::UdpSocket;
 
 use mdi_protocol::ring::{ReadEvent, RingReader, ShmDir, StartAt};
