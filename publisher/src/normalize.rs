@@ -97,6 +97,8 @@ pub struct NormalizerConfig {
     pub kline_update_ms: Option<i64>,
     /// The venue's timestamp unit.
     pub time_unit: TimeUnit,
+    /// Quiet candles are closed this long after their interval ends (ms).
+    pub kline_close_grace_ms: i64,
 }
 
 impl Default for NormalizerConfig {
@@ -108,6 +110,7 @@ impl Default for NormalizerConfig {
             kline_source: KlineSource::Trade,
             kline_update_ms: Some(1_000),
             time_unit: TimeUnit::Millis,
+            kline_close_grace_ms: 2_000,
         }
     }
 }
@@ -823,10 +826,19 @@ impl Normalizer {
         Ok(())
     }
 
-    /// The clock moved to `now_ns` (a timer): candles whose interval is over are closed
-    /// even when the market is quiet.
+    /// The clock moved to `now_ns` (a timer): candles whose interval ended more than
+    /// `kline_close_grace_ms` ago are closed even when the market is quiet. The grace
+    /// lets trades still on their way (exchange time just before the boundary) into
+    /// their candle; a trade in a later interval closes the candle at once anyway.
     pub fn on_timer(&mut self, now_ns: i64) -> Result<(), WriteError> {
-        self.each_builder(now_ns, |b, now_ms, out| {
+        let grace_ns = self.config.kline_close_grace_ms.saturating_mul(1_000_000);
+        self.close_candles_before(now_ns.saturating_sub(grace_ns))
+    }
+
+    /// Closes every candle whose interval ends at or before `at_ns`, without grace
+    /// (the end of a history file, where no trade can still come).
+    pub fn close_candles_before(&mut self, at_ns: i64) -> Result<(), WriteError> {
+        self.each_builder(at_ns, |b, now_ms, out| {
             b.advance(now_ms, &mut |c| out.push(*c));
         })
     }

@@ -221,7 +221,7 @@ pub fn replay_history(
     if let Some(ms) = last {
         const DAY_MS: i64 = 86_400_000;
         let end_ms = ms.div_euclid(DAY_MS) * DAY_MS + DAY_MS;
-        normalizer.on_timer(end_ms.saturating_mul(1_000_000))?;
+        normalizer.close_candles_before(end_ms.saturating_mul(1_000_000))?;
     }
     Ok(counts)
 }

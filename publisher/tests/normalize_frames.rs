@@ -228,3 +228,36 @@ fn books_sync_from_snapshots_and_resync_on_a_gap() {
         (163, 170, 7)
     );
 }
+
+#[test]
+fn a_quiet_candle_waits_for_trades_still_on_their_way() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = ShmDir::new(tmp.path());
+    let config = NormalizerConfig {
+        intervals: vec![Interval::parse("1m").unwrap()],
+        kline_update_ms: None,
+        ..NormalizerConfig::default()
+    };
+    let mut n = normalizer(&dir, config);
+    let minute = 1_790_649_900_000i64 - 1_790_649_900_000 % 60_000;
+    let ms = |t: i64| t * 1_000_000;
+    n.on_frame(
+        ms(minute + 59_990),
+        &trade(1, "1.0", "1", minute + 59_990, false),
+    )
+    .unwrap();
+    // the minute is over by the local clock, but within the grace
+    n.on_timer(ms(minute + 60_500)).unwrap();
+    // a trade of that minute arrives late (network), then the timer moves past the grace
+    n.on_frame(
+        ms(minute + 60_600),
+        &trade(2, "2.0", "1", minute + 59_995, false),
+    )
+    .unwrap();
+    n.on_timer(ms(minute + 62_500)).unwrap();
+    assert_eq!(n.counters().late_trades, 0);
+    drop(n);
+    let candles: Vec<Kline> = of(&records(&dir, "klines"));
+    assert_eq!(candles.len(), 1, "{candles:?}");
+    assert_eq!((candles[0].trades, candles[0].close), (2, 200_000_000));
+}
