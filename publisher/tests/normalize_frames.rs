@@ -239,7 +239,7 @@ fn a_quiet_candle_waits_for_trades_still_on_their_way() {
         ..NormalizerConfig::default()
     };
     let mut n = normalizer(&dir, config);
-    let minute = 1_790_649_900_000i64 - 1_790_649_900_000 % 60_000;
+    let minute = 1_790_649_900_000i64; // a minute boundary
     let ms = |t: i64| t * 1_000_000;
     n.on_frame(
         ms(minute + 59_990),
