@@ -5,7 +5,9 @@
 //! replay rebuilds the same books and candles:
 //!
 //! - `<ns> snapshot:<SYMBOL> <REST depth body>` — an order-book snapshot;
-//! - `<ns> feed:down <reason>` / `<ns> feed:up` — the connection dropped / came back.
+//! - `<ns> feed:down <reason>` / `<ns> feed:up` — the connection dropped / came back;
+//! - `<ns> instrument:<SYMBOL> <price exponent> <qty exponent>` — the exponents the live
+//!   run used (from the config or exchangeInfo), so a replay uses the same.
 //!
 //! Files ending in `.zst` are zstd-compressed (written and read transparently).
 //! Format: `docs/formats/capture.md`.
@@ -16,7 +18,7 @@ use std::path::Path;
 
 use mdi_protocol::ring::WriteError;
 
-use crate::normalize::Normalizer;
+use crate::normalize::{InstrumentSpec, Normalizer};
 
 /// One line of a capture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +51,17 @@ pub enum CaptureLine<'a> {
         /// When.
         receive_ns: i64,
     },
+    /// An instrument's exponents.
+    Instrument {
+        /// When recorded.
+        receive_ns: i64,
+        /// Symbol.
+        symbol: &'a str,
+        /// Price exponent.
+        price_exponent: i8,
+        /// Quantity exponent.
+        qty_exponent: i8,
+    },
 }
 
 impl CaptureLine<'_> {
@@ -58,7 +71,8 @@ impl CaptureLine<'_> {
             Self::Frame { receive_ns, .. }
             | Self::Snapshot { receive_ns, .. }
             | Self::FeedDown { receive_ns, .. }
-            | Self::FeedUp { receive_ns } => receive_ns,
+            | Self::FeedUp { receive_ns }
+            | Self::Instrument { receive_ns, .. } => receive_ns,
         }
     }
 }
@@ -85,6 +99,18 @@ pub fn parse_line(line: &str) -> Option<CaptureLine<'_>> {
         return Some(CaptureLine::FeedDown {
             receive_ns,
             reason: reason.trim_start(),
+        });
+    }
+    if let Some(rest) = rest.strip_prefix("instrument:") {
+        let mut parts = rest.split(' ');
+        let symbol = parts.next().filter(|s| !s.is_empty())?;
+        let price_exponent = parts.next()?.parse().ok()?;
+        let qty_exponent = parts.next()?.parse().ok()?;
+        return parts.next().is_none().then_some(CaptureLine::Instrument {
+            receive_ns,
+            symbol,
+            price_exponent,
+            qty_exponent,
         });
     }
     (rest == "feed:up").then_some(CaptureLine::FeedUp { receive_ns })
@@ -146,6 +172,15 @@ impl CaptureWriter {
         )
     }
 
+    /// Records an instrument's exponents.
+    pub fn instrument(&mut self, receive_ns: i64, spec: &InstrumentSpec) -> io::Result<()> {
+        writeln!(
+            self.out,
+            "{receive_ns} instrument:{} {} {}",
+            spec.symbol, spec.price_exponent, spec.qty_exponent
+        )
+    }
+
     /// Records a reconnect.
     pub fn feed_up(&mut self, receive_ns: i64) -> io::Result<()> {
         writeln!(self.out, "{receive_ns} feed:up")
@@ -202,6 +237,19 @@ pub fn replay_capture(
             }
             CaptureLine::FeedDown { reason, .. } => normalizer.feed_down(now, reason)?,
             CaptureLine::FeedUp { .. } => normalizer.feed_up(now)?,
+            CaptureLine::Instrument {
+                symbol,
+                price_exponent,
+                qty_exponent,
+                ..
+            } => normalizer.define_instrument(
+                &InstrumentSpec {
+                    symbol: symbol.to_owned(),
+                    price_exponent,
+                    qty_exponent,
+                },
+                now,
+            )?,
         }
         normalizer.on_timer(now)?;
         counts.lines += 1;
@@ -238,7 +286,16 @@ mod tests {
         .unwrap();
         w.feed_down(12, "reset by peer").unwrap();
         w.feed_up(13).unwrap();
-        assert!(w.frame(14, "a\nb").is_err());
+        w.instrument(
+            14,
+            &InstrumentSpec {
+                symbol: "BTCUSDT".into(),
+                price_exponent: -2,
+                qty_exponent: -5,
+            },
+        )
+        .unwrap();
+        assert!(w.frame(15, "a\nb").is_err());
         drop(w);
         let text =
             String::from_utf8(zstd::decode_all(File::open(&path).unwrap()).unwrap()).unwrap();
@@ -260,6 +317,12 @@ mod tests {
                     reason: "reset by peer"
                 },
                 CaptureLine::FeedUp { receive_ns: 13 },
+                CaptureLine::Instrument {
+                    receive_ns: 14,
+                    symbol: "BTCUSDT",
+                    price_exponent: -2,
+                    qty_exponent: -5
+                },
             ]
         );
         assert!(looks_like_capture("1790649901913000000 {\"stream\":1}\n"));

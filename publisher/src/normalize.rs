@@ -363,6 +363,39 @@ impl Normalizer {
             .map(Some)
     }
 
+    /// The instruments known so far, in id order (id = index + 1).
+    pub fn instrument_specs(&self) -> Vec<InstrumentSpec> {
+        self.instruments.iter().map(|i| i.spec.clone()).collect()
+    }
+
+    /// Makes `spec` known before its first event (a capture's recorded exponents). An
+    /// instrument already known keeps its exponents (a mismatch is logged); with
+    /// configured instruments, other symbols stay out.
+    pub fn define_instrument(
+        &mut self,
+        spec: &InstrumentSpec,
+        receive_ns: i64,
+    ) -> Result<(), WriteError> {
+        if let Some(&index) = self.by_symbol.get(&spec.symbol) {
+            let known = &self.instruments[index].spec;
+            if known != spec {
+                tracing::warn!(
+                    "{}: exponents {}/{} kept, {}/{} ignored",
+                    spec.symbol,
+                    known.price_exponent,
+                    known.qty_exponent,
+                    spec.price_exponent,
+                    spec.qty_exponent
+                );
+            }
+            return Ok(());
+        }
+        if self.config.instruments.is_empty() {
+            self.add_instrument(spec.clone(), receive_ns)?;
+        }
+        Ok(())
+    }
+
     /// Symbols whose order book waits for a REST snapshot.
     pub fn wanting_snapshots(&self) -> Vec<String> {
         self.instruments

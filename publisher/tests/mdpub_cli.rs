@@ -533,19 +533,14 @@ fn record_a_live_feed_then_replay_it_to_the_same_records() {
         "replay",
         "--input",
         capture.to_str().unwrap(),
-        "--symbol",
-        "BTCUSDT",
-        "--price-exponent",
-        "-2",
-        "--qty-exponent",
-        "-5",
         "--capacity",
         "4194304",
         "--shm-dir",
         replay_shm.to_str().unwrap(),
     ]);
     assert!(output.status.success(), "{}", text(&output.stderr));
-    // the same trades and books, at exchangeInfo's exponents, with the same receive times
+    // the same trades and books, at exchangeInfo's exponents (recorded in the capture),
+    // with the same receive times
     let records = |dir: &Path| -> Vec<(u16, Vec<u8>)> {
         contents(&ShmDir::new(dir), "ticks")
             .into_iter()

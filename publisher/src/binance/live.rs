@@ -250,6 +250,12 @@ pub fn run(
         .tls_config(Arc::clone(&tls))
         .timeout(Duration::from_secs(10))
         .build();
+    if let Some(capture) = capture.as_deref_mut() {
+        let now = wall_clock_ns();
+        for spec in normalizer.instrument_specs() {
+            capture.instrument(now, &spec).map_err(LiveError::Capture)?;
+        }
+    }
     let mut counters = LiveCounters::default();
     let (notes, mut inbox) = mpsc::unbounded_channel::<Note>();
     let mut slots: Vec<Slot> = config
