@@ -258,20 +258,10 @@ pub fn run(
     }
     let mut counters = LiveCounters::default();
     let (notes, mut inbox) = mpsc::unbounded_channel::<Note>();
-    let mut slots: Vec<Slot> = config
-        .streams
-        .chunks(MAX_STREAMS_PER_CONNECTION)
-        .map(|chunk| Slot {
-            url: format!(
-                "{}/stream?streams={}{}",
-                config.ws_base.trim_end_matches('/'),
-                chunk.join("/"),
-                if config.microseconds {
-                    "&timeUnit=MICROSECOND"
-                } else {
-                    ""
-                }
-            ),
+    let mut slots: Vec<Slot> = connection_urls(config)
+        .into_iter()
+        .map(|url| Slot {
+            url,
             active: None,
             pending: None,
             failures: 0,
@@ -435,6 +425,26 @@ pub fn run(
     }
     counters.normalizer = normalizer.counters();
     Ok(counters)
+}
+
+/// The combined-stream URL of each connection: at most 1024 streams each.
+pub fn connection_urls(config: &LiveConfig) -> Vec<String> {
+    config
+        .streams
+        .chunks(MAX_STREAMS_PER_CONNECTION)
+        .map(|chunk| {
+            format!(
+                "{}/stream?streams={}{}",
+                config.ws_base.trim_end_matches('/'),
+                chunk.join("/"),
+                if config.microseconds {
+                    "&timeUnit=MICROSECOND"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect()
 }
 
 /// Instrument exponents for `symbols` from `GET /api/v3/exchangeInfo` (tick and step
@@ -726,4 +736,39 @@ async fn connection(
         }
     };
     let _ = notes.send(Note::Closed { slot, conn, reason });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_are_split_at_binances_limit() {
+        let streams: Vec<String> = (0..1030).map(|i| format!("s{i}usdt@trade")).collect();
+        let mut config = LiveConfig::binance(streams);
+        config.ws_base = "wss://example.test/".into();
+        config.microseconds = true;
+        let urls = connection_urls(&config);
+        assert_eq!(urls.len(), 2);
+        let count = |url: &str| url.split_once("streams=").unwrap().1.split('/').count();
+        assert_eq!((count(&urls[0]), count(&urls[1])), (1024, 6));
+        assert!(
+            urls[0].starts_with("wss://example.test/stream?streams=s0usdt@trade/s1usdt@trade/")
+        );
+        assert!(urls[1].ends_with("s1029usdt@trade&timeUnit=MICROSECOND"));
+    }
+
+    #[test]
+    fn reconnect_delays_grow_with_jitter_and_a_cap() {
+        let config = LiveConfig::binance(vec!["x@trade".into()]);
+        for seed in 0..50 {
+            let first = backoff(&config, 0, seed);
+            assert!(first >= config.reconnect_min / 2 && first <= config.reconnect_min * 3 / 2);
+            let late = backoff(&config, 30, seed);
+            assert!(late >= config.reconnect_max / 2 && late <= config.reconnect_max * 3 / 2);
+        }
+        let spread: std::collections::HashSet<_> =
+            (0..50).map(|s| backoff(&config, 3, s)).collect();
+        assert!(spread.len() > 10, "jittered");
+    }
 }
