@@ -1,14 +1,19 @@
 //! # mdi-subscriber
 //!
-//! The library strategies link: open a stream, poll or block, typed zero-copy views,
-//! symbol filters, start positions, loss and restart events, and the reliable-UDP receiver
-//! that rebuilds a local ring log.
+//! The library strategies link: open streams with a builder, poll or block, records
+//! decoded and resolved to symbols, start positions, and loss, restart and writer-exit
+//! events ([`Subscriber`]); and the reliable-UDP receiver that rebuilds a local ring log
+//! ([`udp`]).
 //!
-//! Built so far: [`udp`], the reliable-UDP receiver that keeps local replica rings (and
-//! the channel sockets the publisher's sender shares). Until the rest lands, read rings
-//! with [`mdi_protocol::ring::RingReader`], which already delivers validated records,
-//! exact loss events and epoch events.
+//! Records are decoded into plain structs (exact fixed-point mantissas with their
+//! exponents; [`TradeExt`] gives [`mdi_protocol::decimal::Decimal`]s). The raw ring reader,
+//! [`mdi_protocol::ring::RingReader`], stays available for code that wants the bytes.
 
 pub use mdi_protocol;
 
+pub mod subscriber;
 pub mod udp;
+
+pub use subscriber::{
+    Event, Kinds, Record, SubscribeError, Subscriber, SubscriberBuilder, TradeExt,
+};

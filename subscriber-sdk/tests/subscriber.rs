@@ -1,0 +1,266 @@
+//! The subscriber against real rings, written by this process and by others: records
+//! with symbols, filters, exact loss, restarts, and writers that close or die.
+
+use std::process::Command;
+use std::time::Duration;
+
+use mdi_protocol::records::{InstrumentDefinition, Kline, Side, Trade};
+use mdi_protocol::ring::{RingOptions, RingWriter, ShmDir, WriterState};
+use mdi_subscriber::{Event, Kinds, Record, Subscriber, TradeExt};
+
+fn definition(id: u32, symbol: &str) -> InstrumentDefinition {
+    InstrumentDefinition {
+        instrument_id: id,
+        price_exponent: -2,
+        qty_exponent: -3,
+        venue: "binance".into(),
+        symbol: symbol.into(),
+        ..InstrumentDefinition::default()
+    }
+}
+
+fn trade(id: u32, n: u64) -> Trade {
+    Trade {
+        instrument_id: id,
+        price_exponent: -2,
+        qty_exponent: -3,
+        price: 4_200_000 + n as i64,
+        qty: 1_500,
+        trade_id: n,
+        aggressor: Side::Buy,
+        ..Trade::default()
+    }
+}
+
+/// Child role: write two definitions and `MDI_TEST_TRADES` trades to `ticks`, then close
+/// (or, with `MDI_TEST_DIE`, abort without closing).
+#[test]
+fn child_writer() {
+    let Ok(dir) = std::env::var("MDI_TEST_WRITER_DIR") else {
+        return;
+    };
+    let shm = ShmDir::new(dir);
+    let mut ring =
+        RingWriter::create(&shm, "ticks", &RingOptions::default().capacity(1 << 20)).unwrap();
+    ring.append_record(&definition(1, "BTCUSDT")).unwrap();
+    ring.append_record(&definition(2, "ETHUSDT")).unwrap();
+    let trades: u64 = std::env::var("MDI_TEST_TRADES").unwrap().parse().unwrap();
+    for n in 0..trades {
+        ring.append_record(&trade(1 + (n % 2) as u32, n)).unwrap();
+    }
+    if std::env::var("MDI_TEST_DIE").is_ok() {
+        std::process::abort();
+    }
+}
+
+fn write_in_another_process(dir: &std::path::Path, trades: u64, die: bool) {
+    let mut child = Command::new(std::env::current_exe().unwrap());
+    child
+        .args(["--exact", "child_writer", "--test-threads=1", "--quiet"])
+        .env("MDI_TEST_WRITER_DIR", dir)
+        .env("MDI_TEST_TRADES", trades.to_string());
+    if die {
+        child.env("MDI_TEST_DIE", "1");
+    }
+    let status = child.status().unwrap();
+    assert_eq!(status.success(), !die, "{status:?}");
+}
+
+fn drain(subscriber: &mut Subscriber) -> Vec<Event> {
+    let mut events = Vec::new();
+    while let Some(event) = subscriber.next(Duration::from_millis(50)).unwrap() {
+        events.push(event);
+    }
+    events
+}
+
+#[test]
+fn records_from_another_process_with_symbols_then_the_writer_closing() {
+    let dir = tempfile::tempdir().unwrap();
+    write_in_another_process(dir.path(), 100, false);
+    let mut subscriber = Subscriber::builder()
+        .shm_dir(dir.path())
+        .from_earliest()
+        .open()
+        .unwrap();
+    assert_eq!(subscriber.streams().collect::<Vec<_>>(), ["ticks"]);
+    let events = drain(&mut subscriber);
+    let trades: Vec<(&str, u64)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Record {
+                record: Record::Trade(t),
+                symbol,
+                ..
+            } => Some((symbol.as_deref().unwrap(), t.trade_id)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(trades.len(), 100);
+    assert_eq!(trades[..2], [("BTCUSDT", 0), ("ETHUSDT", 1)]);
+    assert_eq!(
+        events.last(),
+        Some(&Event::WriterGone {
+            stream: "ticks".into(),
+            state: WriterState::Closed
+        })
+    );
+    // reported once
+    assert_eq!(subscriber.next(Duration::from_millis(20)).unwrap(), None);
+}
+
+#[test]
+fn a_writer_that_dies_is_reported_dead() {
+    let dir = tempfile::tempdir().unwrap();
+    write_in_another_process(dir.path(), 10, true);
+    let mut subscriber = Subscriber::builder()
+        .shm_dir(dir.path())
+        .stream("ticks")
+        .from_earliest()
+        .open()
+        .unwrap();
+    let events = drain(&mut subscriber);
+    assert!(
+        events.contains(&Event::WriterGone {
+            stream: "ticks".into(),
+            state: WriterState::Dead
+        }),
+        "{:?}",
+        events.last()
+    );
+}
+
+#[test]
+fn symbols_and_kinds_filter_and_decimals_are_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let shm = ShmDir::new(dir.path());
+    let mut ring =
+        RingWriter::create(&shm, "ticks", &RingOptions::default().capacity(1 << 20)).unwrap();
+    ring.append_record(&definition(1, "BTCUSDT")).unwrap();
+    ring.append_record(&definition(2, "ETHUSDT")).unwrap();
+    for n in 0..10 {
+        ring.append_record(&trade(1 + (n % 2) as u32, n)).unwrap();
+    }
+    ring.append_record(&Kline {
+        instrument_id: 2,
+        ..Kline::default()
+    })
+    .unwrap();
+    let mut eth = Subscriber::builder()
+        .shm_dir(dir.path())
+        .stream("ticks")
+        .symbols(["ethusdt"])
+        .kinds(Kinds::TRADE)
+        .from_earliest()
+        .open()
+        .unwrap();
+    let mut seen = Vec::new();
+    eth.poll(usize::MAX, |e| seen.push(e)).unwrap();
+    let trades: Vec<Trade> = seen
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Record {
+                record: Record::Trade(t),
+                ..
+            } => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        trades.iter().map(|t| t.trade_id).collect::<Vec<_>>(),
+        [1, 3, 5, 7, 9]
+    );
+    assert_eq!(trades[0].price_decimal().to_string(), "42000.01");
+    assert_eq!(trades[0].qty_decimal().to_string(), "1.500");
+}
+
+#[test]
+fn a_lapped_reader_gets_the_exact_loss_and_a_restart_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let shm = ShmDir::new(dir.path());
+    let options = RingOptions::default().capacity(4096);
+    let mut ring = RingWriter::create(&shm, "ticks", &options).unwrap();
+    let mut subscriber = Subscriber::builder()
+        .shm_dir(dir.path())
+        .stream("ticks")
+        .kinds(Kinds::ALL)
+        .from_earliest()
+        .open()
+        .unwrap();
+    // far more than 4 KiB before the reader looks: it is lapped
+    for n in 0..500 {
+        ring.append_record(&trade(1, n)).unwrap();
+    }
+    let mut lost = 0;
+    let mut delivered = 0;
+    let mut last_id = None;
+    subscriber
+        .poll(usize::MAX, |e| match e {
+            Event::Lost { count, .. } => lost += count,
+            Event::Record {
+                record: Record::Trade(t),
+                ..
+            } => {
+                delivered += 1;
+                last_id = Some(t.trade_id);
+            }
+            _ => {}
+        })
+        .unwrap();
+    while subscriber
+        .poll(usize::MAX, |e| match e {
+            Event::Lost { count, .. } => lost += count,
+            Event::Record {
+                record: Record::Trade(t),
+                ..
+            } => {
+                delivered += 1;
+                last_id = Some(t.trade_id);
+            }
+            _ => {}
+        })
+        .unwrap()
+        > 0
+    {}
+    assert!(lost > 0);
+    // every record is either delivered or counted lost: the epoch start (seq 1) + 500
+    assert_eq!(lost + delivered, 501, "lost {lost}, delivered {delivered}");
+    assert_eq!(last_id, Some(499));
+    // the writer restarts: a new epoch
+    drop(ring);
+    let mut ring = RingWriter::create(&shm, "ticks", &options).unwrap();
+    ring.append_record(&trade(1, 500)).unwrap();
+    let events = drain(&mut subscriber);
+    assert!(
+        matches!(
+            events.as_slice(),
+            [Event::Restarted { epoch: 2, previous_epoch: 1, .. }, Event::Record { record: Record::Trade(t), .. }] if t.trade_id == 500
+        ) || matches!(
+            events.as_slice(),
+            [Event::WriterGone { .. }, Event::Restarted { epoch: 2, previous_epoch: 1, .. }, Event::Record { record: Record::Trade(t), .. }] if t.trade_id == 500
+        ),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn missing_streams_and_foreign_files_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Subscriber::builder()
+        .shm_dir(dir.path())
+        .open()
+        .unwrap_err();
+    assert!(err.to_string().contains("no streams in"), "{err}");
+    let err = Subscriber::builder()
+        .shm_dir(dir.path())
+        .stream("ticks")
+        .open()
+        .unwrap_err();
+    assert!(err.to_string().contains("ticks"), "{err}");
+    std::fs::write(dir.path().join("junk.ring"), vec![1u8; 8192]).unwrap();
+    let err = Subscriber::builder()
+        .shm_dir(dir.path())
+        .open()
+        .unwrap_err();
+    assert!(err.to_string().contains("junk"), "{err}");
+}
