@@ -864,6 +864,11 @@ impl Normalizer {
     /// lets trades still on their way (exchange time just before the boundary) into
     /// their candle; a trade in a later interval closes the candle at once anyway.
     pub fn on_timer(&mut self, now_ns: i64) -> Result<(), WriteError> {
+        // the writers' heartbeats (wall clock, also in a replay): monitoring tells a quiet
+        // writer from a stuck one
+        let wall = (self.clock)();
+        self.rings.ticks.heartbeat(wall);
+        self.rings.klines.heartbeat(wall);
         let grace_ns = self.config.kline_close_grace_ms.saturating_mul(1_000_000);
         self.close_candles_before(now_ns.saturating_sub(grace_ns))
     }

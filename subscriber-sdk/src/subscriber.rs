@@ -35,8 +35,15 @@ use mdi_protocol::records::{
     decode,
 };
 use mdi_protocol::ring::{
-    ReadEvent, ReaderOpenError, RingReader, ShmDir, StartAt, WaitStrategy, WriterState,
+    ReadEvent, ReaderOpenError, RegisterError, Registration, RingReader, ShmDir, StartAt,
+    WaitStrategy, WriterState,
 };
+
+fn wall_clock_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
 
 /// Opening or reading streams failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +58,14 @@ pub enum SubscribeError {
         path: PathBuf,
         /// Why.
         source: std::io::Error,
+    },
+    /// Registering the reader failed (readers file not writable, all slots taken).
+    #[error("registering on stream {stream:?}: {source}")]
+    Register {
+        /// The stream.
+        stream: String,
+        /// Why.
+        source: RegisterError,
     },
     /// A stream could not be opened (missing, foreign or corrupt file, sequence gone).
     #[error("stream {stream:?}: {source}")]
@@ -241,6 +256,7 @@ pub struct SubscriberBuilder {
     symbols: Option<Vec<String>>,
     kinds: Kinds,
     wait: WaitStrategy,
+    register: Option<String>,
 }
 
 impl SubscriberBuilder {
@@ -302,6 +318,14 @@ impl SubscriberBuilder {
         self
     }
 
+    /// Publish this reader's position, lag and losses under `name` in each stream's
+    /// readers file, for `mdstat` (the ring itself stays read-only to it).
+    #[must_use]
+    pub fn register(mut self, name: impl Into<String>) -> Self {
+        self.register = Some(name.into());
+        self
+    }
+
     /// Opens every stream.
     pub fn open(self) -> Result<Subscriber, SubscribeError> {
         let shm = ShmDir::resolve(self.shm_dir.as_deref());
@@ -326,10 +350,23 @@ impl SubscriberBuilder {
                         source,
                     }
                 })?;
+                let registration = match &self.register {
+                    Some(who) => Some(
+                        Registration::claim(&shm, &name, who, wall_clock_ns()).map_err(
+                            |source| SubscribeError::Register {
+                                stream: name.clone(),
+                                source,
+                            },
+                        )?,
+                    ),
+                    None => None,
+                };
                 Ok(StreamState {
                     name,
                     reader,
                     writer_gone: false,
+                    registration,
+                    lost: 0,
                 })
             })
             .collect::<Result<Vec<_>, SubscribeError>>()?;
@@ -353,6 +390,9 @@ struct StreamState {
     name: String,
     reader: RingReader,
     writer_gone: bool,
+    registration: Option<Registration>,
+    /// Records lost so far (published with the registration).
+    lost: u64,
 }
 
 impl std::fmt::Debug for StreamState {
@@ -391,6 +431,7 @@ impl Subscriber {
             wait: WaitStrategy::Park {
                 timeout: Duration::from_millis(1),
             },
+            register: None,
         }
     }
 
@@ -476,6 +517,7 @@ impl Subscriber {
         } = self;
         let state = &mut streams[index];
         let name = state.name.as_str();
+        let mut lost_now = 0;
         let polled = state.reader.poll(max_records, |event| match event {
             ReadEvent::Record(r) => {
                 let Some(decoded) = Record::decode(r.kind, r.body) else {
@@ -514,6 +556,7 @@ impl Subscriber {
             }
             ReadEvent::Lost { from_seq, to_seq } => {
                 delivered += 1;
+                lost_now += to_seq - from_seq;
                 on_event(Event::Lost {
                     stream: name.to_owned(),
                     from_seq,
@@ -542,6 +585,15 @@ impl Subscriber {
             stream: name.to_owned(),
             detail: format!("{e:?}"),
         })?;
+        state.lost += lost_now;
+        if let Some(registration) = &state.registration {
+            registration.publish(
+                state.reader.position(),
+                state.reader.next_seq().unwrap_or(0),
+                state.lost,
+                wall_clock_ns(),
+            );
+        }
         if polled == 0 && state.reader.caught_up() {
             match state.reader.writer_status(0).state {
                 WriterState::Alive => state.writer_gone = false,

@@ -264,3 +264,46 @@ fn missing_streams_and_foreign_files_are_refused_with_the_reason() {
         .unwrap_err();
     assert!(err.to_string().contains("junk"), "{err}");
 }
+
+#[test]
+fn a_registered_subscriber_shows_its_position_and_losses() {
+    let dir = tempfile::tempdir().unwrap();
+    let shm = ShmDir::new(dir.path());
+    let mut ring =
+        RingWriter::create(&shm, "ticks", &RingOptions::default().capacity(4096)).unwrap();
+    let mut subscriber = Subscriber::builder()
+        .shm_dir(dir.path())
+        .stream("ticks")
+        .from_earliest()
+        .register("strategy-a")
+        .open()
+        .unwrap();
+    for n in 0..500 {
+        ring.append_record(&trade(1, n)).unwrap();
+    }
+    let mut lost = 0;
+    while subscriber
+        .poll(usize::MAX, |e| {
+            if let Event::Lost { count, .. } = e {
+                lost += count;
+            }
+        })
+        .unwrap()
+        > 0
+    {}
+    let readers = mdi_protocol::ring::registered_readers(&shm, "ticks").unwrap();
+    assert_eq!(readers.len(), 1);
+    let r = &readers[0];
+    assert_eq!(r.name, "strategy-a");
+    assert_eq!(
+        (r.position, r.next_seq, r.lost),
+        (ring.position(), ring.next_seq(), lost)
+    );
+    assert!(lost > 0 && r.heartbeat_ns > 0);
+    drop(subscriber);
+    assert!(
+        mdi_protocol::ring::registered_readers(&shm, "ticks")
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -1,10 +1,11 @@
 //! # mdi-tools
 //!
-//! The operator tools: `mdtail` (print streams), `mdrecv` (join reliable-UDP channels
-//! into local replica rings) and, to come, `mdstat` (status, modelled on AeronStat).
-//! [`tail`] renders records for `mdtail`; [`mdi_protocol::ring::inspect`] reads a ring's
-//! header for monitoring.
+//! The operator tools: `mdtail` (print streams), `mdstat` (status of every stream and its
+//! registered readers, modelled on AeronStat) and `mdrecv` (join reliable-UDP channels
+//! into local replica rings). [`tail`] renders records for `mdtail`; [`stat`] collects
+//! and renders for `mdstat`.
 
 pub use mdi_protocol;
 
+pub mod stat;
 pub mod tail;

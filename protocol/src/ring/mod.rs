@@ -37,6 +37,8 @@ mod mapping;
 #[cfg(not(loom))]
 mod reader;
 #[cfg(not(loom))]
+pub mod registry;
+#[cfg(not(loom))]
 mod writer;
 
 #[cfg(not(loom))]
@@ -52,6 +54,8 @@ pub use reader::{
     ReadEvent, ReaderOpenError, RingReader, RingRecord, StartAt, WaitError, WaitStrategy,
     WriterState, WriterStatus,
 };
+#[cfg(not(loom))]
+pub use registry::{ReaderSlot, RegisterError, Registration, registered_readers};
 #[cfg(not(loom))]
 pub use writer::{RingOptions, RingWriter, WriteError, WriterCreateError};
 

@@ -1,0 +1,184 @@
+//! What `mdstat` shows: every stream of a shm directory — writer, epoch, positions,
+//! rates — and the readers registered on it with their lag. Collected without becoming a
+//! reader (headers and readers files only) and rendered as a table or JSON.
+
+use std::time::Duration;
+
+use mdi_protocol::ring::{ReaderSlot, RingInfo, ShmDir, inspect, registered_readers};
+use serde_json::{Value, json};
+
+/// One stream at one moment.
+#[derive(Debug, Clone)]
+pub struct StreamSample {
+    /// Stream name.
+    pub name: String,
+    /// The header, or why it could not be read.
+    pub info: Result<RingInfo, String>,
+    /// Registered readers (empty if none or unreadable).
+    pub readers: Vec<ReaderSlot>,
+}
+
+/// Takes a sample of `names` (every stream of `dir` when empty).
+pub fn sample(dir: &ShmDir, names: &[String]) -> std::io::Result<Vec<StreamSample>> {
+    let names = if names.is_empty() {
+        dir.streams()?
+    } else {
+        names.to_vec()
+    };
+    Ok(names
+        .into_iter()
+        .map(|name| StreamSample {
+            info: inspect(dir, &name).map_err(|e| e.to_string()),
+            readers: registered_readers(dir, &name).unwrap_or_default(),
+            name,
+        })
+        .collect())
+}
+
+/// The writer's state as operators say it.
+pub fn writer_state(info: &RingInfo) -> &'static str {
+    if info.superseded {
+        "superseded"
+    } else if info.writer_alive {
+        "alive"
+    } else if info.closed_cleanly {
+        "closed"
+    } else {
+        "dead"
+    }
+}
+
+/// Rates between two samples of the same stream.
+fn rates(
+    before: Option<&RingInfo>,
+    after: &RingInfo,
+    elapsed: Duration,
+) -> (Option<f64>, Option<f64>) {
+    let Some(before) =
+        before.filter(|b| b.epoch_start_seq <= after.next_seq && b.created_ns == after.created_ns)
+    else {
+        return (None, None);
+    };
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    (
+        Some(after.next_seq.saturating_sub(before.next_seq) as f64 / secs),
+        Some(after.commit.saturating_sub(before.commit) as f64 / secs),
+    )
+}
+
+/// The JSON document for `mdstat --json`.
+pub fn to_json(
+    dir: &ShmDir,
+    before: &[StreamSample],
+    after: &[StreamSample],
+    elapsed: Duration,
+    now_ns: i64,
+) -> Value {
+    let streams: Vec<Value> = after
+        .iter()
+        .map(|s| {
+            let info = match &s.info {
+                Ok(info) => info,
+                Err(error) => return json!({ "name": s.name, "error": error }),
+            };
+            let prior = before
+                .iter()
+                .find(|b| b.name == s.name)
+                .and_then(|b| b.info.as_ref().ok());
+            let (records_per_s, bytes_per_s) = rates(prior, info, elapsed);
+            let readers: Vec<Value> = s
+                .readers
+                .iter()
+                .map(|r| {
+                    json!({
+                        "name": r.name,
+                        "pid": r.pid,
+                        "alive": r.alive,
+                        "position": r.position,
+                        "next_seq": r.next_seq,
+                        "lag_bytes": info.commit.saturating_sub(r.position),
+                        "lag_records": info.next_seq.saturating_sub(r.next_seq),
+                        "lost": r.lost,
+                        "heartbeat_age_ms": (now_ns - r.heartbeat_ns).max(0) / 1_000_000,
+                    })
+                })
+                .collect();
+            json!({
+                "name": s.name,
+                "path": info.path.display().to_string(),
+                "writer": {
+                    "state": writer_state(info),
+                    "pid": info.writer_pid,
+                    "epoch": info.epoch,
+                    "started_ns": info.writer_started_ns,
+                    "heartbeat_age_ms": (now_ns - info.heartbeat_ns).max(0) / 1_000_000,
+                },
+                "capacity": info.capacity,
+                "commit_position": info.commit,
+                "next_seq": info.next_seq,
+                "epoch_start_seq": info.epoch_start_seq,
+                "records_per_s": records_per_s,
+                "bytes_per_s": bytes_per_s,
+                "readers": readers,
+            })
+        })
+        .collect();
+    json!({
+        "shm_dir": dir.path().display().to_string(),
+        "sampled_ms": elapsed.as_millis(),
+        "streams": streams,
+    })
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / f64::from(1u32 << 30)),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20)),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+/// The table for people.
+pub fn to_table(json: &Value) -> String {
+    let mut out = format!(
+        "{:<16} {:<24} {:>5} {:>10} {:>14} {:>12} {:>12}\n",
+        "STREAM", "WRITER", "EPOCH", "CAPACITY", "POSITION", "NEXT SEQ", "RECORDS/S"
+    );
+    for s in json["streams"].as_array().into_iter().flatten() {
+        let name = s["name"].as_str().unwrap_or("?");
+        if let Some(error) = s["error"].as_str() {
+            out.push_str(&format!("{name:<16} unreadable: {error}\n"));
+            continue;
+        }
+        let writer = format!(
+            "{} (pid {})",
+            s["writer"]["state"].as_str().unwrap_or("?"),
+            s["writer"]["pid"]
+        );
+        let rate = s["records_per_s"]
+            .as_f64()
+            .map_or_else(|| "-".to_owned(), |r| format!("{r:.0}"));
+        out.push_str(&format!(
+            "{name:<16} {writer:<24} {:>5} {:>10} {:>14} {:>12} {:>12}\n",
+            s["writer"]["epoch"].to_string(),
+            bytes(s["capacity"].as_u64().unwrap_or(0)),
+            s["commit_position"].to_string(),
+            s["next_seq"].to_string(),
+            rate
+        ));
+        for r in s["readers"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  reader {:<24} pid {:<8} {:<5} lag {} / {} records, lost {}, heartbeat {} ms ago\n",
+                r["name"].as_str().unwrap_or("?"),
+                r["pid"].to_string(),
+                if r["alive"] == true { "alive" } else { "dead" },
+                bytes(r["lag_bytes"].as_u64().unwrap_or(0)),
+                r["lag_records"],
+                r["lost"],
+                r["heartbeat_age_ms"],
+            ));
+        }
+    }
+    out
+}
