@@ -22,6 +22,9 @@ else
     cargo test --workspace --locked --no-fail-fast
 fi
 
+step "examples against the demo feed"
+./scripts/run-examples.sh
+
 step "loom model of the ring log (LOOM_MAX_PREEMPTIONS=2)"
 RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 \
     cargo test -p mdi-protocol --lib --release --locked --target-dir target/loom -- loom_

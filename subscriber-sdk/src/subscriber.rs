@@ -370,6 +370,17 @@ impl SubscriberBuilder {
                 })
             })
             .collect::<Result<Vec<_>, SubscribeError>>()?;
+        // A subscriber that starts later than the earliest record still resolves the
+        // symbols of what it reads: the definitions already in the ring are read first.
+        let mut instruments = HashMap::new();
+        for (index, state) in streams.iter().enumerate() {
+            let first_delivered = match self.start {
+                StartAt::Earliest => continue,
+                StartAt::Sequence(seq) => seq,
+                StartAt::Latest => state.reader.next_seq().unwrap_or(0),
+            };
+            prime_instruments(&shm, index, &state.name, first_delivered, &mut instruments);
+        }
         Ok(Subscriber {
             shm,
             streams,
@@ -378,11 +389,39 @@ impl SubscriberBuilder {
                 .map(|s| s.into_iter().map(|s| s.to_ascii_uppercase()).collect()),
             kinds: self.kinds,
             wait: self.wait,
-            instruments: HashMap::new(),
+            instruments,
             queue: VecDeque::new(),
             next_stream: 0,
             undecodable: 0,
         })
+    }
+}
+
+/// Reads the instrument definitions retained in `stream`'s ring before sequence
+/// `first_delivered` (bounded by the ring's size: one pass at memory speed).
+fn prime_instruments(
+    shm: &ShmDir,
+    index: usize,
+    stream: &str,
+    first_delivered: u64,
+    instruments: &mut HashMap<(usize, u32), String>,
+) {
+    let Ok(mut scan) = RingReader::open(shm, stream, StartAt::Earliest) else {
+        return;
+    };
+    while scan.next_seq().is_some_and(|next| next < first_delivered) {
+        let polled = scan.poll(4096, |event| {
+            if let ReadEvent::Record(r) = event
+                && r.seq < first_delivered
+                && r.kind == RecordKind::INSTRUMENT_DEFINITION
+                && let Ok(d) = decode::<InstrumentDefinition>(r.body)
+            {
+                instruments.insert((index, d.instrument_id), d.symbol);
+            }
+        });
+        if !matches!(polled, Ok(n) if n > 0) {
+            break;
+        }
     }
 }
 

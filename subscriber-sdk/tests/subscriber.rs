@@ -307,3 +307,44 @@ fn a_registered_subscriber_shows_its_position_and_losses() {
             .is_empty()
     );
 }
+
+#[test]
+fn a_late_joiner_resolves_symbols_defined_before_it_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let shm = ShmDir::new(dir.path());
+    // a ring whose sparse index is coarser than these few records: a start at a sequence
+    // begins scanning from an earlier index entry
+    let mut ring =
+        RingWriter::create(&shm, "ticks", &RingOptions::default().capacity(16 << 20)).unwrap();
+    ring.append_record(&definition(1, "BTCUSDT")).unwrap();
+    ring.append_record(&definition(2, "ETHUSDT")).unwrap();
+    for n in 0..10 {
+        ring.append_record(&trade(1 + (n % 2) as u32, n)).unwrap();
+    }
+    for start in [None, Some(8)] {
+        let builder = Subscriber::builder()
+            .shm_dir(dir.path())
+            .stream("ticks")
+            .symbols(["ETHUSDT"]);
+        let mut late = match start {
+            None => builder.from_latest(),
+            Some(seq) => builder.from_sequence(seq),
+        }
+        .open()
+        .unwrap();
+        ring.append_record(&trade(2, 100)).unwrap();
+        let events = drain(&mut late);
+        let symbols: Vec<Option<&str>> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Record { symbol, .. } => Some(symbol.as_deref()),
+                _ => None,
+            })
+            .collect();
+        assert!(!symbols.is_empty(), "{start:?}: {events:?}");
+        assert!(
+            symbols.iter().all(|s| *s == Some("ETHUSDT")),
+            "{start:?}: {symbols:?}"
+        );
+    }
+}
