@@ -7,5 +7,6 @@
 
 pub use mdi_protocol;
 
+pub mod chart;
 pub mod stat;
 pub mod tail;

@@ -808,3 +808,122 @@ mod tests {
         );
     }
 }
+
+/// The publish time a record carries (`None` for kinds without one, or 0).
+pub fn publish_ns(kind: RecordKind, body: &[u8]) -> Option<i64> {
+    let ns = match kind {
+        RecordKind::TRADE => decode::<Trade>(body).ok()?.ts_publish_ns,
+        RecordKind::QUOTE => decode::<Quote>(body).ok()?.ts_publish_ns,
+        RecordKind::BOOK_UPDATE => decode::<BookUpdate>(body).ok()?.ts_publish_ns,
+        RecordKind::KLINE => decode::<Kline>(body).ok()?.ts_publish_ns,
+        RecordKind::FEED_STATUS => decode::<FeedStatus>(body).ok()?.ts_publish_ns,
+        _ => return None,
+    };
+    (ns != 0).then_some(ns)
+}
+
+/// `mdtail --stats`: per stream, rates, losses and publish → read latency.
+#[derive(Debug)]
+pub struct Stats {
+    streams: Vec<StreamStats>,
+}
+
+#[derive(Debug)]
+struct StreamStats {
+    name: String,
+    records: u64,
+    window_records: u64,
+    lost_events: u64,
+    lost_records: u64,
+    restarts: u64,
+    latency: hdrhistogram::Histogram<u64>,
+}
+
+impl Stats {
+    /// Statistics for `streams`.
+    pub fn new(streams: &[String]) -> Self {
+        Self {
+            streams: streams
+                .iter()
+                .map(|name| StreamStats {
+                    name: name.clone(),
+                    records: 0,
+                    window_records: 0,
+                    lost_events: 0,
+                    lost_records: 0,
+                    restarts: 0,
+                    latency: hdrhistogram::Histogram::new(3).expect("3 significant digits"),
+                })
+                .collect(),
+        }
+    }
+
+    /// A record of stream `index` read at `now_ns`.
+    pub fn record(&mut self, index: usize, kind: RecordKind, body: &[u8], now_ns: i64) {
+        let s = &mut self.streams[index];
+        s.records += 1;
+        s.window_records += 1;
+        if let Some(published) = publish_ns(kind, body) {
+            // clocks of another host can be behind: a negative latency counts as 0
+            let _ = s
+                .latency
+                .record((now_ns - published).max(0).unsigned_abs().max(1));
+        }
+    }
+
+    /// Records lost in stream `index` (lapped, or unrepairable in a replica).
+    pub fn lost(&mut self, index: usize, count: u64) {
+        let s = &mut self.streams[index];
+        s.lost_events += 1;
+        s.lost_records += count;
+    }
+
+    /// The writer of stream `index` restarted.
+    pub fn restarted(&mut self, index: usize) {
+        self.streams[index].restarts += 1;
+    }
+
+    /// The report for the last `elapsed`; starts a new window.
+    pub fn report(&mut self, elapsed: std::time::Duration) -> String {
+        let mut out = format!(
+            "{:<16} {:>12} {:>12} {:>8} {:>12} {:>8} {:>10} {:>10} {:>10}\n",
+            "STREAM",
+            "RECORDS",
+            "RECORDS/S",
+            "GAPS",
+            "LOST",
+            "RESTARTS",
+            "P50 µs",
+            "P99 µs",
+            "MAX µs"
+        );
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        for s in &mut self.streams {
+            let micros = |ns: u64| format!("{:.1}", ns as f64 / 1_000.0);
+            let (p50, p99, max) = if s.latency.is_empty() {
+                ("-".to_owned(), "-".to_owned(), "-".to_owned())
+            } else {
+                (
+                    micros(s.latency.value_at_quantile(0.5)),
+                    micros(s.latency.value_at_quantile(0.99)),
+                    micros(s.latency.max()),
+                )
+            };
+            out.push_str(&format!(
+                "{:<16} {:>12} {:>12.0} {:>8} {:>12} {:>8} {:>10} {:>10} {:>10}\n",
+                s.name,
+                s.records,
+                s.window_records as f64 / secs,
+                s.lost_events,
+                s.lost_records,
+                s.restarts,
+                p50,
+                p99,
+                max
+            ));
+            s.window_records = 0;
+            s.latency.reset();
+        }
+        out
+    }
+}

@@ -373,3 +373,40 @@ fn bad_arguments_and_odd_shm_dirs_get_clear_messages() {
         "{stderr}"
     );
 }
+
+#[test]
+fn stats_and_chart_modes() {
+    let shm = tempfile::tempdir().unwrap();
+    trades_ring(shm.path(), 1_000);
+    let dir = shm.path().to_str().unwrap();
+    let output = mdtail(&[
+        "--stats",
+        "--from",
+        "earliest",
+        "--no-follow",
+        "--shm-dir",
+        dir,
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report = text(&output.stdout);
+    let lines: Vec<&str> = report.lines().collect();
+    assert!(
+        lines[0].starts_with("STREAM") && lines[0].contains("P99 µs"),
+        "{report}"
+    );
+    let ticks = lines
+        .iter()
+        .find(|l| l.starts_with("ticks"))
+        .expect("a ticks row");
+    // 2 definitions + 1000 trades, no gaps
+    assert_eq!(ticks.split_whitespace().nth(1), Some("1002"), "{report}");
+    let output = mdtail(&["--chart", "BTCUSDT", "--shm-dir", dir]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("terminal"),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = mdtail(&["--stats", "--format", "jsonl", "--shm-dir", dir]);
+    assert!(!output.status.success(), "--stats prints no records");
+}

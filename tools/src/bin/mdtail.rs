@@ -5,12 +5,18 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use mdi_protocol::ring::{ReadEvent, RingReader, ShmDir, StartAt, WriterState};
-use mdi_tools::tail::{Format, KindFilter, Printer};
+use mdi_protocol::ring::{ReadEvent, RingReader, ShmDir, StartAt, WaitStrategy, WriterState};
+use mdi_tools::tail::{Format, KindFilter, Printer, Stats};
+
+fn wall_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -49,6 +55,22 @@ struct Cli {
     /// Exit after printing this many records.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
+    /// Instead of records: per stream, every second, records/s, gaps and records lost,
+    /// restarts, and publish → read latency percentiles.
+    #[arg(long, conflicts_with_all = ["format", "count"])]
+    stats: bool,
+    /// Instead of records: a live candlestick chart of SYMBOL's K-lines (needs a
+    /// terminal; q quits).
+    #[arg(long, value_name = "SYMBOL", conflicts_with_all = ["format", "count", "stats"])]
+    chart: Option<String>,
+    /// The chart's K-line interval (Binance names: 1s, 1m, 5m, ...).
+    #[arg(
+        long,
+        value_name = "INTERVAL",
+        default_value = "1m",
+        requires = "chart"
+    )]
+    interval: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -115,6 +137,9 @@ fn run(cli: &Cli) -> Result<()> {
             cli.shm_dir.display()
         );
     }
+    if let Some(symbol) = &cli.chart {
+        return run_chart(cli, &shm, symbol);
+    }
     let names = if cli.streams.is_empty() {
         let names = shm
             .streams()
@@ -163,34 +188,49 @@ fn run(cli: &Cli) -> Result<()> {
     );
     let limit = cli.count.unwrap_or(u64::MAX);
     let interactive = format == Format::Table;
+    let mut stats = cli.stats.then(|| Stats::new(&names));
+    let mut stats_at = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let mut delivered = 0;
-        for tail in tails.iter_mut().filter(|t| !t.done) {
+        let now_ns = wall_ns();
+        for (index, tail) in tails.iter_mut().enumerate().filter(|(_, t)| !t.done) {
             let mut failed = None;
             let name = tail.name.as_str();
             let polled = tail.reader.poll(1024, |event| {
                 if failed.is_some() || printer.counts().printed >= limit {
                     return;
                 }
-                match event {
-                    ReadEvent::Record(r) => {
+                match (event, stats.as_mut()) {
+                    (ReadEvent::Record(r), Some(stats)) => stats.record(index, r.kind, r.body, now_ns),
+                    (ReadEvent::Record(r), None) => {
                         if let Err(e) = printer.record(name, r.seq, r.kind, r.body) {
                             failed = Some(e);
                         }
                     }
-                    ReadEvent::Lost { from_seq, to_seq } => eprintln!(
+                    (ReadEvent::Lost { to_seq, from_seq }, Some(stats)) => {
+                        stats.lost(index, to_seq - from_seq);
+                    }
+                    (ReadEvent::Lost { from_seq, to_seq }, None) => eprintln!(
                         "mdtail: {name}: {} records lost (sequences {from_seq}..{to_seq}): the writer lapped this reader",
                         to_seq - from_seq
                     ),
-                    ReadEvent::EpochStarted {
-                        epoch,
-                        previous_epoch,
-                        writer_pid,
-                        ..
-                    } if previous_epoch != 0 => eprintln!(
+                    (ReadEvent::EpochStarted { previous_epoch, .. }, Some(stats)) => {
+                        if previous_epoch != 0 {
+                            stats.restarted(index);
+                        }
+                    }
+                    (
+                        ReadEvent::EpochStarted {
+                            epoch,
+                            previous_epoch,
+                            writer_pid,
+                            ..
+                        },
+                        None,
+                    ) if previous_epoch != 0 => eprintln!(
                         "mdtail: {name}: stream restarted: epoch {epoch} (was {previous_epoch}), writer pid {writer_pid}"
                     ),
-                    ReadEvent::EpochStarted { .. } => {}
+                    (ReadEvent::EpochStarted { .. }, None) => {}
                 }
             });
             if let Some(e) = failed {
@@ -204,6 +244,19 @@ fn run(cli: &Cli) -> Result<()> {
             {
                 tail.done = true;
             }
+        }
+        if let Some(stats) = stats.as_mut()
+            && (stats_at.elapsed() >= Duration::from_secs(1) || tails.iter().all(|t| t.done))
+        {
+            let report = stats.report(stats_at.elapsed());
+            stats_at = Instant::now();
+            let mut out = std::io::stdout().lock();
+            if colour {
+                write!(out, "\x1b[2J\x1b[H").context("writing the output")?;
+            }
+            write!(out, "{report}")
+                .and_then(|()| out.flush())
+                .context("writing the output")?;
         }
         if printer.counts().printed >= limit || tails.iter().all(|t| t.done) {
             break;
@@ -220,7 +273,21 @@ fn run(cli: &Cli) -> Result<()> {
                         .with_context(|| format!("reopening stream {:?}", tail.name))?;
                 }
             }
-            std::thread::sleep(Duration::from_millis(1));
+            // sleep until a commit (futex) on the busiest stream, at most 1 ms
+            let busiest = tails
+                .iter_mut()
+                .filter(|t| !t.done)
+                .max_by_key(|t| t.reader.position());
+            let parked = busiest.is_some_and(|t| {
+                t.reader
+                    .wait(WaitStrategy::Park {
+                        timeout: Duration::from_millis(1),
+                    })
+                    .is_ok()
+            });
+            if !parked {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         } else if interactive {
             printer.flush().context("writing the output")?;
         }
@@ -232,6 +299,76 @@ fn run(cli: &Cli) -> Result<()> {
     }
     std::io::stdout().flush().ok();
     Ok(())
+}
+
+/// `--chart`: a live candlestick chart until q (or Esc, Ctrl-C).
+fn run_chart(cli: &Cli, shm: &ShmDir, symbol: &str) -> Result<()> {
+    use mdi_protocol::records::{InstrumentDefinition, Kline, RecordKind, decode};
+    use ratatui::crossterm::event::{self, Event as Input, KeyCode, KeyModifiers};
+    use ratatui::widgets::{Block, Borders};
+
+    if !std::io::stdout().is_terminal() {
+        bail!("--chart draws in a terminal, and standard output is not one");
+    }
+    let interval = mdi_protocol::interval::Interval::parse(&cli.interval)?;
+    let stream = cli.streams.first().map_or("klines", String::as_str);
+    let mut reader = RingReader::open(shm, stream, StartAt::Earliest)
+        .with_context(|| format!("opening stream {stream:?}"))?;
+    let mut instrument: Option<u32> = None;
+    let mut candles = mdi_tools::chart::Candles::new(interval.ms(), 1_000);
+    let mut terminal = ratatui::init();
+    let outcome = loop {
+        let polled = reader.poll(65_536, |event| {
+            if let ReadEvent::Record(r) = event {
+                if r.kind == RecordKind::INSTRUMENT_DEFINITION {
+                    if let Ok(d) = decode::<InstrumentDefinition>(r.body)
+                        && d.symbol.eq_ignore_ascii_case(symbol)
+                    {
+                        instrument = Some(d.instrument_id);
+                    }
+                } else if r.kind == RecordKind::KLINE
+                    && let Ok(k) = decode::<Kline>(r.body)
+                    && Some(k.instrument_id) == instrument
+                {
+                    candles.on_kline(&k);
+                }
+            }
+        });
+        if let Err(e) = polled {
+            break Err(anyhow::anyhow!("reading stream {stream:?}: {e:?}"));
+        }
+        let title = format!(
+            " {symbol} {interval} — {} — q quits ",
+            candles
+                .last_close()
+                .map_or_else(|| "waiting for candles".to_owned(), |c| format!("last {c}"))
+        );
+        if let Err(e) = terminal.draw(|frame| {
+            let block = Block::default().borders(Borders::ALL).title(title);
+            let inner = block.inner(frame.area());
+            frame.render_widget(block, frame.area());
+            frame.render_widget(candles.widget(), inner);
+        }) {
+            break Err(e.into());
+        }
+        match event::poll(Duration::from_millis(200)) {
+            Ok(true) => match event::read() {
+                Ok(Input::Key(key))
+                    if matches!(key.code, KeyCode::Char('q') | KeyCode::Esc)
+                        || (key.code == KeyCode::Char('c')
+                            && key.modifiers.contains(KeyModifiers::CONTROL)) =>
+                {
+                    break Ok(());
+                }
+                Ok(_) => {}
+                Err(e) => break Err(e.into()),
+            },
+            Ok(false) => {}
+            Err(e) => break Err(e.into()),
+        }
+    };
+    ratatui::restore();
+    outcome
 }
 
 #[cfg(test)]
