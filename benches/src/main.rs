@@ -7,6 +7,7 @@ mod harness;
 mod ingest;
 mod iox;
 mod ring;
+mod sdk;
 mod udp;
 
 use anyhow::Result;
@@ -85,6 +86,13 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// What the subscriber SDK adds to the raw ring reader: publish → read latency of
+    /// the same records, side by side.
+    Sdk {
+        /// Fewer records: a couple of seconds.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Internal: a benchmark process started by another mdbench.
     #[command(hide = true)]
     Child {
@@ -122,6 +130,7 @@ fn main() -> Result<()> {
         }),
         Command::Ingest { quick } => ingest::run_ingest(quick),
         Command::Kline { quick } => ingest::run_kline(quick),
+        Command::Sdk { quick } => sdk::run(quick),
         Command::Child { args } => ring::child(&args),
     }
 }

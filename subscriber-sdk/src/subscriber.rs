@@ -25,8 +25,10 @@
 //! # }
 //! ```
 
+use std::collections::HashSet;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use mdi_protocol::decimal::Decimal;
@@ -85,7 +87,26 @@ pub enum SubscribeError {
     },
 }
 
-/// A decoded record.
+/// Stream names and symbols as `&'static str`: each distinct one is stored once for the
+/// life of the process (there are few), so events carry them without allocating or
+/// reference counting.
+pub fn intern(text: &str) -> &'static str {
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(|| Mutex::new(HashSet::new()))
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(&known) = names.get(text) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(text.to_owned().into_boxed_str());
+    names.insert(leaked);
+    leaked
+}
+
+/// A decoded record. The frequent kinds are inline; the large, rarer ones are boxed so
+/// that every event stays small to move (measured: a 192-byte record enum made each
+/// event cost ~100 ns more than the raw read).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     /// A trade.
@@ -93,13 +114,13 @@ pub enum Record {
     /// Best bid and offer.
     Quote(Quote),
     /// Book levels (deltas or a snapshot).
-    Book(BookUpdate),
+    Book(Box<BookUpdate>),
     /// A K-line.
-    Kline(Kline),
+    Kline(Box<Kline>),
     /// Feed health.
-    Status(FeedStatus),
+    Status(Box<FeedStatus>),
     /// An instrument definition.
-    Instrument(InstrumentDefinition),
+    Instrument(Box<InstrumentDefinition>),
 }
 
 impl Record {
@@ -130,10 +151,12 @@ impl Record {
         Some(match kind {
             RecordKind::TRADE => decode(body).map(Self::Trade),
             RecordKind::QUOTE => decode(body).map(Self::Quote),
-            RecordKind::BOOK_UPDATE => decode(body).map(Self::Book),
-            RecordKind::KLINE => decode(body).map(Self::Kline),
-            RecordKind::FEED_STATUS => decode(body).map(Self::Status),
-            RecordKind::INSTRUMENT_DEFINITION => decode(body).map(Self::Instrument),
+            RecordKind::BOOK_UPDATE => decode(body).map(|r| Self::Book(Box::new(r))),
+            RecordKind::KLINE => decode(body).map(|r| Self::Kline(Box::new(r))),
+            RecordKind::FEED_STATUS => decode(body).map(|r| Self::Status(Box::new(r))),
+            RecordKind::INSTRUMENT_DEFINITION => {
+                decode(body).map(|r| Self::Instrument(Box::new(r)))
+            }
             _ => return None,
         })
     }
@@ -199,19 +222,19 @@ pub enum Event {
     /// not shown the instrument's definition).
     Record {
         /// The stream.
-        stream: String,
+        stream: &'static str,
         /// Its sequence number in the stream.
         seq: u64,
         /// The record.
         record: Record,
         /// The instrument's symbol.
-        symbol: Option<String>,
+        symbol: Option<&'static str>,
     },
     /// Records `from_seq..to_seq` of `stream` will never be delivered (the writer lapped
     /// this reader, or a replica could not repair a gap): exactly `count` records.
     Lost {
         /// The stream.
-        stream: String,
+        stream: &'static str,
         /// First lost sequence.
         from_seq: u64,
         /// One past the last.
@@ -223,7 +246,7 @@ pub enum Event {
     /// writer's.
     Restarted {
         /// The stream.
-        stream: String,
+        stream: &'static str,
         /// The new epoch.
         epoch: u64,
         /// The epoch before.
@@ -235,7 +258,7 @@ pub enum Event {
     /// on (a new writer starts a new epoch).
     WriterGone {
         /// The stream.
-        stream: String,
+        stream: &'static str,
         /// Closed or dead.
         state: WriterState,
     },
@@ -243,7 +266,7 @@ pub enum Event {
     /// the new one from its start.
     Replaced {
         /// The stream.
-        stream: String,
+        stream: &'static str,
     },
 }
 
@@ -362,24 +385,26 @@ impl SubscriberBuilder {
                     None => None,
                 };
                 Ok(StreamState {
-                    name,
+                    name: intern(&name),
                     reader,
                     writer_gone: false,
                     registration,
                     lost: 0,
+                    status_checked: None,
+                    idle_polls: 0,
                 })
             })
             .collect::<Result<Vec<_>, SubscribeError>>()?;
         // A subscriber that starts later than the earliest record still resolves the
         // symbols of what it reads: the definitions already in the ring are read first.
-        let mut instruments = HashMap::new();
+        let mut instruments = HashMap::default();
         for (index, state) in streams.iter().enumerate() {
             let first_delivered = match self.start {
                 StartAt::Earliest => continue,
                 StartAt::Sequence(seq) => seq,
                 StartAt::Latest => state.reader.next_seq().unwrap_or(0),
             };
-            prime_instruments(&shm, index, &state.name, first_delivered, &mut instruments);
+            prime_instruments(&shm, index, state.name, first_delivered, &mut instruments);
         }
         Ok(Subscriber {
             shm,
@@ -404,7 +429,7 @@ fn prime_instruments(
     index: usize,
     stream: &str,
     first_delivered: u64,
-    instruments: &mut HashMap<(usize, u32), String>,
+    instruments: &mut HashMap<(usize, u32), &'static str, IdHash>,
 ) {
     let Ok(mut scan) = RingReader::open(shm, stream, StartAt::Earliest) else {
         return;
@@ -416,7 +441,7 @@ fn prime_instruments(
                 && r.kind == RecordKind::INSTRUMENT_DEFINITION
                 && let Ok(d) = decode::<InstrumentDefinition>(r.body)
             {
-                instruments.insert((index, d.instrument_id), d.symbol);
+                instruments.insert((index, d.instrument_id), intern(&d.symbol));
             }
         });
         if !matches!(polled, Ok(n) if n > 0) {
@@ -425,13 +450,57 @@ fn prime_instruments(
     }
 }
 
+/// Hashing for (stream index, instrument id) keys: small integers chosen by the
+/// publisher; a multiply is enough and SipHash costs more than the lookup.
+#[derive(Debug, Clone, Copy, Default)]
+struct IdHash;
+
+#[derive(Debug, Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (self.0 ^ n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+impl std::hash::BuildHasher for IdHash {
+    type Hasher = IdHasher;
+
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+/// How often an idle stream's writer is looked at.
+const STATUS_EVERY: Duration = Duration::from_millis(20);
+
 struct StreamState {
-    name: String,
+    name: &'static str,
     reader: RingReader,
     writer_gone: bool,
     registration: Option<Registration>,
     /// Records lost so far (published with the registration).
     lost: u64,
+    /// When the writer's state was last looked at (a system call: not on every idle
+    /// poll of a busy-spinning reader).
+    status_checked: Option<Instant>,
+    /// Polls that found nothing (paces the writer-state checks).
+    idle_polls: u32,
 }
 
 impl std::fmt::Debug for StreamState {
@@ -452,7 +521,7 @@ pub struct Subscriber {
     kinds: Kinds,
     wait: WaitStrategy,
     /// (stream, instrument id) → symbol. Ids are per publisher, so per stream here.
-    instruments: HashMap<(usize, u32), String>,
+    instruments: HashMap<(usize, u32), &'static str, IdHash>,
     queue: VecDeque<Event>,
     next_stream: usize,
     undecodable: u64,
@@ -476,7 +545,7 @@ impl Subscriber {
 
     /// The streams read, in order.
     pub fn streams(&self) -> impl Iterator<Item = &str> {
-        self.streams.iter().map(|s| s.name.as_str())
+        self.streams.iter().map(|s| s.name)
     }
 
     /// Records of mdi kinds that did not decode (counted and skipped).
@@ -505,7 +574,10 @@ impl Subscriber {
     /// The next event, waiting up to `timeout` (as the wait strategy says); `None` when
     /// nothing came.
     pub fn next(&mut self, timeout: Duration) -> Result<Option<Event>, SubscribeError> {
-        let deadline = Instant::now() + timeout;
+        // the clock is read only while waiting, and then only every few spins: a busy
+        // reader's loop stays a poll of the commit position
+        let mut deadline: Option<Instant> = None;
+        let mut idle = 0u32;
         loop {
             if let Some(event) = self.queue.pop_front() {
                 return Ok(Some(event));
@@ -513,22 +585,37 @@ impl Subscriber {
             let count = self.streams.len();
             for _ in 0..count {
                 let index = self.next_stream;
-                self.next_stream = (self.next_stream + 1) % count;
+                self.next_stream = if index + 1 == count { 0 } else { index + 1 };
+                // the first event goes straight to the caller; only what else the same
+                // poll brings waits in the queue
+                let mut first = None;
                 let mut queue = std::mem::take(&mut self.queue);
-                self.poll_stream(index, 64, &mut |e| queue.push_back(e))?;
+                self.poll_stream(index, 64, &mut |e| {
+                    if first.is_none() {
+                        first = Some(e);
+                    } else {
+                        queue.push_back(e);
+                    }
+                })?;
                 self.queue = queue;
-                if let Some(event) = self.queue.pop_front() {
-                    return Ok(Some(event));
+                if first.is_some() {
+                    return Ok(first);
                 }
             }
-            if Instant::now() >= deadline {
-                return Ok(None);
+            idle = idle.wrapping_add(1);
+            let spinning = self.wait == WaitStrategy::BusySpin;
+            if !spinning || idle.is_multiple_of(64) {
+                let now = Instant::now();
+                let deadline = *deadline.get_or_insert(now + timeout);
+                if now >= deadline {
+                    return Ok(None);
+                }
             }
-            let wait = match self.wait {
-                WaitStrategy::Park { timeout } => WaitStrategy::Park {
+            let wait = match (self.wait, deadline) {
+                (WaitStrategy::Park { timeout }, Some(deadline)) => WaitStrategy::Park {
                     timeout: timeout.min(deadline.saturating_duration_since(Instant::now())),
                 },
-                other => other,
+                (other, _) => other,
             };
             // one stream parks; with several, a short park keeps all of them in view
             if let Some(first) = self.streams.first_mut()
@@ -555,7 +642,7 @@ impl Subscriber {
             ..
         } = self;
         let state = &mut streams[index];
-        let name = state.name.as_str();
+        let name = state.name;
         let mut lost_now = 0;
         let polled = state.reader.poll(max_records, |event| match event {
             ReadEvent::Record(r) => {
@@ -570,12 +657,12 @@ impl Subscriber {
                     }
                 };
                 if let Record::Instrument(d) = &record {
-                    instruments.insert((index, d.instrument_id), d.symbol.clone());
+                    instruments.insert((index, d.instrument_id), intern(&d.symbol));
                 }
                 if !kinds.contains(record.kind()) {
                     return;
                 }
-                let symbol = instruments.get(&(index, record.instrument_id())).cloned();
+                let symbol = instruments.get(&(index, record.instrument_id())).copied();
                 if let Some(wanted) = symbols.as_ref() {
                     let feed_wide = matches!(&record, Record::Status(s) if s.instrument_id == 0);
                     let matches = symbol
@@ -587,7 +674,7 @@ impl Subscriber {
                 }
                 delivered += 1;
                 on_event(Event::Record {
-                    stream: name.to_owned(),
+                    stream: name,
                     seq: r.seq,
                     record,
                     symbol,
@@ -597,7 +684,7 @@ impl Subscriber {
                 delivered += 1;
                 lost_now += to_seq - from_seq;
                 on_event(Event::Lost {
-                    stream: name.to_owned(),
+                    stream: name,
                     from_seq,
                     to_seq,
                     count: to_seq - from_seq,
@@ -612,7 +699,7 @@ impl Subscriber {
                 if previous_epoch != 0 {
                     delivered += 1;
                     on_event(Event::Restarted {
-                        stream: name.to_owned(),
+                        stream: name,
                         epoch,
                         previous_epoch,
                         writer_pid,
@@ -621,7 +708,7 @@ impl Subscriber {
             }
         });
         let polled = polled.map_err(|e| SubscribeError::Corrupt {
-            stream: name.to_owned(),
+            stream: name.to_string(),
             detail: format!("{e:?}"),
         })?;
         state.lost += lost_now;
@@ -633,30 +720,39 @@ impl Subscriber {
                 wall_clock_ns(),
             );
         }
-        if polled == 0 && state.reader.caught_up() {
+        // the clock is read every 256 idle polls only: a spinning reader's loop stays short
+        if polled == 0 {
+            state.idle_polls = state.idle_polls.wrapping_add(1);
+        }
+        let due = polled == 0
+            && state.idle_polls % 256 == 1
+            && state.reader.caught_up()
+            && state
+                .status_checked
+                .is_none_or(|at| at.elapsed() >= STATUS_EVERY);
+        if due {
+            state.status_checked = Some(Instant::now());
             match state.reader.writer_status(0).state {
                 WriterState::Alive => state.writer_gone = false,
                 gone @ (WriterState::Closed | WriterState::Dead) if !state.writer_gone => {
                     state.writer_gone = true;
                     delivered += 1;
                     on_event(Event::WriterGone {
-                        stream: name.to_owned(),
+                        stream: name,
                         state: gone,
                     });
                 }
                 WriterState::Superseded => {
-                    let reader = RingReader::open(&self.shm, &state.name, StartAt::Earliest)
+                    let reader = RingReader::open(&self.shm, state.name, StartAt::Earliest)
                         .map_err(|source| SubscribeError::Open {
-                            stream: state.name.clone(),
+                            stream: state.name.to_string(),
                             source,
                         })?;
                     state.reader = reader;
                     state.writer_gone = false;
                     self.instruments.retain(|(stream, _), _| *stream != index);
                     delivered += 1;
-                    on_event(Event::Replaced {
-                        stream: state.name.clone(),
-                    });
+                    on_event(Event::Replaced { stream: state.name });
                 }
                 _ => {}
             }

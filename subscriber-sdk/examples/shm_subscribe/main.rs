@@ -28,7 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .register("shm_subscribe")
         .open()?;
     let started = Instant::now();
-    let mut books: BTreeMap<String, Book> = BTreeMap::new();
+    let mut books: BTreeMap<&str, Book> = BTreeMap::new();
     let mut last_print = Instant::now();
     while seconds.is_none_or(|s| started.elapsed().as_secs_f64() < s) {
         if let Some(event) = ticks.next(Duration::from_millis(100))? {
