@@ -101,7 +101,7 @@ fn records_from_another_process_with_symbols_then_the_writer_closing() {
     assert_eq!(
         events.last(),
         Some(&Event::WriterGone {
-            stream: "ticks".into(),
+            stream: "ticks",
             state: WriterState::Closed
         })
     );
@@ -122,7 +122,7 @@ fn a_writer_that_dies_is_reported_dead() {
     let events = drain(&mut subscriber);
     assert!(
         events.contains(&Event::WriterGone {
-            stream: "ticks".into(),
+            stream: "ticks",
             state: WriterState::Dead
         }),
         "{:?}",
