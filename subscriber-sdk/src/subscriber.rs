@@ -147,6 +147,20 @@ impl Record {
         }
     }
 
+    /// When the record happened: the venue's time, else the receive time; for a K-line
+    /// the end of its interval. (Instrument definitions: `None`.)
+    pub fn time_ns(&self) -> Option<i64> {
+        let either = |venue: i64, receive: i64| if venue != 0 { venue } else { receive };
+        Some(match self {
+            Self::Trade(r) => either(r.ts_exchange_ns, r.ts_receive_ns),
+            Self::Quote(r) => either(r.ts_exchange_ns, r.ts_receive_ns),
+            Self::Book(r) => either(r.ts_exchange_ns, r.ts_receive_ns),
+            Self::Kline(r) => r.close_time_ms.saturating_mul(1_000_000),
+            Self::Status(r) => either(r.ts_exchange_ns, r.ts_receive_ns),
+            Self::Instrument(_) => return None,
+        })
+    }
+
     fn decode(kind: RecordKind, body: &[u8]) -> Option<Result<Self, RecordError>> {
         Some(match kind {
             RecordKind::TRADE => decode(body).map(Self::Trade),
@@ -280,6 +294,7 @@ pub struct SubscriberBuilder {
     kinds: Kinds,
     wait: WaitStrategy,
     register: Option<String>,
+    from_time_ns: Option<i64>,
 }
 
 impl SubscriberBuilder {
@@ -315,6 +330,16 @@ impl SubscriberBuilder {
     #[must_use]
     pub fn from_sequence(mut self, seq: u64) -> Self {
         self.start = StartAt::Sequence(seq);
+        self
+    }
+
+    /// Start at the first record at or after this time (ns since the Unix epoch; the
+    /// venue's time, else the receive time, a K-line's end): the retained records before
+    /// it are read past, not delivered.
+    #[must_use]
+    pub fn from_time(mut self, time_ns: i64) -> Self {
+        self.start = StartAt::Earliest;
+        self.from_time_ns = Some(time_ns);
         self
     }
 
@@ -392,6 +417,7 @@ impl SubscriberBuilder {
                     lost: 0,
                     status_checked: None,
                     idle_polls: 0,
+                    skip_before_ns: self.from_time_ns,
                 })
             })
             .collect::<Result<Vec<_>, SubscribeError>>()?;
@@ -501,6 +527,9 @@ struct StreamState {
     status_checked: Option<Instant>,
     /// Polls that found nothing (paces the writer-state checks).
     idle_polls: u32,
+    /// Records before this time are read past (a start at a time), until the first at
+    /// or after it.
+    skip_before_ns: Option<i64>,
 }
 
 impl std::fmt::Debug for StreamState {
@@ -540,6 +569,7 @@ impl Subscriber {
                 timeout: Duration::from_millis(1),
             },
             register: None,
+            from_time_ns: None,
         }
     }
 
@@ -644,6 +674,7 @@ impl Subscriber {
         let state = &mut streams[index];
         let name = state.name;
         let mut lost_now = 0;
+        let skip_before = &mut state.skip_before_ns;
         let polled = state.reader.poll(max_records, |event| match event {
             ReadEvent::Record(r) => {
                 let Some(decoded) = Record::decode(r.kind, r.body) else {
@@ -658,6 +689,12 @@ impl Subscriber {
                 };
                 if let Record::Instrument(d) = &record {
                     instruments.insert((index, d.instrument_id), intern(&d.symbol));
+                }
+                if let Some(from) = *skip_before {
+                    match record.time_ns() {
+                        Some(t) if t >= from => *skip_before = None,
+                        _ => return,
+                    }
                 }
                 if !kinds.contains(record.kind()) {
                     return;

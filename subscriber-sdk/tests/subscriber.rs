@@ -348,3 +348,39 @@ fn a_late_joiner_resolves_symbols_defined_before_it_started() {
         );
     }
 }
+
+#[test]
+fn a_start_at_a_time_reads_past_what_came_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let shm = ShmDir::new(dir.path());
+    let mut ring =
+        RingWriter::create(&shm, "ticks", &RingOptions::default().capacity(1 << 20)).unwrap();
+    ring.append_record(&definition(1, "BTCUSDT")).unwrap();
+    for n in 0..10 {
+        ring.append_record(&Trade {
+            ts_exchange_ns: 1_000 * n as i64,
+            ..trade(1, n)
+        })
+        .unwrap();
+    }
+    let mut subscriber = Subscriber::builder()
+        .shm_dir(dir.path())
+        .stream("ticks")
+        .from_time(4_500)
+        .open()
+        .unwrap();
+    let events = drain(&mut subscriber);
+    let trades: Vec<(u64, Option<&str>)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Record {
+                record: Record::Trade(t),
+                symbol,
+                ..
+            } => Some((t.trade_id, *symbol)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(trades.first(), Some(&(5, Some("BTCUSDT"))));
+    assert_eq!(trades.len(), 5);
+}

@@ -649,10 +649,104 @@ pub fn utc_timestamp(ns: i64) -> String {
     )
 }
 
+/// Parses `2024-01-01T00:00:10.123456Z` (or without fraction, `Z`, or the time: UTC)
+/// to ns since the Unix epoch.
+pub fn parse_utc(text: &str) -> Option<i64> {
+    let text = text.strip_suffix('Z').unwrap_or(text);
+    let (date, time) = text.split_once(['T', ' ']).unwrap_or((text, "00:00:00"));
+    let mut d = date.split('-');
+    let (year, month, day): (i64, i64, i64) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    if d.next().is_some() || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let (clock, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = clock.split(':');
+    let (hour, minute, second): (i64, i64, i64) = (
+        t.next()?.parse().ok()?,
+        t.next().unwrap_or("0").parse().ok()?,
+        t.next().unwrap_or("0").parse().ok()?,
+    );
+    if t.next().is_some() || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    if fraction.len() > 9 || !fraction.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let nanos: i64 = if fraction.is_empty() {
+        0
+    } else {
+        format!("{fraction:0<9}").parse().ok()?
+    };
+    // days from the civil date (H. Hinnant), the inverse of `utc_timestamp`
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    ((days * 86_400 + hour * 3_600 + minute * 60 + second) * 1_000_000_000).checked_add(nanos)
+}
+
+/// When a record happened, for `--from time:`: the venue's time, else the receive time;
+/// a K-line's end. `None` for kinds without a time (instrument definitions).
+pub fn record_time_ns(kind: RecordKind, body: &[u8]) -> Option<i64> {
+    let either = |venue: i64, receive: i64| if venue != 0 { venue } else { receive };
+    Some(match kind {
+        RecordKind::TRADE => decode::<Trade>(body)
+            .map(|r| either(r.ts_exchange_ns, r.ts_receive_ns))
+            .ok()?,
+        RecordKind::QUOTE => decode::<Quote>(body)
+            .map(|r| either(r.ts_exchange_ns, r.ts_receive_ns))
+            .ok()?,
+        RecordKind::BOOK_UPDATE => decode::<BookUpdate>(body)
+            .map(|r| either(r.ts_exchange_ns, r.ts_receive_ns))
+            .ok()?,
+        RecordKind::KLINE => decode::<Kline>(body)
+            .map(|r| r.close_time_ms.saturating_mul(1_000_000))
+            .ok()?,
+        RecordKind::FEED_STATUS => decode::<FeedStatus>(body)
+            .map(|r| either(r.ts_exchange_ns, r.ts_receive_ns))
+            .ok()?,
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use mdi_protocol::records::RecordEncoder;
+
+    #[test]
+    fn utc_times_parse_back() {
+        for ns in [
+            0,
+            1_682_244_927_999_000_123,
+            951_782_400_000_000_000,
+            1_767_225_600_500_000_000,
+        ] {
+            let text = utc_timestamp(ns);
+            // utc_timestamp keeps µs
+            assert_eq!(parse_utc(&text), Some(ns / 1_000 * 1_000), "{text}");
+        }
+        assert_eq!(parse_utc("2024-01-01"), Some(1_704_067_200_000_000_000));
+        assert_eq!(
+            parse_utc("2024-01-01T00:00:10"),
+            Some(1_704_067_210_000_000_000)
+        );
+        for bad in [
+            "yesterday",
+            "2024-13-01",
+            "2024-01-01T25:00:00",
+            "2024-01-01T00:00:00.1234567890",
+        ] {
+            assert_eq!(parse_utc(bad), None, "{bad}");
+        }
+    }
 
     fn body<T: mdi_protocol::records::Record>(record: &T) -> Vec<u8> {
         RecordEncoder::new()

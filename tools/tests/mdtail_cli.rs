@@ -340,7 +340,7 @@ fn bad_arguments_and_odd_shm_dirs_get_clear_messages() {
     let cases: [(&[&str], &str); 5] = [
         (
             &["--from", "yesterday", "--shm-dir", dir],
-            "earliest, latest or seq:N",
+            "earliest, latest, seq:N or time:ISO8601",
         ),
         (&["--kind", "candles", "--shm-dir", dir], "unknown kind"),
         (&["--format", "xml", "--shm-dir", dir], "xml"),
@@ -409,4 +409,32 @@ fn stats_and_chart_modes() {
     );
     let output = mdtail(&["--stats", "--format", "jsonl", "--shm-dir", dir]);
     assert!(!output.status.success(), "--stats prints no records");
+}
+
+#[test]
+fn a_start_at_a_time() {
+    let shm = tempfile::tempdir().unwrap();
+    trades_ring(shm.path(), 1_000);
+    let dir = shm.path().to_str().unwrap();
+    // the trades are 1 ns apart from 2024-01-02T00:00:00Z
+    let output = mdtail(&[
+        "--from",
+        "time:2024-01-02T00:00:00.0000005Z",
+        "--no-follow",
+        "--format",
+        "jsonl",
+        "--shm-dir",
+        dir,
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let out = text(&output.stdout);
+    let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (first["trade_id"].as_u64(), first["symbol"].as_str()),
+        (Some(500), Some("BTCUSDT"))
+    );
+    assert_eq!(out.lines().count(), 500);
+    let output = mdtail(&["--from", "time:2024-02-30T99", "--shm-dir", dir]);
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("time: wants UTC"));
 }

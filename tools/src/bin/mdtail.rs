@@ -40,9 +40,10 @@ struct Cli {
     /// instrument).
     #[arg(long, value_name = "LIST", value_parser = KindFilter::parse)]
     kind: Option<KindFilter>,
-    /// Where to start: earliest, latest, or seq:N.
+    /// Where to start: earliest, latest, seq:N, or time:ISO8601 (UTC; the first record at
+    /// or after it).
     #[arg(long, value_name = "WHERE", default_value = "latest", value_parser = parse_start)]
-    from: StartAt,
+    from: From,
     /// Output format.
     #[arg(long, value_enum, default_value_t = FormatArg::Table)]
     format: FormatArg,
@@ -83,16 +84,39 @@ enum FormatArg {
     Csv,
 }
 
-fn parse_start(text: &str) -> Result<StartAt, String> {
+/// Where mdtail starts: a ring position, or the first record at or after a time.
+#[derive(Debug, Clone, Copy)]
+enum From {
+    Ring(StartAt),
+    Time(i64),
+}
+
+fn parse_start(text: &str) -> Result<From, String> {
     match text {
-        "earliest" => Ok(StartAt::Earliest),
-        "latest" => Ok(StartAt::Latest),
-        _ => match text.strip_prefix("seq:").map(str::parse::<u64>) {
-            Some(Ok(seq)) => Ok(StartAt::Sequence(seq)),
-            _ => Err(format!(
-                "{text:?} is not a start: use earliest, latest or seq:N"
-            )),
-        },
+        "earliest" => Ok(From::Ring(StartAt::Earliest)),
+        "latest" => Ok(From::Ring(StartAt::Latest)),
+        _ => {
+            if let Some(seq) = text.strip_prefix("seq:") {
+                return seq
+                    .parse()
+                    .map(|s| From::Ring(StartAt::Sequence(s)))
+                    .map_err(|_| {
+                        format!("{text:?} is not a start: seq:N wants a sequence number")
+                    });
+            }
+            if let Some(time) = text.strip_prefix("time:") {
+                return mdi_tools::tail::parse_utc(time)
+                    .map(From::Time)
+                    .ok_or_else(|| {
+                        format!(
+                            "{text:?} is not a start: time: wants UTC like 2024-01-01T00:00:00Z"
+                        )
+                    });
+            }
+            Err(format!(
+                "{text:?} is not a start: use earliest, latest, seq:N or time:ISO8601"
+            ))
+        }
     }
 }
 
@@ -123,6 +147,9 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 
 struct Tail {
     name: String,
+    /// `--from time:`: records before this are read past (instrument definitions are
+    /// still taken), until the first at or after it.
+    skip_before: Option<i64>,
     reader: RingReader,
     /// `--no-follow`: the tail position when mdtail started.
     end: u64,
@@ -155,7 +182,11 @@ fn run(cli: &Cli) -> Result<()> {
     let mut tails = names
         .iter()
         .map(|name| {
-            let reader = RingReader::open(&shm, name, cli.from)
+            let (start, skip_before) = match cli.from {
+                From::Ring(start) => (start, None),
+                From::Time(t) => (StartAt::Earliest, Some(t)),
+            };
+            let reader = RingReader::open(&shm, name, start)
                 .with_context(|| format!("opening stream {name:?}"))?;
             let end = reader.tail().0;
             Ok(Tail {
@@ -163,6 +194,7 @@ fn run(cli: &Cli) -> Result<()> {
                 reader,
                 end,
                 done: false,
+                skip_before,
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -196,9 +228,21 @@ fn run(cli: &Cli) -> Result<()> {
         for (index, tail) in tails.iter_mut().enumerate().filter(|(_, t)| !t.done) {
             let mut failed = None;
             let name = tail.name.as_str();
+            let skip_before = &mut tail.skip_before;
             let polled = tail.reader.poll(1024, |event| {
                 if failed.is_some() || printer.counts().printed >= limit {
                     return;
+                }
+                if let (Some(from), ReadEvent::Record(r)) = (*skip_before, &event) {
+                    match mdi_tools::tail::record_time_ns(r.kind, r.body) {
+                        Some(t) if t >= from => *skip_before = None,
+                        Some(_) => return,
+                        // definitions: taken for symbols, not shown
+                        None => {
+                            let _ = printer.record(name, r.seq, r.kind, r.body);
+                            return;
+                        }
+                    }
                 }
                 match (event, stats.as_mut()) {
                     (ReadEvent::Record(r), Some(stats)) => stats.record(index, r.kind, r.body, now_ns),
