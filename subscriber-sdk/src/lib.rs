@@ -11,6 +11,8 @@
 
 pub use mdi_protocol;
 
+#[cfg(feature = "tokio")]
+pub mod stream;
 pub mod subscriber;
 pub mod udp;
 

@@ -384,3 +384,49 @@ fn a_start_at_a_time_reads_past_what_came_before() {
     assert_eq!(trades.first(), Some(&(5, Some("BTCUSDT"))));
     assert_eq!(trades.len(), 5);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn events_as_an_async_stream() {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let shm = ShmDir::new(dir.path());
+    let mut ring =
+        RingWriter::create(&shm, "ticks", &RingOptions::default().capacity(1 << 20)).unwrap();
+    ring.append_record(&definition(1, "BTCUSDT")).unwrap();
+    let subscriber = Subscriber::builder()
+        .shm_dir(dir.path())
+        .stream("ticks")
+        .kinds(Kinds::TRADE)
+        .from_earliest()
+        .open()
+        .unwrap();
+    let mut events = std::pin::pin!(mdi_subscriber::stream::events(
+        subscriber,
+        Duration::from_micros(100)
+    ));
+    // records written while the stream waits arrive in order
+    let writer = std::thread::spawn(move || {
+        for n in 0..50 {
+            ring.append_record(&trade(1, n)).unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        ring
+    });
+    let mut ids = Vec::new();
+    while ids.len() < 50 {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .unwrap();
+        if let Event::Record {
+            record: Record::Trade(t),
+            ..
+        } = event
+        {
+            ids.push(t.trade_id);
+        }
+    }
+    assert_eq!(ids, (0..50).collect::<Vec<_>>());
+    drop(writer.join().unwrap());
+}
