@@ -16,8 +16,3 @@ pub mod records;
 pub mod ring;
 #[cfg(not(loom))]
 pub mod udp;
-
-/// The README's examples, compiled as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;

@@ -19,3 +19,9 @@ pub mod udp;
 pub use subscriber::{
     Event, Kinds, Record, SubscribeError, Subscriber, SubscriberBuilder, TradeExt,
 };
+
+/// The README's examples (ring log and subscriber), compiled as doctests here, where
+/// both crates are in reach.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
