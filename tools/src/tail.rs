@@ -412,9 +412,12 @@ impl<W: Write> Printer<W> {
                 out.write_all(kind_name.as_bytes())?;
                 out.write_all(b"\",\"symbol\":")?;
                 json_value(out, Value::MaybeStr(symbol))?;
-                write!(out, ",\"instrument_id\":{instrument_id}")?;
+                out.write_all(b",\"instrument_id\":")?;
+                out.write_all(itoa::Buffer::new().format(instrument_id).as_bytes())?;
                 for field in fields {
-                    write!(out, ",\"{}\":", field.name)?;
+                    out.write_all(b",\"")?;
+                    out.write_all(field.name.as_bytes())?;
+                    out.write_all(b"\":")?;
                     json_value(out, field.value)?;
                 }
                 out.write_all(b"}\n")
@@ -551,8 +554,8 @@ fn json_value(out: &mut impl Write, value: Value<'_>) -> io::Result<()> {
         Value::Str(s) | Value::MaybeStr(Some(s)) => json_string(out, s),
         Value::MaybeStr(None) => out.write_all(b"null"),
         Value::Dec(d) => write!(out, "\"{d}\""),
-        Value::Int(n) => write!(out, "{n}"),
-        Value::UInt(n) => write!(out, "{n}"),
+        Value::Int(n) => out.write_all(itoa::Buffer::new().format(n).as_bytes()),
+        Value::UInt(n) => out.write_all(itoa::Buffer::new().format(n).as_bytes()),
         Value::Bool(b) => out.write_all(if b { b"true" } else { b"false" }),
         Value::Levels(levels, pe, qe) => {
             out.write_all(b"[")?;
