@@ -41,6 +41,8 @@ use mdi_protocol::ring::{
     WaitStrategy, WriterState,
 };
 
+use crate::udp::BackgroundReceiver;
+
 fn wall_clock_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -61,6 +63,9 @@ pub enum SubscribeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The UDP receiver could not start (the channel's address in use, ...).
+    #[error("UDP: {0}")]
+    Udp(crate::udp::UdpReceiveError),
     /// Registering the reader failed (readers file not writable, all slots taken).
     #[error("registering on stream {stream:?}: {source}")]
     Register {
@@ -295,6 +300,7 @@ pub struct SubscriberBuilder {
     wait: WaitStrategy,
     register: Option<String>,
     from_time_ns: Option<i64>,
+    udp: Vec<mdi_protocol::udp::Channel>,
 }
 
 impl SubscriberBuilder {
@@ -374,9 +380,31 @@ impl SubscriberBuilder {
         self
     }
 
+    /// Read a remote publisher over reliable UDP instead of the shm directory: a
+    /// receiver on a thread of its own keeps replicas (loss repaired with NAKs) in a
+    /// private directory, removed when the subscriber is dropped. Repeatable. Waits up to
+    /// 10 s in [`Self::open`] for the streams (named, or any) to arrive.
+    #[must_use]
+    pub fn udp(mut self, channel: mdi_protocol::udp::Channel) -> Self {
+        self.udp.push(channel);
+        self
+    }
+
     /// Opens every stream.
     pub fn open(self) -> Result<Subscriber, SubscribeError> {
-        let shm = ShmDir::resolve(self.shm_dir.as_deref());
+        let udp = if self.udp.is_empty() {
+            None
+        } else {
+            let receiver = BackgroundReceiver::start(&self.udp).map_err(SubscribeError::Udp)?;
+            if !receiver.wait_for(&self.streams, Duration::from_secs(10)) {
+                return Err(SubscribeError::NoStreams(receiver.dir().to_owned()));
+            }
+            Some(receiver)
+        };
+        let shm = match &udp {
+            Some(receiver) => ShmDir::new(receiver.dir()),
+            None => ShmDir::resolve(self.shm_dir.as_deref()),
+        };
         let names = if self.streams.is_empty() {
             let names = shm.streams().map_err(|source| SubscribeError::List {
                 path: shm.path().to_owned(),
@@ -444,6 +472,7 @@ impl SubscriberBuilder {
             queue: VecDeque::new(),
             next_stream: 0,
             undecodable: 0,
+            _udp: udp,
         })
     }
 }
@@ -554,6 +583,8 @@ pub struct Subscriber {
     queue: VecDeque<Event>,
     next_stream: usize,
     undecodable: u64,
+    /// The UDP receiver keeping the replicas read (dropped last).
+    _udp: Option<BackgroundReceiver>,
 }
 
 impl Subscriber {
@@ -570,6 +601,7 @@ impl Subscriber {
             },
             register: None,
             from_time_ns: None,
+            udp: Vec::new(),
         }
     }
 

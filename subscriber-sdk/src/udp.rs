@@ -508,3 +508,97 @@ impl UdpReceiver {
         self.loss.dropped_bytes()
     }
 }
+
+/// Replicas of the streams on some channels, kept on a thread of its own in a private
+/// shm directory, for as long as this value lives (the directory is removed on drop):
+/// how a subscriber or `mdtail` reads a remote publisher in-process.
+#[derive(Debug)]
+pub struct BackgroundReceiver {
+    dir: std::path::PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Result<(), UdpReceiveError>>>,
+}
+
+impl BackgroundReceiver {
+    /// Joins `channels`; replicas go to a new directory under `/dev/shm`.
+    pub fn start(channels: &[Channel]) -> Result<Self, UdpReceiveError> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::path::PathBuf::from(format!(
+            "/dev/shm/mdi-udp-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let shm = ShmDir::new(&dir);
+        let mut receivers = channels
+            .iter()
+            .map(|c| UdpReceiver::new(*c, shm.clone(), UdpReceiverOptions::default()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("mdi-udp-receiver".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        for receiver in &mut receivers {
+                            receiver.poll(Duration::from_millis(1))?;
+                            for event in receiver.take_events() {
+                                tracing::info!("{}: {:?}", event.stream, event.event);
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+                .map_err(|source| UdpReceiveError::Socket {
+                    channel: "receiver thread".into(),
+                    source,
+                })?
+        };
+        Ok(Self {
+            dir,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Where the replicas are.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Waits up to `timeout` until `streams` (or, if empty, any stream) have replicas.
+    pub fn wait_for(&self, streams: &[String], timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let shm = ShmDir::new(&self.dir);
+        loop {
+            let present = shm.streams().unwrap_or_default();
+            let ready = if streams.is_empty() {
+                !present.is_empty()
+            } else {
+                streams.iter().all(|s| present.contains(s))
+            };
+            if ready {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for BackgroundReceiver {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            match thread.join() {
+                Ok(Err(e)) => tracing::warn!("UDP receiver stopped: {e}"),
+                Err(_) => tracing::warn!("UDP receiver thread panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

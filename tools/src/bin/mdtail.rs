@@ -32,6 +32,10 @@ struct Cli {
     /// Shared-memory directory of the rings.
     #[arg(long, env = "MDI_SHM_DIR", value_name = "DIR", default_value = mdi_protocol::ring::DEFAULT_SHM_DIR)]
     shm_dir: PathBuf,
+    /// Read a remote publisher over reliable UDP instead (repeatable):
+    /// udp://GROUP:PORT?iface=ADDR or udp://HOST:PORT. Loss is repaired with NAKs.
+    #[arg(long = "udp", value_name = "URI", value_parser = parse_channel)]
+    channels: Vec<mdi_protocol::udp::Channel>,
     /// Only these symbols (comma-separated, case-insensitive), resolved through the
     /// instrument definitions in the streams.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
@@ -89,6 +93,10 @@ enum FormatArg {
 enum From {
     Ring(StartAt),
     Time(i64),
+}
+
+fn parse_channel(uri: &str) -> Result<mdi_protocol::udp::Channel, String> {
+    mdi_protocol::udp::Channel::parse(uri).map_err(|e| e.to_string())
 }
 
 fn parse_start(text: &str) -> Result<From, String> {
@@ -157,8 +165,22 @@ struct Tail {
 }
 
 fn run(cli: &Cli) -> Result<()> {
-    let shm = ShmDir::new(&cli.shm_dir);
-    if !cli.shm_dir.is_dir() {
+    // over UDP: replicas in a private directory, read like local rings
+    let udp = if cli.channels.is_empty() {
+        None
+    } else {
+        let receiver = mdi_subscriber::udp::BackgroundReceiver::start(&cli.channels)
+            .context("joining the UDP channels")?;
+        if !receiver.wait_for(&cli.streams, Duration::from_secs(10)) {
+            bail!(
+                "no stream arrived on the UDP channels within 10 s (is a publisher serving them?)"
+            );
+        }
+        Some(receiver)
+    };
+    let shm_path = udp.as_ref().map_or(cli.shm_dir.as_path(), |r| r.dir());
+    let shm = ShmDir::new(shm_path);
+    if !shm_path.is_dir() {
         bail!(
             "no shm directory {} (is a publisher running? choose one with --shm-dir or MDI_SHM_DIR)",
             cli.shm_dir.display()
@@ -170,9 +192,9 @@ fn run(cli: &Cli) -> Result<()> {
     let names = if cli.streams.is_empty() {
         let names = shm
             .streams()
-            .with_context(|| format!("listing streams in {}", cli.shm_dir.display()))?;
+            .with_context(|| format!("listing streams in {}", shm_path.display()))?;
         if names.is_empty() {
-            bail!("no streams in {}", cli.shm_dir.display());
+            bail!("no streams in {}", shm_path.display());
         }
         names
     } else {
