@@ -10,7 +10,7 @@ use mdi_protocol::ring::{RingReader, ShmDir, StartAt};
 use mdi_protocol::udp::frame::{Frame, MAX_MTU};
 use mdi_protocol::udp::{Channel, ReceiverInfo, Sender, SenderConfig, SenderCounters};
 use mdi_subscriber::udp::batch::SendBatch;
-use mdi_subscriber::udp::{LossGenerator, bind_sender};
+use mdi_subscriber::udp::{LossGenerator, bind_sender, status};
 
 /// Setting up a UDP sender failed.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +78,17 @@ pub struct UdpSender {
     /// Frames on their way out (`sendmmsg`); what a full socket buffer refused stays
     /// here, in order, and goes first on the next poll.
     out: SendBatch,
+    /// Where the counters for `mdstat` go, and when they were last written.
+    shm: ShmDir,
+    status_at: Option<Instant>,
+}
+
+impl Drop for UdpSender {
+    fn drop(&mut self) {
+        for (name, _) in &self.senders {
+            status::remove(self.shm.path(), name, "send");
+        }
+    }
 }
 
 impl UdpSender {
@@ -136,6 +147,8 @@ impl UdpSender {
             origin,
             buf: vec![0; MAX_MTU],
             out: SendBatch::new(),
+            shm: shm.clone(),
+            status_at: None,
         })
     }
 
@@ -146,6 +159,13 @@ impl UdpSender {
     /// Handles what arrived (NAKs, STATUS) and sends everything due; returns whether
     /// anything was received or sent. Never blocks.
     pub fn poll(&mut self) -> io::Result<bool> {
+        if self
+            .status_at
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        {
+            self.status_at = Some(Instant::now());
+            self.write_status();
+        }
         // Send first: a new record goes out before the receive syscall, which on an idle
         // socket finds nothing anyway; answers to what arrives go out right after.
         let mut busy = self.transmit()?;
@@ -218,6 +238,46 @@ impl UdpSender {
             out.flush(socket, destination)?;
         }
         Ok(busy)
+    }
+
+    /// Writes each stream's counters and receivers for `mdstat` (`<stream>.udp-send`).
+    fn write_status(&self) {
+        let now = crate::normalize::wall_clock_ns();
+        let origin_ns = self.now_ns();
+        for StreamStats {
+            stream,
+            counters: c,
+            receivers,
+        } in self.stats()
+        {
+            let mut lines: Vec<(String, String)> = [
+                ("channel", self.channel.to_string()),
+                ("data_frames", c.data_frames.to_string()),
+                ("data_bytes", c.data_bytes.to_string()),
+                ("retransmit_frames", c.retransmit_frames.to_string()),
+                ("retransmit_bytes", c.retransmit_bytes.to_string()),
+                ("naks", c.naks.to_string()),
+                ("naks_coalesced", c.naks_coalesced.to_string()),
+                ("unavailable", c.unavailable.to_string()),
+                ("debug_dropped", self.loss.dropped().to_string()),
+                ("receivers", receivers.len().to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+            for (id, info) in receivers {
+                lines.push((
+                    "receiver".to_owned(),
+                    format!(
+                        "{id:016x} position={} lost={} seen_ms_ago={}",
+                        info.position,
+                        info.lost_records,
+                        origin_ns.saturating_sub(info.last_seen_ns) / 1_000_000
+                    ),
+                ));
+            }
+            status::write(self.shm.path(), &stream, "send", &lines, now);
+        }
     }
 
     /// Bytes the slowest stream's sender is behind its ring's tail.

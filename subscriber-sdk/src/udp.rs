@@ -3,6 +3,7 @@
 //! ring per stream — same names, positions and sequence numbers as the sender's rings.
 
 pub mod batch;
+pub mod status;
 
 use std::collections::HashMap;
 use std::io;
@@ -286,9 +287,46 @@ pub struct UdpReceiver {
     events: Vec<StreamEvent>,
     malformed: u64,
     nonblocking: bool,
+    /// When the counters were last written for `mdstat` (ns of `origin`).
+    status_at: u64,
+}
+
+impl Drop for UdpReceiver {
+    fn drop(&mut self) {
+        for stream in self.streams.values() {
+            if let Some(name) = &stream.name {
+                status::remove(self.shm.path(), name, "recv");
+            }
+        }
+    }
 }
 
 impl UdpReceiver {
+    /// Writes each stream's counters for `mdstat` (`<stream>.udp-recv`).
+    fn write_status(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        for s in self.stats() {
+            let c = s.counters;
+            let lines: Vec<(String, String)> = [
+                ("channel", self.channel.to_string()),
+                ("position", s.position.unwrap_or(0).to_string()),
+                ("records", c.records.to_string()),
+                ("naks", c.naks.to_string()),
+                ("duplicates", c.duplicates.to_string()),
+                ("lost_records", c.lost_records.to_string()),
+                ("malformed", (c.malformed + self.malformed).to_string()),
+                ("rejected", c.rejected.to_string()),
+                ("debug_dropped", self.debug_dropped().to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+            status::write(self.shm.path(), &s.stream, "recv", &lines, now);
+        }
+    }
+
     /// Binds the channel; replicas go to `shm`.
     pub fn new(
         channel: Channel,
@@ -312,6 +350,7 @@ impl UdpReceiver {
             events: Vec::new(),
             malformed: 0,
             nonblocking: false,
+            status_at: 0,
         })
     }
 
@@ -324,6 +363,10 @@ impl UdpReceiver {
     /// a datagram arrived.
     pub fn poll(&mut self, max_wait: Duration) -> Result<bool, UdpReceiveError> {
         let now = self.now_ns();
+        if now.saturating_sub(self.status_at) >= 1_000_000_000 {
+            self.status_at = now;
+            self.write_status();
+        }
         let busy = max_wait.is_zero();
         if busy != self.nonblocking {
             self.socket

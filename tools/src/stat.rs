@@ -48,6 +48,48 @@ pub fn writer_state(info: &RingInfo) -> &'static str {
     }
 }
 
+/// A UDP status file (`<stream>.udp-send` / `.udp-recv`) as JSON: numbers as numbers,
+/// `receiver` lines gathered in a list, and whether the writing process still runs.
+fn udp_status(dir: &ShmDir, stream: &str, role: &str) -> Value {
+    let Some(lines) = mdi_subscriber::udp::status::read(dir.path(), stream, role) else {
+        return Value::Null;
+    };
+    let mut object = serde_json::Map::new();
+    let mut receivers = Vec::new();
+    for (key, value) in lines {
+        if key == "receiver" {
+            let mut r = serde_json::Map::new();
+            let mut parts = value.split(' ');
+            if let Some(id) = parts.next() {
+                r.insert("id".into(), json!(id));
+            }
+            for part in parts {
+                if let Some((k, v)) = part.split_once('=') {
+                    r.insert(
+                        k.into(),
+                        v.parse::<u64>().map_or_else(|_| json!(v), |n| json!(n)),
+                    );
+                }
+            }
+            receivers.push(Value::Object(r));
+            continue;
+        }
+        let parsed = value
+            .parse::<i64>()
+            .map_or_else(|_| json!(value), |n| json!(n));
+        object.insert(key, parsed);
+    }
+    if role == "send" {
+        object.insert("receiver_list".into(), Value::Array(receivers));
+    }
+    let alive = object
+        .get("pid")
+        .and_then(Value::as_u64)
+        .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+    object.insert("alive".into(), json!(alive));
+    Value::Object(object)
+}
+
 /// Rates between two samples of the same stream.
 fn rates(
     before: Option<&RingInfo>,
@@ -120,6 +162,10 @@ pub fn to_json(
                 "records_per_s": records_per_s,
                 "bytes_per_s": bytes_per_s,
                 "readers": readers,
+                "udp": {
+                    "send": udp_status(dir, &s.name, "send"),
+                    "recv": udp_status(dir, &s.name, "recv"),
+                },
             })
         })
         .collect();
@@ -167,6 +213,36 @@ pub fn to_table(json: &Value) -> String {
             s["next_seq"].to_string(),
             rate
         ));
+        let send = &s["udp"]["send"];
+        if send.is_object() {
+            out.push_str(&format!(
+                "  udp send {} ({}): {} frames, {} retransmitted, {} NAKs, {} unavailable, {} receivers\n",
+                send["channel"].as_str().unwrap_or("?"),
+                if send["alive"] == true { "live" } else { "ended" },
+                send["data_frames"],
+                send["retransmit_frames"],
+                send["naks"],
+                send["unavailable"],
+                send["receivers"],
+            ));
+        }
+        let recv = &s["udp"]["recv"];
+        if recv.is_object() {
+            out.push_str(&format!(
+                "  udp recv {} ({}): {} records, {} NAKs, {} duplicates, {} lost, {} malformed\n",
+                recv["channel"].as_str().unwrap_or("?"),
+                if recv["alive"] == true {
+                    "live"
+                } else {
+                    "ended"
+                },
+                recv["records"],
+                recv["naks"],
+                recv["duplicates"],
+                recv["lost_records"],
+                recv["malformed"],
+            ));
+        }
         for r in s["readers"].as_array().into_iter().flatten() {
             out.push_str(&format!(
                 "  reader {:<24} pid {:<8} {:<5} lag {} / {} records, lost {}, heartbeat {} ms ago\n",

@@ -15,7 +15,7 @@ use mdi_subscriber::{Event, Record, Subscriber};
 
 /// A ring of 1000 trades served on a fresh loopback port until dropped.
 struct Publisher {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     uri: String,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -76,7 +76,7 @@ impl Publisher {
             })
         };
         Self {
-            _dir: dir,
+            dir,
             uri,
             stop,
             thread: Some(thread),
@@ -168,4 +168,66 @@ fn a_subscriber_reads_a_remote_stream_over_udp_and_cleans_up() {
     assert!(dirs() >= 1);
     drop(subscriber);
     assert_eq!(dirs(), 0, "the private replica directory is removed");
+}
+
+#[test]
+fn mdstat_shows_the_udp_counters_of_both_ends() {
+    let publisher = Publisher::start();
+    let mut subscriber = Subscriber::builder()
+        .udp(Channel::parse(&publisher.uri).unwrap())
+        .stream("ticks")
+        .from_earliest()
+        .open()
+        .unwrap();
+    // read everything, then give both ends time to write their counters (once a second)
+    let mut read = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        if let Some(Event::Record { .. }) = subscriber.next(Duration::from_millis(50)).unwrap() {
+            read += 1;
+        }
+    }
+    assert!(read >= 1000, "{read}");
+    let mdstat = |dir: &std::path::Path| -> serde_json::Value {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_mdstat"))
+            .args(["--json", "--interval-ms", "1", "--shm-dir"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let sent = mdstat(publisher.dir.path());
+    let send = &sent["streams"][0]["udp"]["send"];
+    assert_eq!(send["channel"], publisher.uri.as_str(), "{sent}");
+    assert_eq!(
+        (send["alive"].as_bool(), send["receivers"].as_u64()),
+        (Some(true), Some(1)),
+        "{sent}"
+    );
+    assert!(
+        send["data_frames"].as_u64().unwrap() > 0 && send["naks"].as_u64().unwrap() > 0,
+        "{sent}"
+    );
+    assert_eq!(send["receiver_list"][0]["lost"], 0);
+    let replicas = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("mdi-udp-{}-", std::process::id()))
+        })
+        .unwrap()
+        .path();
+    let received = mdstat(&replicas);
+    let recv = &received["streams"][0]["udp"]["recv"];
+    // the epoch start, the definition and 1000 trades
+    assert_eq!(recv["records"].as_u64(), Some(1002), "{received}");
+    assert_eq!(recv["lost_records"], 0);
+    drop(subscriber);
 }
