@@ -366,6 +366,15 @@ impl UdpReceiver {
         if now.saturating_sub(self.status_at) >= 1_000_000_000 {
             self.status_at = now;
             self.write_status();
+            // the replicas' writer is this receiver: its heartbeat shows it is alive
+            let wall = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+            for stream in self.streams.values_mut() {
+                if let Some(replica) = stream.replica.as_mut() {
+                    replica.heartbeat(wall);
+                }
+            }
         }
         let busy = max_wait.is_zero();
         if busy != self.nonblocking {
