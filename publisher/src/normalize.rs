@@ -235,6 +235,17 @@ impl std::hash::BuildHasher for SymbolHash {
     }
 }
 
+/// A trade as a frame carries it: (id, first raw id, last raw id), decimal strings, the
+/// venue's time in its unit.
+struct FrameTrade<'a> {
+    ids: (u64, u64, u64),
+    price: &'a str,
+    qty: &'a str,
+    time: i64,
+    buyer_is_maker: bool,
+    aggregate: bool,
+}
+
 enum Skip {
     OutOfRange(String),
     Malformed(String),
@@ -422,44 +433,30 @@ impl Normalizer {
             }
         };
         match event {
-            Event::Trade(t) => self.with_instrument(t.symbol, receive_ns, |n, i| {
-                let time_ns = n.config.time_unit.to_ns(t.trade_time);
-                match n.advance_venue_id(i, false, t.trade_id, time_ns, receive_ns) {
-                    Ok(true) => {}
-                    other => return Ok(other.map(drop)),
-                }
-                let spec = &n.instruments[i].spec;
-                let trade = TradeIn {
-                    id: t.trade_id,
-                    first_id: t.trade_id,
-                    last_id: t.trade_id,
-                    price: mantissa(t.price, spec.price_exponent, "price")?,
-                    qty: mantissa(t.qty, spec.qty_exponent, "qty")?,
-                    time_ns,
+            Event::Trade(t) => self.frame_trade(
+                t.symbol,
+                FrameTrade {
+                    ids: (t.trade_id, t.trade_id, t.trade_id),
+                    price: t.price,
+                    qty: t.qty,
+                    time: t.trade_time,
                     buyer_is_maker: t.buyer_is_maker,
                     aggregate: false,
-                };
-                Ok(n.publish_trade(i, &trade, receive_ns))
-            }),
-            Event::AggTrade(t) => self.with_instrument(t.symbol, receive_ns, |n, i| {
-                let time_ns = n.config.time_unit.to_ns(t.trade_time);
-                match n.advance_venue_id(i, true, t.agg_id, time_ns, receive_ns) {
-                    Ok(true) => {}
-                    other => return Ok(other.map(drop)),
-                }
-                let spec = &n.instruments[i].spec;
-                let trade = TradeIn {
-                    id: t.agg_id,
-                    first_id: t.first_id,
-                    last_id: t.last_id,
-                    price: mantissa(t.price, spec.price_exponent, "price")?,
-                    qty: mantissa(t.qty, spec.qty_exponent, "qty")?,
-                    time_ns,
+                },
+                receive_ns,
+            ),
+            Event::AggTrade(t) => self.frame_trade(
+                t.symbol,
+                FrameTrade {
+                    ids: (t.agg_id, t.first_id, t.last_id),
+                    price: t.price,
+                    qty: t.qty,
+                    time: t.trade_time,
                     buyer_is_maker: t.buyer_is_maker,
                     aggregate: true,
-                };
-                Ok(n.publish_trade(i, &trade, receive_ns))
-            }),
+                },
+                receive_ns,
+            ),
             Event::BookTicker(b) => self.with_instrument(b.symbol, receive_ns, |n, i| {
                 let spec = &n.instruments[i].spec;
                 let (pe, qe) = (spec.price_exponent, spec.qty_exponent);
@@ -495,6 +492,36 @@ impl Normalizer {
             }
             Event::Response { .. } => Ok(()),
         }
+    }
+
+    /// A trade or aggTrade frame: venue ids checked before the values are parsed, then
+    /// the common trade path.
+    fn frame_trade(
+        &mut self,
+        symbol: &str,
+        t: FrameTrade<'_>,
+        receive_ns: i64,
+    ) -> Result<(), WriteError> {
+        self.with_instrument(symbol, receive_ns, |n, i| {
+            let time_ns = n.config.time_unit.to_ns(t.time);
+            let (id, first_id, last_id) = t.ids;
+            match n.advance_venue_id(i, t.aggregate, id, time_ns, receive_ns) {
+                Ok(true) => {}
+                other => return Ok(other.map(drop)),
+            }
+            let spec = &n.instruments[i].spec;
+            let trade = TradeIn {
+                id,
+                first_id,
+                last_id,
+                price: mantissa(t.price, spec.price_exponent, "price")?,
+                qty: mantissa(t.qty, spec.qty_exponent, "qty")?,
+                time_ns,
+                buyer_is_maker: t.buyer_is_maker,
+                aggregate: t.aggregate,
+            };
+            Ok(n.publish_trade(i, &trade, receive_ns))
+        })
     }
 
     /// Runs `f` for `symbol`'s instrument; a value that cannot be used is reported.
