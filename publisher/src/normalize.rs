@@ -200,12 +200,8 @@ pub struct Normalizer {
     candles: Vec<Candle>,
 }
 
-/// The wall clock in ns since the Unix epoch (publish timestamps).
-pub fn wall_clock_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
+/// The wall clock (publish timestamps).
+pub use mdi_subscriber::wall_clock_ns;
 
 /// FNV-1a for symbol lookups: symbols are short and chosen by the venue, not by an
 /// attacker; SipHash's flood resistance costs more than the lookup itself here.

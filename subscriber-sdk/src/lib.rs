@@ -11,6 +11,14 @@
 
 pub use mdi_protocol;
 
+/// The wall clock in ns since the Unix epoch — receive, publish and heartbeat times of
+/// the publisher and the tools (the ring and protocol crates read no clock).
+pub fn wall_clock_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
 #[cfg(feature = "tokio")]
 pub mod stream;
 pub mod subscriber;

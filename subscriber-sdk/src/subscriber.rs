@@ -43,11 +43,7 @@ use mdi_protocol::ring::{
 
 use crate::udp::BackgroundReceiver;
 
-fn wall_clock_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
+use crate::wall_clock_ns;
 
 /// Opening or reading streams failed.
 #[derive(Debug, thiserror::Error)]

@@ -304,9 +304,7 @@ impl Drop for UdpReceiver {
 impl UdpReceiver {
     /// Writes each stream's counters for `mdstat` (`<stream>.udp-recv`).
     fn write_status(&self) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        let now = crate::wall_clock_ns();
         for s in self.stats() {
             let c = s.counters;
             let lines: Vec<(String, String)> = [
@@ -367,9 +365,7 @@ impl UdpReceiver {
             self.status_at = now;
             self.write_status();
             // the replicas' writer is this receiver: its heartbeat shows it is alive
-            let wall = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+            let wall = crate::wall_clock_ns();
             for stream in self.streams.values_mut() {
                 if let Some(replica) = stream.replica.as_mut() {
                     replica.heartbeat(wall);

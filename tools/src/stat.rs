@@ -85,7 +85,8 @@ fn udp_status(dir: &ShmDir, stream: &str, role: &str) -> Value {
     let alive = object
         .get("pid")
         .and_then(Value::as_u64)
-        .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        .and_then(|pid| u32::try_from(pid).ok())
+        .is_some_and(mdi_protocol::ring::registry::process_alive);
     object.insert("alive".into(), json!(alive));
     Value::Object(object)
 }

@@ -171,19 +171,11 @@ fn check_replicas(
     receivers: &mut [Child],
     replicas: &[tempfile::TempDir],
 ) -> Vec<String> {
-    use std::io::Read;
     let expected = contents(source);
     let mut logs = Vec::new();
     for (i, (receiver, dir)) in receivers.iter_mut().zip(replicas).enumerate() {
-        let status = receiver.wait().unwrap();
-        let mut log = String::new();
-        receiver
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut log)
-            .unwrap();
-        assert!(status.success(), "mdrecv {i} failed: {log}");
+        let (ok, log) = receiver_output(receiver);
+        assert!(ok, "mdrecv {i} failed: {log}");
         let replica = contents(dir.path());
         assert_eq!(replica.len(), expected.len(), "replica {i}: {log}");
         assert!(replica == expected, "replica {i} differs from the source");

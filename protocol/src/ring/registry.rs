@@ -72,8 +72,9 @@ pub struct Registration {
     pid: u64,
 }
 
-fn process_alive(pid: u32) -> bool {
-    pid != 0 && std::path::Path::new(&format!("/proc/{pid}")).exists()
+/// Whether a process with this pid exists (for registered readers, UDP status files).
+pub fn process_alive(pid: u32) -> bool {
+    super::mapping::process_exists(pid)
 }
 
 fn word(map: &Mapping, offset: usize) -> &std::sync::atomic::AtomicU64 {

@@ -281,7 +281,9 @@ pub fn run(
                 note = inbox.recv() => note,
                 _ = tick.tick() => None,
             };
-            if let Some(note) = note {
+            // this note and what else is queued, before the housekeeping below
+            let mut next = note;
+            while let Some(note) = next {
                 handle_note(
                     note,
                     &mut slots,
@@ -291,18 +293,7 @@ pub fn run(
                     &mut in_flight,
                     &mut snapshot_retry,
                 )?;
-                // drain what else is queued before the housekeeping below
-                while let Ok(note) = inbox.try_recv() {
-                    handle_note(
-                        note,
-                        &mut slots,
-                        normalizer,
-                        capture.as_deref_mut(),
-                        &mut counters,
-                        &mut in_flight,
-                        &mut snapshot_retry,
-                    )?;
-                }
+                next = inbox.try_recv().ok();
             }
             let now = Instant::now();
             normalizer.on_timer(wall_clock_ns())?;

@@ -35,11 +35,7 @@ struct Cli {
     interval_ms: u64,
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
+use mdi_subscriber::wall_clock_ns as now_ns;
 
 fn main() {
     let cli = Cli::parse();

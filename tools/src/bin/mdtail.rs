@@ -12,11 +12,7 @@ use clap::Parser;
 use mdi_protocol::ring::{ReadEvent, RingReader, ShmDir, StartAt, WaitStrategy, WriterState};
 use mdi_tools::tail::{Format, KindFilter, Printer, Stats};
 
-fn wall_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
+use mdi_subscriber::wall_clock_ns as wall_ns;
 
 #[derive(Debug, Parser)]
 #[command(
