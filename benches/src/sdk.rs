@@ -2,7 +2,8 @@
 //! (core 0) publishes Trade records stamped with CLOCK_MONOTONIC, paced a few µs apart; a
 //! reader thread (core 1) busy-spins and measures publish → read per record: first with
 //! the raw `RingReader` decoding each Trade, then with `Subscriber::next` (decode, symbol
-//! resolution, events) — same ring size, same records, one after the other.
+//! resolution, events), then with `Subscriber::poll_views` (zero-copy views) — same ring
+//! size, same records, one after the other.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +14,8 @@ use mdi_protocol::records::{InstrumentDefinition, RecordKind, Trade, decode};
 use mdi_protocol::ring::{
     ReadEvent, RingOptions, RingReader, RingWriter, ShmDir, StartAt, WaitStrategy,
 };
-use mdi_subscriber::{Event, Kinds, Record, Subscriber};
+use mdi_protocol::view::RecordView;
+use mdi_subscriber::{Event, Kinds, Record, Subscriber, ViewEvent};
 
 use crate::harness::{Latency, ResultLine, histogram, now_ns, pin, spin_until};
 
@@ -47,7 +49,28 @@ fn writer(shm: ShmDir, count: u64, go: Arc<AtomicBool>) -> Result<()> {
     Ok(())
 }
 
-fn run_one(count: u64, sdk: bool) -> Result<Latency> {
+/// How the reader reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// `RingReader::poll`, each Trade decoded into a struct.
+    Raw,
+    /// `Subscriber::next`: owned events.
+    Sdk,
+    /// `Subscriber::poll_views`: zero-copy views.
+    SdkViews,
+}
+
+impl Reading {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Raw => "raw-reader",
+            Self::Sdk => "mdi-sdk",
+            Self::SdkViews => "mdi-sdk-views",
+        }
+    }
+}
+
+fn run_one(count: u64, reading: Reading) -> Result<Latency> {
     let dir = tempfile::tempdir_in("/dev/shm").context("a shm directory")?;
     let shm = ShmDir::new(dir.path());
     let go = Arc::new(AtomicBool::new(false));
@@ -65,7 +88,32 @@ fn run_one(count: u64, sdk: bool) -> Result<Latency> {
     let mut h = histogram();
     let mut seen = 0u64;
     let warmup = count / 10;
-    if sdk {
+    if reading == Reading::SdkViews {
+        let mut subscriber = Subscriber::builder()
+            .shm_dir(dir.path())
+            .stream("ticks")
+            .kinds(Kinds::TRADE)
+            .wait(WaitStrategy::BusySpin)
+            .from_earliest()
+            .open()?;
+        go.store(true, Ordering::Release);
+        while seen < count {
+            subscriber.poll_views(usize::MAX, |event| {
+                if let ViewEvent::Record {
+                    record: RecordView::Trade(t),
+                    ..
+                } = event
+                {
+                    let now = now_ns();
+                    if seen >= warmup {
+                        let published = t.get_ts_publish_ns().unsigned_abs();
+                        let _ = h.record(now.saturating_sub(published).max(1));
+                    }
+                    seen += 1;
+                }
+            })?;
+        }
+    } else if reading == Reading::Sdk {
         let mut subscriber = Subscriber::builder()
             .shm_dir(dir.path())
             .stream("ticks")
@@ -166,8 +214,34 @@ fn drain(count: u64) -> Result<()> {
         }
     }
     let sdk = started.elapsed();
+    let mut views = Subscriber::builder()
+        .shm_dir(dir.path())
+        .stream("ticks")
+        .kinds(Kinds::TRADE)
+        .from_earliest()
+        .open()?;
+    let started = std::time::Instant::now();
+    let mut seen = 0;
+    while seen < count {
+        views.poll_views(usize::MAX, |event| {
+            if let ViewEvent::Record {
+                record: RecordView::Trade(t),
+                ..
+            } = event
+            {
+                sum = sum.wrapping_add(t.get_trade_id());
+                seen += 1;
+            }
+        })?;
+    }
+    let sdk_views = started.elapsed();
     std::hint::black_box(sum);
-    for (name, elapsed) in [("raw-reader", raw), ("mdi-sdk", sdk)] {
+    for (reading, elapsed) in [
+        (Reading::Raw, raw),
+        (Reading::Sdk, sdk),
+        (Reading::SdkViews, sdk_views),
+    ] {
+        let name = reading.name();
         ResultLine::new("sdk-drain", name)
             .field("records", count)
             .field(
@@ -183,9 +257,9 @@ fn drain(count: u64) -> Result<()> {
 pub fn run(quick: bool) -> Result<()> {
     let count = if quick { 100_000 } else { 1_000_000 };
     drain(count)?;
-    for (name, sdk) in [("raw-reader", false), ("mdi-sdk", true)] {
-        let latency = run_one(count, sdk)?;
-        ResultLine::new("sdk-latency", name)
+    for reading in [Reading::Raw, Reading::Sdk, Reading::SdkViews] {
+        let latency = run_one(count, reading)?;
+        ResultLine::new("sdk-latency", reading.name())
             .field("records", count)
             .latency(latency)
             .print();

@@ -236,11 +236,82 @@ impl Decimal {
     /// ```
     #[must_use]
     pub fn trimmed_to(mut self, exponent: i8) -> Self {
+        // u64 arithmetic when the mantissa fits: an i128 division is a library call
+        if let Ok(mut small) = i64::try_from(self.mantissa) {
+            while self.exponent < exponent && small % 10 == 0 {
+                small /= 10;
+                self.exponent += 1;
+            }
+            self.mantissa = i128::from(small);
+            return self;
+        }
         while self.exponent < exponent && self.mantissa % 10 == 0 {
             self.mantissa /= 10;
             self.exponent += 1;
         }
         self
+    }
+
+    /// The exact text, without allocating: what `Display` prints, as bytes on the stack.
+    ///
+    /// ```
+    /// use mdi_protocol::decimal::Decimal;
+    /// assert_eq!(Decimal::new(-5i64, -3).text().as_str(), "-0.005");
+    /// ```
+    pub fn text(&self) -> DecimalText {
+        let mut out = DecimalText {
+            buf: [0; DecimalText::CAPACITY],
+            len: 0,
+        };
+        let magnitude = self.mantissa.unsigned_abs();
+        let mut digits = [0u8; 40];
+        let start = write_digits(magnitude, &mut digits);
+        let digits = &digits[start..];
+        if self.mantissa < 0 {
+            out.push(b"-");
+        }
+        if self.exponent >= 0 {
+            out.push(digits);
+            if magnitude != 0 {
+                for _ in 0..self.exponent {
+                    out.push(b"0");
+                }
+            }
+            return out;
+        }
+        let decimals = usize::from(self.exponent.unsigned_abs());
+        if digits.len() > decimals {
+            let (int, frac) = digits.split_at(digits.len() - decimals);
+            out.push(int);
+            out.push(b".");
+            out.push(frac);
+        } else {
+            out.push(b"0.");
+            for _ in digits.len()..decimals {
+                out.push(b"0");
+            }
+            out.push(digits);
+        }
+        out
+    }
+
+    /// The nearest `f64` (for analytics; the decimal itself is exact).
+    ///
+    /// ```
+    /// use mdi_protocol::decimal::Decimal;
+    /// assert_eq!(Decimal::new(2_712_345i64, -2).to_f64(), 27123.45);
+    /// ```
+    pub fn to_f64(&self) -> f64 {
+        // one rounding of the mantissa, one of the scaling: a power of ten up to 10^22 is
+        // exact in f64, so dividing by it rounds once
+        #[allow(clippy::cast_precision_loss)]
+        let m = self.mantissa as f64;
+        let scale = 10f64.powi(i32::from(self.exponent.unsigned_abs()));
+        if self.exponent < 0 {
+            m / scale
+        } else {
+            m * scale
+        }
     }
 
     /// Joins the `hi`/`lo` halves in which the records carry 128-bit sums.
@@ -263,69 +334,81 @@ pub fn join_i128(hi: i64, lo: u64) -> i128 {
 
 impl fmt::Display for Decimal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut digits = itoa_u128(self.mantissa.unsigned_abs());
-        if self.mantissa < 0 {
-            f.write_str("-")?;
-        }
-        if self.exponent >= 0 {
-            f.write_str(digits.as_str())?;
-            if self.mantissa != 0 {
-                for _ in 0..self.exponent {
-                    f.write_str("0")?;
-                }
-            }
-            return Ok(());
-        }
-        let decimals = usize::from(self.exponent.unsigned_abs());
-        let text = digits.as_str();
-        if text.len() > decimals {
-            let (int, frac) = text.split_at(text.len() - decimals);
-            f.write_str(int)?;
-            f.write_str(".")?;
-            f.write_str(frac)
-        } else {
-            f.write_str("0.")?;
-            for _ in text.len()..decimals {
-                f.write_str("0")?;
-            }
-            digits.write_to(f)
-        }
+        f.write_str(self.text().as_str())
     }
 }
 
-/// Digits of a u128 without allocation.
-struct Digits {
-    buf: [u8; 40],
-    start: usize,
+/// A formatted [`Decimal`] on the stack (see [`Decimal::text`]).
+#[derive(Clone, Copy)]
+pub struct DecimalText {
+    buf: [u8; Self::CAPACITY],
+    len: usize,
 }
 
-impl Digits {
-    fn as_str(&self) -> &str {
-        // Only ASCII digits are ever written into `buf[start..]`.
-        std::str::from_utf8(&self.buf[self.start..]).unwrap_or("")
+impl DecimalText {
+    /// Any exponent an `i8` holds (records from elsewhere are not trusted to keep to
+    /// ±18): sign, 39 digits of an `i128` and 127 zeros after them; or sign, `0.` and 128
+    /// decimals.
+    const CAPACITY: usize = 1 + 39 + 127;
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
     }
 
-    fn write_to(&mut self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+    /// The text as bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits, '-' and '.' are ever written.
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
     }
 }
 
-fn itoa_u128(mut value: u128) -> Digits {
-    let mut buf = [0u8; 40];
+impl fmt::Debug for DecimalText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// Writes `value`'s decimal digits at the end of `buf`; returns where they start. Uses
+/// u64 arithmetic for the part that fits (an i128 division is a library call).
+fn write_digits(value: u128, buf: &mut [u8; 40]) -> usize {
+    const TEN_19: u128 = 10_000_000_000_000_000_000;
     let mut start = buf.len();
+    // the low 19 digits (zero-padded) while more follow; u64 arithmetic within a chunk
+    let mut rest = value;
+    while rest >= TEN_19 {
+        // rest % 10^19 < 2^64
+        #[allow(clippy::cast_possible_truncation)]
+        push_u64(buf, &mut start, (rest % TEN_19) as u64, 19);
+        rest /= TEN_19;
+    }
+    // rest < 10^19 < 2^64
+    #[allow(clippy::cast_possible_truncation)]
+    push_u64(buf, &mut start, rest as u64, 1);
+    start
+}
+
+/// Writes `v`'s digits (at least `min_digits`, zero-padded) before `start`.
+fn push_u64(buf: &mut [u8; 40], start: &mut usize, mut v: u64, min_digits: usize) {
+    let mut written = 0;
     loop {
-        start -= 1;
-        // value % 10 < 10 always fits a u8.
+        *start -= 1;
+        // v % 10 < 10 always fits a u8.
         #[allow(clippy::cast_possible_truncation)]
         {
-            buf[start] = b'0' + (value % 10) as u8;
+            buf[*start] = b'0' + (v % 10) as u8;
         }
-        value /= 10;
-        if value == 0 {
+        v /= 10;
+        written += 1;
+        if v == 0 && written >= min_digits {
             break;
         }
     }
-    Digits { buf, start }
 }
 
 #[cfg(test)]
@@ -397,6 +480,35 @@ mod tests {
         fn format_then_parse_roundtrips(mantissa: i64, exponent in -18i8..=18) {
             let text = Decimal::new(mantissa, exponent).to_string();
             prop_assert_eq!(parse_i64(&text, exponent), Ok(mantissa));
+        }
+
+        #[test]
+        fn text_matches_a_reference_format(mantissa: i128, exponent: i8) {
+            let text = Decimal::new(mantissa, exponent).to_string();
+            let digits = mantissa.unsigned_abs().to_string();
+            let sign = if mantissa < 0 { "-" } else { "" };
+            let reference = if exponent >= 0 {
+                let zeros = if mantissa == 0 { 0 } else { exponent as usize };
+                format!("{sign}{digits}{}", "0".repeat(zeros))
+            } else {
+                let decimals = usize::from(exponent.unsigned_abs());
+                let padded = format!("{digits:0>width$}", width = decimals + 1);
+                let (int, frac) = padded.split_at(padded.len() - decimals);
+                format!("{sign}{int}.{frac}")
+            };
+            prop_assert_eq!(text, reference);
+        }
+
+        #[test]
+        fn trimming_keeps_the_value(mantissa: i128, exponent in -18i8..=0, to in -18i8..=0) {
+            let trimmed = Decimal::new(mantissa, exponent).trimmed_to(to);
+            prop_assert!(trimmed.exponent >= exponent);
+            let scale = 10i128.pow(u32::from((trimmed.exponent - exponent).unsigned_abs()));
+            prop_assert_eq!(trimmed.mantissa.checked_mul(scale), Some(mantissa));
+            prop_assert!(trimmed.exponent <= to.max(exponent));
+            if trimmed.exponent < to {
+                prop_assert!(trimmed.mantissa % 10 != 0);
+            }
         }
 
         #[test]

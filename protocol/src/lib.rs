@@ -16,3 +16,4 @@ pub mod records;
 pub mod ring;
 #[cfg(not(loom))]
 pub mod udp;
+pub mod view;

@@ -262,7 +262,13 @@ macro_rules! scalar_record {
             }
 
             fn read(root: capnp::any_pointer::Reader<'_>) -> Result<Self, RecordError> {
-                let r = root.get_as::<rc::$module::Reader<'_>>()?;
+                Self::from_reader(root.get_as::<rc::$module::Reader<'_>>()?)
+            }
+        }
+
+        impl $name {
+            /// Copies the value out of a zero-copy reader (see [`crate::view`]).
+            pub fn from_reader(r: rc::$module::Reader<'_>) -> Result<Self, RecordError> {
                 #[allow(unused_mut)]
                 #[allow(clippy::needless_update)]
                 let mut value = Self {

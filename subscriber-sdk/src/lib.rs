@@ -5,9 +5,12 @@
 //! events ([`Subscriber`]); and the reliable-UDP receiver that rebuilds a local ring log
 //! ([`udp`]).
 //!
-//! Records are decoded into plain structs (exact fixed-point mantissas with their
-//! exponents; [`TradeExt`] gives [`mdi_protocol::decimal::Decimal`]s). The raw ring reader,
-//! [`mdi_protocol::ring::RingReader`], stays available for code that wants the bytes.
+//! Records come two ways: [`Subscriber::poll`] / [`Subscriber::next`] copy them into
+//! plain structs (exact fixed-point mantissas with their exponents; [`TradeExt`] gives
+//! [`mdi_protocol::decimal::Decimal`]s), and [`Subscriber::poll_views`] hands over
+//! zero-copy views ([`mdi_protocol::view`]) that read a field only when asked, with exact
+//! decimal accessors. The raw ring reader, [`mdi_protocol::ring::RingReader`], stays
+//! available for code that wants the bytes.
 
 pub use mdi_protocol;
 
@@ -25,7 +28,7 @@ pub mod subscriber;
 pub mod udp;
 
 pub use subscriber::{
-    Event, Kinds, Record, SubscribeError, Subscriber, SubscriberBuilder, TradeExt,
+    Event, Kinds, Mark, Record, SubscribeError, Subscriber, SubscriberBuilder, TradeExt, ViewEvent,
 };
 
 /// The README's examples (ring log and subscriber), compiled as doctests here, where

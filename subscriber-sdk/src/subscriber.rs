@@ -34,12 +34,12 @@ use std::time::{Duration, Instant};
 use mdi_protocol::decimal::Decimal;
 use mdi_protocol::records::{
     BookUpdate, FeedStatus, InstrumentDefinition, Kline, Quote, RecordError, RecordKind, Trade,
-    decode,
 };
 use mdi_protocol::ring::{
     ReadEvent, ReaderOpenError, RegisterError, Registration, RingReader, ShmDir, StartAt,
     WaitStrategy, WriterState,
 };
+use mdi_protocol::view::RecordView;
 
 use crate::udp::BackgroundReceiver;
 
@@ -58,6 +58,12 @@ pub enum SubscribeError {
         path: PathBuf,
         /// Why.
         source: std::io::Error,
+    },
+    /// No stream (or not every stream named) arrived on the UDP channels in time.
+    #[error("no stream arrived on the UDP channels within {} s (is a publisher serving them?)", waited.as_secs())]
+    NothingOnUdp {
+        /// How long the subscriber waited.
+        waited: Duration,
     },
     /// The UDP receiver could not start (the channel's address in use, ...).
     #[error("UDP: {0}")]
@@ -125,15 +131,16 @@ pub enum Record {
 }
 
 impl Record {
-    fn kind(&self) -> Kinds {
-        match self {
-            Self::Trade(_) => Kinds::TRADE,
-            Self::Quote(_) => Kinds::QUOTE,
-            Self::Book(_) => Kinds::BOOK,
-            Self::Kline(_) => Kinds::KLINE,
-            Self::Status(_) => Kinds::STATUS,
-            Self::Instrument(_) => Kinds::INSTRUMENT,
-        }
+    /// Copies a record out of its zero-copy view.
+    pub fn from_view(view: RecordView<'_>) -> Result<Self, RecordError> {
+        Ok(match view {
+            RecordView::Trade(v) => Self::Trade(v.to_record()?),
+            RecordView::Quote(v) => Self::Quote(v.to_record()?),
+            RecordView::Book(v) => Self::Book(Box::new(v.to_record()?)),
+            RecordView::Kline(v) => Self::Kline(Box::new(v.to_record()?)),
+            RecordView::Status(v) => Self::Status(Box::new(v.to_record()?)),
+            RecordView::Instrument(v) => Self::Instrument(Box::new(v.to_record()?)),
+        })
     }
 
     /// The instrument the record is about (0: the whole feed).
@@ -146,34 +153,6 @@ impl Record {
             Self::Status(r) => r.instrument_id,
             Self::Instrument(r) => r.instrument_id,
         }
-    }
-
-    /// When the record happened: the venue's time, else the receive time; for a K-line
-    /// the end of its interval. (Instrument definitions: `None`.)
-    pub fn time_ns(&self) -> Option<i64> {
-        let either = |venue: i64, receive: i64| if venue != 0 { venue } else { receive };
-        Some(match self {
-            Self::Trade(r) => either(r.ts_exchange_ns, r.ts_receive_ns),
-            Self::Quote(r) => either(r.ts_exchange_ns, r.ts_receive_ns),
-            Self::Book(r) => either(r.ts_exchange_ns, r.ts_receive_ns),
-            Self::Kline(r) => r.close_time_ms.saturating_mul(1_000_000),
-            Self::Status(r) => either(r.ts_exchange_ns, r.ts_receive_ns),
-            Self::Instrument(_) => return None,
-        })
-    }
-
-    fn decode(kind: RecordKind, body: &[u8]) -> Option<Result<Self, RecordError>> {
-        Some(match kind {
-            RecordKind::TRADE => decode(body).map(Self::Trade),
-            RecordKind::QUOTE => decode(body).map(Self::Quote),
-            RecordKind::BOOK_UPDATE => decode(body).map(|r| Self::Book(Box::new(r))),
-            RecordKind::KLINE => decode(body).map(|r| Self::Kline(Box::new(r))),
-            RecordKind::FEED_STATUS => decode(body).map(|r| Self::Status(Box::new(r))),
-            RecordKind::INSTRUMENT_DEFINITION => {
-                decode(body).map(|r| Self::Instrument(Box::new(r)))
-            }
-            _ => return None,
-        })
     }
 }
 
@@ -227,6 +206,18 @@ impl Kinds {
     /// True if `other` is in the set.
     pub const fn contains(self, other: Self) -> bool {
         self.0 & other.0 == other.0
+    }
+
+    /// The kind of `view`.
+    pub fn of(view: &RecordView<'_>) -> Self {
+        match view {
+            RecordView::Trade(_) => Self::TRADE,
+            RecordView::Quote(_) => Self::QUOTE,
+            RecordView::Book(_) => Self::BOOK,
+            RecordView::Kline(_) => Self::KLINE,
+            RecordView::Status(_) => Self::STATUS,
+            RecordView::Instrument(_) => Self::INSTRUMENT,
+        }
     }
 }
 
@@ -283,6 +274,29 @@ pub enum Event {
         /// The stream.
         stream: &'static str,
     },
+}
+
+/// The writers' positions at one moment ([`Subscriber::mark`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark(Vec<u64>);
+
+/// What [`Subscriber::poll_views`] delivers: records as zero-copy views, everything
+/// else as the [`Event`] [`Subscriber::poll`] would give.
+#[derive(Debug, Clone)]
+pub enum ViewEvent<'a> {
+    /// A record, read in place; the view is valid during the callback only.
+    Record {
+        /// The stream.
+        stream: &'static str,
+        /// Its sequence number in the stream.
+        seq: u64,
+        /// The record.
+        record: RecordView<'a>,
+        /// The instrument's symbol (`None` if the stream has not shown its definition).
+        symbol: Option<&'static str>,
+    },
+    /// Loss, restart, writer gone or ring replaced (never [`Event::Record`]).
+    Notice(Event),
 }
 
 /// Builds a [`Subscriber`].
@@ -392,8 +406,10 @@ impl SubscriberBuilder {
             None
         } else {
             let receiver = BackgroundReceiver::start(&self.udp).map_err(SubscribeError::Udp)?;
-            if !receiver.wait_for(&self.streams, Duration::from_secs(10)) {
-                return Err(SubscribeError::NoStreams(receiver.dir().to_owned()));
+            if !receiver.wait_for(&self.streams, UDP_JOIN_TIMEOUT) {
+                return Err(SubscribeError::NothingOnUdp {
+                    waited: UDP_JOIN_TIMEOUT,
+                });
             }
             Some(receiver)
         };
@@ -473,6 +489,25 @@ impl SubscriberBuilder {
     }
 }
 
+/// The owned event for a view event; `None` if the record does not copy out (counted
+/// as undecodable by the caller).
+fn owned(event: ViewEvent<'_>) -> Option<Event> {
+    match event {
+        ViewEvent::Record {
+            stream,
+            seq,
+            record,
+            symbol,
+        } => Record::from_view(record).ok().map(|record| Event::Record {
+            stream,
+            seq,
+            record,
+            symbol,
+        }),
+        ViewEvent::Notice(event) => Some(event),
+    }
+}
+
 /// Reads the instrument definitions retained in `stream`'s ring before sequence
 /// `first_delivered` (bounded by the ring's size: one pass at memory speed).
 fn prime_instruments(
@@ -490,9 +525,14 @@ fn prime_instruments(
             if let ReadEvent::Record(r) = event
                 && r.seq < first_delivered
                 && r.kind == RecordKind::INSTRUMENT_DEFINITION
-                && let Ok(d) = decode::<InstrumentDefinition>(r.body)
             {
-                instruments.insert((index, d.instrument_id), intern(&d.symbol));
+                let _ = RecordView::open(r.kind, r.body, |view| {
+                    if let RecordView::Instrument(d) = view
+                        && let Ok(symbol) = d.symbol()
+                    {
+                        instruments.insert((index, d.get_instrument_id()), intern(symbol));
+                    }
+                });
             }
         });
         if !matches!(polled, Ok(n) if n > 0) {
@@ -536,6 +576,9 @@ impl std::hash::BuildHasher for IdHash {
         IdHasher(0)
     }
 }
+
+/// How long opening a subscriber over UDP waits for its streams to arrive.
+const UDP_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often an idle stream's writer is looked at.
 const STATUS_EVERY: Duration = Duration::from_millis(20);
@@ -613,6 +656,8 @@ impl Subscriber {
 
     /// Delivers what is there now — at most `max_records` records per stream, plus any
     /// events — to `on_event`, without blocking; returns the number of events delivered.
+    /// Records are copied out of the ring into owned values; [`Self::poll_views`] reads
+    /// them in place instead.
     pub fn poll(
         &mut self,
         max_records: usize,
@@ -621,6 +666,48 @@ impl Subscriber {
         let mut delivered = 0;
         while let Some(event) = self.queue.pop_front() {
             on_event(event);
+            delivered += 1;
+        }
+        let mut undecodable = 0;
+        for index in 0..self.streams.len() {
+            delivered += self.poll_stream(index, max_records, &mut |event| match owned(event) {
+                Some(event) => on_event(event),
+                None => undecodable += 1,
+            })?;
+        }
+        self.undecodable += undecodable;
+        Ok(delivered)
+    }
+
+    /// Like [`Self::poll`], but records are zero-copy views of the bytes read from the
+    /// ring: only the fields asked for are read, nothing is allocated. A view lives for
+    /// the call of `on_event` it is given to.
+    ///
+    /// ```no_run
+    /// use mdi_subscriber::{Subscriber, ViewEvent};
+    /// use mdi_subscriber::mdi_protocol::view::RecordView;
+    ///
+    /// # fn main() -> Result<(), mdi_subscriber::SubscribeError> {
+    /// let mut subscriber = Subscriber::builder().stream("ticks").open()?;
+    /// let mut notional = 0.0;
+    /// subscriber.poll_views(1024, |event| match event {
+    ///     ViewEvent::Record { record: RecordView::Trade(t), .. } => {
+    ///         notional += t.price().to_f64() * t.qty().to_f64();
+    ///     }
+    ///     ViewEvent::Record { .. } => {}
+    ///     ViewEvent::Notice(notice) => eprintln!("{notice:?}"),
+    /// })?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn poll_views(
+        &mut self,
+        max_records: usize,
+        mut on_event: impl FnMut(ViewEvent<'_>),
+    ) -> Result<usize, SubscribeError> {
+        let mut delivered = 0;
+        while let Some(event) = self.queue.pop_front() {
+            on_event(ViewEvent::Notice(event));
             delivered += 1;
         }
         for index in 0..self.streams.len() {
@@ -648,14 +735,14 @@ impl Subscriber {
                 // poll brings waits in the queue
                 let mut first = None;
                 let mut queue = std::mem::take(&mut self.queue);
-                self.poll_stream(index, 64, &mut |e| {
-                    if first.is_none() {
-                        first = Some(e);
-                    } else {
-                        queue.push_back(e);
-                    }
+                let mut undecodable = 0;
+                self.poll_stream(index, 64, &mut |event| match owned(event) {
+                    Some(e) if first.is_none() => first = Some(e),
+                    Some(e) => queue.push_back(e),
+                    None => undecodable += 1,
                 })?;
                 self.queue = queue;
+                self.undecodable += undecodable;
                 if first.is_some() {
                     return Ok(first);
                 }
@@ -668,27 +755,53 @@ impl Subscriber {
                 if now >= deadline {
                     return Ok(None);
                 }
-            }
-            let wait = match (self.wait, deadline) {
-                (WaitStrategy::Park { timeout }, Some(deadline)) => WaitStrategy::Park {
-                    timeout: timeout.min(deadline.saturating_duration_since(Instant::now())),
-                },
-                (other, _) => other,
-            };
-            // one stream parks; with several, a short park keeps all of them in view
-            if let Some(first) = self.streams.first_mut()
-                && first.reader.wait(wait).is_err()
-            {
-                std::thread::sleep(Duration::from_micros(200));
+                self.wait(deadline - now);
+            } else {
+                self.wait(timeout);
             }
         }
+    }
+
+    /// Waits — as the wait strategy says, at most `timeout` — for something new in the
+    /// streams (for loops around [`Self::poll`] / [`Self::poll_views`]; [`Self::next`]
+    /// waits by itself). May return early.
+    pub fn wait(&mut self, timeout: Duration) {
+        let wait = match self.wait {
+            WaitStrategy::Park { timeout: park } => WaitStrategy::Park {
+                timeout: park.min(timeout),
+            },
+            other => other,
+        };
+        // the busiest stream parks on its commit futex; with several, the park is short
+        // enough to keep all of them in view
+        let busiest = self.streams.iter_mut().max_by_key(|s| s.reader.position());
+        if let Some(stream) = busiest
+            && stream.reader.wait(wait).is_err()
+        {
+            std::thread::sleep(Duration::from_micros(200).min(timeout));
+        }
+    }
+
+    /// Where every stream's writer is now; [`Self::reached`] says when reading has got
+    /// there (a tool's "print what is there, then exit").
+    pub fn mark(&self) -> Mark {
+        Mark(self.streams.iter().map(|s| s.reader.tail().0).collect())
+    }
+
+    /// True when every stream has been read up to `mark` (or to the end of a ring that
+    /// was replaced since).
+    pub fn reached(&self, mark: &Mark) -> bool {
+        self.streams
+            .iter()
+            .zip(&mark.0)
+            .all(|(s, &end)| s.reader.position() >= end || s.reader.caught_up())
     }
 
     fn poll_stream(
         &mut self,
         index: usize,
         max_records: usize,
-        on_event: &mut dyn FnMut(Event),
+        on_event: &mut dyn FnMut(ViewEvent<'_>),
     ) -> Result<usize, SubscribeError> {
         let mut delivered = 0;
         let Self {
@@ -705,55 +818,54 @@ impl Subscriber {
         let skip_before = &mut state.skip_before_ns;
         let polled = state.reader.poll(max_records, |event| match event {
             ReadEvent::Record(r) => {
-                let Some(decoded) = Record::decode(r.kind, r.body) else {
-                    return;
-                };
-                let record = match decoded {
-                    Ok(record) => record,
-                    Err(_) => {
-                        *undecodable += 1;
-                        return;
+                let opened = RecordView::open(r.kind, r.body, |record| {
+                    if let RecordView::Instrument(d) = &record {
+                        instruments.insert((index, d.get_instrument_id()), intern(d.symbol()?));
                     }
-                };
-                if let Record::Instrument(d) = &record {
-                    instruments.insert((index, d.instrument_id), intern(&d.symbol));
-                }
-                if let Some(from) = *skip_before {
-                    match record.time_ns() {
-                        Some(t) if t >= from => *skip_before = None,
-                        _ => return,
+                    if let Some(from) = *skip_before {
+                        match record.time_ns() {
+                            Some(t) if t >= from => *skip_before = None,
+                            _ => return Ok(()),
+                        }
                     }
-                }
-                if !kinds.contains(record.kind()) {
-                    return;
-                }
-                let symbol = instruments.get(&(index, record.instrument_id())).copied();
-                if let Some(wanted) = symbols.as_ref() {
-                    let feed_wide = matches!(&record, Record::Status(s) if s.instrument_id == 0);
-                    let matches = symbol
-                        .as_ref()
-                        .is_some_and(|s| wanted.iter().any(|w| w.eq_ignore_ascii_case(s)));
-                    if !feed_wide && !matches {
-                        return;
+                    if !kinds.contains(Kinds::of(&record)) {
+                        return Ok(());
                     }
-                }
-                delivered += 1;
-                on_event(Event::Record {
-                    stream: name,
-                    seq: r.seq,
-                    record,
-                    symbol,
+                    let instrument_id = record.instrument_id();
+                    let symbol = instruments.get(&(index, instrument_id)).copied();
+                    if let Some(wanted) = symbols.as_ref() {
+                        let feed_wide =
+                            matches!(record, RecordView::Status(_)) && instrument_id == 0;
+                        let matches = symbol
+                            .is_some_and(|s| wanted.iter().any(|w| w.eq_ignore_ascii_case(s)));
+                        if !feed_wide && !matches {
+                            return Ok(());
+                        }
+                    }
+                    delivered += 1;
+                    on_event(ViewEvent::Record {
+                        stream: name,
+                        seq: r.seq,
+                        record,
+                        symbol,
+                    });
+                    Ok::<(), RecordError>(())
                 });
+                // a record of an mdi kind that does not decode: counted and skipped
+                if !matches!(opened, Ok(None | Some(Ok(())))) {
+                    *undecodable += 1;
+                }
             }
             ReadEvent::Lost { from_seq, to_seq } => {
-                delivered += 1;
                 lost_now += to_seq - from_seq;
-                on_event(Event::Lost {
+                let lost = Event::Lost {
                     stream: name,
                     from_seq,
                     to_seq,
                     count: to_seq - from_seq,
-                });
+                };
+                delivered += 1;
+                on_event(ViewEvent::Notice(lost));
             }
             ReadEvent::EpochStarted {
                 epoch,
@@ -762,13 +874,14 @@ impl Subscriber {
                 ..
             } => {
                 if previous_epoch != 0 {
-                    delivered += 1;
-                    on_event(Event::Restarted {
+                    let restarted = Event::Restarted {
                         stream: name,
                         epoch,
                         previous_epoch,
                         writer_pid,
-                    });
+                    };
+                    delivered += 1;
+                    on_event(ViewEvent::Notice(restarted));
                 }
             }
         });
@@ -802,10 +915,10 @@ impl Subscriber {
                 gone @ (WriterState::Closed | WriterState::Dead) if !state.writer_gone => {
                     state.writer_gone = true;
                     delivered += 1;
-                    on_event(Event::WriterGone {
+                    on_event(ViewEvent::Notice(Event::WriterGone {
                         stream: name,
                         state: gone,
-                    });
+                    }));
                 }
                 WriterState::Superseded => {
                     let reader = RingReader::open(&self.shm, state.name, StartAt::Earliest)
@@ -817,7 +930,7 @@ impl Subscriber {
                     state.writer_gone = false;
                     self.instruments.retain(|(stream, _), _| *stream != index);
                     delivered += 1;
-                    on_event(Event::Replaced { stream: state.name });
+                    on_event(ViewEvent::Notice(Event::Replaced { stream: state.name }));
                 }
                 _ => {}
             }

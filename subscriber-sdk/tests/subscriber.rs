@@ -4,9 +4,10 @@
 use std::process::Command;
 use std::time::Duration;
 
-use mdi_protocol::records::{InstrumentDefinition, Kline, Side, Trade};
+use mdi_protocol::records::{InstrumentDefinition, Kline, RecordKind, Side, Trade};
 use mdi_protocol::ring::{RingOptions, RingWriter, ShmDir, WriterState};
-use mdi_subscriber::{Event, Kinds, Record, Subscriber, TradeExt};
+use mdi_protocol::view::RecordView;
+use mdi_subscriber::{Event, Kinds, Record, Subscriber, TradeExt, ViewEvent};
 
 fn definition(id: u32, symbol: &str) -> InstrumentDefinition {
     InstrumentDefinition {
@@ -107,6 +108,103 @@ fn records_from_another_process_with_symbols_then_the_writer_closing() {
     );
     // reported once
     assert_eq!(subscriber.next(Duration::from_millis(20)).unwrap(), None);
+}
+
+#[test]
+fn views_read_in_place_what_owned_events_copy_out() {
+    let dir = tempfile::tempdir().unwrap();
+    write_in_another_process(dir.path(), 50, false);
+    let open = || {
+        Subscriber::builder()
+            .shm_dir(dir.path())
+            .stream("ticks")
+            .from_earliest()
+            .open()
+            .unwrap()
+    };
+    let owned: Vec<Event> = drain(&mut open());
+    let mut by_view = Vec::new();
+    let mut views = open();
+    let mut decimals = Vec::new();
+    for _ in 0..100 {
+        views
+            .poll_views(7, |event| match event {
+                ViewEvent::Record {
+                    record,
+                    stream,
+                    seq,
+                    symbol,
+                } => {
+                    if let RecordView::Trade(t) = record {
+                        decimals.push((t.price().to_string(), t.qty().to_string(), t.side()));
+                    }
+                    let record = Record::from_view(record).unwrap();
+                    by_view.push(Event::Record {
+                        stream,
+                        seq,
+                        record,
+                        symbol,
+                    });
+                }
+                ViewEvent::Notice(event) => by_view.push(event),
+            })
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(by_view, owned);
+    assert_eq!(decimals.len(), 50);
+    assert_eq!(
+        decimals[1],
+        ("42000.01".to_owned(), "1.500".to_owned(), Side::Buy)
+    );
+}
+
+#[test]
+fn a_record_that_does_not_decode_is_counted_and_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let shm = ShmDir::new(dir.path());
+    let mut ring =
+        RingWriter::create(&shm, "ticks", &RingOptions::default().capacity(1 << 16)).unwrap();
+    ring.append_record(&trade(1, 1)).unwrap();
+    // a trade whose body is not a Cap'n Proto message
+    ring.append(RecordKind::TRADE, &[0xff; 24]).unwrap();
+    ring.append_record(&trade(1, 2)).unwrap();
+    let open = || {
+        Subscriber::builder()
+            .shm_dir(dir.path())
+            .stream("ticks")
+            .from_earliest()
+            .open()
+            .unwrap()
+    };
+    let mut owned = open();
+    let mut ids = Vec::new();
+    owned
+        .poll(100, |e| {
+            if let Event::Record {
+                record: Record::Trade(t),
+                ..
+            } = e
+            {
+                ids.push(t.trade_id);
+            }
+        })
+        .unwrap();
+    assert_eq!((ids, owned.undecodable()), (vec![1, 2], 1));
+    let mut views = open();
+    let mut ids = Vec::new();
+    views
+        .poll_views(100, |e| {
+            if let ViewEvent::Record {
+                record: RecordView::Trade(t),
+                ..
+            } = e
+            {
+                ids.push(t.get_trade_id());
+            }
+        })
+        .unwrap();
+    assert_eq!((ids, views.undecodable()), (vec![1, 2], 1));
 }
 
 #[test]

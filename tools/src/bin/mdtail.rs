@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use mdi_protocol::ring::{ReadEvent, RingReader, ShmDir, StartAt, WaitStrategy, WriterState};
-use mdi_tools::tail::{Format, KindFilter, Printer, Stats};
+use mdi_protocol::ring::{StartAt, WaitStrategy, WriterState};
+use mdi_protocol::view::RecordView;
+use mdi_subscriber::{Event, Kinds, SubscribeError, Subscriber, ViewEvent};
+use mdi_tools::tail::{DEFAULT_KINDS, Format, Printer, Stats};
 
 use mdi_subscriber::wall_clock_ns as wall_ns;
 
@@ -38,8 +40,8 @@ struct Cli {
     symbol: Vec<String>,
     /// Only these kinds: trade,quote,book,kline,status,instrument (default: all but
     /// instrument).
-    #[arg(long, value_name = "LIST", value_parser = KindFilter::parse)]
-    kind: Option<KindFilter>,
+    #[arg(long, value_name = "LIST", value_parser = mdi_tools::tail::parse_kinds)]
+    kind: Option<Kinds>,
     /// Where to start: earliest, latest, seq:N, or time:ISO8601 (UTC; the first record at
     /// or after it).
     #[arg(long, value_name = "WHERE", default_value = "latest", value_parser = parse_start)]
@@ -149,73 +151,63 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
     })
 }
 
-struct Tail {
-    name: String,
-    /// `--from time:`: records before this are read past (instrument definitions are
-    /// still taken), until the first at or after it.
-    skip_before: Option<i64>,
-    reader: RingReader,
-    /// `--no-follow`: the tail position when mdtail started.
-    end: u64,
-    done: bool,
+/// A subscriber for what the command line asks: streams, symbols, kinds, a start, and
+/// UDP channels (replicas in a private directory) or the local shm directory.
+fn subscriber(
+    cli: &Cli,
+    streams: &[String],
+    symbols: &[String],
+    kinds: Kinds,
+    from: From,
+) -> Result<Subscriber> {
+    let mut builder = Subscriber::builder().kinds(kinds).wait(WaitStrategy::Park {
+        timeout: Duration::from_millis(1),
+    });
+    for stream in streams {
+        builder = builder.stream(stream);
+    }
+    if !symbols.is_empty() {
+        builder = builder.symbols(symbols);
+    }
+    builder = match from {
+        From::Ring(StartAt::Earliest) => builder.from_earliest(),
+        From::Ring(StartAt::Sequence(seq)) => builder.from_sequence(seq),
+        From::Ring(_) => builder.from_latest(),
+        From::Time(ns) => builder.from_time(ns),
+    };
+    if cli.channels.is_empty() {
+        if !cli.shm_dir.is_dir() {
+            bail!(
+                "no shm directory {} (is a publisher running? choose one with --shm-dir or MDI_SHM_DIR)",
+                cli.shm_dir.display()
+            );
+        }
+        builder = builder.shm_dir(&cli.shm_dir);
+    }
+    for channel in &cli.channels {
+        builder = builder.udp(*channel);
+    }
+    builder.open().map_err(|e| match e {
+        SubscribeError::Open { stream, source } => {
+            anyhow::Error::new(source).context(format!("opening stream {stream:?}"))
+        }
+        other => other.into(),
+    })
 }
 
 fn run(cli: &Cli) -> Result<()> {
-    // over UDP: replicas in a private directory, read like local rings
-    let udp = if cli.channels.is_empty() {
-        None
-    } else {
-        let receiver = mdi_subscriber::udp::BackgroundReceiver::start(&cli.channels)
-            .context("joining the UDP channels")?;
-        if !receiver.wait_for(&cli.streams, Duration::from_secs(10)) {
-            bail!(
-                "no stream arrived on the UDP channels within 10 s (is a publisher serving them?)"
-            );
-        }
-        Some(receiver)
-    };
-    let shm_path = udp.as_ref().map_or(cli.shm_dir.as_path(), |r| r.dir());
-    let shm = ShmDir::new(shm_path);
-    if !shm_path.is_dir() {
-        bail!(
-            "no shm directory {} (is a publisher running? choose one with --shm-dir or MDI_SHM_DIR)",
-            cli.shm_dir.display()
-        );
-    }
     if let Some(symbol) = &cli.chart {
-        return run_chart(cli, &shm, symbol);
+        return run_chart(cli, symbol);
     }
-    let names = if cli.streams.is_empty() {
-        let names = shm
-            .streams()
-            .with_context(|| format!("listing streams in {}", shm_path.display()))?;
-        if names.is_empty() {
-            bail!("no streams in {}", shm_path.display());
-        }
-        names
-    } else {
-        cli.streams.clone()
-    };
-    let follow = !cli.no_follow;
-    let mut tails = names
-        .iter()
-        .map(|name| {
-            let (start, skip_before) = match cli.from {
-                From::Ring(start) => (start, None),
-                From::Time(t) => (StartAt::Earliest, Some(t)),
-            };
-            let reader = RingReader::open(&shm, name, start)
-                .with_context(|| format!("opening stream {name:?}"))?;
-            let end = reader.tail().0;
-            Ok(Tail {
-                name: name.clone(),
-                reader,
-                end,
-                done: false,
-                skip_before,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let mut subscriber = subscriber(
+        cli,
+        &cli.streams,
+        &cli.symbol,
+        // --stats counts every record unless told which kinds
+        cli.kind
+            .unwrap_or(if cli.stats { Kinds::ALL } else { DEFAULT_KINDS }),
+        cli.from,
+    )?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))
@@ -228,87 +220,54 @@ fn run(cli: &Cli) -> Result<()> {
         FormatArg::Csv => Format::Csv,
     };
     let colour = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let symbols = (!cli.symbol.is_empty()).then(|| cli.symbol.clone());
     let mut printer = Printer::new(
         std::io::BufWriter::with_capacity(1 << 16, stdout.lock()),
         format,
         colour,
-        cli.kind.unwrap_or(KindFilter::DEFAULT),
-        symbols,
     );
     let limit = cli.count.unwrap_or(u64::MAX);
+    let follow = !cli.no_follow;
+    // --no-follow: what is there now
+    let end = subscriber.mark();
     let interactive = format == Format::Table;
-    let mut stats = cli.stats.then(|| Stats::new(&names));
+    let mut stats = cli.stats.then(|| Stats::new(subscriber.streams()));
     let mut stats_at = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        let mut delivered = 0;
+    let mut done = false;
+    while !stop.load(Ordering::Relaxed) && !done {
         let now_ns = wall_ns();
-        for (index, tail) in tails.iter_mut().enumerate().filter(|(_, t)| !t.done) {
-            let mut failed = None;
-            let name = tail.name.as_str();
-            let skip_before = &mut tail.skip_before;
-            let polled = tail.reader.poll(1024, |event| {
-                if failed.is_some() || printer.counts().printed >= limit {
-                    return;
-                }
-                if let (Some(from), ReadEvent::Record(r)) = (*skip_before, &event) {
-                    match mdi_tools::tail::record_time_ns(r.kind, r.body) {
-                        Some(t) if t >= from => *skip_before = None,
-                        Some(_) => return,
-                        // definitions: taken for symbols, not shown
-                        None => {
-                            let _ = printer.record(name, r.seq, r.kind, r.body);
-                            return;
-                        }
-                    }
-                }
-                match (event, stats.as_mut()) {
-                    (ReadEvent::Record(r), Some(stats)) => stats.record(index, r.kind, r.body, now_ns),
-                    (ReadEvent::Record(r), None) => {
-                        if let Err(e) = printer.record(name, r.seq, r.kind, r.body) {
-                            failed = Some(e);
-                        }
-                    }
-                    (ReadEvent::Lost { to_seq, from_seq }, Some(stats)) => {
-                        stats.lost(index, to_seq - from_seq);
-                    }
-                    (ReadEvent::Lost { from_seq, to_seq }, None) => eprintln!(
-                        "mdtail: {name}: {} records lost (sequences {from_seq}..{to_seq}): the writer lapped this reader",
-                        to_seq - from_seq
-                    ),
-                    (ReadEvent::EpochStarted { previous_epoch, .. }, Some(stats)) => {
-                        if previous_epoch != 0 {
-                            stats.restarted(index);
-                        }
-                    }
-                    (
-                        ReadEvent::EpochStarted {
-                            epoch,
-                            previous_epoch,
-                            writer_pid,
-                            ..
-                        },
-                        None,
-                    ) if previous_epoch != 0 => eprintln!(
-                        "mdtail: {name}: stream restarted: epoch {epoch} (was {previous_epoch}), writer pid {writer_pid}"
-                    ),
-                    (ReadEvent::EpochStarted { .. }, None) => {}
-                }
-            });
-            if let Some(e) = failed {
-                return Err(e).context("writing the output");
+        let mut failed = None;
+        let delivered = subscriber.poll_views(1024, |event| {
+            if failed.is_some() || printer.printed() >= limit {
+                return;
             }
-            let polled = polled.with_context(|| format!("reading stream {name:?}"))?;
-            delivered += polled;
-            if polled == 0
-                && !follow
-                && (tail.reader.position() >= tail.end || tail.reader.caught_up())
-            {
-                tail.done = true;
+            match (event, stats.as_mut()) {
+                (ViewEvent::Record { stream, record, .. }, Some(stats)) => {
+                    stats.record(stream, record.ts_publish_ns(), now_ns);
+                }
+                (
+                    ViewEvent::Record {
+                        stream,
+                        seq,
+                        record,
+                        symbol,
+                    },
+                    None,
+                ) => {
+                    if let Err(e) = printer.record(stream, seq, symbol, record) {
+                        failed = Some(e);
+                    }
+                }
+                (ViewEvent::Notice(notice), stats) => report(&notice, stats, follow),
             }
+        });
+        if let Some(e) = failed {
+            return Err(e).context("writing the output");
         }
+        let delivered = delivered.context("reading the streams")?;
+        let finished = !follow && delivered == 0 && subscriber.reached(&end);
+        done = finished || printer.printed() >= limit;
         if let Some(stats) = stats.as_mut()
-            && (stats_at.elapsed() >= Duration::from_secs(1) || tails.iter().all(|t| t.done))
+            && (stats_at.elapsed() >= Duration::from_secs(1) || finished)
         {
             let report = stats.report(stats_at.elapsed());
             stats_at = Instant::now();
@@ -320,42 +279,15 @@ fn run(cli: &Cli) -> Result<()> {
                 .and_then(|()| out.flush())
                 .context("writing the output")?;
         }
-        if printer.counts().printed >= limit || tails.iter().all(|t| t.done) {
-            break;
-        }
-        if delivered == 0 {
+        if delivered == 0 && !done {
             printer.flush().context("writing the output")?;
-            for tail in tails.iter_mut() {
-                if tail.reader.writer_status(0).state == WriterState::Superseded {
-                    eprintln!(
-                        "mdtail: {}: the ring was replaced by a new one; reading it from its start",
-                        tail.name
-                    );
-                    tail.reader = RingReader::open(&shm, &tail.name, StartAt::Earliest)
-                        .with_context(|| format!("reopening stream {:?}", tail.name))?;
-                }
-            }
-            // sleep until a commit (futex) on the busiest stream, at most 1 ms
-            let busiest = tails
-                .iter_mut()
-                .filter(|t| !t.done)
-                .max_by_key(|t| t.reader.position());
-            let parked = busiest.is_some_and(|t| {
-                t.reader
-                    .wait(WaitStrategy::Park {
-                        timeout: Duration::from_millis(1),
-                    })
-                    .is_ok()
-            });
-            if !parked {
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            subscriber.wait(Duration::from_millis(1));
         } else if interactive {
             printer.flush().context("writing the output")?;
         }
     }
     printer.flush().context("writing the output")?;
-    let undecodable = printer.counts().undecodable;
+    let undecodable = printer.undecodable() + subscriber.undecodable();
     if undecodable > 0 {
         eprintln!("mdtail: {undecodable} records did not decode and were skipped");
     }
@@ -363,9 +295,50 @@ fn run(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
+/// Loss, restarts, replaced rings and (when following) writers that went away: on
+/// standard error, or counted in `--stats`.
+fn report(notice: &Event, stats: Option<&mut Stats>, follow: bool) {
+    match (notice, stats) {
+        (Event::Lost { stream, count, .. }, Some(stats)) => stats.lost(stream, *count),
+        (Event::Restarted { stream, .. }, Some(stats)) => stats.restarted(stream),
+        (
+            Event::Lost {
+                stream,
+                from_seq,
+                to_seq,
+                count,
+            },
+            None,
+        ) => eprintln!(
+            "mdtail: {stream}: {count} records lost (sequences {from_seq}..{to_seq}): the writer lapped this reader"
+        ),
+        (
+            Event::Restarted {
+                stream,
+                epoch,
+                previous_epoch,
+                writer_pid,
+            },
+            None,
+        ) => eprintln!(
+            "mdtail: {stream}: stream restarted: epoch {epoch} (was {previous_epoch}), writer pid {writer_pid}"
+        ),
+        (Event::Replaced { stream }, _) => eprintln!(
+            "mdtail: {stream}: the ring was replaced by a new one; reading it from its start"
+        ),
+        (Event::WriterGone { stream, state }, _) if follow => {
+            let how = match state {
+                WriterState::Dead => "died",
+                _ => "closed",
+            };
+            eprintln!("mdtail: {stream}: the writer {how}; waiting for a new one");
+        }
+        _ => {}
+    }
+}
+
 /// `--chart`: a live candlestick chart until q (or Esc, Ctrl-C).
-fn run_chart(cli: &Cli, shm: &ShmDir, symbol: &str) -> Result<()> {
-    use mdi_protocol::records::{InstrumentDefinition, Kline, RecordKind, decode};
+fn run_chart(cli: &Cli, symbol: &str) -> Result<()> {
     use ratatui::crossterm::event::{self, Event as Input, KeyCode, KeyModifiers};
     use ratatui::widgets::{Block, Borders};
 
@@ -374,30 +347,29 @@ fn run_chart(cli: &Cli, shm: &ShmDir, symbol: &str) -> Result<()> {
     }
     let interval = mdi_protocol::interval::Interval::parse(&cli.interval)?;
     let stream = cli.streams.first().map_or("klines", String::as_str);
-    let mut reader = RingReader::open(shm, stream, StartAt::Earliest)
-        .with_context(|| format!("opening stream {stream:?}"))?;
-    let mut instrument: Option<u32> = None;
+    // the chart shows the history the ring holds, then follows
+    let mut klines = subscriber(
+        cli,
+        &[stream.to_owned()],
+        &[symbol.to_owned()],
+        Kinds::KLINE,
+        From::Ring(StartAt::Earliest),
+    )?;
     let mut candles = mdi_tools::chart::Candles::new(interval.ms(), 1_000);
     let mut terminal = ratatui::init();
     let outcome = loop {
-        let polled = reader.poll(65_536, |event| {
-            if let ReadEvent::Record(r) = event {
-                if r.kind == RecordKind::INSTRUMENT_DEFINITION {
-                    if let Ok(d) = decode::<InstrumentDefinition>(r.body)
-                        && d.symbol.eq_ignore_ascii_case(symbol)
-                    {
-                        instrument = Some(d.instrument_id);
-                    }
-                } else if r.kind == RecordKind::KLINE
-                    && let Ok(k) = decode::<Kline>(r.body)
-                    && Some(k.instrument_id) == instrument
-                {
-                    candles.on_kline(&k);
-                }
+        let polled = klines.poll_views(65_536, |event| {
+            if let ViewEvent::Record {
+                record: RecordView::Kline(k),
+                ..
+            } = event
+                && let Ok(k) = k.to_record()
+            {
+                candles.on_kline(&k);
             }
         });
         if let Err(e) = polled {
-            break Err(anyhow::anyhow!("reading stream {stream:?}: {e:?}"));
+            break Err(anyhow::anyhow!("reading stream {stream:?}: {e}"));
         }
         let title = format!(
             " {symbol} {interval} — {} — q quits ",
