@@ -772,13 +772,27 @@ impl Subscriber {
             },
             other => other,
         };
-        // the busiest stream parks on its commit futex; with several, the park is short
-        // enough to keep all of them in view
-        let busiest = self.streams.iter_mut().max_by_key(|s| s.reader.position());
-        if let Some(stream) = busiest
-            && stream.reader.wait(wait).is_err()
-        {
-            std::thread::sleep(Duration::from_micros(200).min(timeout));
+        // the busiest stream with a writer parks on its commit futex; with several, the
+        // park is short enough to keep all of them in view
+        let busiest = self
+            .streams
+            .iter_mut()
+            .filter(|s| !s.writer_gone)
+            .max_by_key(|s| s.reader.position());
+        match (busiest, wait) {
+            (Some(stream), _) => {
+                if stream.reader.wait(wait).is_err() {
+                    std::thread::sleep(Duration::from_micros(200).min(timeout));
+                }
+            }
+            // no writer to wake a parked reader (a closed ring does not park): sleep
+            // instead of spinning until a new writer starts
+            (None, WaitStrategy::Park { timeout }) => std::thread::sleep(timeout),
+            (None, other) => {
+                if let Some(stream) = self.streams.first_mut() {
+                    let _ = stream.reader.wait(other);
+                }
+            }
         }
     }
 

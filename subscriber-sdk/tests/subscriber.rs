@@ -207,6 +207,37 @@ fn a_record_that_does_not_decode_is_counted_and_skipped() {
     assert_eq!((ids, views.undecodable()), (vec![1, 2], 1));
 }
 
+/// CPU time this thread has used, in clock ticks (utime + stime of /proc/thread-self/stat).
+fn thread_cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    // fields after the command's closing parenthesis: state is field 3; utime 14, stime 15
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn waiting_on_a_closed_stream_sleeps_rather_than_spins() {
+    let dir = tempfile::tempdir().unwrap();
+    write_in_another_process(dir.path(), 3, false);
+    let mut subscriber = Subscriber::builder()
+        .shm_dir(dir.path())
+        .stream("ticks")
+        .from_earliest()
+        .open()
+        .unwrap();
+    // read everything, including the writer-gone event
+    let events = drain(&mut subscriber);
+    assert!(events.iter().any(|e| matches!(e, Event::WriterGone { .. })));
+    let before = thread_cpu_ticks();
+    for _ in 0..3 {
+        assert_eq!(subscriber.next(Duration::from_millis(100)).unwrap(), None);
+    }
+    // 300 ms of waiting: a spinning loop burns ~30 ticks (100 Hz), a sleeping one ~0
+    let used = thread_cpu_ticks() - before;
+    assert!(used < 10, "waiting used {used} ticks of CPU");
+}
+
 #[test]
 fn a_writer_that_dies_is_reported_dead() {
     let dir = tempfile::tempdir().unwrap();
