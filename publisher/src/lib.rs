@@ -15,6 +15,7 @@ pub mod binance;
 pub mod capture;
 pub mod config;
 pub mod demo;
+pub mod itch;
 pub mod kline;
 pub mod normalize;
 pub mod replay;

@@ -1,0 +1,11 @@
+//! Exchange multicast feeds: NASDAQ TotalView-ITCH 5.0 carried on MoldUDP64.
+//!
+//! - [`message`]: every ITCH 5.0 message type, decoded in place;
+//! - [`mold`]: MoldUDP64 packets and the receiving session (sequence, gaps, re-requests);
+//! - [`book`]: order books per stock from adds, executions, cancels, deletes, replaces;
+//! - [`feed`]: messages to mdi records (trades, quotes, book updates, instruments, status)
+//!   in the same rings and schema as the Binance path.
+
+pub mod book;
+pub mod message;
+pub mod mold;
