@@ -4,8 +4,13 @@
 //! - [`mold`]: MoldUDP64 packets and the receiving session (sequence, gaps, re-requests);
 //! - [`book`]: order books per stock from adds, executions, cancels, deletes, replaces;
 //! - [`feed`]: messages to mdi records (trades, quotes, book updates, instruments, status)
-//!   in the same rings and schema as the Binance path.
+//!   in the same rings and schema as the Binance path;
+//! - [`pcap`]: pcap files and the Ethernet / IPv4 / UDP framing in them;
+//! - [`sim`]: a synthetic feed (`mdfeedsim`).
 
 pub mod book;
+pub mod feed;
 pub mod message;
 pub mod mold;
+pub mod pcap;
+pub mod sim;

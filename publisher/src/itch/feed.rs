@@ -1,0 +1,408 @@
+//! ITCH messages to mdi records, in the rings and schema of the Binance path.
+//!
+//! - Stock directory → InstrumentDefinition (instrument id = the stock locate; prices
+//!   at ITCH's 4 decimals, quantities in shares; venue `nasdaq`).
+//! - Executions (`E`, printable `C`) → Trade: the resting order's price (or the
+//!   execution price), the aggressor on the other side, the match number as trade id.
+//!   Non-displayed trades (`P`) and crosses (`Q`, aggressor unknown) → Trade too.
+//! - Book changes are conflated per packet: one BookUpdate per stock per packet, each
+//!   level with its total shares after the packet (0 removes it) — exact, fewer records;
+//!   a Quote when a stock's best bid or offer changed over the packet.
+//! - System events and trading actions → FeedStatus (`trading`, `halted`,
+//!   `end_of_session`, …); MoldUDP64 gaps → `resync_started` / `resync_done`, and
+//!   messages lost for good → `gap` with the exact count.
+//!
+//! Times: ITCH stamps nanoseconds since midnight; `midnight_ns` (the session date's
+//! midnight in the venue's time zone, as ns since the Unix epoch) is added to make
+//! exchange times.
+
+use mdi_protocol::records::{
+    BookUpdate, FeedState, FeedStatus, InstrumentDefinition, InstrumentKind, PriceLevel, Quote,
+    Side, Trade,
+};
+use mdi_protocol::ring::WriteError;
+
+use super::book::{BookEvent, Books};
+use super::message::{self, Message, PRICE_EXPONENT};
+use super::mold::Output;
+use crate::normalize::Rings;
+
+/// The venue name on every record.
+pub const VENUE: &str = "nasdaq";
+
+/// What the feed saw and wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FeedCounters {
+    /// Messages taken.
+    pub messages: u64,
+    /// Messages that did not decode (counted, skipped).
+    pub malformed: u64,
+    /// Records written.
+    pub records: u64,
+    /// Trade records.
+    pub trades: u64,
+    /// BookUpdate records.
+    pub book_updates: u64,
+    /// Quote records.
+    pub quotes: u64,
+    /// Executions marked non-printable (book updated, no Trade).
+    pub non_printable: u64,
+    /// Broken-trade messages (reported in the log; the Trade stays in the ring).
+    pub broken_trades: u64,
+    /// Messages lost for good on the MoldUDP64 session.
+    pub lost: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Bbo {
+    bid: (u32, u64),
+    ask: (u32, u64),
+}
+
+/// ITCH to records; see the module docs.
+#[derive(Debug)]
+pub struct ItchFeed {
+    rings: Rings,
+    books: Books,
+    midnight_ns: i64,
+    clock: fn() -> i64,
+    counters: FeedCounters,
+    /// Levels changed in the current packet: (locate, side, price) → shares now.
+    touched: Vec<(u16, Side, u32, u64)>,
+    /// Last published best bid/offer per locate.
+    quoted: Vec<Option<Bbo>>,
+    /// The packet's last venue sequence and exchange time.
+    packet_seq: u64,
+    packet_ts: i64,
+}
+
+impl ItchFeed {
+    /// A feed writing to `rings`; `clock` gives publish times.
+    pub fn new(rings: Rings, midnight_ns: i64, clock: fn() -> i64) -> Self {
+        Self {
+            rings,
+            books: Books::new(),
+            midnight_ns,
+            clock,
+            counters: FeedCounters::default(),
+            touched: Vec::new(),
+            quoted: Vec::new(),
+            packet_seq: 0,
+            packet_ts: 0,
+        }
+    }
+
+    /// What was seen and written.
+    pub fn counters(&self) -> FeedCounters {
+        self.counters
+    }
+
+    /// The order books.
+    pub fn books(&self) -> &Books {
+        &self.books
+    }
+
+    /// The rings, to close them.
+    pub fn into_rings(self) -> Rings {
+        self.rings
+    }
+
+    /// Takes what a MoldUDP64 session says (messages, gaps, the end), received at
+    /// `receive_ns`. Call [`Self::end_packet`] after each packet's outputs.
+    pub fn on_output(&mut self, receive_ns: i64, output: Output<'_>) -> Result<(), WriteError> {
+        match output {
+            Output::Message { seq, message } => self.on_message(receive_ns, seq, message),
+            Output::Request { .. } => Ok(()),
+            Output::GapOpened { from_seq, count } => self.status(
+                receive_ns,
+                0,
+                FeedState::ResyncStarted,
+                (from_seq, from_seq + count, count),
+                "MoldUDP64 gap: re-requesting",
+            ),
+            Output::GapRepaired => {
+                self.status(receive_ns, 0, FeedState::ResyncDone, (0, 0, 0), "MoldUDP64 gap repaired")
+            }
+            Output::Lost { from_seq, count } => {
+                self.counters.lost += count;
+                self.status(
+                    receive_ns,
+                    0,
+                    FeedState::Gap,
+                    (from_seq, from_seq + count, count),
+                    "MoldUDP64 messages lost: re-requests unanswered",
+                )
+            }
+            Output::EndOfSession => {
+                self.status(receive_ns, 0, FeedState::EndOfSession, (0, 0, 0), "MoldUDP64 end of session")
+            }
+        }
+    }
+
+    /// Takes message `seq` (its bytes, type byte first).
+    pub fn on_message(&mut self, receive_ns: i64, seq: u64, bytes: &[u8]) -> Result<(), WriteError> {
+        self.counters.messages += 1;
+        let message = match message::decode(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                self.counters.malformed += 1;
+                // reported at 1, 2, 4, 8, …: a flood of garbage cannot flood the ring
+                if self.counters.malformed.is_power_of_two() {
+                    let count = self.counters.malformed;
+                    return self.status(receive_ns, 0, FeedState::Malformed, (seq, seq, count), &e.to_string());
+                }
+                return Ok(());
+            }
+        };
+        let header = message.header();
+        let locate = header.stock_locate.get();
+        let ts = self.midnight_ns + i64::try_from(header.timestamp_ns()).unwrap_or(0);
+        self.packet_seq = seq;
+        self.packet_ts = ts;
+        match message {
+            Message::StockDirectory(r) => {
+                let Some(symbol) = message::symbol(&r.stock) else {
+                    self.counters.malformed += 1;
+                    return Ok(());
+                };
+                let definition = InstrumentDefinition {
+                    instrument_id: u32::from(locate),
+                    price_exponent: PRICE_EXPONENT,
+                    qty_exponent: 0,
+                    kind: InstrumentKind::Equity,
+                    ts_receive_ns: receive_ns,
+                    ts_publish_ns: (self.clock)(),
+                    tick_size: 1,
+                    step_size: 1,
+                    venue: VENUE.into(),
+                    symbol: symbol.into(),
+                    base_asset: symbol.into(),
+                    quote_asset: "USD".into(),
+                };
+                self.rings.ticks.append_record(&definition)?;
+                self.rings.klines.append_record(&definition)?;
+                self.counters.records += 2;
+            }
+            Message::SystemEvent(m) => {
+                let (state, detail) = match m.event_code {
+                    b'O' => (FeedState::Connected, "start of messages"),
+                    b'S' => (FeedState::Connected, "start of system hours"),
+                    b'Q' => (FeedState::Trading, "start of market hours"),
+                    b'M' => (FeedState::Halted, "end of market hours"),
+                    b'E' => (FeedState::Halted, "end of system hours"),
+                    b'C' => (FeedState::EndOfSession, "end of messages"),
+                    _ => (FeedState::Connected, "system event"),
+                };
+                self.status_at(receive_ns, ts, 0, state, (seq, seq, 0), detail)?;
+            }
+            Message::StockTradingAction(m) => {
+                let state = if m.trading_state == b'T' {
+                    FeedState::Trading
+                } else {
+                    FeedState::Halted
+                };
+                let reason = String::from_utf8_lossy(&m.reason);
+                let detail = format!(
+                    "trading state {} reason {}",
+                    char::from(m.trading_state),
+                    reason.trim()
+                );
+                self.status_at(receive_ns, ts, u32::from(locate), state, (seq, seq, 0), &detail)?;
+            }
+            Message::NonCrossTrade(m) => {
+                // the side is the non-displayed resting order's: the aggressor was opposite
+                let aggressor = match m.side {
+                    b'B' => Side::Sell,
+                    b'S' => Side::Buy,
+                    _ => Side::Unknown,
+                };
+                let shares = i64::from(m.shares.get());
+                self.trade(receive_ns, seq, ts, locate, (m.price.get(), shares), aggressor, m.match_number.get())?;
+            }
+            Message::CrossTrade(m) => {
+                let shares = i64::try_from(m.shares.get()).unwrap_or(i64::MAX);
+                if shares > 0 {
+                    self.trade(receive_ns, seq, ts, locate, (m.cross_price.get(), shares), Side::Unknown, m.match_number.get())?;
+                }
+            }
+            Message::BrokenTrade(m) => {
+                self.counters.broken_trades += 1;
+                tracing::info!(match_number = m.match_number.get(), "ITCH broken trade");
+            }
+            _ => {
+                let mut executions = Vec::new();
+                let touched = &mut self.touched;
+                self.books.apply(&message, &mut |event| match event {
+                    BookEvent::Level { locate, side, price, shares } => {
+                        match touched.iter_mut().find(|t| t.0 == locate && t.1 == side && t.2 == price) {
+                            Some(t) => t.3 = shares,
+                            None => touched.push((locate, side, price, shares)),
+                        }
+                    }
+                    BookEvent::Execution { .. } => executions.push(event),
+                });
+                for event in executions {
+                    if let BookEvent::Execution { locate, resting_side, price, shares, match_number, printable } = event {
+                        if !printable {
+                            self.counters.non_printable += 1;
+                            continue;
+                        }
+                        let aggressor = match resting_side {
+                            Side::Buy => Side::Sell,
+                            Side::Sell => Side::Buy,
+                            Side::Unknown => Side::Unknown,
+                        };
+                        self.trade(receive_ns, seq, ts, locate, (price, i64::from(shares)), aggressor, match_number)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a packet: one BookUpdate per stock whose levels changed, and a Quote where the
+    /// best bid or offer moved.
+    pub fn end_packet(&mut self, receive_ns: i64) -> Result<(), WriteError> {
+        if self.touched.is_empty() {
+            return Ok(());
+        }
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_unstable_by_key(|t| t.0);
+        let mut at = 0;
+        while at < touched.len() {
+            let locate = touched[at].0;
+            let end = touched[at..].iter().position(|t| t.0 != locate).map_or(touched.len(), |n| at + n);
+            let level = |t: &(u16, Side, u32, u64)| PriceLevel {
+                price: i64::from(t.2),
+                qty: i64::try_from(t.3).unwrap_or(i64::MAX),
+            };
+            let update = BookUpdate {
+                instrument_id: u32::from(locate),
+                price_exponent: PRICE_EXPONENT,
+                qty_exponent: 0,
+                is_snapshot: false,
+                venue_seq: self.packet_seq,
+                ts_exchange_ns: self.packet_ts,
+                ts_receive_ns: receive_ns,
+                ts_publish_ns: (self.clock)(),
+                first_update_id: self.packet_seq,
+                last_update_id: self.packet_seq,
+                bids: touched[at..end].iter().filter(|t| t.1 == Side::Buy).map(level).collect(),
+                asks: touched[at..end].iter().filter(|t| t.1 != Side::Buy).map(level).collect(),
+            };
+            self.rings.ticks.append_record(&update)?;
+            self.counters.book_updates += 1;
+            self.counters.records += 1;
+            self.quote_if_moved(receive_ns, locate)?;
+            at = end;
+        }
+        touched.clear();
+        self.touched = touched;
+        Ok(())
+    }
+
+    fn quote_if_moved(&mut self, receive_ns: i64, locate: u16) -> Result<(), WriteError> {
+        let Some(book) = self.books.book(locate) else {
+            return Ok(());
+        };
+        let (bid, ask) = book.best();
+        let bbo = Bbo {
+            bid: bid.unwrap_or((0, 0)),
+            ask: ask.unwrap_or((0, 0)),
+        };
+        let at = usize::from(locate);
+        if at >= self.quoted.len() {
+            self.quoted.resize(at + 1, None);
+        }
+        if self.quoted[at] == Some(bbo) {
+            return Ok(());
+        }
+        self.quoted[at] = Some(bbo);
+        let qty = |q: u64| i64::try_from(q).unwrap_or(i64::MAX);
+        self.rings.ticks.append_record(&Quote {
+            instrument_id: u32::from(locate),
+            price_exponent: PRICE_EXPONENT,
+            qty_exponent: 0,
+            venue_seq: self.packet_seq,
+            ts_exchange_ns: self.packet_ts,
+            ts_receive_ns: receive_ns,
+            ts_publish_ns: (self.clock)(),
+            bid_price: i64::from(bbo.bid.0),
+            bid_qty: qty(bbo.bid.1),
+            ask_price: i64::from(bbo.ask.0),
+            ask_qty: qty(bbo.ask.1),
+        })?;
+        self.counters.quotes += 1;
+        self.counters.records += 1;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn trade(
+        &mut self,
+        receive_ns: i64,
+        seq: u64,
+        ts: i64,
+        locate: u16,
+        (price, shares): (u32, i64),
+        aggressor: Side,
+        match_number: u64,
+    ) -> Result<(), WriteError> {
+        self.rings.ticks.append_record(&Trade {
+            instrument_id: u32::from(locate),
+            price_exponent: PRICE_EXPONENT,
+            qty_exponent: 0,
+            aggressor,
+            venue_seq: seq,
+            ts_exchange_ns: ts,
+            ts_receive_ns: receive_ns,
+            ts_publish_ns: (self.clock)(),
+            price: i64::from(price),
+            qty: shares,
+            trade_id: match_number,
+            first_trade_id: match_number,
+            last_trade_id: match_number,
+            is_aggregate: false,
+        })?;
+        self.counters.trades += 1;
+        self.counters.records += 1;
+        Ok(())
+    }
+
+    fn status(
+        &mut self,
+        receive_ns: i64,
+        instrument_id: u32,
+        state: FeedState,
+        seqs: (u64, u64, u64),
+        detail: &str,
+    ) -> Result<(), WriteError> {
+        self.status_at(receive_ns, 0, instrument_id, state, seqs, detail)
+    }
+
+    fn status_at(
+        &mut self,
+        receive_ns: i64,
+        exchange_ns: i64,
+        instrument_id: u32,
+        state: FeedState,
+        (expected_seq, received_seq, count): (u64, u64, u64),
+        detail: &str,
+    ) -> Result<(), WriteError> {
+        self.rings.ticks.append_record(&FeedStatus {
+            instrument_id,
+            state,
+            venue_seq: received_seq,
+            ts_exchange_ns: exchange_ns,
+            ts_receive_ns: receive_ns,
+            ts_publish_ns: (self.clock)(),
+            expected_seq,
+            received_seq,
+            count,
+            venue: VENUE.into(),
+            detail: detail.into(),
+        })?;
+        self.counters.records += 1;
+        Ok(())
+    }
+}
