@@ -138,8 +138,41 @@ struct Replay {
     /// Continue existing rings in a new epoch instead of starting them afresh.
     #[arg(long)]
     append: bool,
+    /// The venue feed the file holds: Binance (history, captures) or ITCH 5.0 (a pcap of
+    /// its MoldUDP64 multicast, or a plain ITCH file).
+    #[arg(long, value_enum, default_value_t = Feed::Binance)]
+    feed: Feed,
+    /// ITCH pcaps: how frames are received — read by mdpub (pcap), or through DPDK's
+    /// net_pcap device (dpdk; a build with the `dpdk` feature).
+    #[arg(long, value_enum, default_value_t = Backend::Pcap)]
+    backend: Backend,
+    /// ITCH pcaps: only datagrams to this group and port (default: every UDP datagram).
+    #[arg(long, value_name = "ADDR:PORT")]
+    group: Option<std::net::SocketAddrV4>,
+    /// ITCH: the session date (its times count from midnight), YYYY-MM-DD; default: the
+    /// first frame's UTC date, or today for a plain ITCH file.
+    #[arg(long, value_name = "DATE")]
+    date: Option<String>,
     #[command(flatten)]
     serving: Serving,
+}
+
+/// A venue feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Feed {
+    /// Binance.
+    Binance,
+    /// NASDAQ TotalView-ITCH 5.0 over MoldUDP64.
+    Itch,
+}
+
+/// How ITCH frames are received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Backend {
+    /// Read the pcap file.
+    Pcap,
+    /// DPDK (net_pcap virtual device for files).
+    Dpdk,
 }
 
 #[derive(Debug, clap::Args)]
@@ -449,6 +482,9 @@ fn write_and_serve<T: Send>(
 }
 
 fn run_replay(args: &Replay) -> Result<()> {
+    if args.feed == Feed::Itch {
+        return run_itch_replay(args);
+    }
     let file_name = args
         .input
         .file_name()
@@ -548,6 +584,112 @@ fn run_replay(args: &Replay) -> Result<()> {
     );
     report_senders(&senders);
     Ok(())
+}
+
+/// UTC midnight of `YYYY-MM-DD`, ns since the Unix epoch.
+fn midnight_of(date: &str) -> Result<i64> {
+    mdi_subscriber::time::parse_utc(date)
+        .filter(|_| date.len() == 10)
+        .with_context(|| format!("{date:?} is not a date: use YYYY-MM-DD"))
+}
+
+fn run_itch_replay(args: &Replay) -> Result<()> {
+    use mdi_publisher::itch::feed::ItchFeed;
+    use mdi_publisher::itch::pcap::PcapReader;
+    use mdi_publisher::itch::replay::{replay_file, replay_frames};
+
+    let is_pcap = args.input.to_str().is_some_and(|p| p.contains(".pcap"));
+    if args.backend == Backend::Dpdk {
+        bail!(
+            "--backend dpdk needs an mdpub built with the `dpdk` feature (cargo build --features dpdk)"
+        );
+    }
+    let input =
+        open_input(&args.input).with_context(|| format!("opening {}", args.input.display()))?;
+    let mut frames = if is_pcap {
+        Some(PcapReader::new(input).with_context(|| format!("reading {}", args.input.display()))?)
+    } else {
+        None
+    };
+    const DAY_NS: i64 = 86_400 * 1_000_000_000;
+    // pcaps: the first frame's date unless given
+    let midnight = args.date.as_deref().map(midnight_of).transpose()?;
+    let options = RingOptions::default()
+        .capacity(args.capacity)
+        .fresh(!args.append)
+        .prefault(false)
+        .now_ns(wall_clock_ns());
+    let stop = interrupt_flag()?;
+    let mut pacer = Pacer::new(args.speed);
+    eprintln!(
+        "mdpub: replaying ITCH {} into {}",
+        args.input.display(),
+        args.serving.shm_dir.display()
+    );
+    let started = Instant::now();
+    let (outcome, senders) = write_and_serve(
+        &args.serving,
+        (&options, &options),
+        &stop,
+        |rings| match frames.as_mut() {
+            Some(frames) => {
+                let mut feed = ItchFeed::new(rings, midnight, wall_clock_ns);
+                let counts = replay_frames(frames, args.group, &mut feed, |t| {
+                    pacer.wait_for(t);
+                    (!stop.load(Ordering::Relaxed)).then(wall_clock_ns)
+                })?;
+                Ok((counts, feed.counters(), feed.books().counters()))
+            }
+            None => {
+                let today = wall_clock_ns().div_euclid(DAY_NS) * DAY_NS;
+                let mut feed = ItchFeed::new(rings, Some(midnight.unwrap_or(today)), wall_clock_ns);
+                let counts = replay_file(input_for_file(&args.input)?, &mut feed, || {
+                    (!stop.load(Ordering::Relaxed)).then(wall_clock_ns)
+                })?;
+                Ok((counts, feed.counters(), feed.books().counters()))
+            }
+        },
+    )?;
+    let (counts, feed, books) = outcome;
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "mdpub: {} ITCH messages ({} malformed), {} trades, {} book updates, {} quotes, {} records in all; {} MoldUDP64 packets, {} other frames, {} gaps, {} messages lost in {seconds:.2} s ({:.0} messages/s){}",
+        feed.messages,
+        feed.malformed,
+        feed.trades,
+        feed.book_updates,
+        feed.quotes,
+        feed.records,
+        counts.session.packets,
+        counts.other_frames,
+        counts.session.gaps,
+        feed.lost,
+        feed.messages as f64 / seconds.max(1e-9),
+        if counts.interrupted {
+            " — interrupted"
+        } else {
+            ""
+        }
+    );
+    if books.unknown_orders + books.oversized + books.duplicate_refs > 0 {
+        eprintln!(
+            "mdpub: order books: {} messages about unknown orders, {} executions or cancels larger than their order, {} reused order references (each counted and skipped)",
+            books.unknown_orders, books.oversized, books.duplicate_refs
+        );
+    }
+    if counts.bad_tail > 0 {
+        eprintln!(
+            "mdpub: the last {} bytes of the file are not a whole ITCH message",
+            counts.bad_tail
+        );
+    }
+    report_senders(&senders);
+    Ok(())
+}
+
+/// A plain ITCH file (plain or compressed), opened again for a whole read.
+fn input_for_file(path: &std::path::Path) -> Result<Box<dyn std::io::BufRead + Send>> {
+    open_input(path).with_context(|| format!("opening {}", path.display()))
 }
 
 fn run_live(args: &RunArgs, record: Option<&std::path::Path>) -> Result<()> {

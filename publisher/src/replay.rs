@@ -226,14 +226,19 @@ pub fn replay_history(
     Ok(counts)
 }
 
-/// Opens a history or capture file for reading: plain, zstd-compressed (`.zst`), or a
-/// data.binance.vision `.zip` (its first `.csv` member).
+/// Opens a history, capture, ITCH or pcap file for reading: plain, zstd-compressed
+/// (`.zst`), gzip-compressed (`.gz`), or a data.binance.vision `.zip` (its first `.csv`
+/// member).
 pub fn open_input(path: &Path) -> std::io::Result<Box<dyn BufRead + Send>> {
     use std::io::BufReader;
     let file = std::fs::File::open(path)?;
     let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     Ok(match extension {
         "zst" => Box::new(BufReader::with_capacity(1 << 16, zstd::Decoder::new(file)?)),
+        "gz" => Box::new(BufReader::with_capacity(
+            1 << 16,
+            flate2::read::GzDecoder::new(file),
+        )),
         "zip" => Box::new(BufReader::with_capacity(1 << 16, open_zip_csv(path, file)?)),
         _ => Box::new(BufReader::with_capacity(1 << 16, file)),
     })

@@ -25,6 +25,7 @@ pub fn wall_clock_ns() -> i64 {
 #[cfg(feature = "tokio")]
 pub mod stream;
 pub mod subscriber;
+pub mod time;
 pub mod udp;
 
 pub use subscriber::{

@@ -22,6 +22,9 @@ struct Order {
     shares: u32,
 }
 
+/// A price level: (price with 4 implied decimals, total shares).
+pub type Level = (u32, u64);
+
 /// One stock's price levels: price → total shares resting.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Book {
@@ -39,8 +42,8 @@ impl Book {
         }
     }
 
-    /// Best bid and best ask: (price, shares) each.
-    pub fn best(&self) -> (Option<(u32, u64)>, Option<(u32, u64)>) {
+    /// Best bid and best ask.
+    pub fn best(&self) -> (Option<Level>, Option<Level>) {
         (
             self.bids.last_key_value().map(|(&p, &q)| (p, q)),
             self.asks.first_key_value().map(|(&p, &q)| (p, q)),

@@ -64,7 +64,8 @@ struct Bbo {
 pub struct ItchFeed {
     rings: Rings,
     books: Books,
-    midnight_ns: i64,
+    /// The session date's midnight (ns since the Unix epoch); `None` until known.
+    midnight_ns: Option<i64>,
     clock: fn() -> i64,
     counters: FeedCounters,
     /// Levels changed in the current packet: (locate, side, price) → shares now.
@@ -77,8 +78,9 @@ pub struct ItchFeed {
 }
 
 impl ItchFeed {
-    /// A feed writing to `rings`; `clock` gives publish times.
-    pub fn new(rings: Rings, midnight_ns: i64, clock: fn() -> i64) -> Self {
+    /// A feed writing to `rings`, ITCH times counted from `midnight_ns` (`None`: from
+    /// the UTC midnight of the first [`Self::date_from`]); `clock` gives publish times.
+    pub fn new(rings: Rings, midnight_ns: Option<i64>, clock: fn() -> i64) -> Self {
         Self {
             rings,
             books: Books::new(),
@@ -90,6 +92,13 @@ impl ItchFeed {
             packet_seq: 0,
             packet_ts: 0,
         }
+    }
+
+    /// Takes the session date from a capture time, unless it is known already.
+    pub fn date_from(&mut self, capture_ns: i64) {
+        const DAY_NS: i64 = 86_400 * 1_000_000_000;
+        self.midnight_ns
+            .get_or_insert(capture_ns.div_euclid(DAY_NS) * DAY_NS);
     }
 
     /// What was seen and written.
@@ -120,9 +129,13 @@ impl ItchFeed {
                 (from_seq, from_seq + count, count),
                 "MoldUDP64 gap: re-requesting",
             ),
-            Output::GapRepaired => {
-                self.status(receive_ns, 0, FeedState::ResyncDone, (0, 0, 0), "MoldUDP64 gap repaired")
-            }
+            Output::GapRepaired => self.status(
+                receive_ns,
+                0,
+                FeedState::ResyncDone,
+                (0, 0, 0),
+                "MoldUDP64 gap repaired",
+            ),
             Output::Lost { from_seq, count } => {
                 self.counters.lost += count;
                 self.status(
@@ -133,14 +146,23 @@ impl ItchFeed {
                     "MoldUDP64 messages lost: re-requests unanswered",
                 )
             }
-            Output::EndOfSession => {
-                self.status(receive_ns, 0, FeedState::EndOfSession, (0, 0, 0), "MoldUDP64 end of session")
-            }
+            Output::EndOfSession => self.status(
+                receive_ns,
+                0,
+                FeedState::EndOfSession,
+                (0, 0, 0),
+                "MoldUDP64 end of session",
+            ),
         }
     }
 
     /// Takes message `seq` (its bytes, type byte first).
-    pub fn on_message(&mut self, receive_ns: i64, seq: u64, bytes: &[u8]) -> Result<(), WriteError> {
+    pub fn on_message(
+        &mut self,
+        receive_ns: i64,
+        seq: u64,
+        bytes: &[u8],
+    ) -> Result<(), WriteError> {
         self.counters.messages += 1;
         let message = match message::decode(bytes) {
             Ok(m) => m,
@@ -149,14 +171,20 @@ impl ItchFeed {
                 // reported at 1, 2, 4, 8, …: a flood of garbage cannot flood the ring
                 if self.counters.malformed.is_power_of_two() {
                     let count = self.counters.malformed;
-                    return self.status(receive_ns, 0, FeedState::Malformed, (seq, seq, count), &e.to_string());
+                    return self.status(
+                        receive_ns,
+                        0,
+                        FeedState::Malformed,
+                        (seq, seq, count),
+                        &e.to_string(),
+                    );
                 }
                 return Ok(());
             }
         };
         let header = message.header();
         let locate = header.stock_locate.get();
-        let ts = self.midnight_ns + i64::try_from(header.timestamp_ns()).unwrap_or(0);
+        let ts = self.midnight_ns.unwrap_or(0) + i64::try_from(header.timestamp_ns()).unwrap_or(0);
         self.packet_seq = seq;
         self.packet_ts = ts;
         match message {
@@ -207,7 +235,14 @@ impl ItchFeed {
                     char::from(m.trading_state),
                     reason.trim()
                 );
-                self.status_at(receive_ns, ts, u32::from(locate), state, (seq, seq, 0), &detail)?;
+                self.status_at(
+                    receive_ns,
+                    ts,
+                    u32::from(locate),
+                    state,
+                    (seq, seq, 0),
+                    &detail,
+                )?;
             }
             Message::NonCrossTrade(m) => {
                 // the side is the non-displayed resting order's: the aggressor was opposite
@@ -217,12 +252,28 @@ impl ItchFeed {
                     _ => Side::Unknown,
                 };
                 let shares = i64::from(m.shares.get());
-                self.trade(receive_ns, seq, ts, locate, (m.price.get(), shares), aggressor, m.match_number.get())?;
+                self.trade(
+                    receive_ns,
+                    seq,
+                    ts,
+                    locate,
+                    (m.price.get(), shares),
+                    aggressor,
+                    m.match_number.get(),
+                )?;
             }
             Message::CrossTrade(m) => {
                 let shares = i64::try_from(m.shares.get()).unwrap_or(i64::MAX);
                 if shares > 0 {
-                    self.trade(receive_ns, seq, ts, locate, (m.cross_price.get(), shares), Side::Unknown, m.match_number.get())?;
+                    self.trade(
+                        receive_ns,
+                        seq,
+                        ts,
+                        locate,
+                        (m.cross_price.get(), shares),
+                        Side::Unknown,
+                        m.match_number.get(),
+                    )?;
                 }
             }
             Message::BrokenTrade(m) => {
@@ -233,8 +284,16 @@ impl ItchFeed {
                 let mut executions = Vec::new();
                 let touched = &mut self.touched;
                 self.books.apply(&message, &mut |event| match event {
-                    BookEvent::Level { locate, side, price, shares } => {
-                        match touched.iter_mut().find(|t| t.0 == locate && t.1 == side && t.2 == price) {
+                    BookEvent::Level {
+                        locate,
+                        side,
+                        price,
+                        shares,
+                    } => {
+                        match touched
+                            .iter_mut()
+                            .find(|t| t.0 == locate && t.1 == side && t.2 == price)
+                        {
                             Some(t) => t.3 = shares,
                             None => touched.push((locate, side, price, shares)),
                         }
@@ -242,7 +301,15 @@ impl ItchFeed {
                     BookEvent::Execution { .. } => executions.push(event),
                 });
                 for event in executions {
-                    if let BookEvent::Execution { locate, resting_side, price, shares, match_number, printable } = event {
+                    if let BookEvent::Execution {
+                        locate,
+                        resting_side,
+                        price,
+                        shares,
+                        match_number,
+                        printable,
+                    } = event
+                    {
                         if !printable {
                             self.counters.non_printable += 1;
                             continue;
@@ -252,7 +319,15 @@ impl ItchFeed {
                             Side::Sell => Side::Buy,
                             Side::Unknown => Side::Unknown,
                         };
-                        self.trade(receive_ns, seq, ts, locate, (price, i64::from(shares)), aggressor, match_number)?;
+                        self.trade(
+                            receive_ns,
+                            seq,
+                            ts,
+                            locate,
+                            (price, i64::from(shares)),
+                            aggressor,
+                            match_number,
+                        )?;
                     }
                 }
             }
@@ -271,7 +346,10 @@ impl ItchFeed {
         let mut at = 0;
         while at < touched.len() {
             let locate = touched[at].0;
-            let end = touched[at..].iter().position(|t| t.0 != locate).map_or(touched.len(), |n| at + n);
+            let end = touched[at..]
+                .iter()
+                .position(|t| t.0 != locate)
+                .map_or(touched.len(), |n| at + n);
             let level = |t: &(u16, Side, u32, u64)| PriceLevel {
                 price: i64::from(t.2),
                 qty: i64::try_from(t.3).unwrap_or(i64::MAX),
@@ -287,8 +365,16 @@ impl ItchFeed {
                 ts_publish_ns: (self.clock)(),
                 first_update_id: self.packet_seq,
                 last_update_id: self.packet_seq,
-                bids: touched[at..end].iter().filter(|t| t.1 == Side::Buy).map(level).collect(),
-                asks: touched[at..end].iter().filter(|t| t.1 != Side::Buy).map(level).collect(),
+                bids: touched[at..end]
+                    .iter()
+                    .filter(|t| t.1 == Side::Buy)
+                    .map(level)
+                    .collect(),
+                asks: touched[at..end]
+                    .iter()
+                    .filter(|t| t.1 != Side::Buy)
+                    .map(level)
+                    .collect(),
             };
             self.rings.ticks.append_record(&update)?;
             self.counters.book_updates += 1;

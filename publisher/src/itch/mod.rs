@@ -13,4 +13,5 @@ pub mod feed;
 pub mod message;
 pub mod mold;
 pub mod pcap;
+pub mod replay;
 pub mod sim;

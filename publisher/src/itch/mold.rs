@@ -46,6 +46,9 @@ pub enum MoldError {
         /// Whole blocks found.
         found: u16,
     },
+    /// The sequence numbers would run past 2^64.
+    #[error("MoldUDP64 packet's sequence {0} overflows with its message count")]
+    SequenceOverflow(u64),
     /// Bytes after the last block.
     #[error("MoldUDP64 packet has {0} bytes after its last message")]
     Trailing(usize),
@@ -80,6 +83,9 @@ impl<'a> Packet<'a> {
             blocks: &bytes[HEADER_LEN..],
         };
         let carried = if count == END_OF_SESSION { 0 } else { count };
+        if sequence.checked_add(u64::from(carried) + 1).is_none() {
+            return Err(MoldError::SequenceOverflow(sequence));
+        }
         let mut at = 0usize;
         for found in 0..carried {
             let rest = &packet.blocks[at..];
@@ -381,6 +387,29 @@ impl Session {
         self.after(now_ns, out);
     }
 
+    /// The input has ended (a replay): every gap still open is reported lost now, with
+    /// its exact size, and what was held after it delivered.
+    pub fn finish(&mut self, out: &mut impl FnMut(Output<'_>)) {
+        while let Some(next) = self.next {
+            let until = self.gap_end();
+            if until <= next {
+                break;
+            }
+            self.counters.lost += until - next;
+            out(Output::Lost {
+                from_seq: next,
+                count: until - next,
+            });
+            self.next = Some(until);
+            self.drain(out);
+        }
+        self.pending = None;
+        if !self.ended && self.end_at.is_some_and(|end| self.next >= Some(end)) {
+            self.ended = true;
+            out(Output::EndOfSession);
+        }
+    }
+
     /// Where the open gap ends: the first packet held, else the highest sequence known.
     fn gap_end(&self) -> u64 {
         self.buffered
@@ -526,6 +555,11 @@ mod tests {
         let mut extra = p.clone();
         extra.push(0);
         assert_eq!(Packet::parse(&extra), Err(MoldError::Trailing(1)));
+        let late = packet(u64::MAX - 1, &[b"a", b"b"]);
+        assert_eq!(
+            Packet::parse(&late),
+            Err(MoldError::SequenceOverflow(u64::MAX - 1))
+        );
         let hb = header_only(&session_id(S), 10, 0);
         assert_eq!(Packet::parse(&hb).unwrap().message_count(), 0);
         let end = header_only(&session_id(S), 10, END_OF_SESSION);
@@ -591,6 +625,35 @@ mod tests {
         );
         assert_eq!(session.counters().lost, 8);
         assert!(!session.in_gap());
+    }
+
+    #[test]
+    fn finishing_reports_every_open_gap_exactly() {
+        let mut session = Session::new(SessionConfig {
+            start: Some(1),
+            ..SessionConfig::default()
+        });
+        let mut seen = Seen::default();
+        for p in [
+            packet(1, &[b"1"]),
+            packet(3, &[b"3"]),
+            packet(6, &[b"6", b"7"]),
+        ] {
+            session.on_packet(0, &p, &mut seen.take());
+        }
+        session.on_packet(
+            0,
+            &header_only(&session_id(S), 10, END_OF_SESSION),
+            &mut seen.take(),
+        );
+        session.finish(&mut seen.take());
+        assert_eq!(seen.lost, [(2, 1), (4, 2), (8, 2)]);
+        assert_eq!(
+            seen.messages.iter().map(|m| m.0).collect::<Vec<_>>(),
+            [1, 3, 6, 7]
+        );
+        assert!(seen.ended);
+        assert_eq!(session.counters().lost, 5);
     }
 
     proptest! {

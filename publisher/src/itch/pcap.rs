@@ -19,7 +19,9 @@ pub enum PcapError {
     #[error("reading the pcap file: {0}")]
     Io(#[from] io::Error),
     /// Not a pcap file (pcapng is not read).
-    #[error("not a pcap file (magic {0:#010x}); pcapng files can be converted with `editcap -F pcap`")]
+    #[error(
+        "not a pcap file (magic {0:#010x}); pcapng files can be converted with `editcap -F pcap`"
+    )]
     Magic(u32),
     /// A link type other than Ethernet.
     #[error("pcap link type {0} is not Ethernet (1)")]
@@ -97,10 +99,12 @@ impl<R: Read> PcapReader<R> {
         let frac = i64::from(self.u32_at(&header, 4));
         let captured = self.u32_at(&header, 8) as usize;
         let mut data = vec![0; captured];
-        self.input.read_exact(&mut data).map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => PcapError::Truncated { index: self.index },
-            _ => PcapError::Io(e),
-        })?;
+        self.input
+            .read_exact(&mut data)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => PcapError::Truncated { index: self.index },
+                _ => PcapError::Io(e),
+            })?;
         self.index += 1;
         let time_ns = secs * 1_000_000_000 + if self.nanos { frac } else { frac * 1_000 };
         Ok(Some(Frame { time_ns, data }))
@@ -250,23 +254,37 @@ mod tests {
         let source = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 5000);
         let group = SocketAddrV4::new(Ipv4Addr::new(233, 54, 12, 1), 26_400);
         let mut writer = PcapWriter::new(Vec::new()).unwrap();
-        writer.write_frame(1_700_000_000_123_456_789, &udp_frame(source, group, b"hello")).unwrap();
+        writer
+            .write_frame(
+                1_700_000_000_123_456_789,
+                &udp_frame(source, group, b"hello"),
+            )
+            .unwrap();
         let bytes = writer.finish().unwrap();
         let mut reader = PcapReader::new(bytes.as_slice()).unwrap();
         let frame = reader.next_frame().unwrap().unwrap();
         assert_eq!(frame.time_ns, 1_700_000_000_123_456_789);
         let datagram = udp_datagram(&frame.data).unwrap();
-        assert_eq!((datagram.source, datagram.destination, datagram.payload), (source, group, &b"hello"[..]));
+        assert_eq!(
+            (datagram.source, datagram.destination, datagram.payload),
+            (source, group, &b"hello"[..])
+        );
         assert_eq!(&frame.data[..6], &[0x01, 0x00, 0x5e, 54, 12, 1]);
         assert!(reader.next_frame().unwrap().is_none());
         // the IPv4 header checksums to zero with its checksum in place
         let mut header = [0u8; 20];
         header.copy_from_slice(&frame.data[14..34]);
         assert_eq!(ipv4_checksum(&header), 0);
-        assert!(matches!(PcapReader::new(&[0u8; 24][..]), Err(PcapError::Magic(0))));
+        assert!(matches!(
+            PcapReader::new(&[0u8; 24][..]),
+            Err(PcapError::Magic(0))
+        ));
         let cut = &bytes[..bytes.len() - 2];
         let mut reader = PcapReader::new(cut).unwrap();
-        assert!(matches!(reader.next_frame(), Err(PcapError::Truncated { index: 0 })));
+        assert!(matches!(
+            reader.next_frame(),
+            Err(PcapError::Truncated { index: 0 })
+        ));
     }
 
     proptest! {

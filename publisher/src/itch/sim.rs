@@ -111,7 +111,9 @@ pub fn messages(config: &SimConfig) -> Vec<Vec<u8>> {
     out.push(system(b'Q', now));
     // live orders per stock: (ref, buy, price, shares)
     let mut live: Vec<Vec<(u64, bool, u32, u32)>> = vec![Vec::new(); usize::from(config.symbols)];
-    let mut mid: Vec<u32> = (0..config.symbols).map(|i| 1_000_000 + u32::from(i) * 10_000).collect();
+    let mut mid: Vec<u32> = (0..config.symbols)
+        .map(|i| 1_000_000 + u32::from(i) * 10_000)
+        .collect();
     let mut next_ref = 1u64;
     let mut next_match = 1u64;
     for _ in 0..config.messages {
@@ -120,16 +122,28 @@ pub fn messages(config: &SimConfig) -> Vec<Vec<u8>> {
         let locate = u16::try_from(s + 1).unwrap_or(u16::MAX);
         if rng.below(50) == 0 {
             // the mid drifts a tick
-            mid[s] = if rng.below(2) == 0 { mid[s] + 100 } else { mid[s].saturating_sub(100).max(100) };
+            mid[s] = if rng.below(2) == 0 {
+                mid[s] + 100
+            } else {
+                mid[s].saturating_sub(100).max(100)
+            };
         }
         let orders = &mut live[s];
         let roll = rng.below(100);
-        let pick = if orders.is_empty() { None } else { Some(rng.below(orders.len() as u64) as usize) };
+        let pick = if orders.is_empty() {
+            None
+        } else {
+            Some(rng.below(orders.len() as u64) as usize)
+        };
         let message = match (roll, pick) {
             (0..=44, _) | (_, None) => {
                 let buy = rng.below(2) == 0;
                 let offset = 100 * (1 + rng.below(10) as u32);
-                let price = if buy { mid[s].saturating_sub(offset) } else { mid[s] + offset };
+                let price = if buy {
+                    mid[s].saturating_sub(offset)
+                } else {
+                    mid[s] + offset
+                };
                 let shares = 100 * (1 + rng.below(10) as u32);
                 orders.push((next_ref, buy, price, shares));
                 next_ref += 1;
@@ -146,7 +160,9 @@ pub fn messages(config: &SimConfig) -> Vec<Vec<u8>> {
             }
             (45..=59, Some(at)) => {
                 let (r, _, _, shares) = orders[at];
-                let executed = 100 * (1 + rng.below(u64::from(shares / 100)) as u32).min(shares / 100);
+                // whole lots while it has them, else what is left
+                let lots = u64::from(shares / 100).max(1);
+                let executed = (100 * (1 + rng.below(lots) as u32)).min(shares);
                 next_match += 1;
                 if executed >= shares {
                     orders.remove(at);
@@ -188,7 +204,11 @@ pub fn messages(config: &SimConfig) -> Vec<Vec<u8>> {
             }
             (90..=97, Some(at)) => {
                 let (r, buy, price, shares) = orders.remove(at);
-                let price = if buy { price.saturating_sub(100) } else { price + 100 };
+                let price = if buy {
+                    price.saturating_sub(100)
+                } else {
+                    price + 100
+                };
                 orders.push((next_ref, buy, price, shares));
                 next_ref += 1;
                 OrderReplace {
@@ -233,7 +253,9 @@ pub fn packets(config: &SimConfig, messages: &[Vec<u8>]) -> Vec<(u64, Vec<u8>)> 
     while at < messages.len() {
         let mut size = super::mold::HEADER_LEN;
         let mut end = at;
-        while end < messages.len() && (end == at || size + 2 + messages[end].len() <= config.max_packet) {
+        while end < messages.len()
+            && (end == at || size + 2 + messages[end].len() <= config.max_packet)
+        {
             size += 2 + messages[end].len();
             end += 1;
         }
@@ -244,7 +266,10 @@ pub fn packets(config: &SimConfig, messages: &[Vec<u8>]) -> Vec<(u64, Vec<u8>)> 
         seq += (end - at) as u64;
         at = end;
     }
-    out.push((seq, super::mold::header_only(&config.session, seq, super::mold::END_OF_SESSION).to_vec()));
+    out.push((
+        seq,
+        super::mold::header_only(&config.session, seq, super::mold::END_OF_SESSION).to_vec(),
+    ));
     out
 }
 
@@ -260,9 +285,18 @@ mod tests {
 
     #[test]
     fn the_feed_decodes_books_stay_consistent_and_packets_carry_every_message() {
-        let config = SimConfig { messages: 20_000, symbols: 5, seed: 7, ..SimConfig::default() };
+        let config = SimConfig {
+            messages: 20_000,
+            symbols: 5,
+            seed: 7,
+            ..SimConfig::default()
+        };
         let messages = messages(&config);
-        assert_eq!(messages, super::messages(&config), "deterministic for a seed");
+        assert_eq!(
+            messages,
+            super::messages(&config),
+            "deterministic for a seed"
+        );
         let mut books = Books::new();
         let mut kinds = std::collections::BTreeMap::new();
         for m in &messages {
@@ -270,9 +304,24 @@ mod tests {
             *kinds.entry(m[0]).or_insert(0u64) += 1;
             books.apply(&decoded, &mut |_| {});
         }
-        assert_eq!(books.counters(), Default::default(), "every order message is about a live order");
+        assert_eq!(
+            books.counters(),
+            Default::default(),
+            "every order message is about a live order"
+        );
+        let mut executed_nothing = 0;
+        for m in &messages {
+            if let Ok(crate::itch::message::Message::OrderExecuted(e)) = decode(m) {
+                executed_nothing += u32::from(e.executed_shares.get() == 0);
+            }
+        }
+        assert_eq!(executed_nothing, 0);
         for kind in [b'A', b'E', b'X', b'D', b'U', b'P', b'R', b'S'] {
-            assert!(kinds.get(&kind).copied().unwrap_or(0) > 0, "{}", char::from(kind));
+            assert!(
+                kinds.get(&kind).copied().unwrap_or(0) > 0,
+                "{}",
+                char::from(kind)
+            );
         }
         let packets = packets(&config, &messages);
         let mut carried = Vec::new();
