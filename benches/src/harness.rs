@@ -111,6 +111,11 @@ pub fn field(line: &str, key: &str) -> Result<u64> {
         .with_context(|| format!("{key}={value} is not a number"))
 }
 
+/// A duration in ns.
+pub fn nanos(elapsed: std::time::Duration) -> u64 {
+    u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Records per second, as a RESULT field.
 pub fn msgs_per_s(delivered: u64, elapsed_ns: u64) -> String {
     format!("{:.0}", delivered as f64 * 1e9 / elapsed_ns.max(1) as f64)

@@ -12,11 +12,7 @@ use mdi_publisher::binance::frame::{self, TradeEvent};
 use mdi_publisher::kline::{Interval, KlineBuilder, TradeTick};
 use mdi_publisher::normalize::{Normalizer, NormalizerConfig, Rings, wall_clock_ns};
 
-use crate::harness::{Latency, ResultLine, msgs_per_s};
-
-fn nanos(elapsed: std::time::Duration) -> u64 {
-    u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
-}
+use crate::harness::{Latency, ResultLine, msgs_per_s, nanos};
 
 const SYMBOLS: [&str; 4] = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT"];
 

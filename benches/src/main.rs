@@ -6,6 +6,7 @@ mod aeron;
 mod harness;
 mod ingest;
 mod iox;
+mod itch;
 mod ring;
 mod sdk;
 mod udp;
@@ -86,6 +87,13 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// ITCH 5.0 over MoldUDP64 on one core: session, decode, order books and ring
+    /// commit (messages/s), and decode + books alone.
+    Itch {
+        /// Fewer messages: a second or two.
+        #[arg(long)]
+        quick: bool,
+    },
     /// What the subscriber SDK adds to the raw ring reader: publish → read latency of
     /// the same records, side by side.
     Sdk {
@@ -131,6 +139,7 @@ fn main() -> Result<()> {
         Command::Ingest { quick } => ingest::run_ingest(quick),
         Command::Kline { quick } => ingest::run_kline(quick),
         Command::Sdk { quick } => sdk::run(quick),
+        Command::Itch { quick } => itch::run(quick),
         Command::Child { args } => ring::child(&args),
     }
 }
