@@ -70,6 +70,8 @@ pub struct ItchFeed {
     counters: FeedCounters,
     /// Levels changed in the current packet: (locate, side, price) → shares now.
     touched: Vec<(u16, Side, u32, u64)>,
+    /// Executions of the message being handled (kept to reuse its allocation).
+    executions: Vec<BookEvent>,
     /// Last published best bid/offer per locate.
     quoted: Vec<Option<Bbo>>,
     /// The packet's last venue sequence and exchange time.
@@ -88,6 +90,7 @@ impl ItchFeed {
             clock,
             counters: FeedCounters::default(),
             touched: Vec::new(),
+            executions: Vec::new(),
             quoted: Vec::new(),
             packet_seq: 0,
             packet_ts: 0,
@@ -281,7 +284,7 @@ impl ItchFeed {
                 tracing::info!(match_number = m.match_number.get(), "ITCH broken trade");
             }
             _ => {
-                let mut executions = Vec::new();
+                let mut executions = std::mem::take(&mut self.executions);
                 let touched = &mut self.touched;
                 self.books.apply(&message, &mut |event| match event {
                     BookEvent::Level {
@@ -300,7 +303,7 @@ impl ItchFeed {
                     }
                     BookEvent::Execution { .. } => executions.push(event),
                 });
-                for event in executions {
+                for event in executions.drain(..) {
                     if let BookEvent::Execution {
                         locate,
                         resting_side,
@@ -330,6 +333,7 @@ impl ItchFeed {
                         )?;
                     }
                 }
+                self.executions = executions;
             }
         }
         Ok(())
