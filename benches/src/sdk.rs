@@ -195,12 +195,15 @@ fn drain(count: u64) -> Result<()> {
         > 0
     {}
     let raw = started.elapsed();
-    let mut subscriber = Subscriber::builder()
-        .shm_dir(dir.path())
-        .stream("ticks")
-        .kinds(Kinds::TRADE)
-        .from_earliest()
-        .open()?;
+    let trades = || {
+        Subscriber::builder()
+            .shm_dir(dir.path())
+            .stream("ticks")
+            .kinds(Kinds::TRADE)
+            .from_earliest()
+            .open()
+    };
+    let mut subscriber = trades()?;
     let started = std::time::Instant::now();
     let mut seen = 0;
     while seen < count {
@@ -214,12 +217,7 @@ fn drain(count: u64) -> Result<()> {
         }
     }
     let sdk = started.elapsed();
-    let mut views = Subscriber::builder()
-        .shm_dir(dir.path())
-        .stream("ticks")
-        .kinds(Kinds::TRADE)
-        .from_earliest()
-        .open()?;
+    let mut views = trades()?;
     let started = std::time::Instant::now();
     let mut seen = 0;
     while seen < count {

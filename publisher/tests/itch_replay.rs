@@ -25,6 +25,21 @@ fn mdpub(args: &[&str]) -> Output {
         .expect("run mdpub")
 }
 
+/// `mdpub replay --feed itch` of `input` into `shm`, with `extra` arguments.
+fn replay_itch(input: &Path, shm: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "replay",
+        "--feed",
+        "itch",
+        "--input",
+        input.to_str().unwrap(),
+        "--shm-dir",
+        shm.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    mdpub(&args)
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -95,15 +110,7 @@ fn a_simulated_pcap_replays_into_trades_and_books_that_agree_with_the_feed() {
     };
     write_pcap(&pcap, &config, |_| false);
     let shm = dir.path().join("shm");
-    let output = mdpub(&[
-        "replay",
-        "--feed",
-        "itch",
-        "--input",
-        pcap.to_str().unwrap(),
-        "--shm-dir",
-        shm.to_str().unwrap(),
-    ]);
+    let output = replay_itch(&pcap, &shm, &[]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     let got = ticks(&shm);
     let symbols: Vec<&str> = got.definitions.iter().map(|d| d.symbol.as_str()).collect();
@@ -175,15 +182,7 @@ fn a_gapped_capture_reports_exactly_what_is_missing() {
     // packets 10, 20, 21 and 40 never arrive
     let dropped = write_pcap(&pcap, &config, |i| matches!(i, 10 | 20 | 21 | 40));
     let shm = dir.path().join("shm");
-    let output = mdpub(&[
-        "replay",
-        "--feed",
-        "itch",
-        "--input",
-        pcap.to_str().unwrap(),
-        "--shm-dir",
-        shm.to_str().unwrap(),
-    ]);
+    let output = replay_itch(&pcap, &shm, &[]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     let got = ticks(&shm);
     let gaps: Vec<&FeedStatus> = got
@@ -211,17 +210,7 @@ fn the_sample_itch_file_replays_with_its_three_stocks() {
         "/data/itch/ex20101224.TEST_ITCH_50.gz"
     );
     let shm = dir.path().join("shm");
-    let output = mdpub(&[
-        "replay",
-        "--feed",
-        "itch",
-        "--input",
-        sample,
-        "--date",
-        "2010-12-24",
-        "--shm-dir",
-        shm.to_str().unwrap(),
-    ]);
+    let output = replay_itch(Path::new(sample), &shm, &["--date", "2010-12-24"]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     let got = ticks(&shm);
     let symbols: Vec<&str> = got.definitions.iter().map(|d| d.symbol.as_str()).collect();
@@ -252,15 +241,7 @@ fn bad_itch_input_is_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.pcap");
     std::fs::write(&junk, b"not a capture at all, just words").unwrap();
-    let output = mdpub(&[
-        "replay",
-        "--feed",
-        "itch",
-        "--input",
-        junk.to_str().unwrap(),
-        "--shm-dir",
-        dir.path().join("shm").to_str().unwrap(),
-    ]);
+    let output = replay_itch(&junk, &dir.path().join("shm"), &[]);
     assert!(!output.status.success());
     assert!(
         text(&output.stderr).contains("not a pcap file"),
@@ -280,17 +261,7 @@ fn bad_itch_input_is_refused_with_the_reason() {
     bytes.truncate(bytes.len() - 3);
     let cut = dir.path().join("cut.itch");
     std::fs::write(&cut, &bytes).unwrap();
-    let output = mdpub(&[
-        "replay",
-        "--feed",
-        "itch",
-        "--input",
-        cut.to_str().unwrap(),
-        "--date",
-        "2024-01-02",
-        "--shm-dir",
-        dir.path().join("shm2").to_str().unwrap(),
-    ]);
+    let output = replay_itch(&cut, &dir.path().join("shm2"), &["--date", "2024-01-02"]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert!(
         text(&output.stderr).contains("are not a whole ITCH message"),
