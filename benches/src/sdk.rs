@@ -88,14 +88,17 @@ fn run_one(count: u64, reading: Reading) -> Result<Latency> {
     let mut h = histogram();
     let mut seen = 0u64;
     let warmup = count / 10;
-    if reading == Reading::SdkViews {
-        let mut subscriber = Subscriber::builder()
+    let busy_spinning = || {
+        Subscriber::builder()
             .shm_dir(dir.path())
             .stream("ticks")
             .kinds(Kinds::TRADE)
             .wait(WaitStrategy::BusySpin)
             .from_earliest()
-            .open()?;
+            .open()
+    };
+    if reading == Reading::SdkViews {
+        let mut subscriber = busy_spinning()?;
         go.store(true, Ordering::Release);
         while seen < count {
             subscriber.poll_views(usize::MAX, |event| {
@@ -114,13 +117,7 @@ fn run_one(count: u64, reading: Reading) -> Result<Latency> {
             })?;
         }
     } else if reading == Reading::Sdk {
-        let mut subscriber = Subscriber::builder()
-            .shm_dir(dir.path())
-            .stream("ticks")
-            .kinds(Kinds::TRADE)
-            .wait(WaitStrategy::BusySpin)
-            .from_earliest()
-            .open()?;
+        let mut subscriber = busy_spinning()?;
         go.store(true, Ordering::Release);
         while seen < count {
             if let Some(Event::Record {

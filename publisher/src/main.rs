@@ -606,10 +606,11 @@ fn run_itch_replay(args: &Replay) -> Result<()> {
     }
     let input =
         open_input(&args.input).with_context(|| format!("opening {}", args.input.display()))?;
-    let mut frames = if is_pcap {
-        Some(PcapReader::new(input).with_context(|| format!("reading {}", args.input.display()))?)
+    // a pcap of the multicast, or a plain ITCH file
+    let mut source = if is_pcap {
+        Ok(PcapReader::new(input).with_context(|| format!("reading {}", args.input.display()))?)
     } else {
-        None
+        Err(input)
     };
     const DAY_NS: i64 = 86_400 * 1_000_000_000;
     // pcaps: the first frame's date unless given
@@ -631,8 +632,8 @@ fn run_itch_replay(args: &Replay) -> Result<()> {
         &args.serving,
         (&options, &options),
         &stop,
-        |rings| match frames.as_mut() {
-            Some(frames) => {
+        |rings| match &mut source {
+            Ok(frames) => {
                 let mut feed = ItchFeed::new(rings, midnight, wall_clock_ns);
                 let counts = replay_frames(frames, args.group, &mut feed, |t| {
                     pacer.wait_for(t);
@@ -640,10 +641,10 @@ fn run_itch_replay(args: &Replay) -> Result<()> {
                 })?;
                 Ok((counts, feed.counters(), feed.books().counters()))
             }
-            None => {
+            Err(input) => {
                 let today = wall_clock_ns().div_euclid(DAY_NS) * DAY_NS;
                 let mut feed = ItchFeed::new(rings, Some(midnight.unwrap_or(today)), wall_clock_ns);
-                let counts = replay_file(input_for_file(&args.input)?, &mut feed, || {
+                let counts = replay_file(input, &mut feed, || {
                     (!stop.load(Ordering::Relaxed)).then(wall_clock_ns)
                 })?;
                 Ok((counts, feed.counters(), feed.books().counters()))
@@ -685,11 +686,6 @@ fn run_itch_replay(args: &Replay) -> Result<()> {
     }
     report_senders(&senders);
     Ok(())
-}
-
-/// A plain ITCH file (plain or compressed), opened again for a whole read.
-fn input_for_file(path: &std::path::Path) -> Result<Box<dyn std::io::BufRead + Send>> {
-    open_input(path).with_context(|| format!("opening {}", path.display()))
 }
 
 fn run_live(args: &RunArgs, record: Option<&std::path::Path>) -> Result<()> {

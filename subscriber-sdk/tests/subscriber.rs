@@ -67,6 +67,16 @@ fn write_in_another_process(dir: &std::path::Path, trades: u64, die: bool) {
     assert_eq!(status.success(), !die, "{status:?}");
 }
 
+/// A subscriber of `ticks` in `dir`, from the earliest record.
+fn ticks_from_earliest(dir: &std::path::Path) -> Subscriber {
+    Subscriber::builder()
+        .shm_dir(dir)
+        .stream("ticks")
+        .from_earliest()
+        .open()
+        .unwrap()
+}
+
 fn drain(subscriber: &mut Subscriber) -> Vec<Event> {
     let mut events = Vec::new();
     while let Some(event) = subscriber.next(Duration::from_millis(50)).unwrap() {
@@ -114,17 +124,9 @@ fn records_from_another_process_with_symbols_then_the_writer_closing() {
 fn views_read_in_place_what_owned_events_copy_out() {
     let dir = tempfile::tempdir().unwrap();
     write_in_another_process(dir.path(), 50, false);
-    let open = || {
-        Subscriber::builder()
-            .shm_dir(dir.path())
-            .stream("ticks")
-            .from_earliest()
-            .open()
-            .unwrap()
-    };
-    let owned: Vec<Event> = drain(&mut open());
+    let owned: Vec<Event> = drain(&mut ticks_from_earliest(dir.path()));
     let mut by_view = Vec::new();
-    let mut views = open();
+    let mut views = ticks_from_earliest(dir.path());
     let mut decimals = Vec::new();
     for _ in 0..100 {
         views
@@ -169,15 +171,7 @@ fn a_record_that_does_not_decode_is_counted_and_skipped() {
     // a trade whose body is not a Cap'n Proto message
     ring.append(RecordKind::TRADE, &[0xff; 24]).unwrap();
     ring.append_record(&trade(1, 2)).unwrap();
-    let open = || {
-        Subscriber::builder()
-            .shm_dir(dir.path())
-            .stream("ticks")
-            .from_earliest()
-            .open()
-            .unwrap()
-    };
-    let mut owned = open();
+    let mut owned = ticks_from_earliest(dir.path());
     let mut ids = Vec::new();
     owned
         .poll(100, |e| {
@@ -191,7 +185,7 @@ fn a_record_that_does_not_decode_is_counted_and_skipped() {
         })
         .unwrap();
     assert_eq!((ids, owned.undecodable()), (vec![1, 2], 1));
-    let mut views = open();
+    let mut views = ticks_from_earliest(dir.path());
     let mut ids = Vec::new();
     views
         .poll_views(100, |e| {
@@ -220,12 +214,7 @@ fn thread_cpu_ticks() -> u64 {
 fn waiting_on_a_closed_stream_sleeps_rather_than_spins() {
     let dir = tempfile::tempdir().unwrap();
     write_in_another_process(dir.path(), 3, false);
-    let mut subscriber = Subscriber::builder()
-        .shm_dir(dir.path())
-        .stream("ticks")
-        .from_earliest()
-        .open()
-        .unwrap();
+    let mut subscriber = ticks_from_earliest(dir.path());
     // read everything, including the writer-gone event
     let events = drain(&mut subscriber);
     assert!(events.iter().any(|e| matches!(e, Event::WriterGone { .. })));
@@ -242,12 +231,7 @@ fn waiting_on_a_closed_stream_sleeps_rather_than_spins() {
 fn a_writer_that_dies_is_reported_dead() {
     let dir = tempfile::tempdir().unwrap();
     write_in_another_process(dir.path(), 10, true);
-    let mut subscriber = Subscriber::builder()
-        .shm_dir(dir.path())
-        .stream("ticks")
-        .from_earliest()
-        .open()
-        .unwrap();
+    let mut subscriber = ticks_from_earliest(dir.path());
     let events = drain(&mut subscriber);
     assert!(
         events.contains(&Event::WriterGone {
