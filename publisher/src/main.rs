@@ -149,6 +149,10 @@ struct Replay {
     /// ITCH pcaps: only datagrams to this group and port (default: every UDP datagram).
     #[arg(long, value_name = "ADDR:PORT")]
     group: Option<std::net::SocketAddrV4>,
+    /// ITCH with --backend dpdk: more EAL arguments (whitespace-separated), after mdpub's
+    /// `-l 0 --no-huge --no-pci --no-shconf --no-telemetry -m 256 --vdev net_pcap0,rx_pcap=FILE`.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    dpdk_eal: Option<String>,
     /// ITCH: the session date (its times count from midnight), YYYY-MM-DD; default: the
     /// first frame's UTC date, or today for a plain ITCH file.
     #[arg(long, value_name = "DATE")]
@@ -593,24 +597,72 @@ fn midnight_of(date: &str) -> Result<i64> {
         .with_context(|| format!("{date:?} is not a date: use YYYY-MM-DD"))
 }
 
+/// Where an ITCH replay reads.
+enum Source {
+    /// Frames of a pcap (read by mdpub or by DPDK).
+    Frames(Box<dyn mdi_publisher::itch::replay::FrameSource + Send>),
+    /// A plain ITCH file.
+    File(Box<dyn std::io::BufRead + Send>),
+}
+
+#[cfg(feature = "dpdk")]
+fn dpdk_replay_source(
+    args: &Replay,
+) -> Result<Box<dyn mdi_publisher::itch::replay::FrameSource + Send>> {
+    use mdi_publisher::itch::dpdk::{DpdkConfig, DpdkPort, replay_eal_args};
+    let mut eal_args = replay_eal_args(&args.input);
+    eal_args.extend(
+        args.dpdk_eal
+            .iter()
+            .flat_map(|a| a.split_whitespace().map(String::from)),
+    );
+    let port = DpdkPort::open(&DpdkConfig {
+        eal_args,
+        port: Some("net_pcap0".into()),
+        ..DpdkConfig::default()
+    })?;
+    if !port.has_timestamps() {
+        eprintln!(
+            "mdpub: DPDK's net_pcap gives no capture times here: frames are stamped on receipt"
+        );
+    }
+    // net_pcap returns nothing once the file is read
+    Ok(Box::new(port.end_when_idle(Duration::from_millis(200))))
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn dpdk_replay_source(
+    _: &Replay,
+) -> Result<Box<dyn mdi_publisher::itch::replay::FrameSource + Send>> {
+    bail!(
+        "--backend dpdk needs an mdpub built with the `dpdk` feature (cargo build --features dpdk; needs libdpdk-dev)"
+    )
+}
+
 fn run_itch_replay(args: &Replay) -> Result<()> {
     use mdi_publisher::itch::feed::ItchFeed;
     use mdi_publisher::itch::pcap::PcapReader;
     use mdi_publisher::itch::replay::{replay_file, replay_frames};
 
     let is_pcap = args.input.to_str().is_some_and(|p| p.contains(".pcap"));
-    if args.backend == Backend::Dpdk {
-        bail!(
-            "--backend dpdk needs an mdpub built with the `dpdk` feature (cargo build --features dpdk)"
-        );
-    }
     let input =
         open_input(&args.input).with_context(|| format!("opening {}", args.input.display()))?;
-    // a pcap of the multicast, or a plain ITCH file
-    let mut source = if is_pcap {
-        Ok(PcapReader::new(input).with_context(|| format!("reading {}", args.input.display()))?)
-    } else {
-        Err(input)
+    // a pcap of the multicast (read here or by DPDK), or a plain ITCH file
+    let mut source = match args.backend {
+        Backend::Dpdk => {
+            let name = args.input.to_string_lossy();
+            if !name.ends_with(".pcap") {
+                bail!(
+                    "--backend dpdk reads an uncompressed .pcap through DPDK's net_pcap device; {} is not one",
+                    args.input.display()
+                );
+            }
+            Source::Frames(dpdk_replay_source(args)?)
+        }
+        Backend::Pcap if is_pcap => Source::Frames(Box::new(
+            PcapReader::new(input).with_context(|| format!("reading {}", args.input.display()))?,
+        )),
+        Backend::Pcap => Source::File(input),
     };
     const DAY_NS: i64 = 86_400 * 1_000_000_000;
     // pcaps: the first frame's date unless given
@@ -633,15 +685,15 @@ fn run_itch_replay(args: &Replay) -> Result<()> {
         (&options, &options),
         &stop,
         |rings| match &mut source {
-            Ok(frames) => {
+            Source::Frames(frames) => {
                 let mut feed = ItchFeed::new(rings, midnight, wall_clock_ns);
-                let counts = replay_frames(frames, args.group, &mut feed, |t| {
+                let counts = replay_frames(frames.as_mut(), args.group, &mut feed, |t| {
                     pacer.wait_for(t);
                     (!stop.load(Ordering::Relaxed)).then(wall_clock_ns)
                 })?;
                 Ok((counts, feed.counters(), feed.books().counters()))
             }
-            Err(input) => {
+            Source::File(input) => {
                 let today = wall_clock_ns().div_euclid(DAY_NS) * DAY_NS;
                 let mut feed = ItchFeed::new(rings, Some(midnight.unwrap_or(today)), wall_clock_ns);
                 let counts = replay_file(input, &mut feed, || {

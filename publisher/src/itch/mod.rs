@@ -5,10 +5,13 @@
 //! - [`book`]: order books per stock from adds, executions, cancels, deletes, replaces;
 //! - [`feed`]: messages to mdi records (trades, quotes, book updates, instruments, status)
 //!   in the same rings and schema as the Binance path;
+//! - `dpdk` (feature `dpdk`): kernel-bypass receive through DPDK;
 //! - [`pcap`]: pcap files and the Ethernet / IPv4 / UDP framing in them;
 //! - [`sim`]: a synthetic feed (`mdfeedsim`).
 
 pub mod book;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod feed;
 pub mod message;
 pub mod mold;

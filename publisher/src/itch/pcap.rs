@@ -34,13 +34,13 @@ pub enum PcapError {
     },
 }
 
-/// One captured frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
-    /// Capture time, ns since the Unix epoch.
+/// One received or captured frame, borrowed from its source until the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// Capture (or receive) time, ns since the Unix epoch.
     pub time_ns: i64,
     /// The frame's bytes (Ethernet header first).
-    pub data: Vec<u8>,
+    pub data: &'a [u8],
 }
 
 /// Reads the frames of a pcap file.
@@ -50,6 +50,8 @@ pub struct PcapReader<R> {
     swapped: bool,
     nanos: bool,
     index: u64,
+    /// The last frame's bytes (reused).
+    data: Vec<u8>,
 }
 
 impl<R: Read> PcapReader<R> {
@@ -70,6 +72,7 @@ impl<R: Read> PcapReader<R> {
             swapped,
             nanos,
             index: 0,
+            data: Vec::new(),
         };
         let link = reader.u32_at(&header, 20);
         if link != LINKTYPE_ETHERNET {
@@ -88,7 +91,7 @@ impl<R: Read> PcapReader<R> {
     }
 
     /// The next frame, `None` at the end of the file.
-    pub fn next_frame(&mut self) -> Result<Option<Frame>, PcapError> {
+    pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, PcapError> {
         let mut header = [0u8; 16];
         match self.input.read_exact(&mut header) {
             Ok(()) => {}
@@ -98,16 +101,19 @@ impl<R: Read> PcapReader<R> {
         let secs = i64::from(self.u32_at(&header, 0));
         let frac = i64::from(self.u32_at(&header, 4));
         let captured = self.u32_at(&header, 8) as usize;
-        let mut data = vec![0; captured];
+        self.data.resize(captured, 0);
         self.input
-            .read_exact(&mut data)
+            .read_exact(&mut self.data)
             .map_err(|e| match e.kind() {
                 io::ErrorKind::UnexpectedEof => PcapError::Truncated { index: self.index },
                 _ => PcapError::Io(e),
             })?;
         self.index += 1;
         let time_ns = secs * 1_000_000_000 + if self.nanos { frac } else { frac * 1_000 };
-        Ok(Some(Frame { time_ns, data }))
+        Ok(Some(Frame {
+            time_ns,
+            data: &self.data,
+        }))
     }
 }
 
@@ -264,17 +270,17 @@ mod tests {
         let mut reader = PcapReader::new(bytes.as_slice()).unwrap();
         let frame = reader.next_frame().unwrap().unwrap();
         assert_eq!(frame.time_ns, 1_700_000_000_123_456_789);
-        let datagram = udp_datagram(&frame.data).unwrap();
+        let datagram = udp_datagram(frame.data).unwrap();
         assert_eq!(
             (datagram.source, datagram.destination, datagram.payload),
             (source, group, &b"hello"[..])
         );
         assert_eq!(&frame.data[..6], &[0x01, 0x00, 0x5e, 54, 12, 1]);
-        assert!(reader.next_frame().unwrap().is_none());
         // the IPv4 header checksums to zero with its checksum in place
         let mut header = [0u8; 20];
         header.copy_from_slice(&frame.data[14..34]);
         assert_eq!(ipv4_checksum(&header), 0);
+        assert!(reader.next_frame().unwrap().is_none());
         assert!(matches!(
             PcapReader::new(&[0u8; 24][..]),
             Err(PcapError::Magic(0))

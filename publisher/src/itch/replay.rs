@@ -14,8 +14,8 @@ use super::pcap::{Frame, PcapError, PcapReader, udp_datagram};
 
 /// Where raw frames come from (Ethernet first).
 pub trait FrameSource {
-    /// The next frame; `None` at the end.
-    fn next_frame(&mut self) -> Result<Option<Frame>, FrameError>;
+    /// The next frame, valid until the next call; `None` at the end.
+    fn next_frame(&mut self) -> Result<Option<Frame<'_>>, FrameError>;
 }
 
 /// A frame source failed.
@@ -30,7 +30,7 @@ pub enum FrameError {
 }
 
 impl<R: Read> FrameSource for PcapReader<R> {
-    fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+    fn next_frame(&mut self) -> Result<Option<Frame<'_>>, FrameError> {
         Ok(PcapReader::next_frame(self)?)
     }
 }
@@ -91,7 +91,7 @@ pub fn replay_frames(
         };
         last_receive = receive_ns;
         let Some(datagram) =
-            udp_datagram(&frame.data).filter(|d| group.is_none_or(|g| g == d.destination))
+            udp_datagram(frame.data).filter(|d| group.is_none_or(|g| g == d.destination))
         else {
             counts.other_frames += 1;
             continue;
