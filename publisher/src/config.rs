@@ -17,8 +17,12 @@ pub struct Config {
     /// Shared-memory directory of the rings (overridden by `--shm-dir`).
     #[serde(default)]
     pub shm_dir: Option<PathBuf>,
-    /// The Binance feed.
-    pub binance: BinanceSection,
+    /// The Binance feed (this or `[itch]`).
+    #[serde(default)]
+    pub binance: Option<BinanceSection>,
+    /// An ITCH 5.0 / MoldUDP64 multicast feed (this or `[binance]`).
+    #[serde(default)]
+    pub itch: Option<ItchSection>,
     /// Instruments with known exponents (others: from exchangeInfo, else 8 decimals).
     #[serde(default)]
     pub instruments: Vec<InstrumentSection>,
@@ -77,6 +81,72 @@ fn default_streams() -> Vec<String> {
 
 fn yes() -> bool {
     true
+}
+
+/// `[itch]`: a NASDAQ TotalView-ITCH 5.0 feed on MoldUDP64 multicast.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItchSection {
+    /// The feed's multicast group and port, `233.54.12.1:26400`.
+    pub group: std::net::SocketAddrV4,
+    /// The local interface address to join on (socket backend); default: any.
+    #[serde(default = "any_interface")]
+    pub interface: std::net::Ipv4Addr,
+    /// The venue's re-request server, `10.0.0.1:26401`; none: gaps are reported lost.
+    #[serde(default)]
+    pub request_server: Option<std::net::SocketAddr>,
+    /// Only this MoldUDP64 session (10 characters); default: the first one seen.
+    #[serde(default)]
+    pub session: Option<String>,
+    /// The session date, `YYYY-MM-DD` (ITCH times count from its midnight); default: today.
+    #[serde(default)]
+    pub date: Option<String>,
+    /// A re-request unanswered this long is sent again (ms).
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Re-requests per gap before it is reported lost.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// `socket` (default) or `dpdk` (a build with the `dpdk` feature).
+    #[serde(default = "default_backend")]
+    pub backend: String,
+    /// Spin on the socket instead of sleeping in it (a whole core, lowest latency).
+    #[serde(default)]
+    pub busy_poll: bool,
+    /// Exit when the session ends (its end-of-session packet); default: keep running.
+    #[serde(default)]
+    pub stop_at_end: bool,
+    /// The DPDK port (backend `dpdk`).
+    #[serde(default)]
+    pub dpdk: Option<DpdkSection>,
+}
+
+/// `[itch.dpdk]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpdkSection {
+    /// EAL arguments, e.g. `["-l", "1", "-a", "0000:3b:00.0"]` or, for a kernel
+    /// interface, `["-l", "0", "--no-huge", "--no-pci", "--vdev=net_af_packet0,iface=eth1"]`.
+    pub eal_args: Vec<String>,
+    /// The port's device name (`net_af_packet0`, `0000:3b:00.0`); default: the first.
+    #[serde(default)]
+    pub port: Option<String>,
+}
+
+fn any_interface() -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::UNSPECIFIED
+}
+
+fn default_request_timeout_ms() -> u64 {
+    50
+}
+
+fn default_max_retries() -> u32 {
+    5
+}
+
+fn default_backend() -> String {
+    "socket".into()
 }
 
 /// `[[instruments]]`.
@@ -227,12 +297,56 @@ impl Config {
             path: origin.to_owned(),
             message,
         };
-        if config.binance.symbols.is_empty() {
+        match (&config.binance, &config.itch) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "both [binance] and [itch]: one feed per mdpub (run two)".into(),
+                ));
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "no feed: add a [binance] or an [itch] section".into(),
+                ));
+            }
+            (None, Some(itch)) => {
+                if !itch.group.ip().is_multicast() {
+                    return Err(invalid(format!(
+                        "itch.group: {} is not a multicast group",
+                        itch.group
+                    )));
+                }
+                match itch.backend.as_str() {
+                    "socket" => {}
+                    "dpdk" if itch.dpdk.is_some() => {}
+                    "dpdk" => {
+                        return Err(invalid(
+                            "itch.backend is dpdk but there is no [itch.dpdk] section".into(),
+                        ));
+                    }
+                    other => {
+                        return Err(invalid(format!(
+                            "itch.backend: {other:?} is neither socket nor dpdk"
+                        )));
+                    }
+                }
+                if itch.session.as_ref().is_some_and(|s| s.len() > 10) {
+                    return Err(invalid("itch.session: at most 10 characters".into()));
+                }
+                if let Some(date) = &itch.date
+                    && (date.len() != 10 || mdi_subscriber::time::parse_utc(date).is_none())
+                {
+                    return Err(invalid(format!("itch.date: {date:?} is not YYYY-MM-DD")));
+                }
+            }
+            (Some(_), None) => {}
+        }
+        let binance = config.binance.as_ref();
+        if binance.is_some_and(|b| b.symbols.is_empty()) {
             return Err(invalid(
                 "binance.symbols is empty: name at least one symbol".into(),
             ));
         }
-        for stream in &config.binance.streams {
+        for stream in binance.iter().flat_map(|b| &b.streams) {
             if !STREAM_KINDS.contains(&stream.as_str()) {
                 return Err(invalid(format!(
                     "binance.streams: {stream:?} is not one of {}",
@@ -266,13 +380,31 @@ impl Config {
         Ok(config)
     }
 
+    /// The `[binance]` section (an empty one for an ITCH config).
+    fn binance(&self) -> &BinanceSection {
+        static NONE: std::sync::OnceLock<BinanceSection> = std::sync::OnceLock::new();
+        self.binance.as_ref().unwrap_or_else(|| {
+            NONE.get_or_init(|| BinanceSection {
+                ws_base: default_ws_base(),
+                rest_base: default_rest_base(),
+                symbols: Vec::new(),
+                streams: Vec::new(),
+                exchange_info: false,
+                max_connection_age_s: None,
+                extra_ca: None,
+                microseconds: false,
+            })
+        })
+    }
+
     /// Every stream name to subscribe to (`btcusdt@trade`, …).
     pub fn stream_names(&self) -> Vec<String> {
-        self.binance
+        let binance = self.binance();
+        binance
             .symbols
             .iter()
             .flat_map(|symbol| {
-                self.binance
+                binance
                     .streams
                     .iter()
                     .map(move |kind| format!("{}@{kind}", symbol.to_lowercase()))
@@ -282,12 +414,13 @@ impl Config {
 
     /// The live feed's settings.
     pub fn live(&self) -> LiveConfig {
+        let binance = self.binance();
         let mut live = LiveConfig::binance(self.stream_names());
-        live.ws_base.clone_from(&self.binance.ws_base);
-        live.rest_base.clone_from(&self.binance.rest_base);
-        live.extra_ca.clone_from(&self.binance.extra_ca);
-        live.microseconds = self.binance.microseconds;
-        if let Some(age) = self.binance.max_connection_age_s {
+        live.ws_base.clone_from(&binance.ws_base);
+        live.rest_base.clone_from(&binance.rest_base);
+        live.extra_ca.clone_from(&binance.extra_ca);
+        live.microseconds = binance.microseconds;
+        if let Some(age) = binance.max_connection_age_s {
             live.max_connection_age = Duration::from_secs(age);
         }
         live
@@ -297,7 +430,7 @@ impl Config {
     /// exchangeInfo said, then 8 decimals).
     pub fn normalizer(&self, exchange_info: &[InstrumentSpec]) -> NormalizerConfig {
         let instruments = self
-            .binance
+            .binance()
             .symbols
             .iter()
             .map(|symbol| {
@@ -333,7 +466,7 @@ impl Config {
             },
             kline_update_ms: (self.klines.update_ms > 0)
                 .then(|| i64::try_from(self.klines.update_ms).unwrap_or(i64::MAX)),
-            time_unit: if self.binance.microseconds {
+            time_unit: if self.binance().microseconds {
                 crate::normalize::TimeUnit::Micros
             } else {
                 crate::normalize::TimeUnit::Millis
@@ -344,7 +477,7 @@ impl Config {
 
     /// Symbols whose exponents are not in the file.
     pub fn symbols_without_exponents(&self) -> Vec<String> {
-        self.binance
+        self.binance()
             .symbols
             .iter()
             .filter(|s| {
@@ -427,6 +560,16 @@ mod tests {
     }
 
     #[test]
+    fn the_itch_example_config_parses() {
+        let text = include_str!("../../config/itch.toml");
+        let config = Config::parse(text, "itch.toml").unwrap();
+        let itch = config.itch.unwrap();
+        assert_eq!(itch.group.to_string(), "233.54.12.1:26400");
+        assert_eq!(itch.backend, "socket");
+        assert!(config.binance.is_none());
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let cases = [
             ("[binance]\nsymbols = []", "symbols is empty"),
@@ -446,6 +589,24 @@ mod tests {
             (
                 "[binance]\nsymbols = [\"BTCUSDT\"]\n[udp]\nchannels = [\"tcp://x\"]",
                 "udp.channels",
+            ),
+            ("[udp]\nlinger_ms = 1", "no feed"),
+            (
+                "[binance]\nsymbols = [\"BTCUSDT\"]\n[itch]\ngroup = \"233.54.12.1:1\"",
+                "one feed per mdpub",
+            ),
+            ("[itch]\ngroup = \"10.0.0.1:1\"", "not a multicast group"),
+            (
+                "[itch]\ngroup = \"233.54.12.1:1\"\nbackend = \"dpdk\"",
+                "no [itch.dpdk] section",
+            ),
+            (
+                "[itch]\ngroup = \"233.54.12.1:1\"\nbackend = \"xdp\"",
+                "neither socket nor dpdk",
+            ),
+            (
+                "[itch]\ngroup = \"233.54.12.1:1\"\ndate = \"2024-1-2\"",
+                "itch.date",
             ),
         ];
         for (text, expected) in cases {

@@ -740,25 +740,9 @@ fn run_itch_replay(args: &Replay) -> Result<()> {
     Ok(())
 }
 
-fn run_live(args: &RunArgs, record: Option<&std::path::Path>) -> Result<()> {
-    let config = mdi_publisher::config::Config::load(&args.config)?;
-    let live = config.live();
-    let missing = config.symbols_without_exponents();
-    let exchange_info = if config.binance.exchange_info && !missing.is_empty() {
-        match mdi_publisher::binance::live::fetch_exchange_info(&live, &missing) {
-            Ok(specs) => specs,
-            Err(e) => {
-                eprintln!(
-                    "mdpub: exchangeInfo failed ({e}); {} at Binance's 8-decimal exponents",
-                    missing.join(", ")
-                );
-                Vec::new()
-            }
-        }
-    } else {
-        Vec::new()
-    };
-    let normalizer_config = config.normalizer(&exchange_info);
+/// Where `mdpub run` serves: the config's channels plus `--udp`, its shm directory
+/// unless `--shm-dir`.
+fn live_serving(args: &RunArgs, config: &mdi_publisher::config::Config) -> Result<Serving> {
     let mut channels = config
         .udp
         .channels
@@ -766,7 +750,7 @@ fn run_live(args: &RunArgs, record: Option<&std::path::Path>) -> Result<()> {
         .map(|c| Channel::parse(c))
         .collect::<Result<Vec<_>, _>>()?;
     channels.extend(args.channels.iter().copied());
-    let serving = Serving {
+    Ok(Serving {
         shm_dir: args
             .shm_dir
             .clone()
@@ -776,13 +760,11 @@ fn run_live(args: &RunArgs, record: Option<&std::path::Path>) -> Result<()> {
         linger_ms: config.udp.linger_ms.unwrap_or(1000),
         debug_drop_rate: 0.0,
         debug_seed: 1,
-    };
-    let mut capture = match record {
-        Some(path) => Some(
-            CaptureWriter::create(path).with_context(|| format!("creating {}", path.display()))?,
-        ),
-        None => None,
-    };
+    })
+}
+
+/// The interrupt flag, also set after `--duration`.
+fn live_stop(args: &RunArgs) -> Result<Arc<AtomicBool>> {
     let stop = interrupt_flag()?;
     if let Some(seconds) = args.duration {
         let stop = Arc::clone(&stop);
@@ -791,13 +773,59 @@ fn run_live(args: &RunArgs, record: Option<&std::path::Path>) -> Result<()> {
             stop.store(true, Ordering::Relaxed);
         });
     }
+    Ok(stop)
+}
+
+/// The `ticks` and `klines` rings' options of a live config.
+fn live_rings(config: &mdi_publisher::config::Config) -> (RingOptions, RingOptions) {
     let now = wall_clock_ns();
-    let ticks = RingOptions::default()
-        .capacity(config.streams.ticks_capacity)
-        .now_ns(now);
-    let klines = RingOptions::default()
-        .capacity(config.streams.klines_capacity)
-        .now_ns(now);
+    (
+        RingOptions::default()
+            .capacity(config.streams.ticks_capacity)
+            .now_ns(now),
+        RingOptions::default()
+            .capacity(config.streams.klines_capacity)
+            .now_ns(now),
+    )
+}
+
+fn run_live(args: &RunArgs, record: Option<&std::path::Path>) -> Result<()> {
+    let config = mdi_publisher::config::Config::load(&args.config)?;
+    if let Some(itch) = &config.itch {
+        if record.is_some() {
+            bail!(
+                "mdpub record captures the Binance feed; capture an ITCH multicast with tcpdump (a pcap replays with mdpub replay --feed itch)"
+            );
+        }
+        return run_itch_live(args, &config, itch);
+    }
+    let live = config.live();
+    let missing = config.symbols_without_exponents();
+    let exchange_info =
+        if config.binance.as_ref().is_some_and(|b| b.exchange_info) && !missing.is_empty() {
+            match mdi_publisher::binance::live::fetch_exchange_info(&live, &missing) {
+                Ok(specs) => specs,
+                Err(e) => {
+                    eprintln!(
+                        "mdpub: exchangeInfo failed ({e}); {} at Binance's 8-decimal exponents",
+                        missing.join(", ")
+                    );
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
+        };
+    let normalizer_config = config.normalizer(&exchange_info);
+    let serving = live_serving(args, &config)?;
+    let mut capture = match record {
+        Some(path) => Some(
+            CaptureWriter::create(path).with_context(|| format!("creating {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let stop = live_stop(args)?;
+    let (ticks, klines) = live_rings(&config);
     eprintln!(
         "mdpub: {} streams from {} into {}",
         live.streams.len(),
@@ -833,6 +861,116 @@ fn run_live(args: &RunArgs, record: Option<&std::path::Path>) -> Result<()> {
     );
     report_senders(&senders);
     Ok(())
+}
+
+fn run_itch_live(
+    args: &RunArgs,
+    config: &mdi_publisher::config::Config,
+    itch: &mdi_publisher::config::ItchSection,
+) -> Result<()> {
+    use mdi_publisher::itch::feed::ItchFeed;
+    use mdi_publisher::itch::live::{self, LiveConfig, Receiver};
+    use mdi_publisher::itch::mold::{SessionConfig, session_id};
+
+    const DAY_NS: i64 = 86_400 * 1_000_000_000;
+    let midnight = match &itch.date {
+        Some(date) => midnight_of(date)?,
+        None => wall_clock_ns().div_euclid(DAY_NS) * DAY_NS,
+    };
+    let live_config = LiveConfig {
+        group: itch.group,
+        interface: itch.interface,
+        request_server: itch.request_server,
+        session: SessionConfig {
+            session: itch.session.as_deref().map(session_id),
+            request_timeout_ns: i64::try_from(itch.request_timeout_ms)
+                .unwrap_or(i64::MAX / 1_000_000)
+                .saturating_mul(1_000_000),
+            max_retries: itch.max_retries,
+            ..SessionConfig::default()
+        },
+        busy_poll: itch.busy_poll,
+        stop_at_end: itch.stop_at_end,
+    };
+    let serving = live_serving(args, config)?;
+    let stop = live_stop(args)?;
+    let (ticks, klines) = live_rings(config);
+    eprintln!(
+        "mdpub: ITCH from {} ({} backend{}) into {}",
+        itch.group,
+        itch.backend,
+        itch.request_server
+            .map(|s| format!(", re-requests to {s}"))
+            .unwrap_or_default(),
+        serving.shm_dir.display()
+    );
+    let started = Instant::now();
+    let ((counters, feed, books), senders) =
+        write_and_serve(&serving, (&ticks, &klines), &stop, |rings| {
+            // opened on the writing thread: a DPDK port is polled where it was started
+            let mut receiver = if itch.backend == "dpdk" {
+                dpdk_live_receiver(itch)?
+            } else {
+                Receiver::socket(&live_config)?
+            };
+            let mut feed = ItchFeed::new(rings, Some(midnight), wall_clock_ns);
+            let counters = live::run(&live_config, &mut receiver, &mut feed, &stop, wall_clock_ns)?;
+            Ok((counters, feed.counters(), feed.books().counters()))
+        })?;
+    let seconds = started.elapsed().as_secs_f64();
+    let s = counters.session;
+    eprintln!(
+        "mdpub: {} ITCH messages ({} malformed), {} trades, {} book updates, {} quotes, {} records in all; {} datagrams, {} MoldUDP64 packets ({} duplicates, {} other session, {} malformed), {} gaps, {} re-requests, {} messages lost in {seconds:.2} s",
+        feed.messages,
+        feed.malformed,
+        feed.trades,
+        feed.book_updates,
+        feed.quotes,
+        feed.records,
+        counters.datagrams,
+        s.packets,
+        s.duplicates,
+        s.wrong_session,
+        s.malformed,
+        s.gaps,
+        counters.requests_sent,
+        feed.lost,
+    );
+    if books.unknown_orders + books.oversized + books.duplicate_refs > 0 {
+        eprintln!(
+            "mdpub: order books: {} messages about unknown orders, {} executions or cancels larger than their order, {} reused order references (each counted and skipped)",
+            books.unknown_orders, books.oversized, books.duplicate_refs
+        );
+    }
+    report_senders(&senders);
+    Ok(())
+}
+
+#[cfg(feature = "dpdk")]
+fn dpdk_live_receiver(
+    itch: &mdi_publisher::config::ItchSection,
+) -> Result<mdi_publisher::itch::live::Receiver> {
+    use mdi_publisher::itch::dpdk::{DpdkConfig, DpdkPort};
+    let section = itch
+        .dpdk
+        .as_ref()
+        .context("itch.backend is dpdk but there is no [itch.dpdk] section")?;
+    let port = DpdkPort::open(&DpdkConfig {
+        eal_args: section.eal_args.clone(),
+        port: section.port.clone(),
+        ..DpdkConfig::default()
+    })?;
+    eprintln!("mdpub: DPDK port {} ready", port.driver());
+    Ok(mdi_publisher::itch::live::Receiver::dpdk(port)?)
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn dpdk_live_receiver(
+    _: &mdi_publisher::config::ItchSection,
+) -> Result<mdi_publisher::itch::live::Receiver> {
+    bail!(
+        "itch.backend = \"dpdk\" needs an mdpub built with the `dpdk` feature (cargo build --features dpdk; needs libdpdk-dev)"
+    )
 }
 
 /// The demo's channel when none is given: unicast on loopback.

@@ -6,64 +6,23 @@
 //! `CI=true`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use mdi_protocol::records::RecordKind;
-use mdi_protocol::ring::{ReadEvent, RingOptions, RingReader, RingWriter, ShmDir, StartAt};
+use mdi_protocol::ring::{RingOptions, RingWriter, ShmDir};
 use mdi_protocol::udp::Channel;
 use mdi_publisher::udp::{UdpSender, UdpSenderOptions};
 
+mod common;
+use common::{Netns, no_namespaces, run, stream_contents};
+
 const GROUP: &str = "udp://239.255.77.1:40123?iface=127.0.0.1";
 
-type Seen = (u64, u64, u16, Vec<u8>);
+use common::Seen;
 
 fn contents(dir: &Path) -> Vec<Seen> {
     stream_contents(dir, "ticks")
-}
-
-fn run(program: &str, args: &[&str]) -> bool {
-    Command::new(program)
-        .args(args)
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// A network namespace, deleted (with its links and nftables tables) on drop.
-struct Netns(String);
-
-impl Netns {
-    fn create(suffix: &str) -> Option<Self> {
-        let name = format!("mdi-test-{}-{suffix}", std::process::id());
-        if !run("ip", &["netns", "add", &name]) {
-            return None;
-        }
-        let ns = Self(name);
-        assert!(run("ip", &["-n", &ns.0, "link", "set", "lo", "up"]));
-        Some(ns)
-    }
-
-    /// A namespace whose loopback carries multicast.
-    fn loopback_multicast() -> Option<Self> {
-        let ns = Self::create("lo")?;
-        assert!(run(
-            "ip",
-            &["-n", &ns.0, "route", "add", "224.0.0.0/4", "dev", "lo"]
-        ));
-        Some(ns)
-    }
-
-    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.0]).arg(program);
-        command
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
 }
 
 /// Child process role: serve the ring on the group until its writer exits.
@@ -110,14 +69,8 @@ fn child() {
 
 #[test]
 fn multicast_in_a_namespace_three_receivers_each_dropping_5_percent() {
-    let Some(netns) = Netns::loopback_multicast() else {
-        let message = "SKIPPED multicast_in_a_namespace_three_receivers_each_dropping_5_percent: \\
-                       cannot create a network namespace (needs root)";
-        eprintln!("{message}");
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{message} — required in CI"
-        );
+    let Some(netns) = Netns::loopback_multicast("lo") else {
+        no_namespaces("multicast_in_a_namespace_three_receivers_each_dropping_5_percent");
         return;
     };
     let source = tempfile::tempdir().unwrap();
@@ -202,19 +155,9 @@ fn three_hosts_on_a_bridge_with_nftables_dropping_5_percent_at_each_receiver() {
     // A switch namespace with a bridge; a publisher host and two receiver hosts, each
     // joined to the bridge by a veth pair; 10.77.0.0/24 with multicast routed on the veth.
     let Some(switch) = Netns::create("sw") else {
-        let message = "SKIPPED three_hosts_on_a_bridge_with_nftables_dropping_5_percent_at_each_receiver: \
-                       cannot create network namespaces (needs root)";
-        eprintln!("{message}");
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{message} — required in CI"
-        );
+        no_namespaces("three_hosts_on_a_bridge_with_nftables_dropping_5_percent_at_each_receiver");
         return;
     };
-    assert!(
-        run("nft", &["--version"]),
-        "nftables (nft) is needed: apt-get install nftables (.ci/run installs it)"
-    );
     assert!(run(
         "ip",
         &[
@@ -262,24 +205,7 @@ fn three_hosts_on_a_bridge_with_nftables_dropping_5_percent_at_each_receiver() {
     }
     for receiver in &hosts[1..] {
         // 5 % of the UDP datagrams arriving for the group port are dropped on input.
-        let nft = |args: &[&str]| {
-            let mut all = vec!["netns", "exec", receiver.0.as_str(), "nft"];
-            all.extend_from_slice(args);
-            assert!(run("ip", &all), "nft {args:?}");
-        };
-        nft(&["add", "table", "inet", "mdi_loss"]);
-        nft(&[
-            "add",
-            "chain",
-            "inet",
-            "mdi_loss",
-            "input",
-            "{ type filter hook input priority 0; }",
-        ]);
-        nft(&[
-            "add", "rule", "inet", "mdi_loss", "input", "udp", "dport", "40124", "numgen",
-            "random", "mod", "100", "<", "5", "counter", "drop",
-        ]);
+        receiver.drop_on_input(&["udp", "dport", "40124"], 5);
     }
     let source = tempfile::tempdir().unwrap();
     let replicas: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -321,20 +247,7 @@ fn three_hosts_on_a_bridge_with_nftables_dropping_5_percent_at_each_receiver() {
     for (i, log) in logs.iter().enumerate() {
         eprintln!("receiver {i}: {}", log.lines().last().unwrap_or(""));
         // The loss really happened: nftables counted drops, the receiver NAKed.
-        let rules = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &hosts[i + 1].0,
-                "nft",
-                "list",
-                "table",
-                "inet",
-                "mdi_loss",
-            ])
-            .output()
-            .unwrap();
-        let rules = String::from_utf8_lossy(&rules.stdout);
+        let rules = hosts[i + 1].ruleset();
         assert!(
             !rules.contains("packets 0 "),
             "no datagram was dropped: {rules}"
@@ -350,14 +263,8 @@ fn three_hosts_on_a_bridge_with_nftables_dropping_5_percent_at_each_receiver() {
 /// Both streams' replicas must equal the source rings record for record.
 #[test]
 fn mdpub_replay_to_two_mdrecv_dropping_5_percent_in_a_namespace() {
-    let Some(netns) = Netns::loopback_multicast() else {
-        let message = "SKIPPED mdpub_replay_to_two_mdrecv_dropping_5_percent_in_a_namespace: \
-                       cannot create a network namespace (needs root)";
-        eprintln!("{message}");
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{message} — required in CI"
-        );
+    let Some(netns) = Netns::loopback_multicast("lo") else {
+        no_namespaces("mdpub_replay_to_two_mdrecv_dropping_5_percent_in_a_namespace");
         return;
     };
     // mdpub is another package's binary, built next to mdrecv by a workspace build
@@ -443,21 +350,4 @@ fn receiver_output(child: &mut Child) -> (bool, String) {
         .read_to_string(&mut log)
         .unwrap();
     (status.success(), log)
-}
-
-fn stream_contents(dir: &Path, stream: &str) -> Vec<Seen> {
-    let mut reader = RingReader::open(&ShmDir::new(dir), stream, StartAt::Earliest).unwrap();
-    let mut out = Vec::new();
-    while !reader.caught_up() {
-        reader
-            .poll(1024, |e| match e {
-                ReadEvent::Record(r) => out.push((r.position, r.seq, r.kind.0, r.body.to_vec())),
-                ReadEvent::EpochStarted { seq, epoch, .. } => {
-                    out.push((0, seq, 1, epoch.to_le_bytes().to_vec()))
-                }
-                ReadEvent::Lost { from_seq, to_seq } => panic!("loss {from_seq}..{to_seq}"),
-            })
-            .unwrap();
-    }
-    out
 }

@@ -151,6 +151,119 @@ pub fn header_only(session: &SessionId, sequence: u64, count: u16) -> [u8; HEADE
     out
 }
 
+/// A re-request as the request server receives it: a header alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    /// The session.
+    pub session: SessionId,
+    /// First sequence wanted.
+    pub sequence: u64,
+    /// How many.
+    pub count: u16,
+}
+
+impl Request {
+    /// Parses a request (exactly [`HEADER_LEN`] bytes).
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        let header: &[u8; HEADER_LEN] = bytes.try_into().ok()?;
+        let mut session = [0; 10];
+        session.copy_from_slice(&header[..10]);
+        let mut sequence = [0; 8];
+        sequence.copy_from_slice(&header[10..18]);
+        Some(Self {
+            session,
+            sequence: u64::from_be_bytes(sequence),
+            count: u16::from_be_bytes([header[18], header[19]]),
+        })
+    }
+}
+
+/// The venue's side of re-requests (sans-IO): keeps the session's messages and answers a
+/// request (a header-only packet: session, first sequence, count) with packets that carry
+/// them, each at most `max_packet` bytes. What is unknown is not answered; a request for
+/// another session, or one that does not parse, gets nothing.
+#[derive(Debug)]
+pub struct RequestServer {
+    session: SessionId,
+    /// Message `n` (sequence n + 1).
+    messages: Vec<Vec<u8>>,
+    max_packet: usize,
+    /// Requests answered, and ignored.
+    answered: u64,
+    ignored: u64,
+}
+
+impl RequestServer {
+    /// A server for `session` whose messages start at sequence 1.
+    pub fn new(session: SessionId, max_packet: usize) -> Self {
+        Self {
+            session,
+            messages: Vec::new(),
+            max_packet: max_packet.max(HEADER_LEN + 2 + 64),
+            answered: 0,
+            ignored: 0,
+        }
+    }
+
+    /// Keeps the next message (its sequence: the count kept so far, plus one).
+    pub fn push(&mut self, message: &[u8]) {
+        self.messages.push(message.to_vec());
+    }
+
+    /// Messages kept: the highest sequence a request can get.
+    pub fn len(&self) -> u64 {
+        self.messages.len() as u64
+    }
+
+    /// True before the first message.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// (answered, ignored) requests.
+    pub fn counters(&self) -> (u64, u64) {
+        (self.answered, self.ignored)
+    }
+
+    /// Answers `request`: calls `send` with each packet.
+    pub fn answer(&mut self, request: &[u8], mut send: impl FnMut(&[u8])) {
+        let Some(asked) = Request::parse(request) else {
+            self.ignored += 1;
+            return;
+        };
+        let first = usize::try_from(asked.sequence).unwrap_or(usize::MAX);
+        if asked.session != self.session
+            || asked.count == END_OF_SESSION
+            || first == 0
+            || first > self.messages.len()
+        {
+            self.ignored += 1;
+            return;
+        }
+        self.answered += 1;
+        let end = (first - 1)
+            .saturating_add(usize::from(asked.count))
+            .min(self.messages.len());
+        let mut packet = Vec::with_capacity(self.max_packet);
+        let mut at = first - 1;
+        while at < end {
+            let mut size = HEADER_LEN;
+            let mut stop = at;
+            while stop < end
+                && (stop == at || size + 2 + self.messages[stop].len() <= self.max_packet)
+            {
+                size += 2 + self.messages[stop].len();
+                stop += 1;
+            }
+            let refs: Vec<&[u8]> = self.messages[at..stop].iter().map(Vec::as_slice).collect();
+            packet.clear();
+            write_packet(&mut packet, &self.session, at as u64 + 1, &refs);
+            send(&packet);
+            at = stop;
+        }
+    }
+}
+
 /// How a session receives.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -656,6 +769,42 @@ mod tests {
         assert_eq!(session.counters().lost, 5);
     }
 
+    #[test]
+    fn the_request_server_answers_what_it_has_in_bounded_packets() {
+        let mut server = RequestServer::new(session_id(S), 100);
+        for i in 0..50u8 {
+            server.push(&[i; 20]);
+        }
+        let mut got = Vec::new();
+        server.answer(&header_only(&session_id(S), 45, 10), |p| {
+            assert!(p.len() <= 100);
+            let parsed = Packet::parse(p).unwrap();
+            got.extend(
+                parsed
+                    .messages()
+                    .zip(parsed.sequence..)
+                    .map(|(m, seq)| (seq, m[0])),
+            );
+        });
+        // 45..=50 exist (6 of the 10 asked for); message n is [n - 1; 20]
+        assert_eq!(
+            got,
+            (45..=50).map(|s| (s, (s - 1) as u8)).collect::<Vec<_>>()
+        );
+        let mut sent = 0;
+        for request in [
+            header_only(&session_id("OTHER"), 1, 5),
+            header_only(&session_id(S), 0, 5),
+            header_only(&session_id(S), 51, 5),
+            header_only(&session_id(S), 1, END_OF_SESSION),
+        ] {
+            server.answer(&request, |_| sent += 1);
+        }
+        server.answer(b"junk", |_| sent += 1);
+        assert_eq!(sent, 0);
+        assert_eq!(server.counters(), (1, 5));
+    }
+
     proptest! {
         /// Any order, any duplication, any loss of the packets of a stream; with the lost
         /// ones answered by re-requests, the messages come out once each, in order.
@@ -687,14 +836,20 @@ mod tests {
                 if !drop[0] { session.on_packet(100, p, &mut seen.take()); }
             }
             // the request server answers every request until nothing is missing
-            let all: Vec<Vec<u8>> = (1..=total).map(|s| s.to_be_bytes().to_vec()).collect();
+            let mut server = RequestServer::new(session_id(S), 0);
+            for s in 1..=total {
+                server.push(&s.to_be_bytes());
+            }
             session.on_packet(200, &header_only(&session_id(S), total + 1, 0), &mut seen.take());
             for round in 0..1_000 {
                 let Some(&(from, count)) = seen.requests.last() else { break };
                 seen.requests.clear();
-                let wanted: Vec<&[u8]> = all[(from - 1) as usize..(from - 1 + u64::from(count)).min(total) as usize]
-                    .iter().map(Vec::as_slice).collect();
-                session.on_packet(300 + round, &packet(from, &wanted), &mut seen.take());
+                let mut answers = Vec::new();
+                server.answer(&header_only(&session_id(S), from, count), |p| answers.push(p.to_vec()));
+                prop_assert!(!answers.is_empty());
+                for answer in answers {
+                    session.on_packet(300 + round, &answer, &mut seen.take());
+                }
             }
             let delivered: Vec<u64> = seen.messages.iter().map(|(s, _)| *s).collect();
             prop_assert_eq!(delivered, (1..=total).collect::<Vec<_>>());

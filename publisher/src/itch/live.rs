@@ -1,0 +1,259 @@
+//! Receiving a live ITCH feed: the MoldUDP64 multicast through a socket (socket2: the
+//! group joined on a chosen interface) or through DPDK, gaps re-requested from the
+//! venue's request server (unicast), everything into an [`ItchFeed`].
+//!
+//! One socket does both jobs on the socket path: it is bound to the group's port, joined
+//! to the group, and sends the re-requests, so the request server's answers (sent back to
+//! where the request came from) arrive on it too. On the DPDK path the frames come from
+//! the port and the re-requests go out (and their answers come back) through a kernel
+//! socket.
+
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use mdi_protocol::ring::WriteError;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::feed::ItchFeed;
+use super::mold::{Output, Session, SessionConfig, SessionCounters, header_only};
+#[cfg(feature = "dpdk")]
+use super::pcap::udp_datagram;
+
+/// Where and how to receive.
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    /// The feed's multicast group and port.
+    pub group: SocketAddrV4,
+    /// The local interface address to join the group on (`0.0.0.0`: the kernel's choice).
+    pub interface: Ipv4Addr,
+    /// The venue's re-request server; `None`: gaps are waited out, then reported lost.
+    pub request_server: Option<SocketAddr>,
+    /// The MoldUDP64 session's settings (timeouts, retries, …).
+    pub session: SessionConfig,
+    /// Spin on the receive instead of sleeping in it (lowest latency, a whole core).
+    pub busy_poll: bool,
+    /// Stop after the session's end-of-session packet (else only when told to stop).
+    pub stop_at_end: bool,
+}
+
+impl LiveConfig {
+    /// Receives `group` on any interface, no request server, stopping at the session end.
+    pub fn new(group: SocketAddrV4) -> Self {
+        Self {
+            group,
+            interface: Ipv4Addr::UNSPECIFIED,
+            request_server: None,
+            session: SessionConfig::default(),
+            busy_poll: false,
+            stop_at_end: true,
+        }
+    }
+}
+
+/// Why live receive stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    /// Opening or using a socket.
+    #[error("{what}: {source}")]
+    Socket {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// Writing the rings.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// DPDK.
+    #[cfg(feature = "dpdk")]
+    #[error(transparent)]
+    Dpdk(#[from] super::dpdk::DpdkError),
+}
+
+fn socket_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LiveError {
+    let what = what.into();
+    move |source| LiveError::Socket { what, source }
+}
+
+/// What a live run saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LiveCounters {
+    /// Datagrams received (feed and answers).
+    pub datagrams: u64,
+    /// Frames that were not UDP to the group (DPDK: parsed and skipped).
+    pub other_frames: u64,
+    /// Re-requests sent, and the ones that could not be sent.
+    pub requests_sent: u64,
+    /// Re-requests the socket refused.
+    pub request_errors: u64,
+    /// The MoldUDP64 session.
+    pub session: SessionCounters,
+}
+
+/// The receive side.
+#[derive(Debug)]
+pub enum Receiver {
+    /// A UDP socket joined to the group (also sends re-requests).
+    Socket(UdpSocket),
+    /// A DPDK port (frames filtered on the group in user space) and a socket for
+    /// re-requests.
+    #[cfg(feature = "dpdk")]
+    Dpdk(Box<super::dpdk::DpdkPort>, UdpSocket),
+}
+
+/// A UDP socket bound to the group's port and joined to the group on `interface`.
+pub fn multicast_socket(group: SocketAddrV4, interface: Ipv4Addr) -> Result<UdpSocket, LiveError> {
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+        .map_err(socket_error("creating a UDP socket"))?;
+    socket
+        .set_reuse_address(true)
+        .map_err(socket_error("SO_REUSEADDR"))?;
+    // a large receive buffer rides out bursts (the kernel caps it at rmem_max)
+    let _ = socket.set_recv_buffer_size(8 << 20);
+    // bound to the group's port on every address: the group's datagrams and the request
+    // server's unicast answers both arrive here
+    let bind = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, group.port());
+    socket
+        .bind(&bind.into())
+        .map_err(socket_error(format!("binding {bind}")))?;
+    socket
+        .join_multicast_v4(group.ip(), &interface)
+        .map_err(socket_error(format!(
+            "joining {} on {interface}",
+            group.ip()
+        )))?;
+    Ok(socket.into())
+}
+
+impl Receiver {
+    /// A socket receiver for `config`.
+    pub fn socket(config: &LiveConfig) -> Result<Self, LiveError> {
+        Ok(Self::Socket(multicast_socket(
+            config.group,
+            config.interface,
+        )?))
+    }
+
+    /// A DPDK receiver: `port` gives the frames; re-requests go through a kernel socket.
+    #[cfg(feature = "dpdk")]
+    pub fn dpdk(port: super::dpdk::DpdkPort) -> Result<Self, LiveError> {
+        let requests = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+            .map_err(socket_error("binding the re-request socket"))?;
+        requests
+            .set_nonblocking(true)
+            .map_err(socket_error("O_NONBLOCK"))?;
+        Ok(Self::Dpdk(Box::new(port), requests))
+    }
+
+    fn request_socket(&self) -> &UdpSocket {
+        match self {
+            Self::Socket(socket) => socket,
+            #[cfg(feature = "dpdk")]
+            Self::Dpdk(_, socket) => socket,
+        }
+    }
+}
+
+/// Receives into `feed` until `stop` is set (or the session ends, if so configured);
+/// `clock` gives receive times.
+pub fn run(
+    config: &LiveConfig,
+    receiver: &mut Receiver,
+    feed: &mut ItchFeed,
+    stop: &AtomicBool,
+    clock: fn() -> i64,
+) -> Result<LiveCounters, LiveError> {
+    let mut session = Session::new(config.session.clone());
+    let mut counters = LiveCounters::default();
+    let mut failed: Option<WriteError> = None;
+    let mut buffer = vec![0u8; 65_536];
+    match receiver {
+        Receiver::Socket(socket) => {
+            if config.busy_poll {
+                socket.set_nonblocking(true)
+            } else {
+                // wakes at least every millisecond for timers and `stop`
+                socket.set_read_timeout(Some(Duration::from_millis(1)))
+            }
+            .map_err(socket_error("setting the receive mode"))?;
+        }
+        #[cfg(feature = "dpdk")]
+        Receiver::Dpdk(..) => {}
+    }
+    // re-requests go out through a handle of their own (the same socket on the socket
+    // path)
+    let requests = receiver
+        .request_socket()
+        .try_clone()
+        .map_err(socket_error("cloning the re-request socket"))?;
+    while !stop.load(Ordering::Relaxed) {
+        if config.stop_at_end && session.ended() {
+            break;
+        }
+        let now = clock();
+        // one packet's outputs: deliver, re-request
+        let requests = &requests;
+        let mut take = |output: Output<'_>| {
+            if let Output::Request {
+                session,
+                seq,
+                count,
+            } = output
+                && let Some(server) = config.request_server
+            {
+                match requests.send_to(&header_only(&session, seq, count), server) {
+                    Ok(_) => counters.requests_sent += 1,
+                    Err(e) => {
+                        counters.request_errors += 1;
+                        tracing::warn!(%server, "MoldUDP64 re-request not sent: {e}");
+                    }
+                }
+            }
+            if failed.is_none()
+                && let Err(e) = feed.on_output(now, output)
+            {
+                failed = Some(e);
+            }
+        };
+        session.on_timer(now, &mut take);
+        match receiver {
+            Receiver::Socket(socket) => match socket.recv(&mut buffer) {
+                Ok(n) => {
+                    counters.datagrams += 1;
+                    session.on_packet(now, &buffer[..n], &mut take);
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) => return Err(socket_error("receiving")(e)),
+            },
+            #[cfg(feature = "dpdk")]
+            Receiver::Dpdk(port, _) => {
+                let group = config.group;
+                port.poll(now, |frame| {
+                    match udp_datagram(frame.data).filter(|d| d.destination == group) {
+                        Some(datagram) => {
+                            counters.datagrams += 1;
+                            session.on_packet(now, datagram.payload, &mut take);
+                        }
+                        None => counters.other_frames += 1,
+                    }
+                });
+                match requests.recv(&mut buffer) {
+                    Ok(n) => {
+                        counters.datagrams += 1;
+                        session.on_packet(now, &buffer[..n], &mut take);
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(socket_error("receiving re-request answers")(e)),
+                }
+            }
+        }
+        if let Some(e) = failed.take() {
+            return Err(e.into());
+        }
+        feed.end_packet(now)?;
+    }
+    counters.session = session.counters();
+    Ok(counters)
+}
