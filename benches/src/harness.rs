@@ -161,8 +161,21 @@ pub struct Role {
 
 impl Role {
     pub fn spawn(args: &[String]) -> Result<Self> {
+        Self::spawn_in(None, args)
+    }
+
+    /// A role in network namespace `netns` (`ip netns exec`), or here.
+    pub fn spawn_in(netns: Option<&str>, args: &[String]) -> Result<Self> {
         let exe = std::env::current_exe().context("locating mdbench")?;
-        let mut child = Command::new(exe)
+        let mut command = match netns {
+            Some(ns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", ns]).arg(exe);
+                command
+            }
+            None => Command::new(exe),
+        };
+        let mut child = command
             .arg("child")
             .args(args)
             .stdin(Stdio::piped())

@@ -7,6 +7,7 @@ mod harness;
 mod ingest;
 mod iox;
 mod itch;
+mod itch_rx;
 mod ring;
 mod sdk;
 mod udp;
@@ -94,6 +95,14 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Receiving an ITCH multicast through a socket and through DPDK (`--features
+    /// dpdk`) on the same traffic, between two network namespaces (needs root):
+    /// packets/s flat out, latency paced.
+    ItchRx {
+        /// Fewer packets.
+        #[arg(long)]
+        quick: bool,
+    },
     /// What the subscriber SDK adds to the raw ring reader: publish → read latency of
     /// the same records, side by side.
     Sdk {
@@ -140,6 +149,7 @@ fn main() -> Result<()> {
         Command::Kline { quick } => ingest::run_kline(quick),
         Command::Sdk { quick } => sdk::run(quick),
         Command::Itch { quick } => itch::run(quick),
+        Command::ItchRx { quick } => itch_rx::run(quick),
         Command::Child { args } => ring::child(&args),
     }
 }

@@ -260,6 +260,8 @@ pub fn child(args: &[String]) -> Result<()> {
             .with_context(|| format!("missing child argument {i}"))
     };
     match arg(0)? {
+        "itch-rx-send" => crate::itch_rx::send(arg(1)?.parse()?, arg(2)?.parse()?),
+        "itch-rx-receive" => crate::itch_rx::receive(arg(1)?, arg(2)?.parse()?),
         "mdi-writer" => {
             let size: usize = arg(2)?.parse()?;
             writer_loop(

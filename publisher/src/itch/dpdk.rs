@@ -114,21 +114,25 @@ pub fn replay_eal_args(pcap: &Path) -> Vec<String> {
 }
 
 /// The EAL arguments every mdi DPDK process starts from: lcore 0, no huge pages, no PCI
-/// scan, no shared-config files, no telemetry socket, warnings only. Add a `--vdev` or `-a PCI`.
+/// scan, no shared-config files, no telemetry socket, 256 MB, warnings only. Add a
+/// `--vdev` or `-a PCI`.
 pub fn base_eal_args() -> Vec<String> {
-    [
-        "-l",
-        "0",
-        "--no-huge",
-        "--no-pci",
-        "--no-shconf",
-        "--no-telemetry",
-        "-m",
-        "256",
-        "--log-level=*:warning",
+    eal_args(0, 256)
+}
+
+/// [`base_eal_args`] on `lcore` with `memory_mb` of (non-huge) memory.
+pub fn eal_args(lcore: usize, memory_mb: u32) -> Vec<String> {
+    vec![
+        "-l".into(),
+        lcore.to_string(),
+        "--no-huge".into(),
+        "--no-pci".into(),
+        "--no-shconf".into(),
+        "--no-telemetry".into(),
+        "-m".into(),
+        memory_mb.to_string(),
+        "--log-level=*:warning".into(),
     ]
-    .map(String::from)
-    .to_vec()
 }
 
 /// The arguments the EAL was started with in this process, if it was.
