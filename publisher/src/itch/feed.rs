@@ -72,6 +72,8 @@ pub struct ItchFeed {
     touched: Vec<(u16, Side, u32, u64)>,
     /// Executions of the message being handled (kept to reuse its allocation).
     executions: Vec<BookEvent>,
+    /// The BookUpdate being written (reused).
+    update: BookUpdate,
     /// Last published best bid/offer per locate.
     quoted: Vec<Option<Bbo>>,
     /// The packet's last venue sequence and exchange time.
@@ -91,6 +93,7 @@ impl ItchFeed {
             counters: FeedCounters::default(),
             touched: Vec::new(),
             executions: Vec::new(),
+            update: BookUpdate::default(),
             quoted: Vec::new(),
             packet_seq: 0,
             packet_ts: 0,
@@ -358,7 +361,9 @@ impl ItchFeed {
                 price: i64::from(t.2),
                 qty: i64::try_from(t.3).unwrap_or(i64::MAX),
             };
-            let update = BookUpdate {
+            // one BookUpdate reused: its level lists keep their allocations
+            let update = &mut self.update;
+            *update = BookUpdate {
                 instrument_id: u32::from(locate),
                 price_exponent: PRICE_EXPONENT,
                 qty_exponent: 0,
@@ -369,18 +374,19 @@ impl ItchFeed {
                 ts_publish_ns: (self.clock)(),
                 first_update_id: self.packet_seq,
                 last_update_id: self.packet_seq,
-                bids: touched[at..end]
-                    .iter()
-                    .filter(|t| t.1 == Side::Buy)
-                    .map(level)
-                    .collect(),
-                asks: touched[at..end]
-                    .iter()
-                    .filter(|t| t.1 != Side::Buy)
-                    .map(level)
-                    .collect(),
+                bids: std::mem::take(&mut update.bids),
+                asks: std::mem::take(&mut update.asks),
             };
-            self.rings.ticks.append_record(&update)?;
+            update.bids.clear();
+            update.asks.clear();
+            for t in &touched[at..end] {
+                if t.1 == Side::Buy {
+                    update.bids.push(level(t));
+                } else {
+                    update.asks.push(level(t));
+                }
+            }
+            self.rings.ticks.append_record(&*update)?;
             self.counters.book_updates += 1;
             self.counters.records += 1;
             self.quote_if_moved(receive_ns, locate)?;
