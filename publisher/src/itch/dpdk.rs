@@ -431,6 +431,8 @@ impl DpdkPort {
     }
 }
 
+/// Frames one at a time (replays). Without [`DpdkPort::end_when_idle`] it waits for the
+/// next frame however long that takes: live receive uses [`DpdkPort::poll`] instead.
 impl FrameSource for DpdkPort {
     fn next_frame(&mut self) -> Result<Option<Frame<'_>>, FrameError> {
         loop {
