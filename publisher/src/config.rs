@@ -333,7 +333,7 @@ impl Config {
                     return Err(invalid("itch.session: at most 10 characters".into()));
                 }
                 if let Some(date) = &itch.date
-                    && (date.len() != 10 || mdi_subscriber::time::parse_utc(date).is_none())
+                    && crate::itch::feed::session_midnight(date).is_none()
                 {
                     return Err(invalid(format!("itch.date: {date:?} is not YYYY-MM-DD")));
                 }

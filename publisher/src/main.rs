@@ -161,6 +161,17 @@ struct Replay {
     serving: Serving,
 }
 
+impl Replay {
+    /// The rings a replay writes: `--capacity`, fresh unless `--append`, filled as used.
+    fn ring_options(&self) -> RingOptions {
+        RingOptions::default()
+            .capacity(self.capacity)
+            .fresh(!self.append)
+            .prefault(false)
+            .now_ns(wall_clock_ns())
+    }
+}
+
 /// A venue feed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Feed {
@@ -497,11 +508,7 @@ fn run_replay(args: &Replay) -> Result<()> {
     let kind = input_kind(args, file_name)?;
     let input =
         open_input(&args.input).with_context(|| format!("opening {}", args.input.display()))?;
-    let options = RingOptions::default()
-        .capacity(args.capacity)
-        .fresh(!args.append)
-        .prefault(false)
-        .now_ns(wall_clock_ns());
+    let options = args.ring_options();
     let stop = interrupt_flag()?;
     let mut pacer = Pacer::new(args.speed);
     let mut config = NormalizerConfig {
@@ -592,8 +599,7 @@ fn run_replay(args: &Replay) -> Result<()> {
 
 /// UTC midnight of `YYYY-MM-DD`, ns since the Unix epoch.
 fn midnight_of(date: &str) -> Result<i64> {
-    mdi_subscriber::time::parse_utc(date)
-        .filter(|_| date.len() == 10)
+    mdi_publisher::itch::feed::session_midnight(date)
         .with_context(|| format!("{date:?} is not a date: use YYYY-MM-DD"))
 }
 
@@ -640,7 +646,7 @@ fn dpdk_replay_source(
 }
 
 fn run_itch_replay(args: &Replay) -> Result<()> {
-    use mdi_publisher::itch::feed::ItchFeed;
+    use mdi_publisher::itch::feed::{ItchFeed, utc_midnight};
     use mdi_publisher::itch::pcap::PcapReader;
     use mdi_publisher::itch::replay::{replay_file, replay_frames};
 
@@ -664,14 +670,9 @@ fn run_itch_replay(args: &Replay) -> Result<()> {
         )),
         Backend::Pcap => Source::File(input),
     };
-    const DAY_NS: i64 = 86_400 * 1_000_000_000;
     // pcaps: the first frame's date unless given
     let midnight = args.date.as_deref().map(midnight_of).transpose()?;
-    let options = RingOptions::default()
-        .capacity(args.capacity)
-        .fresh(!args.append)
-        .prefault(false)
-        .now_ns(wall_clock_ns());
+    let options = args.ring_options();
     let stop = interrupt_flag()?;
     let mut pacer = Pacer::new(args.speed);
     eprintln!(
@@ -694,7 +695,7 @@ fn run_itch_replay(args: &Replay) -> Result<()> {
                 Ok((counts, feed.counters(), feed.books().counters()))
             }
             Source::File(input) => {
-                let today = wall_clock_ns().div_euclid(DAY_NS) * DAY_NS;
+                let today = utc_midnight(wall_clock_ns());
                 let mut feed = ItchFeed::new(rings, Some(midnight.unwrap_or(today)), wall_clock_ns);
                 let counts = replay_file(input, &mut feed, || {
                     (!stop.load(Ordering::Relaxed)).then(wall_clock_ns)
@@ -868,14 +869,13 @@ fn run_itch_live(
     config: &mdi_publisher::config::Config,
     itch: &mdi_publisher::config::ItchSection,
 ) -> Result<()> {
-    use mdi_publisher::itch::feed::ItchFeed;
+    use mdi_publisher::itch::feed::{ItchFeed, utc_midnight};
     use mdi_publisher::itch::live::{self, LiveConfig, Receiver};
     use mdi_publisher::itch::mold::{SessionConfig, session_id};
 
-    const DAY_NS: i64 = 86_400 * 1_000_000_000;
     let midnight = match &itch.date {
         Some(date) => midnight_of(date)?,
-        None => wall_clock_ns().div_euclid(DAY_NS) * DAY_NS,
+        None => utc_midnight(wall_clock_ns()),
     };
     let live_config = LiveConfig {
         group: itch.group,

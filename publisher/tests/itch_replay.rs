@@ -78,23 +78,33 @@ struct Ticks {
     quotes: u64,
 }
 
-fn ticks(shm: &Path) -> Ticks {
-    let mut out = Ticks::default();
-    for (_, _, kind, body) in contents(&ShmDir::new(shm), "ticks") {
+/// Calls `f` with the sequence number and view of every record in the `ticks` ring.
+fn each_record(shm: &Path, mut f: impl FnMut(u64, RecordView<'_>)) {
+    for (_, seq, kind, body) in contents(&ShmDir::new(shm), "ticks") {
+        if kind == 1 {
+            continue; // the epoch marker
+        }
+        // an aligned copy: the views read words in place
         let mut words = vec![0u64; body.len() / 8];
         zerocopy::IntoBytes::as_mut_bytes(&mut words[..]).copy_from_slice(&body);
         let body = zerocopy::IntoBytes::as_bytes(&words[..]);
         let kind = mdi_protocol::records::RecordKind(kind);
-        RecordView::open(kind, body, |view| match view {
-            RecordView::Instrument(d) => out.definitions.push(d.to_record().unwrap()),
-            RecordView::Trade(t) => out.trades.push(t.to_record().unwrap()),
-            RecordView::Book(b) => out.books.push(b.to_record().unwrap()),
-            RecordView::Status(s) => out.statuses.push(s.to_record().unwrap()),
-            RecordView::Quote(_) => out.quotes += 1,
-            RecordView::Kline(_) => {}
-        })
-        .unwrap();
+        RecordView::open(kind, body, |view| f(seq, view))
+            .unwrap()
+            .expect("a known record kind");
     }
+}
+
+fn ticks(shm: &Path) -> Ticks {
+    let mut out = Ticks::default();
+    each_record(shm, |_, view| match view {
+        RecordView::Instrument(d) => out.definitions.push(d.to_record().unwrap()),
+        RecordView::Trade(t) => out.trades.push(t.to_record().unwrap()),
+        RecordView::Book(b) => out.books.push(b.to_record().unwrap()),
+        RecordView::Status(s) => out.statuses.push(s.to_record().unwrap()),
+        RecordView::Quote(_) => out.quotes += 1,
+        RecordView::Kline(_) => {}
+    });
     out
 }
 
@@ -283,6 +293,34 @@ fn bad_itch_input_is_refused_with_the_reason() {
         "{}",
         text(&output.stderr)
     );
+    // DPDK's net_pcap reads plain pcaps only (with or without the dpdk feature)
+    let output = replay_itch(
+        &cut,
+        &dir.path().join("shm3"),
+        &["--backend", "dpdk", "--date", "2024-01-02"],
+    );
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("uncompressed .pcap"),
+        "{}",
+        text(&output.stderr)
+    );
+    // `mdpub record` captures Binance; an ITCH config is refused with what to do instead
+    let config = dir.path().join("itch.toml");
+    std::fs::write(&config, "[itch]\ngroup = \"233.54.12.1:26400\"\n").unwrap();
+    let output = mdpub(&[
+        "record",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        dir.path().join("day.zst").to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("capture an ITCH multicast with tcpdump"),
+        "{}",
+        text(&output.stderr)
+    );
 }
 
 /// Every record of the `ticks` ring as text, without the times mdpub stamps itself
@@ -290,24 +328,15 @@ fn bad_itch_input_is_refused_with_the_reason() {
 #[cfg(feature = "dpdk")]
 fn ticks_without_local_times(shm: &Path) -> Vec<String> {
     let mut out = Vec::new();
-    for (_, seq, kind, body) in contents(&ShmDir::new(shm), "ticks") {
-        if kind == 1 {
-            continue; // the epoch marker
-        }
-        let mut words = vec![0u64; body.len() / 8];
-        zerocopy::IntoBytes::as_mut_bytes(&mut words[..]).copy_from_slice(&body);
-        let body = zerocopy::IntoBytes::as_bytes(&words[..]);
-        let kind = mdi_protocol::records::RecordKind(kind);
-        let text = RecordView::open(kind, body, |view| match view {
+    each_record(shm, |seq, view| {
+        let text = match view {
             RecordView::Instrument(d) => format!("{:?}", d.to_record().unwrap()),
             RecordView::Trade(t) => format!("{:?}", t.to_record().unwrap()),
             RecordView::Book(b) => format!("{:?}", b.to_record().unwrap()),
             RecordView::Status(s) => format!("{:?}", s.to_record().unwrap()),
             RecordView::Quote(q) => format!("{:?}", q.to_record().unwrap()),
             RecordView::Kline(k) => format!("{:?}", k.to_record().unwrap()),
-        })
-        .unwrap()
-        .expect("a known record kind");
+        };
         let mut kept = format!("{seq} ");
         let mut rest = text.as_str();
         while let Some(at) = rest
@@ -323,7 +352,7 @@ fn ticks_without_local_times(shm: &Path) -> Vec<String> {
         }
         kept.push_str(rest);
         out.push(kept);
-    }
+    });
     out
 }
 

@@ -200,6 +200,8 @@ pub struct DpdkPort {
     /// Replays: the input has ended after this long without a frame.
     idle_end: Option<Duration>,
     idle_since: Option<Instant>,
+    /// When the current burst was received (frames handed out one at a time).
+    burst_ns: i64,
     counters: DpdkCounters,
 }
 
@@ -313,6 +315,7 @@ impl DpdkPort {
             driver,
             idle_end: None,
             idle_since: None,
+            burst_ns: 0,
             counters: DpdkCounters::default(),
         })
     }
@@ -437,9 +440,11 @@ impl FrameSource for DpdkPort {
     fn next_frame(&mut self) -> Result<Option<Frame<'_>>, FrameError> {
         loop {
             if let Some(mbuf) = self.advance() {
-                return Ok(Some(self.frame(mbuf, crate::normalize::wall_clock_ns())));
+                return Ok(Some(self.frame(mbuf, self.burst_ns)));
             }
             if self.receive() > 0 {
+                // frames without a driver stamp get their burst's receive time
+                self.burst_ns = crate::normalize::wall_clock_ns();
                 self.idle_since = None;
                 continue;
             }

@@ -30,6 +30,17 @@ use crate::normalize::Rings;
 /// The venue name on every record.
 pub const VENUE: &str = "nasdaq";
 
+/// The UTC midnight at or before `ns` (ns since the Unix epoch).
+pub fn utc_midnight(ns: i64) -> i64 {
+    const DAY_NS: i64 = 86_400 * 1_000_000_000;
+    ns.div_euclid(DAY_NS) * DAY_NS
+}
+
+/// The UTC midnight of a session date `YYYY-MM-DD`; `None` if it is not one.
+pub fn session_midnight(date: &str) -> Option<i64> {
+    mdi_subscriber::time::parse_utc(date).filter(|&ns| date.len() == 10 && ns == utc_midnight(ns))
+}
+
 /// What the feed saw and wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FeedCounters {
@@ -102,9 +113,7 @@ impl ItchFeed {
 
     /// Takes the session date from a capture time, unless it is known already.
     pub fn date_from(&mut self, capture_ns: i64) {
-        const DAY_NS: i64 = 86_400 * 1_000_000_000;
-        self.midnight_ns
-            .get_or_insert(capture_ns.div_euclid(DAY_NS) * DAY_NS);
+        self.midnight_ns.get_or_insert(utc_midnight(capture_ns));
     }
 
     /// What was seen and written.
