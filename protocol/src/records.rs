@@ -31,6 +31,8 @@ pub mod records_capnp {
 
 use records_capnp as rc;
 
+mod flat;
+
 /// The Cap'n Proto file id of `records.capnp`, stored as the ring header's schema id.
 pub const SCHEMA_ID: u64 = 0x8bee_8940_8990_cda8;
 
@@ -132,6 +134,12 @@ pub trait Record: Sized {
     fn build(&self, root: capnp::any_pointer::Builder<'_>) -> Result<(), RecordError>;
     /// Reads the value back from a message root.
     fn read(root: capnp::any_pointer::Reader<'_>) -> Result<Self, RecordError>;
+    /// Writes the whole body (segment table + segment) into `out`, replacing what it held,
+    /// without the builder — for the hot tick kinds, whose hand layouts are tested byte for
+    /// byte against [`Self::build`]. `false`: this kind has none, use the builder.
+    fn encode_flat(&self, _out: &mut Vec<u64>) -> bool {
+        false
+    }
 }
 
 /// Decodes a record body of kind `T::KIND`.
@@ -171,6 +179,14 @@ impl RecordEncoder {
 
     /// Encodes `record`; the returned body (segment table + segment) is valid until the next call.
     pub fn encode<T: Record>(&mut self, record: &T) -> Result<&[u8], RecordError> {
+        Ok(self.encode_words(record)?.as_bytes())
+    }
+
+    /// [`Self::encode`], as the body's little-endian words.
+    pub fn encode_words<T: Record>(&mut self, record: &T) -> Result<&[u64], RecordError> {
+        if record.encode_flat(&mut self.out) {
+            return Ok(&self.out);
+        }
         loop {
             if self.scratch.len() < INITIAL_SCRATCH_WORDS {
                 self.scratch.resize(INITIAL_SCRATCH_WORDS, 0);
@@ -185,7 +201,7 @@ impl RecordEncoder {
                     self.out.clear();
                     // Segment table: (segment count - 1) = 0, then the segment's length in words.
                     let len_words = u32::try_from(segment.len() / 8).unwrap_or(u32::MAX);
-                    self.out.push(u64::from(len_words) << 32);
+                    self.out.push((u64::from(len_words) << 32).to_le());
                     let start = self.out.len();
                     self.out.resize(start + segment.len() / 8, 0);
                     self.out.as_mut_bytes()[start * 8..].copy_from_slice(segment);
@@ -195,7 +211,7 @@ impl RecordEncoder {
                 }
             };
             match words {
-                None => return Ok(self.out.as_bytes()),
+                None => return Ok(&self.out),
                 // Too big for one scratch segment: grow and encode again (rare: big book snapshots).
                 Some(words) => self.scratch.resize(words + 16, 0),
             }
@@ -243,6 +259,7 @@ macro_rules! scalar_record {
         { $( $(#[$fdoc:meta])* $field:ident : $ty:ty => $get:ident / $set:ident ),* $(,)? }
         $( extra { $( $(#[$xdoc:meta])* $xfield:ident : $xty:ty ),* $(,)? } )?
         $( build_extra($bself:ident, $bb:ident) $bextra:block read_extra($rr:ident) $rextra:block )?
+        $( flat($flat:path) )?
     ) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -264,6 +281,13 @@ macro_rules! scalar_record {
             fn read(root: capnp::any_pointer::Reader<'_>) -> Result<Self, RecordError> {
                 Self::from_reader(root.get_as::<rc::$module::Reader<'_>>()?)
             }
+
+            $(
+                #[inline]
+                fn encode_flat(&self, out: &mut Vec<u64>) -> bool {
+                    $flat(self, out)
+                }
+            )?
         }
 
         impl $name {
@@ -319,6 +343,7 @@ scalar_record!(
     }
     build_extra(this, b) { b.set_aggressor(this.aggressor.into()); }
     read_extra(rv) { rv.1.aggressor = rv.0.get_aggressor()?.into(); }
+    flat(flat::trade)
 );
 
 scalar_record!(
@@ -348,6 +373,7 @@ scalar_record!(
         /// Best ask quantity mantissa.
         ask_qty: i64 => get_ask_qty / set_ask_qty,
     }
+    flat(flat::quote)
 );
 
 /// One price level of a book update; `qty == 0` removes the level.
@@ -422,6 +448,7 @@ scalar_record!(
         rv.1.bids = read_levels(rv.0.get_bids()?);
         rv.1.asks = read_levels(rv.0.get_asks()?);
     }
+    flat(flat::book_update)
 );
 
 scalar_record!(

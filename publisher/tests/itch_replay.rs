@@ -160,10 +160,10 @@ fn a_simulated_pcap_replays_into_trades_and_books_that_agree_with_the_feed() {
     let mut expected = BTreeMap::new();
     for locate in 1..=6u16 {
         let book = model.book(locate).unwrap();
-        for (&p, &q) in &book.bids {
+        for (p, q) in book.bids.iter() {
             expected.insert((u32::from(locate), true, i64::from(p)), q as i64);
         }
-        for (&p, &q) in &book.asks {
+        for (p, q) in book.asks.iter() {
             expected.insert((u32::from(locate), false, i64::from(p)), q as i64);
         }
     }

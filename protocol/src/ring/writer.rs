@@ -314,8 +314,10 @@ impl RingWriter {
 
     /// Encodes `record` as a single-segment Cap'n Proto message and appends it.
     pub fn append_record<T: Record>(&mut self, record: &T) -> Result<u64, WriteError> {
-        let body = self.encoder.encode(record)?;
-        let seq = self.appender.append(self.ring.view(), T::KIND.0, &[body])?;
+        let body = self.encoder.encode_words(record)?;
+        let seq = self
+            .appender
+            .append_words(self.ring.view(), T::KIND.0, body)?;
         self.wake_sleepers();
         Ok(seq)
     }

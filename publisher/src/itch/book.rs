@@ -7,8 +7,6 @@
 //! makes unique for the day across all stocks. A message about an order the books do not
 //! know (the feed was joined late, or messages were lost) is counted and skipped.
 
-use std::collections::{BTreeMap, HashMap};
-
 use mdi_protocol::records::Side;
 
 use super::message::Message;
@@ -25,17 +23,121 @@ struct Order {
 /// A price level: (price with 4 implied decimals, total shares).
 pub type Level = (u32, u64);
 
-/// One stock's price levels: price → total shares resting.
+/// One side of a book: its levels sorted so that the best is last (bids by price
+/// ascending, asks by price descending). Nearly every change is within a few levels of
+/// the best, so a change is found by a short scan from the end and inserted or removed
+/// by moving only the levels above it; a change deep in the book falls back to a binary
+/// search.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ladder {
+    /// (sort key, total shares), by key ascending; the key is the price for bids and
+    /// its bitwise complement for asks, so the best level has the largest key either way.
+    levels: Vec<(u32, u64)>,
+    asks: bool,
+}
+
+/// Levels a change is searched for from the best before bisecting the rest.
+const SCAN_FROM_BEST: usize = 0;
+
+impl Ladder {
+    fn new(side: Side) -> Self {
+        Self {
+            levels: Vec::new(),
+            asks: side != Side::Buy,
+        }
+    }
+
+    fn key(&self, price: u32) -> u32 {
+        if self.asks { !price } else { price }
+    }
+
+    /// `Ok(index)` of the level with `key`, or `Err(index)` where it would be inserted.
+    #[inline]
+    fn find(&self, key: u32) -> Result<usize, usize> {
+        let n = self.levels.len();
+        let stop = n.saturating_sub(SCAN_FROM_BEST);
+        for i in (stop..n).rev() {
+            let at = self.levels[i].0;
+            if at == key {
+                return Ok(i);
+            }
+            if at < key {
+                return Err(i + 1);
+            }
+        }
+        self.levels[..stop].binary_search_by_key(&key, |l| l.0)
+    }
+
+    /// Adds `delta` shares at `price`; returns the level's new total (0: removed).
+    #[inline]
+    fn change(&mut self, price: u32, delta: i64) -> u64 {
+        let key = self.key(price);
+        match self.find(key) {
+            Ok(i) => {
+                let shares = self.levels[i].1.saturating_add_signed(delta);
+                if shares == 0 {
+                    self.levels.remove(i);
+                } else {
+                    self.levels[i].1 = shares;
+                }
+                shares
+            }
+            Err(i) => {
+                let shares = 0u64.saturating_add_signed(delta);
+                if shares != 0 {
+                    self.levels.insert(i, (key, shares));
+                }
+                shares
+            }
+        }
+    }
+
+    /// The best level.
+    pub fn best(&self) -> Option<Level> {
+        self.levels
+            .last()
+            .map(|&(key, shares)| (self.key(key), shares))
+    }
+
+    /// The levels, best first.
+    pub fn iter(&self) -> impl Iterator<Item = Level> + '_ {
+        self.levels
+            .iter()
+            .rev()
+            .map(|&(key, shares)| (self.key(key), shares))
+    }
+
+    /// Number of levels.
+    pub fn len(&self) -> usize {
+        self.levels.len()
+    }
+
+    /// No levels.
+    pub fn is_empty(&self) -> bool {
+        self.levels.is_empty()
+    }
+}
+
+/// One stock's price levels.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Book {
-    /// Bids by price.
-    pub bids: BTreeMap<u32, u64>,
-    /// Asks by price.
-    pub asks: BTreeMap<u32, u64>,
+    /// Bids.
+    pub bids: Ladder,
+    /// Asks.
+    pub asks: Ladder,
+}
+
+impl Default for Book {
+    fn default() -> Self {
+        Self {
+            bids: Ladder::new(Side::Buy),
+            asks: Ladder::new(Side::Sell),
+        }
+    }
 }
 
 impl Book {
-    fn side_mut(&mut self, side: Side) -> &mut BTreeMap<u32, u64> {
+    fn side_mut(&mut self, side: Side) -> &mut Ladder {
         match side {
             Side::Buy => &mut self.bids,
             _ => &mut self.asks,
@@ -44,10 +146,7 @@ impl Book {
 
     /// Best bid and best ask.
     pub fn best(&self) -> (Option<Level>, Option<Level>) {
-        (
-            self.bids.last_key_value().map(|(&p, &q)| (p, q)),
-            self.asks.first_key_value().map(|(&p, &q)| (p, q)),
-        )
+        (self.bids.best(), self.asks.best())
     }
 }
 
@@ -96,40 +195,138 @@ pub struct BookCounters {
 /// Order books for every stock; see the module docs.
 #[derive(Debug, Default)]
 pub struct Books {
-    orders: HashMap<u64, Order, RefHash>,
+    orders: OrderTable,
     books: Vec<Book>,
     counters: BookCounters,
 }
 
-/// Order references are dense sequence numbers chosen by the venue: a multiply spreads
-/// them well enough, and SipHash costs more than the lookup.
-#[derive(Debug, Clone, Copy, Default)]
-struct RefHash;
-
+/// Live orders by reference: open addressing with linear probing, at most half full, so
+/// a lookup is usually one cache line — the order's slot — where a general-purpose map
+/// touches its control bytes first. References are spread by Fibonacci hashing (the
+/// venue numbers them densely; the multiply scatters neighbours). Removal shifts the
+/// following run back (no tombstones), so lookups stay short however long the day.
 #[derive(Debug, Default)]
-struct RefHasher(u64);
+struct OrderTable {
+    slots: Vec<Slot>,
+    len: usize,
+    /// 64 - log2(slots), for the hash.
+    shift: u32,
+}
 
-impl std::hash::Hasher for RefHasher {
-    fn finish(&self) -> u64 {
-        self.0
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    order_ref: u64,
+    price: u32,
+    shares: u32,
+    locate: u16,
+    side: Side,
+    used: bool,
+}
+
+/// Slots of a fresh table (tiny under test, so the tests grow it and wrap around it).
+const MIN_SLOTS: usize = if cfg!(test) { 8 } else { 1 << 12 };
+
+impl OrderTable {
+    #[inline]
+    fn home(&self, order_ref: u64) -> usize {
+        // the top bits of the product: truncation to the table size is the point
+        #[allow(clippy::cast_possible_truncation)]
+        let home = (order_ref.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize;
+        home
     }
 
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    /// The slot holding `order_ref`, if any.
+    #[inline]
+    fn find(&self, order_ref: u64) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.mask();
+        let mut i = self.home(order_ref);
+        loop {
+            let slot = &self.slots[i];
+            if !slot.used {
+                return None;
+            }
+            if slot.order_ref == order_ref {
+                return Some(i);
+            }
+            i = (i + 1) & mask;
         }
     }
 
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    /// Inserts or overwrites; returns the order it replaced.
+    fn insert(&mut self, order_ref: u64, order: Order) -> Option<Order> {
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        let mask = self.mask();
+        let mut i = self.home(order_ref);
+        let slot = Slot {
+            order_ref,
+            price: order.price,
+            shares: order.shares,
+            locate: order.locate,
+            side: order.side,
+            used: true,
+        };
+        loop {
+            let at = &mut self.slots[i];
+            if !at.used {
+                *at = slot;
+                self.len += 1;
+                return None;
+            }
+            if at.order_ref == order_ref {
+                let old = order_of(at);
+                *at = slot;
+                return Some(old);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Empties slot `i`, moving back the entries after it that may live there.
+    fn remove_at(&mut self, mut i: usize) {
+        let mask = self.mask();
+        let mut j = i;
+        loop {
+            j = (j + 1) & mask;
+            if !self.slots[j].used {
+                break;
+            }
+            let home = self.home(self.slots[j].order_ref);
+            // j may move to i if its home is not in (i, j] (cyclically)
+            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(i) & mask) {
+                self.slots[i] = self.slots[j];
+                i = j;
+            }
+        }
+        self.slots[i].used = false;
+        self.len -= 1;
+    }
+
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).max(MIN_SLOTS);
+        let old = std::mem::replace(&mut self.slots, vec![Slot::default(); size]);
+        self.shift = 64 - size.trailing_zeros();
+        self.len = 0;
+        for slot in old.into_iter().filter(|s| s.used) {
+            self.insert(slot.order_ref, order_of(&slot));
+        }
     }
 }
 
-impl std::hash::BuildHasher for RefHash {
-    type Hasher = RefHasher;
-
-    fn build_hasher(&self) -> RefHasher {
-        RefHasher(0)
+fn order_of(slot: &Slot) -> Order {
+    Order {
+        locate: slot.locate,
+        side: slot.side,
+        price: slot.price,
+        shares: slot.shares,
     }
 }
 
@@ -154,7 +351,7 @@ impl Books {
 
     /// Live orders.
     pub fn orders(&self) -> usize {
-        self.orders.len()
+        self.orders.len
     }
 
     /// The book of `locate` (empty if nothing was added for it).
@@ -171,16 +368,12 @@ impl Books {
     }
 
     /// Adds `delta` shares (may be negative) at a level and reports its new total.
+    #[inline]
     fn change(&mut self, order: Order, delta: i64, out: &mut impl FnMut(BookEvent)) {
-        let levels = self.book_mut(order.locate).side_mut(order.side);
-        let shares = {
-            let level = levels.entry(order.price).or_insert(0);
-            *level = level.saturating_add_signed(delta);
-            *level
-        };
-        if shares == 0 {
-            levels.remove(&order.price);
-        }
+        let shares = self
+            .book_mut(order.locate)
+            .side_mut(order.side)
+            .change(order.price, delta);
         out(BookEvent::Level {
             locate: order.locate,
             side: order.side,
@@ -206,25 +399,47 @@ impl Books {
         shares: Option<u32>,
         out: &mut impl FnMut(BookEvent),
     ) -> Option<(Order, u32)> {
-        let Some(order) = self.orders.get_mut(&order_ref) else {
+        let Some(at) = self.orders.find(order_ref) else {
             self.counters.unknown_orders += 1;
             return None;
         };
-        let before = *order;
+        let slot = &mut self.orders.slots[at];
+        let before = order_of(slot);
         let taken = match shares {
-            Some(shares) if shares > order.shares => {
+            Some(shares) if shares > slot.shares => {
                 self.counters.oversized += 1;
-                order.shares
+                slot.shares
             }
             Some(shares) => shares,
-            None => order.shares,
+            None => slot.shares,
         };
-        order.shares -= taken;
-        if order.shares == 0 {
-            self.orders.remove(&order_ref);
+        slot.shares -= taken;
+        if slot.shares == 0 {
+            self.orders.remove_at(at);
         }
         self.change(before, -i64::from(taken), out);
         Some((before, taken))
+    }
+
+    /// Loads the order slot `message` will use, so that a packet's worth of these —
+    /// independent loads — overlap their cache misses before the packet is applied.
+    /// Returns what it read, for the caller to pass to [`std::hint::black_box`].
+    #[inline]
+    pub fn warm(&self, message: &Message<'_>) -> u64 {
+        let order_ref = match *message {
+            Message::AddOrder(m) => m.order_ref.get(),
+            Message::AddOrderMpid(m) => m.order_ref.get(),
+            Message::OrderExecuted(m) => m.order_ref.get(),
+            Message::OrderExecutedWithPrice(m) => m.order_ref.get(),
+            Message::OrderCancel(m) => m.order_ref.get(),
+            Message::OrderDelete(m) => m.order_ref.get(),
+            Message::OrderReplace(m) => m.original_ref.get(),
+            _ => return 0,
+        };
+        if self.orders.slots.is_empty() {
+            return 0;
+        }
+        self.orders.slots[self.orders.home(order_ref)].order_ref
     }
 
     /// Applies one message; reports level changes and executions to `out`. Messages that
@@ -300,6 +515,8 @@ impl Books {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::itch::message::*;
     use proptest::prelude::*;
@@ -447,8 +664,8 @@ mod tests {
                 let mut held: BTreeMap<(u16, u8, u32), u64> = BTreeMap::new();
                 for locate in 0..4u16 {
                     if let Some(book) = books.book(locate) {
-                        for (&p, &q) in &book.bids { held.insert((locate, Side::Buy as u8, p), q); }
-                        for (&p, &q) in &book.asks { held.insert((locate, Side::Sell as u8, p), q); }
+                        for (p, q) in book.bids.iter() { held.insert((locate, Side::Buy as u8, p), q); }
+                        for (p, q) in book.asks.iter() { held.insert((locate, Side::Sell as u8, p), q); }
                     }
                 }
                 prop_assert_eq!(&held, &model);
@@ -457,6 +674,65 @@ mod tests {
                 prop_assert_eq!(books.orders(), live.len());
             }
             prop_assert_eq!(executed, model_executed);
+        }
+    }
+
+    proptest! {
+        /// The order table against a std map: inserts, overwrites, lookups and removals
+        /// (which shift runs back) on a table small enough to wrap and grow.
+        #[test]
+        fn the_order_table_agrees_with_a_map(
+            ops in proptest::collection::vec((0u8..3, 0u64..64, any::<u32>()), 1..400),
+        ) {
+            let mut table = OrderTable::default();
+            let mut model = std::collections::HashMap::new();
+            for (op, order_ref, shares) in ops {
+                // refs spread over the whole u64 range as well as dense small ones
+                let order_ref = if order_ref % 2 == 0 { order_ref } else { order_ref.wrapping_mul(0x0123_4567_89ab_cdef) };
+                let order = Order { locate: 1, side: Side::Buy, price: 7, shares };
+                match op {
+                    0 => prop_assert_eq!(table.insert(order_ref, order), model.insert(order_ref, order)),
+                    1 => {
+                        let at = table.find(order_ref);
+                        prop_assert_eq!(at.map(|i| order_of(&table.slots[i])), model.remove(&order_ref));
+                        if let Some(i) = at { table.remove_at(i); }
+                    }
+                    _ => prop_assert_eq!(table.find(order_ref).map(|i| order_of(&table.slots[i])), model.get(&order_ref).copied()),
+                }
+                prop_assert_eq!(table.len, model.len());
+            }
+            for (&order_ref, order) in &model {
+                prop_assert_eq!(table.find(order_ref).map(|i| order_of(&table.slots[i])), Some(*order));
+            }
+        }
+
+        /// A ladder against a sorted map, over prices far apart and close together, so
+        /// both the scan from the best and the bisection below it are taken.
+        #[test]
+        fn a_ladder_agrees_with_a_sorted_map(
+            buy: bool,
+            changes in proptest::collection::vec((0u32..40, -300i64..300), 1..300),
+        ) {
+            let side = if buy { Side::Buy } else { Side::Sell };
+            let mut ladder = Ladder::new(side);
+            let mut model: BTreeMap<u32, u64> = BTreeMap::new();
+            for (tick, delta) in changes {
+                let price = 1_000 + tick * 100;
+                let level = model.entry(price).or_insert(0);
+                *level = level.saturating_add_signed(delta);
+                let expected = *level;
+                if expected == 0 {
+                    model.remove(&price);
+                }
+                prop_assert_eq!(ladder.change(price, delta), expected);
+                let best_first: Vec<Level> = if buy {
+                    model.iter().rev().map(|(&p, &q)| (p, q)).collect()
+                } else {
+                    model.iter().map(|(&p, &q)| (p, q)).collect()
+                };
+                prop_assert_eq!(ladder.iter().collect::<Vec<_>>(), best_first.clone());
+                prop_assert_eq!(ladder.best(), best_first.first().copied());
+            }
         }
     }
 

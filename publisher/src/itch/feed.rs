@@ -70,6 +70,69 @@ struct Bbo {
     ask: (u32, u64),
 }
 
+/// A packet's book changes: per stock, in the order first touched, each level once with
+/// its total shares after the packet. Allocations are kept from packet to packet.
+#[derive(Debug, Default)]
+struct PacketChanges {
+    /// Per locate: 1 + its index in `stocks` if touched in this packet, else 0.
+    index_of: Vec<u32>,
+    /// The stocks touched; those from `len` on are spare (kept for their lists).
+    stocks: Vec<StockChanges>,
+    len: usize,
+}
+
+#[derive(Debug, Default)]
+struct StockChanges {
+    locate: u16,
+    bids: Vec<PriceLevel>,
+    asks: Vec<PriceLevel>,
+}
+
+impl PacketChanges {
+    /// The level at `price` now holds `shares` (0: gone).
+    fn level(&mut self, locate: u16, side: Side, price: u32, shares: u64) {
+        let at = usize::from(locate);
+        if at >= self.index_of.len() {
+            self.index_of.resize(at + 1, 0);
+        }
+        let index = match self.index_of[at] {
+            0 => {
+                if self.len == self.stocks.len() {
+                    self.stocks.push(StockChanges::default());
+                }
+                let stock = &mut self.stocks[self.len];
+                stock.locate = locate;
+                stock.bids.clear();
+                stock.asks.clear();
+                self.len += 1;
+                self.index_of[at] = u32::try_from(self.len).unwrap_or(u32::MAX);
+                self.len - 1
+            }
+            n => n as usize - 1,
+        };
+        let stock = &mut self.stocks[index];
+        let levels = if side == Side::Buy {
+            &mut stock.bids
+        } else {
+            &mut stock.asks
+        };
+        let price = i64::from(price);
+        let qty = i64::try_from(shares).unwrap_or(i64::MAX);
+        match levels.iter_mut().find(|l| l.price == price) {
+            Some(level) => level.qty = qty,
+            None => levels.push(PriceLevel { price, qty }),
+        }
+    }
+
+    /// Forgets the packet (keeping the allocations).
+    fn clear(&mut self) {
+        for stock in &self.stocks[..self.len] {
+            self.index_of[usize::from(stock.locate)] = 0;
+        }
+        self.len = 0;
+    }
+}
+
 /// ITCH to records; see the module docs.
 #[derive(Debug)]
 pub struct ItchFeed {
@@ -78,9 +141,12 @@ pub struct ItchFeed {
     /// The session date's midnight (ns since the Unix epoch); `None` until known.
     midnight_ns: Option<i64>,
     clock: fn() -> i64,
+    /// The packet's publish time: the clock is read once per packet, when its first
+    /// record is written (a clock read costs as much as writing a record).
+    packet_publish_ns: Option<i64>,
     counters: FeedCounters,
-    /// Levels changed in the current packet: (locate, side, price) → shares now.
-    touched: Vec<(u16, Side, u32, u64)>,
+    /// Levels changed in the current packet.
+    changes: PacketChanges,
     /// Executions of the message being handled (kept to reuse its allocation).
     executions: Vec<BookEvent>,
     /// The BookUpdate being written (reused).
@@ -101,8 +167,9 @@ impl ItchFeed {
             books: Books::new(),
             midnight_ns,
             clock,
+            packet_publish_ns: None,
             counters: FeedCounters::default(),
-            touched: Vec::new(),
+            changes: PacketChanges::default(),
             executions: Vec::new(),
             update: BookUpdate::default(),
             quoted: Vec::new(),
@@ -208,13 +275,14 @@ impl ItchFeed {
                     self.counters.malformed += 1;
                     return Ok(());
                 };
+                let publish_ns = self.publish_ns();
                 let definition = InstrumentDefinition {
                     instrument_id: u32::from(locate),
                     price_exponent: PRICE_EXPONENT,
                     qty_exponent: 0,
                     kind: InstrumentKind::Equity,
                     ts_receive_ns: receive_ns,
-                    ts_publish_ns: (self.clock)(),
+                    ts_publish_ns: publish_ns,
                     tick_size: 1,
                     step_size: 1,
                     venue: VENUE.into(),
@@ -297,22 +365,14 @@ impl ItchFeed {
             }
             _ => {
                 let mut executions = std::mem::take(&mut self.executions);
-                let touched = &mut self.touched;
+                let changes = &mut self.changes;
                 self.books.apply(&message, &mut |event| match event {
                     BookEvent::Level {
                         locate,
                         side,
                         price,
                         shares,
-                    } => {
-                        match touched
-                            .iter_mut()
-                            .find(|t| t.0 == locate && t.1 == side && t.2 == price)
-                        {
-                            Some(t) => t.3 = shares,
-                            None => touched.push((locate, side, price, shares)),
-                        }
-                    }
+                    } => changes.level(locate, side, price, shares),
                     BookEvent::Execution { .. } => executions.push(event),
                 });
                 for event in executions.drain(..) {
@@ -351,59 +411,44 @@ impl ItchFeed {
         Ok(())
     }
 
-    /// Ends a packet: one BookUpdate per stock whose levels changed, and a Quote where the
-    /// best bid or offer moved.
+    /// Ends a packet: one BookUpdate per stock whose levels changed (in the order the
+    /// stocks were first touched), and a Quote where the best bid or offer moved.
     pub fn end_packet(&mut self, receive_ns: i64) -> Result<(), WriteError> {
-        if self.touched.is_empty() {
-            return Ok(());
-        }
-        let mut touched = std::mem::take(&mut self.touched);
-        touched.sort_unstable_by_key(|t| t.0);
-        let mut at = 0;
-        while at < touched.len() {
-            let locate = touched[at].0;
-            let end = touched[at..]
-                .iter()
-                .position(|t| t.0 != locate)
-                .map_or(touched.len(), |n| at + n);
-            let level = |t: &(u16, Side, u32, u64)| PriceLevel {
-                price: i64::from(t.2),
-                qty: i64::try_from(t.3).unwrap_or(i64::MAX),
-            };
-            // one BookUpdate reused: its level lists keep their allocations
+        for i in 0..self.changes.len {
+            let publish_ns = self.publish_ns();
+            let stock = &mut self.changes.stocks[i];
+            let locate = stock.locate;
+            // one BookUpdate reused; the level lists are lent from the packet's changes
             let update = &mut self.update;
-            *update = BookUpdate {
-                instrument_id: u32::from(locate),
-                price_exponent: PRICE_EXPONENT,
-                qty_exponent: 0,
-                is_snapshot: false,
-                venue_seq: self.packet_seq,
-                ts_exchange_ns: self.packet_ts,
-                ts_receive_ns: receive_ns,
-                ts_publish_ns: (self.clock)(),
-                first_update_id: self.packet_seq,
-                last_update_id: self.packet_seq,
-                bids: std::mem::take(&mut update.bids),
-                asks: std::mem::take(&mut update.asks),
-            };
-            update.bids.clear();
-            update.asks.clear();
-            for t in &touched[at..end] {
-                if t.1 == Side::Buy {
-                    update.bids.push(level(t));
-                } else {
-                    update.asks.push(level(t));
-                }
-            }
-            self.rings.ticks.append_record(&*update)?;
+            update.instrument_id = u32::from(locate);
+            update.price_exponent = PRICE_EXPONENT;
+            update.qty_exponent = 0;
+            update.is_snapshot = false;
+            update.venue_seq = self.packet_seq;
+            update.ts_exchange_ns = self.packet_ts;
+            update.ts_receive_ns = receive_ns;
+            update.ts_publish_ns = publish_ns;
+            update.first_update_id = self.packet_seq;
+            update.last_update_id = self.packet_seq;
+            std::mem::swap(&mut update.bids, &mut stock.bids);
+            std::mem::swap(&mut update.asks, &mut stock.asks);
+            let written = self.rings.ticks.append_record(&*update);
+            std::mem::swap(&mut update.bids, &mut stock.bids);
+            std::mem::swap(&mut update.asks, &mut stock.asks);
+            written?;
             self.counters.book_updates += 1;
             self.counters.records += 1;
             self.quote_if_moved(receive_ns, locate)?;
-            at = end;
         }
-        touched.clear();
-        self.touched = touched;
+        self.changes.clear();
+        self.packet_publish_ns = None;
         Ok(())
+    }
+
+    /// The publish time of the current packet's records.
+    #[inline]
+    fn publish_ns(&mut self) -> i64 {
+        *self.packet_publish_ns.get_or_insert_with(self.clock)
     }
 
     fn quote_if_moved(&mut self, receive_ns: i64, locate: u16) -> Result<(), WriteError> {
@@ -424,6 +469,7 @@ impl ItchFeed {
         }
         self.quoted[at] = Some(bbo);
         let qty = |q: u64| i64::try_from(q).unwrap_or(i64::MAX);
+        let publish_ns = self.publish_ns();
         self.rings.ticks.append_record(&Quote {
             instrument_id: u32::from(locate),
             price_exponent: PRICE_EXPONENT,
@@ -431,7 +477,7 @@ impl ItchFeed {
             venue_seq: self.packet_seq,
             ts_exchange_ns: self.packet_ts,
             ts_receive_ns: receive_ns,
-            ts_publish_ns: (self.clock)(),
+            ts_publish_ns: publish_ns,
             bid_price: i64::from(bbo.bid.0),
             bid_qty: qty(bbo.bid.1),
             ask_price: i64::from(bbo.ask.0),
@@ -453,6 +499,7 @@ impl ItchFeed {
         aggressor: Side,
         match_number: u64,
     ) -> Result<(), WriteError> {
+        let publish_ns = self.publish_ns();
         self.rings.ticks.append_record(&Trade {
             instrument_id: u32::from(locate),
             price_exponent: PRICE_EXPONENT,
@@ -461,7 +508,7 @@ impl ItchFeed {
             venue_seq: seq,
             ts_exchange_ns: ts,
             ts_receive_ns: receive_ns,
-            ts_publish_ns: (self.clock)(),
+            ts_publish_ns: publish_ns,
             price: i64::from(price),
             qty: shares,
             trade_id: match_number,
@@ -494,13 +541,14 @@ impl ItchFeed {
         (expected_seq, received_seq, count): (u64, u64, u64),
         detail: &str,
     ) -> Result<(), WriteError> {
+        let publish_ns = self.publish_ns();
         self.rings.ticks.append_record(&FeedStatus {
             instrument_id,
             state,
             venue_seq: received_seq,
             ts_exchange_ns: exchange_ns,
             ts_receive_ns: receive_ns,
-            ts_publish_ns: (self.clock)(),
+            ts_publish_ns: publish_ns,
             expected_seq,
             received_seq,
             count,
