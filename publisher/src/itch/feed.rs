@@ -14,7 +14,9 @@
 //!
 //! Times: ITCH stamps nanoseconds since midnight; `midnight_ns` (the session date's
 //! midnight in the venue's time zone, as ns since the Unix epoch) is added to make
-//! exchange times.
+//! exchange times. The publish time is read once per packet (per receive burst with
+//! DPDK), when its first record is written: a packet's records are committed together,
+//! microseconds apart, and a clock read costs as much as writing a record.
 
 use mdi_protocol::records::{
     BookUpdate, FeedState, FeedStatus, InstrumentDefinition, InstrumentKind, PriceLevel, Quote,
