@@ -421,27 +421,6 @@ impl Books {
         Some((before, taken))
     }
 
-    /// Loads the order slot `message` will use, so that a packet's worth of these —
-    /// independent loads — overlap their cache misses before the packet is applied.
-    /// Returns what it read, for the caller to pass to [`std::hint::black_box`].
-    #[inline]
-    pub fn warm(&self, message: &Message<'_>) -> u64 {
-        let order_ref = match *message {
-            Message::AddOrder(m) => m.order_ref.get(),
-            Message::AddOrderMpid(m) => m.order_ref.get(),
-            Message::OrderExecuted(m) => m.order_ref.get(),
-            Message::OrderExecutedWithPrice(m) => m.order_ref.get(),
-            Message::OrderCancel(m) => m.order_ref.get(),
-            Message::OrderDelete(m) => m.order_ref.get(),
-            Message::OrderReplace(m) => m.original_ref.get(),
-            _ => return 0,
-        };
-        if self.orders.slots.is_empty() {
-            return 0;
-        }
-        self.orders.slots[self.orders.home(order_ref)].order_ref
-    }
-
     /// Applies one message; reports level changes and executions to `out`. Messages that
     /// are not about orders are ignored.
     pub fn apply(&mut self, message: &Message<'_>, out: &mut impl FnMut(BookEvent)) {
