@@ -12,7 +12,7 @@ use mdi_protocol::records::Side;
 use super::message::Message;
 
 /// A resting order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Order {
     locate: u16,
     side: Side,
@@ -105,16 +105,6 @@ impl Ladder {
             .iter()
             .rev()
             .map(|&(key, shares)| (self.key(key), shares))
-    }
-
-    /// Number of levels.
-    pub fn len(&self) -> usize {
-        self.levels.len()
-    }
-
-    /// No levels.
-    pub fn is_empty(&self) -> bool {
-        self.levels.is_empty()
     }
 }
 
@@ -216,10 +206,7 @@ struct OrderTable {
 #[derive(Debug, Clone, Copy, Default)]
 struct Slot {
     order_ref: u64,
-    price: u32,
-    shares: u32,
-    locate: u16,
-    side: Side,
+    order: Order,
     used: bool,
 }
 
@@ -268,10 +255,7 @@ impl OrderTable {
         let mut i = self.home(order_ref);
         let slot = Slot {
             order_ref,
-            price: order.price,
-            shares: order.shares,
-            locate: order.locate,
-            side: order.side,
+            order,
             used: true,
         };
         loop {
@@ -282,7 +266,7 @@ impl OrderTable {
                 return None;
             }
             if at.order_ref == order_ref {
-                let old = order_of(at);
+                let old = at.order;
                 *at = slot;
                 return Some(old);
             }
@@ -316,17 +300,8 @@ impl OrderTable {
         self.shift = 64 - size.trailing_zeros();
         self.len = 0;
         for slot in old.into_iter().filter(|s| s.used) {
-            self.insert(slot.order_ref, order_of(&slot));
+            self.insert(slot.order_ref, slot.order);
         }
-    }
-}
-
-fn order_of(slot: &Slot) -> Order {
-    Order {
-        locate: slot.locate,
-        side: slot.side,
-        price: slot.price,
-        shares: slot.shares,
     }
 }
 
@@ -403,18 +378,18 @@ impl Books {
             self.counters.unknown_orders += 1;
             return None;
         };
-        let slot = &mut self.orders.slots[at];
-        let before = order_of(slot);
+        let order = &mut self.orders.slots[at].order;
+        let before = *order;
         let taken = match shares {
-            Some(shares) if shares > slot.shares => {
+            Some(shares) if shares > order.shares => {
                 self.counters.oversized += 1;
-                slot.shares
+                order.shares
             }
             Some(shares) => shares,
-            None => slot.shares,
+            None => order.shares,
         };
-        slot.shares -= taken;
-        if slot.shares == 0 {
+        order.shares -= taken;
+        if order.shares == 0 {
             self.orders.remove_at(at);
         }
         self.change(before, -i64::from(taken), out);
@@ -673,15 +648,15 @@ mod tests {
                     0 => prop_assert_eq!(table.insert(order_ref, order), model.insert(order_ref, order)),
                     1 => {
                         let at = table.find(order_ref);
-                        prop_assert_eq!(at.map(|i| order_of(&table.slots[i])), model.remove(&order_ref));
+                        prop_assert_eq!(at.map(|i| table.slots[i].order), model.remove(&order_ref));
                         if let Some(i) = at { table.remove_at(i); }
                     }
-                    _ => prop_assert_eq!(table.find(order_ref).map(|i| order_of(&table.slots[i])), model.get(&order_ref).copied()),
+                    _ => prop_assert_eq!(table.find(order_ref).map(|i| table.slots[i].order), model.get(&order_ref).copied()),
                 }
                 prop_assert_eq!(table.len, model.len());
             }
             for (&order_ref, order) in &model {
-                prop_assert_eq!(table.find(order_ref).map(|i| order_of(&table.slots[i])), Some(*order));
+                prop_assert_eq!(table.find(order_ref).map(|i| table.slots[i].order), Some(*order));
             }
         }
 
