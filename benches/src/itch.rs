@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use mdi_protocol::ring::{DEFAULT_CAPACITY, RingOptions, RingWriter, ShmDir};
-use mdi_publisher::itch::book::Books;
+use mdi_publisher::itch::book::{Applied, Books};
 use mdi_publisher::itch::feed::ItchFeed;
 use mdi_publisher::itch::message::decode;
 use mdi_publisher::itch::mold::{Packet, Session, SessionConfig};
@@ -92,12 +92,14 @@ fn rates(line: ResultLine, count: u64, runs: &mut [u64]) -> ResultLine {
 fn book_stage(packets: &[(u64, Vec<u8>)]) -> Result<(u64, u64)> {
     let mut books = Books::new();
     let mut events = 0u64;
+    let mut applied = Applied::default();
     let started = Instant::now();
     for (_, bytes) in packets {
         let packet = Packet::parse(bytes).context("a generated packet")?;
         for message in packet.messages() {
             if let Ok(m) = decode(message) {
-                books.apply(&m, &mut |_| events += 1);
+                books.apply(&m, &mut applied);
+                events += applied.levels().len() as u64 + u64::from(applied.execution.is_some());
             }
         }
     }

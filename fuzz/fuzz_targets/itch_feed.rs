@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mdi_publisher::itch::book::Books;
+use mdi_publisher::itch::book::{Applied, Books};
 use mdi_publisher::itch::message::{FileMessages, decode};
 use mdi_publisher::itch::mold::{Output, Session, SessionConfig};
 use mdi_publisher::itch::pcap::udp_datagram;
@@ -24,7 +24,7 @@ fuzz_target!(|bytes: &[u8]| {
                 assert!(seq > last, "sequence {seq} after {last}");
                 last = seq;
                 if let Ok(m) = decode(message) {
-                    books.apply(&m, &mut |_| {});
+                    books.apply(&m, &mut Applied::default());
                 }
             }
         });

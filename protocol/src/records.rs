@@ -33,6 +33,8 @@ use records_capnp as rc;
 
 mod flat;
 
+pub use flat::WordSink;
+
 /// The Cap'n Proto file id of `records.capnp`, stored as the ring header's schema id.
 pub const SCHEMA_ID: u64 = 0x8bee_8940_8990_cda8;
 
@@ -134,12 +136,15 @@ pub trait Record: Sized {
     fn build(&self, root: capnp::any_pointer::Builder<'_>) -> Result<(), RecordError>;
     /// Reads the value back from a message root.
     fn read(root: capnp::any_pointer::Reader<'_>) -> Result<Self, RecordError>;
-    /// Writes the whole body (segment table + segment) into `out`, replacing what it held,
-    /// without the builder — for the hot tick kinds, whose hand layouts are tested byte for
-    /// byte against [`Self::build`]. `false`: this kind has none, use the builder.
-    fn encode_flat(&self, _out: &mut Vec<u64>) -> bool {
-        false
+    /// Words of the body's hand-written encoding: the hot tick kinds have
+    /// one, tested byte for byte against [`Self::build`]. `None`: use the builder.
+    fn flat_words(&self) -> Option<usize> {
+        None
     }
+    /// Writes the whole body (segment table + segment), exactly [`Self::flat_words`]
+    /// words, without the builder — into the encoder's buffer or straight into a ring.
+    /// Only called when [`Self::flat_words`] is `Some`.
+    fn write_flat(&self, _out: &mut impl WordSink) {}
 }
 
 /// Decodes a record body of kind `T::KIND`.
@@ -184,7 +189,10 @@ impl RecordEncoder {
 
     /// [`Self::encode`], as the body's little-endian words.
     pub fn encode_words<T: Record>(&mut self, record: &T) -> Result<&[u64], RecordError> {
-        if record.encode_flat(&mut self.out) {
+        if let Some(words) = record.flat_words() {
+            self.out.clear();
+            self.out.reserve(words);
+            record.write_flat(&mut self.out);
             return Ok(&self.out);
         }
         loop {
@@ -259,7 +267,7 @@ macro_rules! scalar_record {
         { $( $(#[$fdoc:meta])* $field:ident : $ty:ty => $get:ident / $set:ident ),* $(,)? }
         $( extra { $( $(#[$xdoc:meta])* $xfield:ident : $xty:ty ),* $(,)? } )?
         $( build_extra($bself:ident, $bb:ident) $bextra:block read_extra($rr:ident) $rextra:block )?
-        $( flat($flat:path) )?
+        $( flat($flat_words:path, $flat:path) )?
     ) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -284,7 +292,12 @@ macro_rules! scalar_record {
 
             $(
                 #[inline]
-                fn encode_flat(&self, out: &mut Vec<u64>) -> bool {
+                fn flat_words(&self) -> Option<usize> {
+                    $flat_words(self)
+                }
+
+                #[inline]
+                fn write_flat(&self, out: &mut impl WordSink) {
                     $flat(self, out)
                 }
             )?
@@ -343,7 +356,7 @@ scalar_record!(
     }
     build_extra(this, b) { b.set_aggressor(this.aggressor.into()); }
     read_extra(rv) { rv.1.aggressor = rv.0.get_aggressor()?.into(); }
-    flat(flat::trade)
+    flat(flat::trade_words, flat::trade)
 );
 
 scalar_record!(
@@ -373,7 +386,7 @@ scalar_record!(
         /// Best ask quantity mantissa.
         ask_qty: i64 => get_ask_qty / set_ask_qty,
     }
-    flat(flat::quote)
+    flat(flat::quote_words, flat::quote)
 );
 
 /// One price level of a book update; `qty == 0` removes the level.
@@ -448,7 +461,7 @@ scalar_record!(
         rv.1.bids = read_levels(rv.0.get_bids()?);
         rv.1.asks = read_levels(rv.0.get_asks()?);
     }
-    flat(flat::book_update)
+    flat(flat::book_update_words, flat::book_update)
 );
 
 scalar_record!(

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use mdi_protocol::records::{BookUpdate, FeedState, FeedStatus, InstrumentDefinition, Trade};
 use mdi_protocol::ring::ShmDir;
 use mdi_protocol::view::RecordView;
-use mdi_publisher::itch::book::Books;
+use mdi_publisher::itch::book::{Applied, Books};
 use mdi_publisher::itch::message::{Message, decode};
 use mdi_publisher::itch::pcap::{PcapWriter, udp_frame};
 use mdi_publisher::itch::sim::{SOURCE, SimConfig, messages, packets};
@@ -134,11 +134,11 @@ fn a_simulated_pcap_replays_into_trades_and_books_that_agree_with_the_feed() {
         if matches!(decoded, Message::NonCrossTrade(_)) {
             hidden += 1;
         }
-        model.apply(&decoded, &mut |e| {
-            if matches!(e, mdi_publisher::itch::book::BookEvent::Execution { .. }) {
-                executions += 1;
-            }
-        });
+        let mut applied = Applied::default();
+        model.apply(&decoded, &mut applied);
+        if applied.execution.is_some() {
+            executions += 1;
+        }
     }
     assert_eq!(got.trades.len() as u64, executions + hidden);
     assert!(

@@ -55,107 +55,121 @@ fn side_ordinal(side: Side) -> u16 {
     }
 }
 
-/// Writes words as little-endian (a no-op on the hosts mdi runs on).
-#[inline]
-fn put<const N: usize>(out: &mut Vec<u64>, words: [u64; N]) {
-    out.extend_from_slice(&words.map(u64::to_le));
+/// Where a hand-written encoding puts its words, in order: the encoder's buffer, or a
+/// ring record's body in shared memory (written in place, no copy in between).
+pub trait WordSink {
+    /// Appends `words` (host order; the sink stores them little-endian).
+    fn put<const N: usize>(&mut self, words: [u64; N]);
 }
 
-pub(super) fn trade(t: &Trade, out: &mut Vec<u64>) -> bool {
-    out.clear();
-    put(
-        out,
-        [
-            segment_table(1 + u64::from(TRADE_DATA_WORDS)),
-            struct_pointer(0, TRADE_DATA_WORDS, 0),
-            head(
-                t.instrument_id,
-                t.price_exponent,
-                t.qty_exponent,
-                side_ordinal(t.aggressor),
-            ),
-            t.venue_seq,
-            t.ts_exchange_ns.cast_unsigned(),
-            t.ts_receive_ns.cast_unsigned(),
-            t.ts_publish_ns.cast_unsigned(),
-            t.price.cast_unsigned(),
-            t.qty.cast_unsigned(),
-            t.trade_id,
-            t.first_trade_id,
-            t.last_trade_id,
-            u64::from(t.is_aggregate),
-        ],
-    );
-    true
+impl WordSink for Vec<u64> {
+    #[inline]
+    fn put<const N: usize>(&mut self, words: [u64; N]) {
+        self.extend_from_slice(&words.map(u64::to_le));
+    }
 }
 
-pub(super) fn quote(q: &Quote, out: &mut Vec<u64>) -> bool {
-    out.clear();
-    put(
-        out,
-        [
-            segment_table(1 + u64::from(QUOTE_DATA_WORDS)),
-            struct_pointer(0, QUOTE_DATA_WORDS, 0),
-            head(q.instrument_id, q.price_exponent, q.qty_exponent, 0),
-            q.venue_seq,
-            q.ts_exchange_ns.cast_unsigned(),
-            q.ts_receive_ns.cast_unsigned(),
-            q.ts_publish_ns.cast_unsigned(),
-            q.bid_price.cast_unsigned(),
-            q.bid_qty.cast_unsigned(),
-            q.ask_price.cast_unsigned(),
-            q.ask_qty.cast_unsigned(),
-        ],
-    );
-    true
+/// Body words of a Trade: segment table, root pointer, data.
+pub(super) fn trade_words(_: &Trade) -> Option<usize> {
+    Some(2 + usize::from(TRADE_DATA_WORDS))
 }
 
-/// `false` when a level list is too long for a list pointer (the builder then reports it).
-pub(super) fn book_update(b: &BookUpdate, out: &mut Vec<u64>) -> bool {
+pub(super) fn trade(t: &Trade, out: &mut impl WordSink) {
+    out.put([
+        segment_table(1 + u64::from(TRADE_DATA_WORDS)),
+        struct_pointer(0, TRADE_DATA_WORDS, 0),
+        head(
+            t.instrument_id,
+            t.price_exponent,
+            t.qty_exponent,
+            side_ordinal(t.aggressor),
+        ),
+        t.venue_seq,
+        t.ts_exchange_ns.cast_unsigned(),
+        t.ts_receive_ns.cast_unsigned(),
+        t.ts_publish_ns.cast_unsigned(),
+        t.price.cast_unsigned(),
+        t.qty.cast_unsigned(),
+        t.trade_id,
+        t.first_trade_id,
+        t.last_trade_id,
+        u64::from(t.is_aggregate),
+    ]);
+}
+
+/// Body words of a Quote: segment table, root pointer, data.
+pub(super) fn quote_words(_: &Quote) -> Option<usize> {
+    Some(2 + usize::from(QUOTE_DATA_WORDS))
+}
+
+pub(super) fn quote(q: &Quote, out: &mut impl WordSink) {
+    out.put([
+        segment_table(1 + u64::from(QUOTE_DATA_WORDS)),
+        struct_pointer(0, QUOTE_DATA_WORDS, 0),
+        head(q.instrument_id, q.price_exponent, q.qty_exponent, 0),
+        q.venue_seq,
+        q.ts_exchange_ns.cast_unsigned(),
+        q.ts_receive_ns.cast_unsigned(),
+        q.ts_publish_ns.cast_unsigned(),
+        q.bid_price.cast_unsigned(),
+        q.bid_qty.cast_unsigned(),
+        q.ask_price.cast_unsigned(),
+        q.ask_qty.cast_unsigned(),
+    ]);
+}
+
+/// Words of a BookUpdate's root struct with its pointer: data, two list pointers.
+const BOOK_UPDATE_ROOT_WORDS: u64 = 1 + BOOK_UPDATE_DATA_WORDS as u64 + BOOK_UPDATE_POINTERS as u64;
+
+/// Body words of a BookUpdate: segment table, root, and each level list with its tag
+/// word. `None` when a level list is too long for a list pointer (the builder then
+/// reports it).
+pub(super) fn book_update_words(b: &BookUpdate) -> Option<usize> {
     let bid_words = b.bids.len() as u64 * PRICE_LEVEL_WORDS;
     let ask_words = b.asks.len() as u64 * PRICE_LEVEL_WORDS;
     if bid_words > MAX_LIST_WORDS || ask_words > MAX_LIST_WORDS {
-        return false;
+        return None;
     }
-    let root_words = 1 + u64::from(BOOK_UPDATE_DATA_WORDS + BOOK_UPDATE_POINTERS);
-    out.clear();
-    put(
-        out,
-        [
-            segment_table(root_words + 1 + bid_words + 1 + ask_words),
-            struct_pointer(0, BOOK_UPDATE_DATA_WORDS, BOOK_UPDATE_POINTERS),
-            head(
-                b.instrument_id,
-                b.price_exponent,
-                b.qty_exponent,
-                u16::from(b.is_snapshot),
-            ),
-            b.venue_seq,
-            b.ts_exchange_ns.cast_unsigned(),
-            b.ts_receive_ns.cast_unsigned(),
-            b.ts_publish_ns.cast_unsigned(),
-            b.first_update_id,
-            b.last_update_id,
-            // bids: right after the asks pointer; asks: after the bids list
-            composite_list_pointer(1, bid_words),
-            composite_list_pointer(1 + bid_words, ask_words),
-        ],
-    );
+    usize::try_from(1 + BOOK_UPDATE_ROOT_WORDS + 1 + bid_words + 1 + ask_words).ok()
+}
+
+/// Writes a BookUpdate whose lists [`book_update_words`] accepted.
+pub(super) fn book_update(b: &BookUpdate, out: &mut impl WordSink) {
+    let bid_words = b.bids.len() as u64 * PRICE_LEVEL_WORDS;
+    let ask_words = b.asks.len() as u64 * PRICE_LEVEL_WORDS;
+    out.put([
+        segment_table(BOOK_UPDATE_ROOT_WORDS + 1 + bid_words + 1 + ask_words),
+        struct_pointer(0, BOOK_UPDATE_DATA_WORDS, BOOK_UPDATE_POINTERS),
+        head(
+            b.instrument_id,
+            b.price_exponent,
+            b.qty_exponent,
+            u16::from(b.is_snapshot),
+        ),
+        b.venue_seq,
+        b.ts_exchange_ns.cast_unsigned(),
+        b.ts_receive_ns.cast_unsigned(),
+        b.ts_publish_ns.cast_unsigned(),
+        b.first_update_id,
+        b.last_update_id,
+        // bids: right after the asks pointer; asks: after the bids list
+        composite_list_pointer(1, bid_words),
+        composite_list_pointer(1 + bid_words, ask_words),
+    ]);
     levels(&b.bids, out);
     levels(&b.asks, out);
-    true
 }
 
 /// A composite list's tag word and elements.
 #[inline]
-fn levels(levels: &[PriceLevel], out: &mut Vec<u64>) {
-    let start = out.len();
-    out.resize(start + 1 + levels.len() * 2, 0);
-    let (tag, elements) = out[start..].split_at_mut(1);
-    tag[0] = struct_pointer(levels.len() as u64, PRICE_LEVEL_WORDS as u16, 0).to_le();
-    for (words, level) in elements.chunks_exact_mut(2).zip(levels) {
-        words[0] = level.price.cast_unsigned().to_le();
-        words[1] = level.qty.cast_unsigned().to_le();
+fn levels(levels: &[PriceLevel], out: &mut impl WordSink) {
+    out.put([struct_pointer(
+        levels.len() as u64,
+        PRICE_LEVEL_WORDS as u16,
+        0,
+    )]);
+    for level in levels {
+        out.put([level.price.cast_unsigned(), level.qty.cast_unsigned()]);
     }
 }
 
@@ -184,8 +198,14 @@ mod tests {
     }
 
     fn flat<T: Record>(record: &T) -> Vec<u64> {
-        let mut out = vec![0xdead_beef; 3];
-        assert!(record.encode_flat(&mut out), "no hand layout");
+        let words = record.flat_words().expect("no hand layout");
+        let mut out = Vec::new();
+        record.write_flat(&mut out);
+        assert_eq!(
+            out.len(),
+            words,
+            "the words written are the words announced"
+        );
         out
     }
 

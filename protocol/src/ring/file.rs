@@ -256,6 +256,10 @@ pub(crate) struct RingFile {
     pub map: Mapping,
     pub descriptor: Descriptor,
     pub geometry: Geometry,
+    /// Where the data region and the sparse index are: (byte offset, words), worked out
+    /// once — a view is taken per record.
+    data_words: (usize, usize),
+    index_words: (usize, usize),
 }
 
 /// Bytes a ring with this geometry occupies.
@@ -358,27 +362,32 @@ impl RingFile {
             .map_err(|_| invalid(FileProblem::Inconsistent("file too large to map")))?;
         let map =
             Mapping::map(&file, len, writable, populate).map_err(|e| RingFileError::io(path, e))?;
+        let data_words = (
+            HEADER_LEN as usize,
+            usize::try_from(geometry.capacity / 8).unwrap_or(0),
+        );
+        let index_words = (
+            usize::try_from(descriptor.index_offset).unwrap_or(0),
+            usize::try_from(geometry.index_slots).unwrap_or(0) * INDEX_ENTRY_WORDS,
+        );
         Ok(Self {
             path: path.to_owned(),
             file,
             map,
             descriptor,
             geometry,
+            data_words,
+            index_words,
         })
     }
 
+    #[inline]
     pub fn view(&self) -> LogView<'_> {
-        let g = self.geometry;
-        let data_words = usize::try_from(g.capacity / 8).unwrap_or(0);
-        let index_words = usize::try_from(g.index_slots).unwrap_or(0) * INDEX_ENTRY_WORDS;
         LogView {
             positions: self.map.positions(POSITIONS),
-            data: self.map.words(HEADER_LEN as usize, data_words),
-            index: self.map.words(
-                usize::try_from(self.descriptor.index_offset).unwrap_or(0),
-                index_words,
-            ),
-            geometry: g,
+            data: self.map.words(self.data_words.0, self.data_words.1),
+            index: self.map.words(self.index_words.0, self.index_words.1),
+            geometry: self.geometry,
         }
     }
 

@@ -55,16 +55,17 @@ impl Mapping {
         Ok(Self { ptr, len })
     }
 
+    #[inline]
     fn check(&self, offset: usize, bytes: usize, align: usize) {
-        assert!(
-            offset.is_multiple_of(align)
-                && offset.checked_add(bytes).is_some_and(|end| end <= self.len),
-            "ring mapping access out of bounds: offset {offset} + {bytes} > {}",
-            self.len
-        );
+        if !(offset.is_multiple_of(align)
+            && offset.checked_add(bytes).is_some_and(|end| end <= self.len))
+        {
+            out_of_bounds(offset, bytes, self.len);
+        }
     }
 
     /// `count` atomic words starting at byte `offset` (8-aligned, in bounds: checked).
+    #[inline]
     pub fn words(&self, offset: usize, count: usize) -> &[AtomicU64] {
         self.check(offset, count * 8, 8);
         // SAFETY: the range is inside the mapping (checked) and 8-aligned (the mapping is
@@ -78,11 +79,13 @@ impl Mapping {
     }
 
     /// The atomic u64 at byte `offset`.
+    #[inline]
     pub fn u64_at(&self, offset: usize) -> &AtomicU64 {
         &self.words(offset, 1)[0]
     }
 
     /// The atomic u32 at byte `offset` (4-aligned, in bounds: checked).
+    #[inline]
     pub fn u32_at(&self, offset: usize) -> &AtomicU32 {
         self.check(offset, 4, 4);
         // SAFETY: in bounds and aligned (checked); AtomicU32 accepts any bit pattern; the
@@ -91,6 +94,7 @@ impl Mapping {
     }
 
     /// The positions block at byte `offset`.
+    #[inline]
     pub fn positions(&self, offset: usize) -> &Positions {
         self.check(offset, size_of::<Positions>(), 8);
         // SAFETY: `Positions` is repr(C) of four AtomicU64 (any bit pattern valid), the
@@ -105,6 +109,14 @@ impl Mapping {
             *dst = src.load(std::sync::atomic::Ordering::Acquire);
         }
     }
+}
+
+/// The panic of an access outside the mapping (a bug in the ring code), kept out of line
+/// so that the checks in front of every view stay small enough to inline.
+#[cold]
+#[inline(never)]
+fn out_of_bounds(offset: usize, bytes: usize, len: usize) -> ! {
+    panic!("ring mapping access out of bounds: offset {offset} + {bytes} > {len}");
 }
 
 impl Drop for Mapping {

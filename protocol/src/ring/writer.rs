@@ -15,7 +15,7 @@ use super::layout::{
     WRITER_EPOCH, WRITER_EPOCH_START_POSITION, WRITER_EPOCH_START_SEQ, WRITER_FLAGS,
     WRITER_HEARTBEAT, WRITER_PID, WRITER_STARTED,
 };
-use super::log::{AppendError, Geometry, LogAppender, RECORD_ALIGN};
+use super::log::{AppendError, BodySink, Geometry, LogAppender, RECORD_ALIGN};
 use super::mapping::{self, Mapping};
 use super::{DEFAULT_CAPACITY, MAX_CAPACITY, MIN_CAPACITY};
 use crate::records::{EpochStart, Record, RecordEncoder, RecordError, RecordKind, SCHEMA_ID};
@@ -314,10 +314,20 @@ impl RingWriter {
 
     /// Encodes `record` as a single-segment Cap'n Proto message and appends it.
     pub fn append_record<T: Record>(&mut self, record: &T) -> Result<u64, WriteError> {
-        let body = self.encoder.encode_words(record)?;
-        let seq = self
-            .appender
-            .append_words(self.ring.view(), T::KIND.0, body)?;
+        let seq = match record.flat_words() {
+            // the hot tick kinds: encoded straight into the record's words in the ring
+            Some(words) => {
+                self.appender
+                    .append_with(self.ring.view(), T::KIND.0, words, |body| {
+                        record.write_flat(&mut BodySink::new(body));
+                    })?
+            }
+            None => {
+                let body = self.encoder.encode_words(record)?;
+                self.appender
+                    .append_words(self.ring.view(), T::KIND.0, body)?
+            }
+        };
         self.wake_sleepers();
         Ok(seq)
     }

@@ -1,9 +1,10 @@
 //! Order books per stock from ITCH order messages: add (with or without attribution),
 //! executed (at the order's price or another), cancel, delete, replace.
 //!
-//! [`Books::apply`] takes one decoded message and reports what changed: the new total
-//! shares at each price level it touched ([`BookEvent::Level`]) and executions
-//! ([`BookEvent::Execution`]). Orders are keyed by their reference number, which ITCH
+//! [`Books::apply`] takes one decoded message and returns what changed ([`Applied`]): the
+//! new total shares at each price level it touched ([`LevelChange`]) and the execution
+//! ([`Execution`]), if any — a value, not a callback, so the whole path inlines into the
+//! caller's loop. Orders are keyed by their reference number, which ITCH
 //! makes unique for the day across all stocks. A message about an order the books do not
 //! know (the feed was joined late, or messages were lost) is counted and skipped.
 
@@ -68,28 +69,41 @@ impl Ladder {
         self.levels[..stop].binary_search_by_key(&key, |l| l.0)
     }
 
-    /// Adds `delta` shares at `price`; returns the level's new total (0: removed).
+    /// Adds `delta` shares at `price`; returns the level's new total (0: removed). Most
+    /// changes land on a level that stays: that path is inlined, opening and closing a
+    /// level (moving the levels above it) is not.
     #[inline]
     fn change(&mut self, price: u32, delta: i64) -> u64 {
         let key = self.key(price);
         match self.find(key) {
             Ok(i) => {
-                let shares = self.levels[i].1.saturating_add_signed(delta);
+                let level = &mut self.levels[i].1;
+                let shares = level.saturating_add_signed(delta);
                 if shares == 0 {
-                    self.levels.remove(i);
+                    self.close(i);
                 } else {
-                    self.levels[i].1 = shares;
+                    *level = shares;
                 }
                 shares
             }
             Err(i) => {
                 let shares = 0u64.saturating_add_signed(delta);
                 if shares != 0 {
-                    self.levels.insert(i, (key, shares));
+                    self.open(i, key, shares);
                 }
                 shares
             }
         }
+    }
+
+    #[inline(never)]
+    fn open(&mut self, i: usize, key: u32, shares: u64) {
+        self.levels.insert(i, (key, shares));
+    }
+
+    #[inline(never)]
+    fn close(&mut self, i: usize) {
+        self.levels.remove(i);
     }
 
     /// The best level.
@@ -140,35 +154,65 @@ impl Book {
     }
 }
 
-/// What a message changed.
+/// A price level's new total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LevelChange {
+    /// Stock locate.
+    pub locate: u16,
+    /// Bid or ask.
+    pub side: Side,
+    /// Price (4 implied decimals).
+    pub price: u32,
+    /// Total shares now at the level (0: the level is gone).
+    pub shares: u64,
+}
+
+/// A resting order executed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BookEvent {
-    /// The total shares now resting at a price (0: the level is gone).
-    Level {
-        /// Stock locate.
-        locate: u16,
-        /// Bid or ask.
-        side: Side,
-        /// Price (4 implied decimals).
-        price: u32,
-        /// Total shares now at the level.
-        shares: u64,
-    },
-    /// A resting order executed.
-    Execution {
-        /// Stock locate.
-        locate: u16,
-        /// The resting order's side (the aggressor was on the other).
-        resting_side: Side,
-        /// Execution price.
-        price: u32,
-        /// Shares executed.
-        shares: u32,
-        /// The venue's match number.
-        match_number: u64,
-        /// Counts for volume (`C` messages may say no).
-        printable: bool,
-    },
+pub struct Execution {
+    /// Stock locate.
+    pub locate: u16,
+    /// The resting order's side (the aggressor was on the other).
+    pub resting_side: Side,
+    /// Execution price.
+    pub price: u32,
+    /// Shares executed.
+    pub shares: u32,
+    /// The venue's match number.
+    pub match_number: u64,
+    /// Counts for volume (`C` messages may say no).
+    pub printable: bool,
+}
+
+/// Levels one message can change: a replace leaves one level and joins another, and its
+/// new reference may still be live (the old order then goes too).
+const MAX_LEVEL_CHANGES: usize = 3;
+
+/// What one message did to the books. The caller keeps one and hands it to every
+/// [`Books::apply`], which resets it (two stores, where returning a fresh one costs a
+/// copy of every slot per message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Applied {
+    levels: [LevelChange; MAX_LEVEL_CHANGES],
+    len: usize,
+    /// The execution, for `E` and `C` messages about a live order.
+    pub execution: Option<Execution>,
+}
+
+impl Applied {
+    /// The levels changed, in the order changed.
+    #[inline]
+    pub fn levels(&self) -> &[LevelChange] {
+        &self.levels[..self.len]
+    }
+
+    #[inline]
+    fn push(&mut self, level: LevelChange) {
+        if let Some(slot) = self.levels.get_mut(self.len) {
+            *slot = level;
+            self.len += 1;
+        }
+    }
 }
 
 /// What the books refused, counted.
@@ -247,6 +291,7 @@ impl OrderTable {
     }
 
     /// Inserts or overwrites; returns the order it replaced.
+    #[inline]
     fn insert(&mut self, order_ref: u64, order: Order) -> Option<Order> {
         if (self.len + 1) * 2 > self.slots.len() {
             self.grow();
@@ -275,6 +320,7 @@ impl OrderTable {
     }
 
     /// Empties slot `i`, moving back the entries after it that may live there.
+    #[inline]
     fn remove_at(&mut self, mut i: usize) {
         let mask = self.mask();
         let mut j = i;
@@ -294,6 +340,8 @@ impl OrderTable {
         self.len -= 1;
     }
 
+    #[cold]
+    #[inline(never)]
     fn grow(&mut self) {
         let size = (self.slots.len() * 2).max(MIN_SLOTS);
         let old = std::mem::replace(&mut self.slots, vec![Slot::default(); size]);
@@ -344,12 +392,12 @@ impl Books {
 
     /// Adds `delta` shares (may be negative) at a level and reports its new total.
     #[inline]
-    fn change(&mut self, order: Order, delta: i64, out: &mut impl FnMut(BookEvent)) {
+    fn change(&mut self, order: Order, delta: i64, out: &mut Applied) {
         let shares = self
             .book_mut(order.locate)
             .side_mut(order.side)
             .change(order.price, delta);
-        out(BookEvent::Level {
+        out.push(LevelChange {
             locate: order.locate,
             side: order.side,
             price: order.price,
@@ -357,7 +405,8 @@ impl Books {
         });
     }
 
-    fn add(&mut self, order_ref: u64, order: Order, out: &mut impl FnMut(BookEvent)) {
+    #[inline]
+    fn add(&mut self, order_ref: u64, order: Order, out: &mut Applied) {
         if let Some(old) = self.orders.insert(order_ref, order) {
             self.counters.duplicate_refs += 1;
             self.change(old, -i64::from(old.shares), out);
@@ -368,11 +417,12 @@ impl Books {
     /// Takes `shares` from an order (`None`: all of it), removing it when nothing is
     /// left; returns the order as it was and the shares taken, or `None` for an unknown
     /// reference.
+    #[inline]
     fn reduce(
         &mut self,
         order_ref: u64,
         shares: Option<u32>,
-        out: &mut impl FnMut(BookEvent),
+        out: &mut Applied,
     ) -> Option<(Order, u32)> {
         let Some(at) = self.orders.find(order_ref) else {
             self.counters.unknown_orders += 1;
@@ -396,9 +446,12 @@ impl Books {
         Some((before, taken))
     }
 
-    /// Applies one message; reports level changes and executions to `out`. Messages that
-    /// are not about orders are ignored.
-    pub fn apply(&mut self, message: &Message<'_>, out: &mut impl FnMut(BookEvent)) {
+    /// Applies one message; `out` is set to the levels it changed and its execution.
+    /// Messages that are not about orders change nothing.
+    #[inline]
+    pub fn apply(&mut self, message: &Message<'_>, out: &mut Applied) {
+        out.len = 0;
+        out.execution = None;
         match *message {
             Message::AddOrder(m) => {
                 let order = Order {
@@ -422,7 +475,7 @@ impl Books {
                 if let Some((order, taken)) =
                     self.reduce(m.order_ref.get(), Some(m.executed_shares.get()), out)
                 {
-                    out(BookEvent::Execution {
+                    out.execution = Some(Execution {
                         locate: order.locate,
                         resting_side: order.side,
                         price: order.price,
@@ -436,7 +489,7 @@ impl Books {
                 if let Some((order, taken)) =
                     self.reduce(m.order_ref.get(), Some(m.executed_shares.get()), out)
                 {
-                    out(BookEvent::Execution {
+                    out.execution = Some(Execution {
                         locate: order.locate,
                         resting_side: order.side,
                         price: m.execution_price.get(),
@@ -602,12 +655,14 @@ mod tests {
                     }
                 }
                 let message = decode(&bytes).unwrap();
-                books.apply(&message, &mut |e| match e {
-                    BookEvent::Level { locate, side, price, shares } => {
-                        reported.insert((locate, side as u8, price), shares);
-                    }
-                    BookEvent::Execution { shares, .. } => executed += u64::from(shares),
-                });
+                let mut applied = Applied::default();
+                books.apply(&message, &mut applied);
+                for l in applied.levels() {
+                    reported.insert((l.locate, l.side as u8, l.price), l.shares);
+                }
+                if let Some(e) = applied.execution {
+                    executed += u64::from(e.shares);
+                }
                 // the model's levels
                 let mut model: BTreeMap<(u16, u8, u32), u64> = BTreeMap::new();
                 for &(_, locate, side, price, shares) in &live {
@@ -708,7 +763,7 @@ mod tests {
             (4, b'S', 102),
         ] {
             let bytes = add(r, side, price);
-            books.apply(&decode(bytes.as_bytes()).unwrap(), &mut |_| {});
+            books.apply(&decode(bytes.as_bytes()).unwrap(), &mut Applied::default());
         }
         assert_eq!(
             books.book(1).unwrap().best(),
@@ -718,9 +773,9 @@ mod tests {
             header: header(b'D', 1),
             order_ref: U64::new(77),
         };
-        let mut events = Vec::new();
-        books.apply(&decode(delete.as_bytes()).unwrap(), &mut |e| events.push(e));
-        assert!(events.is_empty());
+        let mut applied = Applied::default();
+        books.apply(&decode(delete.as_bytes()).unwrap(), &mut applied);
+        assert_eq!(applied, Applied::default());
         assert_eq!(books.counters().unknown_orders, 1);
     }
 }

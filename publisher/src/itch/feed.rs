@@ -24,7 +24,7 @@ use mdi_protocol::records::{
 };
 use mdi_protocol::ring::WriteError;
 
-use super::book::{BookEvent, Books};
+use super::book::{Applied, Books};
 use super::message::{self, Message, PRICE_EXPONENT};
 use super::mold::Output;
 use crate::normalize::Rings;
@@ -72,26 +72,21 @@ struct Bbo {
     ask: (u32, u64),
 }
 
-/// A packet's book changes: per stock, in the order first touched, each level once with
-/// its total shares after the packet. Allocations are kept from packet to packet.
+/// A packet's book changes: per stock, in the order first touched, the BookUpdate being
+/// built — each level once with its total shares after the packet. The updates (and
+/// their level lists' allocations) are kept from packet to packet.
 #[derive(Debug, Default)]
 struct PacketChanges {
     /// Per locate: 1 + its index in `stocks` if touched in this packet, else 0.
     index_of: Vec<u32>,
-    /// The stocks touched; those from `len` on are spare (kept for their lists).
-    stocks: Vec<StockChanges>,
+    /// The stocks' updates (instrument id = locate); those from `len` on are spare.
+    stocks: Vec<BookUpdate>,
     len: usize,
-}
-
-#[derive(Debug, Default)]
-struct StockChanges {
-    locate: u16,
-    bids: Vec<PriceLevel>,
-    asks: Vec<PriceLevel>,
 }
 
 impl PacketChanges {
     /// The level at `price` now holds `shares` (0: gone).
+    #[inline]
     fn level(&mut self, locate: u16, side: Side, price: u32, shares: u64) {
         let at = usize::from(locate);
         if at >= self.index_of.len() {
@@ -100,10 +95,10 @@ impl PacketChanges {
         let index = match self.index_of[at] {
             0 => {
                 if self.len == self.stocks.len() {
-                    self.stocks.push(StockChanges::default());
+                    self.stocks.push(BookUpdate::default());
                 }
                 let stock = &mut self.stocks[self.len];
-                stock.locate = locate;
+                stock.instrument_id = u32::from(locate);
                 stock.bids.clear();
                 stock.asks.clear();
                 self.len += 1;
@@ -129,7 +124,9 @@ impl PacketChanges {
     /// Forgets the packet (keeping the allocations).
     fn clear(&mut self) {
         for stock in &self.stocks[..self.len] {
-            self.index_of[usize::from(stock.locate)] = 0;
+            if let Some(at) = self.index_of.get_mut(stock.instrument_id as usize) {
+                *at = 0;
+            }
         }
         self.len = 0;
     }
@@ -149,10 +146,8 @@ pub struct ItchFeed {
     counters: FeedCounters,
     /// Levels changed in the current packet.
     changes: PacketChanges,
-    /// Executions of the message being handled (kept to reuse its allocation).
-    executions: Vec<BookEvent>,
-    /// The BookUpdate being written (reused).
-    update: BookUpdate,
+    /// What the books did with the message being handled (kept: reset, not rebuilt).
+    applied: Applied,
     /// Last published best bid/offer per locate.
     quoted: Vec<Option<Bbo>>,
     /// The packet's last venue sequence and exchange time.
@@ -172,8 +167,7 @@ impl ItchFeed {
             packet_publish_ns: None,
             counters: FeedCounters::default(),
             changes: PacketChanges::default(),
-            executions: Vec::new(),
-            update: BookUpdate::default(),
+            applied: Applied::default(),
             quoted: Vec::new(),
             packet_seq: 0,
             packet_ts: 0,
@@ -366,48 +360,32 @@ impl ItchFeed {
                 tracing::info!(match_number = m.match_number.get(), "ITCH broken trade");
             }
             _ => {
-                let mut executions = std::mem::take(&mut self.executions);
-                let changes = &mut self.changes;
-                self.books.apply(&message, &mut |event| match event {
-                    BookEvent::Level {
-                        locate,
-                        side,
-                        price,
-                        shares,
-                    } => changes.level(locate, side, price, shares),
-                    BookEvent::Execution { .. } => executions.push(event),
-                });
-                for event in executions.drain(..) {
-                    if let BookEvent::Execution {
-                        locate,
-                        resting_side,
-                        price,
-                        shares,
-                        match_number,
-                        printable,
-                    } = event
-                    {
-                        if !printable {
-                            self.counters.non_printable += 1;
-                            continue;
-                        }
-                        let aggressor = match resting_side {
-                            Side::Buy => Side::Sell,
-                            Side::Sell => Side::Buy,
-                            Side::Unknown => Side::Unknown,
-                        };
-                        self.trade(
-                            receive_ns,
-                            seq,
-                            ts,
-                            locate,
-                            (price, i64::from(shares)),
-                            aggressor,
-                            match_number,
-                        )?;
-                    }
+                let applied = &mut self.applied;
+                self.books.apply(&message, applied);
+                for level in applied.levels() {
+                    self.changes
+                        .level(level.locate, level.side, level.price, level.shares);
                 }
-                self.executions = executions;
+                if let Some(execution) = applied.execution {
+                    if !execution.printable {
+                        self.counters.non_printable += 1;
+                        return Ok(());
+                    }
+                    let aggressor = match execution.resting_side {
+                        Side::Buy => Side::Sell,
+                        Side::Sell => Side::Buy,
+                        Side::Unknown => Side::Unknown,
+                    };
+                    self.trade(
+                        receive_ns,
+                        seq,
+                        ts,
+                        execution.locate,
+                        (execution.price, i64::from(execution.shares)),
+                        aggressor,
+                        execution.match_number,
+                    )?;
+                }
             }
         }
         Ok(())
@@ -418,11 +396,7 @@ impl ItchFeed {
     pub fn end_packet(&mut self, receive_ns: i64) -> Result<(), WriteError> {
         for i in 0..self.changes.len {
             let publish_ns = self.publish_ns();
-            let stock = &mut self.changes.stocks[i];
-            let locate = stock.locate;
-            // one BookUpdate reused; the level lists are lent from the packet's changes
-            let update = &mut self.update;
-            update.instrument_id = u32::from(locate);
+            let update = &mut self.changes.stocks[i];
             update.price_exponent = PRICE_EXPONENT;
             update.qty_exponent = 0;
             update.is_snapshot = false;
@@ -432,12 +406,8 @@ impl ItchFeed {
             update.ts_publish_ns = publish_ns;
             update.first_update_id = self.packet_seq;
             update.last_update_id = self.packet_seq;
-            std::mem::swap(&mut update.bids, &mut stock.bids);
-            std::mem::swap(&mut update.asks, &mut stock.asks);
-            let written = self.rings.ticks.append_record(&*update);
-            std::mem::swap(&mut update.bids, &mut stock.bids);
-            std::mem::swap(&mut update.asks, &mut stock.asks);
-            written?;
+            self.rings.ticks.append_record(&*update)?;
+            let locate = u16::try_from(update.instrument_id).unwrap_or(u16::MAX);
             self.counters.book_updates += 1;
             self.counters.records += 1;
             self.quote_if_moved(receive_ns, locate)?;

@@ -279,7 +279,7 @@ pub const SOURCE: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 2
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::itch::book::Books;
+    use crate::itch::book::{Applied, Books};
     use crate::itch::message::decode;
     use crate::itch::mold::Packet;
 
@@ -302,7 +302,7 @@ mod tests {
         for m in &messages {
             let decoded = decode(m).unwrap();
             *kinds.entry(m[0]).or_insert(0u64) += 1;
-            books.apply(&decoded, &mut |_| {});
+            books.apply(&decoded, &mut Applied::default());
         }
         assert_eq!(
             books.counters(),
