@@ -14,7 +14,7 @@ use super::layout::{
     WRITER_HEARTBEAT, WRITER_PID, WRITER_STARTED,
 };
 use super::log::{Geometry, INDEX_ENTRY_WORDS, LogView, RECORD_ALIGN};
-use super::mapping::{self, Mapping};
+use super::mapping::{self, LogRegions, Mapping};
 use super::{DEFAULT_SHM_DIR, MAX_CAPACITY, MIN_CAPACITY, SHM_DIR_ENV};
 use std::sync::atomic::Ordering;
 
@@ -256,10 +256,8 @@ pub(crate) struct RingFile {
     pub map: Mapping,
     pub descriptor: Descriptor,
     pub geometry: Geometry,
-    /// Where the data region and the sparse index are: (byte offset, words), worked out
-    /// once — a view is taken per record.
-    data_words: (usize, usize),
-    index_words: (usize, usize),
+    /// Where the log's parts are in `map`, checked once: a view is taken per record.
+    regions: LogRegions,
 }
 
 /// Bytes a ring with this geometry occupies.
@@ -362,31 +360,36 @@ impl RingFile {
             .map_err(|_| invalid(FileProblem::Inconsistent("file too large to map")))?;
         let map =
             Mapping::map(&file, len, writable, populate).map_err(|e| RingFileError::io(path, e))?;
-        let data_words = (
-            HEADER_LEN as usize,
-            usize::try_from(geometry.capacity / 8).unwrap_or(0),
-        );
-        let index_words = (
-            usize::try_from(descriptor.index_offset).unwrap_or(0),
-            usize::try_from(geometry.index_slots).unwrap_or(0) * INDEX_ENTRY_WORDS,
-        );
+        let regions = map
+            .log_regions(
+                POSITIONS,
+                (
+                    HEADER_LEN as usize,
+                    usize::try_from(geometry.capacity / 8).unwrap_or(0),
+                ),
+                (
+                    usize::try_from(descriptor.index_offset).unwrap_or(0),
+                    usize::try_from(geometry.index_slots).unwrap_or(0) * INDEX_ENTRY_WORDS,
+                ),
+            )
+            .ok_or_else(|| invalid(FileProblem::Inconsistent("log regions outside the file")))?;
         Ok(Self {
             path: path.to_owned(),
             file,
             map,
             descriptor,
             geometry,
-            data_words,
-            index_words,
+            regions,
         })
     }
 
     #[inline]
     pub fn view(&self) -> LogView<'_> {
+        let (positions, data, index) = self.map.log_parts(&self.regions);
         LogView {
-            positions: self.map.positions(POSITIONS),
-            data: self.map.words(self.data_words.0, self.data_words.1),
-            index: self.map.words(self.index_words.0, self.index_words.1),
+            positions,
+            data,
+            index,
             geometry: self.geometry,
         }
     }

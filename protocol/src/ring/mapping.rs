@@ -93,15 +93,6 @@ impl Mapping {
         unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU32>() }
     }
 
-    /// The positions block at byte `offset`.
-    #[inline]
-    pub fn positions(&self, offset: usize) -> &Positions {
-        self.check(offset, size_of::<Positions>(), 8);
-        // SAFETY: `Positions` is repr(C) of four AtomicU64 (any bit pattern valid), the
-        // range is in bounds and 8-aligned (checked), the mapping outlives the borrow.
-        unsafe { &*self.ptr.as_ptr().add(offset).cast::<Positions>() }
-    }
-
     /// Copies `out.len()` words starting at byte `offset` with atomic loads.
     pub fn load_words(&self, offset: usize, out: &mut [u64]) {
         let count = out.len();
@@ -109,6 +100,88 @@ impl Mapping {
             *dst = src.load(std::sync::atomic::Ordering::Acquire);
         }
     }
+}
+
+/// Where a ring's log lies in its mapping — the positions block, the data region and the
+/// sparse index, as byte offsets and word counts — checked once, when the ring is opened,
+/// so that the view taken for every record costs three pointers, not three bounds checks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogRegions {
+    /// The mapping they were checked against (start and length).
+    base: NonNull<u8>,
+    len: usize,
+    positions: usize,
+    data: (usize, usize),
+    index: (usize, usize),
+}
+
+// SAFETY: only offsets and the identity of a mapping; nothing is accessed through `base`.
+unsafe impl Send for LogRegions {}
+// SAFETY: as above.
+unsafe impl Sync for LogRegions {}
+
+impl Mapping {
+    /// Checks the log's regions (byte offset, and words for the two word regions)
+    /// against this mapping; `None` if one is out of bounds or unaligned.
+    pub fn log_regions(
+        &self,
+        positions: usize,
+        data: (usize, usize),
+        index: (usize, usize),
+    ) -> Option<LogRegions> {
+        let fits = |offset: usize, bytes: Option<usize>| {
+            offset.is_multiple_of(8)
+                && bytes
+                    .and_then(|b| offset.checked_add(b))
+                    .is_some_and(|end| end <= self.len)
+        };
+        if !(fits(positions, Some(size_of::<Positions>()))
+            && fits(data.0, data.1.checked_mul(8))
+            && fits(index.0, index.1.checked_mul(8)))
+        {
+            return None;
+        }
+        Some(LogRegions {
+            base: self.ptr,
+            len: self.len,
+            positions,
+            data,
+            index,
+        })
+    }
+
+    /// The positions block, the data region and the index of `regions`, which must have
+    /// been checked against this mapping (asserted: a cheap comparison of two words).
+    #[inline]
+    pub fn log_parts(&self, regions: &LogRegions) -> (&Positions, &[AtomicU64], &[AtomicU64]) {
+        if regions.base != self.ptr || regions.len != self.len {
+            foreign_regions();
+        }
+        let base = self.ptr.as_ptr();
+        // SAFETY: `regions` were checked by `log_regions` against this very mapping (same
+        // start and length, asserted above): in bounds, 8-aligned. `Positions` is repr(C)
+        // of AtomicU64s and AtomicU64 accepts any bit pattern; the memory is only accessed
+        // atomically by mdi processes and the mapping outlives the borrows of `self`.
+        unsafe {
+            (
+                &*base.add(regions.positions).cast::<Positions>(),
+                std::slice::from_raw_parts(
+                    base.add(regions.data.0).cast::<AtomicU64>(),
+                    regions.data.1,
+                ),
+                std::slice::from_raw_parts(
+                    base.add(regions.index.0).cast::<AtomicU64>(),
+                    regions.index.1,
+                ),
+            )
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn foreign_regions() -> ! {
+    panic!("ring log regions used with a mapping they were not checked against");
 }
 
 /// The panic of an access outside the mapping (a bug in the ring code), kept out of line

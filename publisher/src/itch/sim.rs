@@ -1,7 +1,12 @@
 //! A synthetic ITCH 5.0 feed on MoldUDP64 (what `mdfeedsim` sends or writes): a stock
 //! directory first, then adds, cancels, executions, replaces, deletes and hidden trades
-//! across many symbols around a drifting price, then the end of the day. Deterministic
-//! for a seed.
+//! across many symbols, then the end of the day. Deterministic for a seed.
+//!
+//! Each stock's book behaves like a real one: orders join at or near the best (half
+//! within two ticks, the rest within ten), executions take the best bid or offer oldest
+//! order first, the price moves a tick at a time by trading through the orders in its
+//! way (a sweep of executions), so the book is never crossed, and the number of live
+//! orders settles around [`BOOK_ORDERS`] per stock instead of growing all day.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -70,6 +75,105 @@ pub fn symbol_of(i: u16) -> String {
     format!("SIM{i}")
 }
 
+/// A price tick: one cent at ITCH's four decimals.
+const TICK: u32 = 100;
+/// The lowest a simulated price goes.
+const MIN_MID: u32 = 10 * TICK;
+/// Live orders per stock the book settles around.
+pub const BOOK_ORDERS: usize = 300;
+
+/// One simulated stock: bids rest at or below `mid`, asks above it, so its book is never
+/// crossed; the live orders are (reference, buy, price, shares) in arrival order.
+struct SimStock {
+    mid: u32,
+    orders: Vec<(u64, bool, u32, u32)>,
+}
+
+impl SimStock {
+    /// Does this order rest on the wrong side of a mid at `mid`?
+    fn crosses(mid: u32, &(_, buy, price, _): &(u64, bool, u32, u32)) -> bool {
+        if buy { price > mid } else { price <= mid }
+    }
+
+    /// Orders a move of the mid to `mid` trades with.
+    fn sweep_count(&self, mid: u32) -> u64 {
+        self.orders.iter().filter(|o| Self::crosses(mid, o)).count() as u64
+    }
+
+    /// Takes out the orders a move to `mid` trades with: (reference, shares), oldest first.
+    fn sweep(&mut self, mid: u32) -> Vec<(u64, u32)> {
+        let mut swept = Vec::new();
+        self.orders.retain(|o| {
+            let crosses = Self::crosses(mid, o);
+            if crosses {
+                swept.push((o.0, o.3));
+            }
+            !crosses
+        });
+        swept
+    }
+}
+
+/// The index of the oldest order at the best bid (`buy`) or offer, if that side has any.
+fn best_order(orders: &[(u64, bool, u32, u32)], buy: bool) -> Option<usize> {
+    let mut best: Option<(usize, u32)> = None;
+    for (i, &(_, b, price, _)) in orders.iter().enumerate() {
+        let better = match best {
+            None => true,
+            Some((_, p)) => (buy && price > p) || (!buy && price < p),
+        };
+        if b == buy && better {
+            best = Some((i, price));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+/// What a simulated message does.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Add,
+    Execute,
+    Cancel,
+    Delete,
+    Replace,
+    HiddenTrade,
+}
+
+impl Action {
+    /// The action other than an add for a roll in `0..55`.
+    fn from_roll(roll: u64) -> Self {
+        match roll {
+            0..=14 => Self::Execute,
+            15..=24 => Self::Cancel,
+            25..=44 => Self::Delete,
+            45..=52 => Self::Replace,
+            _ => Self::HiddenTrade,
+        }
+    }
+}
+
+/// Order references and match numbers handed out so far.
+struct Ids {
+    order: u64,
+    matched: u64,
+}
+
+impl Ids {
+    /// An execution of `shares` of order `order_ref`, with the next match number.
+    fn executed(&mut self, locate: u16, now: u64, order_ref: u64, shares: u32) -> Vec<u8> {
+        self.matched += 1;
+        OrderExecuted {
+            header: Header::new(b'E', locate, now),
+            order_ref: U64::new(order_ref),
+            executed_shares: U32::new(shares),
+            match_number: U64::new(self.matched - 1),
+        }
+        .as_bytes()
+        .to_vec()
+    }
+}
+
 /// Generates the feed's messages (each a whole ITCH message), in order.
 pub fn messages(config: &SimConfig) -> Vec<Vec<u8>> {
     let mut rng = Rng(config.seed);
@@ -109,47 +213,75 @@ pub fn messages(config: &SimConfig) -> Vec<Vec<u8>> {
     }
     out.push(system(b'S', now));
     out.push(system(b'Q', now));
-    // live orders per stock: (ref, buy, price, shares)
-    let mut live: Vec<Vec<(u64, bool, u32, u32)>> = vec![Vec::new(); usize::from(config.symbols)];
-    let mut mid: Vec<u32> = (0..config.symbols)
-        .map(|i| 1_000_000 + u32::from(i) * 10_000)
+    let mut stocks: Vec<SimStock> = (0..config.symbols)
+        .map(|i| SimStock {
+            mid: 1_000_000 + u32::from(i) * 10_000,
+            orders: Vec::new(),
+        })
         .collect();
-    let mut next_ref = 1u64;
-    let mut next_match = 1u64;
-    for _ in 0..config.messages {
+    let mut ids = Ids {
+        order: 1,
+        matched: 1,
+    };
+    let mut left = config.messages;
+    while left > 0 {
         now += 1 + rng.below(2 * config.gap_ns);
         let s = rng.below(u64::from(config.symbols)) as usize;
         let locate = u16::try_from(s + 1).unwrap_or(u16::MAX);
+        let book = &mut stocks[s];
         if rng.below(50) == 0 {
-            // the mid drifts a tick
-            mid[s] = if rng.below(2) == 0 {
-                mid[s] + 100
+            // the price moves a tick: the orders it moves through trade (a sweep), as far
+            // as the messages left allow — the book never crosses
+            let up = rng.below(2) == 0;
+            let mid = if up {
+                book.mid + TICK
             } else {
-                mid[s].saturating_sub(100).max(100)
+                book.mid.saturating_sub(TICK).max(MIN_MID)
             };
+            let swept = book.sweep_count(mid);
+            if mid != book.mid && swept < left {
+                for (r, shares) in book.sweep(mid) {
+                    out.push(ids.executed(locate, now, r, shares));
+                    left -= 1;
+                }
+                book.mid = mid;
+            }
         }
-        let orders = &mut live[s];
-        let roll = rng.below(100);
+        let orders = &mut book.orders;
+        // adds outnumber removals while the book is thin, and not once it is deep: the
+        // book's size stays steady however long the day
+        let adds = if orders.len() < BOOK_ORDERS { 45 } else { 30 };
         let pick = if orders.is_empty() {
             None
         } else {
             Some(rng.below(orders.len() as u64) as usize)
         };
-        let message = match (roll, pick) {
-            (0..=44, _) | (_, None) => {
+        // the other actions keep their proportions: executions 15, cancels 10, deletes
+        // 20, replaces 8, hidden trades 2
+        let action = match pick {
+            Some(_) if rng.below(100) >= adds => Action::from_roll(rng.below(55)),
+            _ => Action::Add,
+        };
+        let message = match (action, pick) {
+            (Action::Add, _) | (_, None) => {
                 let buy = rng.below(2) == 0;
-                let offset = 100 * (1 + rng.below(10) as u32);
-                let price = if buy {
-                    mid[s].saturating_sub(offset)
+                // most orders join at or near the best, some further back
+                let ticks = if rng.below(2) == 0 {
+                    rng.below(3)
                 } else {
-                    mid[s] + offset
+                    rng.below(10)
+                } as u32;
+                let price = if buy {
+                    book.mid.saturating_sub(ticks * TICK)
+                } else {
+                    book.mid + TICK + ticks * TICK
                 };
                 let shares = 100 * (1 + rng.below(10) as u32);
-                orders.push((next_ref, buy, price, shares));
-                next_ref += 1;
+                orders.push((ids.order, buy, price, shares));
+                ids.order += 1;
                 AddOrder {
                     header: Header::new(b'A', locate, now),
-                    order_ref: U64::new(next_ref - 1),
+                    order_ref: U64::new(ids.order - 1),
                     side: if buy { b'B' } else { b'S' },
                     shares: U32::new(shares),
                     stock: stock(&symbol_of(locate - 1)),
@@ -158,27 +290,23 @@ pub fn messages(config: &SimConfig) -> Vec<Vec<u8>> {
                 .as_bytes()
                 .to_vec()
             }
-            (45..=59, Some(at)) => {
+            (Action::Execute, Some(_)) => {
+                // executions take the best bid or offer, oldest order first
+                let Some(at) = best_order(orders, rng.below(2) == 0) else {
+                    continue;
+                };
                 let (r, _, _, shares) = orders[at];
                 // whole lots while it has them, else what is left
                 let lots = u64::from(shares / 100).max(1);
                 let executed = (100 * (1 + rng.below(lots) as u32)).min(shares);
-                next_match += 1;
                 if executed >= shares {
                     orders.remove(at);
                 } else {
                     orders[at].3 -= executed;
                 }
-                OrderExecuted {
-                    header: Header::new(b'E', locate, now),
-                    order_ref: U64::new(r),
-                    executed_shares: U32::new(executed),
-                    match_number: U64::new(next_match - 1),
-                }
-                .as_bytes()
-                .to_vec()
+                ids.executed(locate, now, r, executed)
             }
-            (60..=69, Some(at)) => {
+            (Action::Cancel, Some(at)) => {
                 let (r, _, _, shares) = orders[at];
                 let cancelled = (shares / 2).max(1);
                 orders[at].3 -= cancelled;
@@ -193,7 +321,7 @@ pub fn messages(config: &SimConfig) -> Vec<Vec<u8>> {
                 .as_bytes()
                 .to_vec()
             }
-            (70..=89, Some(at)) => {
+            (Action::Delete, Some(at)) => {
                 let (r, ..) = orders.remove(at);
                 OrderDelete {
                     header: Header::new(b'D', locate, now),
@@ -202,41 +330,43 @@ pub fn messages(config: &SimConfig) -> Vec<Vec<u8>> {
                 .as_bytes()
                 .to_vec()
             }
-            (90..=97, Some(at)) => {
+            (Action::Replace, Some(at)) => {
+                // a tick further from the other side: never crosses
                 let (r, buy, price, shares) = orders.remove(at);
                 let price = if buy {
-                    price.saturating_sub(100)
+                    price.saturating_sub(TICK)
                 } else {
-                    price + 100
+                    price + TICK
                 };
-                orders.push((next_ref, buy, price, shares));
-                next_ref += 1;
+                orders.push((ids.order, buy, price, shares));
+                ids.order += 1;
                 OrderReplace {
                     header: Header::new(b'U', locate, now),
                     original_ref: U64::new(r),
-                    new_ref: U64::new(next_ref - 1),
+                    new_ref: U64::new(ids.order - 1),
                     shares: U32::new(shares),
                     price: U32::new(price),
                 }
                 .as_bytes()
                 .to_vec()
             }
-            _ => {
-                next_match += 1;
+            (Action::HiddenTrade, Some(_)) => {
+                ids.matched += 1;
                 NonCrossTrade {
                     header: Header::new(b'P', locate, now),
                     order_ref: U64::new(0),
                     side: if rng.below(2) == 0 { b'B' } else { b'S' },
                     shares: U32::new(100),
                     stock: stock(&symbol_of(locate - 1)),
-                    price: U32::new(mid[s]),
-                    match_number: U64::new(next_match - 1),
+                    price: U32::new(book.mid),
+                    match_number: U64::new(ids.matched - 1),
                 }
                 .as_bytes()
                 .to_vec()
             }
         };
         out.push(message);
+        left -= 1;
     }
     for code in [b'M', b'E', b'C'] {
         out.push(system(code, now));
@@ -299,11 +429,30 @@ mod tests {
         );
         let mut books = Books::new();
         let mut kinds = std::collections::BTreeMap::new();
+        let mut applied = Applied::default();
         for m in &messages {
             let decoded = decode(m).unwrap();
             *kinds.entry(m[0]).or_insert(0u64) += 1;
-            books.apply(&decoded, &mut Applied::default());
+            books.apply(&decoded, &mut applied);
+            // a real book is never crossed: the price moves by trading through
+            if let Some(level) = applied.levels().first() {
+                let (bid, ask) = books.book(level.locate).unwrap().best();
+                if let (Some((bid, _)), Some((ask, _))) = (bid, ask) {
+                    assert!(bid < ask, "crossed book: bid {bid} ask {ask}");
+                }
+            }
         }
+        assert_eq!(
+            messages.len() as u64,
+            config.messages + u64::from(config.symbols) + 6,
+            "the directory, four system events, the order messages asked for"
+        );
+        // the book settles around its size instead of growing all day
+        let live = books.orders();
+        assert!(
+            live <= usize::from(config.symbols) * BOOK_ORDERS * 2,
+            "{live} live orders"
+        );
         assert_eq!(
             books.counters(),
             Default::default(),
