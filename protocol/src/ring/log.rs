@@ -29,9 +29,15 @@
 
 #![cfg_attr(loom, allow(dead_code))]
 
-use super::sync::{AtomicU64, Ordering, fence, spin_hint};
+use super::sync::{AtomicU64, Ordering, fence, prefetch_for_write, spin_hint};
 use crate::records::WordSink;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// How far ahead of its position the writer prefetches the data region for writing: two
+/// pages, past the 4 KiB boundary where the hardware prefetcher stops. Measured (`mdbench
+/// itch`, 64 MiB ring): 7.5 → 8.7 M ITCH messages/s; 4 KiB and 16–64 KiB gained less.
+/// Rings smaller than four times this get no prefetch.
+const PREFETCH_AHEAD: u64 = 8 << 10;
 
 /// Record alignment in the data region.
 pub const RECORD_ALIGN: u64 = 8;
@@ -498,6 +504,9 @@ impl LogAppender {
         self.claim_to(view, end + RECORD_ALIGN);
         // The next record's first word: 0 until that record is published.
         view.data[g.word(end)].store(0, Ordering::Relaxed);
+        if g.capacity >= 4 * PREFETCH_AHEAD {
+            prefetch_for_write(&view.data[g.word(end + PREFETCH_AHEAD)]);
+        }
         let first = g.word(start);
         let last = g.word(end - 8);
         view.data[first + 1].store(seq, Ordering::Relaxed);

@@ -213,6 +213,23 @@ fn ofd_lock_request(kind: libc::c_int) -> libc::flock {
     request
 }
 
+/// Asks the CPU to fetch the cache line of `word` for writing (a hint: it loads and
+/// stores nothing and never faults). The ring writer touches the line two pages ahead of
+/// its position, because the hardware prefetcher stops at 4 KiB page boundaries: without
+/// it every new page of the data region starts with stores that miss.
+#[inline]
+pub(crate) fn prefetch_for_write(word: &AtomicU64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHW (or PREFETCHT0 where it is missing) is a hint: it does not access
+    // memory architecturally and cannot fault; the address is a live reference anyway.
+    unsafe {
+        use std::arch::x86_64::{_MM_HINT_ET0, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_ET0>(word.as_ptr().cast::<i8>().cast_const());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = word;
+}
+
 /// Takes the writer lock: an exclusive open-file-description lock on `file`, released by
 /// the kernel when the last descriptor of this open closes — also on SIGKILL. Returns
 /// `Ok(false)` when another open file holds it.

@@ -15,3 +15,10 @@ pub(crate) fn spin_hint() {
 pub(crate) fn spin_hint() {
     std::hint::spin_loop();
 }
+
+/// A write-prefetch hint (see [`super::mapping::prefetch_for_write`]); nothing under loom.
+#[cfg(not(loom))]
+pub(crate) use super::mapping::prefetch_for_write;
+
+#[cfg(loom)]
+pub(crate) fn prefetch_for_write(_word: &AtomicU64) {}

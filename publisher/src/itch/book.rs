@@ -69,12 +69,14 @@ impl Ladder {
         self.levels[..stop].binary_search_by_key(&key, |l| l.0)
     }
 
-    /// Adds `delta` shares at `price`; returns the level's new total (0: removed). Most
-    /// changes land on a level that stays: that path is inlined, opening and closing a
-    /// level (moving the levels above it) is not.
+    /// Adds `delta` shares at `price`; returns the level's new total (0: removed) and
+    /// whether the level is or was the best (the best bid or offer may have changed).
+    /// Most changes land on a level that stays: that path is inlined, opening and
+    /// closing a level (moving the levels above it) is not.
     #[inline]
-    fn change(&mut self, price: u32, delta: i64) -> u64 {
+    fn change(&mut self, price: u32, delta: i64) -> (u64, bool) {
         let key = self.key(price);
+        let len = self.levels.len();
         match self.find(key) {
             Ok(i) => {
                 let level = &mut self.levels[i].1;
@@ -84,14 +86,14 @@ impl Ladder {
                 } else {
                     *level = shares;
                 }
-                shares
+                (shares, i + 1 == len)
             }
             Err(i) => {
                 let shares = 0u64.saturating_add_signed(delta);
                 if shares != 0 {
                     self.open(i, key, shares);
                 }
-                shares
+                (shares, i == len && shares != 0)
             }
         }
     }
@@ -165,6 +167,8 @@ pub struct LevelChange {
     pub price: u32,
     /// Total shares now at the level (0: the level is gone).
     pub shares: u64,
+    /// The level is or was its side's best: the best bid or offer may have changed.
+    pub at_best: bool,
 }
 
 /// A resting order executed.
@@ -393,7 +397,7 @@ impl Books {
     /// Adds `delta` shares (may be negative) at a level and reports its new total.
     #[inline]
     fn change(&mut self, order: Order, delta: i64, out: &mut Applied) {
-        let shares = self
+        let (shares, at_best) = self
             .book_mut(order.locate)
             .side_mut(order.side)
             .change(order.price, delta);
@@ -402,6 +406,7 @@ impl Books {
             side: order.side,
             price: order.price,
             shares,
+            at_best,
         });
     }
 
@@ -733,7 +738,13 @@ mod tests {
                 if expected == 0 {
                     model.remove(&price);
                 }
-                prop_assert_eq!(ladder.change(price, delta), expected);
+                let best_before = ladder.best();
+                let (shares, at_best) = ladder.change(price, delta);
+                prop_assert_eq!(shares, expected);
+                // reported at the best whenever the best moved
+                if ladder.best() != best_before {
+                    prop_assert!(at_best, "best moved from {:?} to {:?} unreported", best_before, ladder.best());
+                }
                 let best_first: Vec<Level> = if buy {
                     model.iter().rev().map(|(&p, &q)| (p, q)).collect()
                 } else {

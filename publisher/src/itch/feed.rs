@@ -24,7 +24,7 @@ use mdi_protocol::records::{
 };
 use mdi_protocol::ring::WriteError;
 
-use super::book::{Applied, Books};
+use super::book::{Applied, Books, LevelChange};
 use super::message::{self, Message, PRICE_EXPONENT};
 use super::mold::Output;
 use crate::normalize::Rings;
@@ -79,28 +79,37 @@ struct Bbo {
 struct PacketChanges {
     /// Per locate: 1 + its index in `stocks` if touched in this packet, else 0.
     index_of: Vec<u32>,
-    /// The stocks' updates (instrument id = locate); those from `len` on are spare.
-    stocks: Vec<BookUpdate>,
+    /// The stocks' changes; those from `len` on are spare.
+    stocks: Vec<StockChanges>,
     len: usize,
 }
 
+#[derive(Debug, Default)]
+struct StockChanges {
+    /// The stock's BookUpdate (instrument id = locate).
+    update: BookUpdate,
+    /// A change was at the best bid or offer: the stock may need a Quote.
+    at_best: bool,
+}
+
 impl PacketChanges {
-    /// The level at `price` now holds `shares` (0: gone).
+    /// A level's new total (0: gone).
     #[inline]
-    fn level(&mut self, locate: u16, side: Side, price: u32, shares: u64) {
-        let at = usize::from(locate);
+    fn level(&mut self, change: &LevelChange) {
+        let at = usize::from(change.locate);
         if at >= self.index_of.len() {
             self.index_of.resize(at + 1, 0);
         }
         let index = match self.index_of[at] {
             0 => {
                 if self.len == self.stocks.len() {
-                    self.stocks.push(BookUpdate::default());
+                    self.stocks.push(StockChanges::default());
                 }
                 let stock = &mut self.stocks[self.len];
-                stock.instrument_id = u32::from(locate);
-                stock.bids.clear();
-                stock.asks.clear();
+                stock.update.instrument_id = u32::from(change.locate);
+                stock.update.bids.clear();
+                stock.update.asks.clear();
+                stock.at_best = false;
                 self.len += 1;
                 self.index_of[at] = u32::try_from(self.len).unwrap_or(u32::MAX);
                 self.len - 1
@@ -108,13 +117,14 @@ impl PacketChanges {
             n => n as usize - 1,
         };
         let stock = &mut self.stocks[index];
-        let levels = if side == Side::Buy {
-            &mut stock.bids
+        stock.at_best |= change.at_best;
+        let levels = if change.side == Side::Buy {
+            &mut stock.update.bids
         } else {
-            &mut stock.asks
+            &mut stock.update.asks
         };
-        let price = i64::from(price);
-        let qty = i64::try_from(shares).unwrap_or(i64::MAX);
+        let price = i64::from(change.price);
+        let qty = i64::try_from(change.shares).unwrap_or(i64::MAX);
         match levels.iter_mut().find(|l| l.price == price) {
             Some(level) => level.qty = qty,
             None => levels.push(PriceLevel { price, qty }),
@@ -124,7 +134,7 @@ impl PacketChanges {
     /// Forgets the packet (keeping the allocations).
     fn clear(&mut self) {
         for stock in &self.stocks[..self.len] {
-            if let Some(at) = self.index_of.get_mut(stock.instrument_id as usize) {
+            if let Some(at) = self.index_of.get_mut(stock.update.instrument_id as usize) {
                 *at = 0;
             }
         }
@@ -235,6 +245,7 @@ impl ItchFeed {
     }
 
     /// Takes message `seq` (its bytes, type byte first).
+    #[inline]
     pub fn on_message(
         &mut self,
         receive_ns: i64,
@@ -363,8 +374,7 @@ impl ItchFeed {
                 let applied = &mut self.applied;
                 self.books.apply(&message, applied);
                 for level in applied.levels() {
-                    self.changes
-                        .level(level.locate, level.side, level.price, level.shares);
+                    self.changes.level(level);
                 }
                 if let Some(execution) = applied.execution {
                     if !execution.printable {
@@ -396,7 +406,9 @@ impl ItchFeed {
     pub fn end_packet(&mut self, receive_ns: i64) -> Result<(), WriteError> {
         for i in 0..self.changes.len {
             let publish_ns = self.publish_ns();
-            let update = &mut self.changes.stocks[i];
+            let stock = &mut self.changes.stocks[i];
+            let at_best = stock.at_best;
+            let update = &mut stock.update;
             update.price_exponent = PRICE_EXPONENT;
             update.qty_exponent = 0;
             update.is_snapshot = false;
@@ -410,7 +422,10 @@ impl ItchFeed {
             let locate = u16::try_from(update.instrument_id).unwrap_or(u16::MAX);
             self.counters.book_updates += 1;
             self.counters.records += 1;
-            self.quote_if_moved(receive_ns, locate)?;
+            // the best bid and offer cannot have moved unless a change was at one of them
+            if at_best {
+                self.quote_if_moved(receive_ns, locate)?;
+            }
         }
         self.changes.clear();
         self.packet_publish_ns = None;

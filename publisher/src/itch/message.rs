@@ -105,6 +105,7 @@ macro_rules! messages {
 
         impl<'a> Message<'a> {
             /// The header every message starts with.
+            #[inline]
             pub fn header(&self) -> &'a Header {
                 match self {
                     $( Self::$name(m) => &m.header, )*
@@ -121,6 +122,7 @@ macro_rules! messages {
         }
 
         /// Decodes one message (exactly its bytes, type byte first).
+        #[inline]
         pub fn decode(bytes: &[u8]) -> Result<Message<'_>, ItchError> {
             let kind = *bytes.first().ok_or(ItchError::Empty)?;
             match kind {
