@@ -12,39 +12,40 @@ use mdi_protocol::records::Side;
 
 use super::message::Message;
 
-/// A resting order.
+/// A resting order: its stock, side, shares, and the slot of its price level in that
+/// side's [`Ladder`] — a reduce goes straight to the level, no price search.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Order {
     locate: u16,
     side: Side,
-    price: u32,
     shares: u32,
+    level: u32,
 }
 
 /// A price level: (price with 4 implied decimals, total shares).
 pub type Level = (u32, u64);
 
-/// One side of a book: its levels sorted so that the best is last (bids by price
-/// ascending, asks by price descending). Nearly every change is within a few levels of
-/// the best, so a change is found by a short scan from the end and inserted or removed
-/// by moving only the levels above it; a change deep in the book falls back to a binary
-/// search.
+/// One side of a book. The levels live in slots that never move while the level exists
+/// (orders point at them); `sorted` orders them by price so that the best is last (bids
+/// ascending, asks descending), found by bisection when an order is added at a price.
+/// Opening or closing a level moves only the entries above it, usually few: most
+/// levels open and close near the best.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ladder {
-    /// (sort key, total shares), by key ascending; the key is the price for bids and
-    /// its bitwise complement for asks, so the best level has the largest key either way.
-    levels: Vec<(u32, u64)>,
+    /// (sort key, slot), by key ascending; the key is the price for bids and its bitwise
+    /// complement for asks, so the best level has the largest key either way.
+    sorted: Vec<(u32, u32)>,
+    /// Level slots: (price, total shares); free ones are listed in `free`.
+    slots: Vec<Level>,
+    free: Vec<u32>,
     asks: bool,
 }
-
-/// Levels a change is searched for from the best before bisecting the rest.
-const SCAN_FROM_BEST: usize = 0;
 
 impl Ladder {
     fn new(side: Side) -> Self {
         Self {
-            levels: Vec::new(),
             asks: side != Side::Buy,
+            ..Self::default()
         }
     }
 
@@ -52,75 +53,73 @@ impl Ladder {
         if self.asks { !price } else { price }
     }
 
-    /// `Ok(index)` of the level with `key`, or `Err(index)` where it would be inserted.
+    /// Adds `shares` (not 0) at `price`; returns the level's slot, its new total and
+    /// whether it is the best (the best bid or offer changed).
     #[inline]
-    fn find(&self, key: u32) -> Result<usize, usize> {
-        let n = self.levels.len();
-        let stop = n.saturating_sub(SCAN_FROM_BEST);
-        for i in (stop..n).rev() {
-            let at = self.levels[i].0;
-            if at == key {
-                return Ok(i);
-            }
-            if at < key {
-                return Err(i + 1);
-            }
-        }
-        self.levels[..stop].binary_search_by_key(&key, |l| l.0)
-    }
-
-    /// Adds `delta` shares at `price`; returns the level's new total (0: removed) and
-    /// whether the level is or was the best (the best bid or offer may have changed).
-    /// Most changes land on a level that stays: that path is inlined, opening and
-    /// closing a level (moving the levels above it) is not.
-    #[inline]
-    fn change(&mut self, price: u32, delta: i64) -> (u64, bool) {
+    fn add(&mut self, price: u32, shares: u64) -> (u32, u64, bool) {
         let key = self.key(price);
-        let len = self.levels.len();
-        match self.find(key) {
-            Ok(i) => {
-                let level = &mut self.levels[i].1;
-                let shares = level.saturating_add_signed(delta);
-                if shares == 0 {
-                    self.close(i);
-                } else {
-                    *level = shares;
-                }
-                (shares, i + 1 == len)
-            }
-            Err(i) => {
-                let shares = 0u64.saturating_add_signed(delta);
-                if shares != 0 {
-                    self.open(i, key, shares);
-                }
-                (shares, i == len && shares != 0)
-            }
+        let len = self.sorted.len();
+        let (slot, at_best) = match self.sorted.binary_search_by_key(&key, |l| l.0) {
+            Ok(i) => (self.sorted[i].1, i + 1 == len),
+            Err(i) => (self.open(i, key, price), i == len),
+        };
+        let level = &mut self.slots[slot as usize];
+        level.1 = level.1.saturating_add(shares);
+        (slot, level.1, at_best)
+    }
+
+    /// Takes `shares` from the level in `slot`, closing it at 0; returns its price, its
+    /// new total and whether it is or was the best.
+    #[inline]
+    fn take(&mut self, slot: u32, shares: u64) -> (u32, u64, bool) {
+        let at_best = self.sorted.last().is_some_and(|l| l.1 == slot);
+        let level = &mut self.slots[slot as usize];
+        level.1 = level.1.saturating_sub(shares);
+        let (price, left) = *level;
+        if left == 0 {
+            self.close(slot, price);
         }
+        (price, left, at_best)
+    }
+
+    /// A new level at sorted position `i`; returns its slot.
+    #[inline(never)]
+    fn open(&mut self, i: usize, key: u32, price: u32) -> u32 {
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = (price, 0);
+                slot
+            }
+            None => {
+                self.slots.push((price, 0));
+                u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        self.sorted.insert(i, (key, slot));
+        slot
     }
 
     #[inline(never)]
-    fn open(&mut self, i: usize, key: u32, shares: u64) {
-        self.levels.insert(i, (key, shares));
-    }
-
-    #[inline(never)]
-    fn close(&mut self, i: usize) {
-        self.levels.remove(i);
+    fn close(&mut self, slot: u32, price: u32) {
+        if let Ok(i) = self.sorted.binary_search_by_key(&self.key(price), |l| l.0) {
+            self.sorted.remove(i);
+        }
+        self.free.push(slot);
     }
 
     /// The best level.
     pub fn best(&self) -> Option<Level> {
-        self.levels
+        self.sorted
             .last()
-            .map(|&(key, shares)| (self.key(key), shares))
+            .map(|&(_, slot)| self.slots[slot as usize])
     }
 
     /// The levels, best first.
     pub fn iter(&self) -> impl Iterator<Item = Level> + '_ {
-        self.levels
+        self.sorted
             .iter()
             .rev()
-            .map(|&(key, shares)| (self.key(key), shares))
+            .map(|&(_, slot)| self.slots[slot as usize])
     }
 }
 
@@ -394,41 +393,68 @@ impl Books {
         &mut self.books[at]
     }
 
-    /// Adds `delta` shares (may be negative) at a level and reports its new total.
+    /// Adds an order of `shares` at `price`; reports the level's new total. An add of no
+    /// shares changes nothing and is not kept (ITCH sends none).
     #[inline]
-    fn change(&mut self, order: Order, delta: i64, out: &mut Applied) {
-        let (shares, at_best) = self
+    fn add(
+        &mut self,
+        order_ref: u64,
+        (locate, side, price, shares): (u16, Side, u32, u32),
+        out: &mut Applied,
+    ) {
+        if shares == 0 {
+            return;
+        }
+        let (level, total, at_best) = self
+            .book_mut(locate)
+            .side_mut(side)
+            .add(price, u64::from(shares));
+        out.push(LevelChange {
+            locate,
+            side,
+            price,
+            shares: total,
+            at_best,
+        });
+        let order = Order {
+            locate,
+            side,
+            shares,
+            level,
+        };
+        if let Some(old) = self.orders.insert(order_ref, order) {
+            self.counters.duplicate_refs += 1;
+            self.take(old, old.shares, out);
+        }
+    }
+
+    /// Takes `shares` from `order`'s level; reports its new total; returns its price.
+    #[inline]
+    fn take(&mut self, order: Order, shares: u32, out: &mut Applied) -> u32 {
+        let (price, total, at_best) = self
             .book_mut(order.locate)
             .side_mut(order.side)
-            .change(order.price, delta);
+            .take(order.level, u64::from(shares));
         out.push(LevelChange {
             locate: order.locate,
             side: order.side,
-            price: order.price,
-            shares,
+            price,
+            shares: total,
             at_best,
         });
-    }
-
-    #[inline]
-    fn add(&mut self, order_ref: u64, order: Order, out: &mut Applied) {
-        if let Some(old) = self.orders.insert(order_ref, order) {
-            self.counters.duplicate_refs += 1;
-            self.change(old, -i64::from(old.shares), out);
-        }
-        self.change(order, i64::from(order.shares), out);
+        price
     }
 
     /// Takes `shares` from an order (`None`: all of it), removing it when nothing is
-    /// left; returns the order as it was and the shares taken, or `None` for an unknown
-    /// reference.
+    /// left; returns the order as it was, its price and the shares taken, or `None` for
+    /// an unknown reference.
     #[inline]
     fn reduce(
         &mut self,
         order_ref: u64,
         shares: Option<u32>,
         out: &mut Applied,
-    ) -> Option<(Order, u32)> {
+    ) -> Option<(Order, u32, u32)> {
         let Some(at) = self.orders.find(order_ref) else {
             self.counters.unknown_orders += 1;
             return None;
@@ -447,8 +473,8 @@ impl Books {
         if order.shares == 0 {
             self.orders.remove_at(at);
         }
-        self.change(before, -i64::from(taken), out);
-        Some((before, taken))
+        let price = self.take(before, taken, out);
+        Some((before, price, taken))
     }
 
     /// Applies one message; `out` is set to the levels it changed and its execution.
@@ -459,31 +485,31 @@ impl Books {
         out.execution = None;
         match *message {
             Message::AddOrder(m) => {
-                let order = Order {
-                    locate: m.header.stock_locate.get(),
-                    side: side_of(m.side),
-                    price: m.price.get(),
-                    shares: m.shares.get(),
-                };
+                let order = (
+                    m.header.stock_locate.get(),
+                    side_of(m.side),
+                    m.price.get(),
+                    m.shares.get(),
+                );
                 self.add(m.order_ref.get(), order, out);
             }
             Message::AddOrderMpid(m) => {
-                let order = Order {
-                    locate: m.header.stock_locate.get(),
-                    side: side_of(m.side),
-                    price: m.price.get(),
-                    shares: m.shares.get(),
-                };
+                let order = (
+                    m.header.stock_locate.get(),
+                    side_of(m.side),
+                    m.price.get(),
+                    m.shares.get(),
+                );
                 self.add(m.order_ref.get(), order, out);
             }
             Message::OrderExecuted(m) => {
-                if let Some((order, taken)) =
+                if let Some((order, price, taken)) =
                     self.reduce(m.order_ref.get(), Some(m.executed_shares.get()), out)
                 {
                     out.execution = Some(Execution {
                         locate: order.locate,
                         resting_side: order.side,
-                        price: order.price,
+                        price,
                         shares: taken,
                         match_number: m.match_number.get(),
                         printable: true,
@@ -491,7 +517,7 @@ impl Books {
                 }
             }
             Message::OrderExecutedWithPrice(m) => {
-                if let Some((order, taken)) =
+                if let Some((order, _, taken)) =
                     self.reduce(m.order_ref.get(), Some(m.executed_shares.get()), out)
                 {
                     out.execution = Some(Execution {
@@ -511,12 +537,8 @@ impl Books {
                 let _ = self.reduce(m.order_ref.get(), None, out);
             }
             Message::OrderReplace(m) => {
-                if let Some((old, _)) = self.reduce(m.original_ref.get(), None, out) {
-                    let order = Order {
-                        price: m.price.get(),
-                        shares: m.shares.get(),
-                        ..old
-                    };
+                if let Some((old, ..)) = self.reduce(m.original_ref.get(), None, out) {
+                    let order = (old.locate, old.side, m.price.get(), m.shares.get());
                     self.add(m.new_ref.get(), order, out);
                 }
             }
@@ -703,7 +725,7 @@ mod tests {
             for (op, order_ref, shares) in ops {
                 // refs spread over the whole u64 range as well as dense small ones
                 let order_ref = if order_ref % 2 == 0 { order_ref } else { order_ref.wrapping_mul(0x0123_4567_89ab_cdef) };
-                let order = Order { locate: 1, side: Side::Buy, price: 7, shares };
+                let order = Order { locate: 1, side: Side::Buy, shares, level: 7 };
                 match op {
                     0 => prop_assert_eq!(table.insert(order_ref, order), model.insert(order_ref, order)),
                     1 => {
@@ -720,8 +742,9 @@ mod tests {
             }
         }
 
-        /// A ladder against a sorted map, over prices far apart and close together, so
-        /// both the scan from the best and the bisection below it are taken.
+        /// A ladder against a sorted map: adds at prices far apart and close together,
+        /// takes from levels by their slot (as orders do), levels closing and their slots
+        /// reused; the best is reported whenever it moves.
         #[test]
         fn a_ladder_agrees_with_a_sorted_map(
             buy: bool,
@@ -730,17 +753,32 @@ mod tests {
             let side = if buy { Side::Buy } else { Side::Sell };
             let mut ladder = Ladder::new(side);
             let mut model: BTreeMap<u32, u64> = BTreeMap::new();
+            let mut slot_of: BTreeMap<u32, u32> = BTreeMap::new();
             for (tick, delta) in changes {
                 let price = 1_000 + tick * 100;
-                let level = model.entry(price).or_insert(0);
-                *level = level.saturating_add_signed(delta);
-                let expected = *level;
-                if expected == 0 {
-                    model.remove(&price);
-                }
                 let best_before = ladder.best();
-                let (shares, at_best) = ladder.change(price, delta);
-                prop_assert_eq!(shares, expected);
+                let (reported, at_best) = if delta > 0 {
+                    let (slot, total, at_best) = ladder.add(price, delta.unsigned_abs());
+                    if let Some(&known) = slot_of.get(&price) {
+                        prop_assert_eq!(slot, known, "a level keeps its slot");
+                    }
+                    slot_of.insert(price, slot);
+                    *model.entry(price).or_insert(0) += delta.unsigned_abs();
+                    (total, at_best)
+                } else if let Some(&slot) = slot_of.get(&price) {
+                    let (at, total, at_best) = ladder.take(slot, delta.unsigned_abs());
+                    prop_assert_eq!(at, price);
+                    let level = model.get_mut(&price).unwrap();
+                    *level = level.saturating_sub(delta.unsigned_abs());
+                    if *level == 0 {
+                        model.remove(&price);
+                        slot_of.remove(&price);
+                    }
+                    (total, at_best)
+                } else {
+                    continue;
+                };
+                prop_assert_eq!(reported, model.get(&price).copied().unwrap_or(0));
                 // reported at the best whenever the best moved
                 if ladder.best() != best_before {
                     prop_assert!(at_best, "best moved from {:?} to {:?} unreported", best_before, ladder.best());
