@@ -385,12 +385,20 @@ impl Books {
         self.books.get(usize::from(locate))
     }
 
+    #[inline]
     fn book_mut(&mut self, locate: u16) -> &mut Book {
         let at = usize::from(locate);
         if at >= self.books.len() {
-            self.books.resize_with(at + 1, Book::default);
+            self.add_books(at);
         }
         &mut self.books[at]
+    }
+
+    /// Books up to `locate` (a stock seen for the first time).
+    #[cold]
+    #[inline(never)]
+    fn add_books(&mut self, locate: usize) {
+        self.books.resize_with(locate + 1, Book::default);
     }
 
     /// Adds an order of `shares` at `price`; reports the level's new total. An add of no

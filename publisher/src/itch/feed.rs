@@ -98,7 +98,7 @@ impl PacketChanges {
     fn level(&mut self, change: &LevelChange) {
         let at = usize::from(change.locate);
         if at >= self.index_of.len() {
-            self.index_of.resize(at + 1, 0);
+            self.add_stocks(at);
         }
         let index = match self.index_of[at] {
             0 => {
@@ -129,6 +129,13 @@ impl PacketChanges {
             Some(level) => level.qty = qty,
             None => levels.push(PriceLevel { price, qty }),
         }
+    }
+
+    /// Room for stocks up to `locate` (one seen for the first time).
+    #[cold]
+    #[inline(never)]
+    fn add_stocks(&mut self, locate: usize) {
+        self.index_of.resize(locate + 1, 0);
     }
 
     /// Forgets the packet (keeping the allocations).
