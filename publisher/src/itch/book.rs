@@ -1,11 +1,12 @@
 //! Order books per stock from ITCH order messages: add (with or without attribution),
 //! executed (at the order's price or another), cancel, delete, replace.
 //!
-//! [`Books::apply`] takes one decoded message and returns what changed ([`Applied`]): the
-//! new total shares at each price level it touched ([`LevelChange`]) and the execution
-//! ([`Execution`]), if any — a value, not a callback, so the whole path inlines into the
-//! caller's loop. Orders are keyed by their reference number, which ITCH
-//! makes unique for the day across all stocks. A message about an order the books do not
+//! [`Books::apply`] takes one decoded message and fills in what changed ([`Applied`],
+//! kept by the caller): the new total shares at each price level it touched
+//! ([`LevelChange`]) and the execution ([`Execution`]), if any — data, not a callback, so
+//! the whole path inlines into the caller's loop. Orders are keyed by their reference
+//! number, which ITCH makes unique for the day across all stocks, and point at their
+//! price level's slot, so a cancel or execution needs no price search. A message about an order the books do not
 //! know (the feed was joined late, or messages were lost) is counted and skipped.
 
 use mdi_protocol::records::Side;
