@@ -804,6 +804,30 @@ mod tests {
     }
 
     #[test]
+    fn an_add_of_no_shares_changes_nothing_and_is_not_kept() {
+        let mut books = Books::new();
+        let mut applied = Applied::default();
+        let add = AddOrder {
+            header: header(b'A', 1),
+            order_ref: U64::new(5),
+            side: b'B',
+            shares: U32::new(0),
+            stock: stock("ALC"),
+            price: U32::new(100),
+        };
+        books.apply(&decode(add.as_bytes()).unwrap(), &mut applied);
+        assert_eq!(applied, Applied::default());
+        assert_eq!(books.orders(), 0);
+        assert!(books.book(1).is_none_or(|b| b.best() == (None, None)));
+        let delete = OrderDelete {
+            header: header(b'D', 1),
+            order_ref: U64::new(5),
+        };
+        books.apply(&decode(delete.as_bytes()).unwrap(), &mut applied);
+        assert_eq!(books.counters().unknown_orders, 1);
+    }
+
+    #[test]
     fn best_prices_and_unknown_orders() {
         let mut books = Books::new();
         let add = |r: u64, side: u8, price: u32| AddOrder {
