@@ -386,12 +386,7 @@ impl RingFile {
     #[inline]
     pub fn view(&self) -> LogView<'_> {
         let (positions, data, index) = self.map.log_parts(&self.regions);
-        LogView {
-            positions,
-            data,
-            index,
-            geometry: self.geometry,
-        }
+        LogView::new(positions, data, index, self.geometry)
     }
 
     pub fn writer_pid(&self) -> u32 {

@@ -29,7 +29,7 @@
 
 #![cfg_attr(loom, allow(dead_code))]
 
-use super::sync::{AtomicU64, Ordering, fence, prefetch_for_write, spin_hint};
+use super::sync::{AtomicU64, Ordering, RingWords, fence, prefetch_for_write, spin_hint};
 use crate::records::WordSink;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -134,20 +134,57 @@ impl Geometry {
     fn claim_chunk(self) -> u64 {
         (self.capacity / CLAIM_CHUNK_DIVISOR).clamp(RECORD_ALIGN, MAX_CLAIM_CHUNK)
     }
-
-    fn word(self, position: u64) -> usize {
-        // The data region is at most isize::MAX bytes (it is mapped), so this fits.
-        usize::try_from((position & self.mask()) / 8).unwrap_or(usize::MAX)
-    }
 }
 
 /// A view of one ring's shared memory.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LogView<'a> {
     pub positions: &'a Positions,
-    pub data: &'a [AtomicU64],
+    /// The whole data region (`geometry.capacity` bytes, checked in [`LogView::new`]).
+    data: RingWords<'a>,
     pub index: &'a [AtomicU64],
     pub geometry: Geometry,
+}
+
+impl<'a> LogView<'a> {
+    /// A view of a log whose data region is `data`, which must be the whole region of
+    /// `geometry` (asserted: positions are taken modulo the region by its size).
+    #[inline]
+    pub fn new(
+        positions: &'a Positions,
+        data: RingWords<'a>,
+        index: &'a [AtomicU64],
+        geometry: Geometry,
+    ) -> Self {
+        if data.len() as u64 * 8 != geometry.capacity {
+            region_mismatch();
+        }
+        Self {
+            positions,
+            data,
+            index,
+            geometry,
+        }
+    }
+
+    /// The data word at `position` (modulo the capacity).
+    #[inline]
+    fn at(self, position: u64) -> &'a AtomicU64 {
+        self.data.at(position)
+    }
+
+    /// The `words` data words from `position`, which must not cross the region's end
+    /// (checked).
+    #[inline]
+    fn span(self, position: u64, words: usize) -> &'a [AtomicU64] {
+        self.data.span(position, words)
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn region_mismatch() -> ! {
+    panic!("ring log data region does not match its geometry");
 }
 
 /// Rounds up to the record alignment.
@@ -290,7 +327,7 @@ impl LogAppender {
         // The first unpublished word is 0 (zeroed before the last record was published),
         // so whatever a dead writer left beyond it was never visible: continue right here.
         appender.claim_to(view, published + RECORD_ALIGN);
-        view.data[view.geometry.word(published)].store(0, Ordering::Release);
+        view.at(published).store(0, Ordering::Release);
         p.commit.store(published, Ordering::Release);
         p.next_seq.store(appender.next_seq, Ordering::Release);
         p.index_next.store(appender.index_next, Ordering::Release);
@@ -479,7 +516,7 @@ impl LogAppender {
             if position - self.position >= view.geometry.capacity {
                 // Nothing before is kept: move the positions, readers resynchronise.
                 self.claim_to(view, position + RECORD_ALIGN);
-                view.data[view.geometry.word(position)].store(0, Ordering::Relaxed);
+                view.at(position).store(0, Ordering::Relaxed);
                 view.positions.commit.store(position, Ordering::Release);
                 self.position = position;
             } else {
@@ -509,15 +546,14 @@ impl LogAppender {
         let p = view.positions;
         self.claim_to(view, end + RECORD_ALIGN);
         // The next record's first word: 0 until that record is published.
-        view.data[g.word(end)].store(0, Ordering::Relaxed);
+        view.at(end).store(0, Ordering::Relaxed);
         self.prefetch_ahead(view, end);
-        let first = g.word(start);
-        let last = g.word(end - 8);
-        view.data[first + 1].store(seq, Ordering::Relaxed);
+        view.at(start + 8).store(seq, Ordering::Relaxed);
         // the record does not wrap (make_room padded), so its words are contiguous
-        write_body(&view.data[first + 2..=last]);
+        let body_words = usize::try_from((end - start) / 8 - 2).unwrap_or(usize::MAX);
+        write_body(view.span(start + RECORD_HEADER_LEN, body_words));
         // The record is visible from here on.
-        view.data[g.word(start)].store(word0, Ordering::Release);
+        view.at(start).store(word0, Ordering::Release);
         p.next_seq.store(seq + 1, Ordering::Relaxed);
         p.commit.store(end, Ordering::Release);
         self.position = end;
@@ -547,7 +583,7 @@ impl LogAppender {
         }
         let to = end + PREFETCH_AHEAD;
         for line in 1..=PREFETCH_LINES {
-            prefetch_for_write(&view.data[g.word(to - line * CACHE_LINE)]);
+            prefetch_for_write(view.at(to - line * CACHE_LINE));
         }
     }
 
@@ -556,7 +592,7 @@ impl LogAppender {
     pub fn pad(&mut self, view: LogView<'_>, to: u64) {
         let g = view.geometry;
         self.claim_to(view, to + RECORD_ALIGN);
-        view.data[g.word(to)].store(0, Ordering::Relaxed);
+        view.at(to).store(0, Ordering::Relaxed);
         let mut pieces = Vec::new();
         let mut at = self.position;
         while at < to {
@@ -567,7 +603,7 @@ impl LogAppender {
         }
         // Last piece first, so a reader never steps from a padding onto a stale word.
         for &(at, len) in pieces.iter().rev() {
-            view.data[g.word(at)].store(len, Ordering::Release);
+            view.at(at).store(len, Ordering::Release);
         }
         view.positions.commit.store(to, Ordering::Release);
         self.position = to;
@@ -620,11 +656,11 @@ fn walk_published(view: LogView<'_>, commit: u64, claim: u64, mut next_seq: u64)
     let g = view.geometry;
     let mut at = commit;
     while at < claim {
-        let word0 = view.data[g.word(at)].load(Ordering::Acquire);
+        let word0 = view.at(at).load(Ordering::Acquire);
         let step = match classify(word0, at, g) {
             Slot::Padding { len } => len,
             Slot::Record { aligned } => {
-                if view.data[g.word(at + 8)].load(Ordering::Relaxed) != next_seq {
+                if view.at(at + 8).load(Ordering::Relaxed) != next_seq {
                     break;
                 }
                 next_seq += 1;
@@ -647,11 +683,11 @@ fn walk_to(view: LogView<'_>, from: IndexEntry, to: u64) -> Option<u64> {
     let mut at = from.position;
     let mut next_seq = from.seq;
     while at < to {
-        let word0 = view.data[g.word(at)].load(Ordering::Acquire);
+        let word0 = view.at(at).load(Ordering::Acquire);
         at += match classify(word0, at, g) {
             Slot::Padding { len } => len,
             Slot::Record { aligned } => {
-                next_seq = view.data[g.word(at + 8)].load(Ordering::Relaxed) + 1;
+                next_seq = view.at(at + 8).load(Ordering::Relaxed) + 1;
                 aligned
             }
             // Lapped while walking, or garbage: the caller retries.
@@ -869,7 +905,7 @@ impl LogCursor {
     #[inline]
     pub fn caught_up(&self, view: LogView<'_>) -> bool {
         let g = view.geometry;
-        view.data[g.word(self.position)].load(Ordering::Acquire) == 0
+        view.at(self.position).load(Ordering::Acquire) == 0
             && view.positions.claim.load(Ordering::Acquire) <= self.position + g.capacity
     }
 
@@ -929,8 +965,7 @@ impl LogCursor {
         let mut problem = None;
         let mut in_padding = false;
         loop {
-            let w = g.word(at);
-            let word0 = view.data[w].load(Ordering::Acquire);
+            let word0 = view.at(at).load(Ordering::Acquire);
             let aligned = match classify(word0, at, g) {
                 Slot::Empty => break,
                 Slot::Invalid(why) => {
@@ -951,7 +986,7 @@ impl LogCursor {
                 break;
             }
             out.extend_from_slice(&word0.to_le_bytes());
-            for src in &view.data[w + 1..w + n / 8] {
+            for src in view.span(at + 8, n / 8 - 1) {
                 out.extend_from_slice(&src.load(Ordering::Relaxed).to_le_bytes());
             }
             records += 1;
@@ -1002,8 +1037,7 @@ impl LogCursor {
         let mut words = 0usize;
         let mut records = 0usize;
         while records < max_records {
-            let w = g.word(at);
-            let word0 = view.data[w].load(Ordering::Acquire);
+            let word0 = view.at(at).load(Ordering::Acquire);
             let aligned = match classify(word0, at, g) {
                 Slot::Empty => break,
                 Slot::Invalid(why) => return (words, records, Some(why)),
@@ -1030,7 +1064,7 @@ impl LogCursor {
             self.scratch[words] = word0;
             for (dst, src) in self.scratch[words + 1..words + n]
                 .iter_mut()
-                .zip(&view.data[w + 1..w + n])
+                .zip(view.span(at + 8, n - 1))
             {
                 *dst = src.load(Ordering::Relaxed);
             }
@@ -1165,12 +1199,8 @@ impl HeapLog {
     }
 
     pub fn view(&self) -> LogView<'_> {
-        LogView {
-            positions: &self.positions,
-            data: &self.data,
-            index: &self.index,
-            geometry: self.geometry,
-        }
+        let data = RingWords::new(&self.data).expect("a power-of-two capacity");
+        LogView::new(&self.positions, data, &self.index, self.geometry)
     }
 }
 
@@ -1229,15 +1259,17 @@ mod tests {
         let view = memory.view();
         let mut writer = LogAppender::resume(view);
         writer.append(view, 0x8000, &[&0u64.to_le_bytes()]).unwrap();
-        let g = view.geometry;
         let torn_at = writer.position();
         // Torn: claim covers it, sequence and body written, first word still 0.
         memory
             .positions
             .claim
             .store(torn_at + 512, Ordering::Release);
-        memory.data[g.word(torn_at + 8)].store(1, Ordering::Relaxed);
-        memory.data[g.word(torn_at + 16)].store(0xdead, Ordering::Relaxed);
+        memory.view().at(torn_at + 8).store(1, Ordering::Relaxed);
+        memory
+            .view()
+            .at(torn_at + 16)
+            .store(0xdead, Ordering::Relaxed);
         let mut reader = LogCursor::new(0, Some(0), 0);
         assert_eq!(read_all(&mut reader, view), vec![0]);
 

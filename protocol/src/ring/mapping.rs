@@ -122,7 +122,8 @@ unsafe impl Sync for LogRegions {}
 
 impl Mapping {
     /// Checks the log's regions (byte offset, and words for the two word regions)
-    /// against this mapping; `None` if one is out of bounds or unaligned.
+    /// against this mapping; `None` if one is out of bounds or unaligned, or the data
+    /// region's words are not a power of two.
     pub fn log_regions(
         &self,
         positions: usize,
@@ -137,7 +138,8 @@ impl Mapping {
         };
         if !(fits(positions, Some(size_of::<Positions>()))
             && fits(data.0, data.1.checked_mul(8))
-            && fits(index.0, index.1.checked_mul(8)))
+            && fits(index.0, index.1.checked_mul(8))
+            && data.1.is_power_of_two())
         {
             return None;
         }
@@ -153,7 +155,7 @@ impl Mapping {
     /// The positions block, the data region and the index of `regions`, which must have
     /// been checked against this mapping (asserted: a cheap comparison of two words).
     #[inline]
-    pub fn log_parts(&self, regions: &LogRegions) -> (&Positions, &[AtomicU64], &[AtomicU64]) {
+    pub fn log_parts(&self, regions: &LogRegions) -> (&Positions, RingWords<'_>, &[AtomicU64]) {
         if regions.base != self.ptr || regions.len != self.len {
             foreign_regions();
         }
@@ -165,10 +167,14 @@ impl Mapping {
         unsafe {
             (
                 &*base.add(regions.positions).cast::<Positions>(),
-                std::slice::from_raw_parts(
-                    base.add(regions.data.0).cast::<AtomicU64>(),
-                    regions.data.1,
-                ),
+                RingWords {
+                    words: std::slice::from_raw_parts(
+                        base.add(regions.data.0).cast::<AtomicU64>(),
+                        regions.data.1,
+                    ),
+                    // a power of two, checked by `log_regions`
+                    mask: regions.data.1 - 1,
+                },
                 std::slice::from_raw_parts(
                     base.add(regions.index.0).cast::<AtomicU64>(),
                     regions.index.1,
@@ -228,6 +234,57 @@ pub(crate) fn prefetch_for_write(word: &AtomicU64) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = word;
+}
+
+/// A ring's data region as words: a power-of-two count, indexed by byte position modulo
+/// the region's size — the mask is the bounds check, so the hot paths carry none.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RingWords<'a> {
+    words: &'a [AtomicU64],
+    mask: usize,
+}
+
+impl<'a> RingWords<'a> {
+    /// `words`, if their count is a power of two (the rings' own come from
+    /// [`Mapping::log_parts`]).
+    #[cfg(test)]
+    pub fn new(words: &'a [AtomicU64]) -> Option<Self> {
+        words.len().is_power_of_two().then(|| Self {
+            words,
+            mask: words.len() - 1,
+        })
+    }
+
+    /// How many words.
+    #[inline]
+    pub fn len(self) -> usize {
+        self.words.len()
+    }
+
+    /// The word holding byte `position` (modulo the region's size).
+    #[inline]
+    pub fn at(self, position: u64) -> &'a AtomicU64 {
+        let i = word_index(position) & self.mask;
+        // SAFETY: i <= mask == words.len() - 1.
+        unsafe { self.words.get_unchecked(i) }
+    }
+
+    /// The `count` words from byte `position` (modulo the region's size); panics if they
+    /// would run past the region's end.
+    #[inline]
+    pub fn span(self, position: u64, count: usize) -> &'a [AtomicU64] {
+        let first = word_index(position) & self.mask;
+        &self.words[first..first + count]
+    }
+}
+
+/// The word a byte position falls in (before the modulo: only the low bits are used).
+#[inline]
+fn word_index(position: u64) -> usize {
+    // truncation on a 32-bit target only drops bits the region mask drops anyway
+    #[allow(clippy::cast_possible_truncation)]
+    let index = (position >> 3) as usize;
+    index
 }
 
 /// Takes the writer lock: an exclusive open-file-description lock on `file`, released by
