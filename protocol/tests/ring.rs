@@ -550,3 +550,52 @@ fn a_reader_that_died_parked_costs_a_bounded_number_of_wakeups() {
         "a reader unregisters after parking"
     );
 }
+
+#[test]
+fn a_batch_publishes_each_record_at_once_and_wakes_parked_readers_once_at_its_end() {
+    use std::os::unix::fs::FileExt;
+    let (_d, shm) = shm();
+    let mut writer = RingWriter::create(&shm, "t", &small()).unwrap();
+    let mut reader = RingReader::open(&shm, "t", StartAt::Latest).unwrap();
+    // A parked reader, as the readers file counts it (offset 128); wake-ups bump the
+    // wake word (offset 256).
+    let readers = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(shm.readers_path("t"))
+        .unwrap();
+    readers.write_all_at(&1u32.to_le_bytes(), 128).unwrap();
+    let wakes = || {
+        let mut word = [0u8; 4];
+        readers.read_exact_at(&mut word, 256).unwrap();
+        u32::from_le_bytes(word)
+    };
+    let before = wakes();
+    let trade = |id: u64| Trade {
+        trade_id: id,
+        ..Trade::default()
+    };
+    let mut seen = Vec::new();
+    {
+        let mut batch = writer.batch();
+        for id in 0..3 {
+            batch.append_record(&trade(id)).unwrap();
+            // published and committed already: a polling reader has it
+            reader
+                .poll(8, |event| {
+                    if let ReadEvent::Record(r) = event {
+                        seen.push(r.seq);
+                    }
+                })
+                .unwrap();
+            assert_eq!(seen.len() as u64, id + 1);
+            assert_eq!(wakes(), before, "no wake-up before the batch ends");
+        }
+    }
+    assert_eq!(wakes(), before + 1, "one wake-up for the whole batch");
+    // An empty batch wakes nobody; single appends wake per record.
+    drop(writer.batch());
+    assert_eq!(wakes(), before + 1);
+    writer.append_record(&trade(3)).unwrap();
+    assert_eq!(wakes(), before + 2);
+}

@@ -15,7 +15,7 @@ use super::layout::{
     WRITER_EPOCH, WRITER_EPOCH_START_POSITION, WRITER_EPOCH_START_SEQ, WRITER_FLAGS,
     WRITER_HEARTBEAT, WRITER_PID, WRITER_STARTED,
 };
-use super::log::{AppendError, BodySink, Geometry, LogAppender, RECORD_ALIGN};
+use super::log::{AppendError, BodySink, Geometry, LogAppender, LogView, RECORD_ALIGN};
 use super::mapping::{self, Mapping};
 use super::{DEFAULT_CAPACITY, MAX_CAPACITY, MIN_CAPACITY};
 use crate::records::{EpochStart, Record, RecordEncoder, RecordError, RecordKind, SCHEMA_ID};
@@ -167,13 +167,115 @@ pub enum WriteError {
 #[derive(Debug)]
 pub struct RingWriter {
     ring: RingFile,
-    readers: Mapping,
+    wakeup: Wakeup,
     appender: LogAppender,
     encoder: RecordEncoder,
     epoch: u64,
     name: String,
-    /// Wake-ups in a row that found nobody asleep although the sleeper count said so.
+}
+
+/// Waking parked readers: the readers file (its sleeper count and wake word) and how
+/// many wake-ups in a row found nobody asleep although the sleeper count said so.
+#[derive(Debug)]
+struct Wakeup {
+    readers: Mapping,
     futile_wakes: u32,
+}
+
+impl Wakeup {
+    /// Wakes parked readers, only if one said it sleeps — a plain load per record, no
+    /// fence: a full fence here stalls on the store buffer and was measured to cut a
+    /// one-reader stream from 10.7 to 6.8 M records/s. The price: a reader that registers
+    /// as a sleeper in the instant this record is being published may be woken by the
+    /// next record, by [`RingWriter::heartbeat`] (which does the fenced check), or by its
+    /// own park timeout, whichever comes first.
+    #[inline]
+    fn wake_sleepers(&mut self) {
+        let sleepers = self
+            .readers
+            .u32_at(READERS_SLEEPERS)
+            .load(Ordering::Relaxed);
+        if sleepers != 0 {
+            self.wake_counted(sleepers);
+        }
+    }
+
+    /// Wakes sleepers; a count that keeps waking nobody (a reader died while parked) is
+    /// reset, so a crashed reader costs a bounded number of system calls, not one per
+    /// record forever. A live reader caught between registering and sleeping by the reset
+    /// sleeps until its park timeout at worst.
+    #[cold]
+    fn wake_counted(&mut self, sleepers: u32) {
+        if self.wake_all() > 0 {
+            self.futile_wakes = 0;
+            return;
+        }
+        self.futile_wakes += 1;
+        if self.futile_wakes >= STALE_SLEEPER_WAKES {
+            self.futile_wakes = 0;
+            let _ = self.readers.u32_at(READERS_SLEEPERS).compare_exchange(
+                sleepers,
+                0,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    fn wake_all(&self) -> u64 {
+        let wake = self.readers.u32_at(READERS_WAKE);
+        wake.fetch_add(1, Ordering::SeqCst);
+        mapping::futex_wake_all(wake)
+    }
+}
+
+/// Appends `record` (see [`RingWriter::append_record`]); wakes nobody.
+#[inline]
+fn append_typed<T: Record>(
+    appender: &mut LogAppender,
+    view: LogView<'_>,
+    encoder: &mut RecordEncoder,
+    record: &T,
+) -> Result<u64, WriteError> {
+    Ok(match record.flat_words() {
+        // the hot tick kinds: encoded straight into the record's words in the ring
+        Some(words) => appender.append_with(view, T::KIND.0, words, |body| {
+            record.write_flat(&mut BodySink::new(body));
+        })?,
+        None => {
+            let body = encoder.encode_words(record)?;
+            appender.append_words(view, T::KIND.0, body)?
+        }
+    })
+}
+
+/// Records appended together ([`RingWriter::batch`]); parked readers are woken when it
+/// is dropped.
+#[derive(Debug)]
+pub struct RecordBatch<'w> {
+    view: LogView<'w>,
+    appender: &'w mut LogAppender,
+    encoder: &'w mut RecordEncoder,
+    wakeup: &'w mut Wakeup,
+    appended: bool,
+}
+
+impl RecordBatch<'_> {
+    /// Encodes `record` and appends it, as [`RingWriter::append_record`] does.
+    #[inline]
+    pub fn append_record<T: Record>(&mut self, record: &T) -> Result<u64, WriteError> {
+        let seq = append_typed(self.appender, self.view, self.encoder, record)?;
+        self.appended = true;
+        Ok(seq)
+    }
+}
+
+impl Drop for RecordBatch<'_> {
+    fn drop(&mut self) {
+        if self.appended {
+            self.wakeup.wake_sleepers();
+        }
+    }
 }
 
 /// After this many wake-ups in a row that woke nobody, the sleeper count is taken to be
@@ -276,12 +378,14 @@ impl RingWriter {
         map.u64_at(WRITER_EPOCH).store(epoch, Ordering::Release);
         let mut writer = Self {
             ring,
-            readers,
+            wakeup: Wakeup {
+                readers,
+                futile_wakes: 0,
+            },
             appender,
             encoder: RecordEncoder::new(),
             epoch,
             name: name.to_owned(),
-            futile_wakes: 0,
         };
         if role == Role::Replica {
             return Ok(writer);
@@ -308,28 +412,34 @@ impl RingWriter {
     #[inline]
     pub fn append_parts(&mut self, kind: RecordKind, parts: &[&[u8]]) -> Result<u64, AppendError> {
         let seq = self.appender.append(self.ring.view(), kind.0, parts)?;
-        self.wake_sleepers();
+        self.wakeup.wake_sleepers();
         Ok(seq)
     }
 
     /// Encodes `record` as a single-segment Cap'n Proto message and appends it.
     pub fn append_record<T: Record>(&mut self, record: &T) -> Result<u64, WriteError> {
-        let seq = match record.flat_words() {
-            // the hot tick kinds: encoded straight into the record's words in the ring
-            Some(words) => {
-                self.appender
-                    .append_with(self.ring.view(), T::KIND.0, words, |body| {
-                        record.write_flat(&mut BodySink::new(body));
-                    })?
-            }
-            None => {
-                let body = self.encoder.encode_words(record)?;
-                self.appender
-                    .append_words(self.ring.view(), T::KIND.0, body)?
-            }
-        };
-        self.wake_sleepers();
+        let seq = append_typed(
+            &mut self.appender,
+            self.ring.view(),
+            &mut self.encoder,
+            record,
+        )?;
+        self.wakeup.wake_sleepers();
         Ok(seq)
+    }
+
+    /// Starts a batch of records written together — a packet's, say: the ring is looked
+    /// up once for all of them and parked readers are woken once, when the batch is
+    /// dropped. Each record is still published and committed as it is appended (readers
+    /// that poll see it at once).
+    pub fn batch(&mut self) -> RecordBatch<'_> {
+        RecordBatch {
+            view: self.ring.view(),
+            appender: &mut self.appender,
+            encoder: &mut self.encoder,
+            wakeup: &mut self.wakeup,
+            appended: false,
+        }
     }
 
     /// Replica: writes a raw record (as [`RingReader::read_raw`] copied it from the source)
@@ -341,7 +451,7 @@ impl RingWriter {
         let seq = self
             .appender
             .append_raw(self.ring.view(), position, record)?;
-        self.wake_sleepers();
+        self.wakeup.wake_sleepers();
         Ok(seq)
     }
 
@@ -350,57 +460,13 @@ impl RingWriter {
     /// `Lost` for the sequences skipped).
     pub fn skip_to(&mut self, position: u64, next_seq: u64) {
         self.appender.skip_to(self.ring.view(), position, next_seq);
-        self.wake_sleepers();
-    }
-
-    /// Wakes parked readers, only if one said it sleeps — a plain load per record, no
-    /// fence: a full fence here stalls on the store buffer and was measured to cut a
-    /// one-reader stream from 10.7 to 6.8 M records/s. The price: a reader that registers
-    /// as a sleeper in the instant this record is being published may be woken by the
-    /// next record, by [`RingWriter::heartbeat`] (which does the fenced check), or by its
-    /// own park timeout, whichever comes first.
-    #[inline]
-    fn wake_sleepers(&mut self) {
-        let sleepers = self
-            .readers
-            .u32_at(READERS_SLEEPERS)
-            .load(Ordering::Relaxed);
-        if sleepers != 0 {
-            self.wake_counted(sleepers);
-        }
-    }
-
-    /// Wakes sleepers; a count that keeps waking nobody (a reader died while parked) is
-    /// reset, so a crashed reader costs a bounded number of system calls, not one per
-    /// record forever. A live reader caught between registering and sleeping by the reset
-    /// sleeps until its park timeout at worst.
-    #[cold]
-    fn wake_counted(&mut self, sleepers: u32) {
-        if self.wake_all() > 0 {
-            self.futile_wakes = 0;
-            return;
-        }
-        self.futile_wakes += 1;
-        if self.futile_wakes >= STALE_SLEEPER_WAKES {
-            self.futile_wakes = 0;
-            let _ = self.readers.u32_at(READERS_SLEEPERS).compare_exchange(
-                sleepers,
-                0,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
-        }
-    }
-
-    fn wake_all(&self) -> u64 {
-        let wake = self.readers.u32_at(READERS_WAKE);
-        wake.fetch_add(1, Ordering::SeqCst);
-        mapping::futex_wake_all(wake)
+        self.wakeup.wake_sleepers();
     }
 
     /// Readers the writer believes are parked (for tests and monitoring).
     pub fn parked_readers(&self) -> u32 {
-        self.readers
+        self.wakeup
+            .readers
             .u32_at(READERS_SLEEPERS)
             .load(Ordering::Acquire)
     }
@@ -418,11 +484,12 @@ impl RingWriter {
             .store(now_ns.cast_unsigned(), Ordering::Release);
         fence(Ordering::SeqCst);
         let sleepers = self
+            .wakeup
             .readers
             .u32_at(READERS_SLEEPERS)
             .load(Ordering::Relaxed);
         if sleepers != 0 {
-            self.wake_counted(sleepers);
+            self.wakeup.wake_counted(sleepers);
         }
     }
 
@@ -469,7 +536,7 @@ impl Drop for RingWriter {
             .u32_at(WRITER_FLAGS)
             .fetch_or(FLAG_CLOSED, Ordering::AcqRel);
         // Parked readers wake up and see the writer gone.
-        let _ = self.wake_all();
+        let _ = self.wakeup.wake_all();
     }
 }
 
