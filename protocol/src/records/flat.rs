@@ -9,6 +9,8 @@
 //! lists in the order they are initialised. A body is the segment table (one segment)
 //! followed by the segment, whose first word is the root struct pointer.
 
+use std::hint::select_unpredictable;
+
 use super::{BookUpdate, PriceLevel, Quote, Side, Trade};
 
 /// Data words of `Trade`, `Quote`, `BookUpdate` and `PriceLevel` in the schema.
@@ -156,8 +158,31 @@ pub(super) fn book_update(b: &BookUpdate, out: &mut impl WordSink) {
         composite_list_pointer(1, bid_words),
         composite_list_pointer(1 + bid_words, ask_words),
     ]);
-    levels(&b.bids, out);
-    levels(&b.asks, out);
+    if b.bids.len() + b.asks.len() == 1 {
+        one_level(b, out);
+    } else {
+        levels(&b.bids, out);
+        levels(&b.asks, out);
+    }
+}
+
+/// The two lists of a BookUpdate with a single level (the usual one: a packet touched
+/// the stock once): four words whichever side it is on, chosen without a branch on the
+/// side — the side of the next update is as good as random, a branch on it (or a loop
+/// over each side's levels) is mispredicted half the time.
+#[inline]
+fn one_level(b: &BookUpdate, out: &mut impl WordSink) {
+    let bid = b.bids.len() == 1;
+    let level = select_unpredictable(bid, &b.bids, &b.asks)[0];
+    let tag = |len: u64| struct_pointer(len, PRICE_LEVEL_WORDS as u16, 0);
+    let (price, qty) = (level.price.cast_unsigned(), level.qty.cast_unsigned());
+    // bids: [tag 1, price, qty, tag 0]; asks: [tag 0, tag 1, price, qty]
+    out.put([
+        select_unpredictable(bid, tag(1), tag(0)),
+        select_unpredictable(bid, price, tag(1)),
+        select_unpredictable(bid, qty, price),
+        select_unpredictable(bid, tag(0), qty),
+    ]);
 }
 
 /// A composite list's tag word and elements.
@@ -265,6 +290,20 @@ mod tests {
                 instrument_id: h.0, price_exponent: h.1, qty_exponent: h.2, is_snapshot,
                 venue_seq: h.3, ts_exchange_ns: h.4, ts_receive_ns: h.5, ts_publish_ns: h.6,
                 first_update_id: ids.0, last_update_id: ids.1, bids, asks,
+            });
+        }
+
+        /// Short lists — a single level on either side takes its own path — as the builder.
+        #[test]
+        fn short_book_updates_are_encoded_as_the_builder_does(
+            h in tick_head(),
+            bids in proptest::collection::vec(level(), 0..3),
+            asks in proptest::collection::vec(level(), 0..3),
+        ) {
+            same_as_builder(&BookUpdate {
+                instrument_id: h.0, price_exponent: h.1, qty_exponent: h.2, is_snapshot: false,
+                venue_seq: h.3, ts_exchange_ns: h.4, ts_receive_ns: h.5, ts_publish_ns: h.6,
+                first_update_id: h.3, last_update_id: h.3, bids, asks,
             });
         }
     }
