@@ -11,7 +11,10 @@
 
 use mdi_protocol::records::Side;
 
-use super::message::Message;
+use super::message::{
+    AddOrder, AddOrderMpid, Message, OrderCancel, OrderDelete, OrderExecuted,
+    OrderExecutedWithPrice, OrderReplace,
+};
 
 /// A resting order: its stock, side, shares, and the slot of its price level in that
 /// side's [`Ladder`] — a reduce goes straight to the level, no price search.
@@ -208,6 +211,13 @@ impl Applied {
     #[inline]
     pub fn levels(&self) -> &[LevelChange] {
         &self.levels[..self.len]
+    }
+
+    /// Nothing changed (yet).
+    #[inline]
+    fn clear(&mut self) {
+        self.len = 0;
+        self.execution = None;
     }
 
     #[inline]
@@ -487,71 +497,105 @@ impl Books {
     }
 
     /// Applies one message; `out` is set to the levels it changed and its execution.
-    /// Messages that are not about orders change nothing.
+    /// Messages that are not about orders change nothing. (A caller that matches on the
+    /// message itself calls the per-type methods below and saves a second dispatch.)
     #[inline]
     pub fn apply(&mut self, message: &Message<'_>, out: &mut Applied) {
-        out.len = 0;
-        out.execution = None;
         match *message {
-            Message::AddOrder(m) => {
-                let order = (
-                    m.header.stock_locate.get(),
-                    side_of(m.side),
-                    m.price.get(),
-                    m.shares.get(),
-                );
-                self.add(m.order_ref.get(), order, out);
-            }
-            Message::AddOrderMpid(m) => {
-                let order = (
-                    m.header.stock_locate.get(),
-                    side_of(m.side),
-                    m.price.get(),
-                    m.shares.get(),
-                );
-                self.add(m.order_ref.get(), order, out);
-            }
-            Message::OrderExecuted(m) => {
-                if let Some((order, price, taken)) =
-                    self.reduce(m.order_ref.get(), Some(m.executed_shares.get()), out)
-                {
-                    out.execution = Some(Execution {
-                        locate: order.locate,
-                        resting_side: order.side,
-                        price,
-                        shares: taken,
-                        match_number: m.match_number.get(),
-                        printable: true,
-                    });
-                }
-            }
-            Message::OrderExecutedWithPrice(m) => {
-                if let Some((order, _, taken)) =
-                    self.reduce(m.order_ref.get(), Some(m.executed_shares.get()), out)
-                {
-                    out.execution = Some(Execution {
-                        locate: order.locate,
-                        resting_side: order.side,
-                        price: m.execution_price.get(),
-                        shares: taken,
-                        match_number: m.match_number.get(),
-                        printable: m.printable == b'Y',
-                    });
-                }
-            }
-            Message::OrderCancel(m) => {
-                let _ = self.reduce(m.order_ref.get(), Some(m.cancelled_shares.get()), out);
-            }
-            Message::OrderDelete(m) => {
-                let _ = self.reduce(m.order_ref.get(), None, out);
-            }
-            Message::OrderReplace(m) => {
-                if let Some((old, ..)) = self.reduce(m.original_ref.get(), None, out) {
-                    let order = (old.locate, old.side, m.price.get(), m.shares.get());
-                    self.add(m.new_ref.get(), order, out);
-                }
-            }
-            _ => {}
+            Message::AddOrder(m) => self.add_order(m, out),
+            Message::AddOrderMpid(m) => self.add_order_mpid(m, out),
+            Message::OrderExecuted(m) => self.order_executed(m, out),
+            Message::OrderExecutedWithPrice(m) => self.order_executed_with_price(m, out),
+            Message::OrderCancel(m) => self.order_cancel(m, out),
+            Message::OrderDelete(m) => self.order_delete(m, out),
+            Message::OrderReplace(m) => self.order_replace(m, out),
+            _ => out.clear(),
+        }
+    }
+
+    /// Add order (`A`).
+    #[inline]
+    pub fn add_order(&mut self, m: &AddOrder, out: &mut Applied) {
+        out.clear();
+        let order = (
+            m.header.stock_locate.get(),
+            side_of(m.side),
+            m.price.get(),
+            m.shares.get(),
+        );
+        self.add(m.order_ref.get(), order, out);
+    }
+
+    /// Add order with attribution (`F`).
+    #[inline]
+    pub fn add_order_mpid(&mut self, m: &AddOrderMpid, out: &mut Applied) {
+        out.clear();
+        let order = (
+            m.header.stock_locate.get(),
+            side_of(m.side),
+            m.price.get(),
+            m.shares.get(),
+        );
+        self.add(m.order_ref.get(), order, out);
+    }
+
+    /// Order executed (`E`), at the order's price.
+    #[inline]
+    pub fn order_executed(&mut self, m: &OrderExecuted, out: &mut Applied) {
+        out.clear();
+        if let Some((order, price, taken)) =
+            self.reduce(m.order_ref.get(), Some(m.executed_shares.get()), out)
+        {
+            out.execution = Some(Execution {
+                locate: order.locate,
+                resting_side: order.side,
+                price,
+                shares: taken,
+                match_number: m.match_number.get(),
+                printable: true,
+            });
+        }
+    }
+
+    /// Order executed with price (`C`), printable or not.
+    #[inline]
+    pub fn order_executed_with_price(&mut self, m: &OrderExecutedWithPrice, out: &mut Applied) {
+        out.clear();
+        if let Some((order, _, taken)) =
+            self.reduce(m.order_ref.get(), Some(m.executed_shares.get()), out)
+        {
+            out.execution = Some(Execution {
+                locate: order.locate,
+                resting_side: order.side,
+                price: m.execution_price.get(),
+                shares: taken,
+                match_number: m.match_number.get(),
+                printable: m.printable == b'Y',
+            });
+        }
+    }
+
+    /// Order cancel (`X`): some of its shares.
+    #[inline]
+    pub fn order_cancel(&mut self, m: &OrderCancel, out: &mut Applied) {
+        out.clear();
+        let _ = self.reduce(m.order_ref.get(), Some(m.cancelled_shares.get()), out);
+    }
+
+    /// Order delete (`D`).
+    #[inline]
+    pub fn order_delete(&mut self, m: &OrderDelete, out: &mut Applied) {
+        out.clear();
+        let _ = self.reduce(m.order_ref.get(), None, out);
+    }
+
+    /// Order replace (`U`): the old order goes, the new one (same stock and side) joins.
+    #[inline]
+    pub fn order_replace(&mut self, m: &OrderReplace, out: &mut Applied) {
+        out.clear();
+        if let Some((old, ..)) = self.reduce(m.original_ref.get(), None, out) {
+            let order = (old.locate, old.side, m.price.get(), m.shares.get());
+            self.add(m.new_ref.get(), order, out);
         }
     }
 }

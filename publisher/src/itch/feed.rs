@@ -25,7 +25,7 @@ use mdi_protocol::records::{
 use mdi_protocol::ring::WriteError;
 
 use super::book::{Applied, Books, LevelChange};
-use super::message::{self, Message, PRICE_EXPONENT};
+use super::message::{self, Header, Message, PRICE_EXPONENT};
 use super::mold::Output;
 use crate::normalize::Rings;
 
@@ -147,6 +147,25 @@ impl PacketChanges {
         }
         self.len = 0;
     }
+}
+
+/// The best bid and offer of `locate` if it differs from the one last quoted (which it
+/// then becomes).
+fn moved_bbo(books: &Books, quoted: &mut Vec<Option<Bbo>>, locate: u16) -> Option<Bbo> {
+    let (bid, ask) = books.book(locate)?.best();
+    let bbo = Bbo {
+        bid: bid.unwrap_or((0, 0)),
+        ask: ask.unwrap_or((0, 0)),
+    };
+    let at = usize::from(locate);
+    if at >= quoted.len() {
+        quoted.resize(at + 1, None);
+    }
+    if quoted[at] == Some(bbo) {
+        return None;
+    }
+    quoted[at] = Some(bbo);
+    Some(bbo)
 }
 
 /// ITCH to records; see the module docs.
@@ -278,13 +297,49 @@ impl ItchFeed {
                 return Ok(());
             }
         };
-        let header = message.header();
-        let locate = header.stock_locate.get();
-        let ts = self.midnight_ns.unwrap_or(0) + i64::try_from(header.timestamp_ns()).unwrap_or(0);
-        self.packet_seq = seq;
-        self.packet_ts = ts;
+        // One dispatch on the type: each arm reads the header itself and the order arms
+        // call the books' method for that type, so no shared step sits between decoding
+        // and the arms (the compiler jumps from the type byte straight to the arm).
         match message {
+            Message::AddOrder(m) => {
+                self.stamp(seq, &m.header);
+                self.books.add_order(m, &mut self.applied);
+                self.book_changed();
+            }
+            Message::AddOrderMpid(m) => {
+                self.stamp(seq, &m.header);
+                self.books.add_order_mpid(m, &mut self.applied);
+                self.book_changed();
+            }
+            Message::OrderCancel(m) => {
+                self.stamp(seq, &m.header);
+                self.books.order_cancel(m, &mut self.applied);
+                self.book_changed();
+            }
+            Message::OrderDelete(m) => {
+                self.stamp(seq, &m.header);
+                self.books.order_delete(m, &mut self.applied);
+                self.book_changed();
+            }
+            Message::OrderReplace(m) => {
+                self.stamp(seq, &m.header);
+                self.books.order_replace(m, &mut self.applied);
+                self.book_changed();
+            }
+            Message::OrderExecuted(m) => {
+                let ts = self.stamp(seq, &m.header).1;
+                self.books.order_executed(m, &mut self.applied);
+                self.book_changed();
+                self.executed(receive_ns, seq, ts)?;
+            }
+            Message::OrderExecutedWithPrice(m) => {
+                let ts = self.stamp(seq, &m.header).1;
+                self.books.order_executed_with_price(m, &mut self.applied);
+                self.book_changed();
+                self.executed(receive_ns, seq, ts)?;
+            }
             Message::StockDirectory(r) => {
+                let (locate, _) = self.stamp(seq, &r.header);
                 let Some(symbol) = message::symbol(&r.stock) else {
                     self.counters.malformed += 1;
                     return Ok(());
@@ -309,6 +364,7 @@ impl ItchFeed {
                 self.counters.records += 2;
             }
             Message::SystemEvent(m) => {
+                let ts = self.stamp(seq, &m.header).1;
                 let (state, detail) = match m.event_code {
                     b'O' => (FeedState::Connected, "start of messages"),
                     b'S' => (FeedState::Connected, "start of system hours"),
@@ -321,6 +377,7 @@ impl ItchFeed {
                 self.status_at(receive_ns, ts, 0, state, (seq, seq, 0), detail)?;
             }
             Message::StockTradingAction(m) => {
+                let (locate, ts) = self.stamp(seq, &m.header);
                 let state = if m.trading_state == b'T' {
                     FeedState::Trading
                 } else {
@@ -342,6 +399,7 @@ impl ItchFeed {
                 )?;
             }
             Message::NonCrossTrade(m) => {
+                let (locate, ts) = self.stamp(seq, &m.header);
                 // the side is the non-displayed resting order's: the aggressor was opposite
                 let aggressor = match m.side {
                     b'B' => Side::Sell,
@@ -360,6 +418,7 @@ impl ItchFeed {
                 )?;
             }
             Message::CrossTrade(m) => {
+                let (locate, ts) = self.stamp(seq, &m.header);
                 let shares = i64::try_from(m.shares.get()).unwrap_or(i64::MAX);
                 if shares > 0 {
                     self.trade(
@@ -374,64 +433,118 @@ impl ItchFeed {
                 }
             }
             Message::BrokenTrade(m) => {
+                self.stamp(seq, &m.header);
                 self.counters.broken_trades += 1;
                 tracing::info!(match_number = m.match_number.get(), "ITCH broken trade");
             }
+            // messages about neither orders nor trades: their time still stamps the
+            // packet's records
             _ => {
-                let applied = &mut self.applied;
-                self.books.apply(&message, applied);
-                for level in applied.levels() {
-                    self.changes.level(level);
-                }
-                if let Some(execution) = applied.execution {
-                    if !execution.printable {
-                        self.counters.non_printable += 1;
-                        return Ok(());
-                    }
-                    let aggressor = match execution.resting_side {
-                        Side::Buy => Side::Sell,
-                        Side::Sell => Side::Buy,
-                        Side::Unknown => Side::Unknown,
-                    };
-                    self.trade(
-                        receive_ns,
-                        seq,
-                        ts,
-                        execution.locate,
-                        (execution.price, i64::from(execution.shares)),
-                        aggressor,
-                        execution.match_number,
-                    )?;
-                }
+                self.stamp(seq, message.header());
             }
         }
         Ok(())
     }
 
+    /// Takes message `seq`'s header: it is the packet's latest. Returns its stock locate
+    /// and exchange time.
+    #[inline]
+    fn stamp(&mut self, seq: u64, header: &Header) -> (u16, i64) {
+        let ts = self.midnight_ns.unwrap_or(0) + i64::try_from(header.timestamp_ns()).unwrap_or(0);
+        self.packet_seq = seq;
+        self.packet_ts = ts;
+        (header.stock_locate.get(), ts)
+    }
+
+    /// Notes the levels the books just changed.
+    #[inline]
+    fn book_changed(&mut self) {
+        for level in self.applied.levels() {
+            self.changes.level(level);
+        }
+    }
+
+    /// The Trade of the execution the books just reported (message `seq` at `ts`), if
+    /// the order was live and the execution printable.
+    #[inline]
+    fn executed(&mut self, receive_ns: i64, seq: u64, ts: i64) -> Result<(), WriteError> {
+        let Some(execution) = self.applied.execution else {
+            return Ok(());
+        };
+        if !execution.printable {
+            self.counters.non_printable += 1;
+            return Ok(());
+        }
+        let aggressor = match execution.resting_side {
+            Side::Buy => Side::Sell,
+            Side::Sell => Side::Buy,
+            Side::Unknown => Side::Unknown,
+        };
+        self.trade(
+            receive_ns,
+            seq,
+            ts,
+            execution.locate,
+            (execution.price, i64::from(execution.shares)),
+            aggressor,
+            execution.match_number,
+        )
+    }
+
     /// Ends a packet: one BookUpdate per stock whose levels changed (in the order the
-    /// stocks were first touched), and a Quote where the best bid or offer moved.
+    /// stocks were first touched), and a Quote where the best bid or offer moved — written
+    /// as one batch (parked readers are woken once, after the last).
     pub fn end_packet(&mut self, receive_ns: i64) -> Result<(), WriteError> {
-        for i in 0..self.changes.len {
+        if self.changes.len > 0 {
             let publish_ns = self.publish_ns();
-            let stock = &mut self.changes.stocks[i];
-            let at_best = stock.at_best;
-            let update = &mut stock.update;
-            update.price_exponent = PRICE_EXPONENT;
-            update.qty_exponent = 0;
-            update.is_snapshot = false;
-            update.venue_seq = self.packet_seq;
-            update.ts_exchange_ns = self.packet_ts;
-            update.ts_receive_ns = receive_ns;
-            update.ts_publish_ns = publish_ns;
-            update.first_update_id = self.packet_seq;
-            update.last_update_id = self.packet_seq;
-            self.rings.ticks.append_record(&*update)?;
-            let locate = u16::try_from(update.instrument_id).unwrap_or(u16::MAX);
-            self.counters.book_updates += 1;
-            self.counters.records += 1;
-            // the best bid and offer cannot have moved unless a change was at one of them
-            if at_best {
-                self.quote_if_moved(receive_ns, locate)?;
+            let Self {
+                rings,
+                books,
+                changes,
+                quoted,
+                counters,
+                packet_seq,
+                packet_ts,
+                ..
+            } = self;
+            let mut batch = rings.ticks.batch();
+            for stock in &mut changes.stocks[..changes.len] {
+                let update = &mut stock.update;
+                update.price_exponent = PRICE_EXPONENT;
+                update.qty_exponent = 0;
+                update.is_snapshot = false;
+                update.venue_seq = *packet_seq;
+                update.ts_exchange_ns = *packet_ts;
+                update.ts_receive_ns = receive_ns;
+                update.ts_publish_ns = publish_ns;
+                update.first_update_id = *packet_seq;
+                update.last_update_id = *packet_seq;
+                batch.append_record(&*update)?;
+                counters.book_updates += 1;
+                counters.records += 1;
+                // the best bid and offer cannot have moved unless a change was at one of them
+                if !stock.at_best {
+                    continue;
+                }
+                let locate = u16::try_from(update.instrument_id).unwrap_or(u16::MAX);
+                if let Some(bbo) = moved_bbo(books, quoted, locate) {
+                    let qty = |q: u64| i64::try_from(q).unwrap_or(i64::MAX);
+                    batch.append_record(&Quote {
+                        instrument_id: u32::from(locate),
+                        price_exponent: PRICE_EXPONENT,
+                        qty_exponent: 0,
+                        venue_seq: *packet_seq,
+                        ts_exchange_ns: *packet_ts,
+                        ts_receive_ns: receive_ns,
+                        ts_publish_ns: publish_ns,
+                        bid_price: i64::from(bbo.bid.0),
+                        bid_qty: qty(bbo.bid.1),
+                        ask_price: i64::from(bbo.ask.0),
+                        ask_qty: qty(bbo.ask.1),
+                    })?;
+                    counters.quotes += 1;
+                    counters.records += 1;
+                }
             }
         }
         self.changes.clear();
@@ -443,43 +556,6 @@ impl ItchFeed {
     #[inline]
     fn publish_ns(&mut self) -> i64 {
         *self.packet_publish_ns.get_or_insert_with(self.clock)
-    }
-
-    fn quote_if_moved(&mut self, receive_ns: i64, locate: u16) -> Result<(), WriteError> {
-        let Some(book) = self.books.book(locate) else {
-            return Ok(());
-        };
-        let (bid, ask) = book.best();
-        let bbo = Bbo {
-            bid: bid.unwrap_or((0, 0)),
-            ask: ask.unwrap_or((0, 0)),
-        };
-        let at = usize::from(locate);
-        if at >= self.quoted.len() {
-            self.quoted.resize(at + 1, None);
-        }
-        if self.quoted[at] == Some(bbo) {
-            return Ok(());
-        }
-        self.quoted[at] = Some(bbo);
-        let qty = |q: u64| i64::try_from(q).unwrap_or(i64::MAX);
-        let publish_ns = self.publish_ns();
-        self.rings.ticks.append_record(&Quote {
-            instrument_id: u32::from(locate),
-            price_exponent: PRICE_EXPONENT,
-            qty_exponent: 0,
-            venue_seq: self.packet_seq,
-            ts_exchange_ns: self.packet_ts,
-            ts_receive_ns: receive_ns,
-            ts_publish_ns: publish_ns,
-            bid_price: i64::from(bbo.bid.0),
-            bid_qty: qty(bbo.bid.1),
-            ask_price: i64::from(bbo.ask.0),
-            ask_qty: qty(bbo.ask.1),
-        })?;
-        self.counters.quotes += 1;
-        self.counters.records += 1;
-        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
