@@ -107,6 +107,12 @@ pub struct ItchSection {
     /// Re-requests per gap before it is reported lost.
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
+    /// The first message sequence wanted: what comes before the first packet received
+    /// is re-requested from it (1: the whole session, for a publisher started before the
+    /// open). Default: none — start where the first packet received starts (a late join;
+    /// the books then count the orders they never saw added).
+    #[serde(default)]
+    pub start_seq: Option<u64>,
     /// `socket` (default) or `dpdk` (a build with the `dpdk` feature).
     #[serde(default = "default_backend")]
     pub backend: String,

@@ -887,6 +887,7 @@ fn run_itch_live(
                 .unwrap_or(i64::MAX / 1_000_000)
                 .saturating_mul(1_000_000),
             max_retries: itch.max_retries,
+            start: itch.start_seq,
             ..SessionConfig::default()
         },
         busy_poll: itch.busy_poll,

@@ -139,7 +139,7 @@ fn a_gapped_live_itch_feed_is_repaired_by_re_request_into_the_books_of_a_loss_fr
         &config,
         format!(
             "shm_dir = {:?}\n[itch]\ngroup = \"{GROUP}\"\ninterface = \"127.0.0.1\"\n\
-             request_server = \"{REQUESTS}\"\ndate = \"2024-01-02\"\nrequest_timeout_ms = 20\n\
+             request_server = \"{REQUESTS}\"\ndate = \"2024-01-02\"\nrequest_timeout_ms = 20\nstart_seq = 1\n\
              stop_at_end = true\n[streams]\nticks_capacity = 16777216\nklines_capacity = 1048576\n",
             live.display().to_string()
         ),

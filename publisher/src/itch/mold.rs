@@ -741,6 +741,30 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_first_packet_is_re_requested_from_the_start_wanted() {
+        // the first packet received starts at 3: with a start, 1..=2 are asked for
+        let mut session = Session::new(SessionConfig {
+            start: Some(1),
+            ..SessionConfig::default()
+        });
+        let mut seen = Seen::default();
+        session.on_packet(0, &packet(3, &[b"3"]), &mut seen.take());
+        assert!(seen.messages.is_empty());
+        assert_eq!(seen.requests, [(1, 2)]);
+        session.on_packet(1, &packet(1, &[b"1", b"2"]), &mut seen.take());
+        assert_eq!(
+            seen.messages.iter().map(|m| m.0).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        // without one, the feed is joined where that packet starts (a late join)
+        let mut late = Session::new(SessionConfig::default());
+        let mut seen = Seen::default();
+        late.on_packet(0, &packet(3, &[b"3"]), &mut seen.take());
+        assert!(seen.requests.is_empty());
+        assert_eq!(seen.messages.iter().map(|m| m.0).collect::<Vec<_>>(), [3]);
+    }
+
+    #[test]
     fn finishing_reports_every_open_gap_exactly() {
         let mut session = Session::new(SessionConfig {
             start: Some(1),
