@@ -414,7 +414,7 @@ impl Books {
 
     /// Adds an order of `shares` at `price`; reports the level's new total. An add of no
     /// shares changes nothing and is not kept (ITCH sends none).
-    #[inline]
+    #[inline(always)]
     fn add(
         &mut self,
         order_ref: u64,
@@ -448,7 +448,7 @@ impl Books {
     }
 
     /// Takes `shares` from `order`'s level; reports its new total; returns its price.
-    #[inline]
+    #[inline(always)]
     fn take(&mut self, order: Order, shares: u32, out: &mut Applied) -> u32 {
         let (price, total, at_best) = self
             .book_mut(order.locate)
@@ -467,7 +467,7 @@ impl Books {
     /// Takes `shares` from an order (`None`: all of it), removing it when nothing is
     /// left; returns the order as it was, its price and the shares taken, or `None` for
     /// an unknown reference.
-    #[inline]
+    #[inline(always)]
     fn reduce(
         &mut self,
         order_ref: u64,

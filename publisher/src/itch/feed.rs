@@ -94,7 +94,7 @@ struct StockChanges {
 
 impl PacketChanges {
     /// A level's new total (0: gone).
-    #[inline]
+    #[inline(always)]
     fn level(&mut self, change: &LevelChange) {
         let at = usize::from(change.locate);
         if at >= self.index_of.len() {
@@ -457,7 +457,7 @@ impl ItchFeed {
     }
 
     /// Notes the levels the books just changed.
-    #[inline]
+    #[inline(always)]
     fn book_changed(&mut self) {
         for level in self.applied.levels() {
             self.changes.level(level);
