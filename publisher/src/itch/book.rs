@@ -10,9 +10,10 @@
 //! know (the feed was joined late, or messages were lost) is counted and skipped.
 
 use mdi_protocol::records::Side;
+use zerocopy::byteorder::big_endian::U32;
 
 use super::message::{
-    AddOrder, AddOrderMpid, Message, OrderCancel, OrderDelete, OrderExecuted,
+    AddOrder, AddOrderMpid, Header, Message, OrderCancel, OrderDelete, OrderExecuted,
     OrderExecutedWithPrice, OrderReplace,
 };
 
@@ -516,27 +517,45 @@ impl Books {
     /// Add order (`A`).
     #[inline]
     pub fn add_order(&mut self, m: &AddOrder, out: &mut Applied) {
-        out.clear();
-        let order = (
-            m.header.stock_locate.get(),
-            side_of(m.side),
-            m.price.get(),
-            m.shares.get(),
+        self.order_added(
+            &m.header,
+            m.order_ref.get(),
+            m.side,
+            (m.price, m.shares),
+            out,
         );
-        self.add(m.order_ref.get(), order, out);
     }
 
-    /// Add order with attribution (`F`).
+    /// Add order with attribution (`F`): the attribution does not change the book.
     #[inline]
     pub fn add_order_mpid(&mut self, m: &AddOrderMpid, out: &mut Applied) {
+        self.order_added(
+            &m.header,
+            m.order_ref.get(),
+            m.side,
+            (m.price, m.shares),
+            out,
+        );
+    }
+
+    /// The fields both adds carry.
+    #[inline(always)]
+    fn order_added(
+        &mut self,
+        header: &Header,
+        order_ref: u64,
+        side: u8,
+        (price, shares): (U32, U32),
+        out: &mut Applied,
+    ) {
         out.clear();
         let order = (
-            m.header.stock_locate.get(),
-            side_of(m.side),
-            m.price.get(),
-            m.shares.get(),
+            header.stock_locate.get(),
+            side_of(side),
+            price.get(),
+            shares.get(),
         );
-        self.add(m.order_ref.get(), order, out);
+        self.add(order_ref, order, out);
     }
 
     /// Order executed (`E`), at the order's price.
