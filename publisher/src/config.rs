@@ -343,6 +343,11 @@ impl Config {
                 {
                     return Err(invalid(format!("itch.date: {date:?} is not YYYY-MM-DD")));
                 }
+                if itch.start_seq == Some(0) {
+                    return Err(invalid(
+                        "itch.start_seq: MoldUDP64 sequence numbers start at 1".into(),
+                    ));
+                }
             }
             (Some(_), None) => {}
         }
@@ -572,6 +577,7 @@ mod tests {
         let itch = config.itch.unwrap();
         assert_eq!(itch.group.to_string(), "233.54.12.1:26400");
         assert_eq!(itch.backend, "socket");
+        assert_eq!(itch.start_seq, Some(1));
         assert!(config.binance.is_none());
     }
 
@@ -613,6 +619,10 @@ mod tests {
             (
                 "[itch]\ngroup = \"233.54.12.1:1\"\ndate = \"2024-1-2\"",
                 "itch.date",
+            ),
+            (
+                "[itch]\ngroup = \"233.54.12.1:1\"\nstart_seq = 0",
+                "itch.start_seq",
             ),
         ];
         for (text, expected) in cases {
