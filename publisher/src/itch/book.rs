@@ -561,35 +561,39 @@ impl Books {
     /// Order executed (`E`), at the order's price.
     #[inline]
     pub fn order_executed(&mut self, m: &OrderExecuted, out: &mut Applied) {
-        out.clear();
-        if let Some((order, price, taken)) =
-            self.reduce(m.order_ref.get(), Some(m.executed_shares.get()), out)
-        {
-            out.execution = Some(Execution {
-                locate: order.locate,
-                resting_side: order.side,
-                price,
-                shares: taken,
-                match_number: m.match_number.get(),
-                printable: true,
-            });
-        }
+        let shares = m.executed_shares.get();
+        self.executed(m.order_ref.get(), shares, m.match_number.get(), None, out);
     }
 
     /// Order executed with price (`C`), printable or not.
     #[inline]
     pub fn order_executed_with_price(&mut self, m: &OrderExecutedWithPrice, out: &mut Applied) {
+        let (shares, printable) = (m.executed_shares.get(), m.printable == b'Y');
+        let price = Some((m.execution_price.get(), printable));
+        self.executed(m.order_ref.get(), shares, m.match_number.get(), price, out);
+    }
+
+    /// `shares` of an order executed in match `match_number`, at the order's price or at
+    /// `price` (with whether it prints).
+    #[inline(always)]
+    fn executed(
+        &mut self,
+        order_ref: u64,
+        shares: u32,
+        match_number: u64,
+        price: Option<(u32, bool)>,
+        out: &mut Applied,
+    ) {
         out.clear();
-        if let Some((order, _, taken)) =
-            self.reduce(m.order_ref.get(), Some(m.executed_shares.get()), out)
-        {
+        if let Some((order, order_price, taken)) = self.reduce(order_ref, Some(shares), out) {
+            let (price, printable) = price.unwrap_or((order_price, true));
             out.execution = Some(Execution {
                 locate: order.locate,
                 resting_side: order.side,
-                price: m.execution_price.get(),
+                price,
                 shares: taken,
-                match_number: m.match_number.get(),
-                printable: m.printable == b'Y',
+                match_number,
+                printable,
             });
         }
     }
