@@ -1,13 +1,15 @@
 //! Order books per stock from ITCH order messages: add (with or without attribution),
 //! executed (at the order's price or another), cancel, delete, replace.
 //!
-//! [`Books::apply`] takes one decoded message and fills in what changed ([`Applied`],
-//! kept by the caller): the new total shares at each price level it touched
-//! ([`LevelChange`]) and the execution ([`Execution`]), if any — data, not a callback, so
-//! the whole path inlines into the caller's loop. Orders are keyed by their reference
-//! number, which ITCH makes unique for the day across all stocks, and point at their
-//! price level's slot, so a cancel or execution needs no price search. A message about an order the books do not
-//! know (the feed was joined late, or messages were lost) is counted and skipped.
+//! [`Books::apply`] takes one decoded message (or, for a caller that matches on the
+//! message itself, one of the per-type methods such as [`Books::add_order`]) and fills in
+//! what changed ([`Applied`], kept by the caller): the new total shares at each price
+//! level it touched ([`LevelChange`]) and the execution ([`Execution`]), if any — data,
+//! not a callback, so the whole path inlines into the caller's loop. Orders are keyed by
+//! their reference number, which ITCH makes unique for the day across all stocks, and
+//! point at their price level's slot, so a cancel or execution needs no price search. A
+//! message about an order the books do not know (the feed was joined late, or messages
+//! were lost) is counted and skipped.
 
 use mdi_protocol::records::Side;
 use zerocopy::byteorder::big_endian::U32;
@@ -197,8 +199,8 @@ pub struct Execution {
 const MAX_LEVEL_CHANGES: usize = 3;
 
 /// What one message did to the books. The caller keeps one and hands it to every
-/// [`Books::apply`], which resets it (two stores, where returning a fresh one costs a
-/// copy of every slot per message).
+/// [`Books::apply`] (or per-type method), which resets it (two stores, where returning a
+/// fresh one costs a copy of every slot per message).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Applied {
     levels: [LevelChange; MAX_LEVEL_CHANGES],

@@ -16,7 +16,8 @@
 //! midnight in the venue's time zone, as ns since the Unix epoch) is added to make
 //! exchange times. The publish time is read once per packet (per receive burst with
 //! DPDK), when its first record is written: a packet's records are committed together,
-//! microseconds apart, and a clock read costs as much as writing a record.
+//! microseconds apart (its BookUpdates and Quotes as one ring batch, parked readers woken
+//! once after them), and a clock read costs as much as writing a record.
 
 use mdi_protocol::records::{
     BookUpdate, FeedState, FeedStatus, InstrumentDefinition, InstrumentKind, PriceLevel, Quote,
