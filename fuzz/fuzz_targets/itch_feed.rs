@@ -20,12 +20,20 @@ fuzz_target!(|bytes: &[u8]| {
     // the input as a few packets (split at 0xFF 0xFE, an arbitrary marker)
     for (now, packet) in bytes.split(|&b| b == 0xfe).enumerate() {
         session.on_packet(now as i64, packet, &mut |output| {
-            if let Output::Message { seq, message } = output {
-                assert!(seq > last, "sequence {seq} after {last}");
-                last = seq;
-                if let Ok(m) = decode(message) {
-                    books.apply(&m, &mut Applied::default());
+            match output {
+                Output::Delivering(packet) => {
+                    for message in packet.messages() {
+                        books.prefetch(message);
+                    }
                 }
+                Output::Message { seq, message } => {
+                    assert!(seq > last, "sequence {seq} after {last}");
+                    last = seq;
+                    if let Ok(m) = decode(message) {
+                        books.apply(&m, &mut Applied::default());
+                    }
+                }
+                _ => {}
             }
         });
         session.on_timer(now as i64 * 100_000_000, &mut |_| {});

@@ -236,6 +236,23 @@ pub(crate) fn prefetch_for_write(word: &AtomicU64) {
     let _ = word;
 }
 
+/// Asks the CPU to fetch the cache line holding `value` for reading, into every cache
+/// level (a hint: it loads nothing architecturally and never faults). For look-ups known
+/// ahead of time — the ITCH order books prefetch a packet's orders before applying its
+/// messages; it lives here because the crate keeps its unsafe code in the ring module.
+#[inline]
+pub fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is a hint: it does not access memory architecturally and cannot
+    // fault; the address is a live reference anyway.
+    unsafe {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(value).cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
+}
+
 /// A ring's data region as words: a power-of-two count, indexed by byte position modulo
 /// the region's size — the mask is the bounds check, so the hot paths carry none.
 #[derive(Debug, Clone, Copy)]

@@ -50,6 +50,8 @@ pub use log::{
     align_record,
 };
 #[cfg(not(loom))]
+pub use mapping::prefetch;
+#[cfg(not(loom))]
 pub use reader::{
     ReadEvent, ReaderOpenError, RingReader, RingRecord, StartAt, WaitError, WaitStrategy,
     WriterState, WriterStatus,

@@ -12,11 +12,28 @@
 //! were lost) is counted and skipped.
 
 use mdi_protocol::records::Side;
+use mdi_protocol::ring::prefetch;
 use zerocopy::byteorder::big_endian::U32;
 
 use super::message::{
     AddOrder, AddOrderMpid, Header, Message, OrderCancel, OrderDelete, OrderExecuted,
     OrderExecutedWithPrice, OrderReplace,
+};
+
+/// Where every order message carries its order reference (the original one for a
+/// replace): right after the header.
+const ORDER_REF_AT: usize = std::mem::size_of::<Header>();
+/// Where a replace carries its new reference.
+const NEW_REF_AT: usize = std::mem::offset_of!(OrderReplace, new_ref);
+const _: () = {
+    use std::mem::offset_of;
+    assert!(offset_of!(AddOrder, order_ref) == ORDER_REF_AT);
+    assert!(offset_of!(AddOrderMpid, order_ref) == ORDER_REF_AT);
+    assert!(offset_of!(OrderExecuted, order_ref) == ORDER_REF_AT);
+    assert!(offset_of!(OrderExecutedWithPrice, order_ref) == ORDER_REF_AT);
+    assert!(offset_of!(OrderCancel, order_ref) == ORDER_REF_AT);
+    assert!(offset_of!(OrderDelete, order_ref) == ORDER_REF_AT);
+    assert!(offset_of!(OrderReplace, original_ref) == ORDER_REF_AT);
 };
 
 /// A resting order: its stock, side, shares, and the slot of its price level in that
@@ -287,6 +304,14 @@ impl OrderTable {
         self.slots.len() - 1
     }
 
+    /// Prefetches the home slot of `order_ref` (where a look-up or insert starts).
+    #[inline]
+    fn prefetch(&self, order_ref: u64) {
+        if let Some(slot) = self.slots.get(self.home(order_ref)) {
+            prefetch(slot);
+        }
+    }
+
     /// The slot holding `order_ref`, if any.
     #[inline]
     fn find(&self, order_ref: u64) -> Option<usize> {
@@ -370,6 +395,23 @@ impl OrderTable {
     }
 }
 
+/// The order references an order message is about, read straight from its bytes — no
+/// dispatch on the type (a jump to mispredict) and no length check per type: the
+/// reference (the original one of a replace) follows the header in every order message,
+/// and a replace's new one follows that. `None` for bytes too short or not about an order.
+#[inline]
+fn order_refs(message: &[u8]) -> [Option<u64>; 2] {
+    let at = |offset: usize| {
+        let bytes = message.get(offset..offset + 8)?;
+        Some(u64::from_be_bytes(bytes.try_into().ok()?))
+    };
+    match message.first() {
+        Some(b'A' | b'F' | b'E' | b'C' | b'X' | b'D') => [at(ORDER_REF_AT), None],
+        Some(b'U') => [at(ORDER_REF_AT), at(NEW_REF_AT)],
+        _ => [None, None],
+    }
+}
+
 fn side_of(byte: u8) -> Side {
     match byte {
         b'B' => Side::Buy,
@@ -382,6 +424,16 @@ impl Books {
     /// Empty books.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Prefetches what `message` (its bytes, type byte first) will look up: the order
+    /// table's home slot of each order it is about ([`order_refs`]). A hint: bytes that
+    /// are not an order message are passed over.
+    #[inline]
+    pub fn prefetch(&self, message: &[u8]) {
+        for order_ref in order_refs(message).into_iter().flatten() {
+            self.orders.prefetch(order_ref);
+        }
     }
 
     /// What was refused so far.
@@ -869,6 +921,50 @@ mod tests {
                 prop_assert_eq!(ladder.iter().collect::<Vec<_>>(), best_first.clone());
                 prop_assert_eq!(ladder.best(), best_first.first().copied());
             }
+        }
+    }
+
+    proptest! {
+        /// The references read for prefetching are the ones the decoder reads, for every
+        /// order message; none for the others, nor for cut-off bytes.
+        #[test]
+        fn order_refs_are_read_as_the_decoder_reads_them(
+            kind in proptest::sample::select(b"AFECXDUPSR".to_vec()),
+            refs: (u64, u64),
+            cut in 0usize..40,
+        ) {
+            let h = header(kind, 1);
+            let (r, new) = (U64::new(refs.0), U64::new(refs.1));
+            let (s, p) = (U32::new(100), U32::new(5));
+            let bytes = match kind {
+                b'A' => AddOrder { header: h, order_ref: r, side: b'B', shares: s, stock: stock("X"), price: p }.as_bytes().to_vec(),
+                b'F' => AddOrderMpid { header: h, order_ref: r, side: b'S', shares: s, stock: stock("X"), price: p, attribution: *b"MPID" }.as_bytes().to_vec(),
+                b'E' => OrderExecuted { header: h, order_ref: r, executed_shares: s, match_number: new }.as_bytes().to_vec(),
+                b'C' => OrderExecutedWithPrice { header: h, order_ref: r, executed_shares: s, match_number: new, printable: b'Y', execution_price: p }.as_bytes().to_vec(),
+                b'X' => OrderCancel { header: h, order_ref: r, cancelled_shares: s }.as_bytes().to_vec(),
+                b'D' => OrderDelete { header: h, order_ref: r }.as_bytes().to_vec(),
+                b'U' => OrderReplace { header: h, original_ref: r, new_ref: new, shares: s, price: p }.as_bytes().to_vec(),
+                // not about an order (a stock directory's first bytes will do)
+                other => { let mut b = OrderDelete { header: h, order_ref: r }.as_bytes().to_vec(); b[0] = other; b }
+            };
+            let decoded = match decode(&bytes).ok() {
+                Some(Message::AddOrder(m)) => [Some(m.order_ref.get()), None],
+                Some(Message::AddOrderMpid(m)) => [Some(m.order_ref.get()), None],
+                Some(Message::OrderExecuted(m)) => [Some(m.order_ref.get()), None],
+                Some(Message::OrderExecutedWithPrice(m)) => [Some(m.order_ref.get()), None],
+                Some(Message::OrderCancel(m)) => [Some(m.order_ref.get()), None],
+                Some(Message::OrderDelete(m)) => [Some(m.order_ref.get()), None],
+                Some(Message::OrderReplace(m)) => [Some(m.original_ref.get()), Some(m.new_ref.get())],
+                _ => [None, None],
+            };
+            prop_assert_eq!(order_refs(&bytes), decoded);
+            // cut short: nothing read past the end (a hint may still use what is there)
+            let short = &bytes[..bytes.len().saturating_sub(cut)];
+            for (i, r) in order_refs(short).into_iter().enumerate() {
+                let end = if i == 0 { ORDER_REF_AT + 8 } else { NEW_REF_AT + 8 };
+                prop_assert!(r.is_none() || short.len() >= end);
+            }
+            Books::new().prefetch(short);
         }
     }
 

@@ -12,6 +12,11 @@
 //!   `end_of_session`, …); MoldUDP64 gaps → `resync_started` / `resync_done`, and
 //!   messages lost for good → `gap` with the exact count.
 //!
+//! Order look-ups: when the session announces a packet ([`Output::Delivering`]), the
+//! books prefetch the order-table slots of all its order messages, so the lines are on
+//! their way while the first messages are applied (the table is megabytes; the ring's
+//! stream keeps pushing it out of L2).
+//!
 //! Times: ITCH stamps nanoseconds since midnight; `midnight_ns` (the session date's
 //! midnight in the venue's time zone, as ns since the Unix epoch) is added to make
 //! exchange times. The publish time is read once per packet (per receive burst with
@@ -235,6 +240,13 @@ impl ItchFeed {
     /// `receive_ns`. Call [`Self::end_packet`] after each packet's outputs.
     pub fn on_output(&mut self, receive_ns: i64, output: Output<'_>) -> Result<(), WriteError> {
         match output {
+            Output::Delivering(packet) => {
+                // the orders its messages are about: fetched while the first are applied
+                for message in packet.messages() {
+                    self.books.prefetch(message);
+                }
+                Ok(())
+            }
             Output::Message { seq, message } => self.on_message(receive_ns, seq, message),
             Output::Request { .. } => Ok(()),
             Output::GapOpened { from_seq, count } => self.status(

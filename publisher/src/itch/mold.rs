@@ -298,6 +298,10 @@ impl Default for SessionConfig {
 /// What the session says to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output<'a> {
+    /// A packet whose messages are about to be delivered (those from the next in order,
+    /// each then as a [`Output::Message`]): a consumer may start on them early — the ITCH
+    /// feed prefetches the orders they are about.
+    Delivering(Packet<'a>),
     /// The next message, in order.
     Message {
         /// Its sequence number.
@@ -532,6 +536,7 @@ impl Session {
 
     fn deliver(&mut self, packet: &Packet<'_>, out: &mut impl FnMut(Output<'_>)) {
         let Some(mut next) = self.next else { return };
+        out(Output::Delivering(*packet));
         for (seq, message) in (packet.sequence..).zip(packet.messages()) {
             if seq == next {
                 out(Output::Message { seq, message });
@@ -632,6 +637,8 @@ mod tests {
     #[derive(Debug, Default)]
     struct Seen {
         messages: Vec<(u64, Vec<u8>)>,
+        /// Packets announced: (sequence, messages delivered before the announcement).
+        delivering: Vec<(u64, usize)>,
         requests: Vec<(u64, u16)>,
         lost: Vec<(u64, u64)>,
         ended: bool,
@@ -641,6 +648,7 @@ mod tests {
     impl Seen {
         fn take(&mut self) -> impl FnMut(Output<'_>) + '_ {
             |o| match o {
+                Output::Delivering(p) => self.delivering.push((p.sequence, self.messages.len())),
                 Output::Message { seq, message } => self.messages.push((seq, message.to_vec())),
                 Output::Request { seq, count, .. } => self.requests.push((seq, count)),
                 Output::Lost { from_seq, count } => self.lost.push((from_seq, count)),
@@ -699,6 +707,9 @@ mod tests {
         session.on_packet(3, &packet(3, &[b"3", b"4"]), &mut seen.take());
         let order: Vec<u64> = seen.messages.iter().map(|m| m.0).collect();
         assert_eq!(order, [1, 2, 3, 4, 5]);
+        // each packet delivered (not the duplicate) announced before its messages, the
+        // held one too
+        assert_eq!(seen.delivering, [(1, 0), (3, 2), (5, 4)]);
         assert_eq!(seen.repaired, 1);
         let c = session.counters();
         assert_eq!(
