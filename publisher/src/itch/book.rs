@@ -427,7 +427,7 @@ impl Books {
     }
 
     /// Prefetches what `message` (its bytes, type byte first) will look up: the order
-    /// table's home slot of each order it is about ([`order_refs`]). A hint: bytes that
+    /// table's home slot of each order it is about. A hint: bytes that
     /// are not an order message are passed over.
     #[inline]
     pub fn prefetch(&self, message: &[u8]) {
