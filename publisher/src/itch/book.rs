@@ -431,8 +431,12 @@ impl Books {
     /// are not an order message are passed over.
     #[inline]
     pub fn prefetch(&self, message: &[u8]) {
-        for order_ref in order_refs(message).into_iter().flatten() {
+        let [order_ref, new_ref] = order_refs(message);
+        if let Some(order_ref) = order_ref {
             self.orders.prefetch(order_ref);
+        }
+        if let Some(new_ref) = new_ref {
+            self.orders.prefetch(new_ref);
         }
     }
 

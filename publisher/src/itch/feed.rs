@@ -32,7 +32,7 @@ use mdi_protocol::ring::WriteError;
 
 use super::book::{Applied, Books, LevelChange};
 use super::message::{self, Header, Message, PRICE_EXPONENT};
-use super::mold::Output;
+use super::mold::{Output, Packet};
 use crate::normalize::Rings;
 
 /// The venue name on every record.
@@ -241,10 +241,7 @@ impl ItchFeed {
     pub fn on_output(&mut self, receive_ns: i64, output: Output<'_>) -> Result<(), WriteError> {
         match output {
             Output::Delivering(packet) => {
-                // the orders its messages are about: fetched while the first are applied
-                for message in packet.messages() {
-                    self.books.prefetch(message);
-                }
+                self.prefetch(&packet);
                 Ok(())
             }
             Output::Message { seq, message } => self.on_message(receive_ns, seq, message),
@@ -280,6 +277,15 @@ impl ItchFeed {
                 (0, 0, 0),
                 "MoldUDP64 end of session",
             ),
+        }
+    }
+
+    /// Prefetches the orders `packet`'s messages are about, fetched while the first are
+    /// applied. Out of line: the per-message path through [`Self::on_output`] stays lean.
+    #[inline(never)]
+    fn prefetch(&self, packet: &Packet<'_>) {
+        for message in packet.messages() {
+            self.books.prefetch(message);
         }
     }
 
