@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use mdi_protocol::records::{BookUpdate, FeedState, FeedStatus, InstrumentDefinition, Trade};
+use mdi_protocol::records::{
+    BookUpdate, FeedState, FeedStatus, InstrumentDefinition, Quote, Trade,
+};
 use mdi_protocol::ring::ShmDir;
 use mdi_protocol::view::RecordView;
 use mdi_publisher::itch::book::{Applied, Books};
@@ -76,6 +78,14 @@ struct Ticks {
     books: Vec<BookUpdate>,
     statuses: Vec<FeedStatus>,
     quotes: u64,
+    /// BookUpdates and Quotes in ring order.
+    book_records: Vec<BookRecord>,
+}
+
+#[derive(Debug)]
+enum BookRecord {
+    Update(BookUpdate),
+    Quote(Quote),
 }
 
 /// Calls `f` with the sequence number and view of every record in the `ticks` ring.
@@ -100,12 +110,89 @@ fn ticks(shm: &Path) -> Ticks {
     each_record(shm, |_, view| match view {
         RecordView::Instrument(d) => out.definitions.push(d.to_record().unwrap()),
         RecordView::Trade(t) => out.trades.push(t.to_record().unwrap()),
-        RecordView::Book(b) => out.books.push(b.to_record().unwrap()),
+        RecordView::Book(b) => {
+            let update = b.to_record().unwrap();
+            out.book_records.push(BookRecord::Update(update.clone()));
+            out.books.push(update);
+        }
         RecordView::Status(s) => out.statuses.push(s.to_record().unwrap()),
-        RecordView::Quote(_) => out.quotes += 1,
+        RecordView::Quote(q) => {
+            out.quotes += 1;
+            out.book_records
+                .push(BookRecord::Quote(q.to_record().unwrap()));
+        }
         RecordView::Kline(_) => {}
     });
     out
+}
+
+/// Replays the BookUpdates level by level: a Quote gives the best bid and offer as they
+/// stand after its packet's BookUpdates, only when they moved since the stock's last
+/// Quote, and every move is quoted before the next packet's BookUpdates.
+fn quotes_follow_the_books(records: &[BookRecord]) {
+    type Bbo = (i64, i64, i64, i64);
+    let mut levels: BTreeMap<(u32, bool, i64), i64> = BTreeMap::new();
+    let best = |levels: &BTreeMap<(u32, bool, i64), i64>, id: u32| -> Bbo {
+        let side = |bid: bool| {
+            let mut side = levels
+                .range((id, bid, i64::MIN)..=(id, bid, i64::MAX))
+                .map(|(&(_, _, p), &q)| (p, q));
+            let level = if bid { side.next_back() } else { side.next() };
+            level.unwrap_or((0, 0))
+        };
+        let (bid, ask) = (side(true), side(false));
+        (bid.0, bid.1, ask.0, ask.1)
+    };
+    let mut quoted: BTreeMap<u32, Bbo> = BTreeMap::new();
+    let mut packet = None;
+    let mut touched: Vec<u32> = Vec::new();
+    let unquoted_moves = |levels: &BTreeMap<_, _>, quoted: &BTreeMap<u32, Bbo>, touched: &[u32]| {
+        touched
+            .iter()
+            .filter(|&&id| quoted.get(&id).copied().unwrap_or((0, 0, 0, 0)) != best(levels, id))
+            .copied()
+            .collect::<Vec<_>>()
+    };
+    for record in records {
+        match record {
+            BookRecord::Update(b) => {
+                if packet != Some(b.venue_seq) {
+                    let missed = unquoted_moves(&levels, &quoted, &touched);
+                    assert!(
+                        missed.is_empty(),
+                        "best moved, no Quote: {missed:?} before {}",
+                        b.venue_seq
+                    );
+                    packet = Some(b.venue_seq);
+                    touched.clear();
+                }
+                touched.push(b.instrument_id);
+                for (bid, side) in [(true, &b.bids), (false, &b.asks)] {
+                    for l in side {
+                        if l.qty == 0 {
+                            levels.remove(&(b.instrument_id, bid, l.price));
+                        } else {
+                            levels.insert((b.instrument_id, bid, l.price), l.qty);
+                        }
+                    }
+                }
+            }
+            BookRecord::Quote(q) => {
+                let now = (q.bid_price, q.bid_qty, q.ask_price, q.ask_qty);
+                assert_eq!(now, best(&levels, q.instrument_id), "{q:?}");
+                assert_ne!(
+                    quoted.insert(q.instrument_id, now),
+                    Some(now),
+                    "an unmoved Quote: {q:?}"
+                );
+            }
+        }
+    }
+    let missed = unquoted_moves(&levels, &quoted, &touched);
+    assert!(
+        missed.is_empty(),
+        "best moved, no Quote at the end: {missed:?}"
+    );
 }
 
 #[test]
@@ -169,6 +256,7 @@ fn a_simulated_pcap_replays_into_trades_and_books_that_agree_with_the_feed() {
     }
     assert_eq!(levels, expected);
     assert!(got.quotes > 0);
+    quotes_follow_the_books(&got.book_records);
     assert!(
         got.statuses
             .iter()
