@@ -427,8 +427,8 @@ impl Books {
     }
 
     /// Prefetches what `message` (its bytes, type byte first) will look up: the order
-    /// table's home slot of each order it is about. A hint: bytes that
-    /// are not an order message are passed over.
+    /// table's home slot of each order it is about. A hint: bytes that are not an order
+    /// message are passed over.
     #[inline]
     pub fn prefetch(&self, message: &[u8]) {
         let [order_ref, new_ref] = order_refs(message);
@@ -948,7 +948,7 @@ mod tests {
                 b'X' => OrderCancel { header: h, order_ref: r, cancelled_shares: s }.as_bytes().to_vec(),
                 b'D' => OrderDelete { header: h, order_ref: r }.as_bytes().to_vec(),
                 b'U' => OrderReplace { header: h, original_ref: r, new_ref: new, shares: s, price: p }.as_bytes().to_vec(),
-                // not about an order (a stock directory's first bytes will do)
+                // not about an order: an order message's bytes under another type
                 other => { let mut b = OrderDelete { header: h, order_ref: r }.as_bytes().to_vec(); b[0] = other; b }
             };
             let decoded = match decode(&bytes).ok() {
