@@ -1,26 +1,34 @@
 #!/usr/bin/env bash
-# The test suite: formatting, lints (warnings are errors), every test, and the loom
-# model of the ring log's claim/commit protocol. This is README's test command and what
-# .ci/run runs on a clean checkout.
+# README's test command: prepares the machine (scripts/prepare.sh installs what is
+# missing: iproute2, nftables, cargo-nextest, cargo-deny), then formatting, lints
+# (warnings are errors), the dependency policy, every test, the examples against the
+# demo feed, and the loom model of the ring log's claim/commit protocol. `.ci/run` runs
+# exactly this on a clean checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/sbin:/sbin"
 
 step() { printf '\n==> %s\n' "$*"; }
+
+step "prepare the machine"
+./scripts/prepare.sh tests
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# the SDK's optional parts: without UDP (a strategy that reads shm only), with tokio
+cargo clippy -p mdi-subscriber --no-default-features --all-targets --locked -- -D warnings
+cargo clippy -p mdi-subscriber --features tokio --all-targets --locked -- -D warnings
+
+step "cargo deny (bans, licenses, sources; deny.toml)"
+cargo deny --log-level error check bans licenses sources
 
 step "tests"
-if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --locked --no-fail-fast
-    cargo test --workspace --locked --doc
-else
-    echo "cargo-nextest not found; using cargo test"
-    cargo test --workspace --locked --no-fail-fast
-fi
+cargo nextest run --workspace --locked --no-fail-fast
+cargo nextest run -p mdi-subscriber --features tokio --locked -E 'test(async)'
+cargo test --workspace --locked --doc
 
 step "examples against the demo feed"
 ./scripts/run-examples.sh

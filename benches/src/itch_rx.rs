@@ -17,7 +17,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use mdi_publisher::itch::sim::{SimConfig, messages, packets};
+use mdi_itch::sim::{SimConfig, messages, packets};
 
 use crate::harness::{Latency, ResultLine, Role, histogram, now_ns, pin, report};
 
@@ -266,8 +266,8 @@ pub fn receive(implementation: &str, count: u64) -> Result<()> {
 
 #[cfg(feature = "dpdk")]
 fn receive_dpdk(count: u64, tally: &mut Tally) -> Result<()> {
+    use mdi_itch::pcap::udp_datagram;
     use mdi_publisher::itch::dpdk::{DpdkConfig, DpdkPort, eal_args};
-    use mdi_publisher::itch::pcap::udp_datagram;
     // lcore 1, as the socket receiver
     let mut eal_args = eal_args(1, 1024);
     // a packet ring with room for the whole queued traffic

@@ -5,6 +5,7 @@
 mod aeron;
 mod harness;
 mod ingest;
+#[cfg(feature = "iceoryx2")]
 mod iox;
 mod itch;
 mod itch_rx;

@@ -120,7 +120,10 @@ pub fn run(bench: &RingBench) -> Result<()> {
                     run.report("mdi", run_processes(&run, base.path(), "mdi")?);
                 }
                 if bench.wants("iceoryx2") {
+                    #[cfg(feature = "iceoryx2")]
                     run.report("iceoryx2", run_processes(&run, base.path(), "iox")?);
+                    #[cfg(not(feature = "iceoryx2"))]
+                    println!("# iceoryx2 peer not built: build mdbench with --features iceoryx2");
                 }
                 if bench.wants("tokio-broadcast") {
                     run.report("tokio-broadcast", in_process(&run, Channel::Tokio)?);
@@ -276,11 +279,13 @@ pub fn child(args: &[String]) -> Result<()> {
             Mode::parse(arg(2)?)?,
             arg(3)? == "1",
         ),
+        #[cfg(feature = "iceoryx2")]
         "iox-writer" => {
             let size: usize = arg(2)?.parse()?;
             let mut sender = crate::iox::Sender::create(arg(1)?, size)?;
             writer_loop(&mut sender, size, Mode::parse(arg(3)?)?, arg(4)?.parse()?)
         }
+        #[cfg(feature = "iceoryx2")]
         "iox-reader" => reader_loop(
             &mut crate::iox::Receiver::open(arg(1)?)?,
             Mode::parse(arg(2)?)?,

@@ -17,8 +17,8 @@ use hdrhistogram::Histogram;
 use mdi_protocol::records::RecordKind;
 use mdi_protocol::ring::{ReadEvent, RingOptions, RingReader, RingWriter, ShmDir, StartAt};
 use mdi_protocol::udp::Channel;
-use mdi_publisher::udp::{UdpSender, UdpSenderOptions};
-use mdi_subscriber::udp::{UdpReceiver, UdpReceiverOptions};
+use mdi_transport::receiver::{UdpReceiver, UdpReceiverOptions};
+use mdi_transport::sender::{UdpSender, UdpSenderOptions};
 
 use crate::harness::{Latency, ResultLine, histogram, msgs_per_s, now_ns, pin, spin_until};
 
@@ -132,7 +132,7 @@ fn aeron_throughput(records: u64) -> Result<()> {
 #[cfg(not(feature = "aeron"))]
 fn aeron_latency(_records: u64) -> Result<()> {
     println!(
-        "# aeron peer not built: scripts/install-aeron-deps.sh, then build mdbench with --features aeron"
+        "# aeron peer not built: scripts/prepare.sh aeron, then build mdbench with --features aeron"
     );
     Ok(())
 }

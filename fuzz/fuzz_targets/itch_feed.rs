@@ -4,10 +4,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mdi_publisher::itch::book::{Applied, Books};
-use mdi_publisher::itch::message::{FileMessages, decode};
-use mdi_publisher::itch::mold::{Output, Session, SessionConfig};
-use mdi_publisher::itch::pcap::udp_datagram;
+use mdi_itch::book::{Applied, Books};
+use mdi_itch::message::{FileMessages, decode};
+use mdi_itch::mold::{Output, Session, SessionConfig};
+use mdi_itch::pcap::udp_datagram;
 
 fuzz_target!(|bytes: &[u8]| {
     let mut books = Books::new();

@@ -1,13 +1,10 @@
 //! # mdi-publisher
 //!
-//! The feed handler behind `mdpub`: venue adapters (Binance WebSocket + REST snapshot,
-//! ITCH 5.0 over MoldUDP64 through sockets or DPDK, capture replay), the normalizer,
-//! order-book builders, the K-line aggregator, ring writers and UDP senders.
-//!
-//! Built so far: [`udp`], serving rings over reliable UDP (`mdpub serve`); [`kline`],
-//! Binance-exact K-lines from trades; [`replay`], data.binance.vision aggTrades and
-//! trades files into `ticks` and `klines` rings (`mdpub replay`). The live venue
-//! adapters are not built yet.
+//! The feed handler behind `mdpub`: venue adapters — [`binance`] (live WebSocket with
+//! REST snapshots, captures, history replay, the demo feed) and [`itch`] (ITCH 5.0 over
+//! MoldUDP64 through sockets or DPDK, pcap replay) — the normalizer, order-book
+//! builders, the K-line aggregator ([`kline`]) and the rings they write. Serving rings
+//! over reliable UDP is `mdi-transport`'s sender; the ITCH protocol itself is `mdi-itch`.
 
 pub use mdi_protocol;
 
@@ -19,4 +16,3 @@ pub mod itch;
 pub mod kline;
 pub mod normalize;
 pub mod replay;
-pub mod udp;

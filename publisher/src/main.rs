@@ -14,11 +14,10 @@ use mdi_protocol::udp::Channel;
 use mdi_publisher::capture::{CaptureWriter, looks_like_capture, parse_line, replay_capture};
 use mdi_publisher::demo;
 use mdi_publisher::kline::Interval;
-use mdi_publisher::normalize::{
-    InstrumentSpec, KlineSource, Normalizer, NormalizerConfig, Rings, wall_clock_ns,
-};
+use mdi_publisher::normalize::{InstrumentSpec, KlineSource, Normalizer, NormalizerConfig, Rings};
 use mdi_publisher::replay::{HistoryFormat, open_input, replay_history};
-use mdi_publisher::udp::{ServeUntil, UdpSender, UdpSenderOptions, serve};
+use mdi_transport::sender::{ServeUntil, UdpSender, UdpSenderOptions, serve};
+use mdi_transport::wall_clock_ns;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -374,7 +373,7 @@ fn channel_list(senders: &[UdpSender]) -> String {
 
 fn report_senders(senders: &[UdpSender]) {
     for sender in senders {
-        for mdi_publisher::udp::StreamStats {
+        for mdi_transport::sender::StreamStats {
             stream,
             counters,
             receivers,
@@ -646,8 +645,8 @@ fn dpdk_replay_source(
 }
 
 fn run_itch_replay(args: &Replay) -> Result<()> {
+    use mdi_itch::pcap::PcapReader;
     use mdi_publisher::itch::feed::{ItchFeed, utc_midnight};
-    use mdi_publisher::itch::pcap::PcapReader;
     use mdi_publisher::itch::replay::{replay_file, replay_frames};
 
     let is_pcap = args.input.to_str().is_some_and(|p| p.contains(".pcap"));
@@ -869,9 +868,9 @@ fn run_itch_live(
     config: &mdi_publisher::config::Config,
     itch: &mdi_publisher::config::ItchSection,
 ) -> Result<()> {
+    use mdi_itch::mold::{SessionConfig, session_id};
     use mdi_publisher::itch::feed::{ItchFeed, utc_midnight};
     use mdi_publisher::itch::live::{self, LiveConfig, Receiver};
-    use mdi_publisher::itch::mold::{SessionConfig, session_id};
 
     let midnight = match &itch.date {
         Some(date) => midnight_of(date)?,

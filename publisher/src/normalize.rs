@@ -200,9 +200,6 @@ pub struct Normalizer {
     candles: Vec<Candle>,
 }
 
-/// The wall clock (publish timestamps).
-pub use mdi_subscriber::wall_clock_ns;
-
 /// FNV-1a for symbol lookups: symbols are short and chosen by the venue, not by an
 /// attacker; SipHash's flood resistance costs more than the lookup itself here.
 #[derive(Debug, Clone, Copy, Default)]

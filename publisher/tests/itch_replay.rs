@@ -6,15 +6,15 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use mdi_itch::book::{Applied, Books};
+use mdi_itch::message::{Message, decode};
+use mdi_itch::pcap::{PcapWriter, udp_frame};
+use mdi_itch::sim::{SOURCE, SimConfig, messages, packets};
 use mdi_protocol::records::{
     BookUpdate, FeedState, FeedStatus, InstrumentDefinition, Quote, Trade,
 };
 use mdi_protocol::ring::ShmDir;
 use mdi_protocol::view::RecordView;
-use mdi_publisher::itch::book::{Applied, Books};
-use mdi_publisher::itch::message::{Message, decode};
-use mdi_publisher::itch::pcap::{PcapWriter, udp_frame};
-use mdi_publisher::itch::sim::{SOURCE, SimConfig, messages, packets};
 
 mod common;
 use common::contents;
@@ -56,7 +56,7 @@ fn write_pcap(path: &Path, config: &SimConfig, drop: impl Fn(usize) -> bool) -> 
     let mut dropped = 0;
     for (i, (_, packet)) in packets.iter().enumerate() {
         if drop(i) {
-            let parsed = mdi_publisher::itch::mold::Packet::parse(packet).unwrap();
+            let parsed = mdi_itch::mold::Packet::parse(packet).unwrap();
             dropped += parsed.message_count();
             continue;
         }
@@ -305,7 +305,7 @@ fn the_sample_itch_file_replays_with_its_three_stocks() {
     let dir = tempfile::tempdir().unwrap();
     let sample = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/data/itch/ex20101224.TEST_ITCH_50.gz"
+        "/../itch/data/itch/ex20101224.TEST_ITCH_50.gz"
     );
     let shm = dir.path().join("shm");
     let output = replay_itch(Path::new(sample), &shm, &["--date", "2010-12-24"]);

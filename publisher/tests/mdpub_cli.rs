@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use mdi_protocol::records::{Kline, RecordKind, Trade, decode};
 use mdi_protocol::ring::{ShmDir, WriterState};
 use mdi_protocol::udp::Channel;
-use mdi_subscriber::udp::{UdpReceiver, UdpReceiverOptions};
+use mdi_transport::receiver::{UdpReceiver, UdpReceiverOptions};
 
 mod common;
 use common::{contents, free_port};

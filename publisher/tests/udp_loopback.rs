@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use mdi_protocol::records::RecordKind;
 use mdi_protocol::ring::{RingOptions, RingWriter, ShmDir};
 use mdi_protocol::udp::{Channel, ReceiverEvent};
-use mdi_publisher::udp::{UdpSender, UdpSenderOptions};
-use mdi_subscriber::udp::{UdpReceiver, UdpReceiverOptions};
+use mdi_transport::receiver::{UdpReceiver, UdpReceiverOptions};
+use mdi_transport::sender::{UdpSender, UdpSenderOptions};
 
 mod common;
 use common::{contents, free_port};

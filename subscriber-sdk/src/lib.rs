@@ -2,8 +2,8 @@
 //!
 //! The library strategies link: open streams with a builder, poll or block, records
 //! decoded and resolved to symbols, start positions, and loss, restart and writer-exit
-//! events ([`Subscriber`]); and the reliable-UDP receiver that rebuilds a local ring log
-//! ([`udp`]).
+//! events ([`Subscriber`]), locally or (feature `udp`, default) from a reliable-UDP
+//! channel whose replicas [`mdi_transport`] keeps.
 //!
 //! Records come two ways: [`Subscriber::poll`] / [`Subscriber::next`] copy them into
 //! plain structs (exact fixed-point mantissas with their exponents; [`TradeExt`] gives
@@ -13,20 +13,13 @@
 //! available for code that wants the bytes.
 
 pub use mdi_protocol;
-
-/// The wall clock in ns since the Unix epoch — receive, publish and heartbeat times of
-/// the publisher and the tools (the ring and protocol crates read no clock).
-pub fn wall_clock_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
+/// The clock and time parsing (always), and with the `udp` feature the reliable-UDP
+/// receiver ([`mdi_transport::receiver::UdpReceiver`]) that keeps replica rings.
+pub use mdi_transport;
 
 #[cfg(feature = "tokio")]
 pub mod stream;
 pub mod subscriber;
-pub mod time;
-pub mod udp;
 
 pub use subscriber::{
     Event, Kinds, Mark, Record, SubscribeError, Subscriber, SubscriberBuilder, TradeExt, ViewEvent,

@@ -1,4 +1,4 @@
-//! Events as an async [`Stream`] for tokio programs (feature `tokio`, on by default).
+//! Events as an async [`Stream`] for tokio programs (feature `tokio`, opt-in: `features = ["tokio"]`).
 //!
 //! The rings are polled without blocking; while nothing is there the stream sleeps on a
 //! tokio timer for `idle` (the latency it adds when quiet), so it never holds up the

@@ -41,9 +41,10 @@ use mdi_protocol::ring::{
 };
 use mdi_protocol::view::RecordView;
 
-use crate::udp::BackgroundReceiver;
+#[cfg(feature = "udp")]
+use mdi_transport::receiver::BackgroundReceiver;
 
-use crate::wall_clock_ns;
+use mdi_transport::wall_clock_ns;
 
 /// Opening or reading streams failed.
 #[derive(Debug, thiserror::Error)]
@@ -60,14 +61,16 @@ pub enum SubscribeError {
         source: std::io::Error,
     },
     /// No stream (or not every stream named) arrived on the UDP channels in time.
+    #[cfg(feature = "udp")]
     #[error("no stream arrived on the UDP channels within {} s (is a publisher serving them?)", waited.as_secs())]
     NothingOnUdp {
         /// How long the subscriber waited.
         waited: Duration,
     },
     /// The UDP receiver could not start (the channel's address in use, ...).
+    #[cfg(feature = "udp")]
     #[error("UDP: {0}")]
-    Udp(crate::udp::UdpReceiveError),
+    Udp(mdi_transport::receiver::UdpReceiveError),
     /// Registering the reader failed (readers file not writable, all slots taken).
     #[error("registering on stream {stream:?}: {source}")]
     Register {
@@ -310,6 +313,7 @@ pub struct SubscriberBuilder {
     wait: WaitStrategy,
     register: Option<String>,
     from_time_ns: Option<i64>,
+    #[cfg(feature = "udp")]
     udp: Vec<mdi_protocol::udp::Channel>,
 }
 
@@ -394,6 +398,7 @@ impl SubscriberBuilder {
     /// receiver on a thread of its own keeps replicas (loss repaired with NAKs) in a
     /// private directory, removed when the subscriber is dropped. Repeatable. Waits up to
     /// 10 s in [`Self::open`] for the streams (named, or any) to arrive.
+    #[cfg(feature = "udp")]
     #[must_use]
     pub fn udp(mut self, channel: mdi_protocol::udp::Channel) -> Self {
         self.udp.push(channel);
@@ -402,6 +407,7 @@ impl SubscriberBuilder {
 
     /// Opens every stream.
     pub fn open(self) -> Result<Subscriber, SubscribeError> {
+        #[cfg(feature = "udp")]
         let udp = if self.udp.is_empty() {
             None
         } else {
@@ -413,10 +419,13 @@ impl SubscriberBuilder {
             }
             Some(receiver)
         };
+        #[cfg(feature = "udp")]
         let shm = match &udp {
             Some(receiver) => ShmDir::new(receiver.dir()),
             None => ShmDir::resolve(self.shm_dir.as_deref()),
         };
+        #[cfg(not(feature = "udp"))]
+        let shm = ShmDir::resolve(self.shm_dir.as_deref());
         let names = if self.streams.is_empty() {
             let names = shm.streams().map_err(|source| SubscribeError::List {
                 path: shm.path().to_owned(),
@@ -484,6 +493,7 @@ impl SubscriberBuilder {
             queue: VecDeque::new(),
             next_stream: 0,
             undecodable: 0,
+            #[cfg(feature = "udp")]
             _udp: udp,
         })
     }
@@ -578,6 +588,7 @@ impl std::hash::BuildHasher for IdHash {
 }
 
 /// How long opening a subscriber over UDP waits for its streams to arrive.
+#[cfg(feature = "udp")]
 const UDP_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often an idle stream's writer is looked at.
@@ -623,6 +634,7 @@ pub struct Subscriber {
     next_stream: usize,
     undecodable: u64,
     /// The UDP receiver keeping the replicas read (dropped last).
+    #[cfg(feature = "udp")]
     _udp: Option<BackgroundReceiver>,
 }
 
@@ -640,6 +652,7 @@ impl Subscriber {
             },
             register: None,
             from_time_ns: None,
+            #[cfg(feature = "udp")]
             udp: Vec::new(),
         }
     }

@@ -498,6 +498,8 @@ fn a_start_at_a_time_reads_past_what_came_before() {
     assert_eq!(trades.len(), 5);
 }
 
+/// Feature `tokio` (scripts/test.sh runs it with the feature on).
+#[cfg(feature = "tokio")]
 #[tokio::test(flavor = "current_thread")]
 async fn events_as_an_async_stream() {
     use futures_util::StreamExt;

@@ -51,7 +51,7 @@ pub fn writer_state(info: &RingInfo) -> &'static str {
 /// A UDP status file (`<stream>.udp-send` / `.udp-recv`) as JSON: numbers as numbers,
 /// `receiver` lines gathered in a list, and whether the writing process still runs.
 fn udp_status(dir: &ShmDir, stream: &str, role: &str) -> Value {
-    let Some(lines) = mdi_subscriber::udp::status::read(dir.path(), stream, role) else {
+    let Some(lines) = mdi_transport::status::read(dir.path(), stream, role) else {
         return Value::Null;
     };
     let mut object = serde_json::Map::new();

@@ -497,39 +497,12 @@ fn csv_value(out: &mut impl Write, value: Value<'_>) -> io::Result<()> {
     }
 }
 
-pub use mdi_subscriber::time::{parse_utc, utc_timestamp};
+pub use mdi_transport::time::{parse_utc, utc_timestamp};
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use mdi_protocol::records::{InstrumentDefinition, Kline, Record, RecordEncoder, Side, Trade};
-
-    #[test]
-    fn utc_times_parse_back() {
-        for ns in [
-            0,
-            1_682_244_927_999_000_123,
-            951_782_400_000_000_000,
-            1_767_225_600_500_000_000,
-        ] {
-            let text = utc_timestamp(ns);
-            // utc_timestamp keeps µs
-            assert_eq!(parse_utc(&text), Some(ns / 1_000 * 1_000), "{text}");
-        }
-        assert_eq!(parse_utc("2024-01-01"), Some(1_704_067_200_000_000_000));
-        assert_eq!(
-            parse_utc("2024-01-01T00:00:10"),
-            Some(1_704_067_210_000_000_000)
-        );
-        for bad in [
-            "yesterday",
-            "2024-13-01",
-            "2024-01-01T25:00:00",
-            "2024-01-01T00:00:00.1234567890",
-        ] {
-            assert_eq!(parse_utc(bad), None, "{bad}");
-        }
-    }
 
     /// Prints `record` as the subscriber would hand it over.
     fn print<T: Record>(p: &mut Printer<Vec<u8>>, seq: u64, symbol: Option<&str>, record: &T) {
@@ -687,19 +660,6 @@ mod tests {
         let mut out = Vec::new();
         csv_value(&mut out, Value::Str("a,\"b\"")).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), r#""a,""b""""#);
-    }
-
-    #[test]
-    fn timestamps_are_utc() {
-        assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(
-            utc_timestamp(1_682_244_927_999_000_123),
-            "2023-04-23T10:15:27.999000Z"
-        );
-        assert_eq!(
-            utc_timestamp(951_782_400_000_000_000),
-            "2000-02-29T00:00:00.000000Z"
-        );
     }
 }
 

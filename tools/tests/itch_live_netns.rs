@@ -12,13 +12,13 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use mdi_itch::pcap::{PcapReader, PcapWriter, udp_frame};
+use mdi_itch::sim::{SOURCE, SimConfig, messages, packets};
 use mdi_protocol::records::{FeedState, RecordKind, Trade};
 use mdi_protocol::ring::{RingOptions, RingWriter, ShmDir};
 use mdi_protocol::view::RecordView;
 use mdi_publisher::itch::feed::ItchFeed;
-use mdi_publisher::itch::pcap::{PcapReader, PcapWriter, udp_frame};
 use mdi_publisher::itch::replay::replay_frames;
-use mdi_publisher::itch::sim::{SOURCE, SimConfig, messages, packets};
 use mdi_publisher::normalize::Rings;
 
 mod common;

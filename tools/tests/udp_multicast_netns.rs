@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use mdi_protocol::records::RecordKind;
 use mdi_protocol::ring::{RingOptions, RingWriter, ShmDir};
 use mdi_protocol::udp::Channel;
-use mdi_publisher::udp::{UdpSender, UdpSenderOptions};
+use mdi_transport::sender::{UdpSender, UdpSenderOptions};
 
 mod common;
 use common::{Netns, no_namespaces, run, stream_contents};

@@ -10,8 +10,8 @@ use std::time::Duration;
 use mdi_protocol::records::{InstrumentDefinition, Trade};
 use mdi_protocol::ring::{RingOptions, RingWriter, ShmDir};
 use mdi_protocol::udp::Channel;
-use mdi_publisher::udp::{ServeUntil, UdpSender, UdpSenderOptions, serve};
 use mdi_subscriber::{Event, Record, Subscriber};
+use mdi_transport::sender::{ServeUntil, UdpSender, UdpSenderOptions, serve};
 
 /// A ring of 1000 trades served on a fresh loopback port until dropped.
 struct Publisher {

@@ -19,7 +19,6 @@
 //! - Everything received can be written to a capture ([`CaptureWriter`]) for replay.
 
 use std::collections::{HashMap, HashSet};
-use std::io::BufReader;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,7 +29,8 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::capture::CaptureWriter;
-use crate::normalize::{Normalizer, NormalizerCounters, wall_clock_ns};
+use crate::normalize::{Normalizer, NormalizerCounters};
+use mdi_transport::wall_clock_ns;
 
 /// Binance's stream limit per connection.
 pub const MAX_STREAMS_PER_CONNECTION: usize = 1024;
@@ -136,10 +136,12 @@ pub fn tls_config(
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = extra_ca {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
         let file = std::fs::File::open(path)
             .map_err(|e| LiveError::Tls(format!("{}: {e}", path.display())))?;
         let mut added = 0;
-        for cert in rustls_pemfile::certs(&mut BufReader::new(file)) {
+        for cert in CertificateDer::pem_reader_iter(file) {
             let cert = cert.map_err(|e| LiveError::Tls(format!("{}: {e}", path.display())))?;
             roots
                 .add(cert)

@@ -1,7 +1,7 @@
 //! Kernel-bypass receive through DPDK (the `dpdk` feature): the Environment Abstraction
 //! Layer started with the caller's arguments, one port, one receive queue, frames taken
 //! a burst at a time and parsed in user space (Ethernet / IPv4 / UDP, filtered on the
-//! feed's group and port by the caller: [`super::pcap::udp_datagram`]).
+//! feed's group and port by the caller: [`mdi_itch::pcap::udp_datagram`]).
 //!
 //! Files replay through DPDK's `net_pcap` virtual device ([`replay_eal_args`]); live
 //! traffic through any port DPDK drives (a NIC bound to vfio-pci, or `net_af_packet`,
@@ -17,8 +17,8 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::pcap::Frame;
 use super::replay::{FrameError, FrameSource};
+use mdi_itch::pcap::Frame;
 
 #[allow(
     dead_code,
@@ -444,7 +444,7 @@ impl FrameSource for DpdkPort {
             }
             if self.receive() > 0 {
                 // frames without a driver stamp get their burst's receive time
-                self.burst_ns = crate::normalize::wall_clock_ns();
+                self.burst_ns = mdi_transport::wall_clock_ns();
                 self.idle_since = None;
                 continue;
             }

@@ -30,23 +30,19 @@ use mdi_protocol::records::{
 };
 use mdi_protocol::ring::WriteError;
 
-use super::book::{Applied, Books, LevelChange};
-use super::message::{self, Header, Message, PRICE_EXPONENT};
-use super::mold::{Output, Packet};
 use crate::normalize::Rings;
+use mdi_itch::book::{Applied, Books, LevelChange};
+use mdi_itch::message::{self, Header, Message, PRICE_EXPONENT};
+use mdi_itch::mold::{Output, Packet};
 
 /// The venue name on every record.
 pub const VENUE: &str = "nasdaq";
 
-/// The UTC midnight at or before `ns` (ns since the Unix epoch).
-pub fn utc_midnight(ns: i64) -> i64 {
-    const DAY_NS: i64 = 86_400 * 1_000_000_000;
-    ns.div_euclid(DAY_NS) * DAY_NS
-}
+pub use mdi_transport::time::utc_midnight;
 
 /// The UTC midnight of a session date `YYYY-MM-DD`; `None` if it is not one.
 pub fn session_midnight(date: &str) -> Option<i64> {
-    mdi_subscriber::time::parse_utc(date).filter(|&ns| date.len() == 10 && ns == utc_midnight(ns))
+    mdi_transport::time::parse_utc_date(date)
 }
 
 /// What the feed saw and wrote.

@@ -1,5 +1,5 @@
-//! Receiving a live ITCH feed: the MoldUDP64 multicast through a socket (socket2: the
-//! group joined on a chosen interface) or through DPDK, gaps re-requested from the
+//! Receiving a live ITCH feed: the MoldUDP64 multicast through a socket (the group
+//! joined on a chosen interface) or through DPDK, gaps re-requested from the
 //! venue's request server (unicast), everything into an [`ItchFeed`].
 //!
 //! One socket does both jobs on the socket path: it is bound to the group's port, joined
@@ -14,12 +14,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use mdi_protocol::ring::WriteError;
-use socket2::{Domain, Protocol, Socket, Type};
 
 use super::feed::ItchFeed;
-use super::mold::{Output, Session, SessionConfig, SessionCounters, header_only};
+use mdi_itch::mold::{Output, Session, SessionConfig, SessionCounters, header_only};
 #[cfg(feature = "dpdk")]
-use super::pcap::udp_datagram;
+use mdi_itch::pcap::udp_datagram;
 
 /// Where and how to receive.
 #[derive(Debug, Clone)]
@@ -103,28 +102,11 @@ pub enum Receiver {
     Dpdk(Box<super::dpdk::DpdkPort>, UdpSocket),
 }
 
-/// A UDP socket bound to the group's port and joined to the group on `interface`.
+/// A UDP socket bound to the group's port and joined to the group on `interface`
+/// (mdi's one socket policy: `mdi_transport::socket::join_group`).
 pub fn multicast_socket(group: SocketAddrV4, interface: Ipv4Addr) -> Result<UdpSocket, LiveError> {
-    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
-        .map_err(socket_error("creating a UDP socket"))?;
-    socket
-        .set_reuse_address(true)
-        .map_err(socket_error("SO_REUSEADDR"))?;
-    // a large receive buffer rides out bursts (the kernel caps it at rmem_max)
-    let _ = socket.set_recv_buffer_size(8 << 20);
-    // bound to the group's port on every address: the group's datagrams and the request
-    // server's unicast answers both arrive here
-    let bind = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, group.port());
-    socket
-        .bind(&bind.into())
-        .map_err(socket_error(format!("binding {bind}")))?;
-    socket
-        .join_multicast_v4(group.ip(), &interface)
-        .map_err(socket_error(format!(
-            "joining {} on {interface}",
-            group.ip()
-        )))?;
-    Ok(socket.into())
+    mdi_transport::socket::join_group(group, interface)
+        .map_err(socket_error(format!("receiving {group} on {interface}")))
 }
 
 impl Receiver {

@@ -1,24 +1,15 @@
-//! Exchange multicast feeds: NASDAQ TotalView-ITCH 5.0 carried on MoldUDP64.
+//! The publisher's ITCH 5.0 adapter: NASDAQ TotalView-ITCH on MoldUDP64 into mdi's
+//! records and rings. The protocol itself — messages, the MoldUDP64 session, books,
+//! pcap, the simulated venue — is the `mdi-itch` crate.
 //!
-//! - [`message`]: every ITCH 5.0 message type, decoded in place;
-//! - [`mold`]: MoldUDP64 packets and the receiving session (sequence, gaps, re-requests);
-//! - [`book`]: order books per stock from adds, executions, cancels, deletes, replaces;
 //! - [`feed`]: messages to mdi records (trades, quotes, book updates, instruments, status)
 //!   in the same rings and schema as the Binance path;
-//! - `dpdk` (feature `dpdk`): kernel-bypass receive through DPDK;
+//! - [`replay`]: pcap captures and plain ITCH files through the feed (`mdpub replay`);
 //! - [`live`]: live receive (socket multicast or DPDK) with re-requests;
-//! - [`pcap`]: pcap files and the Ethernet / IPv4 / UDP framing in them;
-//! - [`sim`]: a synthetic feed (`mdfeedsim`);
-//! - [`venue`]: the venue's side live: multicast sender and re-request server.
+//! - `dpdk` (feature `dpdk`): kernel-bypass receive through DPDK.
 
-pub mod book;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 pub mod feed;
 pub mod live;
-pub mod message;
-pub mod mold;
-pub mod pcap;
 pub mod replay;
-pub mod sim;
-pub mod venue;

@@ -8,9 +8,9 @@ use std::net::SocketAddrV4;
 use mdi_protocol::ring::WriteError;
 
 use super::feed::ItchFeed;
-use super::message::FileMessages;
-use super::mold::{Session, SessionConfig, SessionCounters};
-use super::pcap::{Frame, PcapError, PcapReader, udp_datagram};
+use mdi_itch::message::FileMessages;
+use mdi_itch::mold::{Session, SessionConfig, SessionCounters};
+use mdi_itch::pcap::{Frame, PcapError, PcapReader, udp_datagram};
 
 /// Where raw frames come from (Ethernet first).
 pub trait FrameSource {
@@ -96,7 +96,7 @@ pub fn replay_frames(
             counts.other_frames += 1;
             continue;
         };
-        let mut take = |output: super::mold::Output<'_>| {
+        let mut take = |output: mdi_itch::mold::Output<'_>| {
             if failed.is_none()
                 && let Err(e) = feed.on_output(receive_ns, output)
             {

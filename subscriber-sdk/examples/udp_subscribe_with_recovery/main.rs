@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use mdi_subscriber::mdi_protocol::ring::ShmDir;
 use mdi_subscriber::mdi_protocol::udp::Channel;
-use mdi_subscriber::udp::{UdpReceiver, UdpReceiverOptions};
+use mdi_subscriber::mdi_transport::receiver::{UdpReceiver, UdpReceiverOptions};
 use mdi_subscriber::{Event, Kinds, Record, Subscriber};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

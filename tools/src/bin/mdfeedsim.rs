@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use mdi_publisher::itch::pcap::{PcapWriter, udp_frame};
-use mdi_publisher::itch::sim::{SOURCE, SimConfig, messages, packets};
-use mdi_publisher::itch::venue::{self, VenueConfig};
+use mdi_itch::pcap::{PcapWriter, udp_frame};
+use mdi_itch::sim::{SOURCE, SimConfig, messages, packets};
+use mdi_itch::venue::{self, VenueConfig};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use mdi_protocol::ring::ShmDir;
 use mdi_protocol::udp::{Channel, ReceiverEvent};
-use mdi_subscriber::udp::{UdpReceiver, UdpReceiverOptions};
+use mdi_transport::receiver::{UdpReceiver, UdpReceiverOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -120,7 +120,7 @@ fn run(cli: &Cli) -> Result<i32> {
         }
     };
     for receiver in &receivers {
-        for mdi_subscriber::udp::ReceiverStreamStats {
+        for mdi_transport::receiver::ReceiverStreamStats {
             stream,
             position,
             counters: c,

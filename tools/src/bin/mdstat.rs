@@ -35,7 +35,7 @@ struct Cli {
     interval_ms: u64,
 }
 
-use mdi_subscriber::wall_clock_ns as now_ns;
+use mdi_transport::wall_clock_ns as now_ns;
 
 fn main() {
     let cli = Cli::parse();

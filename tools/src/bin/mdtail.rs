@@ -14,7 +14,7 @@ use mdi_protocol::view::RecordView;
 use mdi_subscriber::{Event, Kinds, SubscribeError, Subscriber, ViewEvent};
 use mdi_tools::tail::{DEFAULT_KINDS, Format, Printer, Stats};
 
-use mdi_subscriber::wall_clock_ns as wall_ns;
+use mdi_transport::wall_clock_ns as wall_ns;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -15,7 +15,7 @@ use mdi_protocol::records::Side;
 use mdi_protocol::ring::prefetch;
 use zerocopy::byteorder::big_endian::U32;
 
-use super::message::{
+use crate::message::{
     AddOrder, AddOrderMpid, Header, Message, OrderCancel, OrderDelete, OrderExecuted,
     OrderExecutedWithPrice, OrderReplace,
 };
@@ -686,7 +686,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::itch::message::*;
+    use crate::message::*;
     use proptest::prelude::*;
     use zerocopy::IntoBytes;
     use zerocopy::byteorder::big_endian::{U32, U64};

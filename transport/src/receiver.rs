@@ -1,13 +1,10 @@
-//! Reliable UDP on real sockets: channel sockets for both ends, a datagram loss generator
-//! for tests and demos, and [`UdpReceiver`], which joins a channel and keeps one replica
-//! ring per stream — same names, positions and sequence numbers as the sender's rings.
-
-pub mod batch;
-pub mod status;
+//! The reliable-UDP receiver on real sockets: [`UdpReceiver`] joins a channel and keeps
+//! one replica ring per stream — same names, positions and sequence numbers as the
+//! sender's rings — and [`BackgroundReceiver`] runs one on a thread for a subscriber.
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use mdi_protocol::records::SCHEMA_ID;
@@ -16,143 +13,10 @@ use mdi_protocol::udp::frame::{Frame, decode_stream_name};
 use mdi_protocol::udp::{
     Channel, Receiver, ReceiverConfig, ReceiverCounters, ReceiverEvent, ReplicaSink,
 };
-use socket2::{Domain, Protocol, Socket, Type};
 
-/// Socket receive buffer asked for: bursts of a fast sender must not overflow it.
-const RECV_BUFFER: usize = 8 << 20;
-
-/// Asks for [`RECV_BUFFER`]-sized socket buffers (receive; and send for a sender). The
-/// kernel caps the plain request at `net.core.rmem_max`/`wmem_max` — 208 KiB by
-/// default, also in every new network namespace — so with the privilege for it
-/// (CAP_NET_ADMIN) the size is forced past the cap; otherwise a warning says what to
-/// raise, as bursts beyond the buffer become loss to repair.
-fn grow_buffers(socket: &Socket, send: bool) {
-    use nix::sys::socket::{setsockopt, sockopt};
-    let _ = socket.set_recv_buffer_size(RECV_BUFFER);
-    // Linux reports twice the size asked (bookkeeping overhead included)
-    if socket.recv_buffer_size().unwrap_or(0) < RECV_BUFFER {
-        let _ = setsockopt(socket, sockopt::RcvBufForce, &RECV_BUFFER);
-    }
-    let got = socket.recv_buffer_size().unwrap_or(0);
-    if got < RECV_BUFFER {
-        tracing::warn!(
-            "UDP receive buffer is {got} bytes, not {RECV_BUFFER}: raise net.core.rmem_max (or run with CAP_NET_ADMIN), or bursts overflow into NAKs"
-        );
-    }
-    if send {
-        let _ = socket.set_send_buffer_size(RECV_BUFFER);
-        if socket.send_buffer_size().unwrap_or(0) < RECV_BUFFER {
-            let _ = setsockopt(socket, sockopt::SndBufForce, &RECV_BUFFER);
-        }
-    }
-}
-
-/// A socket a receiver reads a channel on: bound to the group's port (shared with other
-/// receivers on the host) and joined to the group, or bound to the unicast address.
-pub fn bind_receiver(channel: &Channel) -> io::Result<UdpSocket> {
-    match *channel {
-        Channel::Multicast { group, iface, .. } => {
-            let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-            socket.set_reuse_address(true)?;
-            socket.set_reuse_port(true)?;
-            grow_buffers(&socket, false);
-            socket.bind(&SocketAddr::V4(SocketAddrV4::new(*group.ip(), group.port())).into())?;
-            socket.join_multicast_v4(group.ip(), &iface)?;
-            Ok(socket.into())
-        }
-        Channel::Unicast { addr } => {
-            let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-            grow_buffers(&socket, false);
-            socket.bind(&addr.into())?;
-            Ok(socket.into())
-        }
-    }
-}
-
-/// A socket a sender sends a channel from, and where to send: multicast from the
-/// channel's interface with its TTL (looped back to receivers on the same host), or
-/// unicast to the receiver's address. NAKs and STATUS come back to this socket.
-pub fn bind_sender(channel: &Channel) -> io::Result<(UdpSocket, SocketAddr)> {
-    match *channel {
-        Channel::Multicast { group, iface, ttl } => {
-            let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-            socket.bind(&SocketAddr::V4(SocketAddrV4::new(iface, 0)).into())?;
-            if iface != Ipv4Addr::UNSPECIFIED {
-                socket.set_multicast_if_v4(&iface)?;
-            }
-            socket.set_multicast_ttl_v4(ttl)?;
-            socket.set_multicast_loop_v4(true)?;
-            grow_buffers(&socket, true);
-            Ok((socket.into(), SocketAddr::V4(group)))
-        }
-        Channel::Unicast { addr } => {
-            let local: SocketAddr = match addr {
-                SocketAddr::V4(_) => SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
-                SocketAddr::V6(_) => "[::]:0".parse().map_err(io::Error::other)?,
-            };
-            let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-            grow_buffers(&socket, true);
-            socket.bind(&local.into())?;
-            Ok((socket.into(), addr))
-        }
-    }
-}
-
-/// Drops datagrams at random, like Aeron's debug channel endpoints: for tests and demos
-/// of loss repair (`--debug-drop-rate RATE --debug-seed N`).
-#[derive(Debug, Clone)]
-pub struct LossGenerator {
-    rate: f64,
-    state: u64,
-    dropped: u64,
-    dropped_bytes: u64,
-}
-
-impl LossGenerator {
-    /// Drops each datagram with probability `rate` (0.0–1.0), deterministically per seed.
-    pub fn new(rate: f64, seed: u64) -> Self {
-        Self {
-            rate: rate.clamp(0.0, 1.0),
-            state: seed,
-            dropped: 0,
-            dropped_bytes: 0,
-        }
-    }
-
-    /// No loss.
-    pub fn none() -> Self {
-        Self::new(0.0, 0)
-    }
-
-    /// Should this datagram of `len` bytes be dropped?
-    pub fn drop_next(&mut self, len: usize) -> bool {
-        if self.rate <= 0.0 {
-            return false;
-        }
-        // splitmix64
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        let drop = ((z >> 11) as f64 / (1u64 << 53) as f64) < self.rate;
-        self.dropped += u64::from(drop);
-        if drop {
-            self.dropped_bytes += len as u64;
-        }
-        drop
-    }
-
-    /// Bytes of the datagrams dropped so far.
-    pub fn dropped_bytes(&self) -> u64 {
-        self.dropped_bytes
-    }
-
-    /// Datagrams dropped so far.
-    pub fn dropped(&self) -> u64 {
-        self.dropped
-    }
-}
+use crate::loss::LossGenerator;
+use crate::socket::bind_receiver;
+use crate::{batch, status};
 
 /// Setting up or running a UDP receiver failed.
 #[derive(Debug, thiserror::Error)]
@@ -304,7 +168,7 @@ impl Drop for UdpReceiver {
 impl UdpReceiver {
     /// Writes each stream's counters for `mdstat` (`<stream>.udp-recv`).
     fn write_status(&self) {
-        let now = crate::wall_clock_ns();
+        let now = crate::clock::wall_clock_ns();
         for s in self.stats() {
             let c = s.counters;
             let lines: Vec<(String, String)> = [
@@ -365,7 +229,7 @@ impl UdpReceiver {
             self.status_at = now;
             self.write_status();
             // the replicas' writer is this receiver: its heartbeat shows it is alive
-            let wall = crate::wall_clock_ns();
+            let wall = crate::clock::wall_clock_ns();
             for stream in self.streams.values_mut() {
                 if let Some(replica) = stream.replica.as_mut() {
                     replica.heartbeat(wall);

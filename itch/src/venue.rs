@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::mold::{Packet, RequestServer, SessionId};
+use crate::mold::{Packet, RequestServer, SessionId};
 
 /// How to send.
 #[derive(Debug, Clone)]
@@ -56,7 +56,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> VenueError {
     move |source| VenueError { what, source }
 }
 
-/// Sends `packets` (as [`super::sim::packets`] makes them: the last one ends the session)
+/// Sends `packets` (as [`crate::sim::packets`] makes them: the last one ends the session)
 /// as `config` says, answering re-requests, until done (or `stop`).
 pub fn run(
     config: &VenueConfig,
@@ -64,17 +64,8 @@ pub fn run(
     packets: &[(u64, Vec<u8>)],
     stop: &AtomicBool,
 ) -> Result<VenueCounters, VenueError> {
-    let feed = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
-        .map_err(io("creating the feed socket"))?;
-    feed.set_multicast_if_v4(&config.interface)
-        .map_err(io("IP_MULTICAST_IF"))?;
-    feed.bind(&SocketAddrV4::new(config.interface, 0).into())
-        .map_err(io("binding the feed socket"))?;
-    let feed: UdpSocket = feed.into();
-    feed.set_multicast_ttl_v4(config.ttl)
-        .map_err(io("IP_MULTICAST_TTL"))?;
-    feed.set_multicast_loop_v4(true)
-        .map_err(io("IP_MULTICAST_LOOP"))?;
+    let feed = mdi_transport::socket::multicast_sender(config.interface, config.ttl)
+        .map_err(io("opening the feed socket"))?;
     let requests = match config.request_server {
         Some(address) => {
             let socket = UdpSocket::bind(address)

@@ -13,11 +13,11 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use zerocopy::IntoBytes;
 use zerocopy::byteorder::big_endian::{U32, U64};
 
-use super::message::{
+use crate::message::{
     AddOrder, Header, NonCrossTrade, OrderCancel, OrderDelete, OrderExecuted, OrderReplace,
     StockDirectory, SystemEvent, stock,
 };
-use super::mold::{SessionId, write_packet};
+use crate::mold::{SessionId, write_packet};
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -44,7 +44,7 @@ impl Default for SimConfig {
             messages: 100_000,
             symbols: 8,
             seed: 1,
-            session: super::mold::session_id("MDISIM0001"),
+            session: crate::mold::session_id("MDISIM0001"),
             max_packet: 1_400,
             start_ns: 34_200_000_000_000,
             gap_ns: 2_000,
@@ -381,7 +381,7 @@ pub fn packets(config: &SimConfig, messages: &[Vec<u8>]) -> Vec<(u64, Vec<u8>)> 
     let mut seq = 1u64;
     let mut at = 0;
     while at < messages.len() {
-        let mut size = super::mold::HEADER_LEN;
+        let mut size = crate::mold::HEADER_LEN;
         let mut end = at;
         while end < messages.len()
             && (end == at || size + 2 + messages[end].len() <= config.max_packet)
@@ -398,7 +398,7 @@ pub fn packets(config: &SimConfig, messages: &[Vec<u8>]) -> Vec<(u64, Vec<u8>)> 
     }
     out.push((
         seq,
-        super::mold::header_only(&config.session, seq, super::mold::END_OF_SESSION).to_vec(),
+        crate::mold::header_only(&config.session, seq, crate::mold::END_OF_SESSION).to_vec(),
     ));
     out
 }
@@ -409,9 +409,9 @@ pub const SOURCE: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 2
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::itch::book::{Applied, Books};
-    use crate::itch::message::decode;
-    use crate::itch::mold::Packet;
+    use crate::book::{Applied, Books};
+    use crate::message::decode;
+    use crate::mold::Packet;
 
     #[test]
     fn the_feed_decodes_books_stay_consistent_and_packets_carry_every_message() {
@@ -460,7 +460,7 @@ mod tests {
         );
         let mut executed_nothing = 0;
         for m in &messages {
-            if let Ok(crate::itch::message::Message::OrderExecuted(e)) = decode(m) {
+            if let Ok(crate::message::Message::OrderExecuted(e)) = decode(m) {
                 executed_nothing += u32::from(e.executed_shares.get() == 0);
             }
         }

@@ -6,11 +6,13 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::batch::SendBatch;
+use crate::loss::LossGenerator;
+use crate::socket::bind_sender;
+use crate::status;
 use mdi_protocol::ring::{RingReader, ShmDir, StartAt};
 use mdi_protocol::udp::frame::{Frame, MAX_MTU};
 use mdi_protocol::udp::{Channel, ReceiverInfo, Sender, SenderConfig, SenderCounters};
-use mdi_subscriber::udp::batch::SendBatch;
-use mdi_subscriber::udp::{LossGenerator, bind_sender, status};
 
 /// Setting up a UDP sender failed.
 #[derive(Debug, thiserror::Error)]
@@ -242,7 +244,7 @@ impl UdpSender {
 
     /// Writes each stream's counters and receivers for `mdstat` (`<stream>.udp-send`).
     fn write_status(&self) {
-        let now = crate::normalize::wall_clock_ns();
+        let now = crate::clock::wall_clock_ns();
         let origin_ns = self.now_ns();
         for StreamStats {
             stream,

@@ -502,7 +502,7 @@ mod tests {
             env!("CARGO_MANIFEST_DIR"),
             "/data/itch/ex20101224.TEST_ITCH_50.gz"
         );
-        let file = std::fs::File::open(path).expect("the ITCH sample in publisher/data/itch");
+        let file = std::fs::File::open(path).expect("the ITCH sample in itch/data/itch");
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(file), &mut bytes).unwrap();
         bytes
