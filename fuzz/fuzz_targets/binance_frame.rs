@@ -8,7 +8,7 @@ use std::sync::{Mutex, OnceLock};
 use libfuzzer_sys::fuzz_target;
 use mdi_protocol::ring::{RingOptions, RingWriter, ShmDir};
 use mdi_publisher::binance::frame;
-use mdi_publisher::normalize::{Normalizer, NormalizerConfig, Rings};
+use mdi_publisher::binance::normalize::{Normalizer, NormalizerConfig, Rings};
 
 fn normalizer() -> &'static Mutex<Normalizer> {
     static NORMALIZER: OnceLock<Mutex<Normalizer>> = OnceLock::new();

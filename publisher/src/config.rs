@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::binance::live::LiveConfig;
+use crate::binance::normalize::{InstrumentSpec, KlineSource, NormalizerConfig};
 use crate::kline::Interval;
-use crate::normalize::{InstrumentSpec, KlineSource, NormalizerConfig};
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -478,9 +478,9 @@ impl Config {
             kline_update_ms: (self.klines.update_ms > 0)
                 .then(|| i64::try_from(self.klines.update_ms).unwrap_or(i64::MAX)),
             time_unit: if self.binance().microseconds {
-                crate::normalize::TimeUnit::Micros
+                crate::binance::normalize::TimeUnit::Micros
             } else {
-                crate::normalize::TimeUnit::Millis
+                crate::binance::normalize::TimeUnit::Millis
             },
             ..NormalizerConfig::default()
         }

@@ -9,10 +9,7 @@
 pub use mdi_protocol;
 
 pub mod binance;
-pub mod capture;
 pub mod config;
-pub mod demo;
+pub mod input;
 pub mod itch;
 pub mod kline;
-pub mod normalize;
-pub mod replay;

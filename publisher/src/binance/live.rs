@@ -28,8 +28,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::capture::CaptureWriter;
-use crate::normalize::{Normalizer, NormalizerCounters};
+use crate::binance::capture::CaptureWriter;
+use crate::binance::normalize::{Normalizer, NormalizerCounters};
 use mdi_transport::wall_clock_ns;
 
 /// Binance's stream limit per connection.
@@ -445,7 +445,7 @@ pub fn connection_urls(config: &LiveConfig) -> Vec<String> {
 pub fn fetch_exchange_info(
     config: &LiveConfig,
     symbols: &[String],
-) -> Result<Vec<crate::normalize::InstrumentSpec>, String> {
+) -> Result<Vec<crate::binance::normalize::InstrumentSpec>, String> {
     let tls = tls_config(config.extra_ca.as_deref()).map_err(|e| e.to_string())?;
     let agent = ureq::AgentBuilder::new()
         .tls_config(tls)

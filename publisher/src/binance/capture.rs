@@ -18,7 +18,7 @@ use std::path::Path;
 
 use mdi_protocol::ring::WriteError;
 
-use crate::normalize::{InstrumentSpec, Normalizer};
+use crate::binance::normalize::{InstrumentSpec, Normalizer};
 
 /// One line of a capture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,10 +11,10 @@ use std::io::{self, Write};
 
 use serde_json::Value;
 
-use crate::capture::{CaptureLine, CaptureWriter, parse_line};
+use crate::binance::capture::{CaptureLine, CaptureWriter, parse_line};
 
 /// The bundled capture (zstd).
-pub const BUNDLED: &[u8] = include_bytes!("../data/demo.capture.zst");
+pub const BUNDLED: &[u8] = include_bytes!("../../data/demo.capture.zst");
 
 /// Generator settings of the bundled capture.
 pub const SEED: u64 = 20_261_121;

@@ -8,13 +8,12 @@
 //! Prices and quantities are exact decimals at Binance's 8-decimal fallback exponents
 //! unless the caller gives the instrument's own.
 
-use std::io::{BufRead, Read};
-use std::path::Path;
+use std::io::BufRead;
 
 use mdi_protocol::decimal::parse_i64;
 use mdi_protocol::ring::WriteError;
 
-use crate::normalize::{Normalizer, TradeIn};
+use crate::binance::normalize::{Normalizer, TradeIn};
 
 /// A line of an aggTrades file that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -224,57 +223,4 @@ pub fn replay_history(
         normalizer.close_candles_before(end_ms.saturating_mul(1_000_000))?;
     }
     Ok(counts)
-}
-
-/// Opens a history, capture, ITCH or pcap file for reading: plain, zstd-compressed
-/// (`.zst`), gzip-compressed (`.gz`), or a data.binance.vision `.zip` (its first `.csv`
-/// member).
-pub fn open_input(path: &Path) -> std::io::Result<Box<dyn BufRead + Send>> {
-    use std::io::BufReader;
-    let file = std::fs::File::open(path)?;
-    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    Ok(match extension {
-        "zst" => Box::new(BufReader::with_capacity(1 << 16, zstd::Decoder::new(file)?)),
-        "gz" => Box::new(BufReader::with_capacity(
-            1 << 16,
-            flate2::read::GzDecoder::new(file),
-        )),
-        "zip" => Box::new(BufReader::with_capacity(1 << 16, open_zip_csv(path, file)?)),
-        _ => Box::new(BufReader::with_capacity(1 << 16, file)),
-    })
-}
-
-/// The first `.csv` member of a zip archive as a streaming reader (a month of trades
-/// unpacks to gigabytes: never into memory).
-fn open_zip_csv(path: &Path, file: std::fs::File) -> std::io::Result<Box<dyn Read + Send>> {
-    use std::io::{Seek, SeekFrom};
-    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
-    let mut archive = zip::ZipArchive::new(file).map_err(|e| invalid(e.to_string()))?;
-    let index = (0..archive.len())
-        .find(|&i| {
-            archive
-                .name_for_index(i)
-                .is_some_and(|n| n.ends_with(".csv"))
-        })
-        .ok_or_else(|| invalid("the zip archive holds no .csv file".into()))?;
-    let member = archive
-        .by_index_raw(index)
-        .map_err(|e| invalid(e.to_string()))?;
-    let (method, start, len) = (
-        member.compression(),
-        member.data_start(),
-        member.compressed_size(),
-    );
-    drop(member);
-    // a second handle positioned at the member's data owns its own offset
-    let mut data = std::fs::File::open(path)?;
-    data.seek(SeekFrom::Start(start))?;
-    let data = data.take(len);
-    match method {
-        zip::CompressionMethod::Stored => Ok(Box::new(data)),
-        zip::CompressionMethod::Deflated => Ok(Box::new(flate2::read::DeflateDecoder::new(data))),
-        other => Err(invalid(format!(
-            "zip member compressed with {other}, only stored and deflated are read"
-        ))),
-    }
 }

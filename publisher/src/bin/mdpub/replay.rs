@@ -1,0 +1,179 @@
+//! `mdpub replay` of Binance captures and history files, paced.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::cli::*;
+use crate::itch::*;
+use crate::serve::*;
+use anyhow::{Context, Result, bail};
+use mdi_publisher::binance::capture::{looks_like_capture, replay_capture};
+use mdi_publisher::binance::history::{HistoryFormat, replay_history};
+use mdi_publisher::binance::normalize::{
+    InstrumentSpec, KlineSource, Normalizer, NormalizerConfig,
+};
+use mdi_publisher::input::open_input;
+use mdi_transport::wall_clock_ns;
+
+/// What the input holds, resolved.
+pub(crate) enum Input {
+    History(HistoryFormat),
+    Capture,
+}
+
+pub(crate) fn input_kind(args: &Replay, file_name: &str) -> Result<Input> {
+    Ok(match args.format {
+        InputFormat::AggTrades => Input::History(HistoryFormat::AggTrades),
+        InputFormat::Trades => Input::History(HistoryFormat::Trades),
+        InputFormat::Capture => Input::Capture,
+        InputFormat::Auto => {
+            if let Some(format) = HistoryFormat::from_file_name(file_name) {
+                return Ok(Input::History(format));
+            }
+            let mut first = String::new();
+            open_input(&args.input)
+                .with_context(|| format!("opening {}", args.input.display()))?
+                .read_line(&mut first)
+                .with_context(|| format!("reading {}", args.input.display()))?;
+            if looks_like_capture(&first) {
+                Input::Capture
+            } else {
+                Input::History(HistoryFormat::from_header(&first).with_context(|| {
+                    format!(
+                        "cannot tell what {} holds from its name or first line: give --format agg-trades, trades or capture",
+                        args.input.display()
+                    )
+                })?)
+            }
+        }
+    })
+}
+
+/// Sleeps so that times `t` (ns, any clock) are replayed `speed` times as fast as they
+/// happened, counted from the first one.
+pub(crate) struct Pacer {
+    speed: Speed,
+    origin: Option<(Instant, i64)>,
+}
+
+impl Pacer {
+    pub(crate) fn new(speed: Speed) -> Self {
+        Self {
+            speed,
+            origin: None,
+        }
+    }
+
+    pub(crate) fn wait_for(&mut self, t: i64) {
+        let Speed::Times(factor) = self.speed else {
+            return;
+        };
+        let (wall, first) = *self.origin.get_or_insert((Instant::now(), t));
+        let due = Duration::from_secs_f64((t - first).max(0) as f64 / 1e9 / factor);
+        let elapsed = wall.elapsed();
+        if due > elapsed {
+            std::thread::sleep(due - elapsed);
+        }
+    }
+}
+
+pub(crate) fn run_replay(args: &Replay) -> Result<()> {
+    if args.feed == Feed::Itch {
+        return run_itch_replay(args);
+    }
+    let file_name = args
+        .input
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let kind = input_kind(args, file_name)?;
+    let input =
+        open_input(&args.input).with_context(|| format!("opening {}", args.input.display()))?;
+    let options = args.ring_options();
+    let stop = interrupt_flag()?;
+    let mut pacer = Pacer::new(args.speed);
+    let mut config = NormalizerConfig {
+        intervals: args.intervals.clone(),
+        kline_source: args.kline_source.into(),
+        ..NormalizerConfig::default()
+    };
+    eprintln!(
+        "mdpub: replaying {} into {}",
+        args.input.display(),
+        args.serving.shm_dir.display()
+    );
+    let started = Instant::now();
+    let ((skipped, interrupted, counters), senders) = match kind {
+        Input::History(format) => {
+            let symbol = match &args.symbol {
+                Some(symbol) => symbol.clone(),
+                None => match file_name.split_once('-') {
+                    Some((symbol, _)) if !symbol.is_empty() => symbol.to_owned(),
+                    _ => bail!(
+                        "cannot tell the symbol from the file name {file_name:?}: give --symbol"
+                    ),
+                },
+            };
+            let (pe, qe) = (args.price_exponent, args.qty_exponent);
+            config.instruments = vec![InstrumentSpec {
+                symbol,
+                price_exponent: pe,
+                qty_exponent: qe,
+            }];
+            config.kline_source = match format {
+                HistoryFormat::AggTrades => KlineSource::AggTrade,
+                HistoryFormat::Trades => KlineSource::Trade,
+            };
+            // history: final candles only
+            config.kline_update_ms = None;
+            write_and_serve(&args.serving, (&options, &options), &stop, |rings| {
+                let mut normalizer = Normalizer::new(config, rings, wall_clock_ns)?;
+                let counts = replay_history(input, format, &mut normalizer, 0, pe, qe, |t| {
+                    pacer.wait_for(t);
+                    (!stop.load(Ordering::Relaxed)).then(wall_clock_ns)
+                })?;
+                Ok((counts.malformed, counts.interrupted, normalizer.counters()))
+            })?
+        }
+        Input::Capture => {
+            if let Some(symbol) = &args.symbol {
+                config.instruments = vec![InstrumentSpec {
+                    symbol: symbol.clone(),
+                    price_exponent: args.price_exponent,
+                    qty_exponent: args.qty_exponent,
+                }];
+            }
+            write_and_serve(&args.serving, (&options, &options), &stop, |rings| {
+                let mut normalizer = Normalizer::new(config, rings, wall_clock_ns)?;
+                let counts = replay_capture(input, &mut normalizer, |t| {
+                    pacer.wait_for(t);
+                    !stop.load(Ordering::Relaxed)
+                })?;
+                let counters = normalizer.counters();
+                Ok((
+                    counts.bad_lines + counters.malformed,
+                    counts.interrupted,
+                    counters,
+                ))
+            })?
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "mdpub: {} trades, {} klines, {} records in all; {} malformed lines or frames skipped, {} venue-id gaps ({} missing) in {seconds:.2} s ({:.0} trades/s){}",
+        counters.trades,
+        counters.klines,
+        counters.records,
+        skipped,
+        counters.gaps,
+        counters.missing,
+        counters.trades as f64 / seconds.max(1e-9),
+        if interrupted {
+            " — interrupted: open candles left open"
+        } else {
+            ""
+        }
+    );
+    report_senders(&senders);
+    Ok(())
+}
