@@ -9,8 +9,9 @@ use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 use mdi_protocol::ring::{RingOptions, RingWriter, ShmDir};
 use mdi_publisher::binance::frame::{self, TradeEvent};
-use mdi_publisher::binance::normalize::{Normalizer, NormalizerConfig, Rings};
+use mdi_publisher::binance::normalize::{Normalizer, NormalizerConfig};
 use mdi_publisher::kline::{Interval, KlineBuilder, TradeTick};
+use mdi_publisher::pipeline::Rings;
 use mdi_transport::wall_clock_ns;
 
 use crate::harness::{Latency, ResultLine, msgs_per_s, nanos};

@@ -13,8 +13,8 @@ use mdi_itch::message::decode;
 use mdi_itch::mold::{Packet, Session, SessionConfig};
 use mdi_itch::sim::{SimConfig, messages, packets};
 use mdi_protocol::ring::{DEFAULT_CAPACITY, RingOptions, RingWriter, ShmDir};
-use mdi_publisher::binance::normalize::Rings;
 use mdi_publisher::itch::feed::ItchFeed;
+use mdi_publisher::pipeline::Rings;
 use mdi_transport::wall_clock_ns;
 
 use crate::harness::{ResultLine, msgs_per_s, nanos, pin};

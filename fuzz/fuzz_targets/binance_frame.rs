@@ -8,7 +8,8 @@ use std::sync::{Mutex, OnceLock};
 use libfuzzer_sys::fuzz_target;
 use mdi_protocol::ring::{RingOptions, RingWriter, ShmDir};
 use mdi_publisher::binance::frame;
-use mdi_publisher::binance::normalize::{Normalizer, NormalizerConfig, Rings};
+use mdi_publisher::binance::normalize::{Normalizer, NormalizerConfig};
+use mdi_publisher::pipeline::Rings;
 
 fn normalizer() -> &'static Mutex<Normalizer> {
     static NORMALIZER: OnceLock<Mutex<Normalizer>> = OnceLock::new();

@@ -13,3 +13,4 @@ pub mod config;
 pub mod input;
 pub mod itch;
 pub mod kline;
+pub mod pipeline;

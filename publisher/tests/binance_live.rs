@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use mdi_protocol::records::{BookUpdate, FeedState, FeedStatus, RecordKind, Trade, decode};
 use mdi_protocol::ring::{ReadEvent, RingOptions, RingReader, RingWriter, ShmDir, StartAt};
 use mdi_publisher::binance::live::{self, LiveConfig, LiveCounters};
-use mdi_publisher::binance::normalize::{Normalizer, NormalizerConfig, Rings};
+use mdi_publisher::binance::normalize::{Normalizer, NormalizerConfig};
+use mdi_publisher::pipeline::Rings;
 use mdi_transport::wall_clock_ns;
 
 mod common;

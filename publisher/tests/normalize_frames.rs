@@ -6,8 +6,9 @@ use mdi_protocol::records::{
     BookUpdate, FeedState, FeedStatus, Kline, PriceLevel, Quote, RecordKind, Side, Trade, decode,
 };
 use mdi_protocol::ring::{ReadEvent, RingOptions, RingReader, RingWriter, ShmDir, StartAt};
-use mdi_publisher::binance::normalize::{InstrumentSpec, Normalizer, NormalizerConfig, Rings};
+use mdi_publisher::binance::normalize::{InstrumentSpec, Normalizer, NormalizerConfig};
 use mdi_publisher::kline::Interval;
+use mdi_publisher::pipeline::Rings;
 
 fn records(dir: &ShmDir, name: &str) -> Vec<(RecordKind, Vec<u8>)> {
     let mut reader = RingReader::open(dir, name, StartAt::Earliest).expect("open");

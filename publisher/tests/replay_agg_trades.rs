@@ -5,9 +5,10 @@ use mdi_protocol::records::{Kline, RecordKind, Trade, decode};
 use mdi_protocol::ring::{ReadEvent, RingOptions, RingReader, RingWriter, ShmDir, StartAt};
 use mdi_publisher::binance::history::{HistoryFormat, replay_history};
 use mdi_publisher::binance::normalize::{
-    InstrumentSpec, KlineSource, Normalizer, NormalizerConfig, Rings,
+    InstrumentSpec, KlineSource, Normalizer, NormalizerConfig,
 };
 use mdi_publisher::kline::Interval;
+use mdi_publisher::pipeline::Rings;
 
 fn records(dir: &ShmDir, name: &str, kind: RecordKind) -> Vec<Vec<u8>> {
     let mut reader = RingReader::open(dir, name, StartAt::Earliest).expect("open");

@@ -17,9 +17,9 @@ use mdi_itch::sim::{SOURCE, SimConfig, messages, packets};
 use mdi_protocol::records::{FeedState, RecordKind, Trade};
 use mdi_protocol::ring::{RingOptions, RingWriter, ShmDir};
 use mdi_protocol::view::RecordView;
-use mdi_publisher::binance::normalize::Rings;
 use mdi_publisher::itch::feed::ItchFeed;
 use mdi_publisher::itch::replay::replay_frames;
+use mdi_publisher::pipeline::Rings;
 
 mod common;
 use common::{Netns, no_namespaces, stream_contents};

@@ -20,14 +20,16 @@ use std::collections::HashMap;
 
 use mdi_protocol::decimal::{DecimalError, parse_i64};
 use mdi_protocol::records::{
-    BookUpdate, FeedState, FeedStatus, InstrumentDefinition, InstrumentKind, Kline, PriceLevel,
-    Quote, Side, Trade,
+    BookUpdate, FeedState, FeedStatus, InstrumentDefinition, InstrumentKind, PriceLevel, Quote,
+    Side, Trade,
 };
-use mdi_protocol::ring::{RingWriter, WriteError};
+use mdi_protocol::ring::WriteError;
 
 use crate::binance::book::{BookOutput, DepthBook, DepthDiff, Level};
 use crate::binance::frame::{self, Event, FrameError};
-use crate::kline::{Candle, Interval, KlineBuilder, TradeTick};
+use crate::kline::{Interval, TradeTick};
+use crate::pipeline::Rings;
+use crate::pipeline::{IdCheck, KlineConfig, KlineStage, StatusWriter, VenueIds};
 
 /// An instrument and its fixed-point exponents.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,15 +117,6 @@ impl Default for NormalizerConfig {
     }
 }
 
-/// The two rings a normalizer writes.
-#[derive(Debug)]
-pub struct Rings {
-    /// Trades, quotes, book updates, feed status, instrument definitions.
-    pub ticks: RingWriter,
-    /// K-lines (and the instrument definitions they need).
-    pub klines: RingWriter,
-}
-
 /// What a normalizer saw and did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NormalizerCounters {
@@ -180,12 +173,10 @@ pub struct TradeIn {
 struct Instrument {
     id: u32,
     spec: InstrumentSpec,
-    last_trade_id: Option<u64>,
-    last_agg_id: Option<u64>,
+    trade_ids: VenueIds,
+    agg_ids: VenueIds,
     last_quote_id: Option<u64>,
     book: DepthBook,
-    klines: Vec<KlineBuilder>,
-    last_kline_update_ms: i64,
 }
 
 /// Venue events to records. See the module docs.
@@ -197,7 +188,8 @@ pub struct Normalizer {
     by_symbol: HashMap<String, usize, SymbolHash>,
     counters: NormalizerCounters,
     clock: fn() -> i64,
-    candles: Vec<Candle>,
+    klines: KlineStage,
+    status: StatusWriter,
 }
 
 /// FNV-1a for symbol lookups: symbols are short and chosen by the venue, not by an
@@ -279,13 +271,22 @@ impl Normalizer {
         rings: Rings,
         clock: fn() -> i64,
     ) -> Result<Self, WriteError> {
+        let klines = KlineStage::new(
+            KlineConfig {
+                intervals: config.intervals.clone(),
+                update_ms: config.kline_update_ms,
+                close_grace_ms: config.kline_close_grace_ms,
+            },
+            clock,
+        );
         let mut normalizer = Self {
             rings,
             instruments: Vec::new(),
             by_symbol: HashMap::default(),
             counters: NormalizerCounters::default(),
             clock,
-            candles: Vec::new(),
+            klines,
+            status: StatusWriter::new(config.venue.clone(), clock),
             config,
         };
         for spec in normalizer.config.instruments.clone() {
@@ -331,20 +332,15 @@ impl Normalizer {
         self.rings.klines.append_record(&definition)?;
         self.counters.records += 2;
         self.by_symbol.insert(spec.symbol.clone(), index);
+        self.klines
+            .add_instrument(id, spec.price_exponent, spec.qty_exponent);
         self.instruments.push(Instrument {
             id,
             spec,
-            last_trade_id: None,
-            last_agg_id: None,
+            trade_ids: VenueIds::default(),
+            agg_ids: VenueIds::default(),
             last_quote_id: None,
             book: DepthBook::new(),
-            klines: self
-                .config
-                .intervals
-                .iter()
-                .map(|&i| KlineBuilder::new(i))
-                .collect(),
-            last_kline_update_ms: i64::MIN,
         });
         Ok(index)
     }
@@ -572,10 +568,8 @@ impl Normalizer {
         })
     }
 
-    fn status(&mut self, mut status: FeedStatus) -> Result<(), WriteError> {
-        status.venue.clone_from(&self.config.venue);
-        status.ts_publish_ns = (self.clock)();
-        self.rings.ticks.append_record(&status)?;
+    fn status(&mut self, status: FeedStatus) -> Result<(), WriteError> {
+        self.status.write(&mut self.rings.ticks, status)?;
         self.counters.records += 1;
         Ok(())
     }
@@ -607,35 +601,34 @@ impl Normalizer {
         receive_ns: i64,
     ) -> Result<bool, WriteError> {
         let instrument = &mut self.instruments[index];
-        let last = if aggregate {
-            &mut instrument.last_agg_id
+        let ids = if aggregate {
+            &mut instrument.agg_ids
         } else {
-            &mut instrument.last_trade_id
+            &mut instrument.trade_ids
         };
-        if let Some(last) = *last
-            && id <= last
-        {
-            self.counters.duplicates += 1;
-            return Ok(false);
-        }
-        let gap = last.filter(|&l| id > l + 1).map(|l| l + 1);
-        *last = Some(id);
         let instrument_id = instrument.id;
-        if let Some(expected) = gap {
-            self.counters.gaps += 1;
-            self.counters.missing += id - expected;
-            self.status(FeedStatus {
-                instrument_id,
-                venue_seq: id,
-                ts_exchange_ns: time_ns,
-                ts_receive_ns: receive_ns,
-                expected_seq: expected,
-                received_seq: id,
-                count: id - expected,
-                state: FeedState::Gap,
-                detail: if aggregate { "aggTrade id" } else { "trade id" }.into(),
-                ..FeedStatus::default()
-            })?;
+        match ids.advance(id) {
+            IdCheck::New => {}
+            IdCheck::Duplicate => {
+                self.counters.duplicates += 1;
+                return Ok(false);
+            }
+            IdCheck::Gap { expected, missing } => {
+                self.counters.gaps += 1;
+                self.counters.missing += missing;
+                self.status(FeedStatus {
+                    instrument_id,
+                    venue_seq: id,
+                    ts_exchange_ns: time_ns,
+                    ts_receive_ns: receive_ns,
+                    expected_seq: expected,
+                    received_seq: id,
+                    count: missing,
+                    state: FeedState::Gap,
+                    detail: if aggregate { "aggTrade id" } else { "trade id" }.into(),
+                    ..FeedStatus::default()
+                })?;
+            }
         }
         Ok(true)
     }
@@ -691,29 +684,13 @@ impl Normalizer {
             qty: t.qty,
             buyer_is_maker: t.buyer_is_maker,
         };
-        let mut candles = std::mem::take(&mut self.candles);
-        let instrument = &mut self.instruments[index];
-        let mut late = false;
-        for builder in &mut instrument.klines {
-            late |= !builder.on_trade(&tick, &mut |c| candles.push(*c));
-        }
-        self.counters.late_trades += u64::from(late);
-        let receive_ms = receive_ns.div_euclid(1_000_000);
-        if let Some(every) = self.config.kline_update_ms
-            && receive_ms.saturating_sub(instrument.last_kline_update_ms) >= every
-        {
-            instrument.last_kline_update_ms = receive_ms;
-            candles.extend(
-                instrument
-                    .klines
-                    .iter()
-                    .filter_map(|b| b.current().copied()),
-            );
-        }
-        let written = self.write_candles(index, &candles, t.time_ns, receive_ns);
-        candles.clear();
-        self.candles = candles;
-        written
+        let outcome =
+            self.klines
+                .on_trade(&mut self.rings.klines, index, &tick, t.time_ns, receive_ns)?;
+        self.counters.late_trades += u64::from(outcome.late);
+        self.counters.records += outcome.written;
+        self.counters.klines += outcome.written;
+        Ok(())
     }
 
     fn on_quote(&mut self, index: usize, mut quote: Quote) -> Result<(), WriteError> {
@@ -889,16 +866,15 @@ impl Normalizer {
         let wall = (self.clock)();
         self.rings.ticks.heartbeat(wall);
         self.rings.klines.heartbeat(wall);
-        let grace_ns = self.config.kline_close_grace_ms.saturating_mul(1_000_000);
-        self.close_candles_before(now_ns.saturating_sub(grace_ns))
+        let written = self.klines.on_timer(&mut self.rings.klines, now_ns);
+        self.count_klines(written)
     }
 
     /// Closes every candle whose interval ends at or before `at_ns`, without grace
     /// (the end of a history file, where no trade can still come).
     pub fn close_candles_before(&mut self, at_ns: i64) -> Result<(), WriteError> {
-        self.each_builder(at_ns, |b, now_ms, out| {
-            b.advance(now_ms, &mut |c| out.push(*c));
-        })
+        let written = self.klines.close_before(&mut self.rings.klines, at_ns);
+        self.count_klines(written)
     }
 
     /// The feed went down at `now_ns` (disconnect): FeedStatus, and candles spanning the
@@ -910,9 +886,8 @@ impl Normalizer {
             detail: detail.into(),
             ..FeedStatus::default()
         })?;
-        self.each_builder(now_ns, |b, now_ms, out| {
-            b.feed_down(now_ms, &mut |c| out.push(*c));
-        })
+        let written = self.klines.feed_down(&mut self.rings.klines, now_ns);
+        self.count_klines(written)
     }
 
     /// The feed is up again at `now_ns`.
@@ -922,68 +897,14 @@ impl Normalizer {
             state: FeedState::Connected,
             ..FeedStatus::default()
         })?;
-        self.each_builder(now_ns, |b, now_ms, out| {
-            b.feed_up(now_ms, &mut |c| out.push(*c));
-        })
+        let written = self.klines.feed_up(&mut self.rings.klines, now_ns);
+        self.count_klines(written)
     }
 
-    fn each_builder(
-        &mut self,
-        now_ns: i64,
-        step: impl Fn(&mut KlineBuilder, i64, &mut Vec<Candle>),
-    ) -> Result<(), WriteError> {
-        let now_ms = now_ns.div_euclid(1_000_000);
-        let mut candles = std::mem::take(&mut self.candles);
-        for index in 0..self.instruments.len() {
-            candles.clear();
-            for builder in &mut self.instruments[index].klines {
-                step(builder, now_ms, &mut candles);
-            }
-            self.write_candles(index, &candles, now_ns, now_ns)?;
-        }
-        candles.clear();
-        self.candles = candles;
-        Ok(())
-    }
-
-    fn write_candles(
-        &mut self,
-        index: usize,
-        candles: &[Candle],
-        exchange_ns: i64,
-        receive_ns: i64,
-    ) -> Result<(), WriteError> {
-        let instrument = &self.instruments[index];
-        for c in candles {
-            let kline = Kline {
-                instrument_id: instrument.id,
-                price_exponent: instrument.spec.price_exponent,
-                qty_exponent: instrument.spec.qty_exponent,
-                closed: c.closed,
-                spans_outage: c.spans_outage,
-                venue_seq: c.last_trade_id.max(0).unsigned_abs(),
-                ts_exchange_ns: exchange_ns,
-                ts_receive_ns: receive_ns,
-                ts_publish_ns: (self.clock)(),
-                interval_ms: c.interval.ms(),
-                open_time_ms: c.open_time_ms,
-                close_time_ms: c.close_time_ms,
-                open: c.open,
-                high: c.high,
-                low: c.low,
-                close: c.close,
-                trades: c.trades,
-                first_trade_id: c.first_trade_id,
-                last_trade_id: c.last_trade_id,
-                volume: c.volume,
-                quote_volume: c.quote_volume,
-                taker_buy_volume: c.taker_buy_volume,
-                taker_buy_quote_volume: c.taker_buy_quote_volume,
-            };
-            self.rings.klines.append_record(&kline)?;
-            self.counters.records += 1;
-            self.counters.klines += 1;
-        }
+    fn count_klines(&mut self, written: Result<u64, WriteError>) -> Result<(), WriteError> {
+        let written = written?;
+        self.counters.records += written;
+        self.counters.klines += written;
         Ok(())
     }
 }

@@ -30,7 +30,7 @@ use mdi_protocol::records::{
 };
 use mdi_protocol::ring::WriteError;
 
-use crate::binance::normalize::Rings;
+use crate::pipeline::Rings;
 use mdi_itch::book::{Applied, Books, LevelChange};
 use mdi_itch::message::{self, Header, Message, PRICE_EXPONENT};
 use mdi_itch::mold::{Output, Packet};

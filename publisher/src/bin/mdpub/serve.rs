@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::cli::*;
 use anyhow::{Context, Result, bail};
 use mdi_protocol::ring::{RingOptions, RingWriter, ShmDir};
-use mdi_publisher::binance::normalize::Rings;
+use mdi_publisher::pipeline::Rings;
 use mdi_transport::sender::{ServeUntil, UdpSender, UdpSenderOptions, serve};
 
 impl Serving {

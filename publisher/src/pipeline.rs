@@ -1,0 +1,354 @@
+//! The venue-neutral stages every feed adapter writes through, whatever the venue:
+//!
+//! - [`Rings`]: the `ticks` and `klines` rings a feed writes;
+//! - [`VenueIds`]: a venue's ids (trade ids, update ids) checked for duplicates and gaps,
+//!   a gap counted exactly;
+//! - [`KlineStage`]: K-lines of every configured interval per instrument, from trades,
+//!   written to `klines` (open updates at most every `update_ms`, finals as candles
+//!   close, by a trade in a later interval or by the clock);
+//! - [`StatusWriter`]: FeedStatus records stamped with the venue and the publish time.
+//!
+//! The Binance normalizer ([`crate::binance::normalize`]) composes them; the ITCH feed
+//! ([`crate::itch::feed`]) writes through the same rings, and its trades can feed a
+//! [`KlineStage`] the same way.
+
+use mdi_protocol::records::{FeedStatus, Kline};
+use mdi_protocol::ring::{RingWriter, WriteError};
+
+use crate::kline::{Candle, Interval, KlineBuilder, TradeTick};
+
+/// The two rings a feed writes.
+#[derive(Debug)]
+pub struct Rings {
+    /// Trades, quotes, book updates, feed status, instrument definitions.
+    pub ticks: RingWriter,
+    /// K-lines (and the instrument definitions they need).
+    pub klines: RingWriter,
+}
+
+/// What a venue id said about its event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdCheck {
+    /// The next id (or the first): a new event.
+    New,
+    /// An id at or below the last one seen (a reconnect's overlap): drop the event.
+    Duplicate,
+    /// A new event, after `missing` ids that never came, from `expected` on.
+    Gap {
+        /// The first id missing.
+        expected: u64,
+        /// How many ids are missing.
+        missing: u64,
+    },
+}
+
+/// The last id a venue gave in one sequence (per instrument and kind of id).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VenueIds {
+    last: Option<u64>,
+}
+
+impl VenueIds {
+    /// Checks `id` against the last one seen and, unless a duplicate, takes it as the
+    /// last.
+    pub fn advance(&mut self, id: u64) -> IdCheck {
+        match self.last {
+            Some(last) if id <= last => IdCheck::Duplicate,
+            Some(last) if id > last + 1 => {
+                self.last = Some(id);
+                IdCheck::Gap {
+                    expected: last + 1,
+                    missing: id - (last + 1),
+                }
+            }
+            _ => {
+                self.last = Some(id);
+                IdCheck::New
+            }
+        }
+    }
+
+    /// The last id seen.
+    pub fn last(&self) -> Option<u64> {
+        self.last
+    }
+}
+
+/// Writes FeedStatus records of one venue to its `ticks` ring.
+#[derive(Debug, Clone)]
+pub struct StatusWriter {
+    venue: String,
+    clock: fn() -> i64,
+}
+
+impl StatusWriter {
+    /// Statuses of `venue`, publish times from `clock`.
+    pub fn new(venue: impl Into<String>, clock: fn() -> i64) -> Self {
+        Self {
+            venue: venue.into(),
+            clock,
+        }
+    }
+
+    /// Appends `status`, stamped with the venue and the publish time.
+    pub fn write(&self, ticks: &mut RingWriter, mut status: FeedStatus) -> Result<(), WriteError> {
+        status.venue.clone_from(&self.venue);
+        status.ts_publish_ns = (self.clock)();
+        ticks.append_record(&status)?;
+        Ok(())
+    }
+}
+
+/// How a [`KlineStage`] builds candles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KlineConfig {
+    /// The intervals built for every instrument.
+    pub intervals: Vec<Interval>,
+    /// Publish the open candles at most this often (ms of receive time); `None`: only
+    /// final candles.
+    pub update_ms: Option<i64>,
+    /// A timer closes a quiet candle this long after its interval ended, so trades still
+    /// on their way (exchange time just before the boundary) get in.
+    pub close_grace_ms: i64,
+}
+
+/// What a trade did to the candles.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KlineOutcome {
+    /// Kline records written.
+    pub written: u64,
+    /// The trade was older than some interval's open candle, so not in it.
+    pub late: bool,
+}
+
+/// One instrument's candles.
+#[derive(Debug)]
+struct InstrumentKlines {
+    instrument_id: u32,
+    price_exponent: i8,
+    qty_exponent: i8,
+    builders: Vec<KlineBuilder>,
+    last_update_ms: i64,
+}
+
+/// K-lines of every configured interval for each instrument, written to a `klines`
+/// ring. Instruments are added in order and named by their index.
+#[derive(Debug)]
+pub struct KlineStage {
+    config: KlineConfig,
+    instruments: Vec<InstrumentKlines>,
+    clock: fn() -> i64,
+    /// Reused buffer of the candles a step produced.
+    candles: Vec<Candle>,
+}
+
+impl KlineStage {
+    /// A stage building `config`'s intervals; publish times from `clock`.
+    pub fn new(config: KlineConfig, clock: fn() -> i64) -> Self {
+        Self {
+            config,
+            instruments: Vec::new(),
+            clock,
+            candles: Vec::new(),
+        }
+    }
+
+    /// Adds an instrument; its index is the number added before it.
+    pub fn add_instrument(
+        &mut self,
+        instrument_id: u32,
+        price_exponent: i8,
+        qty_exponent: i8,
+    ) -> usize {
+        self.instruments.push(InstrumentKlines {
+            instrument_id,
+            price_exponent,
+            qty_exponent,
+            builders: self
+                .config
+                .intervals
+                .iter()
+                .map(|&i| KlineBuilder::new(i))
+                .collect(),
+            last_update_ms: i64::MIN,
+        });
+        self.instruments.len() - 1
+    }
+
+    /// A trade of instrument `index`, at `exchange_ns` (its trade time) received at
+    /// `receive_ns`: candles closed by it, and the open ones when an update is due.
+    pub fn on_trade(
+        &mut self,
+        klines: &mut RingWriter,
+        index: usize,
+        tick: &TradeTick,
+        exchange_ns: i64,
+        receive_ns: i64,
+    ) -> Result<KlineOutcome, WriteError> {
+        let mut candles = std::mem::take(&mut self.candles);
+        let instrument = &mut self.instruments[index];
+        let mut late = false;
+        for builder in &mut instrument.builders {
+            late |= !builder.on_trade(tick, &mut |c| candles.push(*c));
+        }
+        let receive_ms = receive_ns.div_euclid(1_000_000);
+        if let Some(every) = self.config.update_ms
+            && receive_ms.saturating_sub(instrument.last_update_ms) >= every
+        {
+            instrument.last_update_ms = receive_ms;
+            candles.extend(
+                instrument
+                    .builders
+                    .iter()
+                    .filter_map(|b| b.current().copied()),
+            );
+        }
+        let written = self.write(klines, index, &candles, exchange_ns, receive_ns);
+        candles.clear();
+        self.candles = candles;
+        Ok(KlineOutcome {
+            written: written?,
+            late,
+        })
+    }
+
+    /// The clock moved to `now_ns`: candles whose interval ended more than the close
+    /// grace ago are closed, also when the market is quiet.
+    pub fn on_timer(&mut self, klines: &mut RingWriter, now_ns: i64) -> Result<u64, WriteError> {
+        let grace_ns = self.config.close_grace_ms.saturating_mul(1_000_000);
+        self.close_before(klines, now_ns.saturating_sub(grace_ns))
+    }
+
+    /// Closes every candle whose interval ends at or before `at_ns`, without grace.
+    pub fn close_before(&mut self, klines: &mut RingWriter, at_ns: i64) -> Result<u64, WriteError> {
+        self.each_builder(klines, at_ns, |b, now_ms, out| {
+            b.advance(now_ms, &mut |c| out.push(*c));
+        })
+    }
+
+    /// The feed went down at `now_ns`: candles spanning the outage are flagged.
+    pub fn feed_down(&mut self, klines: &mut RingWriter, now_ns: i64) -> Result<u64, WriteError> {
+        self.each_builder(klines, now_ns, |b, now_ms, out| {
+            b.feed_down(now_ms, &mut |c| out.push(*c));
+        })
+    }
+
+    /// The feed is up again at `now_ns`.
+    pub fn feed_up(&mut self, klines: &mut RingWriter, now_ns: i64) -> Result<u64, WriteError> {
+        self.each_builder(klines, now_ns, |b, now_ms, out| {
+            b.feed_up(now_ms, &mut |c| out.push(*c));
+        })
+    }
+
+    fn each_builder(
+        &mut self,
+        klines: &mut RingWriter,
+        now_ns: i64,
+        step: impl Fn(&mut KlineBuilder, i64, &mut Vec<Candle>),
+    ) -> Result<u64, WriteError> {
+        let now_ms = now_ns.div_euclid(1_000_000);
+        let mut candles = std::mem::take(&mut self.candles);
+        let mut written = 0;
+        let mut result = Ok(());
+        for index in 0..self.instruments.len() {
+            candles.clear();
+            for builder in &mut self.instruments[index].builders {
+                step(builder, now_ms, &mut candles);
+            }
+            match self.write(klines, index, &candles, now_ns, now_ns) {
+                Ok(n) => written += n,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        candles.clear();
+        self.candles = candles;
+        result.map(|()| written)
+    }
+
+    /// Appends `candles` of instrument `index` as Kline records.
+    fn write(
+        &self,
+        klines: &mut RingWriter,
+        index: usize,
+        candles: &[Candle],
+        exchange_ns: i64,
+        receive_ns: i64,
+    ) -> Result<u64, WriteError> {
+        let instrument = &self.instruments[index];
+        for c in candles {
+            let kline = Kline {
+                instrument_id: instrument.instrument_id,
+                price_exponent: instrument.price_exponent,
+                qty_exponent: instrument.qty_exponent,
+                closed: c.closed,
+                spans_outage: c.spans_outage,
+                venue_seq: c.last_trade_id.max(0).unsigned_abs(),
+                ts_exchange_ns: exchange_ns,
+                ts_receive_ns: receive_ns,
+                ts_publish_ns: (self.clock)(),
+                interval_ms: c.interval.ms(),
+                open_time_ms: c.open_time_ms,
+                close_time_ms: c.close_time_ms,
+                open: c.open,
+                high: c.high,
+                low: c.low,
+                close: c.close,
+                trades: c.trades,
+                first_trade_id: c.first_trade_id,
+                last_trade_id: c.last_trade_id,
+                volume: c.volume,
+                quote_volume: c.quote_volume,
+                taker_buy_volume: c.taker_buy_volume,
+                taker_buy_quote_volume: c.taker_buy_quote_volume,
+            };
+            klines.append_record(&kline)?;
+        }
+        Ok(candles.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn venue_ids_tell_new_duplicate_and_gap_exactly() {
+        let mut ids = VenueIds::default();
+        assert_eq!(
+            ids.advance(10),
+            IdCheck::New,
+            "the first id starts the sequence"
+        );
+        assert_eq!(ids.advance(11), IdCheck::New);
+        assert_eq!(ids.advance(11), IdCheck::Duplicate);
+        assert_eq!(ids.advance(3), IdCheck::Duplicate);
+        assert_eq!(
+            ids.last(),
+            Some(11),
+            "a duplicate does not move the last id"
+        );
+        assert_eq!(
+            ids.advance(15),
+            IdCheck::Gap {
+                expected: 12,
+                missing: 3
+            }
+        );
+        assert_eq!(ids.advance(16), IdCheck::New);
+        assert_eq!(
+            ids.advance(u64::MAX),
+            IdCheck::Gap {
+                expected: 17,
+                missing: u64::MAX - 17
+            }
+        );
+        assert_eq!(
+            ids.advance(u64::MAX),
+            IdCheck::Duplicate,
+            "no overflow at the top"
+        );
+    }
+}
