@@ -7,7 +7,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use mdi_protocol::decimal::{Decimal, parse_i64};
 use mdi_protocol::records::{
     BookUpdate, FeedState, FeedStatus, InstrumentDefinition, InstrumentKind, Kline, PriceLevel,
-    Quote, Record, RecordEncoder, Side, Trade, decode, records_capnp,
+    Quote, RecordEncoder, RecordType, Side, Trade, decode, records_capnp,
 };
 use mdi_protocol::ring::{ReadEvent, RingOptions, RingReader, RingWriter, ShmDir, StartAt};
 use zerocopy::IntoBytes;
@@ -38,7 +38,7 @@ trait Encodable {
     fn encode_words(&self, encoder: &mut RecordEncoder) -> Vec<u64>;
 }
 
-impl<T: Record> Encodable for T {
+impl<T: RecordType> Encodable for T {
     fn encode_len(&self, encoder: &mut RecordEncoder) -> usize {
         encoder.encode(self).expect("encode").len()
     }

@@ -15,7 +15,7 @@ use mdi_protocol::ring::{
     ReadEvent, RingOptions, RingReader, RingWriter, ShmDir, StartAt, WaitStrategy,
 };
 use mdi_protocol::view::RecordView;
-use mdi_subscriber::{Event, Kinds, Record, Subscriber, ViewEvent};
+use mdi_subscriber::{Event, Record, RecordKinds, Subscriber, ViewEvent};
 
 use crate::harness::{Latency, ResultLine, histogram, now_ns, pin, spin_until};
 
@@ -92,7 +92,7 @@ fn run_one(count: u64, reading: Reading) -> Result<Latency> {
         Subscriber::builder()
             .shm_dir(dir.path())
             .stream("ticks")
-            .kinds(Kinds::TRADE)
+            .kinds(RecordKinds::only(RecordKind::TRADE))
             .wait(WaitStrategy::BusySpin)
             .from_earliest()
             .open()
@@ -196,7 +196,7 @@ fn drain(count: u64) -> Result<()> {
         Subscriber::builder()
             .shm_dir(dir.path())
             .stream("ticks")
-            .kinds(Kinds::TRADE)
+            .kinds(RecordKinds::only(RecordKind::TRADE))
             .from_earliest()
             .open()
     };

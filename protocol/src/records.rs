@@ -79,6 +79,126 @@ impl RecordKind {
     }
 }
 
+impl RecordKind {
+    /// The six mdi record kinds, in the order of their numbers.
+    pub const RECORDS: [Self; 6] = [
+        Self::TRADE,
+        Self::QUOTE,
+        Self::BOOK_UPDATE,
+        Self::KLINE,
+        Self::INSTRUMENT_DEFINITION,
+        Self::FEED_STATUS,
+    ];
+
+    /// The record kind a tool's name stands for (`trade`, `quote`, `book`, `kline`,
+    /// `instrument`, `status`; plurals too); `None` for anything else.
+    pub fn from_name(name: &str) -> Option<Self> {
+        let name = name.trim();
+        Self::RECORDS.into_iter().find(|k| {
+            let n = k.name();
+            n == name || name.strip_suffix('s') == Some(n) || name.strip_suffix("es") == Some(n)
+        })
+    }
+}
+
+/// A set of mdi record kinds: which kinds a subscriber, `mdtail` or an export takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RecordKinds(u32);
+
+impl RecordKinds {
+    /// No kind.
+    pub const NONE: Self = Self(0);
+    /// Every market-data kind: trades, quotes, book updates, K-lines, feed status (not
+    /// instrument definitions, which resolve symbols either way).
+    pub const MARKET_DATA: Self = Self::NONE
+        .with(RecordKind::TRADE)
+        .with(RecordKind::QUOTE)
+        .with(RecordKind::BOOK_UPDATE)
+        .with(RecordKind::KLINE)
+        .with(RecordKind::FEED_STATUS);
+    /// Every mdi record kind.
+    pub const ALL: Self = Self::MARKET_DATA.with(RecordKind::INSTRUMENT_DEFINITION);
+
+    /// The bit of `kind` (mdi record kinds are numbered 16 on); none for other kinds.
+    const fn bit(kind: RecordKind) -> u32 {
+        match kind.0.checked_sub(RecordKind::TRADE.0) {
+            Some(i) if i < 32 => 1 << i,
+            _ => 0,
+        }
+    }
+
+    /// Just `kind`.
+    pub const fn only(kind: RecordKind) -> Self {
+        Self(Self::bit(kind))
+    }
+
+    /// This set and `kind`.
+    #[must_use]
+    pub const fn with(self, kind: RecordKind) -> Self {
+        Self(self.0 | Self::bit(kind))
+    }
+
+    /// Both sets.
+    #[must_use]
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
+    /// True if `kind` is in the set (never for control or application kinds).
+    pub const fn contains(self, kind: RecordKind) -> bool {
+        let bit = Self::bit(kind);
+        bit != 0 && self.0 & bit == bit
+    }
+
+    /// The kinds in the set, in the order of their numbers.
+    pub fn iter(self) -> impl Iterator<Item = RecordKind> {
+        RecordKind::RECORDS
+            .into_iter()
+            .filter(move |&k| self.contains(k))
+    }
+
+    /// How many kinds are in the set.
+    pub fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    /// True for the empty set.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl std::str::FromStr for RecordKinds {
+    type Err = String;
+
+    /// A comma-separated list of kind names (`trade,kline`; plurals too), as tools take
+    /// them.
+    fn from_str(list: &str) -> Result<Self, String> {
+        let mut kinds = Self::NONE;
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let kind = RecordKind::from_name(name).ok_or_else(|| {
+                let names: Vec<&str> = RecordKind::RECORDS.iter().map(|k| k.name()).collect();
+                format!(
+                    "unknown kind {name:?} (expected some of {})",
+                    names.join(",")
+                )
+            })?;
+            kinds = kinds.with(kind);
+        }
+        if kinds.is_empty() {
+            return Err("no kinds given".into());
+        }
+        Ok(kinds)
+    }
+}
+
+impl fmt::Display for RecordKinds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.iter().map(RecordKind::name).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
 impl fmt::Display for RecordKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}({})", self.name(), self.0)
@@ -129,7 +249,7 @@ pub fn open_body(body: &[u8]) -> Result<message::Reader<NoAllocSliceSegments<'_>
 }
 
 /// An owned record value that can be written as and read from a Cap'n Proto message.
-pub trait Record: Sized {
+pub trait RecordType: Sized {
     /// The kind stored in the ring record header.
     const KIND: RecordKind;
     /// Fills a fresh message root.
@@ -148,7 +268,7 @@ pub trait Record: Sized {
 }
 
 /// Decodes a record body of kind `T::KIND`.
-pub fn decode<T: Record>(body: &[u8]) -> Result<T, RecordError> {
+pub fn decode<T: RecordType>(body: &[u8]) -> Result<T, RecordError> {
     let message = open_body(body)?;
     T::read(message.get_root::<capnp::any_pointer::Reader<'_>>()?)
 }
@@ -183,12 +303,12 @@ impl RecordEncoder {
     }
 
     /// Encodes `record`; the returned body (segment table + segment) is valid until the next call.
-    pub fn encode<T: Record>(&mut self, record: &T) -> Result<&[u8], RecordError> {
+    pub fn encode<T: RecordType>(&mut self, record: &T) -> Result<&[u8], RecordError> {
         Ok(self.encode_words(record)?.as_bytes())
     }
 
     /// [`Self::encode`], as the body's little-endian words.
-    pub fn encode_words<T: Record>(&mut self, record: &T) -> Result<&[u64], RecordError> {
+    pub fn encode_words<T: RecordType>(&mut self, record: &T) -> Result<&[u64], RecordError> {
         if let Some(words) = record.flat_words() {
             self.out.clear();
             self.out.reserve(words);
@@ -276,7 +396,7 @@ macro_rules! scalar_record {
             $( $( $(#[$xdoc])* pub $xfield: $xty, )* )?
         }
 
-        impl Record for $name {
+        impl RecordType for $name {
             const KIND: RecordKind = $kind;
 
             fn build(&self, root: capnp::any_pointer::Builder<'_>) -> Result<(), RecordError> {
@@ -763,7 +883,49 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn roundtrip<T: Record + PartialEq + fmt::Debug>(value: &T) {
+    #[test]
+    fn kind_sets_hold_exactly_their_kinds() {
+        for kind in RecordKind::RECORDS {
+            let set = RecordKinds::only(kind);
+            assert_eq!(set.len(), 1);
+            assert!(set.contains(kind));
+            assert_eq!(RecordKind::from_name(kind.name()), Some(kind));
+            assert_eq!(set.to_string().parse::<RecordKinds>(), Ok(set));
+            for other in RecordKind::RECORDS.into_iter().filter(|&o| o != kind) {
+                assert!(!set.contains(other), "{kind} holds {other}");
+            }
+        }
+        assert_eq!(RecordKinds::ALL.len(), 6);
+        assert!(!RecordKinds::MARKET_DATA.contains(RecordKind::INSTRUMENT_DEFINITION));
+        for outside in [
+            RecordKind::PADDING,
+            RecordKind::EPOCH_START,
+            RecordKind(15),
+            RecordKind(48),
+            RecordKind::APPLICATION_FIRST,
+            RecordKind(u16::MAX),
+        ] {
+            assert!(!RecordKinds::ALL.contains(outside), "{outside}");
+            assert_eq!(RecordKinds::ALL.with(outside), RecordKinds::ALL);
+        }
+        assert_eq!(
+            "trades, klines".parse::<RecordKinds>(),
+            Ok(RecordKinds::only(RecordKind::TRADE).with(RecordKind::KLINE))
+        );
+        assert_eq!(
+            "statuses".parse::<RecordKinds>(),
+            Ok(RecordKinds::only(RecordKind::FEED_STATUS))
+        );
+        assert!(
+            "trade,candles"
+                .parse::<RecordKinds>()
+                .unwrap_err()
+                .contains("candles")
+        );
+        assert!("".parse::<RecordKinds>().is_err());
+    }
+
+    fn roundtrip<T: RecordType + PartialEq + fmt::Debug>(value: &T) {
         let mut encoder = RecordEncoder::new();
         let body = encoder.encode(value).expect("encode");
         assert_eq!(body.len() % 8, 0);

@@ -354,6 +354,64 @@ pub enum RecordView<'a> {
     Instrument(InstrumentView<'a>),
 }
 
+/// A record copied out of its view: owned, kept, sent across threads. The frequent
+/// kinds are inline; the large, rarer ones are boxed so that every value stays small to
+/// move (measured in the subscriber: a 192-byte enum made each event cost ~100 ns more
+/// than the raw read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A trade.
+    Trade(Trade),
+    /// Best bid and offer.
+    Quote(Quote),
+    /// Book levels (deltas or a snapshot).
+    Book(Box<BookUpdate>),
+    /// A K-line.
+    Kline(Box<Kline>),
+    /// Feed health.
+    Status(Box<FeedStatus>),
+    /// An instrument definition.
+    Instrument(Box<InstrumentDefinition>),
+}
+
+impl Record {
+    /// Copies a record out of its zero-copy view.
+    pub fn from_view(view: RecordView<'_>) -> Result<Self, RecordError> {
+        Ok(match view {
+            RecordView::Trade(v) => Self::Trade(v.to_record()?),
+            RecordView::Quote(v) => Self::Quote(v.to_record()?),
+            RecordView::Book(v) => Self::Book(Box::new(v.to_record()?)),
+            RecordView::Kline(v) => Self::Kline(Box::new(v.to_record()?)),
+            RecordView::Status(v) => Self::Status(Box::new(v.to_record()?)),
+            RecordView::Instrument(v) => Self::Instrument(Box::new(v.to_record()?)),
+        })
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            Self::Trade(_) => RecordKind::TRADE,
+            Self::Quote(_) => RecordKind::QUOTE,
+            Self::Book(_) => RecordKind::BOOK_UPDATE,
+            Self::Kline(_) => RecordKind::KLINE,
+            Self::Status(_) => RecordKind::FEED_STATUS,
+            Self::Instrument(_) => RecordKind::INSTRUMENT_DEFINITION,
+        }
+    }
+
+    /// The instrument the record is about (0: the whole feed).
+    pub fn instrument_id(&self) -> u32 {
+        match self {
+            Self::Trade(r) => r.instrument_id,
+            Self::Quote(r) => r.instrument_id,
+            Self::Book(r) => r.instrument_id,
+            Self::Kline(r) => r.instrument_id,
+            Self::Status(r) => r.instrument_id,
+            Self::Instrument(r) => r.instrument_id,
+        }
+    }
+}
+
 impl RecordView<'_> {
     /// Opens `body`, a record of `kind`, and hands its view to `f`: `Ok(None)` for kinds
     /// that are not mdi records (control and application records), `Err` for a body that
@@ -478,18 +536,18 @@ impl FeedState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::{Record, RecordEncoder};
+    use crate::records::{RecordEncoder, RecordType};
     use proptest::prelude::*;
     use zerocopy::IntoBytes;
 
-    fn aligned<T: Record>(record: &T) -> Vec<u64> {
+    fn aligned<T: RecordType>(record: &T) -> Vec<u64> {
         let bytes = RecordEncoder::new().encode(record).unwrap().to_vec();
         let mut words = vec![0u64; bytes.len() / 8];
         words.as_mut_bytes().copy_from_slice(&bytes);
         words
     }
 
-    fn open<T: Record, R>(record: &T, f: impl FnOnce(RecordView<'_>) -> R) -> R {
+    fn open<T: RecordType, R>(record: &T, f: impl FnOnce(RecordView<'_>) -> R) -> R {
         let words = aligned(record);
         RecordView::open(T::KIND, words.as_bytes(), f)
             .unwrap()

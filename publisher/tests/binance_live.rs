@@ -79,7 +79,7 @@ fn run_feed(config: LiveConfig, done: impl Fn(&[u64], &ShmDir) -> bool) -> Run {
     }
 }
 
-fn of<T: mdi_protocol::records::Record>(shm: &ShmDir) -> Vec<T> {
+fn of<T: mdi_protocol::records::RecordType>(shm: &ShmDir) -> Vec<T> {
     let Ok(mut reader) = RingReader::open(shm, "ticks", StartAt::Earliest) else {
         return Vec::new();
     };

@@ -25,7 +25,7 @@ fn records(dir: &ShmDir, name: &str) -> Vec<(RecordKind, Vec<u8>)> {
     out
 }
 
-fn of<T: mdi_protocol::records::Record>(all: &[(RecordKind, Vec<u8>)]) -> Vec<T> {
+fn of<T: mdi_protocol::records::RecordType>(all: &[(RecordKind, Vec<u8>)]) -> Vec<T> {
     all.iter()
         .filter(|(k, _)| *k == T::KIND)
         .map(|(_, b)| decode::<T>(b).expect("decode"))

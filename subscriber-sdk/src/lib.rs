@@ -22,8 +22,21 @@ pub mod stream;
 pub mod subscriber;
 
 pub use subscriber::{
-    Event, Kinds, Mark, Record, SubscribeError, Subscriber, SubscriberBuilder, TradeExt, ViewEvent,
+    Event, Mark, SubscribeError, Subscriber, SubscriberBuilder, TradeExt, ViewEvent, intern,
 };
+
+// What a strategy needs, at the root: no reaching into `mdi_protocol::...`.
+pub use mdi_protocol::decimal::Decimal;
+pub use mdi_protocol::records::{
+    BookUpdate, FeedState, FeedStatus, InstrumentDefinition, InstrumentKind, Kline, PriceLevel,
+    Quote, RecordKind, RecordKinds, Side, Trade,
+};
+pub use mdi_protocol::ring::{ShmDir, StartAt, WaitStrategy, WriterState};
+#[cfg(feature = "udp")]
+pub use mdi_protocol::udp::Channel;
+pub use mdi_protocol::view::{Record, RecordView};
+#[cfg(feature = "udp")]
+pub use mdi_transport::receiver::{UdpReceiveError, UdpReceiver, UdpReceiverOptions};
 
 /// The README's examples (ring log and subscriber), compiled as doctests here, where
 /// both crates are in reach.

@@ -32,14 +32,12 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use mdi_protocol::decimal::Decimal;
-use mdi_protocol::records::{
-    BookUpdate, FeedStatus, InstrumentDefinition, Kline, Quote, RecordError, RecordKind, Trade,
-};
+use mdi_protocol::records::{RecordError, RecordKind, RecordKinds, Trade};
 use mdi_protocol::ring::{
     ReadEvent, ReaderOpenError, RegisterError, Registration, RingReader, ShmDir, StartAt,
     WaitStrategy, WriterState,
 };
-use mdi_protocol::view::RecordView;
+use mdi_protocol::view::{Record, RecordView};
 
 #[cfg(feature = "udp")]
 use mdi_transport::receiver::BackgroundReceiver;
@@ -114,51 +112,6 @@ pub fn intern(text: &str) -> &'static str {
     leaked
 }
 
-/// A decoded record. The frequent kinds are inline; the large, rarer ones are boxed so
-/// that every event stays small to move (measured: a 192-byte record enum made each
-/// event cost ~100 ns more than the raw read).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Record {
-    /// A trade.
-    Trade(Trade),
-    /// Best bid and offer.
-    Quote(Quote),
-    /// Book levels (deltas or a snapshot).
-    Book(Box<BookUpdate>),
-    /// A K-line.
-    Kline(Box<Kline>),
-    /// Feed health.
-    Status(Box<FeedStatus>),
-    /// An instrument definition.
-    Instrument(Box<InstrumentDefinition>),
-}
-
-impl Record {
-    /// Copies a record out of its zero-copy view.
-    pub fn from_view(view: RecordView<'_>) -> Result<Self, RecordError> {
-        Ok(match view {
-            RecordView::Trade(v) => Self::Trade(v.to_record()?),
-            RecordView::Quote(v) => Self::Quote(v.to_record()?),
-            RecordView::Book(v) => Self::Book(Box::new(v.to_record()?)),
-            RecordView::Kline(v) => Self::Kline(Box::new(v.to_record()?)),
-            RecordView::Status(v) => Self::Status(Box::new(v.to_record()?)),
-            RecordView::Instrument(v) => Self::Instrument(Box::new(v.to_record()?)),
-        })
-    }
-
-    /// The instrument the record is about (0: the whole feed).
-    pub fn instrument_id(&self) -> u32 {
-        match self {
-            Self::Trade(r) => r.instrument_id,
-            Self::Quote(r) => r.instrument_id,
-            Self::Book(r) => r.instrument_id,
-            Self::Kline(r) => r.instrument_id,
-            Self::Status(r) => r.instrument_id,
-            Self::Instrument(r) => r.instrument_id,
-        }
-    }
-}
-
 /// Exact decimal accessors for trades.
 pub trait TradeExt {
     /// The price as an exact decimal.
@@ -174,53 +127,6 @@ impl TradeExt for Trade {
 
     fn qty_decimal(&self) -> Decimal {
         Decimal::new(self.qty, self.qty_exponent)
-    }
-}
-
-/// Which record kinds a subscriber delivers (a bit set).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Kinds(u8);
-
-impl Kinds {
-    /// Trades.
-    pub const TRADE: Self = Self(1);
-    /// Quotes.
-    pub const QUOTE: Self = Self(2);
-    /// Book updates.
-    pub const BOOK: Self = Self(4);
-    /// K-lines.
-    pub const KLINE: Self = Self(8);
-    /// Feed status.
-    pub const STATUS: Self = Self(16);
-    /// Instrument definitions.
-    pub const INSTRUMENT: Self = Self(32);
-    /// Every market-data kind (not instrument definitions, which are used to resolve
-    /// symbols either way).
-    pub const MARKET_DATA: Self = Self(31);
-    /// Everything.
-    pub const ALL: Self = Self(63);
-
-    /// Both sets.
-    #[must_use]
-    pub const fn with(self, other: Self) -> Self {
-        Self(self.0 | other.0)
-    }
-
-    /// True if `other` is in the set.
-    pub const fn contains(self, other: Self) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    /// The kind of `view`.
-    pub fn of(view: &RecordView<'_>) -> Self {
-        match view {
-            RecordView::Trade(_) => Self::TRADE,
-            RecordView::Quote(_) => Self::QUOTE,
-            RecordView::Book(_) => Self::BOOK,
-            RecordView::Kline(_) => Self::KLINE,
-            RecordView::Status(_) => Self::STATUS,
-            RecordView::Instrument(_) => Self::INSTRUMENT,
-        }
     }
 }
 
@@ -309,7 +215,7 @@ pub struct SubscriberBuilder {
     streams: Vec<String>,
     start: StartAt,
     symbols: Option<Vec<String>>,
-    kinds: Kinds,
+    kinds: RecordKinds,
     wait: WaitStrategy,
     register: Option<String>,
     from_time_ns: Option<i64>,
@@ -371,9 +277,9 @@ impl SubscriberBuilder {
         self
     }
 
-    /// Only these record kinds (default: [`Kinds::MARKET_DATA`]).
+    /// Only these record kinds (default: [`RecordKinds::MARKET_DATA`]).
     #[must_use]
-    pub fn kinds(mut self, kinds: Kinds) -> Self {
+    pub fn kinds(mut self, kinds: RecordKinds) -> Self {
         self.kinds = kinds;
         self
     }
@@ -626,7 +532,7 @@ pub struct Subscriber {
     shm: ShmDir,
     streams: Vec<StreamState>,
     symbols: Option<Vec<String>>,
-    kinds: Kinds,
+    kinds: RecordKinds,
     wait: WaitStrategy,
     /// (stream, instrument id) → symbol. Ids are per publisher, so per stream here.
     instruments: HashMap<(usize, u32), &'static str, IdHash>,
@@ -646,7 +552,7 @@ impl Subscriber {
             streams: Vec::new(),
             start: StartAt::Latest,
             symbols: None,
-            kinds: Kinds::MARKET_DATA,
+            kinds: RecordKinds::MARKET_DATA,
             wait: WaitStrategy::Park {
                 timeout: Duration::from_millis(1),
             },
@@ -697,8 +603,7 @@ impl Subscriber {
     /// the call of `on_event` it is given to.
     ///
     /// ```no_run
-    /// use mdi_subscriber::{Subscriber, ViewEvent};
-    /// use mdi_subscriber::mdi_protocol::view::RecordView;
+    /// use mdi_subscriber::{RecordView, Subscriber, ViewEvent};
     ///
     /// # fn main() -> Result<(), mdi_subscriber::SubscribeError> {
     /// let mut subscriber = Subscriber::builder().stream("ticks").open()?;
@@ -855,7 +760,7 @@ impl Subscriber {
                             _ => return Ok(()),
                         }
                     }
-                    if !kinds.contains(Kinds::of(&record)) {
+                    if !kinds.contains(record.kind()) {
                         return Ok(());
                     }
                     let instrument_id = record.instrument_id();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use mdi_protocol::records::{InstrumentDefinition, Kline, RecordKind, Side, Trade};
 use mdi_protocol::ring::{RingOptions, RingWriter, ShmDir, WriterState};
 use mdi_protocol::view::RecordView;
-use mdi_subscriber::{Event, Kinds, Record, Subscriber, TradeExt, ViewEvent};
+use mdi_subscriber::{Event, Record, RecordKinds, Subscriber, TradeExt, ViewEvent};
 
 fn definition(id: u32, symbol: &str) -> InstrumentDefinition {
     InstrumentDefinition {
@@ -263,7 +263,7 @@ fn symbols_and_kinds_filter_and_decimals_are_exact() {
         .shm_dir(dir.path())
         .stream("ticks")
         .symbols(["ethusdt"])
-        .kinds(Kinds::TRADE)
+        .kinds(RecordKinds::only(RecordKind::TRADE))
         .from_earliest()
         .open()
         .unwrap();
@@ -296,7 +296,7 @@ fn a_lapped_reader_gets_the_exact_loss_and_a_restart_is_reported() {
     let mut subscriber = Subscriber::builder()
         .shm_dir(dir.path())
         .stream("ticks")
-        .kinds(Kinds::ALL)
+        .kinds(RecordKinds::ALL)
         .from_earliest()
         .open()
         .unwrap();
@@ -511,7 +511,7 @@ async fn events_as_an_async_stream() {
     let subscriber = Subscriber::builder()
         .shm_dir(dir.path())
         .stream("ticks")
-        .kinds(Kinds::TRADE)
+        .kinds(RecordKinds::only(RecordKind::TRADE))
         .from_earliest()
         .open()
         .unwrap();

@@ -5,9 +5,8 @@ use std::io::{self, Write};
 
 use mdi_protocol::decimal::Decimal;
 use mdi_protocol::interval::Interval;
-use mdi_protocol::records::{RecordError, RecordKind};
+use mdi_protocol::records::{RecordError, RecordKind, RecordKinds};
 use mdi_protocol::view::{Levels, RecordView};
-use mdi_subscriber::Kinds;
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,39 +19,13 @@ pub enum Format {
     Csv,
 }
 
-/// `--kind` names, in the order of [`Kinds`]' bits.
-pub const KIND_NAMES: [&str; 6] = ["trade", "quote", "book", "kline", "status", "instrument"];
-
 /// The kinds mdtail shows unless told: every market-data kind (instrument definitions
 /// are used for symbols, not shown).
-pub const DEFAULT_KINDS: Kinds = Kinds::MARKET_DATA;
+pub const DEFAULT_KINDS: RecordKinds = RecordKinds::MARKET_DATA;
 
 /// Parses `--kind trade,quote,book,kline,status,instrument` (plurals too).
-pub fn parse_kinds(list: &str) -> Result<Kinds, String> {
-    const BITS: [Kinds; 6] = [
-        Kinds::TRADE,
-        Kinds::QUOTE,
-        Kinds::BOOK,
-        Kinds::KLINE,
-        Kinds::STATUS,
-        Kinds::INSTRUMENT,
-    ];
-    let mut kinds: Option<Kinds> = None;
-    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        let at = KIND_NAMES
-            .iter()
-            .position(|&k| {
-                k == name || name.strip_suffix('s') == Some(k) || name.strip_suffix("es") == Some(k)
-            })
-            .ok_or_else(|| {
-                format!(
-                    "unknown kind {name:?} (expected some of {})",
-                    KIND_NAMES.join(",")
-                )
-            })?;
-        kinds = Some(kinds.map_or(BITS[at], |k| k.with(BITS[at])));
-    }
-    kinds.ok_or_else(|| "no kinds given".into())
+pub fn parse_kinds(list: &str) -> Result<RecordKinds, String> {
+    list.parse()
 }
 
 /// One value of a record field.
@@ -502,10 +475,12 @@ pub use mdi_transport::time::{parse_utc, utc_timestamp};
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mdi_protocol::records::{InstrumentDefinition, Kline, Record, RecordEncoder, Side, Trade};
+    use mdi_protocol::records::{
+        InstrumentDefinition, Kline, RecordEncoder, RecordType, Side, Trade,
+    };
 
     /// Prints `record` as the subscriber would hand it over.
-    fn print<T: Record>(p: &mut Printer<Vec<u8>>, seq: u64, symbol: Option<&str>, record: &T) {
+    fn print<T: RecordType>(p: &mut Printer<Vec<u8>>, seq: u64, symbol: Option<&str>, record: &T) {
         let bytes = RecordEncoder::new().encode(record).unwrap().to_vec();
         let mut words = vec![0u64; bytes.len() / 8];
         zerocopy::IntoBytes::as_mut_bytes(&mut words[..]).copy_from_slice(&bytes);
@@ -615,10 +590,13 @@ mod tests {
     fn kinds_parse_with_plurals_and_refuse_unknown_names() {
         assert_eq!(
             parse_kinds("trades,klines"),
-            Ok(Kinds::TRADE.with(Kinds::KLINE))
+            Ok(RecordKinds::only(RecordKind::TRADE).with(RecordKind::KLINE))
         );
         assert_eq!(parse_kinds("status"), parse_kinds("statuses"));
-        assert_eq!(parse_kinds("instrument"), Ok(Kinds::INSTRUMENT));
+        assert_eq!(
+            parse_kinds("instrument"),
+            Ok(RecordKinds::only(RecordKind::INSTRUMENT_DEFINITION))
+        );
         assert!(
             parse_kinds("bogus")
                 .unwrap_err()

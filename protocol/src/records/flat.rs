@@ -204,11 +204,11 @@ mod tests {
     use proptest::prelude::*;
     use zerocopy::IntoBytes;
 
-    use super::super::{Record, decode};
+    use super::super::{RecordType, decode};
     use super::*;
 
     /// The body the Cap'n Proto builder writes (segment table + its one segment).
-    fn built<T: Record>(record: &T) -> Vec<u8> {
+    fn built<T: RecordType>(record: &T) -> Vec<u8> {
         let mut builder = message::Builder::new(HeapAllocator::new().first_segment_words(1 << 16));
         record
             .build(builder.init_root::<capnp::any_pointer::Builder<'_>>())
@@ -222,7 +222,7 @@ mod tests {
         body
     }
 
-    fn flat<T: Record>(record: &T) -> Vec<u64> {
+    fn flat<T: RecordType>(record: &T) -> Vec<u64> {
         let words = record.flat_words().expect("no hand layout");
         let mut out = Vec::new();
         record.write_flat(&mut out);
@@ -234,7 +234,7 @@ mod tests {
         out
     }
 
-    fn same_as_builder<T: Record + PartialEq + std::fmt::Debug>(record: &T) {
+    fn same_as_builder<T: RecordType + PartialEq + std::fmt::Debug>(record: &T) {
         let words = flat(record);
         assert_eq!(words.as_bytes(), &built(record)[..], "{record:?}");
         assert_eq!(&decode::<T>(words.as_bytes()).unwrap(), record);

@@ -18,7 +18,7 @@ use super::layout::{
 use super::log::{AppendError, BodySink, Geometry, LogAppender, LogView, RECORD_ALIGN};
 use super::mapping::{self, Mapping};
 use super::{DEFAULT_CAPACITY, MAX_CAPACITY, MIN_CAPACITY};
-use crate::records::{EpochStart, Record, RecordEncoder, RecordError, RecordKind, SCHEMA_ID};
+use crate::records::{EpochStart, RecordEncoder, RecordError, RecordKind, RecordType, SCHEMA_ID};
 
 /// How to create (or take over) a ring.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,7 +231,7 @@ impl Wakeup {
 
 /// Appends `record` (see [`RingWriter::append_record`]); wakes nobody.
 #[inline]
-fn append_typed<T: Record>(
+fn append_typed<T: RecordType>(
     appender: &mut LogAppender,
     view: LogView<'_>,
     encoder: &mut RecordEncoder,
@@ -263,7 +263,7 @@ pub struct RecordBatch<'w> {
 impl RecordBatch<'_> {
     /// Encodes `record` and appends it, as [`RingWriter::append_record`] does.
     #[inline]
-    pub fn append_record<T: Record>(&mut self, record: &T) -> Result<u64, WriteError> {
+    pub fn append_record<T: RecordType>(&mut self, record: &T) -> Result<u64, WriteError> {
         let seq = append_typed(self.appender, self.view, self.encoder, record)?;
         self.appended = true;
         Ok(seq)
@@ -417,7 +417,7 @@ impl RingWriter {
     }
 
     /// Encodes `record` as a single-segment Cap'n Proto message and appends it.
-    pub fn append_record<T: Record>(&mut self, record: &T) -> Result<u64, WriteError> {
+    pub fn append_record<T: RecordType>(&mut self, record: &T) -> Result<u64, WriteError> {
         let seq = append_typed(
             &mut self.appender,
             self.ring.view(),

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use mdi_subscriber::{Event, Kinds, SubscribeError, Subscriber};
+use mdi_subscriber::{Event, RecordKinds, SubscribeError, Subscriber};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -13,7 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let count: usize = args.next().map_or(Ok(10), |s| s.parse())?;
     let mut subscriber = match Subscriber::builder()
         .stream(&stream)
-        .kinds(Kinds::ALL)
+        .kinds(RecordKinds::ALL)
         .from_sequence(seq)
         .open()
     {

@@ -6,8 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use mdi_subscriber::mdi_protocol::decimal::Decimal;
-use mdi_subscriber::{Event, Kinds, Record, Subscriber};
+use mdi_subscriber::{Decimal, Event, Record, RecordKind, RecordKinds, Subscriber};
 
 #[derive(Default)]
 struct Book {
@@ -23,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seconds: Option<f64> = std::env::args().nth(1).map(|s| s.parse()).transpose()?;
     let mut ticks = Subscriber::builder()
         .stream("ticks")
-        .kinds(Kinds::TRADE.with(Kinds::QUOTE))
+        .kinds(RecordKinds::only(RecordKind::TRADE).with(RecordKind::QUOTE))
         .from_earliest()
         .register("shm_subscribe")
         .open()?;

@@ -6,10 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use mdi_subscriber::mdi_protocol::ring::ShmDir;
-use mdi_subscriber::mdi_protocol::udp::Channel;
-use mdi_subscriber::mdi_transport::receiver::{UdpReceiver, UdpReceiverOptions};
-use mdi_subscriber::{Event, Kinds, Record, Subscriber};
+use mdi_subscriber::{
+    Channel, Event, Record, RecordKind, RecordKinds, ShmDir, Subscriber, UdpReceiver,
+    UdpReceiverOptions,
+};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -39,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Subscriber::builder()
                     .shm_dir(&replicas)
                     .stream("ticks")
-                    .kinds(Kinds::TRADE)
+                    .kinds(RecordKinds::only(RecordKind::TRADE))
                     .from_earliest()
                     .open()?,
             );

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use mdi_protocol::ring::{StartAt, WaitStrategy, WriterState};
 use mdi_protocol::view::RecordView;
-use mdi_subscriber::{Event, Kinds, SubscribeError, Subscriber, ViewEvent};
+use mdi_subscriber::{Event, RecordKind, RecordKinds, SubscribeError, Subscriber, ViewEvent};
 use mdi_tools::tail::{DEFAULT_KINDS, Format, Printer, Stats};
 
 use mdi_transport::wall_clock_ns as wall_ns;
@@ -41,7 +41,7 @@ struct Cli {
     /// Only these kinds: trade,quote,book,kline,status,instrument (default: all but
     /// instrument).
     #[arg(long, value_name = "LIST", value_parser = mdi_tools::tail::parse_kinds)]
-    kind: Option<Kinds>,
+    kind: Option<RecordKinds>,
     /// Where to start: earliest, latest, seq:N, or time:ISO8601 (UTC; the first record at
     /// or after it).
     #[arg(long, value_name = "WHERE", default_value = "latest", value_parser = parse_start)]
@@ -157,7 +157,7 @@ fn subscriber(
     cli: &Cli,
     streams: &[String],
     symbols: &[String],
-    kinds: Kinds,
+    kinds: RecordKinds,
     from: From,
 ) -> Result<Subscriber> {
     let mut builder = Subscriber::builder().kinds(kinds).wait(WaitStrategy::Park {
@@ -204,8 +204,11 @@ fn run(cli: &Cli) -> Result<()> {
         &cli.streams,
         &cli.symbol,
         // --stats counts every record unless told which kinds
-        cli.kind
-            .unwrap_or(if cli.stats { Kinds::ALL } else { DEFAULT_KINDS }),
+        cli.kind.unwrap_or(if cli.stats {
+            RecordKinds::ALL
+        } else {
+            DEFAULT_KINDS
+        }),
         cli.from,
     )?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -352,7 +355,7 @@ fn run_chart(cli: &Cli, symbol: &str) -> Result<()> {
         cli,
         &[stream.to_owned()],
         &[symbol.to_owned()],
-        Kinds::KLINE,
+        RecordKinds::only(RecordKind::KLINE),
         From::Ring(StartAt::Earliest),
     )?;
     let mut candles = mdi_tools::chart::Candles::new(interval.ms(), 1_000);
