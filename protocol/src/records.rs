@@ -883,6 +883,77 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// ADR 0008's schema rule: a record written by a newer schema (a field added: one
+    /// more data word) decodes here with the fields this build knows; one written by an
+    /// older schema (the last data word not there yet) decodes with that word's fields
+    /// at their defaults.
+    #[test]
+    fn records_of_a_newer_or_older_schema_still_decode() {
+        let trade = Trade {
+            instrument_id: 7,
+            price_exponent: -2,
+            qty_exponent: -3,
+            aggressor: Side::Sell,
+            venue_seq: 11,
+            ts_exchange_ns: 12,
+            ts_receive_ns: 13,
+            ts_publish_ns: 14,
+            price: 15,
+            qty: 16,
+            trade_id: 17,
+            first_trade_id: 18,
+            last_trade_id: 19,
+            is_aggregate: true,
+        };
+        let mut encoder = RecordEncoder::new();
+        let words = encoder.encode_words(&trade).unwrap().to_vec();
+        // [segment table][root struct pointer][data words][pointer words][...]
+        let root = words[1];
+        let data_words = usize::try_from((root >> 32) & 0xffff).unwrap();
+        let with_data_words = |mut w: Vec<u64>, delta: i64| {
+            w[1] = (root & !(0xffff << 32)) | (((data_words as i64 + delta) as u64) << 32);
+            w[0] = (w[0] & 0xffff_ffff) | (((w.len() - 1) as u64) << 32);
+            w
+        };
+
+        let mut newer = words.clone();
+        newer.insert(2 + data_words, 0x5eed_f00d_dead_beef);
+        let newer = with_data_words(newer, 1);
+        assert_eq!(decode::<Trade>(newer.as_bytes()).unwrap(), trade);
+
+        let mut older = words.clone();
+        older.remove(1 + data_words);
+        let older = with_data_words(older, -1);
+        let back: Trade = decode(older.as_bytes()).unwrap();
+        // every field is as written, or — if it lived in the missing word — its default
+        let default = Trade::default();
+        macro_rules! as_written_or_default {
+            ($($field:ident),*) => {$(
+                assert!(
+                    back.$field == trade.$field || back.$field == default.$field,
+                    "{}: {:?}", stringify!($field), back.$field
+                );
+            )*};
+        }
+        as_written_or_default!(
+            instrument_id,
+            price_exponent,
+            qty_exponent,
+            aggressor,
+            venue_seq,
+            ts_exchange_ns,
+            ts_receive_ns,
+            ts_publish_ns,
+            price,
+            qty,
+            trade_id,
+            first_trade_id,
+            last_trade_id,
+            is_aggregate
+        );
+        assert_ne!(back, trade, "a missing word reads as defaults");
+    }
+
     #[test]
     fn kind_sets_hold_exactly_their_kinds() {
         for kind in RecordKind::RECORDS {

@@ -440,7 +440,7 @@ fn foreign_corrupt_and_truncated_files_are_refused_clearly() {
             problem,
             Some(FileProblem::UnsupportedVersion {
                 found: 99,
-                supported: 1
+                supported: mdi_protocol::ring::RING_VERSION
             })
         ),
         "{message}"
@@ -598,4 +598,111 @@ fn a_batch_publishes_each_record_at_once_and_wakes_parked_readers_once_at_its_en
     assert_eq!(wakes(), before + 1);
     writer.append_record(&trade(3)).unwrap();
     assert_eq!(wakes(), before + 2);
+}
+
+/// A start at a time, through a ring that has wrapped many times: for every time asked,
+/// the first record delivered is the first retained one published at or after it (brute
+/// force over what the ring holds), found by binary search rather than a read from the
+/// ring's start; application records (no time) are read past. With a clock that steps
+/// back now and then, no record published before the time is ever delivered, and the
+/// start is never before the brute force's (the index keeps its times monotone; ring-log.md).
+#[test]
+fn a_start_at_a_time_is_the_first_record_published_at_or_after_it() {
+    for steps_back in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let shm = ShmDir::new(dir.path());
+        let mut writer =
+            RingWriter::create(&shm, "timed", &RingOptions::default().capacity(64 << 10)).unwrap();
+        let mut time = 1_000_000_i64;
+        for n in 0..20_000u64 {
+            time += if steps_back && n % 997 == 0 {
+                -50_000
+            } else {
+                1_000 * (1 + (n % 3) as i64)
+            };
+            writer
+                .append_record(&Trade {
+                    trade_id: n,
+                    ts_publish_ns: time,
+                    ..Trade::default()
+                })
+                .unwrap();
+            if n % 1_000 == 0 {
+                writer
+                    .append(RecordKind::APPLICATION_FIRST, b"no time here")
+                    .unwrap();
+            }
+        }
+        let retained = timed_trades(&shm, StartAt::Earliest, usize::MAX);
+        assert!(
+            retained.len() > 500 && retained[0].0 > 10_000,
+            "the ring wrapped"
+        );
+        let first_time = retained.iter().map(|r| r.1).min().unwrap();
+        let last_time = retained.iter().map(|r| r.1).max().unwrap();
+        for k in 0..=400 {
+            let at = first_time - 10_000 + (last_time - first_time + 20_000) * k / 400;
+            let got = timed_trades(&shm, StartAt::Time(at), 1).first().copied();
+            // found through the index: the reader starts right before what it delivers,
+            // not at the earliest record (a 64 KiB ring indexes every 64 bytes)
+            let mut reader = RingReader::open(&shm, "timed", StartAt::Time(at)).unwrap();
+            let opened_at = reader.next_seq().unwrap();
+            let mut first_seq = None;
+            reader
+                .poll(64, |e| {
+                    if let ReadEvent::Record(r) = e {
+                        first_seq.get_or_insert(r.seq);
+                    }
+                })
+                .unwrap();
+            if let Some(first_seq) = first_seq {
+                assert!(
+                    first_seq - opened_at <= 2,
+                    "{at}: opened at {opened_at}, first record {first_seq}"
+                );
+            }
+            let expected = retained.iter().position(|r| r.1 >= at);
+            match (got, expected) {
+                (Some(got), Some(i)) if !steps_back => {
+                    assert_eq!(got, retained[i], "start at {at}")
+                }
+                (Some(got), Some(i)) => {
+                    assert!(got.1 >= at, "{got:?} was published before {at}");
+                    let j = retained.iter().position(|&r| r == got).unwrap();
+                    assert!(
+                        j >= i,
+                        "{at}: {got:?} delivered, {:?} came first",
+                        retained[i]
+                    );
+                }
+                (None, None) => {}
+                (got, expected) => panic!("{at}: got {got:?}, expected index {expected:?}"),
+            }
+        }
+    }
+}
+
+/// Up to `max` trades (id, publish time) read from `start`, asserting that nothing else
+/// (application records) is delivered after a time start.
+fn timed_trades(shm: &ShmDir, start: StartAt, max: usize) -> Vec<(u64, i64)> {
+    let mut out = Vec::new();
+    let mut reader = RingReader::open(shm, "timed", start).unwrap();
+    while out.len() < max && !reader.caught_up() {
+        reader
+            .poll(4096, |e| {
+                if let ReadEvent::Record(r) = e {
+                    if r.kind == RecordKind::TRADE {
+                        let t: Trade = decode(r.body).unwrap();
+                        out.push((t.trade_id, t.ts_publish_ns));
+                    } else {
+                        assert!(
+                            matches!(start, StartAt::Earliest) || !out.is_empty(),
+                            "an untimed record before the first at the time"
+                        );
+                    }
+                }
+            })
+            .unwrap();
+    }
+    out
 }

@@ -218,7 +218,6 @@ pub struct SubscriberBuilder {
     kinds: RecordKinds,
     wait: WaitStrategy,
     register: Option<String>,
-    from_time_ns: Option<i64>,
     #[cfg(feature = "udp")]
     udp: Vec<mdi_protocol::udp::Channel>,
 }
@@ -259,13 +258,13 @@ impl SubscriberBuilder {
         self
     }
 
-    /// Start at the first record at or after this time (ns since the Unix epoch; the
-    /// venue's time, else the receive time, a K-line's end): the retained records before
-    /// it are read past, not delivered.
+    /// Start at the first record published at or after this time (ns since the Unix
+    /// epoch; [`StartAt::Time`]: found by binary search of the ring's index, the few
+    /// records before it in their index stride read past, not delivered). The last of
+    /// `from_*` called decides the start.
     #[must_use]
     pub fn from_time(mut self, time_ns: i64) -> Self {
-        self.start = StartAt::Earliest;
-        self.from_time_ns = Some(time_ns);
+        self.start = StartAt::Time(time_ns);
         self
     }
 
@@ -372,7 +371,6 @@ impl SubscriberBuilder {
                     lost: 0,
                     status_checked: None,
                     idle_polls: 0,
-                    skip_before_ns: self.from_time_ns,
                 })
             })
             .collect::<Result<Vec<_>, SubscribeError>>()?;
@@ -384,6 +382,8 @@ impl SubscriberBuilder {
                 StartAt::Earliest => continue,
                 StartAt::Sequence(seq) => seq,
                 StartAt::Latest => state.reader.next_seq().unwrap_or(0),
+                // the records read past before the time may define instruments too
+                StartAt::Time(_) => state.reader.tail().1,
             };
             prime_instruments(&shm, index, state.name, first_delivered, &mut instruments);
         }
@@ -512,9 +512,6 @@ struct StreamState {
     status_checked: Option<Instant>,
     /// Polls that found nothing (paces the writer-state checks).
     idle_polls: u32,
-    /// Records before this time are read past (a start at a time), until the first at
-    /// or after it.
-    skip_before_ns: Option<i64>,
 }
 
 impl std::fmt::Debug for StreamState {
@@ -557,7 +554,6 @@ impl Subscriber {
                 timeout: Duration::from_millis(1),
             },
             register: None,
-            from_time_ns: None,
             #[cfg(feature = "udp")]
             udp: Vec::new(),
         }
@@ -747,18 +743,11 @@ impl Subscriber {
         let state = &mut streams[index];
         let name = state.name;
         let mut lost_now = 0;
-        let skip_before = &mut state.skip_before_ns;
         let polled = state.reader.poll(max_records, |event| match event {
             ReadEvent::Record(r) => {
                 let opened = RecordView::open(r.kind, r.body, |record| {
                     if let RecordView::Instrument(d) = &record {
                         instruments.insert((index, d.get_instrument_id()), intern(d.symbol()?));
-                    }
-                    if let Some(from) = *skip_before {
-                        match record.time_ns() {
-                            Some(t) if t >= from => *skip_before = None,
-                            _ => return Ok(()),
-                        }
                     }
                     if !kinds.contains(record.kind()) {
                         return Ok(());

@@ -471,7 +471,7 @@ fn a_start_at_a_time_reads_past_what_came_before() {
     ring.append_record(&definition(1, "BTCUSDT")).unwrap();
     for n in 0..10 {
         ring.append_record(&Trade {
-            ts_exchange_ns: 1_000 * n as i64,
+            ts_publish_ns: 1_000 * n as i64,
             ..trade(1, n)
         })
         .unwrap();

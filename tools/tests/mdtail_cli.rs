@@ -249,6 +249,7 @@ fn trades_ring(dir: &Path, n: u64) {
             trade_id: i,
             aggressor: if i % 3 == 0 { Side::Sell } else { Side::Buy },
             ts_exchange_ns: 1_704_153_600_000_000_000 + i as i64,
+            ts_publish_ns: 1_704_153_600_000_000_000 + i as i64,
             ..Trade::default()
         })
         .unwrap();
@@ -340,7 +341,7 @@ fn bad_arguments_and_odd_shm_dirs_get_clear_messages() {
     let cases: [(&[&str], &str); 5] = [
         (
             &["--from", "yesterday", "--shm-dir", dir],
-            "earliest, latest, seq:N or time:ISO8601",
+            "earliest, latest, seq:N or time:T",
         ),
         (&["--kind", "candles", "--shm-dir", dir], "unknown kind"),
         (&["--format", "xml", "--shm-dir", dir], "xml"),
@@ -436,5 +437,5 @@ fn a_start_at_a_time() {
     assert_eq!(out.lines().count(), 500);
     let output = mdtail(&["--from", "time:2024-02-30T99", "--shm-dir", dir]);
     assert!(!output.status.success());
-    assert!(text(&output.stderr).contains("time: wants UTC"));
+    assert!(text(&output.stderr).contains("time: wants a valid time"));
 }

@@ -13,7 +13,7 @@
 //!       | data region: `capacity` bytes (power of two), 8-byte aligned  |
 //!       | records                                                       |
 //!       +---------------------------------------------------------------+
-//!       | sparse index: `index_slots` × 32 B (tag, position, seq, spare)|
+//!       | sparse index: `index_slots` × 32 B (tag, position, seq, time) |
 //!       +---------------------------------------------------------------+
 //! ```
 
@@ -21,8 +21,10 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// First bytes of every ring file.
 pub const RING_MAGIC: [u8; 8] = *b"MDIRING\0";
-/// Ring layout version this build reads and writes.
-pub const RING_VERSION: u32 = 1;
+/// Ring layout version this build reads and writes. 2: index entries carry the indexed
+/// record's publish time (a start by time is a binary search); 1 left that word spare.
+/// A ring of another version is refused with both versions named (ADR 0008).
+pub const RING_VERSION: u32 = 2;
 /// Bytes before the data region.
 pub const HEADER_LEN: u64 = 4096;
 /// Longest stream name, in bytes.

@@ -49,7 +49,8 @@ const CACHE_LINE: u64 = 64;
 pub const RECORD_ALIGN: u64 = 8;
 /// Size of [`RecordHeader`].
 pub const RECORD_HEADER_LEN: u64 = 16;
-/// Words per sparse-index entry: tag (`n + 1`, 0 while being written), position, sequence, spare.
+/// Words per sparse-index entry: tag (`n + 1`, 0 while being written), position, sequence,
+/// publish time (layout version 2).
 pub(crate) const INDEX_ENTRY_WORDS: usize = 4;
 /// Kind of padding records (never delivered).
 pub(crate) const KIND_PADDING: u16 = 0;
@@ -276,6 +277,10 @@ pub enum AppendError {
 pub(crate) struct IndexEntry {
     pub position: u64,
     pub seq: u64,
+    /// The record's publish time (ns since the Unix epoch), made monotone: the largest
+    /// publish time indexed so far (records without one, or with an earlier one, carry
+    /// the previous entry's). Entries are ordered by it as by position and sequence.
+    pub time_ns: i64,
 }
 
 /// The single writer's private state.
@@ -286,6 +291,10 @@ pub(crate) struct LogAppender {
     claimed: u64,
     index_next: u64,
     last_indexed_stride: Option<u64>,
+    /// The time of the last index entry (monotone).
+    last_indexed_time: i64,
+    /// A record body copied out to read its publish time (once per index stride).
+    time_scratch: Vec<u64>,
 }
 
 impl LogAppender {
@@ -306,13 +315,14 @@ impl LogAppender {
                 .filter(|e| e.position < commit)
                 .map(|e| (n, e))
         });
-        let (next_seq, index_next, last_indexed_stride) = match last_entry {
+        let (next_seq, index_next, last_indexed_stride, last_indexed_time) = match last_entry {
             Some((n, entry)) => (
                 walk_to(view, entry, commit).unwrap_or(entry.seq),
                 n + 1,
                 Some(entry.position >> view.geometry.stride_shift),
+                entry.time_ns,
             ),
-            None => (0, index_next, None),
+            None => (0, index_next, None, i64::MIN),
         };
         // Records published after the last commit store (the writer died between the
         // two) may already be in readers' hands: they count as committed.
@@ -323,6 +333,8 @@ impl LogAppender {
             claimed: claim,
             index_next,
             last_indexed_stride,
+            last_indexed_time,
+            time_scratch: Vec::new(),
         };
         // The first unpublished word is 0 (zeroed before the last record was published),
         // so whatever a dead writer left beyond it was never visible: continue right here.
@@ -561,11 +573,15 @@ impl LogAppender {
         let stride = start >> g.stride_shift;
         if self.last_indexed_stride != Some(stride) {
             self.last_indexed_stride = Some(stride);
+            let body = view.span(start + RECORD_HEADER_LEN, body_words);
+            let time_ns = self.publish_time(word0, body).max(self.last_indexed_time);
+            self.last_indexed_time = time_ns;
             self.write_entry(
                 view,
                 IndexEntry {
                     position: start,
                     seq,
+                    time_ns,
                 },
             );
         }
@@ -609,6 +625,26 @@ impl LogAppender {
         self.position = to;
     }
 
+    /// The publish time of the record just written (`word0` its first header word,
+    /// `body` its words), read back from its Cap'n Proto body; `i64::MIN` for kinds that
+    /// carry none (control and application records) or a body that does not decode.
+    /// Once per index stride, out of the hot path.
+    #[cold]
+    fn publish_time(&mut self, word0: u64, body: &[AtomicU64]) -> i64 {
+        let kind = crate::records::RecordKind(((word0 >> 32) & 0xffff) as u16);
+        if !crate::records::RecordKinds::ALL.contains(kind) {
+            return i64::MIN;
+        }
+        self.time_scratch.clear();
+        self.time_scratch
+            .extend(body.iter().map(|w| w.load(Ordering::Relaxed)));
+        let bytes = zerocopy::IntoBytes::as_bytes(&self.time_scratch[..]);
+        crate::view::RecordView::open(kind, bytes, |v| v.ts_publish_ns())
+            .ok()
+            .flatten()
+            .unwrap_or(i64::MIN)
+    }
+
     fn write_entry(&mut self, view: LogView<'_>, entry: IndexEntry) {
         let n = self.index_next;
         let slot = entry_slot(view, n);
@@ -617,6 +653,7 @@ impl LogAppender {
         fence(Ordering::Release);
         words[1].store(entry.position, Ordering::Relaxed);
         words[2].store(entry.seq, Ordering::Relaxed);
+        words[3].store(entry.time_ns as u64, Ordering::Relaxed);
         words[0].store(n + 1, Ordering::Release);
         self.index_next = n + 1;
         view.positions.index_next.store(n + 1, Ordering::Release);
@@ -713,8 +750,13 @@ pub(crate) fn read_entry(view: LogView<'_>, n: u64) -> Option<IndexEntry> {
     }
     let position = words[1].load(Ordering::Relaxed);
     let seq = words[2].load(Ordering::Relaxed);
+    let time_ns = words[3].load(Ordering::Relaxed) as i64;
     fence(Ordering::Acquire);
-    (words[0].load(Ordering::Relaxed) == tag).then_some(IndexEntry { position, seq })
+    (words[0].load(Ordering::Relaxed) == tag).then_some(IndexEntry {
+        position,
+        seq,
+        time_ns,
+    })
 }
 
 /// Binary search over the live index entries. Returns the first entry for which
@@ -807,6 +849,31 @@ pub(crate) fn seek_seq(view: LogView<'_>, seq: u64) -> SeqLookup {
     match search_index(view, |e| e.seq > seq, true) {
         Some(entry) if entry.seq >= oldest.seq => SeqLookup::At(entry),
         _ => SeqLookup::At(oldest),
+    }
+}
+
+/// Result of looking up a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimeLookup {
+    /// Start reading here (at most one index stride before the first record published
+    /// at or after the time); records published before it are skipped.
+    At(IndexEntry),
+    /// Nothing retained yet: start at the tail.
+    Empty,
+}
+
+/// Finds where to start reading for the first record published at or after `time_ns`,
+/// without scanning: binary search of the sparse index by time (its times are
+/// monotone), then at most one stride forward. A time before everything retained starts
+/// at the earliest record; a time after everything, at the last index entry (the
+/// records from there are read past).
+pub(crate) fn seek_time(view: LogView<'_>, time_ns: i64) -> TimeLookup {
+    let Some(oldest) = earliest(view) else {
+        return TimeLookup::Empty;
+    };
+    match search_index(view, |e| e.time_ns >= time_ns, true) {
+        Some(entry) if entry.seq >= oldest.seq => TimeLookup::At(entry),
+        _ => TimeLookup::At(oldest),
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::file::{RingFile, RingFileError, RingInfo, ShmDir, map_readers_file, validate_name};
 use super::layout::{FLAG_CLOSED, FLAG_SUPERSEDED, READERS_SLEEPERS, READERS_WAKE};
-use super::log::{self, CorruptRecord, LogCursor, LogEvent, RawRead, SeqLookup};
+use super::log::{self, CorruptRecord, LogCursor, LogEvent, RawRead, SeqLookup, TimeLookup};
 use super::mapping::{self, Mapping};
 use crate::records::{EpochStart, RecordKind, decode};
 
@@ -23,6 +23,13 @@ pub enum StartAt {
     /// The first record with this sequence number or higher. Found through the sparse
     /// index without scanning; fails if already overwritten.
     Sequence(u64),
+    /// The first record published at or after this time (ns since the Unix epoch; the
+    /// records' `ts_publish_ns`, monotone per ring as the writer indexes them). Found by
+    /// binary search of the sparse index's times, then at most one index stride read
+    /// past; a time before everything retained starts at the earliest record. Records
+    /// that carry no publish time (application kinds) are read past until the first
+    /// record at or after the time.
+    Time(i64),
 }
 
 /// Why a reader could not be opened.
@@ -161,6 +168,9 @@ pub struct RingReader {
     readers_path: PathBuf,
     cursor: LogCursor,
     name: String,
+    /// Read past records published before this time (a [`StartAt::Time`] start), until
+    /// the first at or after it.
+    skip_before_ns: Option<i64>,
 }
 
 impl RingReader {
@@ -173,6 +183,7 @@ impl RingReader {
         let path = dir.ring_path(name);
         let ring = RingFile::open(&path, false, true, Some(name))?;
         let view = ring.view();
+        let mut skip_before_ns = None;
         let cursor = match start {
             StartAt::Latest => {
                 let (position, next_seq) = log::snapshot_tail(view);
@@ -199,6 +210,16 @@ impl RingReader {
                     });
                 }
             },
+            StartAt::Time(time_ns) => {
+                skip_before_ns = Some(time_ns);
+                match log::seek_time(view, time_ns) {
+                    TimeLookup::At(entry) => LogCursor::new(entry.position, Some(entry.seq), 0),
+                    TimeLookup::Empty => {
+                        let (position, next_seq) = log::snapshot_tail(view);
+                        LogCursor::new(position, Some(next_seq), 0)
+                    }
+                }
+            }
         };
         Ok(Self {
             ring,
@@ -206,6 +227,7 @@ impl RingReader {
             readers_path: dir.readers_path(name),
             cursor,
             name: name.to_owned(),
+            skip_before_ns,
         })
     }
 
@@ -222,6 +244,9 @@ impl RingReader {
         mut on_event: impl FnMut(ReadEvent<'_>),
     ) -> Result<usize, CorruptRecord> {
         let view = self.ring.view();
+        if let Some(before_ns) = self.skip_before_ns {
+            return self.poll_skipping(before_ns, max_records, on_event);
+        }
         self.cursor.poll(view, max_records, |event| match event {
             LogEvent::Record {
                 position,
@@ -250,6 +275,61 @@ impl RingReader {
             }
             LogEvent::Lost { from_seq, to_seq } => on_event(ReadEvent::Lost { from_seq, to_seq }),
         })
+    }
+
+    /// [`Self::poll`] while records published before `before_ns` are read past: loss and
+    /// epoch events are delivered, records only from the first one at or after the time.
+    #[cold]
+    fn poll_skipping(
+        &mut self,
+        before_ns: i64,
+        max_records: usize,
+        mut on_event: impl FnMut(ReadEvent<'_>),
+    ) -> Result<usize, CorruptRecord> {
+        let view = self.ring.view();
+        let mut reached = false;
+        let mut delivered = 0;
+        self.cursor.poll(view, max_records, |event| match event {
+            LogEvent::Record {
+                position,
+                header,
+                body,
+            } => {
+                let kind = RecordKind(header.kind);
+                if kind == RecordKind::EPOCH_START
+                    && let Ok(start) = decode::<EpochStart>(body)
+                {
+                    on_event(ReadEvent::EpochStarted {
+                        epoch: start.epoch,
+                        previous_epoch: start.previous_epoch,
+                        writer_pid: start.writer_pid,
+                        seq: header.seq,
+                    });
+                    return;
+                }
+                if !reached {
+                    let published =
+                        crate::view::RecordView::open(kind, body, |v| v.ts_publish_ns());
+                    match published {
+                        Ok(Some(t)) if t >= before_ns => reached = true,
+                        _ => return,
+                    }
+                }
+                delivered += 1;
+                on_event(ReadEvent::Record(RingRecord {
+                    position,
+                    seq: header.seq,
+                    kind,
+                    flags: header.flags,
+                    body,
+                }));
+            }
+            LogEvent::Lost { from_seq, to_seq } => on_event(ReadEvent::Lost { from_seq, to_seq }),
+        })?;
+        if reached {
+            self.skip_before_ns = None;
+        }
+        Ok(delivered)
     }
 
     /// For replication: moves to `position` (a record boundary this stream had, e.g. a

@@ -42,8 +42,8 @@ struct Cli {
     /// instrument).
     #[arg(long, value_name = "LIST", value_parser = mdi_tools::tail::parse_kinds)]
     kind: Option<RecordKinds>,
-    /// Where to start: earliest, latest, seq:N, or time:ISO8601 (UTC; the first record at
-    /// or after it).
+    /// Where to start: earliest, latest, seq:N, or time:T (the first record published at or
+    /// after T: 2024-01-01T00:00:00Z, an offset like +09:00, or a date; no offset: UTC).
     #[arg(long, value_name = "WHERE", default_value = "latest", value_parser = parse_start)]
     from: From,
     /// Output format.
@@ -115,12 +115,12 @@ fn parse_start(text: &str) -> Result<From, String> {
                     .map(From::Time)
                     .ok_or_else(|| {
                         format!(
-                            "{text:?} is not a start: time: wants UTC like 2024-01-01T00:00:00Z"
+                            "{text:?} is not a start: time: wants a valid time like 2024-01-01T00:00:00Z (an offset like +09:00, or a date)"
                         )
                     });
             }
             Err(format!(
-                "{text:?} is not a start: use earliest, latest, seq:N or time:ISO8601"
+                "{text:?} is not a start: use earliest, latest, seq:N or time:T"
             ))
         }
     }
