@@ -4,8 +4,8 @@
 
 use mdi_protocol::records::RecordKind;
 use mdi_protocol::ring::{
-    RawRead, ReadEvent, RecordHeader, RingOptions, RingReader, RingWriter, ShmDir, StartAt,
-    align_record,
+    RawRead, ReadEvent, RecordHeader, ReplicaWriter, RingOptions, RingReader, RingWriter, ShmDir,
+    StartAt, align_record,
 };
 use zerocopy::FromBytes;
 
@@ -43,7 +43,7 @@ fn contents(shm: &ShmDir, name: &str, start: StartAt) -> (Vec<Seen>, Vec<(u64, u
 
 /// Appends the raw records of one read (starting at `at`) to the replica, each at its
 /// position.
-fn append_records(replica: &mut RingWriter, mut at: u64, raw: &[u8]) {
+fn append_records(replica: &mut ReplicaWriter, mut at: u64, raw: &[u8]) {
     let mut offset = 0;
     while offset < raw.len() {
         let header = RecordHeader::read_from_prefix(&raw[offset..]).unwrap().0;
@@ -61,7 +61,7 @@ struct Pair {
     dst: ShmDir,
     writer: RingWriter,
     source: RingReader,
-    replica: RingWriter,
+    replica: ReplicaWriter,
 }
 
 fn pair() -> Pair {
@@ -71,7 +71,7 @@ fn pair() -> Pair {
     let options = RingOptions::default().capacity(1 << 16);
     let writer = RingWriter::create(&src, "ticks", &options).unwrap();
     let source = RingReader::open(&src, "ticks", StartAt::Earliest).unwrap();
-    let replica = RingWriter::create_replica(&dst, "ticks", &options).unwrap();
+    let replica = ReplicaWriter::create(&dst, "ticks", &options).unwrap();
     Pair {
         _dirs: dirs,
         src,
@@ -86,7 +86,7 @@ fn pair() -> Pair {
 /// stopped. Each raw read is split into records and appended at their positions.
 fn replicate(
     source: &mut RingReader,
-    replica: &mut RingWriter,
+    replica: &mut ReplicaWriter,
     mut from: u64,
     max_bytes: usize,
 ) -> u64 {
@@ -237,7 +237,7 @@ fn raw_appends_that_do_not_fit_the_replica_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let shm = ShmDir::new(dir.path());
     let mut replica =
-        RingWriter::create_replica(&shm, "r", &RingOptions::default().capacity(4096)).unwrap();
+        ReplicaWriter::create(&shm, "r", &RingOptions::default().capacity(4096)).unwrap();
     let mut record = vec![0u8; 32];
     record[..4].copy_from_slice(&32u32.to_le_bytes());
     record[4..6].copy_from_slice(&APP.0.to_le_bytes());

@@ -8,7 +8,9 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use mdi_protocol::records::RecordKind;
-use mdi_protocol::ring::{ReadEvent, RingOptions, RingReader, RingWriter, ShmDir, StartAt};
+use mdi_protocol::ring::{
+    ReadEvent, ReplicaWriter, RingOptions, RingReader, RingWriter, ShmDir, StartAt,
+};
 use mdi_protocol::udp::frame::FrameWriter;
 use mdi_protocol::udp::{Receiver, ReceiverConfig, ReceiverEvent, Sender, SenderConfig};
 
@@ -222,9 +224,9 @@ fn run(s: &Scenario) -> Outcome {
     let replica_dirs: Vec<_> = (0..s.receivers)
         .map(|_| tempfile::tempdir().unwrap())
         .collect();
-    let mut sinks: Vec<RingWriter> = replica_dirs
+    let mut sinks: Vec<ReplicaWriter> = replica_dirs
         .iter()
-        .map(|d| RingWriter::create_replica(&ShmDir::new(d.path()), "ticks", &options).unwrap())
+        .map(|d| ReplicaWriter::create(&ShmDir::new(d.path()), "ticks", &options).unwrap())
         .collect();
     let mut receivers: Vec<Option<Receiver>> = (0..s.receivers).map(|_| None).collect();
     let mut ended = vec![false; s.receivers];
@@ -644,8 +646,7 @@ fn forged_and_truncated_datagrams_are_counted_and_harmless() {
     let dir = tempfile::tempdir().unwrap();
     let shm = ShmDir::new(dir.path());
     let mut sink =
-        RingWriter::create_replica(&shm, "ticks", &RingOptions::default().capacity(1 << 20))
-            .unwrap();
+        ReplicaWriter::create(&shm, "ticks", &RingOptions::default().capacity(1 << 20)).unwrap();
     let mut receiver = Receiver::new(ReceiverConfig::new(1, 1, false), 0);
     let mut forged = FrameWriter::new(1408, 999, 1);
     receiver.handle_datagram(0, forged.heartbeat(1 << 40), &mut sink);

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use mdi_protocol::records::SCHEMA_ID;
-use mdi_protocol::ring::{AppendError, RingOptions, RingWriter, ShmDir, WriterCreateError};
+use mdi_protocol::ring::{AppendError, ReplicaWriter, RingOptions, ShmDir, WriterCreateError};
 use mdi_protocol::udp::frame::{Frame, decode_stream_name};
 use mdi_protocol::udp::{
     Channel, Receiver, ReceiverConfig, ReceiverCounters, ReceiverEvent, ReplicaSink,
@@ -86,7 +86,7 @@ pub struct ReceiverStreamStats {
 #[derive(Debug)]
 struct Stream {
     receiver: Receiver,
-    replica: Option<RingWriter>,
+    replica: Option<ReplicaWriter>,
     name: Option<String>,
     ended: bool,
 }
@@ -310,12 +310,13 @@ impl UdpReceiver {
                         .capacity(capacity)
                         .schema_id(SCHEMA_ID)
                         .replace_incompatible(true);
-                    let replica = RingWriter::create_replica(&self.shm, &name, &options).map_err(
-                        |source| UdpReceiveError::Replica {
-                            stream: name.clone(),
-                            source,
-                        },
-                    )?;
+                    let replica =
+                        ReplicaWriter::create(&self.shm, &name, &options).map_err(|source| {
+                            UdpReceiveError::Replica {
+                                stream: name.clone(),
+                                source,
+                            }
+                        })?;
                     stream.replica = Some(replica);
                     stream.name = Some(name);
                 }

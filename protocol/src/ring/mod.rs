@@ -59,7 +59,9 @@ pub use reader::{
 #[cfg(not(loom))]
 pub use registry::{ReaderSlot, RegisterError, Registration, registered_readers};
 #[cfg(not(loom))]
-pub use writer::{RecordBatch, RingOptions, RingWriter, WriteError, WriterCreateError};
+pub use writer::{
+    RecordBatch, ReplicaWriter, RingOptions, RingWriter, WriteError, WriterCreateError,
+};
 
 /// Default data-region size: 64 MiB, about a day of a busy symbol's trades and quotes.
 pub const DEFAULT_CAPACITY: u64 = 64 << 20;

@@ -294,18 +294,6 @@ impl RingWriter {
         Self::open_writer(dir, name, options, Role::Source)
     }
 
-    /// Creates or takes over a **replica** of another ring (for the reliable-UDP receiver):
-    /// the same capacity as the source, and no epoch record of its own — the source's
-    /// epoch records arrive with its stream. Write with [`Self::append_raw`] and
-    /// [`Self::skip_to`] so that positions and sequence numbers equal the source's.
-    pub fn create_replica(
-        dir: &ShmDir,
-        name: &str,
-        options: &RingOptions,
-    ) -> Result<Self, WriterCreateError> {
-        Self::open_writer(dir, name, options, Role::Replica)
-    }
-
     fn open_writer(
         dir: &ShmDir,
         name: &str,
@@ -442,27 +430,6 @@ impl RingWriter {
         }
     }
 
-    /// Replica: writes a raw record (as [`RingReader::read_raw`] copied it from the source)
-    /// at its source position, keeping its sequence number; a skipped range becomes
-    /// padding and a skipped sequence an exact loss for readers.
-    ///
-    /// [`RingReader::read_raw`]: super::RingReader::read_raw
-    pub fn append_raw(&mut self, position: u64, record: &[u8]) -> Result<u64, AppendError> {
-        let seq = self
-            .appender
-            .append_raw(self.ring.view(), position, record)?;
-        self.wakeup.wake_sleepers();
-        Ok(seq)
-    }
-
-    /// Replica: the source stream continues at `position` with sequence `next_seq` —
-    /// padding in the source, or a range that could not be repaired (readers then see
-    /// `Lost` for the sequences skipped).
-    pub fn skip_to(&mut self, position: u64, next_seq: u64) {
-        self.appender.skip_to(self.ring.view(), position, next_seq);
-        self.wakeup.wake_sleepers();
-    }
-
     /// Readers the writer believes are parked (for tests and monitoring).
     pub fn parked_readers(&self) -> u32 {
         self.wakeup
@@ -526,6 +493,88 @@ impl RingWriter {
     /// The ring file.
     pub fn path(&self) -> &Path {
         &self.ring.path
+    }
+}
+
+/// The one writer of a **replica** of another ring (kept by the reliable-UDP receiver):
+/// the same capacity as the source, records written at their source positions with
+/// their sequence numbers, and no epoch record of its own — the source's epoch records
+/// arrive with its stream. It can only mirror: a replica has no `append`, and a source
+/// [`RingWriter`] has no raw writes, so neither can be used as the other.
+#[derive(Debug)]
+pub struct ReplicaWriter(RingWriter);
+
+impl ReplicaWriter {
+    /// Creates or takes over the replica `name` in `dir` (same capacity as the source).
+    pub fn create(
+        dir: &ShmDir,
+        name: &str,
+        options: &RingOptions,
+    ) -> Result<Self, WriterCreateError> {
+        RingWriter::open_writer(dir, name, options, Role::Replica).map(Self)
+    }
+
+    /// Writes a raw record (as [`RingReader::read_raw`] copied it from the source) at its
+    /// source position, keeping its sequence number; a skipped range becomes padding and
+    /// a skipped sequence an exact loss for readers.
+    ///
+    /// [`RingReader::read_raw`]: super::RingReader::read_raw
+    pub fn append_raw(&mut self, position: u64, record: &[u8]) -> Result<u64, AppendError> {
+        let w = &mut self.0;
+        let seq = w.appender.append_raw(w.ring.view(), position, record)?;
+        w.wakeup.wake_sleepers();
+        Ok(seq)
+    }
+
+    /// The source stream continues at `position` with sequence `next_seq` — padding in
+    /// the source, or a range that could not be repaired (readers then see `Lost` for
+    /// the sequences skipped).
+    pub fn skip_to(&mut self, position: u64, next_seq: u64) {
+        let w = &mut self.0;
+        w.appender.skip_to(w.ring.view(), position, next_seq);
+        w.wakeup.wake_sleepers();
+    }
+
+    /// Records that the replica's keeper is alive at `now_ns` (see
+    /// [`RingWriter::heartbeat`]).
+    pub fn heartbeat(&mut self, now_ns: i64) {
+        self.0.heartbeat(now_ns);
+    }
+
+    /// Readers the writer believes are parked.
+    pub fn parked_readers(&self) -> u32 {
+        self.0.parked_readers()
+    }
+
+    /// The epoch of this replica's writer lock (not the source's: its epochs arrive as
+    /// records).
+    pub fn epoch(&self) -> u64 {
+        self.0.epoch()
+    }
+
+    /// Position after the last record written.
+    pub fn position(&self) -> u64 {
+        self.0.position()
+    }
+
+    /// Sequence number the next record of the source will have.
+    pub fn next_seq(&self) -> u64 {
+        self.0.next_seq()
+    }
+
+    /// Data-region bytes (the source's).
+    pub fn capacity(&self) -> u64 {
+        self.0.capacity()
+    }
+
+    /// The stream name.
+    pub fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    /// The ring file.
+    pub fn path(&self) -> &Path {
+        self.0.path()
     }
 }
 

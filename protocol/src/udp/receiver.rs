@@ -12,12 +12,12 @@ use zerocopy::FromBytes;
 use zerocopy::byteorder::little_endian::U64;
 
 use super::frame::{FLAG_ENDED, FLAG_SETUP_REQUEST, Frame, FrameWriter, StatusBody};
-use crate::ring::{AppendError, RecordHeader, RingWriter, align_record};
+use crate::ring::{AppendError, RecordHeader, ReplicaWriter, align_record};
 
 /// Where a receiver writes the replica: a ring created with
-/// [`RingWriter::create_replica`] and the source's capacity.
+/// [`ReplicaWriter::create`] and the source's capacity.
 pub trait ReplicaSink {
-    /// Writes a raw record at its source position (see [`RingWriter::append_raw`]).
+    /// Writes a raw record at its source position (see [`ReplicaWriter::append_raw`]).
     fn append_raw(&mut self, position: u64, record: &[u8]) -> Result<u64, AppendError>;
     /// The stream continues at `position` with sequence `next_seq`.
     fn skip_to(&mut self, position: u64, next_seq: u64);
@@ -25,17 +25,17 @@ pub trait ReplicaSink {
     fn position(&self) -> u64;
 }
 
-impl ReplicaSink for RingWriter {
+impl ReplicaSink for ReplicaWriter {
     fn append_raw(&mut self, position: u64, record: &[u8]) -> Result<u64, AppendError> {
-        RingWriter::append_raw(self, position, record)
+        ReplicaWriter::append_raw(self, position, record)
     }
 
     fn skip_to(&mut self, position: u64, next_seq: u64) {
-        RingWriter::skip_to(self, position, next_seq);
+        ReplicaWriter::skip_to(self, position, next_seq);
     }
 
     fn position(&self) -> u64 {
-        RingWriter::position(self)
+        ReplicaWriter::position(self)
     }
 }
 
