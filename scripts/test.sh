@@ -21,6 +21,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # the SDK's optional parts: without UDP (a strategy that reads shm only), with tokio
 cargo clippy -p mdi-subscriber --no-default-features --all-targets --locked -- -D warnings
 cargo clippy -p mdi-subscriber --features tokio --all-targets --locked -- -D warnings
+cargo clippy -p mdi-protocol --features schema-codegen --all-targets --locked -- -D warnings
 
 step "cargo deny (bans, licenses, sources; deny.toml)"
 cargo deny --log-level error check bans licenses sources
@@ -28,6 +29,8 @@ cargo deny --log-level error check bans licenses sources
 step "tests"
 cargo nextest run --workspace --locked --no-fail-fast
 cargo nextest run -p mdi-subscriber --features tokio --locked -E 'test(async)'
+# the committed Cap'n Proto code is what the schema generates (ADR 0009)
+cargo nextest run -p mdi-protocol --features schema-codegen --locked -E 'test(generated_code)'
 cargo test --workspace --locked --doc
 
 step "examples against the demo feed"

@@ -10,6 +10,8 @@
 //! Time is always passed in (`now_ns`), never read here, so everything is testable
 //! deterministically.
 
+#[cfg(feature = "schema-codegen")]
+pub mod codegen;
 pub mod decimal;
 pub mod interval;
 pub mod records;

@@ -1,0 +1,248 @@
+//! Building a [`Subscriber`]: streams, start, filters, wait, registration, UDP.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+
+use mdi_protocol::records::{RecordKind, RecordKinds};
+use mdi_protocol::ring::{ReadEvent, Registration, RingReader, ShmDir, StartAt, WaitStrategy};
+use mdi_protocol::view::RecordView;
+
+#[cfg(feature = "udp")]
+use mdi_transport::receiver::BackgroundReceiver;
+
+use super::*;
+use mdi_transport::wall_clock_ns;
+
+/// How long opening a subscriber over UDP waits for its streams to arrive.
+#[cfg(feature = "udp")]
+pub(super) const UDP_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Builds a [`Subscriber`].
+#[derive(Debug, Clone)]
+pub struct SubscriberBuilder {
+    pub(super) shm_dir: Option<PathBuf>,
+    pub(super) streams: Vec<String>,
+    pub(super) start: StartAt,
+    pub(super) symbols: Option<Vec<String>>,
+    pub(super) kinds: RecordKinds,
+    pub(super) wait: WaitStrategy,
+    pub(super) register: Option<String>,
+    #[cfg(feature = "udp")]
+    pub(super) udp: Vec<mdi_protocol::udp::Channel>,
+}
+
+impl SubscriberBuilder {
+    /// The shared-memory directory (default: `$MDI_SHM_DIR`, else `/dev/shm/mdi`).
+    #[must_use]
+    pub fn shm_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.shm_dir = Some(dir.into());
+        self
+    }
+
+    /// A stream to read (repeatable; none: every stream in the directory).
+    #[must_use]
+    pub fn stream(mut self, name: impl Into<String>) -> Self {
+        self.streams.push(name.into());
+        self
+    }
+
+    /// Start at the oldest record still retained.
+    #[must_use]
+    pub fn from_earliest(mut self) -> Self {
+        self.start = StartAt::Earliest;
+        self
+    }
+
+    /// Start after the last committed record (the default): only new records.
+    #[must_use]
+    pub fn from_latest(mut self) -> Self {
+        self.start = StartAt::Latest;
+        self
+    }
+
+    /// Start at this sequence number (in every stream opened).
+    #[must_use]
+    pub fn from_sequence(mut self, seq: u64) -> Self {
+        self.start = StartAt::Sequence(seq);
+        self
+    }
+
+    /// Start at the first record published at or after this time (ns since the Unix
+    /// epoch; [`StartAt::Time`]: found by binary search of the ring's index, the few
+    /// records before it in their index stride read past, not delivered). The last of
+    /// `from_*` called decides the start.
+    #[must_use]
+    pub fn from_time(mut self, time_ns: i64) -> Self {
+        self.start = StartAt::Time(time_ns);
+        self
+    }
+
+    /// Only these symbols (case-insensitive), resolved through the streams' instrument
+    /// definitions.
+    #[must_use]
+    pub fn symbols<S: Into<String>>(mut self, symbols: impl IntoIterator<Item = S>) -> Self {
+        self.symbols = Some(symbols.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Only these record kinds (default: [`RecordKinds::MARKET_DATA`]).
+    #[must_use]
+    pub fn kinds(mut self, kinds: RecordKinds) -> Self {
+        self.kinds = kinds;
+        self
+    }
+
+    /// How [`Subscriber::next`] waits: busy-spin, yield, or park (the default, 1 ms
+    /// slices).
+    #[must_use]
+    pub fn wait(mut self, wait: WaitStrategy) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Publish this reader's position, lag and losses under `name` in each stream's
+    /// readers file, for `mdstat` (the ring itself stays read-only to it).
+    #[must_use]
+    pub fn register(mut self, name: impl Into<String>) -> Self {
+        self.register = Some(name.into());
+        self
+    }
+
+    /// Read a remote publisher over reliable UDP instead of the shm directory: a
+    /// receiver on a thread of its own keeps replicas (loss repaired with NAKs) in a
+    /// private directory, removed when the subscriber is dropped. Repeatable. Waits up to
+    /// 10 s in [`Self::open`] for the streams (named, or any) to arrive.
+    #[cfg(feature = "udp")]
+    #[must_use]
+    pub fn udp(mut self, channel: mdi_protocol::udp::Channel) -> Self {
+        self.udp.push(channel);
+        self
+    }
+
+    /// Opens every stream.
+    pub fn open(self) -> Result<Subscriber, SubscribeError> {
+        #[cfg(feature = "udp")]
+        let udp = if self.udp.is_empty() {
+            None
+        } else {
+            let receiver = BackgroundReceiver::start(&self.udp).map_err(SubscribeError::Udp)?;
+            if !receiver.wait_for(&self.streams, UDP_JOIN_TIMEOUT) {
+                return Err(SubscribeError::NothingOnUdp {
+                    waited: UDP_JOIN_TIMEOUT,
+                });
+            }
+            Some(receiver)
+        };
+        #[cfg(feature = "udp")]
+        let shm = match &udp {
+            Some(receiver) => ShmDir::new(receiver.dir()),
+            None => ShmDir::resolve(self.shm_dir.as_deref()),
+        };
+        #[cfg(not(feature = "udp"))]
+        let shm = ShmDir::resolve(self.shm_dir.as_deref());
+        let names = if self.streams.is_empty() {
+            let names = shm.streams().map_err(|source| SubscribeError::List {
+                path: shm.path().to_owned(),
+                source,
+            })?;
+            if names.is_empty() {
+                return Err(SubscribeError::NoStreams(shm.path().to_owned()));
+            }
+            names
+        } else {
+            self.streams.clone()
+        };
+        let streams = names
+            .into_iter()
+            .map(|name| {
+                let reader = RingReader::open(&shm, &name, self.start).map_err(|source| {
+                    SubscribeError::Open {
+                        stream: name.clone(),
+                        source,
+                    }
+                })?;
+                let registration = match &self.register {
+                    Some(who) => Some(
+                        Registration::claim(&shm, &name, who, wall_clock_ns()).map_err(
+                            |source| SubscribeError::Register {
+                                stream: name.clone(),
+                                source,
+                            },
+                        )?,
+                    ),
+                    None => None,
+                };
+                Ok(StreamState {
+                    name: intern(&name),
+                    reader,
+                    writer_gone: false,
+                    registration,
+                    lost: 0,
+                    status_checked: None,
+                    idle_polls: 0,
+                })
+            })
+            .collect::<Result<Vec<_>, SubscribeError>>()?;
+        // A subscriber that starts later than the earliest record still resolves the
+        // symbols of what it reads: the definitions already in the ring are read first.
+        let mut instruments = HashMap::default();
+        for (index, state) in streams.iter().enumerate() {
+            let first_delivered = match self.start {
+                StartAt::Earliest => continue,
+                StartAt::Sequence(seq) => seq,
+                StartAt::Latest => state.reader.next_seq().unwrap_or(0),
+                // the records read past before the time may define instruments too
+                StartAt::Time(_) => state.reader.tail().1,
+            };
+            prime_instruments(&shm, index, state.name, first_delivered, &mut instruments);
+        }
+        Ok(Subscriber {
+            shm,
+            streams,
+            symbols: self
+                .symbols
+                .map(|s| s.into_iter().map(|s| s.to_ascii_uppercase()).collect()),
+            kinds: self.kinds,
+            wait: self.wait,
+            instruments,
+            queue: VecDeque::new(),
+            next_stream: 0,
+            undecodable: 0,
+            #[cfg(feature = "udp")]
+            _udp: udp,
+        })
+    }
+}
+
+/// Reads the instrument definitions retained in `stream`'s ring before sequence
+/// `first_delivered` (bounded by the ring's size: one pass at memory speed).
+pub(super) fn prime_instruments(
+    shm: &ShmDir,
+    index: usize,
+    stream: &str,
+    first_delivered: u64,
+    instruments: &mut HashMap<(usize, u32), &'static str, IdHash>,
+) {
+    let Ok(mut scan) = RingReader::open(shm, stream, StartAt::Earliest) else {
+        return;
+    };
+    while scan.next_seq().is_some_and(|next| next < first_delivered) {
+        let polled = scan.poll(4096, |event| {
+            if let ReadEvent::Record(r) = event
+                && r.seq < first_delivered
+                && r.kind == RecordKind::INSTRUMENT_DEFINITION
+            {
+                let _ = RecordView::open(r.kind, r.body, |view| {
+                    if let RecordView::Instrument(d) = view
+                        && let Ok(symbol) = d.symbol()
+                    {
+                        instruments.insert((index, d.get_instrument_id()), intern(symbol));
+                    }
+                });
+            }
+        });
+        if !matches!(polled, Ok(n) if n > 0) {
+            break;
+        }
+    }
+}
