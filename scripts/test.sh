@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
 
-step() { printf '\n==> %s\n' "$*"; }
+started=$(date +%s)
+step() { printf '\n==> %s (%s s)\n' "$*" "$(( $(date +%s) - started ))"; }
 
 step "prepare the machine"
 ./scripts/prepare.sh tests
@@ -41,3 +42,4 @@ RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 \
     cargo test -p mdi-protocol --lib --release --locked --target-dir target/loom -- loom_
 
 step "all passed"
+echo "scripts/test.sh: all passed in $(( $(date +%s) - started )) s"

@@ -13,7 +13,7 @@
 //! spinning): send → receive latency, the send time carried in each packet's session
 //! field (these packets are for receiving only; the feed's content is unchanged).
 
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -177,8 +177,7 @@ fn traffic(count: u64) -> Vec<Vec<u8>> {
 pub fn send(count: u64, rate: u64) -> Result<()> {
     pin(0);
     let mut packets = traffic(count);
-    let socket = UdpSocket::bind((SENDER, 0)).context("binding the sender")?;
-    socket.set_multicast_ttl_v4(1)?;
+    let socket = mdi_transport::socket::multicast_sender(SENDER, 1).context("binding the sender")?;
     let interval = 1_000_000_000u64.checked_div(rate);
     let started = now_ns();
     for (i, packet) in packets.iter_mut().enumerate() {

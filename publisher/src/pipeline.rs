@@ -177,6 +177,7 @@ impl KlineStage {
 
     /// A trade of instrument `index`, at `exchange_ns` (its trade time) received at
     /// `receive_ns`: candles closed by it, and the open ones when an update is due.
+    #[inline]
     pub fn on_trade(
         &mut self,
         klines: &mut RingWriter,
