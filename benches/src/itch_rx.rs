@@ -177,7 +177,8 @@ fn traffic(count: u64) -> Vec<Vec<u8>> {
 pub fn send(count: u64, rate: u64) -> Result<()> {
     pin(0);
     let mut packets = traffic(count);
-    let socket = mdi_transport::socket::multicast_sender(SENDER, 1).context("binding the sender")?;
+    let socket =
+        mdi_transport::socket::multicast_sender(SENDER, 1).context("binding the sender")?;
     let interval = 1_000_000_000u64.checked_div(rate);
     let started = now_ns();
     for (i, packet) in packets.iter_mut().enumerate() {
