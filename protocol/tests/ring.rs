@@ -5,7 +5,7 @@
 use mdi_protocol::records::{RecordKind, Trade, decode};
 use mdi_protocol::ring::{
     FileProblem, ReadEvent, ReaderOpenError, RingFileError, RingOptions, RingReader, RingWriter,
-    ShmDir, StartAt, WaitStrategy, WriterCreateError, WriterState,
+    Seq, ShmDir, StartAt, WaitStrategy, WriterCreateError, WriterState,
 };
 use std::time::Duration;
 
@@ -43,10 +43,10 @@ fn drain(reader: &mut RingReader, seen: &mut Seen) {
     loop {
         let n = reader
             .poll(64, |event| match event {
-                ReadEvent::Record(r) => seen.records.push((r.seq, r.body.to_vec())),
+                ReadEvent::Record(r) => seen.records.push((r.seq.get(), r.body.to_vec())),
                 ReadEvent::Lost { from_seq, to_seq } => {
                     seen.lost += to_seq - from_seq;
-                    seen.lost_ranges.push((from_seq, to_seq));
+                    seen.lost_ranges.push((from_seq.get(), to_seq.get()));
                 }
                 ReadEvent::EpochStarted { epoch, .. } => seen.epochs.push(epoch),
             })
@@ -114,9 +114,9 @@ fn start_positions() {
     }
     // Latest: only what comes next.
     let mut latest = RingReader::open(&shm, "t", StartAt::Latest).unwrap();
-    assert_eq!(latest.next_seq(), Some(21));
+    assert_eq!(latest.next_seq(), Some(Seq(21)));
     // Sequence: exactly from there.
-    let mut from_seq = RingReader::open(&shm, "t", StartAt::Sequence(7)).unwrap();
+    let mut from_seq = RingReader::open(&shm, "t", StartAt::Sequence(Seq(7))).unwrap();
     writer.append(APP, &body(99, 8)).unwrap();
     let mut seen = Seen::default();
     drain(&mut latest, &mut seen);
@@ -130,7 +130,7 @@ fn start_positions() {
     assert_eq!(seen.records.len(), 15);
     assert_eq!(seen.lost, 0);
     // A future sequence waits for it.
-    let mut future = RingReader::open(&shm, "t", StartAt::Sequence(23)).unwrap();
+    let mut future = RingReader::open(&shm, "t", StartAt::Sequence(Seq(23))).unwrap();
     writer.append(APP, &body(100, 8)).unwrap();
     writer.append(APP, &body(101, 8)).unwrap();
     let mut seen = Seen::default();
@@ -148,7 +148,7 @@ fn seeking_an_overwritten_sequence_is_an_error_with_the_earliest() {
     for i in 0..1000u64 {
         writer.append(APP, &body(i, 40)).unwrap();
     }
-    match RingReader::open(&shm, "t", StartAt::Sequence(3)) {
+    match RingReader::open(&shm, "t", StartAt::Sequence(Seq(3))) {
         Err(ReaderOpenError::SequenceOverwritten {
             requested,
             earliest,
@@ -156,7 +156,7 @@ fn seeking_an_overwritten_sequence_is_an_error_with_the_earliest() {
         }) => {
             assert_eq!(requested, 3);
             assert!(earliest > 900 && earliest < 1000, "earliest {earliest}");
-            let mut reader = RingReader::open(&shm, "t", StartAt::Sequence(earliest)).unwrap();
+            let mut reader = RingReader::open(&shm, "t", StartAt::Sequence(Seq(earliest))).unwrap();
             let mut seen = Seen::default();
             drain(&mut reader, &mut seen);
             assert_eq!(seen.records.first().unwrap().0, earliest);
@@ -180,12 +180,12 @@ fn seek_in_a_large_ring_uses_the_index() {
         writer.append(APP, &body(i, 48)).unwrap();
     }
     for target in [1u64, 12_345, 150_000, 199_999, 200_000] {
-        let mut reader = RingReader::open(&shm, "big", StartAt::Sequence(target)).unwrap();
+        let mut reader = RingReader::open(&shm, "big", StartAt::Sequence(Seq(target))).unwrap();
         let mut first = None;
         reader
             .poll(1, |e| {
                 if let ReadEvent::Record(r) = e {
-                    first = Some((r.seq, r.body[..8].to_vec()));
+                    first = Some((r.seq.get(), r.body[..8].to_vec()));
                 }
             })
             .unwrap();
@@ -584,7 +584,7 @@ fn a_batch_publishes_each_record_at_once_and_wakes_parked_readers_once_at_its_en
             reader
                 .poll(8, |event| {
                     if let ReadEvent::Record(r) = event {
-                        seen.push(r.seq);
+                        seen.push(r.seq.get());
                     }
                 })
                 .unwrap();
@@ -651,13 +651,13 @@ fn a_start_at_a_time_is_the_first_record_published_at_or_after_it() {
             reader
                 .poll(64, |e| {
                     if let ReadEvent::Record(r) = e {
-                        first_seq.get_or_insert(r.seq);
+                        first_seq.get_or_insert(r.seq.get());
                     }
                 })
                 .unwrap();
             if let Some(first_seq) = first_seq {
                 assert!(
-                    first_seq - opened_at <= 2,
+                    first_seq - opened_at.get() <= 2,
                     "{at}: opened at {opened_at}, first record {first_seq}"
                 );
             }

@@ -138,7 +138,7 @@ fn run_reader(dir: &ShmDir, slow: bool) {
     println!("MDI ready");
     let mut delivered = 0u64;
     let mut lost = 0u64;
-    let mut next_seq = reader.next_seq().unwrap();
+    let mut next_seq = reader.next_seq().unwrap().get();
     let mut ended = false;
     let mut last_progress = Instant::now();
     let mut error = None;
@@ -146,10 +146,10 @@ fn run_reader(dir: &ShmDir, slow: bool) {
         let n = reader
             .poll(256, |event| match event {
                 ReadEvent::Record(r) => {
-                    if r.seq != next_seq && error.is_none() {
-                        error = Some(format!("seq {} expected {next_seq}", r.seq));
+                    if r.seq.get() != next_seq && error.is_none() {
+                        error = Some(format!("seq {} expected {next_seq}", r.seq.get()));
                     }
-                    next_seq = r.seq + 1;
+                    next_seq = r.seq.get() + 1;
                     if r.kind == END {
                         ended = true;
                         return;
@@ -164,9 +164,9 @@ fn run_reader(dir: &ShmDir, slow: bool) {
                         error = Some(format!("loss from {from_seq} expected {next_seq}"));
                     }
                     lost += to_seq - from_seq;
-                    next_seq = to_seq;
+                    next_seq = to_seq.get();
                 }
-                ReadEvent::EpochStarted { seq, .. } => next_seq = seq + 1,
+                ReadEvent::EpochStarted { seq, .. } => next_seq = seq.get() + 1,
             })
             .unwrap();
         if n > 0 {
@@ -281,7 +281,7 @@ fn drain(reader: &mut RingReader, tally: &mut Tally) -> u64 {
         let n = reader
             .poll(1024, |event| match event {
                 ReadEvent::Record(r) => {
-                    assert_eq!(r.seq, tally.next_seq);
+                    assert_eq!(r.seq.get(), tally.next_seq);
                     verify_record(r.body).unwrap();
                     tally.next_seq += 1;
                     delivered += 1;
@@ -289,7 +289,7 @@ fn drain(reader: &mut RingReader, tally: &mut Tally) -> u64 {
                 ReadEvent::Lost { from_seq, to_seq } => {
                     assert_eq!(from_seq, tally.next_seq);
                     tally.lost += to_seq - from_seq;
-                    tally.next_seq = to_seq;
+                    tally.next_seq = to_seq.get();
                 }
                 ReadEvent::EpochStarted { epoch, seq, .. } => {
                     assert_eq!(seq, tally.next_seq);
@@ -336,7 +336,7 @@ fn kill_and_take_over() {
     // The reader drains what was committed: every record intact, sequences contiguous
     // or reported lost (it may have been lapped while the writer ran flat out).
     let mut tally = Tally {
-        next_seq: reader.next_seq().unwrap(),
+        next_seq: reader.next_seq().unwrap().get(),
         lost: 0,
         epochs: Vec::new(),
     };

@@ -1,7 +1,7 @@
 //! Property tests: arbitrary record sizes across the wrap, readers at arbitrary paces.
 
 use mdi_protocol::records::RecordKind;
-use mdi_protocol::ring::{ReadEvent, RingOptions, RingReader, RingWriter, ShmDir, StartAt};
+use mdi_protocol::ring::{ReadEvent, RingOptions, RingReader, RingWriter, Seq, ShmDir, StartAt};
 use proptest::prelude::*;
 
 /// Body of record `i`: `i` in every 8-byte word, truncated to `len`.
@@ -36,7 +36,7 @@ proptest! {
         let shm = ShmDir::new(dir.path());
         let mut writer = RingWriter::create(&shm, "p", &RingOptions::default().capacity(1 << capacity_log2)).unwrap();
         let mut reader = RingReader::open(&shm, "p", StartAt::Latest).unwrap();
-        let first_seq = writer.next_seq();
+        let first_seq = writer.next_seq().get();
         let mut lens = Vec::new();
         let mut next = first_seq;
         let mut lost = 0u64;
@@ -45,15 +45,15 @@ proptest! {
             let mut failure = None;
             reader.poll(max, |event| match event {
                 ReadEvent::Record(r) => {
-                    if r.seq != next {
-                        failure = Some(format!("record {} while expecting {}", r.seq, next));
+                    if r.seq.get() != next {
+                        failure = Some(format!("record {} while expecting {}", r.seq.get(), next));
                     }
-                    let i = r.seq - first_seq;
+                    let i = r.seq.get() - first_seq;
                     let len = lens[i as usize];
                     if r.body != body(i, len).as_slice() {
-                        failure = Some(format!("record {} body mismatch", r.seq));
+                        failure = Some(format!("record {} body mismatch", r.seq.get()));
                     }
-                    next = r.seq + 1;
+                    next = r.seq.get() + 1;
                     delivered += 1;
                 }
                 ReadEvent::Lost { from_seq, to_seq } => {
@@ -61,7 +61,7 @@ proptest! {
                         failure = Some(format!("loss from {from_seq} while expecting {next}"));
                     }
                     lost += to_seq - from_seq;
-                    next = to_seq;
+                    next = to_seq.get();
                 }
                 ReadEvent::EpochStarted { .. } => failure = Some("unexpected epoch".into()),
             }).unwrap();
@@ -87,9 +87,9 @@ proptest! {
         // Any retained sequence can be sought directly.
         if let Some(last) = lens.len().checked_sub(1) {
             let seq = first_seq + last as u64;
-            let mut reader = RingReader::open(&shm, "p", StartAt::Sequence(seq)).unwrap();
+            let mut reader = RingReader::open(&shm, "p", StartAt::Sequence(Seq(seq))).unwrap();
             let mut got = None;
-            reader.poll(1, |e| if let ReadEvent::Record(r) = e { got = Some(r.seq) }).unwrap();
+            reader.poll(1, |e| if let ReadEvent::Record(r) = e { got = Some(r.seq.get()) }).unwrap();
             prop_assert_eq!(got, Some(seq));
         }
     }

@@ -4,8 +4,8 @@
 
 use mdi_protocol::records::RecordKind;
 use mdi_protocol::ring::{
-    RawRead, ReadEvent, RecordHeader, ReplicaWriter, RingOptions, RingReader, RingWriter, ShmDir,
-    StartAt, align_record,
+    Position, RawRead, ReadEvent, RecordHeader, ReplicaWriter, RingOptions, RingReader, RingWriter,
+    Seq, ShmDir, StartAt, align_record,
 };
 use zerocopy::FromBytes;
 
@@ -27,12 +27,12 @@ fn contents(shm: &ShmDir, name: &str, start: StartAt) -> (Vec<Seen>, Vec<(u64, u
         let n = reader
             .poll(64, |event| match event {
                 ReadEvent::Record(r) => {
-                    records.push((r.position, r.seq, r.kind.0, r.body.to_vec()))
+                    records.push((r.position.get(), r.seq.get(), r.kind.0, r.body.to_vec()))
                 }
                 ReadEvent::EpochStarted { seq, epoch, .. } => {
-                    records.push((0, seq, 1, epoch.to_le_bytes().to_vec()))
+                    records.push((0, seq.get(), 1, epoch.to_le_bytes().to_vec()))
                 }
-                ReadEvent::Lost { from_seq, to_seq } => lost.push((from_seq, to_seq)),
+                ReadEvent::Lost { from_seq, to_seq } => lost.push((from_seq.get(), to_seq.get())),
             })
             .unwrap();
         if n == 0 && reader.caught_up() {
@@ -48,7 +48,9 @@ fn append_records(replica: &mut ReplicaWriter, mut at: u64, raw: &[u8]) {
     while offset < raw.len() {
         let header = RecordHeader::read_from_prefix(&raw[offset..]).unwrap().0;
         let len = align_record(u64::from(header.len)) as usize;
-        replica.append_raw(at, &raw[offset..offset + len]).unwrap();
+        replica
+            .append_raw(Position(at), &raw[offset..offset + len])
+            .unwrap();
         offset += len;
         at += len as u64;
     }
@@ -93,7 +95,7 @@ fn replicate(
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        match source.read_raw(from, max_bytes, &mut buf) {
+        match source.read_raw(Position(from), max_bytes, &mut buf) {
             RawRead::Records { next_position } => {
                 append_records(replica, from, &buf);
                 from = next_position;
@@ -129,7 +131,7 @@ fn a_replica_holds_the_same_records_at_the_same_positions() {
         replica_reader
             .poll(usize::MAX, |e| {
                 if let ReadEvent::Record(r) = e {
-                    seen.push((r.position, r.seq));
+                    seen.push((r.position.get(), r.seq.get()));
                 }
             })
             .unwrap();
@@ -137,7 +139,7 @@ fn a_replica_holds_the_same_records_at_the_same_positions() {
             replica_reader
                 .poll(usize::MAX, |e| {
                     if let ReadEvent::Record(r) = e {
-                        seen.push((r.position, r.seq));
+                        seen.push((r.position.get(), r.seq.get()));
                     }
                 })
                 .unwrap();
@@ -163,7 +165,7 @@ fn a_replica_holds_the_same_records_at_the_same_positions() {
     );
     // Sequence seek works on the replica exactly as on the source.
     let last = source_records.last().unwrap().1;
-    let mut r = RingReader::open(&dst, "ticks", StartAt::Sequence(last - 10)).unwrap();
+    let mut r = RingReader::open(&dst, "ticks", StartAt::Sequence(Seq(last - 10))).unwrap();
     let mut first = None;
     r.poll(1, |e| {
         if let ReadEvent::Record(rec) = e {
@@ -171,7 +173,7 @@ fn a_replica_holds_the_same_records_at_the_same_positions() {
         }
     })
     .unwrap();
-    assert_eq!(first, Some(last - 10));
+    assert_eq!(first.map(Seq::get), Some(last - 10u64));
 }
 
 #[test]
@@ -195,9 +197,11 @@ fn an_unrecoverable_gap_is_an_exact_loss_for_replica_readers() {
         while !reader.caught_up() {
             reader
                 .poll(256, |e| match e {
-                    ReadEvent::Record(r) => seqs.push(r.seq),
-                    ReadEvent::Lost { from_seq, to_seq } => lost.push((from_seq, to_seq)),
-                    ReadEvent::EpochStarted { seq, .. } => seqs.push(seq),
+                    ReadEvent::Record(r) => seqs.push(r.seq.get()),
+                    ReadEvent::Lost { from_seq, to_seq } => {
+                        lost.push((from_seq.get(), to_seq.get()))
+                    }
+                    ReadEvent::EpochStarted { seq, .. } => seqs.push(seq.get()),
                 })
                 .unwrap();
         }
@@ -210,7 +214,7 @@ fn an_unrecoverable_gap_is_an_exact_loss_for_replica_readers() {
         writer.append(APP, &body(i, 24)).unwrap();
     }
     let mut buf = Vec::new();
-    let (resume_position, resume_seq) = match source.read_raw(from, 1400, &mut buf) {
+    let (resume_position, resume_seq) = match source.read_raw(Position(from), 1400, &mut buf) {
         RawRead::Unavailable {
             resume_position,
             resume_seq,
@@ -218,10 +222,10 @@ fn an_unrecoverable_gap_is_an_exact_loss_for_replica_readers() {
         other => panic!("expected Unavailable, got {other:?}"),
     };
     assert!(resume_seq > 11 && resume_seq < 2011);
-    replica.skip_to(resume_position, resume_seq);
+    replica.skip_to(Position(resume_position), Seq(resume_seq));
     // The first frame's worth after the gap.
     let mut buf = Vec::new();
-    let RawRead::Records { .. } = source.read_raw(resume_position, 1400, &mut buf) else {
+    let RawRead::Records { .. } = source.read_raw(Position(resume_position), 1400, &mut buf) else {
         panic!("records expected at the resume position");
     };
     append_records(&mut replica, resume_position, &buf);
@@ -243,18 +247,18 @@ fn raw_appends_that_do_not_fit_the_replica_are_refused() {
     record[4..6].copy_from_slice(&APP.0.to_le_bytes());
     record[8..16].copy_from_slice(&5u64.to_le_bytes());
     assert!(
-        replica.append_raw(3, &record).is_err(),
+        replica.append_raw(Position(3), &record).is_err(),
         "unaligned position"
     );
     assert!(
-        replica.append_raw(4088, &record).is_err(),
+        replica.append_raw(Position(4088), &record).is_err(),
         "across the region end"
     );
     assert!(
-        replica.append_raw(0, &record[..24]).is_err(),
+        replica.append_raw(Position(0), &record[..24]).is_err(),
         "length disagrees"
     );
-    assert_eq!(replica.append_raw(64, &record).unwrap(), 5);
-    let err = replica.append_raw(0, &record).unwrap_err();
+    assert_eq!(replica.append_raw(Position(64), &record).unwrap(), 5);
+    let err = replica.append_raw(Position(0), &record).unwrap_err();
     assert!(err.to_string().contains("behind the replica"), "{err}");
 }

@@ -259,7 +259,7 @@ fn run(s: &Scenario) -> Outcome {
             writer
                 .append(RecordKind::APPLICATION_FIRST, &body(written, len))
                 .unwrap();
-            appended.push((writer.position(), now.max(next_write)));
+            appended.push((writer.position().get(), now.max(next_write)));
             written += 1;
             next_write += s.interval;
             if Some(written) == s.restart_after {
@@ -456,9 +456,11 @@ fn contents(dir: &std::path::Path, start: StartAt) -> (Vec<Seen>, u64) {
     while !reader.caught_up() {
         reader
             .poll(1024, |e| match e {
-                ReadEvent::Record(r) => out.push((r.position, r.seq, r.kind.0, r.body.to_vec())),
+                ReadEvent::Record(r) => {
+                    out.push((r.position.get(), r.seq.get(), r.kind.0, r.body.to_vec()))
+                }
                 ReadEvent::EpochStarted { seq, epoch, .. } => {
-                    out.push((0, seq, 1, epoch.to_le_bytes().to_vec()))
+                    out.push((0, seq.get(), 1, epoch.to_le_bytes().to_vec()))
                 }
                 ReadEvent::Lost { from_seq, to_seq } => lost += to_seq - from_seq,
             })

@@ -367,8 +367,8 @@ impl Subscriber {
         state.lost += lost_now;
         if let Some(registration) = &state.registration {
             registration.publish(
-                state.reader.position(),
-                state.reader.next_seq().unwrap_or(0),
+                state.reader.position().get(),
+                state.reader.next_seq().unwrap_or_default().get(),
                 state.lost,
                 wall_clock_ns(),
             );

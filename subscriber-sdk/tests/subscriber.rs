@@ -410,7 +410,7 @@ fn a_registered_subscriber_shows_its_position_and_losses() {
     assert_eq!(r.name, "strategy-a");
     assert_eq!(
         (r.position, r.next_seq, r.lost),
-        (ring.position(), ring.next_seq(), lost)
+        (ring.position().get(), ring.next_seq().get(), lost)
     );
     assert!(lost > 0 && r.heartbeat_ns > 0);
     drop(subscriber);

@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use mdi_protocol::decimal::Decimal;
 use mdi_protocol::interval::Interval;
 use mdi_protocol::records::{RecordError, RecordKind, RecordKinds};
+use mdi_protocol::ring::Seq;
 use mdi_protocol::view::{Levels, RecordView};
 
 /// Output format.
@@ -111,11 +112,11 @@ impl<W: Write> Printer<W> {
     pub fn record(
         &mut self,
         stream: &str,
-        seq: u64,
+        seq: Seq,
         symbol: Option<&str>,
         record: RecordView<'_>,
     ) -> io::Result<()> {
-        match self.try_record(stream, seq, symbol, record) {
+        match self.try_record(stream, seq.get(), symbol, record) {
             Ok(()) => Ok(()),
             Err(Failure::Io(e)) => Err(e),
             Err(Failure::Decode(e)) => {
@@ -485,10 +486,12 @@ mod tests {
         let mut words = vec![0u64; bytes.len() / 8];
         zerocopy::IntoBytes::as_mut_bytes(&mut words[..]).copy_from_slice(&bytes);
         let body = zerocopy::IntoBytes::as_bytes(&words[..]);
-        RecordView::open(T::KIND, body, |view| p.record("klines", seq, symbol, view))
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        RecordView::open(T::KIND, body, |view| {
+            p.record("klines", Seq(seq), symbol, view)
+        })
+        .unwrap()
+        .unwrap()
+        .unwrap();
     }
 
     fn printer(format: Format) -> Printer<Vec<u8>> {
@@ -621,7 +624,7 @@ mod tests {
         let mut p = printer(Format::Jsonl);
         let body = zerocopy::IntoBytes::as_bytes(&words[..]);
         RecordView::open(RecordKind::FEED_STATUS, body, |view| {
-            p.record("ticks", 1, None, view)
+            p.record("ticks", Seq(1), None, view)
         })
         .unwrap()
         .unwrap()

@@ -57,8 +57,8 @@ fn streams_and_a_lagging_registered_reader_as_json_and_table() {
     assert_eq!(s["writer"]["pid"], std::process::id());
     assert_eq!(s["writer"]["epoch"], 1);
     assert_eq!(s["capacity"], 1 << 20);
-    assert_eq!(s["commit_position"], ring.position());
-    assert_eq!(s["next_seq"], ring.next_seq());
+    assert_eq!(s["commit_position"], ring.position().get());
+    assert_eq!(s["next_seq"], ring.next_seq().get());
     let r = &s["readers"][0];
     assert_eq!(
         (r["name"].as_str(), r["alive"].as_bool()),

@@ -288,7 +288,7 @@ impl UdpSender {
             .iter_mut()
             .map(|(_, s)| {
                 let position = s.position();
-                s.source_mut().tail().0.saturating_sub(position)
+                s.source_mut().tail().0.get().saturating_sub(position)
             })
             .max()
             .unwrap_or(0)
@@ -341,7 +341,7 @@ impl UdpSender {
             let position = s.position();
             let source = s.source_mut();
             source.writer_status(0).state == mdi_protocol::ring::WriterState::Alive
-                || source.tail().0 > position
+                || source.tail().0.get() > position
         })
     }
 

@@ -27,6 +27,7 @@
 
 pub(crate) mod log;
 mod sync;
+mod units;
 
 #[cfg(not(loom))]
 mod file;
@@ -58,6 +59,7 @@ pub use reader::{
 };
 #[cfg(not(loom))]
 pub use registry::{ReaderSlot, RegisterError, Registration, registered_readers};
+pub use units::{Position, Seq};
 #[cfg(not(loom))]
 pub use writer::{
     RecordBatch, ReplicaWriter, RingOptions, RingWriter, WriteError, WriterCreateError,

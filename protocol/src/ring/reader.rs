@@ -10,6 +10,7 @@ use super::file::{RingFile, RingFileError, RingInfo, ShmDir, map_readers_file, v
 use super::layout::{FLAG_CLOSED, FLAG_SUPERSEDED, READERS_SLEEPERS, READERS_WAKE};
 use super::log::{self, CorruptRecord, LogCursor, LogEvent, RawRead, SeqLookup, TimeLookup};
 use super::mapping::{self, Mapping};
+use super::units::{Position, Seq};
 use crate::records::{EpochStart, RecordKind, decode};
 
 /// Where a new reader starts.
@@ -22,7 +23,7 @@ pub enum StartAt {
     Latest,
     /// The first record with this sequence number or higher. Found through the sparse
     /// index without scanning; fails if already overwritten.
-    Sequence(u64),
+    Sequence(Seq),
     /// The first record published at or after this time (ns since the Unix epoch; the
     /// records' `ts_publish_ns`, monotone per ring as the writer indexes them). Found by
     /// binary search of the sparse index's times, then at most one index stride read
@@ -62,9 +63,9 @@ pub enum ReaderOpenError {
 #[derive(Debug, Clone, Copy)]
 pub struct RingRecord<'a> {
     /// Byte position of the record in the stream.
-    pub position: u64,
+    pub position: Position,
     /// Sequence number.
-    pub seq: u64,
+    pub seq: Seq,
     /// What the body holds.
     pub kind: RecordKind,
     /// Record flags (reserved, 0).
@@ -82,9 +83,9 @@ pub enum ReadEvent<'a> {
     /// writer lapped this reader (or a replica could not repair a gap). Exact.
     Lost {
         /// First lost sequence.
-        from_seq: u64,
+        from_seq: Seq,
         /// One past the last lost sequence.
-        to_seq: u64,
+        to_seq: Seq,
     },
     /// A writer started a new epoch (the first writer starts epoch 1; a restarted writer
     /// starts the next). Records after this come from the new writer.
@@ -96,7 +97,7 @@ pub enum ReadEvent<'a> {
         /// The new writer's process id.
         writer_pid: u32,
         /// Sequence number of the epoch-start record.
-        seq: u64,
+        seq: Seq,
     },
 }
 
@@ -104,7 +105,7 @@ impl ReadEvent<'_> {
     /// For `Lost`, the number of records lost.
     pub fn lost_count(&self) -> u64 {
         match self {
-            Self::Lost { from_seq, to_seq } => to_seq - from_seq,
+            Self::Lost { from_seq, to_seq } => from_seq.count_to(*to_seq),
             _ => 0,
         }
     }
@@ -196,7 +197,7 @@ impl RingReader {
                     LogCursor::new(position, Some(next_seq), 0)
                 }
             },
-            StartAt::Sequence(seq) => match log::seek_seq(view, seq) {
+            StartAt::Sequence(Seq(seq)) => match log::seek_seq(view, seq) {
                 SeqLookup::At(entry) => LogCursor::new(entry.position, Some(entry.seq), seq),
                 SeqLookup::Future => {
                     let (position, next_seq) = log::snapshot_tail(view);
@@ -261,19 +262,22 @@ impl RingReader {
                         epoch: start.epoch,
                         previous_epoch: start.previous_epoch,
                         writer_pid: start.writer_pid,
-                        seq: header.seq,
+                        seq: Seq(header.seq),
                     });
                     return;
                 }
                 on_event(ReadEvent::Record(RingRecord {
-                    position,
-                    seq: header.seq,
+                    position: Position(position),
+                    seq: Seq(header.seq),
                     kind,
                     flags: header.flags,
                     body,
                 }));
             }
-            LogEvent::Lost { from_seq, to_seq } => on_event(ReadEvent::Lost { from_seq, to_seq }),
+            LogEvent::Lost { from_seq, to_seq } => on_event(ReadEvent::Lost {
+                from_seq: Seq(from_seq),
+                to_seq: Seq(to_seq),
+            }),
         })
     }
 
@@ -303,7 +307,7 @@ impl RingReader {
                         epoch: start.epoch,
                         previous_epoch: start.previous_epoch,
                         writer_pid: start.writer_pid,
-                        seq: header.seq,
+                        seq: Seq(header.seq),
                     });
                     return;
                 }
@@ -317,14 +321,17 @@ impl RingReader {
                 }
                 delivered += 1;
                 on_event(ReadEvent::Record(RingRecord {
-                    position,
-                    seq: header.seq,
+                    position: Position(position),
+                    seq: Seq(header.seq),
                     kind,
                     flags: header.flags,
                     body,
                 }));
             }
-            LogEvent::Lost { from_seq, to_seq } => on_event(ReadEvent::Lost { from_seq, to_seq }),
+            LogEvent::Lost { from_seq, to_seq } => on_event(ReadEvent::Lost {
+                from_seq: Seq(from_seq),
+                to_seq: Seq(to_seq),
+            }),
         })?;
         if reached {
             self.skip_before_ns = None;
@@ -337,19 +344,20 @@ impl RingReader {
     /// one and then as many as fit in `max_bytes`. Padding at `position` is reported as
     /// [`RawRead::Skip`]; padding after the records is skipped. The reader stays after
     /// what it read, so repeated calls walk the stream.
-    pub fn read_raw(&mut self, position: u64, max_bytes: usize, out: &mut Vec<u8>) -> RawRead {
-        self.cursor.seek(position);
+    pub fn read_raw(&mut self, position: Position, max_bytes: usize, out: &mut Vec<u8>) -> RawRead {
+        self.cursor.seek(position.0);
         self.cursor.read_raw(self.ring.view(), max_bytes, out)
     }
 
     /// The oldest retained record: (position, sequence); None for an empty ring.
-    pub fn earliest(&self) -> Option<(u64, u64)> {
-        log::earliest(self.ring.view()).map(|e| (e.position, e.seq))
+    pub fn earliest(&self) -> Option<(Position, Seq)> {
+        log::earliest(self.ring.view()).map(|e| (Position(e.position), Seq(e.seq)))
     }
 
     /// The tail: (position after the last committed record, the next sequence number).
-    pub fn tail(&self) -> (u64, u64) {
-        log::snapshot_tail(self.ring.view())
+    pub fn tail(&self) -> (Position, Seq) {
+        let (position, next_seq) = log::snapshot_tail(self.ring.view());
+        (Position(position), Seq(next_seq))
     }
 
     /// The ring's data-region size (a replica must have the same).
@@ -430,13 +438,13 @@ impl RingReader {
     }
 
     /// Byte position of the next record to read.
-    pub fn position(&self) -> u64 {
-        self.cursor.position()
+    pub fn position(&self) -> Position {
+        Position(self.cursor.position())
     }
 
     /// Sequence number of the next record to read.
-    pub fn next_seq(&self) -> Option<u64> {
-        self.cursor.expected_seq()
+    pub fn next_seq(&self) -> Option<Seq> {
+        self.cursor.expected_seq().map(Seq)
     }
 
     /// Bytes committed but not yet read.

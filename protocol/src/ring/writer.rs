@@ -17,6 +17,7 @@ use super::layout::{
 };
 use super::log::{AppendError, BodySink, Geometry, LogAppender, LogView, RECORD_ALIGN};
 use super::mapping::{self, Mapping};
+use super::units::{Position, Seq};
 use super::{DEFAULT_CAPACITY, MAX_CAPACITY, MIN_CAPACITY};
 use crate::records::{EpochStart, RecordEncoder, RecordError, RecordKind, RecordType, SCHEMA_ID};
 
@@ -236,8 +237,8 @@ fn append_typed<T: RecordType>(
     view: LogView<'_>,
     encoder: &mut RecordEncoder,
     record: &T,
-) -> Result<u64, WriteError> {
-    Ok(match record.flat_words() {
+) -> Result<Seq, WriteError> {
+    Ok(Seq(match record.flat_words() {
         // the hot tick kinds: encoded straight into the record's words in the ring
         Some(words) => appender.append_with(view, T::KIND.0, words, |body| {
             record.write_flat(&mut BodySink::new(body));
@@ -246,7 +247,7 @@ fn append_typed<T: RecordType>(
             let body = encoder.encode_words(record)?;
             appender.append_words(view, T::KIND.0, body)?
         }
-    })
+    }))
 }
 
 /// Records appended together ([`RingWriter::batch`]); parked readers are woken when it
@@ -263,7 +264,7 @@ pub struct RecordBatch<'w> {
 impl RecordBatch<'_> {
     /// Encodes `record` and appends it, as [`RingWriter::append_record`] does.
     #[inline]
-    pub fn append_record<T: RecordType>(&mut self, record: &T) -> Result<u64, WriteError> {
+    pub fn append_record<T: RecordType>(&mut self, record: &T) -> Result<Seq, WriteError> {
         let seq = append_typed(self.appender, self.view, self.encoder, record)?;
         self.appended = true;
         Ok(seq)
@@ -391,21 +392,21 @@ impl RingWriter {
 
     /// Appends one record; returns its sequence number. Never blocks on readers.
     #[inline]
-    pub fn append(&mut self, kind: RecordKind, body: &[u8]) -> Result<u64, AppendError> {
+    pub fn append(&mut self, kind: RecordKind, body: &[u8]) -> Result<Seq, AppendError> {
         self.append_parts(kind, &[body])
     }
 
     /// Appends one record whose body is `parts` concatenated (every part but the last a
     /// multiple of 8 bytes long).
     #[inline]
-    pub fn append_parts(&mut self, kind: RecordKind, parts: &[&[u8]]) -> Result<u64, AppendError> {
+    pub fn append_parts(&mut self, kind: RecordKind, parts: &[&[u8]]) -> Result<Seq, AppendError> {
         let seq = self.appender.append(self.ring.view(), kind.0, parts)?;
         self.wakeup.wake_sleepers();
-        Ok(seq)
+        Ok(Seq(seq))
     }
 
     /// Encodes `record` as a single-segment Cap'n Proto message and appends it.
-    pub fn append_record<T: RecordType>(&mut self, record: &T) -> Result<u64, WriteError> {
+    pub fn append_record<T: RecordType>(&mut self, record: &T) -> Result<Seq, WriteError> {
         let seq = append_typed(
             &mut self.appender,
             self.ring.view(),
@@ -466,13 +467,13 @@ impl RingWriter {
     }
 
     /// Position of the next record.
-    pub fn position(&self) -> u64 {
-        self.appender.position()
+    pub fn position(&self) -> Position {
+        Position(self.appender.position())
     }
 
     /// Sequence number of the next record.
-    pub fn next_seq(&self) -> u64 {
-        self.appender.next_seq()
+    pub fn next_seq(&self) -> Seq {
+        Seq(self.appender.next_seq())
     }
 
     /// Data-region bytes.
@@ -519,19 +520,19 @@ impl ReplicaWriter {
     /// a skipped sequence an exact loss for readers.
     ///
     /// [`RingReader::read_raw`]: super::RingReader::read_raw
-    pub fn append_raw(&mut self, position: u64, record: &[u8]) -> Result<u64, AppendError> {
+    pub fn append_raw(&mut self, position: Position, record: &[u8]) -> Result<Seq, AppendError> {
         let w = &mut self.0;
-        let seq = w.appender.append_raw(w.ring.view(), position, record)?;
+        let seq = w.appender.append_raw(w.ring.view(), position.0, record)?;
         w.wakeup.wake_sleepers();
-        Ok(seq)
+        Ok(Seq(seq))
     }
 
     /// The source stream continues at `position` with sequence `next_seq` — padding in
     /// the source, or a range that could not be repaired (readers then see `Lost` for
     /// the sequences skipped).
-    pub fn skip_to(&mut self, position: u64, next_seq: u64) {
+    pub fn skip_to(&mut self, position: Position, next_seq: Seq) {
         let w = &mut self.0;
-        w.appender.skip_to(w.ring.view(), position, next_seq);
+        w.appender.skip_to(w.ring.view(), position.0, next_seq.0);
         w.wakeup.wake_sleepers();
     }
 
@@ -553,12 +554,12 @@ impl ReplicaWriter {
     }
 
     /// Position after the last record written.
-    pub fn position(&self) -> u64 {
+    pub fn position(&self) -> Position {
         self.0.position()
     }
 
     /// Sequence number the next record of the source will have.
-    pub fn next_seq(&self) -> u64 {
+    pub fn next_seq(&self) -> Seq {
         self.0.next_seq()
     }
 

@@ -12,7 +12,7 @@ use zerocopy::FromBytes;
 use zerocopy::byteorder::little_endian::U64;
 
 use super::frame::{FLAG_ENDED, FLAG_SETUP_REQUEST, Frame, FrameWriter, StatusBody};
-use crate::ring::{AppendError, RecordHeader, ReplicaWriter, align_record};
+use crate::ring::{AppendError, Position, RecordHeader, ReplicaWriter, Seq, align_record};
 
 /// Where a receiver writes the replica: a ring created with
 /// [`ReplicaWriter::create`] and the source's capacity.
@@ -26,16 +26,17 @@ pub trait ReplicaSink {
 }
 
 impl ReplicaSink for ReplicaWriter {
+    // The state machine works in the wire's u64 positions and sequences.
     fn append_raw(&mut self, position: u64, record: &[u8]) -> Result<u64, AppendError> {
-        ReplicaWriter::append_raw(self, position, record)
+        ReplicaWriter::append_raw(self, Position(position), record).map(Seq::get)
     }
 
     fn skip_to(&mut self, position: u64, next_seq: u64) {
-        ReplicaWriter::skip_to(self, position, next_seq);
+        ReplicaWriter::skip_to(self, Position(position), Seq(next_seq));
     }
 
     fn position(&self) -> u64 {
-        ReplicaWriter::position(self)
+        ReplicaWriter::position(self).get()
     }
 }
 

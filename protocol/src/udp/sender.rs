@@ -14,7 +14,7 @@ use super::frame::{
     DATA_HEADER_LEN, FLAG_ENDED, FLAG_SETUP_REQUEST, Frame, FrameWriter, SetupBody,
     UnavailableBody, encode_stream_name,
 };
-use crate::ring::{RawRead, RingReader};
+use crate::ring::{Position, RawRead, RingReader};
 
 /// Where a sender reads the stream it serves: a ring (the retransmit buffer is the ring).
 pub trait StreamSource {
@@ -32,26 +32,29 @@ pub trait StreamSource {
 }
 
 impl StreamSource for RingReader {
+    // The wire and the state machines carry positions and sequences as the u64 they are
+    // in a frame; the ring's typed API is converted here.
     fn read_raw(&mut self, position: u64, max_bytes: usize, out: &mut Vec<u8>) -> RawRead {
-        RingReader::read_raw(self, position, max_bytes, out)
+        RingReader::read_raw(self, Position(position), max_bytes, out)
     }
 
     fn earliest(&mut self) -> Option<(u64, u64)> {
-        RingReader::earliest(self)
+        RingReader::earliest(self).map(|(p, s)| (p.get(), s.get()))
     }
 
     fn tail(&mut self) -> (u64, u64) {
-        RingReader::tail(self)
+        let (p, s) = RingReader::tail(self);
+        (p.get(), s.get())
     }
 
     fn session_start(&mut self) -> (u64, u64) {
         let info = self.info();
-        match RingReader::earliest(self) {
+        match StreamSource::earliest(self) {
             Some((earliest, _)) if info.epoch_start_position >= earliest => {
                 (info.epoch_start_position, info.epoch_start_seq)
             }
             Some(earliest) => earliest,
-            None => RingReader::tail(self),
+            None => StreamSource::tail(self),
         }
     }
 }

@@ -4,7 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 
 use mdi_protocol::records::{RecordKind, RecordKinds};
-use mdi_protocol::ring::{ReadEvent, Registration, RingReader, ShmDir, StartAt, WaitStrategy};
+use mdi_protocol::ring::{ReadEvent, Registration, RingReader, Seq, ShmDir, StartAt, WaitStrategy};
 use mdi_protocol::view::RecordView;
 
 #[cfg(feature = "udp")]
@@ -62,8 +62,8 @@ impl SubscriberBuilder {
 
     /// Start at this sequence number (in every stream opened).
     #[must_use]
-    pub fn from_sequence(mut self, seq: u64) -> Self {
-        self.start = StartAt::Sequence(seq);
+    pub fn from_sequence(mut self, seq: impl Into<Seq>) -> Self {
+        self.start = StartAt::Sequence(seq.into());
         self
     }
 
@@ -190,7 +190,7 @@ impl SubscriberBuilder {
             let first_delivered = match self.start {
                 StartAt::Earliest => continue,
                 StartAt::Sequence(seq) => seq,
-                StartAt::Latest => state.reader.next_seq().unwrap_or(0),
+                StartAt::Latest => state.reader.next_seq().unwrap_or_default(),
                 // the records read past before the time may define instruments too
                 StartAt::Time(_) => state.reader.tail().1,
             };
@@ -220,7 +220,7 @@ pub(super) fn prime_instruments(
     shm: &ShmDir,
     index: usize,
     stream: &str,
-    first_delivered: u64,
+    first_delivered: Seq,
     instruments: &mut HashMap<(usize, u32), &'static str, IdHash>,
 ) {
     let Ok(mut scan) = RingReader::open(shm, stream, StartAt::Earliest) else {

@@ -3,7 +3,7 @@
 
 use mdi_protocol::decimal::Decimal;
 use mdi_protocol::records::Trade;
-use mdi_protocol::ring::WriterState;
+use mdi_protocol::ring::{Position, Seq, WriterState};
 use mdi_protocol::view::{Record, RecordView};
 
 /// Exact decimal accessors for trades.
@@ -33,7 +33,7 @@ pub enum Event {
         /// The stream.
         stream: &'static str,
         /// Its sequence number in the stream.
-        seq: u64,
+        seq: Seq,
         /// The record.
         record: Record,
         /// The instrument's symbol.
@@ -45,9 +45,9 @@ pub enum Event {
         /// The stream.
         stream: &'static str,
         /// First lost sequence.
-        from_seq: u64,
+        from_seq: Seq,
         /// One past the last.
-        to_seq: u64,
+        to_seq: Seq,
         /// `to_seq - from_seq`.
         count: u64,
     },
@@ -81,7 +81,7 @@ pub enum Event {
 
 /// The writers' positions at one moment ([`Subscriber::mark`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mark(pub(super) Vec<u64>);
+pub struct Mark(pub(super) Vec<Position>);
 
 /// What [`Subscriber::poll_views`] delivers: records as zero-copy views, everything
 /// else as the [`Event`] [`Subscriber::poll`] would give.
@@ -92,7 +92,7 @@ pub enum ViewEvent<'a> {
         /// The stream.
         stream: &'static str,
         /// Its sequence number in the stream.
-        seq: u64,
+        seq: Seq,
         /// The record.
         record: RecordView<'a>,
         /// The instrument's symbol (`None` if the stream has not shown its definition).

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use mdi_protocol::ring::{StartAt, WaitStrategy, WriterState};
+use mdi_protocol::ring::{Seq, StartAt, WaitStrategy, WriterState};
 use mdi_protocol::view::RecordView;
 use mdi_subscriber::{Event, RecordKind, RecordKinds, SubscribeError, Subscriber, ViewEvent};
 use mdi_tools::tail::{DEFAULT_KINDS, Format, Printer, Stats};
@@ -105,7 +105,7 @@ fn parse_start(text: &str) -> Result<From, String> {
             if let Some(seq) = text.strip_prefix("seq:") {
                 return seq
                     .parse()
-                    .map(|s| From::Ring(StartAt::Sequence(s)))
+                    .map(|s| From::Ring(StartAt::Sequence(Seq(s))))
                     .map_err(|_| {
                         format!("{text:?} is not a start: seq:N wants a sequence number")
                     });
@@ -171,7 +171,7 @@ fn subscriber(
     }
     builder = match from {
         From::Ring(StartAt::Earliest) => builder.from_earliest(),
-        From::Ring(StartAt::Sequence(seq)) => builder.from_sequence(seq),
+        From::Ring(StartAt::Sequence(Seq(seq))) => builder.from_sequence(seq),
         From::Ring(_) => builder.from_latest(),
         From::Time(ns) => builder.from_time(ns),
     };

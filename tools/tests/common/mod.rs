@@ -19,9 +19,11 @@ pub fn stream_contents(dir: &Path, stream: &str) -> Vec<Seen> {
     while !reader.caught_up() {
         reader
             .poll(1024, |e| match e {
-                ReadEvent::Record(r) => out.push((r.position, r.seq, r.kind.0, r.body.to_vec())),
+                ReadEvent::Record(r) => {
+                    out.push((r.position.get(), r.seq.get(), r.kind.0, r.body.to_vec()))
+                }
                 ReadEvent::EpochStarted { seq, epoch, .. } => {
-                    out.push((0, seq, 1, epoch.to_le_bytes().to_vec()))
+                    out.push((0, seq.get(), 1, epoch.to_le_bytes().to_vec()))
                 }
                 ReadEvent::Lost { from_seq, to_seq } => panic!("loss {from_seq}..{to_seq}"),
             })
