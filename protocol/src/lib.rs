@@ -16,6 +16,7 @@ pub mod decimal;
 pub mod interval;
 pub mod records;
 pub mod ring;
+pub mod time;
 #[cfg(not(loom))]
 pub mod udp;
 pub mod view;

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use mdi_protocol::ring::registry::SLOTS;
 use mdi_protocol::ring::{
-    RegisterError, Registration, RingOptions, RingWriter, ShmDir, registered_readers,
+    Position, RegisterError, Registration, RingOptions, RingWriter, Seq, ShmDir, registered_readers,
 };
 
 /// Child role: register as "crashed" and exit without freeing the slot.
@@ -15,7 +15,7 @@ fn child_registers_and_dies() {
         return;
     };
     let registration = Registration::claim(&ShmDir::new(dir), "ticks", "crashed", 7).unwrap();
-    registration.publish(4096, 10, 0, 8);
+    registration.publish(Position(4096), Seq(10), 0, 8);
     std::mem::forget(registration);
     std::process::exit(0);
 }
@@ -28,7 +28,7 @@ fn readers_register_publish_and_leave() {
         RingWriter::create(&shm, "ticks", &RingOptions::default().capacity(4096)).unwrap();
     let a = Registration::claim(&shm, "ticks", "strategy-a", 1).unwrap();
     let b = Registration::claim(&shm, "ticks", "a-name-longer-than-24-bytes-is-cut", 1).unwrap();
-    a.publish(1024, 17, 3, 99);
+    a.publish(Position(1024), Seq(17), 3, 99);
     let readers = registered_readers(&shm, "ticks").unwrap();
     assert_eq!(readers.len(), 2);
     let ra = &readers[0];

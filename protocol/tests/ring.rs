@@ -7,6 +7,7 @@ use mdi_protocol::ring::{
     FileProblem, ReadEvent, ReaderOpenError, RingFileError, RingOptions, RingReader, RingWriter,
     Seq, ShmDir, StartAt, WaitStrategy, WriterCreateError, WriterState,
 };
+use mdi_protocol::time::WallNs;
 use std::time::Duration;
 
 const APP: RecordKind = RecordKind::APPLICATION_FIRST;
@@ -642,10 +643,12 @@ fn a_start_at_a_time_is_the_first_record_published_at_or_after_it() {
         let last_time = retained.iter().map(|r| r.1).max().unwrap();
         for k in 0..=400 {
             let at = first_time - 10_000 + (last_time - first_time + 20_000) * k / 400;
-            let got = timed_trades(&shm, StartAt::Time(at), 1).first().copied();
+            let got = timed_trades(&shm, StartAt::Time(WallNs(at)), 1)
+                .first()
+                .copied();
             // found through the index: the reader starts right before what it delivers,
             // not at the earliest record (a 64 KiB ring indexes every 64 bytes)
-            let mut reader = RingReader::open(&shm, "timed", StartAt::Time(at)).unwrap();
+            let mut reader = RingReader::open(&shm, "timed", StartAt::Time(WallNs(at))).unwrap();
             let opened_at = reader.next_seq().unwrap();
             let mut first_seq = None;
             reader

@@ -354,11 +354,11 @@ fn run(s: &Scenario) -> Outcome {
         // Jump to the next thing that happens.
         let mut next = net.next_arrival().unwrap_or(u64::MAX);
         if let Some(t) = sender.poll_timeout() {
-            next = next.min(t);
+            next = next.min(t.get());
         }
         for receiver in receivers.iter().flatten() {
             if let Some(t) = receiver.poll_timeout() {
-                next = next.min(t);
+                next = next.min(t.get());
             }
         }
         if written < s.records {

@@ -44,12 +44,13 @@ use mdi_protocol::records::{RecordError, RecordKinds};
 use mdi_protocol::ring::{
     ReadEvent, Registration, RingReader, ShmDir, StartAt, WaitStrategy, WriterState,
 };
+use mdi_protocol::time::WallNs;
 use mdi_protocol::view::RecordView;
 
 #[cfg(feature = "udp")]
 use mdi_transport::receiver::BackgroundReceiver;
 
-use mdi_transport::wall_clock_ns;
+use mdi_transport::clock::wall_now;
 
 /// How often an idle stream's writer is looked at.
 const STATUS_EVERY: Duration = Duration::from_millis(20);
@@ -367,10 +368,10 @@ impl Subscriber {
         state.lost += lost_now;
         if let Some(registration) = &state.registration {
             registration.publish(
-                state.reader.position().get(),
-                state.reader.next_seq().unwrap_or_default().get(),
+                state.reader.position(),
+                state.reader.next_seq().unwrap_or_default(),
                 state.lost,
-                wall_clock_ns(),
+                wall_now(),
             );
         }
         // the clock is read every 256 idle polls only: a spinning reader's loop stays short
@@ -385,7 +386,7 @@ impl Subscriber {
                 .is_none_or(|at| at.elapsed() >= STATUS_EVERY);
         if due {
             state.status_checked = Some(Instant::now());
-            match state.reader.writer_status(0).state {
+            match state.reader.writer_status(WallNs(0)).state {
                 WriterState::Alive => state.writer_gone = false,
                 gone @ (WriterState::Closed | WriterState::Dead) if !state.writer_gone => {
                     state.writer_gone = true;

@@ -14,9 +14,11 @@ use mdi_protocol::udp::{
     Channel, Receiver, ReceiverConfig, ReceiverCounters, ReceiverEvent, ReplicaSink,
 };
 
+use crate::clock::MonoClock;
 use crate::loss::LossGenerator;
 use crate::socket::bind_receiver;
 use crate::{batch, status};
+use mdi_protocol::time::{MonoNs, WallNs};
 
 /// Setting up or running a UDP receiver failed.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +94,7 @@ struct Stream {
 }
 
 impl Stream {
-    fn new(options: &UdpReceiverOptions, channel: &Channel, stream_id: u32, now: u64) -> Self {
+    fn new(options: &UdpReceiverOptions, channel: &Channel, stream_id: u32, now: MonoNs) -> Self {
         let config = ReceiverConfig {
             seed: options.debug_seed ^ u64::from(stream_id),
             ..ReceiverConfig::new(options.receiver_id, stream_id, channel.is_multicast())
@@ -145,14 +147,14 @@ pub struct UdpReceiver {
     streams: HashMap<u32, Stream>,
     sender: Option<SocketAddr>,
     loss: LossGenerator,
-    origin: Instant,
+    clock: MonoClock,
     /// Datagrams of the last receive (`recvmmsg`).
     batch: batch::RecvBatch,
     events: Vec<StreamEvent>,
     malformed: u64,
     nonblocking: bool,
     /// When the counters were last written for `mdstat` (ns of `origin`).
-    status_at: u64,
+    status_at: MonoNs,
 }
 
 impl Drop for UdpReceiver {
@@ -207,17 +209,17 @@ impl UdpReceiver {
             options,
             streams: HashMap::new(),
             sender: None,
-            origin: Instant::now(),
+            clock: MonoClock::start(),
             batch: batch::RecvBatch::new(),
             events: Vec::new(),
             malformed: 0,
             nonblocking: false,
-            status_at: 0,
+            status_at: MonoNs(0),
         })
     }
 
-    fn now_ns(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    fn now_ns(&self) -> MonoNs {
+        self.clock.now()
     }
 
     /// Waits up to `max_wait` for a datagram (`Duration::ZERO`: does not wait, for
@@ -225,14 +227,14 @@ impl UdpReceiver {
     /// a datagram arrived.
     pub fn poll(&mut self, max_wait: Duration) -> Result<bool, UdpReceiveError> {
         let now = self.now_ns();
-        if now.saturating_sub(self.status_at) >= 1_000_000_000 {
+        if now.since(self.status_at) >= 1_000_000_000 {
             self.status_at = now;
             self.write_status();
             // the replicas' writer is this receiver: its heartbeat shows it is alive
             let wall = crate::clock::wall_clock_ns();
             for stream in self.streams.values_mut() {
                 if let Some(replica) = stream.replica.as_mut() {
-                    replica.heartbeat(wall);
+                    replica.heartbeat(WallNs(wall));
                 }
             }
         }
@@ -252,7 +254,7 @@ impl UdpReceiver {
             .filter_map(|s| s.receiver.poll_timeout())
             .min()
             .map_or(max_wait, |at| {
-                Duration::from_nanos(at.saturating_sub(now)).min(max_wait)
+                Duration::from_nanos(at.since(now)).min(max_wait)
             })
             .max(Duration::from_micros(10));
         let sock_err = |channel: &Channel, source| UdpReceiveError::Socket {
@@ -286,7 +288,7 @@ impl UdpReceiver {
 
     fn handle(
         &mut self,
-        now: u64,
+        now: MonoNs,
         datagram: &[u8],
         from: Option<SocketAddr>,
     ) -> Result<(), UdpReceiveError> {
@@ -352,7 +354,7 @@ impl UdpReceiver {
     }
 
     /// Sends what the state machines have due and collects their events.
-    fn transmit(&mut self, now: u64) -> io::Result<()> {
+    fn transmit(&mut self, now: MonoNs) -> io::Result<()> {
         for stream in self.streams.values_mut() {
             if let Some(replica) = &mut stream.replica {
                 stream.receiver.handle_timeout(now, replica);

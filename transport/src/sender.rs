@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::batch::SendBatch;
+use crate::clock::MonoClock;
 use crate::loss::LossGenerator;
 use crate::socket::bind_sender;
 use crate::status;
 use mdi_protocol::ring::{RingReader, ShmDir, StartAt};
+use mdi_protocol::time::{MonoNs, WallNs};
 use mdi_protocol::udp::frame::{Frame, MAX_MTU};
 use mdi_protocol::udp::{Channel, ReceiverInfo, Sender, SenderConfig, SenderCounters};
 
@@ -75,7 +77,7 @@ pub struct UdpSender {
     destination: SocketAddr,
     senders: Vec<(String, Sender<RingReader>)>,
     loss: LossGenerator,
-    origin: Instant,
+    clock: MonoClock,
     buf: Vec<u8>,
     /// Frames on their way out (`sendmmsg`); what a full socket buffer refused stays
     /// here, in order, and goes first on the next poll.
@@ -117,7 +119,7 @@ impl UdpSender {
         let random = std::collections::hash_map::RandomState::new()
             .build_hasher()
             .finish();
-        let origin = Instant::now();
+        let clock = MonoClock::start();
         let mut senders = Vec::new();
         for (i, name) in streams.iter().enumerate() {
             let reader = RingReader::open(shm, name, StartAt::Latest).map_err(|source| {
@@ -138,7 +140,7 @@ impl UdpSender {
                 info.created_ns.cast_unsigned(),
             );
             config.linger_ns = u64::try_from(options.linger.as_nanos()).unwrap_or(u64::MAX);
-            senders.push((name.clone(), Sender::new(config, reader, 0)));
+            senders.push((name.clone(), Sender::new(config, reader, MonoNs(0))));
         }
         Ok(Self {
             loss: LossGenerator::new(options.debug_drop_rate, options.debug_seed),
@@ -146,7 +148,7 @@ impl UdpSender {
             socket,
             destination,
             senders,
-            origin,
+            clock,
             buf: vec![0; MAX_MTU],
             out: SendBatch::new(),
             shm: shm.clone(),
@@ -154,8 +156,8 @@ impl UdpSender {
         })
     }
 
-    fn now_ns(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    fn now_ns(&self) -> MonoNs {
+        self.clock.now()
     }
 
     /// Handles what arrived (NAKs, STATUS) and sends everything due; returns whether
@@ -274,7 +276,7 @@ impl UdpSender {
                         "{id:016x} position={} lost={} seen_ms_ago={}",
                         info.position,
                         info.lost_records,
-                        origin_ns.saturating_sub(info.last_seen_ns) / 1_000_000
+                        origin_ns.get().saturating_sub(info.last_seen_ns) / 1_000_000
                     ),
                 ));
             }
@@ -315,7 +317,7 @@ impl UdpSender {
             .filter_map(|(_, s)| s.poll_timeout())
             .min()
             .map_or(Duration::from_millis(1), |at| {
-                Duration::from_nanos(at.saturating_sub(now))
+                Duration::from_nanos(at.since(now))
             })
     }
 
@@ -340,7 +342,7 @@ impl UdpSender {
         self.senders.iter_mut().any(|(_, s)| {
             let position = s.position();
             let source = s.source_mut();
-            source.writer_status(0).state == mdi_protocol::ring::WriterState::Alive
+            source.writer_status(WallNs(0)).state == mdi_protocol::ring::WriterState::Alive
                 || source.tail().0.get() > position
         })
     }

@@ -12,6 +12,7 @@ use super::log::{self, CorruptRecord, LogCursor, LogEvent, RawRead, SeqLookup, T
 use super::mapping::{self, Mapping};
 use super::units::{Position, Seq};
 use crate::records::{EpochStart, RecordKind, decode};
+use crate::time::WallNs;
 
 /// Where a new reader starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -30,7 +31,7 @@ pub enum StartAt {
     /// past; a time before everything retained starts at the earliest record. Records
     /// that carry no publish time (application kinds) are read past until the first
     /// record at or after the time.
-    Time(i64),
+    Time(WallNs),
 }
 
 /// Why a reader could not be opened.
@@ -211,7 +212,7 @@ impl RingReader {
                     });
                 }
             },
-            StartAt::Time(time_ns) => {
+            StartAt::Time(WallNs(time_ns)) => {
                 skip_before_ns = Some(time_ns);
                 match log::seek_time(view, time_ns) {
                     TimeLookup::At(entry) => LogCursor::new(entry.position, Some(entry.seq), 0),
@@ -414,7 +415,8 @@ impl RingReader {
     }
 
     /// The writer's liveness: lock held (alive), closed cleanly, died, or superseded.
-    pub fn writer_status(&self, now_ns: i64) -> WriterStatus {
+    pub fn writer_status(&self, now: impl Into<WallNs>) -> WriterStatus {
+        let now_ns = now.into().get();
         let flags = self.ring.writer_flags();
         let state = if flags & FLAG_SUPERSEDED != 0 {
             WriterState::Superseded

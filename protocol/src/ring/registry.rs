@@ -15,6 +15,8 @@ use std::sync::atomic::Ordering;
 
 use super::file::{RingFileError, ShmDir, map_readers_file};
 use super::mapping::Mapping;
+use super::units::{Position, Seq};
+use crate::time::WallNs;
 
 /// First byte of the slots in the readers file.
 pub const SLOTS_OFFSET: usize = 512;
@@ -87,8 +89,9 @@ impl Registration {
         dir: &ShmDir,
         stream: &str,
         name: &str,
-        now_ns: i64,
+        now: impl Into<WallNs>,
     ) -> Result<Self, RegisterError> {
+        let now = now.into();
         let path = dir.readers_path(stream);
         let file = OpenOptions::new()
             .read(true)
@@ -118,7 +121,7 @@ impl Registration {
                         .store(u64::from_le_bytes(w), Ordering::Relaxed);
                 }
                 let registration = Self { map, offset, pid };
-                registration.publish(0, 0, 0, now_ns);
+                registration.publish(Position(0), Seq(0), 0, now);
                 return Ok(registration);
             }
         }
@@ -128,7 +131,8 @@ impl Registration {
     /// Publishes the reader's progress (a few relaxed stores; cheap enough for every
     /// poll).
     #[inline]
-    pub fn publish(&self, position: u64, next_seq: u64, lost: u64, now_ns: i64) {
+    pub fn publish(&self, position: Position, next_seq: Seq, lost: u64, now: impl Into<WallNs>) {
+        let (position, next_seq, now_ns) = (position.get(), next_seq.get(), now.into().get());
         word(&self.map, self.offset + POSITION).store(position, Ordering::Relaxed);
         word(&self.map, self.offset + NEXT_SEQ).store(next_seq, Ordering::Relaxed);
         word(&self.map, self.offset + LOST).store(lost, Ordering::Relaxed);

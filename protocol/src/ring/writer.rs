@@ -20,6 +20,7 @@ use super::mapping::{self, Mapping};
 use super::units::{Position, Seq};
 use super::{DEFAULT_CAPACITY, MAX_CAPACITY, MIN_CAPACITY};
 use crate::records::{EpochStart, RecordEncoder, RecordError, RecordKind, RecordType, SCHEMA_ID};
+use crate::time::WallNs;
 
 /// How to create (or take over) a ring.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,8 +100,8 @@ impl RingOptions {
 
     /// The caller's clock, ns since the Unix epoch: stored as creation time, start time and
     /// first heartbeat. (The ring never reads a clock itself.)
-    pub fn now_ns(mut self, now_ns: i64) -> Self {
-        self.now_ns = now_ns;
+    pub fn now_ns(mut self, now: impl Into<WallNs>) -> Self {
+        self.now_ns = now.into().get();
         self
     }
 
@@ -445,11 +446,12 @@ impl RingWriter {
     /// Also closes the parked-reader race of [`Self::append`]: the SeqCst fence orders
     /// everything published so far before the sleeper-count load, and a parking reader
     /// does the mirror image, so one of the two always sees the other.
-    pub fn heartbeat(&mut self, now_ns: i64) {
+    pub fn heartbeat(&mut self, now: impl Into<WallNs>) {
+        let now = now.into();
         self.ring
             .map
             .u64_at(WRITER_HEARTBEAT)
-            .store(now_ns.cast_unsigned(), Ordering::Release);
+            .store(now.get().cast_unsigned(), Ordering::Release);
         fence(Ordering::SeqCst);
         let sleepers = self
             .wakeup
@@ -538,8 +540,8 @@ impl ReplicaWriter {
 
     /// Records that the replica's keeper is alive at `now_ns` (see
     /// [`RingWriter::heartbeat`]).
-    pub fn heartbeat(&mut self, now_ns: i64) {
-        self.0.heartbeat(now_ns);
+    pub fn heartbeat(&mut self, now: impl Into<WallNs>) {
+        self.0.heartbeat(now);
     }
 
     /// Readers the writer believes are parked.

@@ -13,6 +13,7 @@ use zerocopy::byteorder::little_endian::U64;
 
 use super::frame::{FLAG_ENDED, FLAG_SETUP_REQUEST, Frame, FrameWriter, StatusBody};
 use crate::ring::{AppendError, Position, RecordHeader, ReplicaWriter, Seq, align_record};
+use crate::time::MonoNs;
 
 /// Where a receiver writes the replica: a ring created with
 /// [`ReplicaWriter::create`] and the source's capacity.
@@ -206,7 +207,8 @@ pub struct Receiver {
 
 impl Receiver {
     /// A receiver that has not joined a session yet (it asks for SETUP in its STATUS).
-    pub fn new(config: ReceiverConfig, now_ns: u64) -> Self {
+    pub fn new(config: ReceiverConfig, now: impl Into<MonoNs>) -> Self {
+        let now_ns = now.into().get();
         let writer = FrameWriter::new(256, 0, config.stream_id);
         Self {
             rng: config.seed | 1,
@@ -226,7 +228,13 @@ impl Receiver {
     }
 
     /// Handles one datagram; records go into `sink`.
-    pub fn handle_datagram(&mut self, now_ns: u64, datagram: &[u8], sink: &mut impl ReplicaSink) {
+    pub fn handle_datagram(
+        &mut self,
+        now: impl Into<MonoNs>,
+        datagram: &[u8],
+        sink: &mut impl ReplicaSink,
+    ) {
+        let now_ns = now.into().get();
         let frame = match Frame::parse(datagram) {
             Ok(frame) => frame,
             Err(_) => {
@@ -688,7 +696,8 @@ impl Receiver {
     /// The next frame for the sender (NAKs, STATUS), if any. When the NAK timer fires,
     /// every hole below the high-water mark is NAKed in one round — not one gap per
     /// round trip.
-    pub fn poll_transmit(&mut self, now_ns: u64) -> Option<&[u8]> {
+    pub fn poll_transmit(&mut self, now: impl Into<MonoNs>) -> Option<&[u8]> {
+        let now_ns = now.into().get();
         if self.nak_queue.is_empty()
             && let Some(at) = self.nak_at
             && now_ns >= at
@@ -741,7 +750,11 @@ impl Receiver {
     }
 
     /// When the receiver next has something to do.
-    pub fn poll_timeout(&self) -> Option<u64> {
+    pub fn poll_timeout(&self) -> Option<MonoNs> {
+        self.next_timeout().map(MonoNs)
+    }
+
+    fn next_timeout(&self) -> Option<u64> {
         if !self.nak_queue.is_empty() {
             // More NAKs of this round are due now.
             return Some(0);
@@ -764,7 +777,8 @@ impl Receiver {
     /// sequence after a hole is that of the next buffered record, or END's final one) —
     /// so the receiver ends instead of waiting forever. Call it when
     /// [`Self::poll_timeout`] is due (calling it more often is harmless).
-    pub fn handle_timeout(&mut self, now_ns: u64, sink: &mut impl ReplicaSink) {
+    pub fn handle_timeout(&mut self, now: impl Into<MonoNs>, sink: &mut impl ReplicaSink) {
+        let now_ns = now.into().get();
         let Some(session) = &self.session else {
             return;
         };

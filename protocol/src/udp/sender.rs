@@ -15,6 +15,7 @@ use super::frame::{
     UnavailableBody, encode_stream_name,
 };
 use crate::ring::{Position, RawRead, RingReader};
+use crate::time::MonoNs;
 
 /// Where a sender reads the stream it serves: a ring (the retransmit buffer is the ring).
 pub trait StreamSource {
@@ -205,7 +206,8 @@ const LINGER_STRETCH: u64 = 10;
 impl<S: StreamSource> Sender<S> {
     /// A sender serving `source` from the start of its current epoch (or the oldest
     /// record retained) — receivers that join later NAK the history they want.
-    pub fn new(config: SenderConfig, mut source: S, now_ns: u64) -> Self {
+    pub fn new(config: SenderConfig, mut source: S, now: impl Into<MonoNs>) -> Self {
+        let now_ns = now.into().get();
         let initial = source.session_start();
         let writer = FrameWriter::new(config.mtu, config.session_id, config.stream_id);
         let tokens = config.retransmit_bytes_per_s / 100;
@@ -239,7 +241,8 @@ impl<S: StreamSource> Sender<S> {
 
     /// Handles a datagram from a receiver (NAK or STATUS); anything else is counted.
     /// A closed sender ignores everything.
-    pub fn handle_datagram(&mut self, now_ns: u64, datagram: &[u8]) {
+    pub fn handle_datagram(&mut self, now: impl Into<MonoNs>, datagram: &[u8]) {
+        let now_ns = now.into().get();
         if self.is_closed() {
             return;
         }
@@ -304,7 +307,8 @@ impl<S: StreamSource> Sender<S> {
 
     /// Stops sending new records: from now the sender lingers, answering NAKs, then sends
     /// END.
-    pub fn close(&mut self, now_ns: u64) {
+    pub fn close(&mut self, now: impl Into<MonoNs>) {
+        let now_ns = now.into().get();
         if self.closing_since.is_none() {
             self.closing_since = Some(now_ns);
         }
@@ -341,7 +345,8 @@ impl<S: StreamSource> Sender<S> {
 
     /// The next frame to send, if any: the datagram is in the returned slice. Nothing
     /// once closed (END sent).
-    pub fn poll_transmit(&mut self, now_ns: u64) -> Option<&[u8]> {
+    pub fn poll_transmit(&mut self, now: impl Into<MonoNs>) -> Option<&[u8]> {
+        let now_ns = now.into().get();
         if self.is_closed() {
             return None;
         }
@@ -384,7 +389,11 @@ impl<S: StreamSource> Sender<S> {
     }
 
     /// When the sender next has something to do regardless of new records.
-    pub fn poll_timeout(&self) -> Option<u64> {
+    pub fn poll_timeout(&self) -> Option<MonoNs> {
+        self.next_timeout().map(MonoNs)
+    }
+
+    fn next_timeout(&self) -> Option<u64> {
         let mut at = self
             .next_setup_ns
             .min(self.last_send_ns + self.config.heartbeat_interval_ns);

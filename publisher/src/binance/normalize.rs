@@ -24,6 +24,7 @@ use mdi_protocol::records::{
     Side, Trade,
 };
 use mdi_protocol::ring::WriteError;
+use mdi_protocol::time::WallNs;
 
 use crate::binance::book::{BookOutput, DepthBook, DepthDiff, Level};
 use crate::binance::frame::{self, Event, FrameError};
@@ -864,8 +865,8 @@ impl Normalizer {
         // the writers' heartbeats (wall clock, also in a replay): monitoring tells a quiet
         // writer from a stuck one
         let wall = (self.clock)();
-        self.rings.ticks.heartbeat(wall);
-        self.rings.klines.heartbeat(wall);
+        self.rings.ticks.heartbeat(WallNs(wall));
+        self.rings.klines.heartbeat(WallNs(wall));
         let written = self.klines.on_timer(&mut self.rings.klines, now_ns);
         self.count_klines(written)
     }

@@ -11,7 +11,8 @@ use mdi_protocol::view::RecordView;
 use mdi_transport::receiver::BackgroundReceiver;
 
 use super::*;
-use mdi_transport::wall_clock_ns;
+use mdi_protocol::time::WallNs;
+use mdi_transport::clock::wall_now;
 
 /// How long opening a subscriber over UDP waits for its streams to arrive.
 #[cfg(feature = "udp")]
@@ -72,8 +73,8 @@ impl SubscriberBuilder {
     /// records before it in their index stride read past, not delivered). The last of
     /// `from_*` called decides the start.
     #[must_use]
-    pub fn from_time(mut self, time_ns: i64) -> Self {
-        self.start = StartAt::Time(time_ns);
+    pub fn from_time(mut self, time: impl Into<WallNs>) -> Self {
+        self.start = StartAt::Time(time.into());
         self
     }
 
@@ -162,14 +163,12 @@ impl SubscriberBuilder {
                     }
                 })?;
                 let registration = match &self.register {
-                    Some(who) => Some(
-                        Registration::claim(&shm, &name, who, wall_clock_ns()).map_err(
-                            |source| SubscribeError::Register {
-                                stream: name.clone(),
-                                source,
-                            },
-                        )?,
-                    ),
+                    Some(who) => Some(Registration::claim(&shm, &name, who, wall_now()).map_err(
+                        |source| SubscribeError::Register {
+                            stream: name.clone(),
+                            source,
+                        },
+                    )?),
                     None => None,
                 };
                 Ok(StreamState {
