@@ -175,6 +175,42 @@ pub struct RingReader {
     skip_before_ns: Option<i64>,
 }
 
+/// What the log's cursor found, as a reader delivers it: an epoch-start record becomes
+/// [`ReadEvent::EpochStarted`], other records and losses carry typed numbers.
+#[inline(always)]
+fn read_event(event: LogEvent<'_>) -> ReadEvent<'_> {
+    match event {
+        LogEvent::Record {
+            position,
+            header,
+            body,
+        } => {
+            let kind = RecordKind(header.kind);
+            if kind == RecordKind::EPOCH_START
+                && let Ok(start) = decode::<EpochStart>(body)
+            {
+                return ReadEvent::EpochStarted {
+                    epoch: start.epoch,
+                    previous_epoch: start.previous_epoch,
+                    writer_pid: start.writer_pid,
+                    seq: Seq(header.seq),
+                };
+            }
+            ReadEvent::Record(RingRecord {
+                position: Position(position),
+                seq: Seq(header.seq),
+                kind,
+                flags: header.flags,
+                body,
+            })
+        }
+        LogEvent::Lost { from_seq, to_seq } => ReadEvent::Lost {
+            from_seq: Seq(from_seq),
+            to_seq: Seq(to_seq),
+        },
+    }
+}
+
 impl RingReader {
     /// Opens stream `name` in `dir` at `start`.
     pub fn open(dir: &ShmDir, name: &str, start: StartAt) -> Result<Self, ReaderOpenError> {
@@ -249,37 +285,8 @@ impl RingReader {
         if let Some(before_ns) = self.skip_before_ns {
             return self.poll_skipping(before_ns, max_records, on_event);
         }
-        self.cursor.poll(view, max_records, |event| match event {
-            LogEvent::Record {
-                position,
-                header,
-                body,
-            } => {
-                let kind = RecordKind(header.kind);
-                if kind == RecordKind::EPOCH_START
-                    && let Ok(start) = decode::<EpochStart>(body)
-                {
-                    on_event(ReadEvent::EpochStarted {
-                        epoch: start.epoch,
-                        previous_epoch: start.previous_epoch,
-                        writer_pid: start.writer_pid,
-                        seq: Seq(header.seq),
-                    });
-                    return;
-                }
-                on_event(ReadEvent::Record(RingRecord {
-                    position: Position(position),
-                    seq: Seq(header.seq),
-                    kind,
-                    flags: header.flags,
-                    body,
-                }));
-            }
-            LogEvent::Lost { from_seq, to_seq } => on_event(ReadEvent::Lost {
-                from_seq: Seq(from_seq),
-                to_seq: Seq(to_seq),
-            }),
-        })
+        self.cursor
+            .poll(view, max_records, |event| on_event(read_event(event)))
     }
 
     /// [`Self::poll`] while records published before `before_ns` are read past: loss and
@@ -294,45 +301,20 @@ impl RingReader {
         let view = self.ring.view();
         let mut reached = false;
         let mut delivered = 0;
-        self.cursor.poll(view, max_records, |event| match event {
-            LogEvent::Record {
-                position,
-                header,
-                body,
-            } => {
-                let kind = RecordKind(header.kind);
-                if kind == RecordKind::EPOCH_START
-                    && let Ok(start) = decode::<EpochStart>(body)
-                {
-                    on_event(ReadEvent::EpochStarted {
-                        epoch: start.epoch,
-                        previous_epoch: start.previous_epoch,
-                        writer_pid: start.writer_pid,
-                        seq: Seq(header.seq),
-                    });
-                    return;
-                }
+        self.cursor.poll(view, max_records, |event| {
+            let event = read_event(event);
+            if let ReadEvent::Record(r) = &event {
                 if !reached {
                     let published =
-                        crate::view::RecordView::open(kind, body, |v| v.ts_publish_ns());
+                        crate::view::RecordView::open(r.kind, r.body, |v| v.ts_publish_ns());
                     match published {
                         Ok(Some(t)) if t >= before_ns => reached = true,
                         _ => return,
                     }
                 }
                 delivered += 1;
-                on_event(ReadEvent::Record(RingRecord {
-                    position: Position(position),
-                    seq: Seq(header.seq),
-                    kind,
-                    flags: header.flags,
-                    body,
-                }));
             }
-            LogEvent::Lost { from_seq, to_seq } => on_event(ReadEvent::Lost {
-                from_seq: Seq(from_seq),
-                to_seq: Seq(to_seq),
-            }),
+            on_event(event);
         })?;
         if reached {
             self.skip_before_ns = None;
