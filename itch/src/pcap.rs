@@ -26,6 +26,17 @@ pub enum PcapError {
     /// A link type other than Ethernet.
     #[error("pcap link type {0} is not Ethernet (1)")]
     LinkType(u32),
+    /// A record claims more bytes than the file's snapshot length allows (a corrupt or
+    /// hostile header: nothing that long is read or allocated).
+    #[error("pcap record {index} claims {len} bytes, more than the capture's limit of {limit}")]
+    RecordTooLong {
+        /// Which record (0-based).
+        index: u64,
+        /// The length its header claims.
+        len: u32,
+        /// The snapshot length (at most [`MAX_RECORD_LEN`]).
+        limit: u32,
+    },
     /// A record runs past the end of the file.
     #[error("pcap record {index} is truncated")]
     Truncated {
@@ -50,9 +61,16 @@ pub struct PcapReader<R> {
     swapped: bool,
     nanos: bool,
     index: u64,
+    /// The longest record accepted: the header's snapshot length, at most
+    /// [`MAX_RECORD_LEN`].
+    max_len: u32,
     /// The last frame's bytes (reused).
     data: Vec<u8>,
 }
+
+/// The longest captured frame read from any pcap file, whatever its header says
+/// (tcpdump's largest snapshot length).
+pub const MAX_RECORD_LEN: u32 = 262_144;
 
 impl<R: Read> PcapReader<R> {
     /// Reads and checks the file header.
@@ -67,13 +85,18 @@ impl<R: Read> PcapReader<R> {
             m if m.swap_bytes() == MAGIC_NS => (true, true),
             m => return Err(PcapError::Magic(m)),
         };
-        let reader = Self {
+        let mut reader = Self {
             input,
             swapped,
             nanos,
             index: 0,
+            max_len: MAX_RECORD_LEN,
             data: Vec::new(),
         };
+        let snap_len = reader.u32_at(&header, 16);
+        if snap_len != 0 {
+            reader.max_len = snap_len.min(MAX_RECORD_LEN);
+        }
         let link = reader.u32_at(&header, 20);
         if link != LINKTYPE_ETHERNET {
             return Err(PcapError::LinkType(link));
@@ -100,8 +123,15 @@ impl<R: Read> PcapReader<R> {
         }
         let secs = i64::from(self.u32_at(&header, 0));
         let frac = i64::from(self.u32_at(&header, 4));
-        let captured = self.u32_at(&header, 8) as usize;
-        self.data.resize(captured, 0);
+        let captured = self.u32_at(&header, 8);
+        if captured > self.max_len {
+            return Err(PcapError::RecordTooLong {
+                index: self.index,
+                len: captured,
+                limit: self.max_len,
+            });
+        }
+        self.data.resize(captured as usize, 0);
         self.input
             .read_exact(&mut self.data)
             .map_err(|e| match e.kind() {
@@ -254,6 +284,53 @@ fn ipv4_checksum(header: &[u8; 20]) -> u16 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A record header that claims more than the snapshot length (here 4 GiB − 1) is an
+    /// error naming the record, and nothing of that size is allocated.
+    #[test]
+    fn a_record_longer_than_the_snapshot_length_is_refused() {
+        let mut file = Vec::new();
+        PcapWriter::new(&mut file)
+            .unwrap()
+            .write_frame(1_000, &[0u8; 60])
+            .unwrap();
+        let good = file.clone();
+        // the second record claims u32::MAX captured bytes
+        file.extend_from_slice(&1u32.to_le_bytes());
+        file.extend_from_slice(&0u32.to_le_bytes());
+        file.extend_from_slice(&u32::MAX.to_le_bytes());
+        file.extend_from_slice(&u32::MAX.to_le_bytes());
+        file.extend_from_slice(&[0u8; 64]);
+        let mut reader = PcapReader::new(&file[..]).unwrap();
+        assert_eq!(reader.next_frame().unwrap().unwrap().data.len(), 60);
+        match reader.next_frame() {
+            Err(PcapError::RecordTooLong {
+                index: 1,
+                len,
+                limit,
+            }) => {
+                assert_eq!((len, limit), (u32::MAX, 65_535));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(reader.data.capacity() < 1 << 20, "nothing large allocated");
+        // a header with no snapshot length still bounds records
+        let mut no_snap = good.clone();
+        no_snap[16..20].copy_from_slice(&0u32.to_le_bytes());
+        no_snap.extend_from_slice(&1u32.to_le_bytes());
+        no_snap.extend_from_slice(&0u32.to_le_bytes());
+        no_snap.extend_from_slice(&(MAX_RECORD_LEN + 1).to_le_bytes());
+        no_snap.extend_from_slice(&(MAX_RECORD_LEN + 1).to_le_bytes());
+        let mut reader = PcapReader::new(&no_snap[..]).unwrap();
+        reader.next_frame().unwrap();
+        assert!(matches!(
+            reader.next_frame(),
+            Err(PcapError::RecordTooLong {
+                limit: MAX_RECORD_LEN,
+                ..
+            })
+        ));
+    }
 
     #[test]
     fn frames_round_trip_through_a_pcap_file() {
