@@ -99,7 +99,10 @@ impl RecvBatch {
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        // a signal (SIGTERM, SIGINT) ended the wait: the caller decides
+                        | io::ErrorKind::Interrupted
                 ) =>
             {
                 Ok(0)
@@ -132,7 +135,11 @@ impl RecvBatch {
                     }
                     Ok(n)
                 }
-                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::ETIMEDOUT) => Ok(0),
+                Err(
+                    nix::errno::Errno::EAGAIN
+                    | nix::errno::Errno::ETIMEDOUT
+                    | nix::errno::Errno::EINTR,
+                ) => Ok(0),
                 Err(e) => Err(io::Error::from(e)),
             }
         })
@@ -235,7 +242,15 @@ impl SendBatch {
         match socket.send_to(&self.buf[start..start + len], destination) {
             Ok(_) => Ok(1),
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(1),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            // full, or interrupted by a signal: the frame stays queued for the next flush
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(0)
+            }
             Err(e) => Err(e),
         }
     }
@@ -262,7 +277,7 @@ impl SendBatch {
                 MsgFlags::MSG_DONTWAIT,
             ) {
                 Ok(results) => Ok(results.count()),
-                Err(nix::errno::Errno::EAGAIN) => Ok(0),
+                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => Ok(0),
                 Err(nix::errno::Errno::ECONNREFUSED) => Ok(1),
                 Err(e) => Err(io::Error::from(e)),
             }

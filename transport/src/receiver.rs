@@ -152,6 +152,8 @@ pub struct UdpReceiver {
     batch: batch::RecvBatch,
     events: Vec<StreamEvent>,
     malformed: u64,
+    /// NAK and STATUS datagrams the socket refused (counted, not fatal).
+    send_errors: u64,
     nonblocking: bool,
     /// When the counters were last written for `mdstat` (ns of `origin`).
     status_at: MonoNs,
@@ -213,6 +215,7 @@ impl UdpReceiver {
             batch: batch::RecvBatch::new(),
             events: Vec::new(),
             malformed: 0,
+            send_errors: 0,
             nonblocking: false,
             status_at: MonoNs(0),
         })
@@ -361,7 +364,23 @@ impl UdpReceiver {
             }
             while let Some(frame) = stream.receiver.poll_transmit(now) {
                 if let Some(sender) = self.sender {
-                    self.socket.send_to(frame, sender)?;
+                    // A NAK or STATUS that cannot go out is a lost datagram like any
+                    // other (the state machine repeats NAKs): counted, never fatal.
+                    let sent = match self.socket.send_to(frame, sender) {
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                            self.socket.send_to(frame, sender)
+                        }
+                        other => other,
+                    };
+                    if let Err(e) = sent {
+                        self.send_errors += 1;
+                        if self.send_errors <= 5 {
+                            tracing::warn!(
+                                "{}: sending to {sender}: {e} (counted as lost; repair retries)",
+                                self.channel
+                            );
+                        }
+                    }
                 }
             }
             while let Some(event) = stream.receiver.poll_event() {
@@ -411,6 +430,11 @@ impl UdpReceiver {
     /// Datagrams that were not frames.
     pub fn malformed(&self) -> u64 {
         self.malformed
+    }
+
+    /// NAK and STATUS datagrams the socket refused to send (counted as lost).
+    pub fn send_errors(&self) -> u64 {
+        self.send_errors
     }
 
     /// Datagrams dropped by the loss generator.

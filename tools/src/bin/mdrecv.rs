@@ -128,7 +128,7 @@ fn run(cli: &Cli) -> Result<i32> {
         } in receiver.stats()
         {
             eprintln!(
-                "mdrecv: {stream}: position {}, {} records, {} NAKs, {} duplicates, {} lost, {} malformed, {} rejected, {} dropped by the loss generator",
+                "mdrecv: {stream}: position {}, {} records, {} NAKs, {} duplicates, {} lost, {} malformed, {} rejected, {} dropped by the loss generator, {} sends failed",
                 position.unwrap_or(0),
                 c.records,
                 c.naks,
@@ -136,7 +136,8 @@ fn run(cli: &Cli) -> Result<i32> {
                 c.lost_records,
                 c.malformed + receiver.malformed(),
                 c.rejected,
-                receiver.debug_dropped()
+                receiver.debug_dropped(),
+                receiver.send_errors()
             );
         }
     }
