@@ -94,7 +94,7 @@ impl Ladder {
 
     /// Takes `shares` from the level in `slot`, closing it at 0; returns its price, its
     /// new total and whether it is or was the best.
-    #[inline]
+    #[inline(always)]
     fn take(&mut self, slot: u32, shares: u64) -> (u32, u64, bool) {
         let at_best = self.sorted.last().is_some_and(|l| l.1 == slot);
         let level = &mut self.slots[slot as usize];
@@ -362,7 +362,7 @@ impl OrderTable {
     }
 
     /// Empties slot `i`, moving back the entries after it that may live there.
-    #[inline]
+    #[inline(always)]
     fn remove_at(&mut self, mut i: usize) {
         let mask = self.mask();
         let mut j = i;
@@ -455,7 +455,7 @@ impl Books {
         self.books.get(usize::from(locate))
     }
 
-    #[inline]
+    #[inline(always)]
     fn book_mut(&mut self, locate: u16) -> &mut Book {
         let at = usize::from(locate);
         if at >= self.books.len() {

@@ -269,6 +269,49 @@ pub trait RecordType: Sized {
     fn write_flat(&self, _out: &mut impl WordSink) {}
 }
 
+/// The `ts_publish_ns` of a record body of `kind`, `len` words long, word `i` given by
+/// `word(i)`: read straight from the root struct's data section, nothing decoded or
+/// copied (the ring's index reads it once per stride). `None` for kinds without one
+/// (control, application), or a body that is not a single-segment message with a struct
+/// root inside it; 0 (the field's default) for a struct too short to hold the field, as
+/// a record of an older schema would be.
+pub fn publish_time_of(kind: RecordKind, len: usize, word: impl Fn(usize) -> u64) -> Option<i64> {
+    // where `tsPublishNs` sits in each kind's data section, in words (the schema's
+    // layout; a test checks it against the generated readers)
+    let field = match kind {
+        RecordKind::TRADE
+        | RecordKind::QUOTE
+        | RecordKind::BOOK_UPDATE
+        | RecordKind::KLINE
+        | RecordKind::FEED_STATUS => 4,
+        RecordKind::INSTRUMENT_DEFINITION => 2,
+        _ => return None,
+    };
+    if len < 2 {
+        return None;
+    }
+    let table = word(0);
+    let segment_words = usize::try_from(table >> 32).ok()?;
+    if table & 0xffff_ffff != 0 || segment_words + 1 > len {
+        return None; // not one segment, or longer than the body
+    }
+    let root = word(1);
+    if root & 3 != 0 {
+        return None; // not a struct pointer
+    }
+    // signed 30-bit offset in words from the end of the pointer
+    let offset = i64::from((root as u32).cast_signed() >> 2);
+    let data_words = ((root >> 32) & 0xffff) as usize;
+    if field >= data_words {
+        return Some(0);
+    }
+    let at = 2 + offset + i64::try_from(field).ok()?;
+    let at = usize::try_from(at)
+        .ok()
+        .filter(|&at| at < segment_words + 1)?;
+    Some(word(at).cast_signed())
+}
+
 /// Decodes a record body of kind `T::KIND`.
 pub fn decode<T: RecordType>(body: &[u8]) -> Result<T, RecordError> {
     let message = open_body(body)?;
@@ -954,6 +997,53 @@ mod tests {
             is_aggregate
         );
         assert_ne!(back, trade, "a missing word reads as defaults");
+    }
+
+    /// The publish time read straight from the bytes is what the generated readers
+    /// decode, for every kind, every encoding (builder or hand-written), any values.
+    #[test]
+    fn publish_times_read_in_place_equal_the_decoded_ones() {
+        fn check<T: RecordType>(record: &T) {
+            let mut encoder = RecordEncoder::new();
+            let words = encoder.encode_words(record).unwrap().to_vec();
+            let fast = publish_time_of(T::KIND, words.len(), |i| words[i]);
+            let decoded =
+                crate::view::RecordView::open(T::KIND, words.as_bytes(), |v| v.ts_publish_ns())
+                    .unwrap();
+            assert_eq!(fast, decoded, "{}", T::KIND);
+            assert!(fast.is_some());
+        }
+        proptest!(|(t in any::<i64>(), n in any::<u64>(), text in "[A-Z]{0,12}")| {
+            check(&Trade { ts_publish_ns: t, trade_id: n, ..Trade::default() });
+            check(&Quote { ts_publish_ns: t, venue_seq: n, ..Quote::default() });
+            check(&BookUpdate {
+                ts_publish_ns: t,
+                bids: vec![PriceLevel { price: n as i64, qty: 1 }; (n % 4) as usize],
+                ..BookUpdate::default()
+            });
+            check(&Kline { ts_publish_ns: t, trades: n, ..Kline::default() });
+            check(&InstrumentDefinition {
+                ts_publish_ns: t,
+                symbol: text.clone(),
+                ..InstrumentDefinition::default()
+            });
+            check(&FeedStatus { ts_publish_ns: t, detail: text, ..FeedStatus::default() });
+        });
+        assert_eq!(publish_time_of(RecordKind::EPOCH_START, 4, |_| 0), None);
+        assert_eq!(
+            publish_time_of(RecordKind::APPLICATION_FIRST, 4, |_| 0),
+            None
+        );
+        assert_eq!(
+            publish_time_of(RecordKind::TRADE, 1, |_| 0),
+            None,
+            "too short"
+        );
+        // a segment table claiming more words than the body holds
+        assert_eq!(
+            publish_time_of(RecordKind::TRADE, 3, |i| [99 << 32, 0, 0][i]),
+            None
+        );
     }
 
     #[test]

@@ -305,10 +305,12 @@ impl RingReader {
             let event = read_event(event);
             if let ReadEvent::Record(r) = &event {
                 if !reached {
-                    let published =
-                        crate::view::RecordView::open(r.kind, r.body, |v| v.ts_publish_ns());
+                    let (words, _) = r.body.as_chunks::<8>();
+                    let published = crate::records::publish_time_of(r.kind, words.len(), |i| {
+                        u64::from_le_bytes(words[i])
+                    });
                     match published {
-                        Ok(Some(t)) if t >= before_ns => reached = true,
+                        Some(t) if t >= before_ns => reached = true,
                         _ => return,
                     }
                 }

@@ -16,8 +16,6 @@ pub(crate) struct LogAppender {
     last_indexed_stride: Option<u64>,
     /// The time of the last index entry (monotone).
     last_indexed_time: i64,
-    /// A record body copied out to read its publish time (once per index stride).
-    time_scratch: Vec<u64>,
 }
 
 impl LogAppender {
@@ -57,7 +55,6 @@ impl LogAppender {
             index_next,
             last_indexed_stride,
             last_indexed_time,
-            time_scratch: Vec::new(),
         };
         // The first unpublished word is 0 (zeroed before the last record was published),
         // so whatever a dead writer left beyond it was never visible: continue right here.
@@ -349,22 +346,13 @@ impl LogAppender {
     }
 
     /// The publish time of the record just written (`word0` its first header word,
-    /// `body` its words), read back from its Cap'n Proto body; `i64::MIN` for kinds that
-    /// carry none (control and application records) or a body that does not decode.
-    /// Once per index stride, out of the hot path.
-    #[cold]
-    fn publish_time(&mut self, word0: u64, body: &[AtomicU64]) -> i64 {
+    /// `body` its words), read in place (`records::publish_time_of`); `i64::MIN` for
+    /// kinds that carry none (control and application records) or a body that is not a
+    /// well-formed message. Once per index stride.
+    #[inline]
+    fn publish_time(&self, word0: u64, body: &[AtomicU64]) -> i64 {
         let kind = crate::records::RecordKind(((word0 >> 32) & 0xffff) as u16);
-        if !crate::records::RecordKinds::ALL.contains(kind) {
-            return i64::MIN;
-        }
-        self.time_scratch.clear();
-        self.time_scratch
-            .extend(body.iter().map(|w| w.load(Ordering::Relaxed)));
-        let bytes = zerocopy::IntoBytes::as_bytes(&self.time_scratch[..]);
-        crate::view::RecordView::open(kind, bytes, |v| v.ts_publish_ns())
-            .ok()
-            .flatten()
+        crate::records::publish_time_of(kind, body.len(), |i| body[i].load(Ordering::Relaxed))
             .unwrap_or(i64::MIN)
     }
 
