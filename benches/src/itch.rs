@@ -13,6 +13,7 @@ use mdi_itch::message::decode;
 use mdi_itch::mold::{Packet, Session, SessionConfig};
 use mdi_itch::sim::{SimConfig, messages, packets};
 use mdi_protocol::ring::{DEFAULT_CAPACITY, RingOptions, RingWriter, ShmDir};
+use mdi_protocol::time::MonoNs;
 use mdi_publisher::itch::feed::ItchFeed;
 use mdi_publisher::pipeline::Rings;
 use mdi_transport::wall_clock_ns;
@@ -116,7 +117,7 @@ fn pipeline_stage(packets: &[(u64, Vec<u8>)], feed: &mut ItchFeed) -> Result<u64
     let started = Instant::now();
     for (i, (_, bytes)) in packets.iter().enumerate() {
         let now = i as i64;
-        session.on_packet(now, bytes, &mut |output| {
+        session.on_packet(MonoNs(i as u64), bytes, &mut |output| {
             if let Err(e) = feed.on_output(now, output) {
                 failed.get_or_insert(e);
             }

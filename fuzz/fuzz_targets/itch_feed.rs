@@ -8,18 +8,20 @@ use mdi_itch::book::{Applied, Books};
 use mdi_itch::message::{FileMessages, decode};
 use mdi_itch::mold::{Output, Session, SessionConfig};
 use mdi_itch::pcap::udp_datagram;
+use mdi_protocol::time::MonoNs;
 
 fuzz_target!(|bytes: &[u8]| {
     let mut books = Books::new();
     let mut session = Session::new(SessionConfig {
         start: Some(1),
         max_buffered_packets: 64,
+        max_buffered_bytes: 16 << 10,
         ..SessionConfig::default()
     });
     let mut last = 0u64;
     // the input as a few packets (split at 0xFF 0xFE, an arbitrary marker)
     for (now, packet) in bytes.split(|&b| b == 0xfe).enumerate() {
-        session.on_packet(now as i64, packet, &mut |output| {
+        session.on_packet(MonoNs(now as u64), packet, &mut |output| {
             match output {
                 Output::Delivering(packet) => {
                     for message in packet.messages() {
@@ -36,7 +38,7 @@ fuzz_target!(|bytes: &[u8]| {
                 _ => {}
             }
         });
-        session.on_timer(now as i64 * 100_000_000, &mut |_| {});
+        session.on_timer(MonoNs(now as u64 * 100_000_000), &mut |_| {});
     }
     session.finish(&mut |_| {});
     for m in FileMessages::new(bytes).take(10_000) {

@@ -15,6 +15,8 @@
 
 use std::collections::BTreeMap;
 
+use mdi_protocol::time::MonoNs;
+
 /// Header length.
 pub const HEADER_LEN: usize = 20;
 /// The message count that ends a session.
@@ -272,14 +274,18 @@ pub struct SessionConfig {
     /// The first sequence wanted; `None`: wherever the first packet starts (a late joiner
     /// does not re-request the day).
     pub start: Option<u64>,
-    /// How long a re-request may go unanswered before it is sent again (ns).
-    pub request_timeout_ns: i64,
+    /// How long a re-request may go unanswered before it is sent again (ns of the
+    /// session's monotonic clock).
+    pub request_timeout_ns: u64,
     /// Re-requests per gap before the gap is declared lost.
     pub max_retries: u32,
     /// Messages asked for in one re-request.
     pub max_request_count: u16,
     /// Packets kept while a gap is open (beyond: dropped, and re-requested later).
     pub max_buffered_packets: usize,
+    /// Bytes of those packets kept at most (a bound in memory, whatever the packets'
+    /// sizes).
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for SessionConfig {
@@ -291,6 +297,7 @@ impl Default for SessionConfig {
             max_retries: 5,
             max_request_count: 1_000,
             max_buffered_packets: 100_000,
+            max_buffered_bytes: 64 << 20,
         }
     }
 }
@@ -365,7 +372,7 @@ pub struct SessionCounters {
 
 #[derive(Debug, Clone, Copy)]
 struct Pending {
-    sent_at: i64,
+    sent_at: MonoNs,
     retries: u32,
     /// `next` when the request went out: progress past it asks for the rest at once.
     from: u64,
@@ -381,6 +388,8 @@ pub struct Session {
     known_end: u64,
     /// Packets ahead of `next`, by first sequence.
     buffered: BTreeMap<u64, Vec<u8>>,
+    /// Their bytes.
+    buffered_bytes: usize,
     pending: Option<Pending>,
     /// The end-of-session packet's sequence, once seen.
     end_at: Option<u64>,
@@ -397,6 +406,7 @@ impl Session {
             known_end: config.start.unwrap_or(0),
             config,
             buffered: BTreeMap::new(),
+            buffered_bytes: 0,
             pending: None,
             end_at: None,
             ended: false,
@@ -429,8 +439,9 @@ impl Session {
         self.pending.is_some()
     }
 
-    /// Takes one packet.
-    pub fn on_packet(&mut self, now_ns: i64, bytes: &[u8], out: &mut impl FnMut(Output<'_>)) {
+    /// Takes one packet, received at `now` (the session's monotonic clock: timers must
+    /// not move with the wall clock).
+    pub fn on_packet(&mut self, now: MonoNs, bytes: &[u8], out: &mut impl FnMut(Output<'_>)) {
         let packet = match Packet::parse(bytes) {
             Ok(p) => p,
             Err(_) => {
@@ -460,27 +471,32 @@ impl Session {
                 self.counters.duplicates += 1;
             } else if packet.sequence <= next {
                 self.deliver(&packet, out);
-            } else if self.buffered.len() < self.config.max_buffered_packets {
-                self.buffered.insert(packet.sequence, bytes.to_vec());
+            } else if self.buffered.len() < self.config.max_buffered_packets
+                && self.buffered_bytes + bytes.len() <= self.config.max_buffered_bytes
+            {
+                if let Some(old) = self.buffered.insert(packet.sequence, bytes.to_vec()) {
+                    self.buffered_bytes -= old.len();
+                }
+                self.buffered_bytes += bytes.len();
             } else {
                 self.counters.buffer_full += 1;
             }
         }
         self.drain(out);
-        self.after(now_ns, out);
+        self.after(now, out);
     }
 
     /// Re-sends a re-request that timed out, or gives a gap up as lost after the retries.
-    pub fn on_timer(&mut self, now_ns: i64, out: &mut impl FnMut(Output<'_>)) {
+    pub fn on_timer(&mut self, now: MonoNs, out: &mut impl FnMut(Output<'_>)) {
         let Some(pending) = self.pending else {
             return;
         };
-        if now_ns - pending.sent_at < self.config.request_timeout_ns {
+        if now.since(pending.sent_at) < self.config.request_timeout_ns {
             return;
         }
         if pending.retries < self.config.max_retries {
             self.pending = Some(Pending {
-                sent_at: now_ns,
+                sent_at: now,
                 retries: pending.retries + 1,
                 from: self.next.unwrap_or(0),
             });
@@ -501,7 +517,7 @@ impl Session {
         }
         self.pending = None;
         self.drain(out);
-        self.after(now_ns, out);
+        self.after(now, out);
     }
 
     /// The input has ended (a replay): every gap still open is reported lost now, with
@@ -555,6 +571,7 @@ impl Session {
                 return;
             }
             let bytes = entry.remove();
+            self.buffered_bytes -= bytes.len();
             if let Ok(packet) = Packet::parse(&bytes)
                 && packet.sequence + packet.message_count() > next
             {
@@ -564,7 +581,7 @@ impl Session {
     }
 
     /// After a packet or a timer: open, continue or close the gap; report the end.
-    fn after(&mut self, now_ns: i64, out: &mut impl FnMut(Output<'_>)) {
+    fn after(&mut self, now: MonoNs, out: &mut impl FnMut(Output<'_>)) {
         let Some(next) = self.next else { return };
         let gap = self.gap_end() > next;
         match (gap, self.pending) {
@@ -575,7 +592,7 @@ impl Session {
                     count: self.gap_end() - next,
                 });
                 self.pending = Some(Pending {
-                    sent_at: now_ns,
+                    sent_at: now,
                     retries: 0,
                     from: next,
                 });
@@ -584,7 +601,7 @@ impl Session {
             // part of the gap came back (requests are bounded): ask for the rest now
             (true, Some(pending)) if next > pending.from => {
                 self.pending = Some(Pending {
-                    sent_at: now_ns,
+                    sent_at: now,
                     retries: 0,
                     from: next,
                 });
@@ -694,17 +711,17 @@ mod tests {
             ..SessionConfig::default()
         });
         let mut seen = Seen::default();
-        session.on_packet(0, &packet(1, &[b"1", b"2"]), &mut seen.take());
-        session.on_packet(1, &packet(5, &[b"5"]), &mut seen.take());
+        session.on_packet(MonoNs(0), &packet(1, &[b"1", b"2"]), &mut seen.take());
+        session.on_packet(MonoNs(1), &packet(5, &[b"5"]), &mut seen.take());
         assert_eq!(seen.requests, [(3, 2)]);
         assert!(session.in_gap());
         // another session's packet and a duplicate change nothing
         let mut other = Vec::new();
         write_packet(&mut other, &session_id("OTHER"), 3, &[b"x", b"y"]);
-        session.on_packet(2, &other, &mut seen.take());
-        session.on_packet(2, &packet(1, &[b"1"]), &mut seen.take());
+        session.on_packet(MonoNs(2), &other, &mut seen.take());
+        session.on_packet(MonoNs(2), &packet(1, &[b"1"]), &mut seen.take());
         // the retransmission
-        session.on_packet(3, &packet(3, &[b"3", b"4"]), &mut seen.take());
+        session.on_packet(MonoNs(3), &packet(3, &[b"3", b"4"]), &mut seen.take());
         let order: Vec<u64> = seen.messages.iter().map(|m| m.0).collect();
         assert_eq!(order, [1, 2, 3, 4, 5]);
         // each packet delivered (not the duplicate) announced before its messages, the
@@ -717,7 +734,7 @@ mod tests {
             (1, 1, 1, 1)
         );
         session.on_packet(
-            4,
+            MonoNs(4),
             &header_only(&session_id(S), 6, END_OF_SESSION),
             &mut seen.take(),
         );
@@ -734,12 +751,16 @@ mod tests {
         };
         let mut session = Session::new(config);
         let mut seen = Seen::default();
-        session.on_packet(0, &packet(1, &[b"1"]), &mut seen.take());
+        session.on_packet(MonoNs(0), &packet(1, &[b"1"]), &mut seen.take());
         // a heartbeat says 2..=9 exist
-        session.on_packet(0, &header_only(&session_id(S), 10, 0), &mut seen.take());
-        session.on_packet(0, &packet(10, &[b"10"]), &mut seen.take());
+        session.on_packet(
+            MonoNs(0),
+            &header_only(&session_id(S), 10, 0),
+            &mut seen.take(),
+        );
+        session.on_packet(MonoNs(0), &packet(10, &[b"10"]), &mut seen.take());
         for now in [5, 10, 15, 20, 30, 40] {
-            session.on_timer(now, &mut seen.take());
+            session.on_timer(MonoNs(now), &mut seen.take());
         }
         assert_eq!(seen.requests, [(2, 8), (2, 8), (2, 8)]);
         assert_eq!(seen.lost, [(2, 8)]);
@@ -759,10 +780,10 @@ mod tests {
             ..SessionConfig::default()
         });
         let mut seen = Seen::default();
-        session.on_packet(0, &packet(3, &[b"3"]), &mut seen.take());
+        session.on_packet(MonoNs(0), &packet(3, &[b"3"]), &mut seen.take());
         assert!(seen.messages.is_empty());
         assert_eq!(seen.requests, [(1, 2)]);
-        session.on_packet(1, &packet(1, &[b"1", b"2"]), &mut seen.take());
+        session.on_packet(MonoNs(1), &packet(1, &[b"1", b"2"]), &mut seen.take());
         assert_eq!(
             seen.messages.iter().map(|m| m.0).collect::<Vec<_>>(),
             [1, 2, 3]
@@ -770,9 +791,36 @@ mod tests {
         // without one, the feed is joined where that packet starts (a late join)
         let mut late = Session::new(SessionConfig::default());
         let mut seen = Seen::default();
-        late.on_packet(0, &packet(3, &[b"3"]), &mut seen.take());
+        late.on_packet(MonoNs(0), &packet(3, &[b"3"]), &mut seen.take());
         assert!(seen.requests.is_empty());
         assert_eq!(seen.messages.iter().map(|m| m.0).collect::<Vec<_>>(), [3]);
+    }
+
+    /// While a gap is open, packets ahead of it are held up to a bound in bytes (not
+    /// only in packets): beyond it they are counted and dropped, the held ones delivered
+    /// once the gap closes, and the bytes held go back to zero.
+    #[test]
+    fn packets_held_behind_a_gap_are_bounded_in_bytes() {
+        let big = vec![b'x'; 1_000];
+        let mut session = Session::new(SessionConfig {
+            start: Some(1),
+            max_buffered_bytes: 3_500,
+            ..SessionConfig::default()
+        });
+        let mut seen = Seen::default();
+        // 1 is missing; 2..=6 arrive, ~1 KB each: three fit in 3 500 bytes
+        for seq in 2..=6u64 {
+            session.on_packet(MonoNs(0), &packet(seq, &[&big]), &mut seen.take());
+        }
+        assert_eq!(session.counters().buffer_full, 2);
+        assert!(session.buffered_bytes <= 3_500);
+        // the gap is repaired: 1, then the three held (5 and 6 open the next gap)
+        session.on_packet(MonoNs(1), &packet(1, &[b"1"]), &mut seen.take());
+        assert_eq!(
+            seen.messages.iter().map(|m| m.0).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
+        assert_eq!(session.buffered_bytes, 0);
     }
 
     #[test]
@@ -787,10 +835,10 @@ mod tests {
             packet(3, &[b"3"]),
             packet(6, &[b"6", b"7"]),
         ] {
-            session.on_packet(0, &p, &mut seen.take());
+            session.on_packet(MonoNs(0), &p, &mut seen.take());
         }
         session.on_packet(
-            0,
+            MonoNs(0),
             &header_only(&session_id(S), 10, END_OF_SESSION),
             &mut seen.take(),
         );
@@ -864,18 +912,18 @@ mod tests {
             for (i, pick) in order.iter().enumerate() {
                 let (_, p) = &packets[pick.index(packets.len())];
                 if !drop[i % drop.len()] {
-                    session.on_packet(i as i64, p, &mut seen.take());
+                    session.on_packet(MonoNs(i as u64), p, &mut seen.take());
                 }
             }
             for (_, p) in &packets {
-                if !drop[0] { session.on_packet(100, p, &mut seen.take()); }
+                if !drop[0] { session.on_packet(MonoNs(100), p, &mut seen.take()); }
             }
             // the request server answers every request until nothing is missing
             let mut server = RequestServer::new(session_id(S), 0);
             for s in 1..=total {
                 server.push(&s.to_be_bytes());
             }
-            session.on_packet(200, &header_only(&session_id(S), total + 1, 0), &mut seen.take());
+            session.on_packet(MonoNs(200), &header_only(&session_id(S), total + 1, 0), &mut seen.take());
             for round in 0..1_000 {
                 let Some(&(from, count)) = seen.requests.last() else { break };
                 seen.requests.clear();
@@ -883,7 +931,7 @@ mod tests {
                 server.answer(&header_only(&session_id(S), from, count), |p| answers.push(p.to_vec()));
                 prop_assert!(!answers.is_empty());
                 for answer in answers {
-                    session.on_packet(300 + round, &answer, &mut seen.take());
+                    session.on_packet(MonoNs(300 + round), &answer, &mut seen.take());
                 }
             }
             let delivered: Vec<u64> = seen.messages.iter().map(|(s, _)| *s).collect();
@@ -900,7 +948,7 @@ mod tests {
                 prop_assert!(p.messages().count() as u64 <= p.message_count());
             }
             let mut session = Session::new(SessionConfig::default());
-            session.on_packet(0, &bytes, &mut |_| {});
+            session.on_packet(MonoNs(0), &bytes, &mut |_| {});
         }
     }
 }

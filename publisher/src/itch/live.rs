@@ -170,11 +170,14 @@ pub fn run(
         .request_socket()
         .try_clone()
         .map_err(socket_error("cloning the re-request socket"))?;
+    // the session's timers run on a monotonic clock; receive times on the wall clock
+    let session_clock = mdi_transport::clock::MonoClock::start();
     while !stop.load(Ordering::Relaxed) {
         if config.stop_at_end && session.ended() {
             break;
         }
         let now = clock();
+        let tick = session_clock.now();
         // one packet's outputs: deliver, re-request
         let requests = &requests;
         let mut take = |output: Output<'_>| {
@@ -199,14 +202,18 @@ pub fn run(
                 failed = Some(e);
             }
         };
-        session.on_timer(now, &mut take);
+        session.on_timer(tick, &mut take);
         match receiver {
             Receiver::Socket(socket) => match socket.recv(&mut buffer) {
                 Ok(n) => {
                     counters.datagrams += 1;
-                    session.on_packet(now, &buffer[..n], &mut take);
+                    session.on_packet(tick, &buffer[..n], &mut take);
                 }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
                 Err(e) => return Err(socket_error("receiving")(e)),
             },
             #[cfg(feature = "dpdk")]
@@ -216,7 +223,7 @@ pub fn run(
                     match udp_datagram(frame.data).filter(|d| d.destination == group) {
                         Some(datagram) => {
                             counters.datagrams += 1;
-                            session.on_packet(now, datagram.payload, &mut take);
+                            session.on_packet(tick, datagram.payload, &mut take);
                         }
                         None => counters.other_frames += 1,
                     }
@@ -227,9 +234,13 @@ pub fn run(
                     match requests.recv(&mut buffer) {
                         Ok(n) => {
                             counters.datagrams += 1;
-                            session.on_packet(now, &buffer[..n], &mut take);
+                            session.on_packet(tick, &buffer[..n], &mut take);
                         }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                ErrorKind::WouldBlock | ErrorKind::Interrupted
+                            ) => {}
                         Err(e) => return Err(socket_error("receiving re-request answers")(e)),
                     }
                 }

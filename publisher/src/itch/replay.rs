@@ -11,6 +11,7 @@ use super::feed::ItchFeed;
 use mdi_itch::message::FileMessages;
 use mdi_itch::mold::{Session, SessionConfig, SessionCounters};
 use mdi_itch::pcap::{Frame, PcapError, PcapReader, udp_datagram};
+use mdi_protocol::time::MonoNs;
 
 /// Where raw frames come from (Ethernet first).
 pub trait FrameSource {
@@ -82,6 +83,8 @@ pub fn replay_frames(
     let mut counts = ReplayCounts::default();
     let mut failed = None;
     let mut last_receive = 0;
+    // the session's clock in a replay is the capture's, kept monotone (captures reorder)
+    let mut session_now = MonoNs(0);
     while let Some(frame) = frames.next_frame()? {
         counts.frames += 1;
         feed.date_from(frame.time_ns);
@@ -103,8 +106,9 @@ pub fn replay_frames(
                 failed = Some(e);
             }
         };
-        session.on_timer(frame.time_ns, &mut take);
-        session.on_packet(frame.time_ns, datagram.payload, &mut take);
+        session_now = session_now.max(MonoNs(frame.time_ns.max(0).cast_unsigned()));
+        session.on_timer(session_now, &mut take);
+        session.on_packet(session_now, datagram.payload, &mut take);
         if let Some(e) = failed.take() {
             return Err(e.into());
         }

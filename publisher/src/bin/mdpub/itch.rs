@@ -177,9 +177,7 @@ pub(crate) fn run_itch_live(
         request_server: itch.request_server,
         session: SessionConfig {
             session: itch.session.as_deref().map(session_id),
-            request_timeout_ns: i64::try_from(itch.request_timeout_ms)
-                .unwrap_or(i64::MAX / 1_000_000)
-                .saturating_mul(1_000_000),
+            request_timeout_ns: itch.request_timeout_ms.saturating_mul(1_000_000),
             max_retries: itch.max_retries,
             start: itch.start_seq,
             ..SessionConfig::default()
