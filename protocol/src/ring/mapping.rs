@@ -304,6 +304,28 @@ fn word_index(position: u64) -> usize {
     index
 }
 
+/// Reserves the first `len` bytes of `file` (`fallocate`): on tmpfs the pages are
+/// allocated now, so a ring on a full filesystem fails here with `ENOSPC` instead of
+/// dying of SIGBUS at a later append (ADR 0010). Filesystems that cannot reserve
+/// (`EOPNOTSUPP`) are left as they are.
+pub(crate) fn reserve(file: &File, len: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(len).map_err(io::Error::other)?;
+    loop {
+        // SAFETY: fallocate takes a descriptor we own and plain integers; it touches no
+        // memory of ours.
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EOPNOTSUPP) => return Ok(()),
+            _ => return Err(err),
+        }
+    }
+}
+
 /// Takes the writer lock: an exclusive open-file-description lock on `file`, released by
 /// the kernel when the last descriptor of this open closes — also on SIGKILL. Returns
 /// `Ok(false)` when another open file holds it.

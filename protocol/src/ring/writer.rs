@@ -631,6 +631,13 @@ fn open_existing(
             pid,
         });
     }
+    // a file another writer left may be sparse (an older mdi, or a copy): reserve it
+    // before it is written to
+    let len = file
+        .metadata()
+        .map_err(|e| RingFileError::io(path, e))?
+        .len();
+    mapping::reserve(&file, len).map_err(|e| RingFileError::io(path, no_room(path, len, e)))?;
     let ring = RingFile::from_file(path, file, true, options.prefault, Some(name))?;
     if options.fresh {
         return Ok(Existing::Replace(ring));
@@ -722,6 +729,25 @@ fn create_new(
     }
 }
 
+/// `error` from reserving `len` bytes at `path`, saying what to do when the filesystem is
+/// full.
+fn no_room(path: &Path, len: u64, error: io::Error) -> io::Error {
+    if error.raw_os_error() == Some(libc::ENOSPC) {
+        let dir = path.parent().unwrap_or(path);
+        io::Error::new(
+            error.kind(),
+            format!(
+                "no room for a ring of {len} bytes in {} (the filesystem is full: free space, \
+                 make it larger — `mount -o remount,size=...` for a tmpfs — or choose a \
+                 smaller --ring capacity)",
+                dir.display()
+            ),
+        )
+    } else {
+        error
+    }
+}
+
 fn create_file(path: &Path, mode: u32, len: u64, header: &[u8]) -> Result<File, RingFileError> {
     let file = OpenOptions::new()
         .read(true)
@@ -735,6 +761,7 @@ fn create_file(path: &Path, mode: u32, len: u64, header: &[u8]) -> Result<File, 
         // Exactly the mode asked for, whatever the umask.
         file.set_permissions(Permissions::from_mode(mode))?;
         file.set_len(len)?;
+        mapping::reserve(&file, len).map_err(|e| no_room(path, len, e))?;
         file.write_all_at(header, 0)
     };
     init().map_err(|e| {
