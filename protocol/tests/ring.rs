@@ -709,3 +709,25 @@ fn timed_trades(shm: &ShmDir, start: StartAt, max: usize) -> Vec<(u64, i64)> {
     }
     out
 }
+
+/// A ring name that is a symbolic link (to a ring, or anywhere) is refused by readers
+/// and writers alike, with a message that says so; the link's target is left untouched.
+#[test]
+fn ring_files_behind_symbolic_links_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let shm = ShmDir::new(dir.path());
+    let mut real = RingWriter::create(&shm, "real", &small()).unwrap();
+    real.append(RecordKind::APPLICATION_FIRST, b"kept").unwrap();
+    drop(real);
+    let before = std::fs::read(shm.ring_path("real")).unwrap();
+    std::os::unix::fs::symlink(shm.ring_path("real"), shm.ring_path("link")).unwrap();
+    let err = RingReader::open(&shm, "link", StartAt::Earliest)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("symbolic link"), "{err}");
+    let err = RingWriter::create(&shm, "link", &small())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read(shm.ring_path("real")).unwrap(), before);
+}

@@ -127,6 +127,29 @@ impl ReplicaSink for NoReplica {
     }
 }
 
+/// A new directory for a background receiver's replicas: `/dev/shm/mdi-udp-<pid>-<n>-<random>`,
+/// mode 0700, made here (never one that already exists, nor a link someone planted).
+fn private_dir(n: u64) -> io::Result<std::path::PathBuf> {
+    use std::hash::{BuildHasher, Hasher};
+    use std::os::unix::fs::DirBuilderExt;
+    let mut last = None;
+    for _ in 0..16 {
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let dir = std::path::PathBuf::from(format!(
+            "/dev/shm/mdi-udp-{}-{n}-{random:016x}",
+            std::process::id()
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no free name")))
+}
+
 /// What happened on a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamEvent {
@@ -463,11 +486,12 @@ impl BackgroundReceiver {
     pub fn start(channels: &[Channel]) -> Result<Self, UdpReceiveError> {
         use std::sync::atomic::{AtomicU64, Ordering};
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let dir = std::path::PathBuf::from(format!(
-            "/dev/shm/mdi-udp-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
+        let dir = private_dir(NEXT.fetch_add(1, Ordering::Relaxed)).map_err(|source| {
+            UdpReceiveError::Socket {
+                channel: "the replicas' private directory in /dev/shm".into(),
+                source,
+            }
+        })?;
         let shm = ShmDir::new(&dir);
         let mut receivers = channels
             .iter()
@@ -539,5 +563,24 @@ impl Drop for BackgroundReceiver {
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// The background receiver's directories are new, private and not guessable.
+    #[test]
+    fn private_dirs_are_new_unguessable_and_owner_only() {
+        let a = private_dir(0).unwrap();
+        let b = private_dir(0).unwrap();
+        assert_ne!(a, b, "the same counter value still gives two names");
+        for dir in [&a, &b] {
+            let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", dir.display());
+            std::fs::remove_dir(dir).unwrap();
+        }
     }
 }

@@ -171,6 +171,15 @@ impl RingFileError {
             Self::NotFound {
                 path: path.to_owned(),
             }
+        } else if source.raw_os_error() == Some(libc::ELOOP) {
+            Self::Io {
+                path: path.to_owned(),
+                source: io::Error::new(
+                    source.kind(),
+                    "a symbolic link: refused (ring files are opened without following links, \
+                     so a link cannot point a writer or reader at another file)",
+                ),
+            }
         } else {
             Self::Io {
                 path: path.to_owned(),
@@ -277,7 +286,7 @@ impl RingFile {
         let file = OpenOptions::new()
             .read(true)
             .write(writable)
-            .custom_flags(libc::O_CLOEXEC)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(path)
             .map_err(|e| RingFileError::io(path, e))?;
         Self::from_file(path, file, writable, populate, expected_name)

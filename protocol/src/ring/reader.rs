@@ -373,7 +373,7 @@ impl RingReader {
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
-                .custom_flags(libc::O_CLOEXEC)
+                .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
                 .open(path)
                 .map_err(|e| WaitError::ParkUnavailable(RingFileError::io(path, e)))?;
             self.readers =

@@ -96,7 +96,7 @@ impl Registration {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .custom_flags(libc::O_CLOEXEC)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| RingFileError::io(&path, e))?;
         let map = map_readers_file(&path, &file, true)?;
@@ -161,7 +161,7 @@ pub fn registered_readers(dir: &ShmDir, stream: &str) -> Result<Vec<ReaderSlot>,
     let path = dir.readers_path(stream);
     let file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_CLOEXEC)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
         .open(&path)
         .map_err(|e| RingFileError::io(&path, e))?;
     let map = map_readers_file(&path, &file, false)?;

@@ -613,7 +613,7 @@ fn open_existing(
     let file = match OpenOptions::new()
         .read(true)
         .write(true)
-        .custom_flags(libc::O_CLOEXEC)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
         .open(path)
     {
         Ok(file) => file,
@@ -754,7 +754,7 @@ fn create_file(path: &Path, mode: u32, len: u64, header: &[u8]) -> Result<File, 
         .write(true)
         .create_new(true)
         .mode(mode)
-        .custom_flags(libc::O_CLOEXEC)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| RingFileError::io(path, e))?;
     let init = || -> io::Result<()> {
@@ -778,7 +778,7 @@ fn open_readers_file(path: &Path, mode: u32) -> Result<Mapping, WriterCreateErro
         match OpenOptions::new()
             .read(true)
             .write(true)
-            .custom_flags(libc::O_CLOEXEC)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(path)
         {
             Ok(file) => return Ok(map_readers_file(path, &file, true)?),
