@@ -269,6 +269,7 @@ impl UdpSender {
                 ("retransmit_bytes", c.retransmit_bytes.to_string()),
                 ("naks", c.naks.to_string()),
                 ("naks_coalesced", c.naks_coalesced.to_string()),
+                ("naks_refused", c.naks_refused.to_string()),
                 ("unavailable", c.unavailable.to_string()),
                 ("debug_dropped", self.loss.dropped().to_string()),
                 ("receivers", receivers.len().to_string()),

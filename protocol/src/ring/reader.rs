@@ -345,6 +345,13 @@ impl RingReader {
         (Position(position), Seq(next_seq))
     }
 
+    /// True if a record of this stream starts at `position` and is still retained (a
+    /// replication request must start on one: a position inside a record would have its
+    /// bytes read as a header).
+    pub fn is_record_boundary(&self, position: Position) -> bool {
+        log::is_record_boundary(self.ring.view(), position.get())
+    }
+
     /// The ring's data-region size (a replica must have the same).
     pub fn capacity(&self) -> u64 {
         self.ring.geometry.capacity

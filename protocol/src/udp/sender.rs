@@ -25,6 +25,8 @@ pub trait StreamSource {
     fn earliest(&mut self) -> Option<(u64, u64)>;
     /// Position after the last committed record, and the next sequence number.
     fn tail(&mut self) -> (u64, u64);
+    /// True if a record starts at `position` (retransmissions start only there).
+    fn is_record_boundary(&mut self, position: u64) -> bool;
     /// Where a new session starts serving (position, sequence): the start of the current
     /// writer epoch if the ring still holds it, so its epoch record is replicated too.
     fn session_start(&mut self) -> (u64, u64) {
@@ -46,6 +48,10 @@ impl StreamSource for RingReader {
     fn tail(&mut self) -> (u64, u64) {
         let (p, s) = RingReader::tail(self);
         (p.get(), s.get())
+    }
+
+    fn is_record_boundary(&mut self, position: u64) -> bool {
+        RingReader::is_record_boundary(self, Position(position))
     }
 
     fn session_start(&mut self) -> (u64, u64) {
@@ -83,6 +89,8 @@ pub struct SenderConfig {
     pub heartbeat_interval_ns: u64,
     /// A NAK for a position retransmitted less than this long ago is ignored (ns).
     pub nak_coalesce_ns: u64,
+    /// The most one NAK asks to be resent (bytes).
+    pub max_nak_bytes: u64,
     /// Retransmissions are capped at this many bytes per second.
     pub retransmit_bytes_per_s: u64,
     /// After [`Sender::close`], NAKs are still answered for this long (ns).
@@ -113,6 +121,7 @@ impl SenderConfig {
             setup_interval_ns: 100_000_000,
             heartbeat_interval_ns: 1_000_000,
             nak_coalesce_ns: 1_000_000,
+            max_nak_bytes: 1 << 20,
             retransmit_bytes_per_s: 100_000_000,
             linger_ns: 1_000_000_000,
             receiver_timeout_ns: 2_000_000_000,
@@ -148,6 +157,9 @@ pub struct SenderCounters {
     pub naks: u64,
     /// NAKs ignored because the range was just retransmitted.
     pub naks_coalesced: u64,
+    /// NAKs refused: a range not starting on a record boundary of the stream (forged
+    /// or corrupt), or empty.
+    pub naks_refused: u64,
     /// UNAVAILABLE frames sent.
     pub unavailable: u64,
     /// Datagrams that were not valid frames for this stream.
@@ -261,13 +273,19 @@ impl<S: StreamSource> Sender<S> {
                 self.counters.naks += 1;
                 self.last_nak_ns = now_ns;
                 let start = nak.body.position.get();
-                let end = start
-                    .saturating_add(u64::from(nak.body.length.get()))
-                    .min(self.sent);
+                // a NAK asks for at most `max_nak_bytes`: a longer hole is asked for again
+                // as the first part arrives, and no one NAK can resend the whole ring
+                let length = u64::from(nak.body.length.get()).min(self.config.max_nak_bytes);
+                let end = start.saturating_add(length).min(self.sent);
                 if start >= end || start % 8 != 0 {
+                    self.counters.naks_refused += 1;
                     return;
                 }
                 let retained = self.source.earliest().map_or(self.sent, |e| e.0);
+                if start >= retained && !self.source.is_record_boundary(start) {
+                    self.counters.naks_refused += 1;
+                    return;
+                }
                 if start < retained {
                     self.unavailable.push(start);
                     return;

@@ -38,6 +38,13 @@ pub(crate) fn walk_to(view: LogView<'_>, from: IndexEntry, to: u64) -> Option<u6
     (at == to && claim <= from.position + g.capacity).then_some(next_seq)
 }
 
+/// True if a record (or padding) of this stream starts at `position` and is still
+/// retained: found from the index entry at or before it, walking at most one stride.
+pub(crate) fn is_record_boundary(view: LogView<'_>, position: u64) -> bool {
+    search_index(view, |e| e.position > position, true)
+        .is_some_and(|entry| walk_to(view, entry, position).is_some())
+}
+
 pub(crate) fn entry_slot(view: LogView<'_>, n: u64) -> usize {
     usize::try_from(n % view.geometry.index_slots).unwrap_or(0) * INDEX_ENTRY_WORDS
 }

@@ -40,7 +40,8 @@ pub(crate) use cursor::{LogCursor, LogEvent};
 use index::*;
 #[cfg_attr(loom, allow(unused_imports))]
 pub(crate) use index::{
-    IndexEntry, SeqLookup, TimeLookup, earliest, read_entry, seek_seq, seek_time, snapshot_tail,
+    IndexEntry, SeqLookup, TimeLookup, earliest, is_record_boundary, read_entry, seek_seq,
+    seek_time, snapshot_tail,
 };
 
 use super::sync::{AtomicU64, RingWords};
