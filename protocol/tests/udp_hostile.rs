@@ -102,3 +102,40 @@ fn one_nak_resends_at_most_max_nak_bytes() {
     );
     assert!(c.retransmit_bytes >= 1 << 19, "{c:?}");
 }
+
+#[test]
+fn a_flood_of_naks_for_ranges_no_longer_held_costs_a_bounded_number_of_replies() {
+    let dir = tempfile::tempdir().unwrap();
+    let shm = ShmDir::new(dir.path());
+    let mut writer =
+        RingWriter::create(&shm, "ticks", &RingOptions::default().capacity(64 << 10)).unwrap();
+    let reader = RingReader::open(&shm, "ticks", StartAt::Earliest).unwrap();
+    let config = SenderConfig::new(SESSION, 1, "ticks", &reader, writer.epoch(), 42);
+    let mut sender = Sender::new(config, reader, 0u64);
+    let mut now = 1u64;
+    // 400 KB through a 64 KiB ring, sent live as it is written
+    for i in 0..2_000u64 {
+        writer
+            .append(RecordKind::APPLICATION_FIRST, &[i as u8; 200])
+            .unwrap();
+        if i % 20 == 0 {
+            drain(&mut sender, &mut now);
+        }
+    }
+    drain(&mut sender, &mut now);
+    let mut receiver = FrameWriter::new(1408, SESSION, 1);
+    for k in 0..10_000u64 {
+        sender.handle_datagram(now, receiver.nak(5, k * 8, 100));
+    }
+    drain(&mut sender, &mut now);
+    let c = sender.counters();
+    assert!(c.unavailable <= 64, "{c:?}");
+    assert!(c.naks_refused > 9_000, "{c:?}");
+    // live data still flows
+    let before = c.data_bytes;
+    writer
+        .append(RecordKind::APPLICATION_FIRST, &[1u8; 200])
+        .unwrap();
+    drain(&mut sender, &mut now);
+    assert!(sender.counters().data_bytes > before);
+}

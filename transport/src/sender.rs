@@ -16,6 +16,9 @@ use mdi_protocol::time::{MonoNs, WallNs};
 use mdi_protocol::udp::frame::{Frame, MAX_MTU};
 use mdi_protocol::udp::{Channel, ReceiverInfo, Sender, SenderConfig, SenderCounters};
 
+/// Datagrams (NAKs, STATUS, strays) handled per turn of the sender's loop.
+const MAX_RECEIVED_PER_TURN: usize = 256;
+
 /// Setting up a UDP sender failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UdpServeError {
@@ -180,10 +183,12 @@ impl UdpSender {
         Ok(busy)
     }
 
-    /// Handles every datagram waiting on the socket; returns whether there was any.
+    /// Handles the datagrams waiting on the socket, at most [`MAX_RECEIVED_PER_TURN`] (a
+    /// flood of NAKs or strays must not keep the sender from its live data); returns
+    /// whether there was any.
     fn receive(&mut self) -> io::Result<bool> {
         let mut busy = false;
-        loop {
+        for _ in 0..MAX_RECEIVED_PER_TURN {
             match self.socket.recv_from(&mut self.buf) {
                 Ok((len, _from)) => {
                     busy = true;

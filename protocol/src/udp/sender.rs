@@ -168,6 +168,9 @@ pub struct SenderCounters {
     pub source_lapped: u64,
 }
 
+/// UNAVAILABLE replies queued at most (distinct positions); NAKs beyond are refused.
+const MAX_UNAVAILABLE: usize = 64;
+
 /// The sender state machine for one stream. See the module docs for the driving loop.
 #[derive(Debug)]
 pub struct Sender<S> {
@@ -287,7 +290,15 @@ impl<S: StreamSource> Sender<S> {
                     return;
                 }
                 if start < retained {
-                    self.unavailable.push(start);
+                    // a bounded, distinct set: a flood of NAKs for old ranges costs at
+                    // most MAX_UNAVAILABLE replies, never a growing queue
+                    if self.unavailable.contains(&start) {
+                        self.counters.naks_coalesced += 1;
+                    } else if self.unavailable.len() < MAX_UNAVAILABLE {
+                        self.unavailable.push(start);
+                    } else {
+                        self.counters.naks_refused += 1;
+                    }
                     return;
                 }
                 // Other receivers NAKing what was just retransmitted (they lost the same
