@@ -91,6 +91,9 @@ struct Stream {
     replica: Option<ReplicaWriter>,
     name: Option<String>,
     ended: bool,
+    /// Where the followed session's SETUP came from: its other frames must come from
+    /// there, and NAKs and STATUS go there.
+    source: Option<SocketAddr>,
 }
 
 impl Stream {
@@ -104,6 +107,7 @@ impl Stream {
             replica: None,
             name: None,
             ended: false,
+            source: None,
         }
     }
 }
@@ -177,6 +181,8 @@ pub struct UdpReceiver {
     malformed: u64,
     /// NAK and STATUS datagrams the socket refused (counted, not fatal).
     send_errors: u64,
+    /// Frames for a joined stream from an address other than its session's source.
+    foreign: u64,
     nonblocking: bool,
     /// When the counters were last written for `mdstat` (ns of `origin`).
     status_at: MonoNs,
@@ -207,6 +213,7 @@ impl UdpReceiver {
                 ("lost_records", c.lost_records.to_string()),
                 ("malformed", (c.malformed + self.malformed).to_string()),
                 ("rejected", c.rejected.to_string()),
+                ("foreign", self.foreign.to_string()),
                 ("debug_dropped", self.debug_dropped().to_string()),
             ]
             .into_iter()
@@ -239,6 +246,7 @@ impl UdpReceiver {
             events: Vec::new(),
             malformed: 0,
             send_errors: 0,
+            foreign: 0,
             nonblocking: false,
             status_at: MonoNs(0),
         })
@@ -348,7 +356,6 @@ impl UdpReceiver {
                     stream.replica = Some(replica);
                     stream.name = Some(name);
                 }
-                self.sender = from.or(self.sender);
                 stream_id
             }
             Ok(Frame::Data(f)) => f.stream_id,
@@ -367,14 +374,33 @@ impl UdpReceiver {
             .streams
             .entry(stream_id)
             .or_insert_with(|| Stream::new(options, channel, stream_id, now));
+        let setup = matches!(Frame::parse(datagram), Ok(Frame::Setup(_)));
+        // A joined stream takes its session's frames only from where its SETUP came from:
+        // a stray or forged frame from elsewhere is counted and dropped, and cannot move
+        // where repair requests go. (A SETUP from elsewhere still reaches the state
+        // machine, which decides: a publisher restarted on the same ring is followed.)
+        if stream.source.is_some() && from != stream.source && !setup {
+            self.foreign += 1;
+            return Ok(());
+        }
+        let session_before = stream.receiver.session_id();
         match &mut stream.replica {
             Some(replica) => stream.receiver.handle_datagram(now, datagram, replica),
             None => stream
                 .receiver
                 .handle_datagram(now, datagram, &mut NoReplica),
         }
-        if self.sender.is_none() || matches!(Frame::parse(datagram), Ok(Frame::Data(_))) {
-            self.sender = from.or(self.sender);
+        let session_after = stream.receiver.session_id();
+        if setup
+            && session_after.is_some()
+            && (session_after != session_before || stream.source.is_none())
+        {
+            stream.source = from;
+        }
+        // Before any stream is joined, STATUS (asking for SETUP) goes to whoever sent
+        // the last frame.
+        if self.sender.is_none() {
+            self.sender = from;
         }
         Ok(())
     }
@@ -386,7 +412,7 @@ impl UdpReceiver {
                 stream.receiver.handle_timeout(now, replica);
             }
             while let Some(frame) = stream.receiver.poll_transmit(now) {
-                if let Some(sender) = self.sender {
+                if let Some(sender) = stream.source.or(self.sender) {
                     // A NAK or STATUS that cannot go out is a lost datagram like any
                     // other (the state machine repeats NAKs): counted, never fatal.
                     let sent = match self.socket.send_to(frame, sender) {
@@ -453,6 +479,12 @@ impl UdpReceiver {
     /// Datagrams that were not frames.
     pub fn malformed(&self) -> u64 {
         self.malformed
+    }
+
+    /// Frames for a joined stream that came from an address other than its session's
+    /// source (counted and dropped).
+    pub fn foreign(&self) -> u64 {
+        self.foreign
     }
 
     /// NAK and STATUS datagrams the socket refused to send (counted as lost).

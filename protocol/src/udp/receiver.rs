@@ -839,6 +839,11 @@ impl Receiver {
         self.session.as_ref().map(|s| s.high_water)
     }
 
+    /// The session followed (None before joining).
+    pub fn session_id(&self) -> Option<u32> {
+        self.session.as_ref().map(|s| s.session_id)
+    }
+
     /// The replica is complete below this position (None before joining).
     pub fn position(&self) -> Option<u64> {
         self.session.as_ref().map(|s| s.frontier)

@@ -128,7 +128,7 @@ fn run(cli: &Cli) -> Result<i32> {
         } in receiver.stats()
         {
             eprintln!(
-                "mdrecv: {stream}: position {}, {} records, {} NAKs, {} duplicates, {} lost, {} malformed, {} rejected, {} dropped by the loss generator, {} sends failed",
+                "mdrecv: {stream}: position {}, {} records, {} NAKs, {} duplicates, {} lost, {} malformed, {} rejected, {} from foreign addresses, {} dropped by the loss generator, {} sends failed",
                 position.unwrap_or(0),
                 c.records,
                 c.naks,
@@ -136,6 +136,7 @@ fn run(cli: &Cli) -> Result<i32> {
                 c.lost_records,
                 c.malformed + receiver.malformed(),
                 c.rejected,
+                receiver.foreign(),
                 receiver.debug_dropped(),
                 receiver.send_errors()
             );
