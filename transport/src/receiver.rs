@@ -396,9 +396,11 @@ impl UdpReceiver {
             && (session_after != session_before || stream.source.is_none())
         {
             stream.source = from;
+            // streams not joined yet ask the latest joined session's source for SETUP
+            self.sender = from;
         }
-        // Before any stream is joined, STATUS (asking for SETUP) goes to whoever sent
-        // the last frame.
+        // Before any stream is joined, STATUS (asking for SETUP) goes to whoever sent the
+        // first frame.
         if self.sender.is_none() {
             self.sender = from;
         }
