@@ -59,7 +59,7 @@ fn every_frame() -> Vec<Vec<u8>> {
         )
         .to_vec(),
         w.heartbeat(9000).to_vec(),
-        w.nak(42, 4096, 512).to_vec(),
+        w.nak(0, 42, 4096, 512).to_vec(),
         w.status(
             FLAG_SETUP_REQUEST,
             &StatusBody {

@@ -27,6 +27,7 @@ fn sent_sender(
     let reader = RingReader::open(&shm, "ticks", StartAt::Earliest).unwrap();
     let mut config = SenderConfig::new(SESSION, 1, "ticks", &reader, writer.epoch(), 42);
     config.retransmit_bytes_per_s = 1 << 40; // no rate cap: count what a NAK asks for
+    config.flow_window_bytes = u64::MAX; // no receivers here: send everything live
     let mut sender = Sender::new(config, reader, 0u64);
     let mut boundaries = Vec::new();
     for i in 0..records {
@@ -73,7 +74,7 @@ fn a_nak_inside_a_record_is_refused_and_counted() {
         boundaries[20] + 64,
         boundaries[30] + 200,
     ] {
-        sender.handle_datagram(now, receiver.nak(5, inside, 400));
+        sender.handle_datagram(now, receiver.nak(0, 5, inside, 400));
     }
     drain(&mut sender, &mut now);
     let c = sender.counters();
@@ -81,7 +82,7 @@ fn a_nak_inside_a_record_is_refused_and_counted() {
     assert_eq!(c.naks_refused, 3, "{c:?}");
     assert_eq!(c.retransmit_bytes, 0, "nothing resent from inside a record");
     // the same NAK on the boundary is answered
-    sender.handle_datagram(now, receiver.nak(5, boundaries[10], 400));
+    sender.handle_datagram(now, receiver.nak(0, 5, boundaries[10], 400));
     drain(&mut sender, &mut now);
     assert!(sender.counters().retransmit_bytes >= 400);
 }
@@ -92,7 +93,7 @@ fn one_nak_resends_at_most_max_nak_bytes() {
     let (_dir, writer, mut sender, mut now, boundaries) = sent_sender(10_000);
     assert!(writer.position().get() - boundaries[0] > 2 << 20);
     let mut receiver = FrameWriter::new(1408, SESSION, 1);
-    sender.handle_datagram(now, receiver.nak(5, boundaries[0], u32::MAX));
+    sender.handle_datagram(now, receiver.nak(0, 5, boundaries[0], u32::MAX));
     drain(&mut sender, &mut now);
     let c = sender.counters();
     assert!(
@@ -125,7 +126,7 @@ fn a_flood_of_naks_for_ranges_no_longer_held_costs_a_bounded_number_of_replies()
     drain(&mut sender, &mut now);
     let mut receiver = FrameWriter::new(1408, SESSION, 1);
     for k in 0..10_000u64 {
-        sender.handle_datagram(now, receiver.nak(5, k * 8, 100));
+        sender.handle_datagram(now, receiver.nak(0, 5, k * 8, 100));
     }
     drain(&mut sender, &mut now);
     let c = sender.counters();

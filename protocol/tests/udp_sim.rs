@@ -11,7 +11,7 @@ use mdi_protocol::records::RecordKind;
 use mdi_protocol::ring::{
     ReadEvent, ReplicaWriter, RingOptions, RingReader, RingWriter, ShmDir, StartAt,
 };
-use mdi_protocol::udp::frame::FrameWriter;
+use mdi_protocol::udp::frame::{Frame, FrameWriter};
 use mdi_protocol::udp::{Receiver, ReceiverConfig, ReceiverEvent, Sender, SenderConfig};
 
 const MS: u64 = 1_000_000;
@@ -98,6 +98,17 @@ struct Network {
     burst_left: Vec<u32>,
     /// Receivers whose downlink drops everything until this time.
     outage_until: Vec<u64>,
+    /// Per receiver: when it has processed everything queued for it (see
+    /// `Scenario::service`).
+    busy_until: Vec<u64>,
+    service: u64,
+    /// Per receiver: when each datagram queued for it (not handled yet) reached its
+    /// host, in order — the receiver has a backlog while the first is in the past.
+    queued: Vec<std::collections::VecDeque<u64>>,
+    /// Datagrams a receiver's queue holds at most (its socket buffer); more are lost.
+    queue_limit: usize,
+    /// Per receiver: stream bytes of the DATA frames lost on its way to it.
+    lost_data: Vec<Vec<(u64, u64)>>,
 }
 
 impl Network {
@@ -109,11 +120,17 @@ impl Network {
         }
         if self.burst_left[lane] > 0 {
             self.burst_left[lane] -= 1;
+            if let To::Receiver(i) = to {
+                self.lost_data[i].extend(data_range(bytes));
+            }
             return;
         }
         if self.rng.chance(link.loss) {
             if self.rng.chance(link.burst.0) {
                 self.burst_left[lane] = link.burst.1;
+            }
+            if let To::Receiver(i) = to {
+                self.lost_data[i].extend(data_range(bytes));
             }
             return;
         }
@@ -123,7 +140,21 @@ impl Network {
             1
         };
         for _ in 0..copies {
-            let at = now + link.latency + self.rng.below(link.jitter + 1);
+            let mut at = now + link.latency + self.rng.below(link.jitter + 1);
+            if let To::Receiver(i) = to
+                && self.service > 0
+            {
+                if self.queued[i].len() >= self.queue_limit {
+                    // the socket buffer is full
+                    self.lost_data[i].extend(data_range(bytes));
+                    continue;
+                }
+                // one queue per receiver, served one datagram per `service` ns
+                let wire = at;
+                at = at.max(self.busy_until[i] + self.service);
+                self.busy_until[i] = at;
+                self.queued[i].push_back(wire);
+            }
             self.order += 1;
             self.in_flight
                 .push(Reverse((at, self.order, to, bytes.to_vec())));
@@ -159,6 +190,11 @@ struct Scenario {
     linger: u64,
     /// The sender's retransmit rate cap.
     retransmit_rate: u64,
+    /// Each receiver takes this long per datagram (ns): at full speed a backlog builds
+    /// in its socket queue, and repairs wait behind it, as with a real process.
+    service: u64,
+    /// With `service`: datagrams a receiver's socket buffer holds.
+    queue_limit: usize,
 }
 
 impl Scenario {
@@ -179,6 +215,8 @@ impl Scenario {
             forge_every: None,
             linger: 1_000 * MS,
             retransmit_rate: 100_000_000,
+            service: 0,
+            queue_limit: usize::MAX,
         }
     }
 }
@@ -197,6 +235,9 @@ struct Outcome {
     max_delay_ns: u64,
     /// From the sender's close to its last END (virtual ns).
     lingered_ns: u64,
+    /// Stream bytes in DATA frames lost on the way to at least one receiver (a byte lost
+    /// by several counts once; lost again on a retransmission, again).
+    union_lost_bytes: u64,
 }
 
 fn body(i: u64, len: usize) -> Vec<u8> {
@@ -237,6 +278,11 @@ fn run(s: &Scenario) -> Outcome {
         order: 0,
         burst_left: vec![0; 2 * s.receivers + 1],
         outage_until: vec![0; s.receivers],
+        busy_until: vec![0; s.receivers],
+        queued: vec![std::collections::VecDeque::new(); s.receivers],
+        queue_limit: s.queue_limit,
+        service: s.service,
+        lost_data: vec![Vec::new(); s.receivers],
     };
     // (end position, append time) of every record, to measure delivery delays.
     let mut appended: Vec<(u64, u64)> = Vec::new();
@@ -323,6 +369,8 @@ fn run(s: &Scenario) -> Outcome {
         for (i, receiver) in receivers.iter_mut().enumerate() {
             let Some(receiver) = receiver else { continue };
             receiver.handle_timeout(now, &mut sinks[i]);
+            // as a driver that read its socket until it was empty, or not
+            receiver.set_backlog(net.queued[i].front().is_some_and(|&wire| wire <= now));
             while let Some(frame) = receiver.poll_transmit(now) {
                 let frame = frame.to_vec();
                 net.send(now, To::Sender, s.up, &frame, s.receivers + i);
@@ -373,7 +421,15 @@ fn run(s: &Scenario) -> Outcome {
             match to {
                 To::Sender => sender.handle_datagram(now, &bytes),
                 To::Receiver(i) => {
+                    if s.service > 0 {
+                        net.queued[i].pop_front();
+                    }
                     if let Some(receiver) = &mut receivers[i] {
+                        if receiver.position().is_none() {
+                            // not joined yet (its SETUP was lost): what it cannot take
+                            // is lost to it, to be resent like any loss
+                            net.lost_data[i].extend(data_range(&bytes));
+                        }
                         let before = receiver.position().unwrap_or(0);
                         receiver.handle_datagram(now, &bytes, &mut sinks[i]);
                         let after = receiver.position().unwrap_or(0);
@@ -409,7 +465,55 @@ fn run(s: &Scenario) -> Outcome {
         repairs,
         max_delay_ns,
         lingered_ns: now - closed_at,
+        union_lost_bytes: union_bytes(net.lost_data),
     }
+}
+
+/// The stream range a DATA frame carries, if it is one.
+fn data_range(datagram: &[u8]) -> Option<(u64, u64)> {
+    match Frame::parse(datagram) {
+        Ok(Frame::Data(data)) => {
+            let header = data.body.header;
+            let start = header.position.get() + u64::from(header.fragment_offset.get());
+            Some((start, start + data.body.payload.len() as u64))
+        }
+        _ => None,
+    }
+}
+
+/// Bytes lost by at least one receiver: each receiver's losses merged in time order of
+/// their occurrence per receiver, ranges lost by several receivers at once counted once.
+/// A range lost, repaired and lost again by one receiver counts twice (two losses).
+fn union_bytes(lost: Vec<Vec<(u64, u64)>>) -> u64 {
+    // per receiver, the k-th loss of a range is the pair (range, k); the union over
+    // receivers of these sets
+    let mut all = std::collections::BTreeSet::new();
+    for per_receiver in lost {
+        let mut seen = std::collections::HashMap::<(u64, u64), u32>::new();
+        for range in per_receiver {
+            let k = seen.entry(range).or_default();
+            *k += 1;
+            all.insert((range, *k));
+        }
+    }
+    // ranges of one occurrence level may still overlap (different frame cuts): merge
+    let mut total = 0;
+    let mut by_level = std::collections::BTreeMap::<u32, Vec<(u64, u64)>>::new();
+    for ((start, end), k) in all {
+        by_level.entry(k).or_default().push((start, end));
+    }
+    for (_, mut ranges) in by_level {
+        ranges.sort_unstable();
+        let mut cursor = 0;
+        for (start, end) in ranges {
+            let start = start.max(cursor);
+            if end > start {
+                total += end - start;
+                cursor = end;
+            }
+        }
+    }
+    total
 }
 
 /// Datagrams an attacker or a broken host could send, built from a real frame: another
@@ -606,7 +710,11 @@ fn publisher_restart(seed: u64) {
         .filter(|r| r.2 == 1)
         .map(|r| u64::from_le_bytes(r.3[..8].try_into().unwrap()))
         .collect();
-    assert_eq!(epochs, vec![1, 2], "both epochs are in the replica");
+    assert_eq!(
+        epochs,
+        vec![1, 2],
+        "seed {seed}: both epochs are in the replica"
+    );
 }
 
 #[test]
@@ -718,4 +826,58 @@ fn the_sender_lingers_while_receivers_repair_and_not_longer_than_needed() {
     let outcome = run(&s);
     assert!(outcome.lingered_ns < 500 * MS, "{}", outcome.lingered_ns);
     assert_identical(&outcome);
+}
+
+#[test]
+fn loss_at_full_speed_costs_one_nak_per_gap_and_retransmits_little_more_than_was_lost() {
+    for seed in seeds(2100, 6).chain(std::env::var("SEED1").ok().and_then(|s| s.parse().ok())) {
+        no_storm(seed);
+    }
+}
+
+/// Issue 19's storm: two multicast receivers each losing 5 %, the publisher at full
+/// speed, and receivers that take time per datagram — a backlog builds in their queues
+/// and repairs wait behind it, so a NAK timer that does not learn the real repair time
+/// NAKs the same holes again and again, and a sender that answers every repeat resends
+/// the stream many times over.
+fn no_storm(seed: u64) {
+    let mut s = Scenario::new(seed);
+    s.receivers = 2;
+    s.multicast = true;
+    s.records = 30_000;
+    s.capacity = 16 << 20;
+    s.interval = 500; // 2 M records/s: far faster than the receivers drain
+    s.service = 15 * US;
+    // a socket buffer holding the flow control window and the NAK budget (the
+    // datagrams here carry one small record each)
+    s.queue_limit = 20_000;
+    s.down = Link::lossy(0.05);
+    s.up = Link::lossy(0.05);
+    let outcome = run(&s);
+    assert_identical(&outcome);
+    // on average over the receivers (one that joined through a lost SETUP asks for its
+    // history in many pieces: more NAKs than gaps of its own)
+    let gaps: u64 = outcome.counters.iter().map(|c| c.gaps).sum();
+    let naks: u64 = outcome.counters.iter().map(|c| c.naks).sum();
+    assert!(
+        gaps > 100,
+        "seed {seed}: too few gaps to judge: {:?}",
+        outcome.counters
+    );
+    let per_gap = naks as f64 / gaps as f64;
+    eprintln!("seed {seed}: {gaps} gaps, {per_gap:.2} NAKs per gap");
+    assert!(
+        per_gap <= 2.0,
+        "seed {seed}: {per_gap:.2} NAKs per gap: {:?}",
+        outcome.counters
+    );
+    let ratio = outcome.sender_retransmit_bytes as f64 / outcome.union_lost_bytes as f64;
+    eprintln!(
+        "seed {seed}: retransmitted {} bytes for {} lost: {ratio:.2}x",
+        outcome.sender_retransmit_bytes, outcome.union_lost_bytes
+    );
+    assert!(
+        ratio <= 1.5,
+        "seed {seed}: retransmitted {ratio:.2}x the bytes lost"
+    );
 }

@@ -208,7 +208,10 @@ impl UdpReceiver {
                 ("channel", self.channel.to_string()),
                 ("position", s.position.unwrap_or(0).to_string()),
                 ("records", c.records.to_string()),
+                ("gaps", c.gaps.to_string()),
+                ("gap_bytes", c.gap_bytes.to_string()),
                 ("naks", c.naks.to_string()),
+                ("nak_repeats", c.nak_repeats.to_string()),
                 ("duplicates", c.duplicates.to_string()),
                 ("lost_records", c.lost_records.to_string()),
                 ("malformed", (c.malformed + self.malformed).to_string()),
@@ -316,6 +319,12 @@ impl UdpReceiver {
         self.batch = batch;
         let received = received?;
         handled?;
+        // Datagrams still queued (a backlog): a repair NAKed earlier may be among them,
+        // so the state machines hold their repeated NAKs until it is worked through.
+        let backlog = received > 0 && crate::socket::has_queued(&self.socket);
+        for stream in self.streams.values_mut() {
+            stream.receiver.set_backlog(backlog);
+        }
         self.transmit(now).map_err(|e| sock_err(&self.channel, e))?;
         Ok(received > 0)
     }

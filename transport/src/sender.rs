@@ -276,6 +276,7 @@ impl UdpSender {
                 ("naks_coalesced", c.naks_coalesced.to_string()),
                 ("naks_refused", c.naks_refused.to_string()),
                 ("unavailable", c.unavailable.to_string()),
+                ("flow_blocked", c.flow_blocked.to_string()),
                 ("debug_dropped", self.loss.dropped().to_string()),
                 ("receivers", receivers.len().to_string()),
             ]

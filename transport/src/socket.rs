@@ -112,3 +112,23 @@ pub fn bind_sender(channel: &Channel) -> io::Result<(UdpSocket, SocketAddr)> {
         }
     }
 }
+
+/// True if a datagram is waiting in `socket`'s receive queue (a peek that neither waits
+/// nor takes it). A receiver that read a full batch, or more than it could handle, asks
+/// this to know whether it is working through a backlog.
+pub fn has_queued(socket: &UdpSocket) -> bool {
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8; 1];
+    loop {
+        match recv(
+            socket.as_raw_fd(),
+            &mut byte,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
+        ) {
+            Ok(_) => return true,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return false,
+        }
+    }
+}

@@ -64,6 +64,12 @@ pub const FLAG_FRAGMENT: u16 = 0x1;
 pub const FLAG_ENDED: u16 = 0x1;
 /// STATUS flag: the receiver has no SETUP for this session and asks for one.
 pub const FLAG_SETUP_REQUEST: u16 = 0x1;
+/// NAK flag: the receiver asked for this range before and waited a repair round trip
+/// in vain (the retransmission was lost); a sender answers it even if it just
+/// retransmitted the range for someone else.
+pub const FLAG_REPEAT: u16 = 0x1;
+/// The most one NAK asks for (bytes); a longer gap is asked for piece by piece.
+pub const MAX_NAK_BYTES: u64 = 1 << 20;
 
 /// The 16 bytes in front of every frame.
 ///
@@ -558,8 +564,8 @@ impl FrameWriter {
     }
 
     /// NAK.
-    pub fn nak(&mut self, receiver_id: u64, position: u64, length: u32) -> &[u8] {
-        self.start(FrameType::Nak, 0);
+    pub fn nak(&mut self, flags: u16, receiver_id: u64, position: u64, length: u32) -> &[u8] {
+        self.start(FrameType::Nak, flags);
         self.buf.extend_from_slice(
             NakBody {
                 receiver_id: U64::new(receiver_id),

@@ -9,7 +9,9 @@
 
 pub mod channel;
 pub mod frame;
+mod gaps;
 pub mod receiver;
+mod retransmit;
 pub mod sender;
 
 pub use channel::{Channel, ChannelError};

@@ -11,7 +11,11 @@ use std::collections::{BTreeMap, VecDeque};
 use zerocopy::FromBytes;
 use zerocopy::byteorder::little_endian::U64;
 
-use super::frame::{FLAG_ENDED, FLAG_SETUP_REQUEST, Frame, FrameWriter, StatusBody};
+use super::frame::{
+    DataBody, FLAG_ENDED, FLAG_REPEAT, FLAG_SETUP_REQUEST, Frame, FrameWriter, MAX_NAK_BYTES,
+    StatusBody,
+};
+use super::gaps::{Gaps, RepairRtt};
 use crate::ring::{AppendError, Position, RecordHeader, ReplicaWriter, Seq, align_record};
 use crate::time::MonoNs;
 
@@ -53,10 +57,23 @@ pub struct ReceiverConfig {
     pub multicast: bool,
     /// Delay before the first NAK of a gap (unicast), or its upper bound (multicast) (ns).
     pub nak_delay_ns: u64,
-    /// A NAK not answered in this long is sent again (ns); doubles up to 16×.
+    /// A NAK not answered within the retransmission timeout is sent again; before any
+    /// repair round trip was measured the timeout is this (ns). Each repeat doubles it,
+    /// up to 16×.
     pub nak_retry_ns: u64,
+    /// The retransmission timeout is never shorter than this (ns)…
+    pub nak_retry_min_ns: u64,
+    /// …and a repeat never waits longer than this (ns).
+    pub nak_retry_max_ns: u64,
+    /// Repairs asked for and on their way come to at most this many bytes; more of a
+    /// large loss is asked for as they arrive (they share the socket buffer with live
+    /// data).
+    pub nak_budget_bytes: u64,
     /// STATUS goes out this often (ns).
     pub status_interval_ns: u64,
+    /// …and whenever the highest position seen moved this far since the last one
+    /// (bytes): the sender's flow control window moves on these.
+    pub status_progress_bytes: u64,
     /// Seed of the multicast NAK back-off.
     pub seed: u64,
     /// After END, holes not repaired for this long are given up as lost (ns): the
@@ -65,7 +82,8 @@ pub struct ReceiverConfig {
 }
 
 impl ReceiverConfig {
-    /// Defaults: unicast NAK after 50 µs; multicast within 0–1 ms; retry after 2 ms;
+    /// Defaults: unicast NAK after 50 µs; multicast within 0–1 ms; repeat after the
+    /// measured repair round trip (2 ms before one is measured, at least 100 µs);
     /// STATUS every 100 ms.
     pub fn new(receiver_id: u64, stream_id: u32, multicast: bool) -> Self {
         Self {
@@ -74,7 +92,11 @@ impl ReceiverConfig {
             multicast,
             nak_delay_ns: if multicast { 1_000_000 } else { 50_000 },
             nak_retry_ns: 2_000_000,
+            nak_retry_min_ns: 100_000,
+            nak_retry_max_ns: 500_000_000,
+            nak_budget_bytes: 512 << 10,
             status_interval_ns: 100_000_000,
+            status_progress_bytes: 256 << 10,
             seed: receiver_id,
             end_grace_ns: 1_000_000_000,
         }
@@ -136,6 +158,12 @@ pub struct ReceiverCounters {
     pub buffered: u64,
     /// DATA frames already in the replica (duplicates, late retransmits).
     pub duplicates: u64,
+    /// Gaps opened: data arrived beyond everything seen so far, or the sender's tail did.
+    pub gaps: u64,
+    /// Bytes missing when those gaps opened (what this receiver lost the first time).
+    pub gap_bytes: u64,
+    /// NAKs that repeated an earlier one (its repair did not come in time).
+    pub nak_repeats: u64,
     /// NAKs sent.
     pub naks: u64,
     /// Records reported lost (unrecoverable).
@@ -159,6 +187,10 @@ struct Session {
     high_water: u64,
     /// Frames ahead of the frontier: position → (next position, raw records).
     ahead: BTreeMap<u64, (u64, Vec<u8>)>,
+    /// Bytes held in `ahead` (at most the capacity).
+    ahead_bytes: u64,
+    /// What is missing below the high-water mark, each gap with its NAK schedule.
+    gaps: Gaps,
     /// Large records being reassembled: position → assembly.
     fragments: BTreeMap<u64, Assembly>,
     /// END's final position and sequence.
@@ -177,9 +209,6 @@ struct Assembly {
     missing: usize,
 }
 
-/// Holes NAKed in one round at most (the rest in the next).
-const MAX_NAKS_PER_ROUND: usize = 64;
-
 /// Fragments are tracked in 8-byte units.
 const FRAGMENT_UNIT: usize = 8;
 
@@ -189,17 +218,15 @@ pub struct Receiver {
     config: ReceiverConfig,
     session: Option<Session>,
     writer: FrameWriter,
-    nak_at: Option<u64>,
-    nak_attempt: u32,
-    /// Holes still to NAK in this round.
-    nak_queue: VecDeque<(u64, u64)>,
     /// Ask the sender for SETUP in the next STATUS.
     want_setup: bool,
-    /// The NAK round in flight: when it went out and the frontier then.
-    nak_round: Option<(u64, u64)>,
-    /// Smoothed time from a NAK round to its repair (ns), 0 until measured.
-    repair_rtt_ns: u64,
+    /// The repair round trip, learnt across sessions.
+    rtt: RepairRtt,
+    /// Datagrams are waiting that this receiver has not handled yet (the driver says).
+    backlog: bool,
     next_status_ns: u64,
+    /// The high-water mark the last STATUS reported.
+    status_high_water: u64,
     rng: u64,
     events: VecDeque<ReceiverEvent>,
     counters: ReceiverCounters,
@@ -215,13 +242,11 @@ impl Receiver {
             config,
             session: None,
             writer,
-            nak_at: None,
-            nak_attempt: 0,
-            nak_queue: VecDeque::new(),
             want_setup: true,
-            nak_round: None,
-            repair_rtt_ns: 0,
+            rtt: RepairRtt::default(),
+            backlog: false,
             next_status_ns: now_ns,
+            status_high_water: 0,
             events: VecDeque::new(),
             counters: ReceiverCounters::default(),
         }
@@ -254,7 +279,9 @@ impl Receiver {
                     let final_position = setup.body.tail_position.get();
                     let final_seq = session.end.map_or(0, |(_, seq)| seq);
                     session.end = Some((final_position, final_seq));
-                    session.high_water = session.high_water.max(final_position);
+                    if final_position <= session.frontier + 2 * session.capacity {
+                        self.raise_high_water(final_position, now_ns);
+                    }
                     self.after_progress(now_ns);
                 }
                 return;
@@ -293,37 +320,32 @@ impl Receiver {
                 let position = header.position.get();
                 let next = header.next_position.get();
                 if data.body.is_fragment(data.flags) {
-                    self.handle_fragment(
-                        position,
-                        next,
-                        header.record_len.get() as usize,
-                        header.fragment_offset.get() as usize,
-                        data.body.payload,
-                        sink,
-                    );
+                    self.handle_fragment(now_ns, *header, data.body.payload, sink);
                 } else {
-                    self.handle_records(position, next, data.body.payload, sink);
+                    self.handle_records(now_ns, position, next, data.body.payload, sink);
                 }
             }
             Frame::Heartbeat(heartbeat) => {
                 let tail = heartbeat.body.tail_position.get();
-                if let Some(session) = &mut self.session
+                if let Some(session) = &self.session
                     && tail <= session.frontier + 2 * session.capacity
                 {
-                    session.high_water = session.high_water.max(tail);
+                    self.raise_high_water(tail, now_ns);
                 }
             }
             Frame::Unavailable(unavailable) => {
                 let from = unavailable.body.from_position.get();
                 let resume = unavailable.body.resume_position.get();
                 let resume_seq = unavailable.body.resume_seq.get();
-                self.handle_unavailable(from, resume, resume_seq, sink);
+                self.handle_unavailable(now_ns, from, resume, resume_seq, sink);
             }
             Frame::End(end) => {
                 if let Some(session) = &mut self.session {
                     let final_position = end.body.final_position.get();
                     session.end = Some((final_position, end.body.final_seq.get()));
-                    session.high_water = session.high_water.max(final_position);
+                    if final_position <= session.frontier + 2 * session.capacity {
+                        self.raise_high_water(final_position, now_ns);
+                    }
                 }
             }
             _ => {}
@@ -342,16 +364,15 @@ impl Receiver {
         let epoch = setup.epoch.get();
         let ring_id = setup.ring_id.get();
         let capacity = setup.capacity.get();
+        let tail = setup.tail_position.get();
+        let joining = self.session.is_none();
         match &mut self.session {
-            Some(session) if session.session_id == session_id => {
-                session.high_water = session.high_water.max(setup.tail_position.get());
-            }
+            Some(session) if session.session_id == session_id => {}
             Some(session) if session.ring_id == ring_id && session.capacity == capacity => {
                 // The publisher restarted on the same ring: same positions, go on.
                 session.session_id = session_id;
                 session.end = None;
                 session.ended_reported = false;
-                session.high_water = session.high_water.max(setup.tail_position.get());
                 self.writer.set_session(session_id);
                 self.events
                     .push_back(ReceiverEvent::NewSession { session_id, epoch });
@@ -382,8 +403,10 @@ impl Receiver {
                     capacity,
                     frontier,
                     next_seq,
-                    high_water: setup.tail_position.get().max(frontier),
+                    high_water: frontier,
                     ahead: BTreeMap::new(),
+                    ahead_bytes: 0,
+                    gaps: Gaps::default(),
                     fragments: BTreeMap::new(),
                     end: None,
                     ended_reported: false,
@@ -391,6 +414,9 @@ impl Receiver {
                     progress_frontier: frontier,
                 });
                 self.writer.set_session(session_id);
+                // the sender learns of this receiver now (its flow control counts it)
+                self.next_status_ns = now_ns;
+                self.status_high_water = frontier;
                 self.events.push_back(ReceiverEvent::Joined {
                     session_id,
                     epoch,
@@ -398,12 +424,73 @@ impl Receiver {
                 });
             }
         }
+        // what the session sent before this SETUP and we have not seen is a gap: a tail
+        // within two rings of the frontier, or further if the sender says it no longer
+        // holds the frontier (this receiver was lapped) and holds at most a ring
+        let retained_from = setup.retained_from.get();
+        if let Some(session) = &self.session
+            && (tail <= session.frontier.saturating_add(2 * session.capacity)
+                || (retained_from > session.frontier
+                    && tail >= retained_from
+                    && tail - retained_from <= session.capacity))
+        {
+            self.raise_high_water_as(tail, now_ns, joining);
+        }
         self.after_progress(now_ns);
+    }
+
+    /// The sender has sent up to `to` (a frame's end, a tail it announced): what lies
+    /// between the highest position seen so far and `to` is a new gap, NAKed after the
+    /// first-NAK delay. Positions implausibly far ahead are refused by the callers.
+    fn raise_high_water(&mut self, to: u64, now_ns: u64) {
+        self.raise_high_water_as(to, now_ns, false);
+    }
+
+    /// [`Self::raise_high_water`]; `joining`: the gap is history from before this
+    /// receiver joined.
+    fn raise_high_water_as(&mut self, to: u64, now_ns: u64, joining: bool) {
+        let delay = if self.config.multicast {
+            // many receivers may see the same loss: spread their NAKs, so the first one's
+            // retransmission (multicast) reaches the others before they ask
+            self.random_below(self.config.nak_delay_ns.max(1))
+        } else {
+            self.config.nak_delay_ns
+        };
+        let Some(session) = &mut self.session else {
+            return;
+        };
+        let from = session.high_water.max(session.frontier);
+        if to > from {
+            session
+                .gaps
+                .open(from, to, now_ns.saturating_add(delay), joining);
+            self.counters.gaps += 1;
+            self.counters.gap_bytes += to - from;
+        }
+        session.high_water = session.high_water.max(to);
+    }
+
+    /// `[start, end)` of the stream arrived (records, or a fragment's bytes): the gaps
+    /// it covers close, and the high-water mark moves past it.
+    fn arrived(&mut self, start: u64, end: u64, now_ns: u64) {
+        let Some(session) = &mut self.session else {
+            return;
+        };
+        session.high_water = session.high_water.max(end);
+        session.gaps.set_repair_timeout(self.rtt.timeout_ns(
+            self.config.nak_retry_ns,
+            self.config.nak_retry_min_ns,
+            self.config.nak_retry_max_ns,
+        ));
+        if let Some(sample) = session.gaps.fill(start, end, now_ns) {
+            self.rtt.sample(sample);
+        }
     }
 
     /// Whole records at `position`, continuing at `next`.
     fn handle_records(
         &mut self,
+        now_ns: u64,
         position: u64,
         next: u64,
         payload: &[u8],
@@ -417,20 +504,31 @@ impl Receiver {
             return;
         }
         if position > session.frontier {
-            if position - session.frontier > 2 * session.capacity {
-                // Forged or from a sender far ahead of anything plausible.
+            if position - session.frontier > 2 * session.capacity
+                || session.ahead_bytes + payload.len() as u64 > session.capacity
+            {
+                // Forged, from a sender far ahead of anything plausible, or more held
+                // back than the ring could ever hold.
                 self.counters.rejected += 1;
                 return;
             }
-            session.high_water = session.high_water.max(next);
-            session
-                .ahead
-                .entry(position)
-                .or_insert_with(|| (next, payload.to_vec()));
+            if session.ahead.contains_key(&position) {
+                self.counters.duplicates += 1;
+                return;
+            }
+            session.ahead_bytes += payload.len() as u64;
+            session.ahead.insert(position, (next, payload.to_vec()));
             self.counters.buffered += 1;
+            // a gap opens below `position` if it is beyond everything seen
+            self.raise_high_water(position, now_ns);
+            self.arrived(position, next, now_ns);
             return;
         }
         self.counters.in_order += 1;
+        self.arrived(position, next, now_ns);
+        let Some(session) = &mut self.session else {
+            return;
+        };
         Self::apply(
             session,
             &mut self.counters,
@@ -446,6 +544,7 @@ impl Receiver {
                 break;
             }
             let (ahead_next, bytes) = session.ahead.remove(&at).unwrap_or_default();
+            session.ahead_bytes -= bytes.len() as u64;
             if ahead_next > session.frontier {
                 Self::apply(
                     session,
@@ -458,6 +557,7 @@ impl Receiver {
                 );
             }
         }
+        session.gaps.settle_below(session.frontier, now_ns);
     }
 
     /// Writes the records of `payload` (at `position`) from the frontier on.
@@ -512,13 +612,15 @@ impl Receiver {
 
     fn handle_fragment(
         &mut self,
-        position: u64,
-        next: u64,
-        record_len: usize,
-        offset: usize,
+        now_ns: u64,
+        header: DataBody,
         payload: &[u8],
         sink: &mut impl ReplicaSink,
     ) {
+        let position = header.position.get();
+        let next = header.next_position.get();
+        let record_len = header.record_len.get() as usize;
+        let offset = header.fragment_offset.get() as usize;
         let Some(session) = &mut self.session else {
             return;
         };
@@ -528,11 +630,11 @@ impl Receiver {
         }
         if position > session.frontier + 2 * session.capacity
             || record_len as u64 > session.capacity
+            || offset + payload.len() > record_len
         {
             self.counters.rejected += 1;
             return;
         }
-        session.high_water = session.high_water.max(next);
         let assembly = session
             .fragments
             .entry(position)
@@ -542,7 +644,7 @@ impl Receiver {
                 have: vec![false; record_len.div_ceil(FRAGMENT_UNIT)],
                 missing: record_len.div_ceil(FRAGMENT_UNIT),
             });
-        if assembly.bytes.len() != record_len || offset + payload.len() > record_len {
+        if assembly.bytes.len() != record_len {
             self.counters.rejected += 1;
             return;
         }
@@ -553,19 +655,32 @@ impl Receiver {
                 assembly.missing -= 1;
             }
         }
-        if assembly.missing == 0 {
+        let complete = assembly.missing == 0;
+        // the fragment's own bytes arrived; what is below them and unseen is a gap
+        let start = position + offset as u64;
+        let end = start + payload.len() as u64;
+        self.raise_high_water(start, now_ns);
+        self.arrived(start, end, now_ns);
+        if complete && let Some(session) = &mut self.session {
             let assembly = session.fragments.remove(&position).unwrap_or(Assembly {
                 next_position: next,
                 bytes: Vec::new(),
                 have: Vec::new(),
                 missing: 0,
             });
-            self.handle_records(position, assembly.next_position, &assembly.bytes, sink);
+            self.handle_records(
+                now_ns,
+                position,
+                assembly.next_position,
+                &assembly.bytes,
+                sink,
+            );
         }
     }
 
     fn handle_unavailable(
         &mut self,
+        now_ns: u64,
         from: u64,
         resume: u64,
         resume_seq: u64,
@@ -590,22 +705,24 @@ impl Receiver {
         session.frontier = resume;
         session.next_seq = Some(resume_seq);
         session.fragments.retain(|&at, _| at >= resume);
+        session.gaps.settle_below(resume, now_ns);
         // Buffered frames that now continue the stream.
         let behind: Vec<u64> = session.ahead.range(..=resume).map(|(&k, _)| k).collect();
         let mut resumable = Vec::new();
         for at in behind {
-            if let Some((next, bytes)) = session.ahead.remove(&at)
-                && next > resume
-            {
-                resumable.push((at, next, bytes));
+            if let Some((next, bytes)) = session.ahead.remove(&at) {
+                session.ahead_bytes -= bytes.len() as u64;
+                if next > resume {
+                    resumable.push((at, next, bytes));
+                }
             }
         }
         for (at, next, bytes) in resumable {
-            self.handle_records(at, next, &bytes, sink);
+            self.handle_records(now_ns, at, next, &bytes, sink);
         }
     }
 
-    /// After any progress: schedule or cancel the NAK timer, report the end.
+    /// After any progress: report the end, note when the frontier last moved.
     fn after_progress(&mut self, now_ns: u64) {
         let Some(session) = &mut self.session else {
             return;
@@ -619,42 +736,9 @@ impl Receiver {
                 position: session.frontier,
             });
         }
-        let progressed = session.frontier != session.progress_frontier;
-        if progressed {
+        if session.frontier != session.progress_frontier {
             session.progress_frontier = session.frontier;
             session.progress_ns = now_ns;
-        }
-        if let Some((sent_at, frontier_then)) = self.nak_round
-            && session.frontier > frontier_then
-        {
-            // The hole the round asked for is filled: a repair round trip.
-            let sample = now_ns.saturating_sub(sent_at).max(1);
-            self.repair_rtt_ns = if self.repair_rtt_ns == 0 {
-                sample
-            } else {
-                (7 * self.repair_rtt_ns + sample) / 8
-            };
-            self.nak_round = None;
-        }
-        let gap = session.high_water > session.frontier;
-        if !gap {
-            self.nak_at = None;
-            self.nak_attempt = 0;
-        } else if progressed && self.nak_attempt > 0 {
-            // Repairs are arriving: the sender answers, so the back-off (which is for a
-            // sender that does not) starts over. Under steady loss some hole is nearly
-            // always open; without this reset every new hole would wait out the longest
-            // back-off.
-            self.nak_attempt = 0;
-            let retry = now_ns + self.retry_interval();
-            self.nak_at = Some(self.nak_at.map_or(retry, |at| at.min(retry)));
-        } else if self.nak_at.is_none() {
-            let delay = if self.config.multicast {
-                self.random_below(self.config.nak_delay_ns.max(1))
-            } else {
-                self.config.nak_delay_ns
-            };
-            self.nak_at = Some(now_ns + delay);
         }
     }
 
@@ -666,70 +750,67 @@ impl Receiver {
         self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound
     }
 
-    /// The holes below the high-water mark: (position, length) of each, in order.
-    fn holes(session: &Session) -> Vec<(u64, u64)> {
-        let mut holes = Vec::new();
-        let mut cursor = session.frontier;
-        for (&at, &(next, _)) in &session.ahead {
-            if at > cursor {
-                holes.push((cursor, at - cursor));
-            }
-            cursor = cursor.max(next);
-        }
-        for (&at, assembly) in &session.fragments {
-            if at >= cursor && assembly.missing > 0 {
-                // Ask for the whole record again; the sender resends it in fragments.
-                if at > cursor {
-                    holes.push((cursor, at - cursor));
-                }
-                holes.push((at, assembly.bytes.len() as u64));
-                cursor = cursor.max(assembly.next_position);
-            }
-        }
-        if session.high_water > cursor {
-            holes.push((cursor, session.high_water - cursor));
-        }
-        holes.sort_unstable();
-        holes
-    }
-
-    /// The next frame for the sender (NAKs, STATUS), if any. When the NAK timer fires,
-    /// every hole below the high-water mark is NAKed in one round — not one gap per
-    /// round trip.
+    /// The next frame for the sender (NAKs, STATUS), if any: a NAK for each gap whose
+    /// NAK is due — every gap on its own schedule, so a new gap is asked for at once and
+    /// a gap whose repair is on its way is not asked for again.
     pub fn poll_transmit(&mut self, now: impl Into<MonoNs>) -> Option<&[u8]> {
         let now_ns = now.into().get();
-        if self.nak_queue.is_empty()
-            && let Some(at) = self.nak_at
-            && now_ns >= at
+        let hold_repeats = self.backlog.then_some(self.config.nak_retry_max_ns);
+        if let Some(session) = &mut self.session
+            && let Some((start, gap)) =
+                session
+                    .gaps
+                    .due(now_ns, hold_repeats, self.config.nak_budget_bytes)
         {
-            if let Some(session) = &self.session {
-                self.nak_queue
-                    .extend(Self::holes(session).into_iter().take(MAX_NAKS_PER_ROUND));
+            // a gap inside a record being reassembled is asked for from the record's
+            // start: retransmissions start on record boundaries
+            let nak_start = session
+                .fragments
+                .range(..=start)
+                .next_back()
+                .filter(|(_, assembly)| start < assembly.next_position)
+                .map_or(start, |(&at, _)| at);
+            let length = (gap.end - nak_start)
+                .min(MAX_NAK_BYTES)
+                .min(self.config.nak_budget_bytes.max(8));
+            let attempt = gap.naks + 1;
+            let timeout = self.rtt.timeout_ns(
+                self.config.nak_retry_ns,
+                self.config.nak_retry_min_ns,
+                self.config.nak_retry_max_ns,
+            );
+            let retry = (timeout << (attempt - 1).min(4)).min(self.config.nak_retry_max_ns);
+            session.gaps.nak_sent(
+                start,
+                nak_start + length,
+                now_ns,
+                now_ns.saturating_add(retry),
+            );
+            if gap.naks > 0 {
+                self.counters.nak_repeats += 1;
             }
-            if self.nak_queue.is_empty() {
-                self.nak_at = None;
+            let flags = if gap.naks > 0 || gap.before_join {
+                FLAG_REPEAT
             } else {
-                // Doubling up to 4x while nothing is repaired (see `after_progress`).
-                let backoff = 1u64 << self.nak_attempt.min(2);
-                self.nak_attempt += 1;
-                self.nak_at = Some(now_ns + self.retry_interval() * backoff);
-                if let Some(session) = &self.session {
-                    self.nak_round.get_or_insert((now_ns, session.frontier));
-                }
-            }
-        }
-        if let Some((position, length)) = self.nak_queue.pop_front() {
+                0
+            };
             self.counters.naks += 1;
-            let length = u32::try_from(length.min(1 << 20)).unwrap_or(u32::MAX);
-            self.writer.nak(self.config.receiver_id, position, length);
+            // at most MAX_NAK_BYTES: fits
+            let length = u32::try_from(length).unwrap_or(u32::MAX);
+            self.writer
+                .nak(flags, self.config.receiver_id, nak_start, length);
             return Some(self.writer.frame());
         }
-        if now_ns >= self.next_status_ns {
+        let progressed = self.session.as_ref().is_some_and(|s| {
+            s.high_water.saturating_sub(self.status_high_water) >= self.config.status_progress_bytes
+        });
+        if now_ns >= self.next_status_ns || progressed {
             self.next_status_ns = now_ns + self.config.status_interval_ns;
             let (position, high_water) = self
                 .session
                 .as_ref()
                 .map_or((0, 0), |s| (s.frontier, s.high_water));
+            self.status_high_water = high_water;
             let flags = if self.want_setup || self.session.is_none() {
                 FLAG_SETUP_REQUEST
             } else {
@@ -755,19 +836,16 @@ impl Receiver {
     }
 
     fn next_timeout(&self) -> Option<u64> {
-        if !self.nak_queue.is_empty() {
-            // More NAKs of this round are due now.
-            return Some(0);
-        }
-        let mut at = match self.nak_at {
-            Some(at) => at.min(self.next_status_ns),
-            None => self.next_status_ns,
-        };
-        if let Some(session) = &self.session
-            && let Some((end, _)) = session.end
-            && session.frontier < end
-        {
-            at = at.min(session.progress_ns + self.config.end_grace_ns);
+        let mut at = self.next_status_ns;
+        if let Some(session) = &self.session {
+            if let Some(due) = session.gaps.next_due_ns() {
+                at = at.min(due);
+            }
+            if let Some((end, _)) = session.end
+                && session.frontier < end
+            {
+                at = at.min(session.progress_ns + self.config.end_grace_ns);
+            }
         }
         Some(at)
     }
@@ -809,24 +887,36 @@ impl Receiver {
                     (at, seq)
                 })
                 .unwrap_or((end, final_seq));
-            self.handle_unavailable(frontier, resume.min(end), resume_seq, sink);
+            self.handle_unavailable(now_ns, frontier, resume.min(end), resume_seq, sink);
         }
         self.after_progress(now_ns);
     }
 
-    /// How long to wait for a NAK's repair before asking again: three smoothed repair
-    /// round trips (at least 100 µs), or the configured retry before one was measured.
-    fn retry_interval(&self) -> u64 {
-        if self.repair_rtt_ns == 0 {
-            self.config.nak_retry_ns
-        } else {
-            (3 * self.repair_rtt_ns).clamp(100_000, self.config.nak_retry_ns)
+    /// The driver says whether datagrams are waiting that it has not handed to
+    /// [`Self::handle_datagram`] yet (its last read filled the batch) or not (the socket
+    /// is drained). While they wait, NAKs are not repeated: a repair arrives behind what
+    /// was queued when it was asked for, so a receiver working through a backlog would
+    /// otherwise ask again for what is already on its way — and each answer lengthens the
+    /// backlog (a NAK storm). First NAKs of new gaps still go out at once. A repeat is
+    /// held at most `nak_retry_max_ns`.
+    pub fn set_backlog(&mut self, waiting: bool) {
+        if self.backlog
+            && !waiting
+            && let Some(session) = &mut self.session
+        {
+            session.gaps.recheck();
         }
+        self.backlog = waiting;
     }
 
-    /// Smoothed time from a NAK round to its repair (ns), 0 until measured.
+    /// Smoothed repair round trip (NAK sent → repair processed, ns), 0 until measured.
     pub fn repair_rtt_ns(&self) -> u64 {
-        self.repair_rtt_ns
+        self.rtt.smoothed_ns()
+    }
+
+    /// Gaps open now.
+    pub fn open_gaps(&self) -> usize {
+        self.session.as_ref().map_or(0, |s| s.gaps.len())
     }
 
     /// The next event, if any.

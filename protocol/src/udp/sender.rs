@@ -6,14 +6,15 @@
 //! to the channel), and sleeps until [`Sender::poll_timeout`] or until the ring has new
 //! records. `now` is monotonic nanoseconds from any fixed origin, never decreasing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use zerocopy::byteorder::little_endian::{U32, U64};
 
 use super::frame::{
-    DATA_HEADER_LEN, FLAG_ENDED, FLAG_SETUP_REQUEST, Frame, FrameWriter, SetupBody,
+    DATA_HEADER_LEN, FLAG_ENDED, FLAG_REPEAT, FLAG_SETUP_REQUEST, Frame, FrameWriter, SetupBody,
     UnavailableBody, encode_stream_name,
 };
+use super::retransmit::{Asked, RetransmitPool};
 use crate::ring::{Position, RawRead, RingReader};
 use crate::time::MonoNs;
 
@@ -87,8 +88,22 @@ pub struct SenderConfig {
     pub setup_interval_ns: u64,
     /// A HEARTBEAT goes out when nothing was sent for this long (ns).
     pub heartbeat_interval_ns: u64,
-    /// A NAK for a position retransmitted less than this long ago is ignored (ns).
-    pub nak_coalesce_ns: u64,
+    /// A first NAK for a range retransmitted less than this long ago is absorbed: the
+    /// retransmission is on its way to every receiver (ns). Repeats are answered.
+    pub retransmit_linger_ns: u64,
+    /// SETUP requested by receivers goes out at most this often (ns).
+    pub setup_min_interval_ns: u64,
+    /// Flow control, as Aeron's default ("max") multicast strategy: new records go out
+    /// only up to this many bytes beyond the furthest any receiver heard from has
+    /// reached (its STATUS high-water mark), so a sender reading a ring far ahead does
+    /// not pour it into receivers' socket buffers faster than the fastest of them reads
+    /// (the overflow would be loss to repair). A new session sends a window, then waits
+    /// for its first receivers (they answer SETUP with STATUS as soon as their replicas
+    /// exist) up to the receiver timeout; with no receiver heard from by then, there is
+    /// no limit.
+    /// The ring's writer never waits for this: a sender held back long enough is lapped
+    /// by its source and says what was lost (UNAVAILABLE). `u64::MAX`: off.
+    pub flow_window_bytes: u64,
     /// The most one NAK asks to be resent (bytes).
     pub max_nak_bytes: u64,
     /// Retransmissions are capped at this many bytes per second.
@@ -101,7 +116,8 @@ pub struct SenderConfig {
 
 impl SenderConfig {
     /// Defaults for a stream: MTU 1408, SETUP every 100 ms, heartbeat after 1 ms idle,
-    /// NAK coalescing 1 ms, retransmits capped at 100 MB/s, 1 s linger.
+    /// retransmitted ranges linger 50 ms, retransmits capped at 100 MB/s, SETUP on
+    /// request at most every 1 ms, 1 s linger after close.
     pub fn new(
         session_id: u32,
         stream_id: u32,
@@ -120,7 +136,9 @@ impl SenderConfig {
             capacity: ring.capacity(),
             setup_interval_ns: 100_000_000,
             heartbeat_interval_ns: 1_000_000,
-            nak_coalesce_ns: 1_000_000,
+            retransmit_linger_ns: 50_000_000,
+            setup_min_interval_ns: 1_000_000,
+            flow_window_bytes: 1 << 20,
             max_nak_bytes: 1 << 20,
             retransmit_bytes_per_s: 100_000_000,
             linger_ns: 1_000_000_000,
@@ -155,7 +173,8 @@ pub struct SenderCounters {
     pub retransmit_bytes: u64,
     /// NAKs received.
     pub naks: u64,
-    /// NAKs ignored because the range was just retransmitted.
+    /// NAKs absorbed: their range was queued already, or retransmitted within the
+    /// linger.
     pub naks_coalesced: u64,
     /// NAKs refused: a range not starting on a record boundary of the stream (forged
     /// or corrupt), or empty.
@@ -166,6 +185,8 @@ pub struct SenderCounters {
     pub bad_frames: u64,
     /// Times the sender itself fell a whole ring behind its source.
     pub source_lapped: u64,
+    /// Times new records waited for the receivers (flow control window full).
+    pub flow_blocked: u64,
 }
 
 /// UNAVAILABLE replies queued at most (distinct positions); NAKs beyond are refused.
@@ -183,10 +204,12 @@ pub struct Sender<S> {
     initial: (u64, u64),
     next_setup_ns: u64,
     last_send_ns: u64,
-    /// Ranges to retransmit: start → (end, the receiver that asked).
-    retransmits: BTreeMap<u64, (u64, u64)>,
-    /// Positions retransmitted recently: when, and for which receiver's NAK.
-    recent: HashMap<u64, (u64, u64)>,
+    /// Ranges to retransmit, and those retransmitted lately.
+    retransmits: RetransmitPool,
+    last_setup_ns: u64,
+    started_ns: u64,
+    /// New records are waiting for the flow control window.
+    flow_blocked: bool,
     unavailable: Vec<u64>,
     tokens: u64,
     tokens_at_ns: u64,
@@ -233,8 +256,10 @@ impl<S: StreamSource> Sender<S> {
             scratch: Vec::with_capacity(config.mtu),
             next_setup_ns: now_ns,
             last_send_ns: now_ns,
-            retransmits: BTreeMap::new(),
-            recent: HashMap::new(),
+            retransmits: RetransmitPool::default(),
+            last_setup_ns: 0,
+            started_ns: now_ns,
+            flow_blocked: false,
             unavailable: Vec::new(),
             tokens,
             tokens_at_ns: now_ns,
@@ -301,22 +326,22 @@ impl<S: StreamSource> Sender<S> {
                     }
                     return;
                 }
-                // Other receivers NAKing what was just retransmitted (they lost the same
-                // datagram) are served by that retransmission; the same receiver asking
-                // again lost the retransmission itself, and is answered.
-                let receiver = nak.body.receiver_id.get();
-                if self.recent.get(&start).is_some_and(|&(at, asked_by)| {
-                    asked_by != receiver && now_ns.saturating_sub(at) < self.config.nak_coalesce_ns
-                }) {
-                    self.counters.naks_coalesced += 1;
-                    return;
+                match self
+                    .retransmits
+                    .ask(start, end, nak.flags & FLAG_REPEAT != 0)
+                {
+                    Asked::Queued => {}
+                    Asked::Absorbed => self.counters.naks_coalesced += 1,
+                    Asked::Full => self.counters.naks_refused += 1,
                 }
-                let entry = self.retransmits.entry(start).or_insert((end, receiver));
-                entry.0 = entry.0.max(end);
             }
             Frame::Status(status) if status.stream_id == self.config.stream_id => {
                 if status.flags & FLAG_SETUP_REQUEST != 0 {
-                    self.next_setup_ns = now_ns;
+                    // answered soon, but a flood of requests gets one SETUP per interval
+                    let earliest = self
+                        .last_setup_ns
+                        .saturating_add(self.config.setup_min_interval_ns);
+                    self.next_setup_ns = self.next_setup_ns.min(now_ns.max(earliest));
                 }
                 if status.session_id == self.config.session_id {
                     self.receivers.insert(
@@ -380,22 +405,35 @@ impl<S: StreamSource> Sender<S> {
             return None;
         }
         self.refill(now_ns);
-        self.recent
-            .retain(|_, &mut (at, _)| now_ns.saturating_sub(at) < self.config.nak_coalesce_ns);
+        self.retransmits
+            .expire(now_ns, self.config.retransmit_linger_ns);
         self.receivers
             .retain(|_, r| now_ns.saturating_sub(r.last_seen_ns) < self.config.receiver_timeout_ns);
-        let sent = if self.fragment.is_some() {
+        let mtu = self.config.mtu as u64;
+        let waiting_fragment = self
+            .fragment
+            .as_ref()
+            .is_some_and(|f| f.retransmit && self.tokens < mtu);
+        let sent = if self.fragment.is_some() && !waiting_fragment {
             self.next_fragment()
         } else if now_ns >= self.next_setup_ns {
             self.next_setup_ns = now_ns + self.config.setup_interval_ns;
+            self.last_setup_ns = now_ns;
             self.setup();
             true
-        } else if let Some(from) = self.unavailable.pop() {
+        } else if waiting_fragment {
+            // a retransmitted record's fragments wait for tokens; nothing else may start
+            // (one record is fragmented at a time), but HEARTBEAT still goes out
+            self.heartbeat_due(now_ns)
+        } else if self.tokens >= mtu
+            && let Some(from) = self.unavailable.pop()
+        {
             self.send_unavailable(from);
+            self.tokens = self.tokens.saturating_sub(self.writer.frame().len() as u64);
             true
         } else if self.retransmit(now_ns) {
             true
-        } else if self.live() {
+        } else if self.live(now_ns) {
             // Also while lingering: everything published before close is sent.
             true
         } else if self.next_end_ns().is_some_and(|at| now_ns >= at) {
@@ -404,17 +442,23 @@ impl<S: StreamSource> Sender<S> {
             let (_, next_seq) = self.source.tail();
             self.writer.end(self.sent, next_seq);
             true
-        } else if now_ns.saturating_sub(self.last_send_ns) >= self.config.heartbeat_interval_ns {
-            self.writer.heartbeat(self.sent);
-            true
         } else {
-            false
+            self.heartbeat_due(now_ns)
         };
         if !sent {
             return None;
         }
         self.last_send_ns = now_ns;
         Some(self.writer.frame())
+    }
+
+    fn heartbeat_due(&mut self, now_ns: u64) -> bool {
+        if now_ns.saturating_sub(self.last_send_ns) >= self.config.heartbeat_interval_ns {
+            self.writer.heartbeat(self.sent);
+            true
+        } else {
+            false
+        }
     }
 
     /// When the sender next has something to do regardless of new records.
@@ -426,7 +470,10 @@ impl<S: StreamSource> Sender<S> {
         let mut at = self
             .next_setup_ns
             .min(self.last_send_ns + self.config.heartbeat_interval_ns);
-        if !self.retransmits.is_empty() && self.tokens < self.config.mtu as u64 {
+        let rate_limited = !self.retransmits.is_empty()
+            || !self.unavailable.is_empty()
+            || self.fragment.as_ref().is_some_and(|f| f.retransmit);
+        if rate_limited && self.tokens < self.config.mtu as u64 {
             // Tokens for one datagram.
             let wait = (self.config.mtu as u64 * 1_000_000_000)
                 .div_ceil(self.config.retransmit_bytes_per_s.max(1));
@@ -484,15 +531,15 @@ impl<S: StreamSource> Sender<S> {
         });
     }
 
-    /// One retransmission, if one is pending and the rate cap allows it.
+    /// One retransmission, if one is pending and the rate cap allows it. Every frame
+    /// of it — each fragment of a large record too — takes its bytes from the cap.
     fn retransmit(&mut self, now_ns: u64) -> bool {
-        let Some((&start, &(end, asked_by))) = self.retransmits.iter().next() else {
-            return false;
-        };
         if self.tokens < self.config.mtu as u64 {
             return false;
         }
-        self.retransmits.remove(&start);
+        let Some((start, end)) = self.retransmits.take_first() else {
+            return false;
+        };
         // Only what was asked for (at least one record): a full datagram from the hole's
         // start would resend records the receivers already have.
         let max = self
@@ -501,23 +548,25 @@ impl<S: StreamSource> Sender<S> {
         self.scratch.clear();
         match self.source.read_raw(start, max, &mut self.scratch) {
             RawRead::Records { next_position } => {
-                self.recent.insert(start, (now_ns, asked_by));
-                if next_position < end {
-                    self.retransmits.insert(next_position, (end, asked_by));
-                }
+                self.retransmits.resent(start, next_position, now_ns);
+                self.retransmits.put_back(next_position, end);
                 self.send_records(start, next_position, true);
-                self.tokens = self.tokens.saturating_sub(self.writer.frame().len() as u64);
+                if self.fragment.is_none() {
+                    // (a fragmented record's frames take their tokens one by one)
+                    self.tokens = self.tokens.saturating_sub(self.writer.frame().len() as u64);
+                }
                 true
             }
             RawRead::Skip { next_position } => {
-                if next_position < end {
-                    self.retransmits.insert(next_position, (end, asked_by));
-                }
+                self.retransmits.resent(start, next_position, now_ns);
+                self.retransmits.put_back(next_position, end);
                 self.writer.data(start, next_position, &[]);
+                self.tokens = self.tokens.saturating_sub(self.writer.frame().len() as u64);
                 true
             }
             RawRead::Unavailable { .. } => {
                 self.send_unavailable(start);
+                self.tokens = self.tokens.saturating_sub(self.writer.frame().len() as u64);
                 true
             }
             RawRead::Empty | RawRead::Corrupt(_) => false,
@@ -525,7 +574,27 @@ impl<S: StreamSource> Sender<S> {
     }
 
     /// New records from the source, if any.
-    fn live(&mut self) -> bool {
+    fn live(&mut self, now_ns: u64) -> bool {
+        let furthest = self
+            .receivers
+            .values()
+            .map(|r| r.high_water_mark)
+            .max()
+            .or_else(|| {
+                // a young session: receivers may be setting up their replicas
+                (now_ns.saturating_sub(self.started_ns) < self.config.receiver_timeout_ns)
+                    .then_some(self.initial.0)
+            });
+        if let Some(furthest) = furthest
+            && self.sent >= furthest.saturating_add(self.config.flow_window_bytes)
+        {
+            if !self.flow_blocked {
+                self.flow_blocked = true;
+                self.counters.flow_blocked += 1;
+            }
+            return false;
+        }
+        self.flow_blocked = false;
         let max = self.max_payload();
         self.scratch.clear();
         match self.source.read_raw(self.sent, max, &mut self.scratch) {
@@ -598,6 +667,9 @@ impl<S: StreamSource> Sender<S> {
         if f.retransmit {
             self.counters.retransmit_frames += 1;
             self.counters.retransmit_bytes += bytes;
+            self.tokens = self
+                .tokens
+                .saturating_sub((DATA_HEADER_LEN as u64).saturating_add(bytes));
         } else {
             self.counters.data_frames += 1;
             self.counters.data_bytes += bytes;

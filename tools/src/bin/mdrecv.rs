@@ -128,10 +128,13 @@ fn run(cli: &Cli) -> Result<i32> {
         } in receiver.stats()
         {
             eprintln!(
-                "mdrecv: {stream}: position {}, {} records, {} NAKs, {} duplicates, {} lost, {} malformed, {} rejected, {} from foreign addresses, {} dropped by the loss generator, {} sends failed",
+                "mdrecv: {stream}: position {}, {} records, {} gaps ({} bytes), {} NAKs ({} repeated), {} duplicates, {} lost, {} malformed, {} rejected, {} from foreign addresses, {} dropped by the loss generator, {} sends failed",
                 position.unwrap_or(0),
                 c.records,
+                c.gaps,
+                c.gap_bytes,
                 c.naks,
+                c.nak_repeats,
                 c.duplicates,
                 c.lost_records,
                 c.malformed + receiver.malformed(),

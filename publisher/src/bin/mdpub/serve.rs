@@ -81,14 +81,17 @@ pub(crate) fn report_senders(senders: &[UdpSender]) {
         } in sender.stats()
         {
             eprintln!(
-                "mdpub: {} {stream}: {} data frames, {} retransmitted ({} bytes), {} NAKs ({} coalesced), {} unavailable, {} receivers, {} dropped by the loss generator",
+                "mdpub: {} {stream}: {} data frames ({} bytes), {} retransmitted ({} bytes), {} NAKs ({} coalesced, {} refused), {} unavailable, flow control waited {} times, {} receivers, {} dropped by the loss generator",
                 sender.channel(),
                 counters.data_frames,
+                counters.data_bytes,
                 counters.retransmit_frames,
                 counters.retransmit_bytes,
                 counters.naks,
                 counters.naks_coalesced,
+                counters.naks_refused,
                 counters.unavailable,
+                counters.flow_blocked,
                 receivers.len(),
                 sender.debug_dropped(),
             );
