@@ -11,7 +11,7 @@
 # Needs root (a network namespace); exits 1 if any run fails.
 set -euo pipefail
 RUNS=${1:-20}
-TRADES=${TRADES:-120000}
+TRADES=${TRADES:-180000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BIN:-$ROOT/target/release}
 if [ "$(id -u)" != 0 ]; then
@@ -68,8 +68,8 @@ for run in $(seq 1 "$RUNS"); do
     for i in 0 1; do
         grep -q "Ended" "$DIR/r$i.log" || ok=0
         for stream in ticks klines; do
-            a=$("$BIN/mdtail" --shm-dir "$DIR/src" --from earliest --format jsonl --kind trade,quote,book,kline,status,instrument "$stream" | md5sum)
-            b=$("$BIN/mdtail" --shm-dir "$DIR/r$i" --from earliest --format jsonl --kind trade,quote,book,kline,status,instrument "$stream" | md5sum)
+            a=$("$BIN/mdtail" --shm-dir "$DIR/src" --from earliest --no-follow --format jsonl --kind trade,quote,book,kline,status,instrument "$stream" | md5sum)
+            b=$("$BIN/mdtail" --shm-dir "$DIR/r$i" --from earliest --no-follow --format jsonl --kind trade,quote,book,kline,status,instrument "$stream" | md5sum)
             [ "$a" = "$b" ] || { ok=0; echo "run $run: replica $i of $stream differs" >&2; }
         done
     done
