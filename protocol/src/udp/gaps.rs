@@ -190,6 +190,7 @@ impl Gaps {
     }
 
     /// Gaps open.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.missing.len()
     }

@@ -914,11 +914,6 @@ impl Receiver {
         self.rtt.smoothed_ns()
     }
 
-    /// Gaps open now.
-    pub fn open_gaps(&self) -> usize {
-        self.session.as_ref().map_or(0, |s| s.gaps.len())
-    }
-
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<ReceiverEvent> {
         self.events.pop_front()

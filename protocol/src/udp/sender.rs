@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use zerocopy::byteorder::little_endian::{U32, U64};
 
 use super::frame::{
-    DATA_HEADER_LEN, FLAG_ENDED, FLAG_REPEAT, FLAG_SETUP_REQUEST, Frame, FrameWriter, SetupBody,
-    UnavailableBody, encode_stream_name,
+    DATA_HEADER_LEN, FLAG_ENDED, FLAG_REPEAT, FLAG_SETUP_REQUEST, Frame, FrameWriter,
+    MAX_NAK_BYTES, SetupBody, UnavailableBody, encode_stream_name,
 };
 use super::retransmit::{Asked, RetransmitPool};
 use crate::ring::{Position, RawRead, RingReader};
@@ -139,7 +139,7 @@ impl SenderConfig {
             retransmit_linger_ns: 50_000_000,
             setup_min_interval_ns: 1_000_000,
             flow_window_bytes: 1 << 20,
-            max_nak_bytes: 1 << 20,
+            max_nak_bytes: MAX_NAK_BYTES,
             retransmit_bytes_per_s: 100_000_000,
             linger_ns: 1_000_000_000,
             receiver_timeout_ns: 2_000_000_000,
