@@ -321,7 +321,10 @@ impl UdpReceiver {
         handled?;
         // Datagrams still queued (a backlog): a repair NAKed earlier may be among them,
         // so the state machines hold their repeated NAKs until it is worked through.
-        let backlog = received > 0 && crate::socket::has_queued(&self.socket);
+        // (a peek costs a system call: only while some stream has a gap to repair)
+        let backlog = received > 0
+            && self.streams.values().any(|s| s.receiver.has_gaps())
+            && crate::socket::has_queued(&self.socket);
         for stream in self.streams.values_mut() {
             stream.receiver.set_backlog(backlog);
         }

@@ -132,3 +132,23 @@ pub fn has_queued(socket: &UdpSocket) -> bool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn has_queued_sees_a_waiting_datagram_without_taking_it() {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(!has_queued(&socket));
+        peer.send_to(&[7u8; 100], socket.local_addr().unwrap())
+            .unwrap();
+        // loopback delivers within the send call
+        assert!(has_queued(&socket));
+        assert!(has_queued(&socket), "the peek left it there");
+        let mut buf = [0u8; 200];
+        assert_eq!(socket.recv(&mut buf).unwrap(), 100);
+        assert!(!has_queued(&socket));
+    }
+}

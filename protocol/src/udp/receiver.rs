@@ -892,6 +892,12 @@ impl Receiver {
         self.after_progress(now_ns);
     }
 
+    /// Some part of the stream is missing (NAKed or about to be): only then does
+    /// [`Self::set_backlog`] matter, so a driver may skip finding out otherwise.
+    pub fn has_gaps(&self) -> bool {
+        self.session.as_ref().is_some_and(|s| !s.gaps.is_empty())
+    }
+
     /// The driver says whether datagrams are waiting that it has not handed to
     /// [`Self::handle_datagram`] yet (its last read filled the batch) or not (the socket
     /// is drained). While they wait, NAKs are not repeated: a repair arrives behind what
