@@ -38,6 +38,9 @@ pub struct RecvBatch {
     bursting: bool,
     /// The previous receive found data.
     received_last: bool,
+    /// The last receive took as many datagrams as it had room for (`recvmmsg` filled
+    /// the batch): more are likely waiting.
+    full: bool,
 }
 
 impl Default for RecvBatch {
@@ -50,6 +53,7 @@ impl Default for RecvBatch {
             count: 0,
             bursting: false,
             received_last: false,
+            full: false,
         }
     }
 }
@@ -79,6 +83,7 @@ impl RecvBatch {
         } else {
             self.recv_one(socket)?
         };
+        self.full = self.bursting && received == BATCH;
         self.bursting = if self.bursting {
             received > 1
         } else {
@@ -143,6 +148,12 @@ impl RecvBatch {
                 Err(e) => Err(io::Error::from(e)),
             }
         })
+    }
+
+    /// Whether the last [`RecvBatch::recv`] filled the whole batch: the socket is
+    /// being read behind what arrives (a backlog), not one datagram at a time.
+    pub fn was_full(&self) -> bool {
+        self.full
     }
 
     /// How many datagrams the last [`RecvBatch::recv`] got.

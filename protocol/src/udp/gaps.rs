@@ -189,11 +189,6 @@ impl Gaps {
         (!self.missing.is_empty()).then_some(self.earliest_due_ns)
     }
 
-    /// No gap is open.
-    pub fn is_empty(&self) -> bool {
-        self.missing.is_empty()
-    }
-
     /// Gaps open.
     #[cfg(test)]
     pub fn len(&self) -> usize {

@@ -82,7 +82,7 @@ pub struct ReceiverConfig {
 }
 
 impl ReceiverConfig {
-    /// Defaults: unicast NAK after 50 µs; multicast within 0–1 ms; repeat after the
+    /// Defaults: unicast NAK after 50 µs; multicast within 0–250 µs; repeat after the
     /// measured repair round trip (2 ms before one is measured, at least 100 µs);
     /// STATUS every 100 ms.
     pub fn new(receiver_id: u64, stream_id: u32, multicast: bool) -> Self {
@@ -90,7 +90,7 @@ impl ReceiverConfig {
             receiver_id,
             stream_id,
             multicast,
-            nak_delay_ns: if multicast { 1_000_000 } else { 50_000 },
+            nak_delay_ns: if multicast { 250_000 } else { 50_000 },
             nak_retry_ns: 2_000_000,
             nak_retry_min_ns: 100_000,
             nak_retry_max_ns: 500_000_000,
@@ -466,6 +466,7 @@ impl Receiver {
                 .open(from, to, now_ns.saturating_add(delay), joining);
             self.counters.gaps += 1;
             self.counters.gap_bytes += to - from;
+            tracing::trace!(stream_id = self.config.stream_id, from, to, "gap opened");
         }
         session.high_water = session.high_water.max(to);
     }
@@ -892,15 +893,8 @@ impl Receiver {
         self.after_progress(now_ns);
     }
 
-    /// Some part of the stream is missing (NAKed or about to be): only then does
-    /// [`Self::set_backlog`] matter, so a driver may skip finding out otherwise.
-    pub fn has_gaps(&self) -> bool {
-        self.session.as_ref().is_some_and(|s| !s.gaps.is_empty())
-    }
-
-    /// The driver says whether datagrams are waiting that it has not handed to
-    /// [`Self::handle_datagram`] yet (its last read filled the batch) or not (the socket
-    /// is drained). While they wait, NAKs are not repeated: a repair arrives behind what
+    /// The driver says whether many datagrams are waiting that it has not handed to
+    /// [`Self::handle_datagram`] yet (its last read filled its batch) or not. While they wait, NAKs are not repeated: a repair arrives behind what
     /// was queued when it was asked for, so a receiver working through a backlog would
     /// otherwise ask again for what is already on its way — and each answer lengthens the
     /// backlog (a NAK storm). First NAKs of new gaps still go out at once. A repeat is
