@@ -8,7 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use mdi_protocol::records::SCHEMA_ID;
-use mdi_protocol::ring::{AppendError, ReplicaWriter, RingOptions, ShmDir, WriterCreateError};
+use mdi_protocol::ring::{AppendError, ReplicaWriter, RingOptions, ShmDir};
 use mdi_protocol::udp::frame::{Frame, decode_stream_name};
 use mdi_protocol::udp::{
     Channel, Receiver, ReceiverConfig, ReceiverCounters, ReceiverEvent, ReplicaSink,
@@ -31,14 +31,6 @@ pub enum UdpReceiveError {
         /// The error.
         source: io::Error,
     },
-    /// A replica ring could not be created.
-    #[error("replica of stream {stream:?}: {source}")]
-    Replica {
-        /// The stream name.
-        stream: String,
-        /// The error.
-        source: WriterCreateError,
-    },
 }
 
 /// How a [`UdpReceiver`] behaves.
@@ -52,7 +44,19 @@ pub struct UdpReceiverOptions {
     pub debug_seed: u64,
     /// File mode etc. of the replica rings (capacity comes from the sender).
     pub ring_options: RingOptions,
+    /// Only these streams (by name) are replicated; `None`: every stream on the channel.
+    pub accept_streams: Option<Vec<String>>,
+    /// A SETUP asking for a larger replica than this (bytes) is refused.
+    pub max_capacity: u64,
+    /// Streams tracked at most (each stream id seen takes an entry); frames for more are
+    /// counted and dropped.
+    pub max_streams: usize,
 }
+
+/// Largest replica a receiver makes unless told otherwise: 1 GiB.
+pub const DEFAULT_MAX_CAPACITY: u64 = 1 << 30;
+/// Streams a receiver tracks at most unless told otherwise.
+pub const DEFAULT_MAX_STREAMS: usize = 64;
 
 impl Default for UdpReceiverOptions {
     fn default() -> Self {
@@ -71,6 +75,9 @@ impl Default for UdpReceiverOptions {
             // MAP_POPULATE) in which the socket was not read and overflowed. Its memory
             // is reserved all the same (ADR 0010); pages are mapped as records arrive.
             ring_options: RingOptions::default().prefault(false),
+            accept_streams: None,
+            max_capacity: DEFAULT_MAX_CAPACITY,
+            max_streams: DEFAULT_MAX_STREAMS,
         }
     }
 }
@@ -187,6 +194,11 @@ pub struct UdpReceiver {
     send_errors: u64,
     /// Frames for a joined stream from an address other than its session's source.
     foreign: u64,
+    /// SETUPs refused: a stream not accepted, a capacity over the limit, or a replica
+    /// that could not be made (bad name, a ring of that name whose writer lives...).
+    setups_refused: u64,
+    /// Frames for a new stream id when `max_streams` are tracked already.
+    streams_refused: u64,
     nonblocking: bool,
     /// When the counters were last written for `mdstat` (ns of `origin`).
     status_at: MonoNs,
@@ -221,6 +233,8 @@ impl UdpReceiver {
                 ("malformed", (c.malformed + self.malformed).to_string()),
                 ("rejected", c.rejected.to_string()),
                 ("foreign", self.foreign.to_string()),
+                ("setups_refused", self.setups_refused.to_string()),
+                ("streams_refused", self.streams_refused.to_string()),
                 ("debug_dropped", self.debug_dropped().to_string()),
             ]
             .into_iter()
@@ -254,6 +268,8 @@ impl UdpReceiver {
             malformed: 0,
             send_errors: 0,
             foreign: 0,
+            setups_refused: 0,
+            streams_refused: 0,
             nonblocking: false,
             status_at: MonoNs(0),
         })
@@ -312,17 +328,15 @@ impl UdpReceiver {
             .recv(&self.socket, !busy)
             .map_err(|e| sock_err(&self.channel, e));
         let now = self.now_ns();
-        let mut handled = Ok(());
         for i in 0..batch.len() {
             if let Some((datagram, from)) = batch.get(i)
                 && !self.loss.drop_next(datagram.len())
             {
-                handled = handled.and(self.handle(now, datagram, from));
+                self.handle(now, datagram, from);
             }
         }
         self.batch = batch;
         let received = received?;
-        handled?;
         // A full batch means the socket is read behind what arrives (a backlog): a
         // repair NAKed earlier may be among what waits, so the state machines hold their
         // repeated NAKs until it is worked through. (One datagram waiting is no backlog:
@@ -336,41 +350,40 @@ impl UdpReceiver {
         Ok(received > 0)
     }
 
-    fn handle(
-        &mut self,
-        now: MonoNs,
-        datagram: &[u8],
-        from: Option<SocketAddr>,
-    ) -> Result<(), UdpReceiveError> {
+    fn handle(&mut self, now: MonoNs, datagram: &[u8], from: Option<SocketAddr>) {
         let stream_id = match Frame::parse(datagram) {
             Ok(Frame::Setup(setup)) => {
                 let stream_id = setup.stream_id;
-                let name = decode_stream_name(&setup.body.stream_name)
-                    .unwrap_or("")
-                    .to_owned();
-                let capacity = setup.body.capacity.get();
-                let (options, channel) = (&self.options, &self.channel);
-                let stream = self
+                if !self.track(stream_id, now) {
+                    return;
+                }
+                let joined = self
                     .streams
-                    .entry(stream_id)
-                    .or_insert_with(|| Stream::new(options, channel, stream_id, now));
-                if stream.replica.is_none() {
-                    let options = self
-                        .options
-                        .ring_options
-                        .clone()
-                        .capacity(capacity)
-                        .schema_id(SCHEMA_ID)
-                        .replace_incompatible(true);
-                    let replica =
-                        ReplicaWriter::create(&self.shm, &name, &options).map_err(|source| {
-                            UdpReceiveError::Replica {
-                                stream: name.clone(),
-                                source,
+                    .get(&stream_id)
+                    .is_some_and(|s| s.replica.is_some());
+                if !joined {
+                    let name = decode_stream_name(&setup.body.stream_name).unwrap_or("");
+                    match self.make_replica(name, setup.body.capacity.get()) {
+                        Ok(replica) => {
+                            if let Some(stream) = self.streams.get_mut(&stream_id) {
+                                stream.replica = Some(replica);
+                                stream.name = Some(name.to_owned());
                             }
-                        })?;
-                    stream.replica = Some(replica);
-                    stream.name = Some(name);
+                        }
+                        Err(reason) => {
+                            // anyone can send a SETUP: a refusal is counted and said,
+                            // never the end of the receiver
+                            self.setups_refused += 1;
+                            if self.setups_refused <= 5 {
+                                tracing::warn!(
+                                    "{}: SETUP for stream {name:?} from {} refused: {reason}",
+                                    self.channel,
+                                    from.map_or_else(|| "?".to_owned(), |a| a.to_string())
+                                );
+                            }
+                            return;
+                        }
+                    }
                 }
                 stream_id
             }
@@ -379,17 +392,18 @@ impl UdpReceiver {
             Ok(Frame::Unavailable(f)) => f.stream_id,
             Ok(Frame::End(f)) => f.stream_id,
             // Not for a receiver (NAK, STATUS from another receiver) or not a frame.
-            Ok(_) => return Ok(()),
+            Ok(_) => return,
             Err(_) => {
                 self.malformed += 1;
-                return Ok(());
+                return;
             }
         };
-        let (options, channel) = (&self.options, &self.channel);
-        let stream = self
-            .streams
-            .entry(stream_id)
-            .or_insert_with(|| Stream::new(options, channel, stream_id, now));
+        if !self.track(stream_id, now) {
+            return;
+        }
+        let Some(stream) = self.streams.get_mut(&stream_id) else {
+            return;
+        };
         let setup = matches!(Frame::parse(datagram), Ok(Frame::Setup(_)));
         // A joined stream takes its session's frames only from where its SETUP came from:
         // a stray or forged frame from elsewhere is counted and dropped, and cannot move
@@ -397,7 +411,7 @@ impl UdpReceiver {
         // machine, which decides: a publisher restarted on the same ring is followed.)
         if stream.source.is_some() && from != stream.source && !setup {
             self.foreign += 1;
-            return Ok(());
+            return;
         }
         let session_before = stream.receiver.session_id();
         match &mut stream.replica {
@@ -420,7 +434,55 @@ impl UdpReceiver {
         if self.sender.is_none() {
             self.sender = from;
         }
-        Ok(())
+    }
+
+    /// Makes sure `stream_id` has an entry, unless `max_streams` are tracked already
+    /// (then the frame is counted and dropped: a flood of stream ids cannot grow the
+    /// map). False if it has none.
+    fn track(&mut self, stream_id: u32, now: MonoNs) -> bool {
+        if self.streams.contains_key(&stream_id) {
+            return true;
+        }
+        if self.streams.len() >= self.options.max_streams {
+            self.streams_refused += 1;
+            return false;
+        }
+        let stream = Stream::new(&self.options, &self.channel, stream_id, now);
+        self.streams.insert(stream_id, stream);
+        true
+    }
+
+    /// The replica a SETUP asks for, if the policy allows it and it can be made.
+    fn make_replica(&self, name: &str, capacity: u64) -> Result<ReplicaWriter, String> {
+        if let Some(accepted) = &self.options.accept_streams
+            && !accepted.iter().any(|a| a == name)
+        {
+            return Err("not a stream this receiver accepts".to_owned());
+        }
+        if capacity > self.options.max_capacity {
+            return Err(format!(
+                "capacity {capacity} bytes is over the limit of {} bytes",
+                self.options.max_capacity
+            ));
+        }
+        let options = self
+            .options
+            .ring_options
+            .clone()
+            .capacity(capacity)
+            .schema_id(SCHEMA_ID)
+            .replace_incompatible(true);
+        ReplicaWriter::create(&self.shm, name, &options).map_err(|e| e.to_string())
+    }
+
+    /// SETUPs refused (stream not accepted, capacity over the limit, replica not made).
+    pub fn setups_refused(&self) -> u64 {
+        self.setups_refused
+    }
+
+    /// Frames for new stream ids dropped because `max_streams` were tracked already.
+    pub fn streams_refused(&self) -> u64 {
+        self.streams_refused
     }
 
     /// Sends what the state machines have due and collects their events.
@@ -470,15 +532,18 @@ impl UdpReceiver {
 
     /// True when at least one stream was seen and every stream ended and was repaired.
     pub fn all_ended(&self) -> bool {
-        !self.streams.is_empty() && self.streams.values().all(|s| s.ended)
+        // streams refused (no replica) have nothing to end
+        let mut replicated = self.streams.values().filter(|s| s.replica.is_some());
+        replicated.clone().next().is_some() && replicated.all(|s| s.ended)
     }
 
-    /// Per stream: replica position, high-water mark, counters.
+    /// Per replicated stream: replica position, high-water mark, counters.
     pub fn stats(&self) -> Vec<ReceiverStreamStats> {
         self.streams
             .values()
-            .map(|s| ReceiverStreamStats {
-                stream: s.name.clone().unwrap_or_default(),
+            .filter_map(|s| Some((s.name.clone()?, s)))
+            .map(|(stream, s)| ReceiverStreamStats {
+                stream,
                 position: s.receiver.position(),
                 high_water: s.receiver.high_water(),
                 counters: s.receiver.counters(),
@@ -492,6 +557,11 @@ impl UdpReceiver {
         self.streams
             .values()
             .map(|s| (s.receiver.position(), s.receiver.high_water()))
+    }
+
+    /// The channel received.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
     }
 
     /// Datagrams that were not frames.

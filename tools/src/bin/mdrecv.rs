@@ -24,6 +24,13 @@ struct Cli {
     /// Where the replica rings go.
     #[arg(long, env = "MDI_SHM_DIR", value_name = "DIR", default_value = mdi_protocol::ring::DEFAULT_SHM_DIR)]
     shm_dir: std::path::PathBuf,
+    /// Replicate only this stream (repeatable); default: every stream on the channel.
+    /// SETUPs for others are refused and counted.
+    #[arg(long = "stream", value_name = "NAME")]
+    streams: Vec<String>,
+    /// Refuse SETUPs asking for a replica larger than this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = mdi_transport::receiver::DEFAULT_MAX_CAPACITY)]
+    max_capacity: u64,
     /// Exit once every stream has ended (END) and been repaired to its end.
     #[arg(long)]
     until_end: bool,
@@ -67,6 +74,8 @@ fn run(cli: &Cli) -> Result<i32> {
     let options = UdpReceiverOptions {
         debug_drop_rate: cli.debug_drop_rate,
         debug_seed: cli.debug_seed,
+        accept_streams: (!cli.streams.is_empty()).then(|| cli.streams.clone()),
+        max_capacity: cli.max_capacity,
         ..UdpReceiverOptions::default()
     };
     let mut receivers = cli
@@ -144,6 +153,14 @@ fn run(cli: &Cli) -> Result<i32> {
                 receiver.foreign(),
                 receiver.debug_dropped(),
                 receiver.send_errors()
+            );
+        }
+        if receiver.setups_refused() + receiver.streams_refused() > 0 {
+            eprintln!(
+                "mdrecv: {}: {} SETUPs refused (stream not accepted, too large, or no replica could be made), {} frames for streams beyond the limit",
+                receiver.channel(),
+                receiver.setups_refused(),
+                receiver.streams_refused()
             );
         }
     }
