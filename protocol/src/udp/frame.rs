@@ -68,6 +68,11 @@ pub const FLAG_SETUP_REQUEST: u16 = 0x1;
 /// in vain (the retransmission was lost); a sender answers it even if it just
 /// retransmitted the range for someone else.
 pub const FLAG_REPEAT: u16 = 0x1;
+/// Stream positions stay below this (at 10 GB/s a stream reaches it in 14 years); a
+/// frame claiming more is forged or corrupt, and refused before any arithmetic on it.
+pub const MAX_POSITION: u64 = 1 << 62;
+/// No ring is larger than this (bytes); a SETUP claiming more is refused.
+pub const MAX_CAPACITY: u64 = 1 << 40;
 /// The most one NAK asks for (bytes); a longer gap is asked for piece by piece.
 pub const MAX_NAK_BYTES: u64 = 1 << 20;
 

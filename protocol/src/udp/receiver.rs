@@ -12,11 +12,13 @@ use zerocopy::FromBytes;
 use zerocopy::byteorder::little_endian::U64;
 
 use super::frame::{
-    DataBody, FLAG_ENDED, FLAG_REPEAT, FLAG_SETUP_REQUEST, Frame, FrameWriter, MAX_NAK_BYTES,
-    StatusBody,
+    DataBody, FLAG_ENDED, FLAG_REPEAT, FLAG_SETUP_REQUEST, Frame, FrameWriter, MAX_CAPACITY,
+    MAX_NAK_BYTES, MAX_POSITION, StatusBody,
 };
 use super::gaps::{Gaps, RepairRtt};
-use crate::ring::{AppendError, Position, RecordHeader, ReplicaWriter, Seq, align_record};
+use crate::ring::{
+    AppendError, Position, RECORD_HEADER_LEN, RecordHeader, ReplicaWriter, Seq, align_record,
+};
 use crate::time::MonoNs;
 
 /// Where a receiver writes the replica: a ring created with
@@ -201,6 +203,29 @@ struct Session {
     progress_frontier: u64,
 }
 
+impl Session {
+    /// A position this session could have sent: within two rings of the frontier (the
+    /// sender holds one ring; a receiver that far behind is told what it lost).
+    fn plausible(&self, position: u64) -> bool {
+        position
+            <= self
+                .frontier
+                .saturating_add(self.capacity.saturating_mul(2))
+    }
+
+    /// A DATA frame's `next` after content ending at `end`: the same, or the start of
+    /// the ring's next lap (padding where a record did not fit before the end).
+    fn continues_at(&self, end: u64, next: u64) -> bool {
+        next == end
+            || (next > end && next.is_multiple_of(self.capacity) && next - end < self.capacity)
+    }
+
+    /// An end of the stream at `final_position`: not before anything the session sent.
+    fn plausible_end(&self, final_position: u64) -> bool {
+        final_position >= self.high_water && self.plausible(final_position)
+    }
+}
+
 #[derive(Debug)]
 struct Assembly {
     next_position: u64,
@@ -278,9 +303,11 @@ impl Receiver {
                     // final sequence is not in SETUP: keep one END gave, if any).
                     let final_position = setup.body.tail_position.get();
                     let final_seq = session.end.map_or(0, |(_, seq)| seq);
-                    session.end = Some((final_position, final_seq));
-                    if final_position <= session.frontier + 2 * session.capacity {
+                    if session.plausible_end(final_position) {
+                        session.end = Some((final_position, final_seq));
                         self.raise_high_water(final_position, now_ns);
+                    } else {
+                        self.counters.rejected += 1;
                     }
                     self.after_progress(now_ns);
                 }
@@ -319,7 +346,22 @@ impl Receiver {
                 let header = data.body.header;
                 let position = header.position.get();
                 let next = header.next_position.get();
-                if data.body.is_fragment(data.flags) {
+                let fragment = data.body.is_fragment(data.flags);
+                // what the frame carries ends here; `next` may only skip the padding at
+                // the end of a lap — an empty frame cannot move the stream anywhere
+                let content = if fragment {
+                    u64::from(header.record_len.get())
+                } else {
+                    data.body.payload.len() as u64
+                };
+                if let Some(session) = &self.session
+                    && session.session_id == session_id
+                    && !session.continues_at(position.saturating_add(content), next)
+                {
+                    self.counters.rejected += 1;
+                    return;
+                }
+                if fragment {
                     self.handle_fragment(now_ns, *header, data.body.payload, sink);
                 } else {
                     self.handle_records(now_ns, position, next, data.body.payload, sink);
@@ -328,7 +370,7 @@ impl Receiver {
             Frame::Heartbeat(heartbeat) => {
                 let tail = heartbeat.body.tail_position.get();
                 if let Some(session) = &self.session
-                    && tail <= session.frontier + 2 * session.capacity
+                    && session.plausible(tail)
                 {
                     self.raise_high_water(tail, now_ns);
                 }
@@ -342,9 +384,13 @@ impl Receiver {
             Frame::End(end) => {
                 if let Some(session) = &mut self.session {
                     let final_position = end.body.final_position.get();
-                    session.end = Some((final_position, end.body.final_seq.get()));
-                    if final_position <= session.frontier + 2 * session.capacity {
+                    if session.plausible_end(final_position) {
+                        session.end = Some((final_position, end.body.final_seq.get()));
                         self.raise_high_water(final_position, now_ns);
+                    } else {
+                        // an end below what the session already sent: forged or corrupt;
+                        // taking it would end the replica short
+                        self.counters.rejected += 1;
                     }
                 }
             }
@@ -360,10 +406,21 @@ impl Receiver {
         setup: &super::frame::SetupBody,
         sink: &mut impl ReplicaSink,
     ) {
-        self.want_setup = false;
         let epoch = setup.epoch.get();
         let ring_id = setup.ring_id.get();
         let capacity = setup.capacity.get();
+        let positions = [
+            setup.initial_position.get(),
+            setup.tail_position.get(),
+            setup.retained_from.get(),
+        ];
+        if !(64..=MAX_CAPACITY).contains(&capacity) || positions.iter().any(|&p| p > MAX_POSITION) {
+            // no ring is that small (positions are taken modulo it) or that large, and no
+            // stream gets that far: forged or corrupt
+            self.counters.rejected += 1;
+            return;
+        }
+        self.want_setup = false;
         let tail = setup.tail_position.get();
         let joining = self.session.is_none();
         match &mut self.session {
@@ -429,7 +486,7 @@ impl Receiver {
         // holds the frontier (this receiver was lapped) and holds at most a ring
         let retained_from = setup.retained_from.get();
         if let Some(session) = &self.session
-            && (tail <= session.frontier.saturating_add(2 * session.capacity)
+            && (session.plausible(tail)
                 || (retained_from > session.frontier
                     && tail >= retained_from
                     && tail - retained_from <= session.capacity))
@@ -505,7 +562,7 @@ impl Receiver {
             return;
         }
         if position > session.frontier {
-            if position - session.frontier > 2 * session.capacity
+            if !session.plausible(position)
                 || session.ahead_bytes + payload.len() as u64 > session.capacity
             {
                 // Forged, from a sender far ahead of anything plausible, or more held
@@ -629,7 +686,7 @@ impl Receiver {
             self.counters.duplicates += 1;
             return;
         }
-        if position > session.frontier + 2 * session.capacity
+        if !session.plausible(position)
             || record_len as u64 > session.capacity
             || offset + payload.len() > record_len
         {
@@ -691,6 +748,17 @@ impl Receiver {
             return;
         };
         if from > session.frontier || resume <= session.frontier {
+            return;
+        }
+        // a resume beyond anything the session announced, or more records lost than
+        // the skipped bytes could hold: forged or corrupt
+        let most_records = (resume - session.frontier) / RECORD_HEADER_LEN;
+        if resume > session.high_water
+            || session
+                .next_seq
+                .is_some_and(|expected| resume_seq.saturating_sub(expected) > most_records)
+        {
+            self.counters.rejected += 1;
             return;
         }
         if let Some(expected) = session.next_seq
