@@ -286,6 +286,11 @@ pub struct SessionConfig {
     /// Bytes of those packets kept at most (a bound in memory, whatever the packets'
     /// sizes).
     pub max_buffered_bytes: usize,
+    /// A packet starting more than this many sequences beyond the highest known is held
+    /// aside, not trusted, until a second packet confirms the jump (starts within this
+    /// many of where the first ends): one forged or corrupt packet far ahead would
+    /// otherwise open a gap of its size — a re-request per real packet, a huge loss.
+    pub max_jump: u64,
 }
 
 impl Default for SessionConfig {
@@ -298,6 +303,7 @@ impl Default for SessionConfig {
             max_request_count: 1_000,
             max_buffered_packets: 100_000,
             max_buffered_bytes: 64 << 20,
+            max_jump: 100_000,
         }
     }
 }
@@ -368,6 +374,9 @@ pub struct SessionCounters {
     pub lost: u64,
     /// Packets dropped because the gap buffer was full.
     pub buffer_full: u64,
+    /// Packets far ahead of the highest known sequence, held until a second packet
+    /// confirmed the jump (forged, corrupt, or the first after a long outage).
+    pub implausible: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -394,6 +403,8 @@ pub struct Session {
     /// The end-of-session packet's sequence, once seen.
     end_at: Option<u64>,
     ended: bool,
+    /// A packet far ahead, held until another confirms the jump: (where it ends, bytes).
+    suspect: Option<(u64, Vec<u8>)>,
     counters: SessionCounters,
 }
 
@@ -410,6 +421,7 @@ impl Session {
             pending: None,
             end_at: None,
             ended: false,
+            suspect: None,
             counters: SessionCounters::default(),
         }
     }
@@ -457,9 +469,34 @@ impl Session {
             Some(_) => {}
             None => self.session = Some(packet.session),
         }
+        let end = packet.sequence + packet.message_count();
+        if let Some(next) = self.next {
+            let horizon = self
+                .known_end
+                .max(next)
+                .saturating_add(self.config.max_jump);
+            if packet.sequence > horizon {
+                match self.suspect.take() {
+                    Some((suspect_end, held))
+                        if packet.sequence >= suspect_end.saturating_sub(self.config.max_jump)
+                            && packet.sequence
+                                <= suspect_end.saturating_add(self.config.max_jump) =>
+                    {
+                        // two packets agree: the stream did jump; take the first, then this
+                        self.known_end = self.known_end.max(suspect_end);
+                        self.on_packet(now, &held, out);
+                    }
+                    Some(_) | None => {
+                        // hold it; a previous suspect nobody confirmed is dropped, counted
+                        self.counters.implausible += 1;
+                        self.suspect = Some((end, bytes.to_vec()));
+                        return;
+                    }
+                }
+            }
+        }
         self.counters.packets += 1;
         let next = *self.next.get_or_insert(packet.sequence);
-        let end = packet.sequence + packet.message_count();
         self.known_end = self.known_end.max(end);
         match packet.count {
             0 => self.counters.heartbeats += 1,
@@ -674,6 +711,35 @@ mod tests {
                 Output::GapOpened { .. } => {}
             }
         }
+    }
+
+    #[test]
+    fn one_packet_far_ahead_opens_no_gap_until_a_second_confirms_the_jump() {
+        let mut session = Session::new(SessionConfig::default());
+        let mut seen = Seen::default();
+        let now = MonoNs(0);
+        for seq in 1..=10u64 {
+            session.on_packet(now, &packet(seq, &[b"m"]), &mut seen.take());
+        }
+        // forged (or corrupt): a billion ahead
+        session.on_packet(now, &packet(1_000_000_000, &[b"x"]), &mut seen.take());
+        for seq in 11..=20u64 {
+            session.on_packet(now, &packet(seq, &[b"m"]), &mut seen.take());
+        }
+        session.on_timer(MonoNs(10_000_000_000), &mut seen.take());
+        assert!(
+            seen.requests.is_empty(),
+            "re-requested: {:?}",
+            seen.requests
+        );
+        assert!(seen.lost.is_empty(), "lost: {:?}", seen.lost);
+        assert_eq!(seen.messages.len(), 20);
+        assert_eq!(session.counters().implausible, 1);
+        // a real jump: two packets agree, the gap opens and is re-requested
+        session.on_packet(now, &packet(500_000, &[b"a"]), &mut seen.take());
+        assert!(seen.requests.is_empty());
+        session.on_packet(now, &packet(500_001, &[b"b"]), &mut seen.take());
+        assert_eq!(seen.requests.first().map(|r| r.0), Some(21));
     }
 
     #[test]

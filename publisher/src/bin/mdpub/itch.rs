@@ -213,7 +213,7 @@ pub(crate) fn run_itch_live(
     let seconds = started.elapsed().as_secs_f64();
     let s = counters.session;
     eprintln!(
-        "mdpub: {} ITCH messages ({} malformed), {} trades, {} book updates, {} quotes, {} records in all; {} datagrams, {} MoldUDP64 packets ({} duplicates, {} other session, {} malformed), {} gaps, {} re-requests, {} messages lost in {seconds:.2} s",
+        "mdpub: {} ITCH messages ({} malformed), {} trades, {} book updates, {} quotes, {} records in all; {} datagrams, {} MoldUDP64 packets ({} duplicates, {} other session, {} malformed, {} far ahead held for confirmation), {} gaps, {} re-requests, {} messages lost in {seconds:.2} s",
         feed.messages,
         feed.malformed,
         feed.trades,
@@ -225,6 +225,7 @@ pub(crate) fn run_itch_live(
         s.duplicates,
         s.wrong_session,
         s.malformed,
+        s.implausible,
         s.gaps,
         counters.requests_sent,
         feed.lost,
