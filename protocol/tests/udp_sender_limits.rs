@@ -152,3 +152,38 @@ fn a_first_nak_for_a_range_just_resent_is_absorbed_and_a_repeat_answered() {
     drain_at(&mut s.sender, 2 * MS);
     assert_eq!(s.sender.counters().retransmit_bytes, 2 * once);
 }
+
+#[test]
+fn live_records_go_out_while_a_large_retransmission_waits_for_the_rate_cap() {
+    // 20 KB records, retransmits at 100 kB/s: one record's repair takes ~0.2 s
+    let mut s = sender_over(10, 20_000, |c| {
+        c.flow_window_bytes = u64::MAX;
+        c.retransmit_bytes_per_s = 100_000;
+    });
+    drain_at(&mut s.sender, 1);
+    let mut receiver = FrameWriter::new(1408, SESSION, 1);
+    s.sender
+        .handle_datagram(2, receiver.nak(FLAG_REPEAT, 5, 0, 20_000));
+    // tokens for the first fragment: the repair has started, and now waits
+    drain_at(&mut s.sender, 10 * MS);
+    let started = s.sender.counters().retransmit_bytes;
+    assert!(started > 0 && started < 20_000, "{started}");
+    let live_before = s.sender.counters().data_bytes;
+    // new small records while the repair waits for tokens: they go out at once
+    for i in 0..50u8 {
+        s.writer
+            .append(RecordKind::APPLICATION_FIRST, &[i; 64])
+            .unwrap();
+    }
+    drain_at(&mut s.sender, 11 * MS);
+    assert_eq!(
+        s.sender.position(),
+        s.writer.position().get(),
+        "live records waited behind a retransmission"
+    );
+    assert!(s.sender.counters().data_bytes > live_before);
+    assert!(
+        s.sender.counters().retransmit_bytes < 20_000,
+        "the repair is still rate-limited"
+    );
+}

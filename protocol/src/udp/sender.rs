@@ -213,7 +213,11 @@ pub struct Sender<S> {
     unavailable: Vec<u64>,
     tokens: u64,
     tokens_at_ns: u64,
-    fragment: Option<Fragmenting>,
+    /// A live record larger than a frame, going out fragment by fragment.
+    live_fragment: Option<Fragmenting>,
+    /// A retransmitted one: its fragments wait for the rate cap's tokens, while live
+    /// data goes on.
+    repair_fragment: Option<Fragmenting>,
     receivers: HashMap<u64, ReceiverInfo>,
     closing_since: Option<u64>,
     /// When the last NAK came: lingering lasts while receivers are still repairing.
@@ -229,7 +233,6 @@ struct Fragmenting {
     next_position: u64,
     record: Vec<u8>,
     offset: usize,
-    retransmit: bool,
 }
 
 /// END is repeated this many times, `END_SPACING_NS` apart (receivers may lose some,
@@ -263,7 +266,8 @@ impl<S: StreamSource> Sender<S> {
             unavailable: Vec::new(),
             tokens,
             tokens_at_ns: now_ns,
-            fragment: None,
+            live_fragment: None,
+            repair_fragment: None,
             receivers: HashMap::new(),
             closing_since: None,
             last_nak_ns: 0,
@@ -410,28 +414,22 @@ impl<S: StreamSource> Sender<S> {
         self.receivers
             .retain(|_, r| now_ns.saturating_sub(r.last_seen_ns) < self.config.receiver_timeout_ns);
         let mtu = self.config.mtu as u64;
-        let waiting_fragment = self
-            .fragment
-            .as_ref()
-            .is_some_and(|f| f.retransmit && self.tokens < mtu);
-        let sent = if self.fragment.is_some() && !waiting_fragment {
-            self.next_fragment()
+        let sent = if self.live_fragment.is_some() {
+            self.next_fragment(false)
         } else if now_ns >= self.next_setup_ns {
             self.next_setup_ns = now_ns + self.config.setup_interval_ns;
             self.last_setup_ns = now_ns;
             self.setup();
             true
-        } else if waiting_fragment {
-            // a retransmitted record's fragments wait for tokens; nothing else may start
-            // (one record is fragmented at a time), but HEARTBEAT still goes out
-            self.heartbeat_due(now_ns)
+        } else if self.repair_fragment.is_some() && self.tokens >= mtu {
+            self.next_fragment(true)
         } else if self.tokens >= mtu
             && let Some(from) = self.unavailable.pop()
         {
             self.send_unavailable(from);
             self.tokens = self.tokens.saturating_sub(self.writer.frame().len() as u64);
             true
-        } else if self.retransmit(now_ns) {
+        } else if self.repair_fragment.is_none() && self.retransmit(now_ns) {
             true
         } else if self.live(now_ns) {
             // Also while lingering: everything published before close is sent.
@@ -472,7 +470,7 @@ impl<S: StreamSource> Sender<S> {
             .min(self.last_send_ns + self.config.heartbeat_interval_ns);
         let rate_limited = !self.retransmits.is_empty()
             || !self.unavailable.is_empty()
-            || self.fragment.as_ref().is_some_and(|f| f.retransmit);
+            || self.repair_fragment.is_some();
         if rate_limited && self.tokens < self.config.mtu as u64 {
             // Tokens for one datagram.
             let wait = (self.config.mtu as u64 * 1_000_000_000)
@@ -551,7 +549,7 @@ impl<S: StreamSource> Sender<S> {
                 self.retransmits.resent(start, next_position, now_ns);
                 self.retransmits.put_back(next_position, end);
                 self.send_records(start, next_position, true);
-                if self.fragment.is_none() {
+                if self.repair_fragment.is_none() {
                     // (a fragmented record's frames take their tokens one by one)
                     self.tokens = self.tokens.saturating_sub(self.writer.frame().len() as u64);
                 }
@@ -628,14 +626,18 @@ impl<S: StreamSource> Sender<S> {
     fn send_records(&mut self, position: u64, next_position: u64, retransmit: bool) {
         let len = self.scratch.len() as u64;
         if self.scratch.len() > self.max_payload() {
-            self.fragment = Some(Fragmenting {
+            let fragmenting = Some(Fragmenting {
                 position,
                 next_position,
                 record: std::mem::take(&mut self.scratch),
                 offset: 0,
-                retransmit,
             });
-            self.next_fragment();
+            if retransmit {
+                self.repair_fragment = fragmenting;
+            } else {
+                self.live_fragment = fragmenting;
+            }
+            self.next_fragment(retransmit);
             return;
         }
         if retransmit {
@@ -648,9 +650,15 @@ impl<S: StreamSource> Sender<S> {
         self.writer.data(position, next_position, &self.scratch);
     }
 
-    fn next_fragment(&mut self) -> bool {
+    /// The next fragment of the live record, or of the retransmitted one.
+    fn next_fragment(&mut self, retransmit: bool) -> bool {
         let max = self.max_payload();
-        let Some(f) = &mut self.fragment else {
+        let slot = if retransmit {
+            &mut self.repair_fragment
+        } else {
+            &mut self.live_fragment
+        };
+        let Some(f) = slot else {
             return false;
         };
         let end = (f.offset + max).min(f.record.len());
@@ -664,7 +672,7 @@ impl<S: StreamSource> Sender<S> {
             &f.record[f.offset..end],
         );
         let bytes = (end - f.offset) as u64;
-        if f.retransmit {
+        if retransmit {
             self.counters.retransmit_frames += 1;
             self.counters.retransmit_bytes += bytes;
             self.tokens = self
@@ -677,7 +685,7 @@ impl<S: StreamSource> Sender<S> {
         f.offset = end;
         if f.offset == f.record.len() {
             let record = std::mem::take(&mut f.record);
-            self.fragment = None;
+            *slot = None;
             self.scratch = record;
         }
         true
