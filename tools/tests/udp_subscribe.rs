@@ -13,6 +13,11 @@ use mdi_protocol::udp::Channel;
 use mdi_subscriber::{Event, Record, Subscriber};
 use mdi_transport::sender::{ServeUntil, UdpSender, UdpSenderOptions, serve};
 
+/// The tests that look at this process's private replica directories in /dev/shm run
+/// one at a time (under `cargo test` they share the process, and so the pid in the
+/// directory names).
+static PRIVATE_DIRS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A ring of 1000 trades served on a fresh loopback port until dropped.
 struct Publisher {
     dir: tempfile::TempDir,
@@ -130,6 +135,7 @@ fn mdtail_reads_a_remote_stream_over_udp() {
 
 #[test]
 fn a_subscriber_reads_a_remote_stream_over_udp_and_cleans_up() {
+    let _alone = PRIVATE_DIRS.lock().unwrap_or_else(|e| e.into_inner());
     let publisher = Publisher::start();
     let mut subscriber = Subscriber::builder()
         .udp(Channel::parse(&publisher.uri).unwrap())
@@ -172,6 +178,7 @@ fn a_subscriber_reads_a_remote_stream_over_udp_and_cleans_up() {
 
 #[test]
 fn mdstat_shows_the_udp_counters_of_both_ends() {
+    let _alone = PRIVATE_DIRS.lock().unwrap_or_else(|e| e.into_inner());
     let publisher = Publisher::start();
     let mut subscriber = Subscriber::builder()
         .udp(Channel::parse(&publisher.uri).unwrap())
