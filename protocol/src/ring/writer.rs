@@ -151,6 +151,61 @@ pub enum WriterCreateError {
     /// Writing the epoch record failed.
     #[error("writing the epoch record: {0}")]
     EpochRecord(String),
+    /// The directory or an existing file is not safe to write through: another user owns
+    /// it, or others may replace files in the directory.
+    #[error("{}: {reason}; refusing to write a ring there", path.display())]
+    NotOwned {
+        /// The directory or file.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
+}
+
+/// The shm directory must be this user's (or root's), and others must not be able to
+/// replace its files: not writable by group or others, unless sticky (as /dev/shm is).
+fn check_dir(path: &Path) -> Result<(), WriterCreateError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(path).map_err(|e| RingFileError::io(path, e))?;
+    let me = mapping::effective_uid();
+    let reason = if meta.uid() != me && meta.uid() != 0 {
+        Some(format!(
+            "the directory belongs to uid {}, not to this user (uid {me})",
+            meta.uid()
+        ))
+    } else if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
+        Some(format!(
+            "the directory's mode {:o} lets others replace files in it (chmod go-w, or +t)",
+            meta.mode() & 0o7777
+        ))
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(WriterCreateError::NotOwned {
+            path: path.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A file a writer takes over (ring, readers file) must be this user's: one another
+/// user planted or owns stays under their control.
+fn check_file_owner(path: &Path, file: &File) -> Result<(), WriterCreateError> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = file
+        .metadata()
+        .map_err(|e| RingFileError::io(path, e))?
+        .uid();
+    let me = mapping::effective_uid();
+    if uid != me {
+        return Err(WriterCreateError::NotOwned {
+            path: path.to_owned(),
+            reason: format!("the file belongs to uid {uid}, not to this user (uid {me})"),
+        });
+    }
+    Ok(())
 }
 
 /// Appending a typed record failed.
@@ -311,6 +366,7 @@ impl RingWriter {
             return Err(WriterCreateError::InvalidCapacity(capacity));
         }
         fs::create_dir_all(dir.path()).map_err(|e| RingFileError::io(dir.path(), e))?;
+        check_dir(dir.path())?;
         let path = dir.ring_path(name);
         let readers = open_readers_file(&dir.readers_path(name), options.readers_mode)?;
         // Bounded: each round either takes the ring or loses a creation race to a writer
@@ -620,6 +676,7 @@ fn open_existing(
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Existing::Missing),
         Err(e) => return Err(RingFileError::io(path, e).into()),
     };
+    check_file_owner(path, &file)?;
     if !mapping::try_lock_writer(&file).map_err(|e| RingFileError::io(path, e))? {
         let mut pid = [0u8; 4];
         let pid = match file.read_at(&mut pid, super::layout::WRITER_PID as u64) {
@@ -781,7 +838,10 @@ fn open_readers_file(path: &Path, mode: u32) -> Result<Mapping, WriterCreateErro
             .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(path)
         {
-            Ok(file) => return Ok(map_readers_file(path, &file, true)?),
+            Ok(file) => {
+                check_file_owner(path, &file)?;
+                return Ok(map_readers_file(path, &file, true)?);
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(RingFileError::io(path, e).into()),
         }
