@@ -14,7 +14,7 @@ use super::layout::{
     WRITER_HEARTBEAT, WRITER_PID, WRITER_STARTED,
 };
 use super::log::{Geometry, INDEX_ENTRY_WORDS, LogView, RECORD_ALIGN};
-use super::mapping::{self, LogRegions, Mapping};
+use super::mapping::{self, HeldLock, LogRegions, Mapping};
 use super::{DEFAULT_SHM_DIR, MAX_CAPACITY, MIN_CAPACITY, SHM_DIR_ENV};
 use std::sync::atomic::Ordering;
 
@@ -49,6 +49,11 @@ impl ShmDir {
     /// `<dir>/<name>.ring`.
     pub fn ring_path(&self, name: &str) -> PathBuf {
         self.path.join(format!("{name}.ring"))
+    }
+
+    /// `<dir>/<name>.lock`: the writer lock, a file only its owner can open (ADR 0012).
+    pub fn lock_path(&self, name: &str) -> PathBuf {
+        self.path.join(format!("{name}.lock"))
     }
 
     /// `<dir>/<name>.readers`.
@@ -253,7 +258,9 @@ pub(crate) fn map_readers_file(
             actual,
         }));
     }
-    Mapping::map(file, READERS_FILE_LEN as usize, writable, false)
+    // every reader can write the readers file, hence truncate it: guarded, so that a
+    // truncation costs its mappers their view of it, not their lives (ADR 0012)
+    Mapping::map_guarded(file, READERS_FILE_LEN as usize, writable)
         .map_err(|e| RingFileError::io(path, e))
 }
 
@@ -267,6 +274,9 @@ pub(crate) struct RingFile {
     pub geometry: Geometry,
     /// Where the log's parts are in `map`, checked once: a view is taken per record.
     regions: LogRegions,
+    /// For a reader: the ring's writer-lock file, if this user may open it (see
+    /// [`Self::writer_lock_held`]).
+    writer_lock: Option<File>,
 }
 
 /// Bytes a ring with this geometry occupies.
@@ -382,6 +392,17 @@ impl RingFile {
                 ),
             )
             .ok_or_else(|| invalid(FileProblem::Inconsistent("log regions outside the file")))?;
+        // a reader looks at the writer lock through the lock file where it may open it
+        // (only the writer's user can); a writer holds its own
+        let writer_lock = (!writable)
+            .then(|| {
+                OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+                    .open(path.with_extension("lock"))
+                    .ok()
+            })
+            .flatten();
         Ok(Self {
             path: path.to_owned(),
             file,
@@ -389,6 +410,7 @@ impl RingFile {
             descriptor,
             geometry,
             regions,
+            writer_lock,
         })
     }
 
@@ -436,9 +458,19 @@ impl RingFile {
             .cast_signed()
     }
 
-    /// Whether a live process holds the writer lock.
+    /// Whether a live process holds the writer lock (ADR 0012): the lock file's write
+    /// lock where this user can open that file; else the ring file's, which the writer
+    /// also takes when it can — if a reader's read lock keeps it from that, the recorded
+    /// writer process's existence decides.
     pub fn writer_lock_held(&self) -> io::Result<bool> {
-        mapping::writer_lock_held(&self.file)
+        if let Some(lock) = &self.writer_lock {
+            return Ok(mapping::held_lock(lock)? == HeldLock::Write);
+        }
+        Ok(match mapping::held_lock(&self.file)? {
+            HeldLock::Write => true,
+            HeldLock::Read => mapping::process_exists(self.writer_pid()),
+            HeldLock::None => false,
+        })
     }
 
     pub fn info(&self) -> RingInfo {

@@ -6,7 +6,8 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Once, OnceLock};
 use std::time::Duration;
 
 use super::log::Positions;
@@ -16,6 +17,8 @@ use super::log::Positions;
 pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
+    /// The truncation guard covering this mapping, if it has one ([`Self::map_guarded`]).
+    guard: Option<&'static TruncationGuard>,
 }
 
 // SAFETY: the mapping is plain shared memory; every access through it goes through atomics.
@@ -52,7 +55,34 @@ impl Mapping {
         }
         let ptr =
             NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(Self { ptr, len })
+        Ok(Self {
+            ptr,
+            len,
+            guard: None,
+        })
+    }
+
+    /// Maps `len` bytes of `file` shared, like [`Self::map`], for a file that other
+    /// processes may shrink: the readers file, which every reader opens read-write and so
+    /// could truncate. A page of it that a truncation took away reads as zeros instead of
+    /// killing this process with SIGBUS (ADR 0012); [`Self::truncated`] then says so. If
+    /// all guard slots are taken the mapping is made unguarded (and a warning logged).
+    pub fn map_guarded(file: &File, len: usize, writable: bool) -> io::Result<Self> {
+        let mut mapping = Self::map(file, len, writable, false)?;
+        mapping.guard = TruncationGuard::claim(mapping.ptr.as_ptr() as usize, len);
+        if mapping.guard.is_none() {
+            tracing::warn!(
+                "all {GUARD_SLOTS} truncation guards are in use: a mapping is unguarded"
+            );
+        }
+        Ok(mapping)
+    }
+
+    /// Whether a page of this (guarded) mapping was lost to a truncation of its file and
+    /// now reads as zeros.
+    pub fn truncated(&self) -> bool {
+        self.guard
+            .is_some_and(|guard| guard.hits.load(Ordering::Acquire) != 0)
     }
 
     #[inline]
@@ -200,10 +230,150 @@ fn out_of_bounds(offset: usize, bytes: usize, len: usize) -> ! {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        if let Some(guard) = self.guard.take() {
+            guard.release();
+        }
         // SAFETY: `ptr`/`len` came from a successful mmap and nothing borrowed from `self`
         // can outlive it; after this the memory is not touched again.
         unsafe {
             libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+/// How many mappings of one process can be guarded against truncation at once.
+const GUARD_SLOTS: usize = 256;
+
+/// A range of this process's address space whose SIGBUS (a shared file page gone after
+/// its file was truncated) is absorbed: the signal handler maps a private zero page over
+/// the faulting page and counts the hit; the interrupted load or store then completes on
+/// that page. Other SIGBUS signals go to the handler that was installed before ours.
+#[derive(Debug)]
+pub(crate) struct TruncationGuard {
+    claimed: AtomicBool,
+    /// Start address; 0 while the slot guards nothing.
+    start: AtomicUsize,
+    len: AtomicUsize,
+    hits: AtomicU64,
+}
+
+static GUARDS: [TruncationGuard; GUARD_SLOTS] = [const {
+    TruncationGuard {
+        claimed: AtomicBool::new(false),
+        start: AtomicUsize::new(0),
+        len: AtomicUsize::new(0),
+        hits: AtomicU64::new(0),
+    }
+}; GUARD_SLOTS];
+
+/// The SIGBUS action in place before ours (what a fault outside every guard gets).
+static PREVIOUS_SIGBUS: OnceLock<libc::sigaction> = OnceLock::new();
+static PAGE_SIZE: AtomicUsize = AtomicUsize::new(4096);
+static INSTALL_SIGBUS: Once = Once::new();
+
+impl TruncationGuard {
+    fn claim(start: usize, len: usize) -> Option<&'static Self> {
+        install_sigbus_handler();
+        let guard = GUARDS.iter().find(|slot| {
+            slot.claimed
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        })?;
+        guard.hits.store(0, Ordering::Relaxed);
+        guard.len.store(len, Ordering::Release);
+        guard.start.store(start, Ordering::Release);
+        Some(guard)
+    }
+
+    /// Stops guarding (before the range is unmapped) and frees the slot.
+    fn release(&self) {
+        self.start.store(0, Ordering::Release);
+        self.claimed.store(false, Ordering::Release);
+    }
+
+    fn covers(&self, address: usize) -> bool {
+        let start = self.start.load(Ordering::Acquire);
+        start != 0 && address >= start && address - start < self.len.load(Ordering::Acquire)
+    }
+}
+
+fn install_sigbus_handler() {
+    INSTALL_SIGBUS.call_once(|| {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if let Ok(page) = usize::try_from(page)
+            && page.is_power_of_two()
+        {
+            PAGE_SIZE.store(page, Ordering::Relaxed);
+        }
+        // SAFETY: `sigaction` is a plain C struct for which all-zero is valid; the calls
+        // read and write only the structs we pass, which live across them.
+        unsafe {
+            let mut previous: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut previous) != 0 {
+                return;
+            }
+            let _ = PREVIOUS_SIGBUS.set(previous);
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_sigbus as *const () as libc::sighandler_t;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut());
+        }
+    });
+}
+
+/// The SIGBUS handler: only async-signal-safe work (atomics, mmap, sigaction).
+extern "C" fn on_sigbus(
+    signal: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+) {
+    // SAFETY: the kernel hands an SA_SIGINFO handler a valid siginfo.
+    let address = unsafe { (*info).si_addr() } as usize;
+    if let Some(guard) = GUARDS.iter().find(|guard| guard.covers(address)) {
+        let page = address & !(PAGE_SIZE.load(Ordering::Relaxed) - 1);
+        // SAFETY: the page lies inside a live mapping of ours (the guard covers it, and a
+        // guard is released before its mapping is unmapped); replacing it with a private
+        // zero page changes only what that file-backed page showed, which its file no
+        // longer has. No Rust reference promises its old contents: the mapping is only
+        // accessed through atomics.
+        let mapped = unsafe {
+            libc::mmap(
+                page as *mut libc::c_void,
+                PAGE_SIZE.load(Ordering::Relaxed),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if mapped != libc::MAP_FAILED {
+            guard.hits.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
+    }
+    let Some(previous) = PREVIOUS_SIGBUS.get() else {
+        return;
+    };
+    let handler = previous.sa_sigaction;
+    if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
+        // put the default back and return: the access faults again and the default
+        // action (end the process, dump core) happens where the fault was
+        // SAFETY: `previous` is a valid sigaction read at installation.
+        unsafe { libc::sigaction(libc::SIGBUS, previous, std::ptr::null_mut()) };
+        return;
+    }
+    // SAFETY: `handler` is the function installed before ours, with the signature its
+    // flags say; we call it as the kernel would have.
+    unsafe {
+        if previous.sa_flags & libc::SA_SIGINFO != 0 {
+            let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                std::mem::transmute(handler);
+            handler(signal, info, context);
+        } else {
+            let handler: extern "C" fn(libc::c_int) = std::mem::transmute(handler);
+            handler(signal);
         }
     }
 }
@@ -343,8 +513,10 @@ pub(crate) fn try_lock_writer(file: &File) -> io::Result<bool> {
     }
 }
 
-/// Is any open file description holding the writer lock? Does not take or disturb it.
-pub(crate) fn writer_lock_held(file: &File) -> io::Result<bool> {
+/// Which lock some open file description holds on the writer-lock byte of `file`, if
+/// any (a write lock is a writer's; a read lock anyone who can read the file may take).
+/// Does not take or disturb it.
+pub(crate) fn held_lock(file: &File) -> io::Result<HeldLock> {
     let mut request = ofd_lock_request(libc::F_WRLCK);
     // SAFETY: F_OFD_GETLK reads and overwrites the flock struct we pass, which lives
     // across the call.
@@ -352,7 +524,19 @@ pub(crate) fn writer_lock_held(file: &File) -> io::Result<bool> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(request.l_type != libc::F_UNLCK as libc::c_short)
+    Ok(match libc::c_int::from(request.l_type) {
+        libc::F_UNLCK => HeldLock::None,
+        libc::F_RDLCK => HeldLock::Read,
+        _ => HeldLock::Write,
+    })
+}
+
+/// See [`held_lock`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeldLock {
+    None,
+    Read,
+    Write,
 }
 
 /// Sleeps while `*word == expected`, at most `timeout`. Spurious wake-ups are possible.

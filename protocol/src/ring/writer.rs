@@ -16,7 +16,7 @@ use super::layout::{
     WRITER_HEARTBEAT, WRITER_PID, WRITER_STARTED,
 };
 use super::log::{AppendError, BodySink, Geometry, LogAppender, LogView, RECORD_ALIGN};
-use super::mapping::{self, Mapping};
+use super::mapping::{self, HeldLock, Mapping};
 use super::units::{Position, Seq};
 use super::{DEFAULT_CAPACITY, MAX_CAPACITY, MIN_CAPACITY};
 use crate::records::{EpochStart, RecordEncoder, RecordError, RecordKind, RecordType, SCHEMA_ID};
@@ -225,6 +225,11 @@ pub enum WriteError {
 pub struct RingWriter {
     ring: RingFile,
     wakeup: Wakeup,
+    /// `<name>.lock`, write-locked while this writer lives (ADR 0012).
+    _writer_lock: File,
+    /// Whether this writer also holds the ring file's lock (what readers who cannot open
+    /// the lock file look at); a reader's read lock can keep it from that for a while.
+    ring_locked: bool,
     appender: LogAppender,
     encoder: RecordEncoder,
     epoch: u64,
@@ -236,10 +241,60 @@ pub struct RingWriter {
 #[derive(Debug)]
 struct Wakeup {
     readers: Mapping,
+    /// The readers file as opened (its length is checked at each heartbeat).
+    readers_file: File,
+    readers_path: PathBuf,
+    readers_mode: u32,
+    /// How many times the readers file was found damaged and made anew.
+    readers_file_replaced: u64,
     futile_wakes: u32,
 }
 
 impl Wakeup {
+    fn new((readers_file, readers): (File, Mapping), path: PathBuf, mode: u32) -> Self {
+        Self {
+            readers,
+            readers_file,
+            readers_path: path,
+            readers_mode: mode,
+            readers_file_replaced: 0,
+            futile_wakes: 0,
+        }
+    }
+
+    /// Whether a reader damaged the readers file: truncated it (a lost page now reads as
+    /// zeros, see `Mapping::map_guarded`; or it is merely shorter) or overwrote its magic.
+    fn readers_file_damaged(&self) -> bool {
+        let magic = self.readers.u64_at(0).load(Ordering::Relaxed).to_le_bytes();
+        self.readers.truncated()
+            || magic != READERS_MAGIC
+            || self
+                .readers_file
+                .metadata()
+                .is_ok_and(|m| m.len() < READERS_FILE_LEN)
+    }
+
+    /// Replaces a damaged readers file with a fresh one, so that readers can register and
+    /// park again (those parked on the old file wake by their park timeout and poll).
+    #[cold]
+    fn replace_damaged_readers_file(&mut self) {
+        tracing::warn!(
+            path = %self.readers_path.display(),
+            "the readers file was truncated or overwritten by a reader; making it anew"
+        );
+        // only a file we can name as the damaged one is removed: if the path now holds
+        // another file, that one is validated (and refused if bad) like any other
+        let _ = fs::remove_file(&self.readers_path);
+        match open_readers_file(&self.readers_path, self.readers_mode) {
+            Ok(fresh) => {
+                (self.readers_file, self.readers) = fresh;
+                self.readers_file_replaced += 1;
+                self.futile_wakes = 0;
+            }
+            Err(e) => tracing::warn!(error = %e, "could not make the readers file anew"),
+        }
+    }
+
     /// Wakes parked readers, only if one said it sleeps — a plain load per record, no
     /// fence: a full fence here stalls on the store buffer and was measured to cut a
     /// one-reader stream from 10.7 to 6.8 M records/s. The price: a reader that registers
@@ -368,7 +423,10 @@ impl RingWriter {
         fs::create_dir_all(dir.path()).map_err(|e| RingFileError::io(dir.path(), e))?;
         check_dir(dir.path())?;
         let path = dir.ring_path(name);
-        let readers = open_readers_file(&dir.readers_path(name), options.readers_mode)?;
+        let writer_lock = take_writer_lock(&dir.lock_path(name), &path)?;
+        let readers_path = dir.readers_path(name);
+        let readers = open_readers_file(&readers_path, options.readers_mode)?;
+        let mut readers = Some(Wakeup::new(readers, readers_path, options.readers_mode));
         // Bounded: each round either takes the ring or loses a creation race to a writer
         // that then holds the lock.
         for _ in 0..8 {
@@ -391,7 +449,16 @@ impl RingWriter {
                     (ring, 0)
                 }
             };
-            return Self::start_epoch(ring, readers, name, previous_epoch, options.now_ns, role);
+            let wakeup = readers.take().expect("taken only here, once");
+            return Self::start_epoch(
+                ring,
+                writer_lock,
+                wakeup,
+                name,
+                previous_epoch,
+                options.now_ns,
+                role,
+            );
         }
         Err(WriterCreateError::File(RingFileError::io(
             &path,
@@ -401,7 +468,8 @@ impl RingWriter {
 
     fn start_epoch(
         ring: RingFile,
-        readers: Mapping,
+        writer_lock: File,
+        wakeup: Wakeup,
         name: &str,
         previous_epoch: u64,
         now_ns: i64,
@@ -409,6 +477,9 @@ impl RingWriter {
     ) -> Result<Self, WriterCreateError> {
         let appender = LogAppender::resume(ring.view());
         let epoch = previous_epoch + 1;
+        // the ring file's own lock, for readers who cannot open the lock file: taken
+        // already unless a reader's read lock is in the way (then retried by heartbeat)
+        let ring_locked = mapping::try_lock_writer(&ring.file).unwrap_or(false);
         let map = &ring.map;
         map.u32_at(WRITER_PID)
             .store(std::process::id(), Ordering::Release);
@@ -424,10 +495,9 @@ impl RingWriter {
         map.u64_at(WRITER_EPOCH).store(epoch, Ordering::Release);
         let mut writer = Self {
             ring,
-            wakeup: Wakeup {
-                readers,
-                futile_wakes: 0,
-            },
+            wakeup,
+            _writer_lock: writer_lock,
+            ring_locked,
             appender,
             encoder: RecordEncoder::new(),
             epoch,
@@ -496,6 +566,12 @@ impl RingWriter {
             .load(Ordering::Acquire)
     }
 
+    /// How many times [`Self::heartbeat`] found the readers file truncated or overwritten
+    /// by a reader and made it anew (ADR 0012).
+    pub fn readers_file_replaced(&self) -> u64 {
+        self.wakeup.readers_file_replaced
+    }
+
     /// Records that the writer is alive at `now_ns` (ns since the Unix epoch). Call it from
     /// the duty cycle, at least every few hundred milliseconds when idle.
     ///
@@ -508,6 +584,12 @@ impl RingWriter {
             .map
             .u64_at(WRITER_HEARTBEAT)
             .store(now.get().cast_unsigned(), Ordering::Release);
+        if !self.ring_locked {
+            self.ring_locked = mapping::try_lock_writer(&self.ring.file).unwrap_or(false);
+        }
+        if self.wakeup.readers_file_damaged() {
+            self.wakeup.replace_damaged_readers_file();
+        }
         fence(Ordering::SeqCst);
         let sleepers = self
             .wakeup
@@ -605,6 +687,11 @@ impl ReplicaWriter {
         self.0.parked_readers()
     }
 
+    /// See [`RingWriter::readers_file_replaced`].
+    pub fn readers_file_replaced(&self) -> u64 {
+        self.0.readers_file_replaced()
+    }
+
     /// The epoch of this replica's writer lock (not the source's: its epochs arrive as
     /// records).
     pub fn epoch(&self) -> u64 {
@@ -678,15 +765,16 @@ fn open_existing(
     };
     check_file_owner(path, &file)?;
     if !mapping::try_lock_writer(&file).map_err(|e| RingFileError::io(path, e))? {
-        let mut pid = [0u8; 4];
-        let pid = match file.read_at(&mut pid, super::layout::WRITER_PID as u64) {
-            Ok(4) => u32::from_le_bytes(pid),
-            _ => 0,
-        };
-        return Err(WriterCreateError::WriterAlive {
-            path: path.to_owned(),
-            pid,
-        });
+        match mapping::held_lock(&file).map_err(|e| RingFileError::io(path, e))? {
+            // a writer of an mdi before ADR 0012 (it locks only the ring file)
+            HeldLock::Write => return Err(writer_alive(path)),
+            // any reader can take a read lock: the lock file decides, and it is ours
+            HeldLock::Read => tracing::warn!(
+                path = %path.display(),
+                "a reader holds a read lock on the ring file; taking over without its lock"
+            ),
+            HeldLock::None => {}
+        }
     }
     // a file another writer left may be sparse (an older mdi, or a copy): reserve it
     // before it is written to
@@ -828,8 +916,42 @@ fn create_file(path: &Path, mode: u32, len: u64, header: &[u8]) -> Result<File, 
     Ok(file)
 }
 
+/// Takes the writer lock (ADR 0012): a write lock on `<name>.lock`, a file only this
+/// user can open (mode 0600), so that no reader can hold a lock there and keep a writer
+/// from taking over — as a read lock on the ring file, which every reader can take,
+/// could. The kernel releases it when the writer's last descriptor closes, also on
+/// SIGKILL.
+fn take_writer_lock(path: &Path, ring_path: &Path) -> Result<File, WriterCreateError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| RingFileError::io(path, e))?;
+    check_file_owner(path, &file)?;
+    if !mapping::try_lock_writer(&file).map_err(|e| RingFileError::io(path, e))? {
+        return Err(writer_alive(ring_path));
+    }
+    Ok(file)
+}
+
+/// The error for a ring whose writer lives, with the pid that writer recorded.
+fn writer_alive(ring_path: &Path) -> WriterCreateError {
+    let mut pid = [0u8; 4];
+    let pid = match File::open(ring_path).and_then(|f| f.read_at(&mut pid, WRITER_PID as u64)) {
+        Ok(4) => u32::from_le_bytes(pid),
+        _ => 0,
+    };
+    WriterCreateError::WriterAlive {
+        path: ring_path.to_owned(),
+        pid,
+    }
+}
+
 /// Opens (creating it if missing) the readers file that parked readers sleep on.
-fn open_readers_file(path: &Path, mode: u32) -> Result<Mapping, WriterCreateError> {
+fn open_readers_file(path: &Path, mode: u32) -> Result<(File, Mapping), WriterCreateError> {
     let len = READERS_FILE_LEN;
     for _ in 0..8 {
         match OpenOptions::new()
@@ -840,7 +962,8 @@ fn open_readers_file(path: &Path, mode: u32) -> Result<Mapping, WriterCreateErro
         {
             Ok(file) => {
                 check_file_owner(path, &file)?;
-                return Ok(map_readers_file(path, &file, true)?);
+                let map = map_readers_file(path, &file, true)?;
+                return Ok((file, map));
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(RingFileError::io(path, e).into()),
@@ -854,7 +977,10 @@ fn open_readers_file(path: &Path, mode: u32) -> Result<Mapping, WriterCreateErro
         let linked = fs::hard_link(&tmp, path);
         let _ = fs::remove_file(&tmp);
         match linked {
-            Ok(()) => return Ok(map_readers_file(path, &file, true)?),
+            Ok(()) => {
+                let map = map_readers_file(path, &file, true)?;
+                return Ok((file, map));
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(RingFileError::io(path, e).into()),
         }
