@@ -103,6 +103,37 @@ fn loss_free(config: &SimConfig, shm: &Path) -> Outcome {
     outcome(shm)
 }
 
+/// Forges MoldUDP64 packets of the simulator's session (50 one-byte messages each,
+/// cycling through every sequence of the run) for 2.5 s: to the feed's port on the
+/// namespace's unicast address, and to every UDP port mdpub has bound (found with `ss`). Taken as
+/// real, they would displace the real messages of those sequences (dropped as
+/// duplicates) and the books would differ from the loss-free run's.
+const FORGER: &str = r#"
+import socket, struct, subprocess, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sent, ports, looked = 0, set(), 0.0
+end = time.time() + 2.5
+seq = 1
+while time.time() < end:
+    if time.time() - looked > 0.1:
+        looked = time.time()
+        out = subprocess.run(["ss", "-Huanp"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            if '"mdpub"' in line:
+                ports.add(int(line.split()[3].rsplit(":", 1)[1]))
+    for _ in range(40):
+        packet = b"MDISIM0001" + struct.pack(">QH", seq, 50) + b"".join(struct.pack(">H", 1) + b"X" for _ in range(50))
+        for port in ports | {26490}:
+            try:
+                s.sendto(packet, ("127.0.0.1", port))
+                sent += 1
+            except OSError:
+                pass
+        seq = seq + 50 if seq < 40000 else 1
+    time.sleep(0.001)
+print(f"forged {sent} packets to mdpub ports {sorted(ports)}")
+"#;
+
 /// A child process killed if the test fails before waiting for it.
 struct Reaped(Option<std::process::Child>);
 
@@ -162,7 +193,19 @@ fn a_gapped_live_itch_feed_is_repaired_by_re_request_into_the_books_of_a_loss_fr
         assert!(Instant::now() < deadline, "mdpub did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // a forger in the namespace: MoldUDP64 packets of the real session, claiming the
+    // first sequences, sent unicast to the feed's port and to every UDP port mdpub has
+    // (its re-request socket among them) from a port that is not the request server's
+    let mut forger = Reaped(Some(
+        netns
+            .command("python3")
+            .args(["-c", FORGER])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    // the forger has been at it for a while when the venue starts
+    std::thread::sleep(Duration::from_millis(600));
     let sim = SimConfig {
         messages: 40_000,
         symbols: 8,
@@ -179,6 +222,12 @@ fn a_gapped_live_itch_feed_is_repaired_by_re_request_into_the_books_of_a_loss_fr
         .unwrap();
     let venue_log = String::from_utf8_lossy(&venue.stderr).into_owned();
     assert!(venue.status.success(), "mdfeedsim failed: {venue_log}");
+    let forged = forger.0.take().unwrap().wait_with_output().unwrap();
+    let forged = String::from_utf8_lossy(&forged.stdout).into_owned();
+    assert!(
+        forged.contains("to mdpub ports"),
+        "the forger found no port of mdpub: {forged}"
+    );
     let received = receiver.0.take().unwrap().wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&received.stderr).into_owned();
     assert!(received.status.success(), "mdpub failed: {log}");
@@ -194,6 +243,12 @@ fn a_gapped_live_itch_feed_is_repaired_by_re_request_into_the_books_of_a_loss_fr
         "{venue_log}"
     );
     assert!(log.contains(" 0 messages lost"), "{log}");
+    // the forged answers reached the re-request socket and were refused (the count is
+    // only taken while a gap is open, so some of them)
+    assert!(
+        !log.contains(" 0 datagrams not from the request server refused"),
+        "{forged}{log}"
+    );
 
     let got = outcome(&live);
     let want = loss_free(&sim, &dir.path().join("reference"));

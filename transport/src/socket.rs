@@ -43,11 +43,26 @@ pub fn grow_buffers(socket: &Socket, send: bool) {
 /// the host: unicast answers to this socket, e.g. MoldUDP64 re-requests, arrive here
 /// too) and joined to the group on `interface`, with grown buffers.
 pub fn join_group(group: SocketAddrV4, interface: Ipv4Addr) -> io::Result<UdpSocket> {
+    join_group_at(group, interface, Ipv4Addr::UNSPECIFIED)
+}
+
+/// Like [`join_group`], but bound to the group's own address: only datagrams sent to the
+/// group arrive, never unicast to the port (a forged "answer" from anywhere). For feeds
+/// whose unicast traffic goes to a socket of its own (MoldUDP64 re-request answers).
+pub fn join_group_only(group: SocketAddrV4, interface: Ipv4Addr) -> io::Result<UdpSocket> {
+    join_group_at(group, interface, *group.ip())
+}
+
+fn join_group_at(
+    group: SocketAddrV4,
+    interface: Ipv4Addr,
+    bind_ip: Ipv4Addr,
+) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     grow_buffers(&socket, false);
-    let bind = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, group.port());
+    let bind = SocketAddrV4::new(bind_ip, group.port());
     socket
         .bind(&bind.into())
         .map_err(|e| context(e, format!("binding {bind}")))?;

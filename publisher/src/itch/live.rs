@@ -2,11 +2,11 @@
 //! joined on a chosen interface) or through DPDK, gaps re-requested from the
 //! venue's request server (unicast), everything into an [`ItchFeed`].
 //!
-//! One socket does both jobs on the socket path: it is bound to the group's port, joined
-//! to the group, and sends the re-requests, so the request server's answers (sent back to
-//! where the request came from) arrive on it too. On the DPDK path the frames come from
-//! the port and the re-requests go out (and their answers come back) through a kernel
-//! socket.
+//! The feed arrives on a socket bound to the group's own address (so no unicast datagram
+//! reaches it) or through DPDK. Re-requests go out through a unicast socket of their own,
+//! and the answers that come back to it are taken only from the configured request
+//! server: anything else is counted (`foreign_answers`) and dropped, so a stray or forged
+//! datagram cannot inject messages.
 
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -87,6 +87,9 @@ pub struct LiveCounters {
     pub requests_sent: u64,
     /// Re-requests the socket refused.
     pub request_errors: u64,
+    /// Datagrams on the re-request socket from elsewhere than the request server
+    /// (dropped).
+    pub foreign_answers: u64,
     /// The MoldUDP64 session.
     pub session: SessionCounters,
 }
@@ -94,44 +97,49 @@ pub struct LiveCounters {
 /// The receive side.
 #[derive(Debug)]
 pub enum Receiver {
-    /// A UDP socket joined to the group (also sends re-requests).
-    Socket(UdpSocket),
+    /// A UDP socket joined to the group, and a socket for re-requests.
+    Socket(UdpSocket, UdpSocket),
     /// A DPDK port (frames filtered on the group in user space) and a socket for
     /// re-requests.
     #[cfg(feature = "dpdk")]
     Dpdk(Box<super::dpdk::DpdkPort>, UdpSocket),
 }
 
-/// A UDP socket bound to the group's port and joined to the group on `interface`
-/// (mdi's one socket policy: `mdi_transport::socket::join_group`).
+/// A UDP socket bound to the group's address and port and joined to the group on
+/// `interface` (mdi's one socket policy: `mdi_transport::socket::join_group_only`).
 pub fn multicast_socket(group: SocketAddrV4, interface: Ipv4Addr) -> Result<UdpSocket, LiveError> {
-    mdi_transport::socket::join_group(group, interface)
+    mdi_transport::socket::join_group_only(group, interface)
         .map_err(socket_error(format!("receiving {group} on {interface}")))
+}
+
+/// The unicast socket re-requests go out through and their answers come back to.
+fn request_socket() -> Result<UdpSocket, LiveError> {
+    let requests = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .map_err(socket_error("binding the re-request socket"))?;
+    requests
+        .set_nonblocking(true)
+        .map_err(socket_error("O_NONBLOCK"))?;
+    Ok(requests)
 }
 
 impl Receiver {
     /// A socket receiver for `config`.
     pub fn socket(config: &LiveConfig) -> Result<Self, LiveError> {
-        Ok(Self::Socket(multicast_socket(
-            config.group,
-            config.interface,
-        )?))
+        Ok(Self::Socket(
+            multicast_socket(config.group, config.interface)?,
+            request_socket()?,
+        ))
     }
 
     /// A DPDK receiver: `port` gives the frames; re-requests go through a kernel socket.
     #[cfg(feature = "dpdk")]
     pub fn dpdk(port: super::dpdk::DpdkPort) -> Result<Self, LiveError> {
-        let requests = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-            .map_err(socket_error("binding the re-request socket"))?;
-        requests
-            .set_nonblocking(true)
-            .map_err(socket_error("O_NONBLOCK"))?;
-        Ok(Self::Dpdk(Box::new(port), requests))
+        Ok(Self::Dpdk(Box::new(port), request_socket()?))
     }
 
     fn request_socket(&self) -> &UdpSocket {
         match self {
-            Self::Socket(socket) => socket,
+            Self::Socket(_, socket) => socket,
             #[cfg(feature = "dpdk")]
             Self::Dpdk(_, socket) => socket,
         }
@@ -151,8 +159,10 @@ pub fn run(
     let mut counters = LiveCounters::default();
     let mut failed: Option<WriteError> = None;
     let mut buffer = vec![0u8; 65_536];
+    let mut answer_buffer = vec![0u8; 65_536];
+    let mut answers = Answers::default();
     match receiver {
-        Receiver::Socket(socket) => {
+        Receiver::Socket(socket, _) => {
             if config.busy_poll {
                 socket.set_nonblocking(true)
             } else {
@@ -164,8 +174,7 @@ pub fn run(
         #[cfg(feature = "dpdk")]
         Receiver::Dpdk(..) => {}
     }
-    // re-requests go out through a handle of their own (the same socket on the socket
-    // path)
+    // re-requests go out (and answers come back) through a handle of their own
     let requests = receiver
         .request_socket()
         .try_clone()
@@ -204,7 +213,7 @@ pub fn run(
         };
         session.on_timer(tick, &mut take);
         match receiver {
-            Receiver::Socket(socket) => match socket.recv(&mut buffer) {
+            Receiver::Socket(socket, _) => match socket.recv(&mut buffer) {
                 Ok(n) => {
                     counters.datagrams += 1;
                     session.on_packet(tick, &buffer[..n], &mut take);
@@ -228,23 +237,18 @@ pub fn run(
                         None => counters.other_frames += 1,
                     }
                 });
-                // answers come only to requests: no syscall per poll while nothing is
-                // missing (a late answer waits in the socket and is dropped as a duplicate)
-                if session.in_gap() {
-                    match requests.recv(&mut buffer) {
-                        Ok(n) => {
-                            counters.datagrams += 1;
-                            session.on_packet(tick, &buffer[..n], &mut take);
-                        }
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                ErrorKind::WouldBlock | ErrorKind::Interrupted
-                            ) => {}
-                        Err(e) => return Err(socket_error("receiving re-request answers")(e)),
-                    }
-                }
             }
+        }
+        // answers come only to requests: no syscall per turn while nothing is missing (a
+        // late answer waits in the socket and is dropped as a duplicate)
+        if session.in_gap() {
+            receive_answers(
+                &requests,
+                config.request_server,
+                &mut answer_buffer,
+                &mut answers,
+                |packet| session.on_packet(tick, packet, &mut take),
+            )?;
         }
         if let Some(e) = failed.take() {
             return Err(e.into());
@@ -252,5 +256,54 @@ pub fn run(
         feed.end_packet(now)?;
     }
     counters.session = session.counters();
+    counters.datagrams += answers.datagrams;
+    counters.foreign_answers = answers.foreign;
     Ok(counters)
 }
+
+/// What came to the re-request socket.
+#[derive(Debug, Default)]
+struct Answers {
+    datagrams: u64,
+    /// Not from the request server: dropped.
+    foreign: u64,
+}
+
+/// Takes what waits on the re-request socket (at most a batch, so the feed keeps
+/// flowing): answers from `server` go to `on_answer`; datagrams from anywhere else are
+/// counted and dropped.
+fn receive_answers(
+    requests: &UdpSocket,
+    server: Option<SocketAddr>,
+    buffer: &mut [u8],
+    answers: &mut Answers,
+    mut on_answer: impl FnMut(&[u8]),
+) -> Result<(), LiveError> {
+    for _ in 0..ANSWERS_PER_TURN {
+        match requests.recv_from(buffer) {
+            Ok((n, from)) => {
+                answers.datagrams += 1;
+                if Some(from) == server {
+                    on_answer(&buffer[..n]);
+                } else {
+                    answers.foreign += 1;
+                    if answers.foreign.is_power_of_two() {
+                        tracing::warn!(
+                            %from,
+                            refused = answers.foreign,
+                            "datagram on the re-request socket not from the request server: dropped"
+                        );
+                    }
+                }
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+                break;
+            }
+            Err(e) => return Err(socket_error("receiving re-request answers")(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Re-request answers taken per loop turn at most.
+const ANSWERS_PER_TURN: usize = 64;

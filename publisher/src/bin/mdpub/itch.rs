@@ -213,7 +213,7 @@ pub(crate) fn run_itch_live(
     let seconds = started.elapsed().as_secs_f64();
     let s = counters.session;
     eprintln!(
-        "mdpub: {} ITCH messages ({} malformed), {} trades, {} book updates, {} quotes, {} records in all; {} datagrams, {} MoldUDP64 packets ({} duplicates, {} other session, {} malformed, {} far ahead held for confirmation), {} gaps, {} re-requests, {} messages lost in {seconds:.2} s",
+        "mdpub: {} ITCH messages ({} malformed), {} trades, {} book updates, {} quotes, {} records in all; {} datagrams, {} MoldUDP64 packets ({} duplicates, {} other session, {} malformed, {} far ahead held for confirmation), {} gaps, {} re-requests, {} datagrams not from the request server refused, {} messages lost in {seconds:.2} s",
         feed.messages,
         feed.malformed,
         feed.trades,
@@ -228,6 +228,7 @@ pub(crate) fn run_itch_live(
         s.implausible,
         s.gaps,
         counters.requests_sent,
+        counters.foreign_answers,
         feed.lost,
     );
     if books.unknown_orders + books.oversized + books.duplicate_refs > 0 {
