@@ -243,7 +243,7 @@ pub fn run(
         // late answer waits in the socket and is dropped as a duplicate)
         if session.in_gap() {
             receive_answers(
-                &requests,
+                requests,
                 config.request_server,
                 &mut answer_buffer,
                 &mut answers,
