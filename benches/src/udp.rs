@@ -16,7 +16,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use hdrhistogram::Histogram;
 use mdi_protocol::records::RecordKind;
 use mdi_protocol::ring::{ReadEvent, RingOptions, RingReader, RingWriter, ShmDir, StartAt};
-use mdi_protocol::udp::Channel;
+use mdi_protocol::udp::{Channel, ChannelKey};
 use mdi_transport::receiver::{UdpReceiver, UdpReceiverOptions};
 use mdi_transport::sender::{UdpSender, UdpSenderOptions};
 
@@ -75,12 +75,23 @@ pub fn run(bench: &UdpBench) -> Result<()> {
             "unicast",
             pipeline(unicast()?, latency_records, PACE_NS, 0.0)?,
         );
+        report_latency(
+            "unicast-keyed",
+            pipeline(keyed(unicast()?), latency_records, PACE_NS, 0.0)?,
+        );
     }
     if wants("aeron") {
         aeron_latency(latency_records)?;
     }
     if wants("mdi") {
-        report_throughput("unicast", pipeline(unicast()?, throughput_records, 0, 0.0)?);
+        // keyed and unkeyed alternate, so drift on a noisy machine hits both alike
+        for _ in 0..2 {
+            report_throughput("unicast", pipeline(unicast()?, throughput_records, 0, 0.0)?);
+            report_throughput(
+                "unicast-keyed",
+                pipeline(keyed(unicast()?), throughput_records, 0, 0.0)?,
+            );
+        }
     }
     if wants("aeron") {
         aeron_throughput(throughput_records)?;
@@ -145,6 +156,12 @@ fn aeron_throughput(_records: u64) -> Result<()> {
 fn unicast() -> Result<Channel> {
     let port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
     Ok(Channel::parse(&format!("udp://127.0.0.1:{port}"))?)
+}
+
+/// `channel` with a pre-shared key: every frame tagged (keyed BLAKE3) and checked.
+fn keyed(mut channel: Channel) -> Channel {
+    channel.key = Some(ChannelKey::from_secret(&[0x6d; 32]));
+    channel
 }
 
 fn report_latency(mode: &str, outcome: Outcome) {

@@ -242,6 +242,31 @@ pub struct UdpSection {
     /// Linger after the end (ms).
     #[serde(default)]
     pub linger_ms: Option<u64>,
+    /// The pre-shared key file for the channels that do not name one (`?key=FILE`):
+    /// their frames are tagged with it (docs/protocol.md, "Authentication").
+    #[serde(default)]
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+impl UdpSection {
+    /// The channels, parsed, each with its key: its own `key=FILE`, else `key_file`.
+    pub fn parsed_channels(&self) -> Result<Vec<mdi_protocol::udp::Channel>, String> {
+        let default_key = self
+            .key_file
+            .as_deref()
+            .map(mdi_protocol::udp::ChannelKey::from_file)
+            .transpose()
+            .map_err(|e| format!("udp.key_file: {e}"))?;
+        self.channels
+            .iter()
+            .map(|uri| {
+                let mut channel = mdi_protocol::udp::Channel::parse(uri)
+                    .map_err(|e| format!("udp.channels: {uri}: {e}"))?;
+                channel.key = channel.key.or(default_key);
+                Ok(channel)
+            })
+            .collect()
+    }
 }
 
 /// A configuration that cannot be used.
@@ -384,10 +409,7 @@ impl Config {
                 )));
             }
         }
-        for channel in &config.udp.channels {
-            mdi_protocol::udp::Channel::parse(channel)
-                .map_err(|e| invalid(format!("udp.channels: {channel}: {e}")))?;
-        }
+        config.udp.parsed_channels().map_err(invalid)?;
         Ok(config)
     }
 
@@ -579,6 +601,36 @@ mod tests {
         assert_eq!(itch.backend, "socket");
         assert_eq!(itch.start_seq, Some(1));
         assert!(config.binance.is_none());
+    }
+
+    #[test]
+    fn the_udp_key_file_keys_the_channels_that_name_none() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = |name: &str, byte: u8| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("{byte:02x}").repeat(32)).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            path
+        };
+        let (shared, own) = (key("shared.key", 1), key("own.key", 2));
+        let text = format!(
+            "[binance]\nsymbols = [\"BTCUSDT\"]\n[udp]\nkey_file = {:?}\nchannels = [\"udp://127.0.0.1:9000\", \"udp://127.0.0.1:9001?key={}\"]\n",
+            shared.display().to_string(),
+            own.display()
+        );
+        let config = Config::parse(&text, "keyed.toml").unwrap();
+        let channels = config.udp.parsed_channels().unwrap();
+        use mdi_protocol::udp::ChannelKey;
+        assert_eq!(channels[0].key, Some(ChannelKey::from_secret(&[1; 32])));
+        assert_eq!(channels[1].key, Some(ChannelKey::from_secret(&[2; 32])));
+        // a key file others can read is refused when the config is read
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Config::parse(&text, "keyed.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("udp.key_file") && err.contains("chmod 600"),
+            "{err}"
+        );
     }
 
     #[test]

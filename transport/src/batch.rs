@@ -15,6 +15,7 @@ use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 
 use mdi_protocol::udp::frame::MAX_MTU;
+use mdi_protocol::udp::{FrameTagger, TAG_LEN};
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrIn, SockaddrStorage, recvmmsg, sendmmsg};
 
 /// Datagrams per system call.
@@ -218,12 +219,25 @@ impl SendBatch {
     /// or the frame too long.
     #[must_use]
     pub fn push(&mut self, frame: &[u8]) -> bool {
-        if self.is_full() || frame.len() > MAX_MTU {
+        self.push_sealed(frame, None)
+    }
+
+    /// Queues a copy of `frame` followed by its tag under `key`, if any (a keyed
+    /// channel's datagram); false when the batch is full or the datagram would exceed
+    /// `MAX_MTU` bytes.
+    #[must_use]
+    pub fn push_sealed(&mut self, frame: &[u8], key: Option<&FrameTagger>) -> bool {
+        let len = frame.len() + if key.is_some() { TAG_LEN } else { 0 };
+        if self.is_full() || len > MAX_MTU {
             return false;
         }
         let slot = self.first + self.count;
-        self.buf[slot * MAX_MTU..slot * MAX_MTU + frame.len()].copy_from_slice(frame);
-        self.lens[slot] = frame.len();
+        let datagram = &mut self.buf[slot * MAX_MTU..(slot + 1) * MAX_MTU];
+        datagram[..frame.len()].copy_from_slice(frame);
+        if let Some(key) = key {
+            key.seal(datagram, frame.len());
+        }
+        self.lens[slot] = len;
         self.count += 1;
         true
     }

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use mdi_protocol::records::SCHEMA_ID;
 use mdi_protocol::ring::{AppendError, ReplicaWriter, RingOptions, ShmDir};
-use mdi_protocol::udp::frame::{Frame, decode_stream_name};
+use mdi_protocol::udp::frame::{Frame, MAX_MTU, decode_stream_name};
 use mdi_protocol::udp::{
-    Channel, Receiver, ReceiverConfig, ReceiverCounters, ReceiverEvent, ReplicaSink,
+    Channel, FrameTagger, Receiver, ReceiverConfig, ReceiverCounters, ReceiverEvent, ReplicaSink,
 };
 
 use crate::clock::MonoClock;
@@ -194,6 +194,12 @@ pub struct UdpReceiver {
     send_errors: u64,
     /// Frames for a joined stream from an address other than its session's source.
     foreign: u64,
+    /// Datagrams whose tag did not verify under the channel's key (dropped).
+    bad_tags: u64,
+    /// A NAK or STATUS with its tag, on its way out (keyed channels).
+    sealed: Vec<u8>,
+    /// Tags and checks frames, for a keyed channel.
+    tagger: Option<FrameTagger>,
     /// SETUPs refused: a stream not accepted, a capacity over the limit, or a replica
     /// that could not be made (bad name, a ring of that name whose writer lives...).
     setups_refused: u64,
@@ -233,6 +239,7 @@ impl UdpReceiver {
                 ("malformed", (c.malformed + self.malformed).to_string()),
                 ("rejected", c.rejected.to_string()),
                 ("foreign", self.foreign.to_string()),
+                ("bad_tags", self.bad_tags.to_string()),
                 ("setups_refused", self.setups_refused.to_string()),
                 ("streams_refused", self.streams_refused.to_string()),
                 ("debug_dropped", self.debug_dropped().to_string()),
@@ -268,6 +275,9 @@ impl UdpReceiver {
             malformed: 0,
             send_errors: 0,
             foreign: 0,
+            bad_tags: 0,
+            sealed: vec![0; MAX_MTU],
+            tagger: channel.key.map(|key| key.tagger()),
             setups_refused: 0,
             streams_refused: 0,
             nonblocking: false,
@@ -332,7 +342,13 @@ impl UdpReceiver {
             if let Some((datagram, from)) = batch.get(i)
                 && !self.loss.drop_next(datagram.len())
             {
-                self.handle(now, datagram, from);
+                match &self.tagger {
+                    None => self.handle(now, datagram, from),
+                    Some(key) => match key.open(datagram) {
+                        Some(frame) => self.handle(now, frame, from),
+                        None => self.bad_tags += 1,
+                    },
+                }
             }
         }
         self.batch = batch;
@@ -493,11 +509,19 @@ impl UdpReceiver {
             }
             while let Some(frame) = stream.receiver.poll_transmit(now) {
                 if let Some(sender) = stream.source.or(self.sender) {
+                    let datagram = match &self.tagger {
+                        None => frame,
+                        Some(key) => {
+                            self.sealed[..frame.len()].copy_from_slice(frame);
+                            let len = key.seal(&mut self.sealed, frame.len());
+                            &self.sealed[..len]
+                        }
+                    };
                     // A NAK or STATUS that cannot go out is a lost datagram like any
                     // other (the state machine repeats NAKs): counted, never fatal.
-                    let sent = match self.socket.send_to(frame, sender) {
+                    let sent = match self.socket.send_to(datagram, sender) {
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                            self.socket.send_to(frame, sender)
+                            self.socket.send_to(datagram, sender)
                         }
                         other => other,
                     };
@@ -573,6 +597,11 @@ impl UdpReceiver {
     /// source (counted and dropped).
     pub fn foreign(&self) -> u64 {
         self.foreign
+    }
+
+    /// Datagrams refused because their tag did not verify under the channel's key.
+    pub fn bad_tags(&self) -> u64 {
+        self.bad_tags
     }
 
     /// NAK and STATUS datagrams the socket refused to send (counted as lost).

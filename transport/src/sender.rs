@@ -14,7 +14,9 @@ use crate::status;
 use mdi_protocol::ring::{RingReader, ShmDir, StartAt};
 use mdi_protocol::time::{MonoNs, WallNs};
 use mdi_protocol::udp::frame::{Frame, MAX_MTU};
-use mdi_protocol::udp::{Channel, ReceiverInfo, Sender, SenderConfig, SenderCounters};
+use mdi_protocol::udp::{
+    Channel, FrameTagger, ReceiverInfo, Sender, SenderConfig, SenderCounters, TAG_LEN,
+};
 
 /// Datagrams (NAKs, STATUS, strays) handled per turn of the sender's loop.
 const MAX_RECEIVED_PER_TURN: usize = 256;
@@ -88,6 +90,10 @@ pub struct UdpSender {
     /// Where the counters for `mdstat` go, and when they were last written.
     shm: ShmDir,
     status_at: Option<Instant>,
+    /// Datagrams whose tag did not verify under the channel's key (dropped).
+    bad_tags: u64,
+    /// Tags and checks frames, for a keyed channel.
+    tagger: Option<FrameTagger>,
 }
 
 impl Drop for UdpSender {
@@ -143,6 +149,10 @@ impl UdpSender {
                 info.created_ns.cast_unsigned(),
             );
             config.linger_ns = u64::try_from(options.linger.as_nanos()).unwrap_or(u64::MAX);
+            if channel.key.is_some() {
+                // the tag rides in the datagram: frames are that much shorter
+                config.mtu -= TAG_LEN;
+            }
             senders.push((name.clone(), Sender::new(config, reader, MonoNs(0))));
         }
         Ok(Self {
@@ -156,6 +166,8 @@ impl UdpSender {
             out: SendBatch::new(),
             shm: shm.clone(),
             status_at: None,
+            bad_tags: 0,
+            tagger: channel.key.map(|key| key.tagger()),
         })
     }
 
@@ -193,7 +205,16 @@ impl UdpSender {
                 Ok((len, _from)) => {
                     busy = true;
                     let now = self.now_ns();
-                    let datagram = &self.buf[..len];
+                    let datagram = match &self.tagger {
+                        None => &self.buf[..len],
+                        Some(key) => match key.open(&self.buf[..len]) {
+                            Some(frame) => frame,
+                            None => {
+                                self.bad_tags += 1;
+                                continue;
+                            }
+                        },
+                    };
                     let stream_id = match Frame::parse(datagram) {
                         Ok(Frame::Nak(f)) => f.stream_id,
                         Ok(Frame::Status(f)) => f.stream_id,
@@ -230,7 +251,7 @@ impl UdpSender {
             return Ok(true);
         }
         let now = self.now_ns();
-        let (out, loss) = (&mut self.out, &mut self.loss);
+        let (out, loss, key) = (&mut self.out, &mut self.loss, self.tagger.as_ref());
         for (_, sender) in &mut self.senders {
             while let Some(frame) = sender.poll_transmit(now) {
                 busy = true;
@@ -239,7 +260,7 @@ impl UdpSender {
                 }
                 // the batch is flushed whenever full, so only an oversized frame is
                 // refused — the state machines never build one
-                if !out.push(frame) {
+                if !out.push_sealed(frame, key) {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!("a {}-byte frame exceeds the datagram limit", frame.len()),
@@ -278,6 +299,7 @@ impl UdpSender {
                 ("unavailable", c.unavailable.to_string()),
                 ("flow_blocked", c.flow_blocked.to_string()),
                 ("debug_dropped", self.loss.dropped().to_string()),
+                ("bad_tags", self.bad_tags.to_string()),
                 ("receivers", receivers.len().to_string()),
             ]
             .into_iter()
@@ -359,6 +381,16 @@ impl UdpSender {
             source.writer_status(WallNs(0)).state == mdi_protocol::ring::WriterState::Alive
                 || source.tail().0.get() > position
         })
+    }
+
+    /// The address the sender sends from (and NAKs and STATUS come back to).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Datagrams refused because their tag did not verify under the channel's key.
+    pub fn bad_tags(&self) -> u64 {
+        self.bad_tags
     }
 
     /// The channel served.

@@ -6,7 +6,7 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 
-use mdi_protocol::udp::Channel;
+use mdi_protocol::udp::{Channel, Endpoint};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// Socket buffer asked for: bursts of a fast sender must not overflow it.
@@ -96,9 +96,9 @@ fn context(error: io::Error, what: String) -> io::Error {
 /// A socket a receiver reads a channel on: [`join_group`] for multicast, or bound to the
 /// unicast address.
 pub fn bind_receiver(channel: &Channel) -> io::Result<UdpSocket> {
-    match *channel {
-        Channel::Multicast { group, iface, .. } => join_group(group, iface),
-        Channel::Unicast { addr } => {
+    match channel.endpoint {
+        Endpoint::Multicast { group, iface, .. } => join_group(group, iface),
+        Endpoint::Unicast { addr } => {
             let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
             grow_buffers(&socket, false);
             socket.bind(&addr.into())?;
@@ -111,11 +111,11 @@ pub fn bind_receiver(channel: &Channel) -> io::Result<UdpSocket> {
 /// the group, or unicast to the receiver's address. NAKs and STATUS come back to this
 /// socket.
 pub fn bind_sender(channel: &Channel) -> io::Result<(UdpSocket, SocketAddr)> {
-    match *channel {
-        Channel::Multicast { group, iface, ttl } => {
+    match channel.endpoint {
+        Endpoint::Multicast { group, iface, ttl } => {
             Ok((multicast_sender(iface, ttl)?, SocketAddr::V4(group)))
         }
-        Channel::Unicast { addr } => {
+        Endpoint::Unicast { addr } => {
             let local: SocketAddr = match addr {
                 SocketAddr::V4(_) => SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
                 SocketAddr::V6(_) => "[::]:0".parse().map_err(io::Error::other)?,

@@ -7,6 +7,7 @@
 //! take `now` (monotonic ns) and are driven by `handle_datagram` / `poll_transmit` /
 //! `poll_timeout` / `poll_event`, as in quinn-proto. The specification, with byte and state diagrams, is `docs/protocol.md`.
 
+pub mod auth;
 pub mod channel;
 pub mod frame;
 mod gaps;
@@ -14,6 +15,7 @@ pub mod receiver;
 mod retransmit;
 pub mod sender;
 
-pub use channel::{Channel, ChannelError};
+pub use auth::{ChannelKey, FrameTagger, KeyError, TAG_LEN};
+pub use channel::{Channel, ChannelError, Endpoint};
 pub use receiver::{Receiver, ReceiverConfig, ReceiverCounters, ReceiverEvent, ReplicaSink};
 pub use sender::{ReceiverInfo, Sender, SenderConfig, SenderCounters, StreamSource};

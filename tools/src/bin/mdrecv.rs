@@ -139,7 +139,7 @@ fn run(cli: &Cli) -> Result<i32> {
         } in receiver.stats()
         {
             eprintln!(
-                "mdrecv: {stream}: position {}, {} records, {} gaps ({} bytes), {} NAKs ({} repeated), {} duplicates, {} lost, {} malformed, {} rejected, {} from foreign addresses, {} dropped by the loss generator, {} sends failed",
+                "mdrecv: {stream}: position {}, {} records, {} gaps ({} bytes), {} NAKs ({} repeated), {} duplicates, {} lost, {} malformed, {} rejected, {} from foreign addresses, {} with a bad tag, {} dropped by the loss generator, {} sends failed",
                 position.unwrap_or(0),
                 c.records,
                 c.gaps,
@@ -151,6 +151,7 @@ fn run(cli: &Cli) -> Result<i32> {
                 c.malformed + receiver.malformed(),
                 c.rejected,
                 receiver.foreign(),
+                receiver.bad_tags(),
                 receiver.debug_dropped(),
                 receiver.send_errors()
             );

@@ -9,7 +9,6 @@ use crate::itch::*;
 use crate::serve::*;
 use anyhow::{Context, Result, bail};
 use mdi_protocol::ring::RingOptions;
-use mdi_protocol::udp::Channel;
 use mdi_publisher::binance::capture::CaptureWriter;
 use mdi_publisher::binance::normalize::Normalizer;
 use mdi_transport::wall_clock_ns;
@@ -20,12 +19,7 @@ pub(crate) fn live_serving(
     args: &RunArgs,
     config: &mdi_publisher::config::Config,
 ) -> Result<Serving> {
-    let mut channels = config
-        .udp
-        .channels
-        .iter()
-        .map(|c| Channel::parse(c))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut channels = config.udp.parsed_channels().map_err(anyhow::Error::msg)?;
     channels.extend(args.channels.iter().copied());
     Ok(Serving {
         shm_dir: args

@@ -81,7 +81,7 @@ pub(crate) fn report_senders(senders: &[UdpSender]) {
         } in sender.stats()
         {
             eprintln!(
-                "mdpub: {} {stream}: {} data frames ({} bytes), {} retransmitted ({} bytes), {} NAKs ({} coalesced, {} refused), {} unavailable, flow control waited {} times, {} receivers, {} dropped by the loss generator",
+                "mdpub: {} {stream}: {} data frames ({} bytes), {} retransmitted ({} bytes), {} NAKs ({} coalesced, {} refused), {} unavailable, flow control waited {} times, {} receivers, {} with a bad tag refused, {} dropped by the loss generator",
                 sender.channel(),
                 counters.data_frames,
                 counters.data_bytes,
@@ -93,6 +93,7 @@ pub(crate) fn report_senders(senders: &[UdpSender]) {
                 counters.unavailable,
                 counters.flow_blocked,
                 receivers.len(),
+                sender.bad_tags(),
                 sender.debug_dropped(),
             );
         }
