@@ -42,6 +42,7 @@ fn source() -> &'static (tempfile::TempDir, RingWriter) {
 /// The replica as the receiver writes it, checked as it goes.
 struct Model {
     position: u64,
+    next_seq: u64,
     written: u64,
 }
 
@@ -51,17 +52,23 @@ impl ReplicaSink for Model {
         let header = RecordHeader::read_from_prefix(record).expect("a record header").0;
         assert_eq!(align_record(u64::from(header.len)), record.len() as u64, "a whole record");
         self.position = position + record.len() as u64;
+        self.next_seq = header.seq + 1;
         self.written += record.len() as u64;
         Ok(header.seq)
     }
 
-    fn skip_to(&mut self, position: u64, _next_seq: u64) {
+    fn skip_to(&mut self, position: u64, next_seq: u64) {
         assert!(position >= self.position, "replica skipped back: {position} < {}", self.position);
         self.position = position;
+        self.next_seq = next_seq;
     }
 
     fn position(&self) -> u64 {
         self.position
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.next_seq
     }
 }
 
@@ -73,7 +80,11 @@ fuzz_target!(|input: &[u8]| {
     let mut sender = Sender::new(config, reader, 0u64);
     let mut check = RingReader::open(&shm, "fuzz", StartAt::Earliest).expect("reader");
     let mut receiver = Receiver::new(ReceiverConfig::new(5, 1, false), 0u64);
-    let mut model = Model { position: 0, written: 0 };
+    let mut model = Model {
+        position: 0,
+        next_seq: 0,
+        written: 0,
+    };
     let mut now = 1u64;
     let mut chunks = input.split(|&b| b == 0xfe).peekable();
     let mut rounds = 0;

@@ -73,7 +73,7 @@ fn pair() -> Pair {
     let options = RingOptions::default().capacity(1 << 16);
     let writer = RingWriter::create(&src, "ticks", &options).unwrap();
     let source = RingReader::open(&src, "ticks", StartAt::Earliest).unwrap();
-    let replica = ReplicaWriter::create(&dst, "ticks", &options).unwrap();
+    let replica = ReplicaWriter::create(&dst, "ticks", &options, 9).unwrap();
     Pair {
         _dirs: dirs,
         src,
@@ -241,7 +241,7 @@ fn raw_appends_that_do_not_fit_the_replica_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let shm = ShmDir::new(dir.path());
     let mut replica =
-        ReplicaWriter::create(&shm, "r", &RingOptions::default().capacity(4096)).unwrap();
+        ReplicaWriter::create(&shm, "r", &RingOptions::default().capacity(4096), 9).unwrap();
     let mut record = vec![0u8; 32];
     record[..4].copy_from_slice(&32u32.to_le_bytes());
     record[4..6].copy_from_slice(&APP.0.to_le_bytes());
@@ -261,4 +261,36 @@ fn raw_appends_that_do_not_fit_the_replica_are_refused() {
     assert_eq!(replica.append_raw(Position(64), &record).unwrap(), 5);
     let err = replica.append_raw(Position(0), &record).unwrap_err();
     assert!(err.to_string().contains("behind the replica"), "{err}");
+}
+
+/// A replica keeps its source ring's id; a source writer never writes into a replica,
+/// and a replica writer never into a ring that is not a replica of that source (issue
+/// 19): the other source's replica is superseded, a source ring refused.
+#[test]
+fn replicas_know_their_source_and_the_roles_do_not_mix() {
+    use mdi_protocol::ring::{WriterCreateError, WriterState, inspect};
+    let dir = tempfile::tempdir().unwrap();
+    let shm = ShmDir::new(dir.path());
+    let options = RingOptions::default().capacity(4096);
+    drop(ReplicaWriter::create(&shm, "r", &options, 77).unwrap());
+    assert_eq!(inspect(&shm, "r").unwrap().source_ring_id, 77);
+    let err = RingWriter::create(&shm, "r", &options).unwrap_err();
+    assert!(matches!(err, WriterCreateError::WrongRole { .. }), "{err}");
+    assert!(err.to_string().contains("replica"), "{err}");
+
+    // the same source again: taken over; another source: the old replica superseded
+    let same = ReplicaWriter::create(&shm, "r", &options, 77).unwrap();
+    assert_eq!(same.source_ring_id(), 77);
+    drop(same);
+    let old = RingReader::open(&shm, "r", StartAt::Latest).unwrap();
+    let other = ReplicaWriter::create(&shm, "r", &options, 78).unwrap();
+    assert_eq!(other.source_ring_id(), 78);
+    assert_eq!(old.writer_status(0).state, WriterState::Superseded);
+    drop(other);
+
+    drop(RingWriter::create(&shm, "s", &options).unwrap());
+    assert_eq!(inspect(&shm, "s").unwrap().source_ring_id, 0);
+    let err = ReplicaWriter::create(&shm, "s", &options, 77).unwrap_err();
+    assert!(matches!(err, WriterCreateError::WrongRole { .. }), "{err}");
+    assert!(err.to_string().contains("did not create"), "{err}");
 }

@@ -32,7 +32,8 @@ impl Joined {
             RingReader::open(&ShmDir::new(src.path()), "ticks", StartAt::Earliest).unwrap();
         let config = SenderConfig::new(SESSION, 1, "ticks", &reader, writer.epoch(), 42);
         let sender = Sender::new(config, reader, 0u64);
-        let replica = ReplicaWriter::create(&ShmDir::new(dst.path()), "ticks", &options).unwrap();
+        let replica =
+            ReplicaWriter::create(&ShmDir::new(dst.path()), "ticks", &options, 42).unwrap();
         let receiver = Receiver::new(ReceiverConfig::new(5, 1, false), 0u64);
         let mut joined = Self {
             _dirs: (src, dst),
@@ -166,6 +167,7 @@ fn a_setup_with_an_absurd_capacity_is_refused_without_overflow() {
         &ShmDir::new(dir.path()),
         "ticks",
         &RingOptions::default().capacity(1 << 20),
+        42,
     )
     .unwrap();
     for capacity in [0, 8, u64::MAX] {

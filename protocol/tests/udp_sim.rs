@@ -267,7 +267,7 @@ fn run(s: &Scenario) -> Outcome {
         .collect();
     let mut sinks: Vec<ReplicaWriter> = replica_dirs
         .iter()
-        .map(|d| ReplicaWriter::create(&ShmDir::new(d.path()), "ticks", &options).unwrap())
+        .map(|d| ReplicaWriter::create(&ShmDir::new(d.path()), "ticks", &options, 7).unwrap())
         .collect();
     let mut receivers: Vec<Option<Receiver>> = (0..s.receivers).map(|_| None).collect();
     let mut ended = vec![false; s.receivers];
@@ -756,7 +756,7 @@ fn forged_and_truncated_datagrams_are_counted_and_harmless() {
     let dir = tempfile::tempdir().unwrap();
     let shm = ShmDir::new(dir.path());
     let mut sink =
-        ReplicaWriter::create(&shm, "ticks", &RingOptions::default().capacity(1 << 20)).unwrap();
+        ReplicaWriter::create(&shm, "ticks", &RingOptions::default().capacity(1 << 20), 7).unwrap();
     let mut receiver = Receiver::new(ReceiverConfig::new(1, 1, false), 0);
     let mut forged = FrameWriter::new(1408, 999, 1);
     receiver.handle_datagram(0, forged.heartbeat(1 << 40), &mut sink);

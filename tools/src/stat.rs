@@ -157,6 +157,8 @@ pub fn to_json(
                     "heartbeat_age_ms": (now_ns - info.heartbeat_ns).max(0) / 1_000_000,
                 },
                 "capacity": info.capacity,
+                // a replica's source ring (its id); null for a ring written here
+                "replica_of": (info.source_ring_id != 0).then(|| format!("{:#x}", info.source_ring_id)),
                 "commit_position": info.commit,
                 "next_seq": info.next_seq,
                 "epoch_start_seq": info.epoch_start_seq,

@@ -103,8 +103,26 @@ struct Stream {
     name: Option<String>,
     ended: bool,
     /// Where the followed session's SETUP came from: its other frames must come from
-    /// there, and NAKs and STATUS go there.
+    /// there, and NAKs and STATUS go there — while it is heard ([`SOURCE_SILENCE`]).
     source: Option<SocketAddr>,
+    /// When a frame from `source` last arrived.
+    heard: MonoNs,
+}
+
+/// A stream's source pins it while heard: frames from elsewhere are dropped (counted as
+/// foreign) until the source has been silent this long or has ended the stream. Then
+/// another sender — the publisher restarted elsewhere — is followed: a new session of
+/// the same ring continues the replica, a new ring replaces it.
+pub const SOURCE_SILENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Stream {
+    /// Whether frames from `from` are this stream's to take now.
+    fn takes_from(&self, from: Option<SocketAddr>, now: MonoNs) -> bool {
+        let pinned = self.source.is_some()
+            && !self.ended
+            && now.since(self.heard) < SOURCE_SILENCE.as_nanos() as u64;
+        !pinned || from == self.source
+    }
 }
 
 impl Stream {
@@ -119,6 +137,7 @@ impl Stream {
             name: None,
             ended: false,
             source: None,
+            heard: now,
         }
     }
 }
@@ -138,6 +157,10 @@ impl ReplicaSink for NoReplica {
     fn skip_to(&mut self, _position: u64, _next_seq: u64) {}
 
     fn position(&self) -> u64 {
+        0
+    }
+
+    fn next_seq(&self) -> u64 {
         0
     }
 }
@@ -373,13 +396,43 @@ impl UdpReceiver {
                 if !self.track(stream_id, now) {
                     return;
                 }
-                let joined = self
-                    .streams
-                    .get(&stream_id)
-                    .is_some_and(|s| s.replica.is_some());
-                if !joined {
-                    let name = decode_stream_name(&setup.body.stream_name).unwrap_or("");
-                    match self.make_replica(name, setup.body.capacity.get()) {
+                let Some(stream) = self.streams.get_mut(&stream_id) else {
+                    return;
+                };
+                if !stream.takes_from(from, now) {
+                    self.foreign += 1;
+                    return;
+                }
+                let ring_id = setup.body.ring_id.get();
+                let name = decode_stream_name(&setup.body.stream_name).unwrap_or("");
+                let follows = match &stream.replica {
+                    None => false,
+                    Some(replica) if replica.source_ring_id() == ring_id => true,
+                    Some(replica) => {
+                        // the source ring was recreated (e.g. `mdpub replay` afresh): its
+                        // positions start over, so a new replica replaces this one (its
+                        // readers are told to reopen); the old one is closed first, so
+                        // its writer lock is free for the new one
+                        tracing::info!(
+                            "{}: stream {name:?}: a new source ring (id {ring_id:#x}, was {:#x}) from {}: the replica is replaced",
+                            self.channel,
+                            replica.source_ring_id(),
+                            from.map_or_else(|| "?".to_owned(), |a| a.to_string())
+                        );
+                        self.events.push(StreamEvent {
+                            stream: stream.name.clone().unwrap_or_default(),
+                            event: ReceiverEvent::NewRing {
+                                session_id: setup.session_id,
+                                ring_id,
+                                capacity: setup.body.capacity.get(),
+                            },
+                        });
+                        *stream = Stream::new(&self.options, &self.channel, stream_id, now);
+                        false
+                    }
+                };
+                if !follows {
+                    match self.make_replica(name, setup.body.capacity.get(), ring_id) {
                         Ok(replica) => {
                             if let Some(stream) = self.streams.get_mut(&stream_id) {
                                 stream.replica = Some(replica);
@@ -421,13 +474,22 @@ impl UdpReceiver {
             return;
         };
         let setup = matches!(Frame::parse(datagram), Ok(Frame::Setup(_)));
-        // A joined stream takes its session's frames only from where its SETUP came from:
-        // a stray or forged frame from elsewhere is counted and dropped, and cannot move
-        // where repair requests go. (A SETUP from elsewhere still reaches the state
-        // machine, which decides: a publisher restarted on the same ring is followed.)
-        if stream.source.is_some() && from != stream.source && !setup {
+        // A joined stream takes frames only from where its session's SETUP came from,
+        // while that source is heard: a stray or forged frame from elsewhere is counted
+        // and dropped — it neither reaches the replica nor moves where repair requests
+        // go, nor switches the stream to another session. Once the source is silent (or
+        // ended), frames from elsewhere are taken: the state machine asks their sender
+        // for SETUP (STATUS goes there), and its session is followed.
+        if !stream.takes_from(from, now) {
             self.foreign += 1;
             return;
+        }
+        if from == stream.source {
+            stream.heard = now;
+        } else if stream.source.is_some() && !setup {
+            // the source is silent: whoever sends now is asked for SETUP
+            stream.source = None;
+            self.sender = from;
         }
         let session_before = stream.receiver.session_id();
         match &mut stream.replica {
@@ -442,6 +504,8 @@ impl UdpReceiver {
             && (session_after != session_before || stream.source.is_none())
         {
             stream.source = from;
+            stream.heard = now;
+            stream.ended = false;
             // streams not joined yet ask the latest joined session's source for SETUP
             self.sender = from;
         }
@@ -469,7 +533,12 @@ impl UdpReceiver {
     }
 
     /// The replica a SETUP asks for, if the policy allows it and it can be made.
-    fn make_replica(&self, name: &str, capacity: u64) -> Result<ReplicaWriter, String> {
+    fn make_replica(
+        &self,
+        name: &str,
+        capacity: u64,
+        source_ring_id: u64,
+    ) -> Result<ReplicaWriter, String> {
         if let Some(accepted) = &self.options.accept_streams
             && !accepted.iter().any(|a| a == name)
         {
@@ -488,7 +557,7 @@ impl UdpReceiver {
             .capacity(capacity)
             .schema_id(SCHEMA_ID)
             .replace_incompatible(true);
-        ReplicaWriter::create(&self.shm, name, &options).map_err(|e| e.to_string())
+        ReplicaWriter::create(&self.shm, name, &options, source_ring_id).map_err(|e| e.to_string())
     }
 
     /// SETUPs refused (stream not accepted, capacity over the limit, replica not made).

@@ -90,10 +90,52 @@ pub struct UdpSender {
     /// Where the counters for `mdstat` go, and when they were last written.
     shm: ShmDir,
     status_at: Option<Instant>,
+    /// How it was set up (for streams opened anew).
+    options: UdpSenderOptions,
     /// Datagrams whose tag did not verify under the channel's key (dropped).
     bad_tags: u64,
     /// Tags and checks frames, for a keyed channel.
     tagger: Option<FrameTagger>,
+}
+
+/// A random 32-bit number, different per call (session ids), without a dependency.
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    (random ^ (random >> 32)) as u32
+}
+
+/// The sender of stream `name` (id `stream_id`) from `start`, in a new session.
+fn open_stream(
+    shm: &ShmDir,
+    name: &str,
+    stream_id: u32,
+    start: StartAt,
+    channel: &Channel,
+    options: &UdpSenderOptions,
+) -> Result<Sender<RingReader>, UdpServeError> {
+    let reader = RingReader::open(shm, name, start).map_err(|source| UdpServeError::Ring {
+        stream: name.to_owned(),
+        source,
+    })?;
+    let info = reader.info();
+    let session_id = random_u32() ^ stream_id;
+    let mut config = SenderConfig::new(
+        session_id,
+        stream_id,
+        name,
+        &reader,
+        info.epoch,
+        info.created_ns.cast_unsigned(),
+    );
+    config.linger_ns = u64::try_from(options.linger.as_nanos()).unwrap_or(u64::MAX);
+    if channel.key.is_some() {
+        // the tag rides in the datagram: frames are that much shorter
+        config.mtu -= TAG_LEN;
+    }
+    Ok(Sender::new(config, reader, MonoNs(0)))
 }
 
 impl Drop for UdpSender {
@@ -123,37 +165,12 @@ impl UdpSender {
                 channel: channel.to_string(),
                 source,
             })?;
-        // A random session id per sender start, without a dependency.
-        use std::hash::{BuildHasher, Hasher};
-        let random = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
         let clock = MonoClock::start();
         let mut senders = Vec::new();
         for (i, name) in streams.iter().enumerate() {
-            let reader = RingReader::open(shm, name, StartAt::Latest).map_err(|source| {
-                UdpServeError::Ring {
-                    stream: name.clone(),
-                    source,
-                }
-            })?;
-            let info = reader.info();
             let stream_id = u32::try_from(i + 1).unwrap_or(u32::MAX);
-            let session_id = (random as u32) ^ stream_id;
-            let mut config = SenderConfig::new(
-                session_id,
-                stream_id,
-                name,
-                &reader,
-                info.epoch,
-                info.created_ns.cast_unsigned(),
-            );
-            config.linger_ns = u64::try_from(options.linger.as_nanos()).unwrap_or(u64::MAX);
-            if channel.key.is_some() {
-                // the tag rides in the datagram: frames are that much shorter
-                config.mtu -= TAG_LEN;
-            }
-            senders.push((name.clone(), Sender::new(config, reader, MonoNs(0))));
+            let sender = open_stream(shm, name, stream_id, StartAt::Latest, &channel, options)?;
+            senders.push((name.clone(), sender));
         }
         Ok(Self {
             loss: LossGenerator::new(options.debug_drop_rate, options.debug_seed),
@@ -166,6 +183,7 @@ impl UdpSender {
             out: SendBatch::new(),
             shm: shm.clone(),
             status_at: None,
+            options: options.clone(),
             bad_tags: 0,
             tagger: channel.key.map(|key| key.tagger()),
         })
@@ -184,6 +202,7 @@ impl UdpSender {
         {
             self.status_at = Some(Instant::now());
             self.write_status();
+            self.follow_replaced_rings();
         }
         // Send first: a new record goes out before the receive syscall, which on an idle
         // socket finds nothing anyway; answers to what arrives go out right after.
@@ -275,6 +294,42 @@ impl UdpSender {
             out.flush(socket, destination)?;
         }
         Ok(busy)
+    }
+
+    /// A served ring replaced by a new one of the same name (a publisher started afresh
+    /// while this sender serves the directory): the stream is served anew from the new
+    /// ring's first record, in a new session — its ring id tells receivers to replace
+    /// their replicas. (A replaced ring can no longer be retransmitted from; receivers
+    /// still repairing it are told so by the new session's SETUP.)
+    fn follow_replaced_rings(&mut self) {
+        for (i, (name, sender)) in self.senders.iter_mut().enumerate() {
+            let replaced = sender.source_mut().writer_status(WallNs(0)).state
+                == mdi_protocol::ring::WriterState::Superseded;
+            if !replaced || sender.is_closing() {
+                continue;
+            }
+            let stream_id = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            match open_stream(
+                &self.shm,
+                name,
+                stream_id,
+                StartAt::Earliest,
+                &self.channel,
+                &self.options,
+            ) {
+                Ok(fresh) => {
+                    tracing::info!(
+                        "{}: stream {name:?}: its ring was replaced; serving the new one",
+                        self.channel
+                    );
+                    *sender = fresh;
+                }
+                Err(e) => tracing::warn!(
+                    "{}: stream {name:?}: its ring was replaced, the new one cannot be opened: {e}",
+                    self.channel
+                ),
+            }
+        }
     }
 
     /// Writes each stream's counters and receivers for `mdstat` (`<stream>.udp-send`).

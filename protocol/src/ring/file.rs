@@ -484,6 +484,7 @@ impl RingFile {
             max_record_len: self.geometry.max_record_len,
             schema_id: self.descriptor.schema_id,
             created_ns: self.descriptor.created_ns,
+            source_ring_id: self.descriptor.source_ring_id,
             writer_pid: self.writer_pid(),
             writer_alive: self.writer_lock_held().unwrap_or(false),
             closed_cleanly: flags & FLAG_CLOSED != 0,
@@ -515,6 +516,8 @@ pub struct RingInfo {
     pub schema_id: u64,
     /// When the file was created (ns since the Unix epoch).
     pub created_ns: i64,
+    /// For a replica: the id of the source ring it copies; 0 for a source ring.
+    pub source_ring_id: u64,
     /// Process id of the last writer.
     pub writer_pid: u32,
     /// A process holds the writer lock now.

@@ -65,7 +65,10 @@ pub(crate) struct Descriptor {
     pub created_ns: i64,
     pub file_len: u64,
     pub name: [u8; 64],
-    pub reserved: [u8; 112],
+    /// For a replica (written by a UDP receiver): the id of the source ring it copies
+    /// (its `created_ns`); 0 for a ring whose writer originates its records.
+    pub source_ring_id: u64,
+    pub reserved: [u8; 104],
 }
 
 const _: () = assert!(size_of::<Descriptor>() == WRITER_BLOCK);

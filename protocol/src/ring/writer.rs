@@ -151,6 +151,16 @@ pub enum WriterCreateError {
     /// Writing the epoch record failed.
     #[error("writing the epoch record: {0}")]
     EpochRecord(String),
+    /// The existing ring is of the other kind: a replica (a UDP receiver writes it) where
+    /// a source writer was asked for, or a ring that is no replica where a receiver wants
+    /// to replicate — neither is taken over or replaced.
+    #[error("{}: {reason}", path.display())]
+    WrongRole {
+        /// The ring file.
+        path: PathBuf,
+        /// What it is, and what to do.
+        reason: &'static str,
+    },
     /// The directory or an existing file is not safe to write through: another user owns
     /// it, or others may replace files in the directory.
     #[error("{}: {reason}; refusing to write a ring there", path.display())]
@@ -430,17 +440,17 @@ impl RingWriter {
         // Bounded: each round either takes the ring or loses a creation race to a writer
         // that then holds the lock.
         for _ in 0..8 {
-            let (ring, previous_epoch) = match open_existing(&path, name, options)? {
+            let (ring, previous_epoch) = match open_existing(&path, name, options, role)? {
                 Existing::TakeOver(ring) => {
                     let epoch = ring.epoch();
                     (ring, epoch)
                 }
-                Existing::Missing => match create_new(&path, name, options, false)? {
+                Existing::Missing => match create_new(&path, name, options, false, role)? {
                     Some(ring) => (ring, 0),
                     None => continue,
                 },
                 Existing::Replace(old) => {
-                    let ring = create_new(&path, name, options, true)?.ok_or_else(|| {
+                    let ring = create_new(&path, name, options, true, role)?.ok_or_else(|| {
                         RingFileError::io(&path, io::ErrorKind::AlreadyExists.into())
                     })?;
                     old.map
@@ -503,7 +513,7 @@ impl RingWriter {
             epoch,
             name: name.to_owned(),
         };
-        if role == Role::Replica {
+        if matches!(role, Role::Replica { .. }) {
             return Ok(writer);
         }
         writer
@@ -646,13 +656,25 @@ impl RingWriter {
 pub struct ReplicaWriter(RingWriter);
 
 impl ReplicaWriter {
-    /// Creates or takes over the replica `name` in `dir` (same capacity as the source).
+    /// Creates the replica `name` in `dir` of the source ring `source_ring_id` (same
+    /// capacity as the source), or takes over this receiver's earlier replica of that
+    /// ring (a restarted receiver resumes it). An earlier replica of another source ring
+    /// (the source was recreated) is superseded — its readers are told to reopen — and a
+    /// new one made. A ring that is not a replica is never touched
+    /// ([`WriterCreateError::WrongRole`]).
     pub fn create(
         dir: &ShmDir,
         name: &str,
         options: &RingOptions,
+        source_ring_id: u64,
     ) -> Result<Self, WriterCreateError> {
-        RingWriter::open_writer(dir, name, options, Role::Replica).map(Self)
+        let role = Role::Replica { source_ring_id };
+        RingWriter::open_writer(dir, name, options, role).map(Self)
+    }
+
+    /// The id of the source ring this replica copies.
+    pub fn source_ring_id(&self) -> u64 {
+        self.0.ring.descriptor.source_ring_id
     }
 
     /// Writes a raw record (as [`RingReader::read_raw`] copied it from the source) at its
@@ -735,11 +757,22 @@ impl Drop for RingWriter {
     }
 }
 
-/// Whether a writer originates records or mirrors another ring's.
+/// Whether a writer originates records or mirrors another ring's (which: the source
+/// ring's id, kept in the replica's descriptor).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     Source,
-    Replica,
+    Replica { source_ring_id: u64 },
+}
+
+impl Role {
+    /// The descriptor's `source_ring_id` of a ring this role writes.
+    fn source_ring_id(self) -> u64 {
+        match self {
+            Self::Source => 0,
+            Self::Replica { source_ring_id } => source_ring_id,
+        }
+    }
 }
 
 enum Existing {
@@ -752,6 +785,7 @@ fn open_existing(
     path: &Path,
     name: &str,
     options: &RingOptions,
+    role: Role,
 ) -> Result<Existing, WriterCreateError> {
     let file = match OpenOptions::new()
         .read(true)
@@ -784,6 +818,30 @@ fn open_existing(
         .len();
     mapping::reserve(&file, len).map_err(|e| RingFileError::io(path, no_room(path, len, e)))?;
     let ring = RingFile::from_file(path, file, true, options.prefault, Some(name))?;
+    let found = ring.descriptor.source_ring_id;
+    match role {
+        Role::Source if found != 0 => {
+            return Err(WriterCreateError::WrongRole {
+                path: path.to_owned(),
+                reason: "this ring is a replica (a UDP receiver writes it); a publisher does \
+                         not write into it — use another name or shm directory",
+            });
+        }
+        Role::Replica { .. } if found == 0 => {
+            return Err(WriterCreateError::WrongRole {
+                path: path.to_owned(),
+                reason: "this ring is not a replica (a publisher's own ring, or a replica made \
+                         before mdi kept the source ring's id); a receiver never replaces a \
+                         ring it did not create — delete it, or replicate into another shm \
+                         directory",
+            });
+        }
+        // the source ring was recreated: a new replica replaces this receiver's old one
+        Role::Replica { source_ring_id } if found != source_ring_id => {
+            return Ok(Existing::Replace(ring));
+        }
+        _ => {}
+    }
     if options.fresh {
         return Ok(Existing::Replace(ring));
     }
@@ -822,6 +880,7 @@ fn create_new(
     name: &str,
     options: &RingOptions,
     replace: bool,
+    role: Role,
 ) -> Result<Option<RingFile>, WriterCreateError> {
     let geometry = Geometry::for_capacity(options.capacity);
     let len = file_len(geometry);
@@ -839,6 +898,7 @@ fn create_new(
     descriptor.created_ns = options.now_ns;
     descriptor.file_len = len;
     descriptor.name[..name.len()].copy_from_slice(name.as_bytes());
+    descriptor.source_ring_id = role.source_ring_id();
 
     let tmp = temp_path(path);
     let file = create_file(&tmp, options.mode, len, descriptor.as_bytes())?;

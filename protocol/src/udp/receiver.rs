@@ -30,6 +30,8 @@ pub trait ReplicaSink {
     fn skip_to(&mut self, position: u64, next_seq: u64);
     /// The replica's position (where the next record goes).
     fn position(&self) -> u64;
+    /// The sequence number of the replica's next record.
+    fn next_seq(&self) -> u64;
 }
 
 impl ReplicaSink for ReplicaWriter {
@@ -44,6 +46,10 @@ impl ReplicaSink for ReplicaWriter {
 
     fn position(&self) -> u64 {
         ReplicaWriter::position(self).get()
+    }
+
+    fn next_seq(&self) -> u64 {
+        ReplicaWriter::next_seq(self).get()
     }
 }
 
@@ -444,10 +450,12 @@ impl Receiver {
             }
             None => {
                 // Replicate from where this session started, or on from the replica's own
-                // position if it is further (a restarted receiver).
+                // position if it is further (a restarted receiver: the driver made sure the
+                // replica is of this very source ring), with the replica's sequence — so
+                // what the sender no longer holds is reported exactly.
                 let initial = setup.initial_position.get();
                 let (frontier, next_seq) = if sink.position() > initial {
-                    (sink.position(), None)
+                    (sink.position(), Some(sink.next_seq()))
                 } else {
                     (initial, Some(setup.initial_seq.get()))
                 };

@@ -396,6 +396,11 @@ impl<S: StreamSource> Sender<S> {
         Some(at.min(since.saturating_add(linger.saturating_mul(LINGER_STRETCH))))
     }
 
+    /// True once [`Self::close`] was called.
+    pub fn is_closing(&self) -> bool {
+        self.closing_since.is_some()
+    }
+
     /// True once END has been sent (the driver may drop the sender).
     pub fn is_closed(&self) -> bool {
         self.ends_sent >= END_REPEATS
