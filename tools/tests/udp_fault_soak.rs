@@ -406,8 +406,8 @@ fn one_round(bridge: &Bridge, seconds: u64, round: u64) {
         assert!(ok, "round {round}: mdrecv {} failed: {log}", i + 1);
         let summary = log
             .lines()
-            .filter(|l| l.contains("records,"))
-            .last()
+            .rev()
+            .find(|l| l.contains("records,"))
             .unwrap_or("");
         eprintln!("round {round}: receiver {}: {summary}", i + 1);
         let (replica, lost) = contents(replicas[i].path());
