@@ -33,6 +33,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = frame::parse_serde_json(text);
     let _ = frame::parse_depth_snapshot(text);
     let mut n = normalizer().lock().expect("lock");
-    n.on_frame(1, text).expect("a frame never fails the normalizer");
-    n.on_snapshot(2, "BTCUSDT", text).expect("nor does a snapshot");
+    n.on_frame(1, text)
+        .expect("a frame never fails the normalizer");
+    n.on_snapshot(2, "BTCUSDT", text)
+        .expect("nor does a snapshot");
 });

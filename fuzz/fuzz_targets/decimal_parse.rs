@@ -9,6 +9,10 @@ fuzz_target!(|input: (&str, i8)| {
     let (text, exponent) = input;
     if let Ok(mantissa) = parse_i128(text, exponent) {
         let formatted = Decimal::new(mantissa, exponent).to_string();
-        assert_eq!(parse_i128(&formatted, exponent), Ok(mantissa), "{text:?} -> {formatted}");
+        assert_eq!(
+            parse_i128(&formatted, exponent),
+            Ok(mantissa),
+            "{text:?} -> {formatted}"
+        );
     }
 });

@@ -21,22 +21,20 @@ fuzz_target!(|bytes: &[u8]| {
     let mut last = 0u64;
     // the input as a few packets (split at 0xFF 0xFE, an arbitrary marker)
     for (now, packet) in bytes.split(|&b| b == 0xfe).enumerate() {
-        session.on_packet(MonoNs(now as u64), packet, &mut |output| {
-            match output {
-                Output::Delivering(packet) => {
-                    for message in packet.messages() {
-                        books.prefetch(message);
-                    }
+        session.on_packet(MonoNs(now as u64), packet, &mut |output| match output {
+            Output::Delivering(packet) => {
+                for message in packet.messages() {
+                    books.prefetch(message);
                 }
-                Output::Message { seq, message } => {
-                    assert!(seq > last, "sequence {seq} after {last}");
-                    last = seq;
-                    if let Ok(m) = decode(message) {
-                        books.apply(&m, &mut Applied::default());
-                    }
-                }
-                _ => {}
             }
+            Output::Message { seq, message } => {
+                assert!(seq > last, "sequence {seq} after {last}");
+                last = seq;
+                if let Ok(m) = decode(message) {
+                    books.apply(&m, &mut Applied::default());
+                }
+            }
+            _ => {}
         });
         session.on_timer(MonoNs(now as u64 * 100_000_000), &mut |_| {});
     }

@@ -19,12 +19,22 @@ fn read_all(view: RecordView<'_>) {
         }
         RecordView::Quote(q) => {
             let _ = q.to_record();
-            format!("{} {} {} {}", q.bid_price(), q.bid_qty(), q.ask_price(), q.ask_qty())
+            format!(
+                "{} {} {} {}",
+                q.bid_price(),
+                q.bid_qty(),
+                q.ask_price(),
+                q.ask_qty()
+            )
         }
         RecordView::Book(b) => {
             let _ = b.to_record();
             let levels = |l: Result<mdi_protocol::view::Levels<'_>, _>| {
-                l.map(|l| l.decimals().map(|(p, q)| format!("{q}@{p}")).collect::<Vec<_>>())
+                l.map(|l| {
+                    l.decimals()
+                        .map(|(p, q)| format!("{q}@{p}"))
+                        .collect::<Vec<_>>()
+                })
             };
             format!("{:?} {:?}", levels(b.bids()), levels(b.asks()))
         }

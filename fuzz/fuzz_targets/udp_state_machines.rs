@@ -48,9 +48,19 @@ struct Model {
 
 impl ReplicaSink for Model {
     fn append_raw(&mut self, position: u64, record: &[u8]) -> Result<u64, AppendError> {
-        assert!(position >= self.position, "replica moved back: {position} < {}", self.position);
-        let header = RecordHeader::read_from_prefix(record).expect("a record header").0;
-        assert_eq!(align_record(u64::from(header.len)), record.len() as u64, "a whole record");
+        assert!(
+            position >= self.position,
+            "replica moved back: {position} < {}",
+            self.position
+        );
+        let header = RecordHeader::read_from_prefix(record)
+            .expect("a record header")
+            .0;
+        assert_eq!(
+            align_record(u64::from(header.len)),
+            record.len() as u64,
+            "a whole record"
+        );
         self.position = position + record.len() as u64;
         self.next_seq = header.seq + 1;
         self.written += record.len() as u64;
@@ -58,7 +68,11 @@ impl ReplicaSink for Model {
     }
 
     fn skip_to(&mut self, position: u64, next_seq: u64) {
-        assert!(position >= self.position, "replica skipped back: {position} < {}", self.position);
+        assert!(
+            position >= self.position,
+            "replica skipped back: {position} < {}",
+            self.position
+        );
         self.position = position;
         self.next_seq = next_seq;
     }
@@ -98,7 +112,9 @@ fuzz_target!(|input: &[u8]| {
             // the real sender's next frames, delivered (or dropped, by the low bits)
             Some(b) if b % 3 == 0 => {
                 for k in 0..(b % 7) {
-                    let Some(frame) = sender.poll_transmit(now) else { break };
+                    let Some(frame) = sender.poll_transmit(now) else {
+                        break;
+                    };
                     check_sent(frame, &mut check);
                     if k % 2 == 0 || b % 5 != 0 {
                         receiver.handle_datagram(now, frame, &mut model);
@@ -127,7 +143,9 @@ fuzz_target!(|input: &[u8]| {
 
 /// A DATA frame the sender sends carries the ring's own records at their positions.
 fn check_sent(frame: &[u8], check: &mut RingReader) {
-    let Ok(Frame::Data(data)) = Frame::parse(frame) else { return };
+    let Ok(Frame::Data(data)) = Frame::parse(frame) else {
+        return;
+    };
     if data.body.is_fragment(data.flags) || data.body.payload.is_empty() {
         return;
     }

@@ -15,7 +15,7 @@ use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 
 use mdi_protocol::udp::frame::MAX_MTU;
-use mdi_protocol::udp::{FrameTagger, TAG_LEN};
+use mdi_protocol::udp::{FrameSealer, TRAILER_LEN};
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrIn, SockaddrStorage, recvmmsg, sendmmsg};
 
 /// Datagrams per system call.
@@ -176,6 +176,18 @@ impl RecvBatch {
         let datagram = self.buf.get(start..start + self.lens[i].min(MAX_MTU))?;
         Some((datagram, self.from[i]))
     }
+
+    /// Datagram `i` of the last receive, writable (a keyed channel's datagrams are
+    /// decrypted where they are), and its source.
+    pub fn get_mut(&mut self, i: usize) -> Option<(&mut [u8], Option<SocketAddr>)> {
+        if i >= self.count {
+            return None;
+        }
+        let start = i * MAX_MTU;
+        let end = start + self.lens[i].min(MAX_MTU);
+        let datagram = self.buf.get_mut(start..end)?;
+        Some((datagram, self.from[i]))
+    }
 }
 
 /// Frames queued for one destination, sent [`BATCH`] at a time.
@@ -222,12 +234,12 @@ impl SendBatch {
         self.push_sealed(frame, None)
     }
 
-    /// Queues a copy of `frame` followed by its tag under `key`, if any (a keyed
-    /// channel's datagram); false when the batch is full or the datagram would exceed
-    /// `MAX_MTU` bytes.
+    /// Queues a copy of `frame`, sealed by `key` if there is one (a keyed channel's
+    /// datagram); false when the batch is full or the datagram would exceed `MAX_MTU`
+    /// bytes.
     #[must_use]
-    pub fn push_sealed(&mut self, frame: &[u8], key: Option<&FrameTagger>) -> bool {
-        let len = frame.len() + if key.is_some() { TAG_LEN } else { 0 };
+    pub fn push_sealed(&mut self, frame: &[u8], key: Option<&mut FrameSealer>) -> bool {
+        let len = frame.len() + if key.is_some() { TRAILER_LEN } else { 0 };
         if self.is_full() || len > MAX_MTU {
             return false;
         }

@@ -11,7 +11,8 @@ use mdi_protocol::records::SCHEMA_ID;
 use mdi_protocol::ring::{AppendError, ReplicaWriter, RingOptions, ShmDir};
 use mdi_protocol::udp::frame::{Frame, MAX_MTU, decode_stream_name};
 use mdi_protocol::udp::{
-    Channel, FrameTagger, Receiver, ReceiverConfig, ReceiverCounters, ReceiverEvent, ReplicaSink,
+    Channel, FrameOpener, FrameSealer, OpenError, Receiver, ReceiverConfig, ReceiverCounters,
+    ReceiverEvent, ReplicaSink,
 };
 
 use crate::clock::MonoClock;
@@ -219,10 +220,12 @@ pub struct UdpReceiver {
     foreign: u64,
     /// Datagrams whose tag did not verify under the channel's key (dropped).
     bad_tags: u64,
-    /// A NAK or STATUS with its tag, on its way out (keyed channels).
+    /// Datagrams of a keyed channel seen before (dropped).
+    replayed: u64,
+    /// A NAK or STATUS sealed, on its way out (keyed channels).
     sealed: Vec<u8>,
-    /// Tags and checks frames, for a keyed channel.
-    tagger: Option<FrameTagger>,
+    /// Seals what this receiver sends and opens what it receives, on a keyed channel.
+    keys: Option<(FrameSealer, FrameOpener)>,
     /// SETUPs refused: a stream not accepted, a capacity over the limit, or a replica
     /// that could not be made (bad name, a ring of that name whose writer lives...).
     setups_refused: u64,
@@ -263,6 +266,7 @@ impl UdpReceiver {
                 ("rejected", c.rejected.to_string()),
                 ("foreign", self.foreign.to_string()),
                 ("bad_tags", self.bad_tags.to_string()),
+                ("replayed", self.replayed.to_string()),
                 ("setups_refused", self.setups_refused.to_string()),
                 ("streams_refused", self.streams_refused.to_string()),
                 ("debug_dropped", self.debug_dropped().to_string()),
@@ -284,6 +288,17 @@ impl UdpReceiver {
             channel: channel.to_string(),
             source,
         })?;
+        let keys = match channel.key {
+            None => None,
+            Some(key) => {
+                let instance =
+                    crate::sender::random_instance().map_err(|source| UdpReceiveError::Socket {
+                        channel: channel.to_string(),
+                        source,
+                    })?;
+                Some((key.sealer(instance), key.opener()))
+            }
+        };
         Ok(Self {
             loss: LossGenerator::new(options.debug_drop_rate, options.debug_seed),
             channel,
@@ -299,8 +314,9 @@ impl UdpReceiver {
             send_errors: 0,
             foreign: 0,
             bad_tags: 0,
+            replayed: 0,
             sealed: vec![0; MAX_MTU],
-            tagger: channel.key.map(|key| key.tagger()),
+            keys,
             setups_refused: 0,
             streams_refused: 0,
             nonblocking: false,
@@ -362,14 +378,15 @@ impl UdpReceiver {
             .map_err(|e| sock_err(&self.channel, e));
         let now = self.now_ns();
         for i in 0..batch.len() {
-            if let Some((datagram, from)) = batch.get(i)
+            if let Some((datagram, from)) = batch.get_mut(i)
                 && !self.loss.drop_next(datagram.len())
             {
-                match &self.tagger {
+                match &mut self.keys {
                     None => self.handle(now, datagram, from),
-                    Some(key) => match key.open(datagram) {
-                        Some(frame) => self.handle(now, frame, from),
-                        None => self.bad_tags += 1,
+                    Some((_, opener)) => match opener.open(datagram) {
+                        Ok(frame) => self.handle(now, frame, from),
+                        Err(OpenError::BadTag) => self.bad_tags += 1,
+                        Err(OpenError::Replayed) => self.replayed += 1,
                     },
                 }
             }
@@ -578,11 +595,11 @@ impl UdpReceiver {
             }
             while let Some(frame) = stream.receiver.poll_transmit(now) {
                 if let Some(sender) = stream.source.or(self.sender) {
-                    let datagram = match &self.tagger {
+                    let datagram = match &mut self.keys {
                         None => frame,
-                        Some(key) => {
+                        Some((sealer, _)) => {
                             self.sealed[..frame.len()].copy_from_slice(frame);
-                            let len = key.seal(&mut self.sealed, frame.len());
+                            let len = sealer.seal(&mut self.sealed, frame.len());
                             &self.sealed[..len]
                         }
                     };
@@ -671,6 +688,11 @@ impl UdpReceiver {
     /// Datagrams refused because their tag did not verify under the channel's key.
     pub fn bad_tags(&self) -> u64 {
         self.bad_tags
+    }
+
+    /// Datagrams of a keyed channel refused as replays.
+    pub fn replayed(&self) -> u64 {
+        self.replayed
     }
 
     /// NAK and STATUS datagrams the socket refused to send (counted as lost).

@@ -15,7 +15,8 @@ use mdi_protocol::ring::{RingReader, ShmDir, StartAt};
 use mdi_protocol::time::{MonoNs, WallNs};
 use mdi_protocol::udp::frame::{Frame, MAX_MTU};
 use mdi_protocol::udp::{
-    Channel, FrameTagger, ReceiverInfo, Sender, SenderConfig, SenderCounters, TAG_LEN,
+    Channel, FrameOpener, FrameSealer, OpenError, ReceiverInfo, Sender, SenderConfig,
+    SenderCounters, TRAILER_LEN,
 };
 
 /// Datagrams (NAKs, STATUS, strays) handled per turn of the sender's loop.
@@ -94,8 +95,21 @@ pub struct UdpSender {
     options: UdpSenderOptions,
     /// Datagrams whose tag did not verify under the channel's key (dropped).
     bad_tags: u64,
-    /// Tags and checks frames, for a keyed channel.
-    tagger: Option<FrameTagger>,
+    /// Datagrams of a keyed channel seen before (dropped).
+    replayed: u64,
+    /// Seals what this sender sends and opens what it receives, on a keyed channel.
+    keys: Option<(FrameSealer, FrameOpener)>,
+}
+
+/// 16 bytes from the operating system's random source: a party's instance id on a keyed
+/// channel (its nonces are unique under the key derived from it).
+pub(crate) fn random_instance() -> io::Result<[u8; 16]> {
+    use ring::rand::SecureRandom;
+    let mut instance = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut instance)
+        .map_err(|_| io::Error::other("the operating system's random source failed"))?;
+    Ok(instance)
 }
 
 /// A random 32-bit number, different per call (session ids), without a dependency.
@@ -132,8 +146,8 @@ fn open_stream(
     );
     config.linger_ns = u64::try_from(options.linger.as_nanos()).unwrap_or(u64::MAX);
     if channel.key.is_some() {
-        // the tag rides in the datagram: frames are that much shorter
-        config.mtu -= TAG_LEN;
+        // the seal rides in the datagram: frames are that much shorter
+        config.mtu -= TRAILER_LEN;
     }
     Ok(Sender::new(config, reader, MonoNs(0)))
 }
@@ -165,6 +179,16 @@ impl UdpSender {
                 channel: channel.to_string(),
                 source,
             })?;
+        let keys = match channel.key {
+            None => None,
+            Some(key) => {
+                let instance = random_instance().map_err(|source| UdpServeError::Socket {
+                    channel: channel.to_string(),
+                    source,
+                })?;
+                Some((key.sealer(instance), key.opener()))
+            }
+        };
         let clock = MonoClock::start();
         let mut senders = Vec::new();
         for (i, name) in streams.iter().enumerate() {
@@ -185,7 +209,8 @@ impl UdpSender {
             status_at: None,
             options: options.clone(),
             bad_tags: 0,
-            tagger: channel.key.map(|key| key.tagger()),
+            replayed: 0,
+            keys,
         })
     }
 
@@ -224,12 +249,16 @@ impl UdpSender {
                 Ok((len, _from)) => {
                     busy = true;
                     let now = self.now_ns();
-                    let datagram = match &self.tagger {
+                    let datagram = match &mut self.keys {
                         None => &self.buf[..len],
-                        Some(key) => match key.open(&self.buf[..len]) {
-                            Some(frame) => frame,
-                            None => {
+                        Some((_, opener)) => match opener.open(&mut self.buf[..len]) {
+                            Ok(frame) => frame,
+                            Err(OpenError::BadTag) => {
                                 self.bad_tags += 1;
+                                continue;
+                            }
+                            Err(OpenError::Replayed) => {
+                                self.replayed += 1;
                                 continue;
                             }
                         },
@@ -270,7 +299,8 @@ impl UdpSender {
             return Ok(true);
         }
         let now = self.now_ns();
-        let (out, loss, key) = (&mut self.out, &mut self.loss, self.tagger.as_ref());
+        let (out, loss) = (&mut self.out, &mut self.loss);
+        let mut sealer = self.keys.as_mut().map(|(sealer, _)| sealer);
         for (_, sender) in &mut self.senders {
             while let Some(frame) = sender.poll_transmit(now) {
                 busy = true;
@@ -279,7 +309,7 @@ impl UdpSender {
                 }
                 // the batch is flushed whenever full, so only an oversized frame is
                 // refused — the state machines never build one
-                if !out.push_sealed(frame, key) {
+                if !out.push_sealed(frame, sealer.as_deref_mut()) {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!("a {}-byte frame exceeds the datagram limit", frame.len()),
@@ -355,6 +385,7 @@ impl UdpSender {
                 ("flow_blocked", c.flow_blocked.to_string()),
                 ("debug_dropped", self.loss.dropped().to_string()),
                 ("bad_tags", self.bad_tags.to_string()),
+                ("replayed", self.replayed.to_string()),
                 ("receivers", receivers.len().to_string()),
             ]
             .into_iter()
@@ -446,6 +477,11 @@ impl UdpSender {
     /// Datagrams refused because their tag did not verify under the channel's key.
     pub fn bad_tags(&self) -> u64 {
         self.bad_tags
+    }
+
+    /// Datagrams of a keyed channel refused as replays.
+    pub fn replayed(&self) -> u64 {
+        self.replayed
     }
 
     /// The channel served.

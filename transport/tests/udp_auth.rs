@@ -1,7 +1,8 @@
-//! Optional authentication (issue 19): a channel with `?key=FILE` tags every frame with a
-//! keyed BLAKE3 tag and takes only frames whose tag verifies. Forged frames from a third
-//! socket — untagged, or tagged with another key — are counted and have no effect, on a
-//! receiver and on a sender; both ends must hold the same key.
+//! Optional authentication (issue 19): a channel with `?key=FILE` seals every datagram
+//! (AES-128-GCM under the sending party's subkey, ADR 0014) and takes only datagrams that
+//! open. Forged frames from a third socket — unsealed, sealed with another key, or a
+//! sealed one sent again — are counted and have no effect, on a receiver and on a
+//! sender; both ends must hold the same key.
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use mdi_protocol::records::RecordKind;
 use mdi_protocol::ring::{ReadEvent, RingOptions, RingReader, RingWriter, ShmDir, StartAt};
 use mdi_protocol::udp::frame::{FLAG_REPEAT, FrameWriter};
-use mdi_protocol::udp::{Channel, ChannelKey};
+use mdi_protocol::udp::{Channel, ChannelKey, FrameSealer, TRAILER_LEN};
 use mdi_transport::receiver::{UdpReceiver, UdpReceiverOptions};
 use mdi_transport::sender::{UdpSender, UdpSenderOptions};
 
@@ -110,15 +111,19 @@ fn a_keyed_link_replicates_exactly_and_refuses_forged_frames() {
         "joined over the keyed link"
     );
 
-    // a forger: the frames untagged, and tagged with another key
+    // a forger: the frames unsealed, and sealed with another key
     let forger = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let other = ChannelKey::from_secret(&[0x43; 32]).tagger();
+    let mut other = ChannelKey::from_secret(&[0x43; 32]).sealer([3; 16]);
+    let seal = |sealer: &mut FrameSealer, frame: &[u8]| {
+        let mut datagram = frame.to_vec();
+        datagram.resize(frame.len() + TRAILER_LEN, 0);
+        sealer.seal(&mut datagram, frame.len());
+        datagram
+    };
     let mut sent = 0;
     for frame in forged_frames() {
-        let mut tagged = frame.clone();
-        tagged.resize(frame.len() + 16, 0);
-        other.seal(&mut tagged, frame.len());
-        for datagram in [&frame, &tagged] {
+        let sealed = seal(&mut other, &frame);
+        for datagram in [&frame, &sealed] {
             forger.send_to(datagram, ("127.0.0.1", port)).unwrap();
             sent += 1;
         }
@@ -128,15 +133,25 @@ fn a_keyed_link_replicates_exactly_and_refuses_forged_frames() {
     let mut nak = FrameWriter::new(1408, 0, 1);
     let nak = nak.nak(FLAG_REPEAT, 7, 0, 1 << 20).to_vec();
     forger.send_to(&nak, sender_addr).unwrap();
-    let mut tagged = nak.clone();
-    tagged.resize(nak.len() + 16, 0);
-    other.seal(&mut tagged, nak.len());
-    forger.send_to(&tagged, sender_addr).unwrap();
+    forger
+        .send_to(&seal(&mut other, &nak), sender_addr)
+        .unwrap();
+    // a holder of the key sends one sealed datagram twice: the second is a replay
+    let mut holder = channel.key.unwrap().sealer([4; 16]);
+    let mut frames = FrameWriter::new(1408, 0x1234, 99);
+    let once = seal(&mut holder, frames.heartbeat(0));
+    forger.send_to(&once, ("127.0.0.1", port)).unwrap();
+    forger.send_to(&once, ("127.0.0.1", port)).unwrap();
 
     write_records(&mut writer, 2_000);
     drive(&mut receiver, &mut sender, Duration::from_millis(1_500));
 
     assert_eq!(receiver.bad_tags(), sent, "every forged frame counted");
+    assert_eq!(
+        receiver.replayed(),
+        1,
+        "the datagram sent again is a replay"
+    );
     assert_eq!(sender.bad_tags(), 2, "both forged NAKs counted");
     assert_eq!(
         receiver.foreign(),
@@ -194,9 +209,9 @@ fn a_receiver_without_the_right_key_takes_nothing() {
         drive(&mut receiver, &mut sender, Duration::from_millis(500));
         assert!(receiver.stats().is_empty(), "{receiver_key:?}: joined");
         match receiver_key {
-            // tagged with another key: bad tags
+            // sealed with another key: bad tags
             Some(_) => assert!(receiver.bad_tags() > 0),
-            // a keyed datagram to an unkeyed receiver: not a frame (its length is off)
+            // a sealed datagram to an unkeyed receiver: not a frame (encrypted)
             None => assert!(receiver.malformed() > 0 && receiver.bad_tags() == 0),
         }
         assert_eq!(std::fs::read_dir(replica_dir.path()).unwrap().count(), 0);

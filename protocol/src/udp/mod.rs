@@ -15,7 +15,7 @@ pub mod receiver;
 mod retransmit;
 pub mod sender;
 
-pub use auth::{ChannelKey, FrameTagger, KeyError, TAG_LEN};
+pub use auth::{ChannelKey, FrameOpener, FrameSealer, KeyError, OpenError, TRAILER_LEN};
 pub use channel::{Channel, ChannelError, Endpoint};
 pub use receiver::{Receiver, ReceiverConfig, ReceiverCounters, ReceiverEvent, ReplicaSink};
 pub use sender::{ReceiverInfo, Sender, SenderConfig, SenderCounters, StreamSource};
