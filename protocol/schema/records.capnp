@@ -104,6 +104,8 @@ struct Kline {
   trades @24 :UInt64;       # raw trade count
   firstTradeId @25 :Int64;  # -1 when the candle has no trade
   lastTradeId @26 :Int64;   # -1 when the candle has no trade
+  revision @27 :UInt32;     # 0: the candle as first published final; n: its nth
+                            # correction (a late trade changed it after it was final)
 }
 
 enum InstrumentKind {

@@ -671,6 +671,9 @@ scalar_record!(
         first_trade_id: i64 => get_first_trade_id / set_first_trade_id,
         /// Last trade id, -1 if none.
         last_trade_id: i64 => get_last_trade_id / set_last_trade_id,
+        /// 0 for a candle as first published (open updates, then final); n > 0 for its
+        /// nth correction, a final candle changed by a trade that arrived late.
+        revision: u32 => get_revision / set_revision,
     }
     extra {
         /// Base volume (exponent `qty_exponent`).

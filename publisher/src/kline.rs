@@ -7,6 +7,13 @@
 //! o=h=l=c = the previous close, zero volume, ids −1. During a feed outage no candle is
 //! invented; a candle whose interval overlaps an outage is flagged.
 //!
+//! A trade that arrives after its candle was published final (a lagging or stalled feed)
+//! corrects it: the candle is published again, final, with its `revision` one higher —
+//! and so are the quiet candles after it whose prices were its close. Final candles stay
+//! open to correction for [`KlineBuilder::with_correction_window`] (default one hour); a
+//! trade older than that, or in an interval that has no candle (an outage), cannot be
+//! placed and is reported ([`Placement::Unplaced`]). ADR 0015.
+//!
 //! Arithmetic is exact: prices and quantities are mantissas at the instrument's exponents,
 //! sums are 128-bit (quote volume at exponent price + qty).
 
@@ -65,6 +72,8 @@ pub struct Candle {
     pub closed: bool,
     /// The feed was down during part of the interval.
     pub spans_outage: bool,
+    /// 0 as first published; n for the nth correction of a final candle.
+    pub revision: u32,
 }
 
 impl Candle {
@@ -86,6 +95,7 @@ impl Candle {
             last_trade_id: -1,
             closed: false,
             spans_outage: false,
+            revision: 0,
         }
     }
 
@@ -122,6 +132,21 @@ impl Candle {
     }
 }
 
+/// Where a trade went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Into the open candle (or a new one it opened).
+    Open,
+    /// Into a final candle, which was corrected (published again, `revision` + 1).
+    Corrected,
+    /// Older than the final candles kept for correction, or in an interval without a
+    /// candle (an outage): in no candle.
+    Unplaced,
+}
+
+/// Final candles kept for correction by default: those of the last hour.
+pub const DEFAULT_CORRECTION_WINDOW_MS: i64 = 3_600_000;
+
 /// Builds one interval's candles for one instrument.
 #[derive(Debug, Clone)]
 pub struct KlineBuilder {
@@ -130,16 +155,29 @@ pub struct KlineBuilder {
     last_close: Option<i64>,
     /// Since when the feed is down (no empty candles are made while it is).
     outage_since_ms: Option<i64>,
+    /// The latest final candles, oldest first, open to correction by a late trade.
+    finals: std::collections::VecDeque<Candle>,
+    /// How many final candles are kept.
+    keep: usize,
 }
 
 impl KlineBuilder {
     /// A builder with no candle yet (the first trade opens one).
     pub fn new(interval: Interval) -> Self {
+        Self::with_correction_window(interval, DEFAULT_CORRECTION_WINDOW_MS)
+    }
+
+    /// A builder whose final candles stay open to correction for `window_ms` (at least
+    /// the last one).
+    pub fn with_correction_window(interval: Interval, window_ms: i64) -> Self {
+        let keep = (window_ms.max(0).unsigned_abs() / interval.ms()).clamp(1, 10_000) as usize;
         Self {
             interval,
             current: None,
             last_close: None,
             outage_since_ms: None,
+            finals: std::collections::VecDeque::new(),
+            keep,
         }
     }
 
@@ -155,21 +193,26 @@ impl KlineBuilder {
 
     /// Adds a trade. Candles it closes — the open one, and an empty one for every
     /// interval since without a trade while the feed was healthy — go to `emit`, in
-    /// time order, with `closed == true`. A trade older than the open candle (late, out
-    /// of order) cannot change a published final candle: it is refused (false).
-    pub fn on_trade(&mut self, trade: &TradeTick, emit: &mut impl FnMut(&Candle)) -> bool {
+    /// time order, with `closed == true`. A trade older than the open candle (late)
+    /// corrects its final candle, which goes to `emit` again with its revision raised
+    /// (and the quiet candles after it, whose prices were its close).
+    pub fn on_trade(&mut self, trade: &TradeTick, emit: &mut impl FnMut(&Candle)) -> Placement {
         // Most trades fall in the open candle: no bucket arithmetic (a division) for them.
         if let Some(current) = &mut self.current
             && (current.open_time_ms..=current.close_time_ms).contains(&trade.time_ms)
         {
             current.add(trade);
-            return true;
+            return Placement::Open;
         }
         let bucket = self.interval.bucket(trade.time_ms);
-        if let Some(current) = &self.current
-            && bucket < current.open_time_ms
+        let latest = self
+            .current
+            .map(|c| c.open_time_ms)
+            .or_else(|| self.finals.back().map(|c| c.open_time_ms));
+        if latest.is_some_and(|open| bucket < open)
+            || (self.current.is_none() && latest == Some(bucket))
         {
-            return false;
+            return self.correct(bucket, trade, emit);
         }
         self.close_before(bucket, emit);
         let interval = self.interval;
@@ -181,7 +224,47 @@ impl KlineBuilder {
             c
         });
         candle.add(trade);
-        true
+        Placement::Open
+    }
+
+    /// A late trade for the final candle of `bucket`: corrects it and the quiet candles
+    /// after it that carried its close (the open one too, unpublished as final).
+    #[cold]
+    fn correct(
+        &mut self,
+        bucket: i64,
+        trade: &TradeTick,
+        emit: &mut impl FnMut(&Candle),
+    ) -> Placement {
+        let Some(at) = self.finals.iter().position(|c| c.open_time_ms == bucket) else {
+            return Placement::Unplaced;
+        };
+        let mut carried = {
+            let candle = &mut self.finals[at];
+            candle.add(trade);
+            candle.revision += 1;
+            emit(candle);
+            candle.close
+        };
+        for candle in self.finals.iter_mut().skip(at + 1) {
+            if candle.trades != 0 {
+                return Placement::Corrected;
+            }
+            if candle.close != carried {
+                (candle.open, candle.high, candle.low, candle.close) =
+                    (carried, carried, carried, carried);
+                candle.revision += 1;
+                emit(candle);
+            }
+            carried = candle.close;
+        }
+        self.last_close = Some(carried);
+        if let Some(open) = &mut self.current
+            && open.trades == 0
+        {
+            (open.open, open.high, open.low, open.close) = (carried, carried, carried, carried);
+        }
+        Placement::Corrected
     }
 
     /// The clock moved to `now_ms` with no trade: closes the open candle once its
@@ -193,6 +276,7 @@ impl KlineBuilder {
         self.close_before(bucket, emit);
         if self.current.is_none()
             && self.outage_since_ms.is_none()
+            && self.after_finals(bucket)
             && let Some(previous) = self.last_close
         {
             self.current = Some(Candle::empty(self.interval, bucket, previous));
@@ -222,13 +306,23 @@ impl KlineBuilder {
         {
             self.finish(c, emit);
         }
+        // (a candle already final for that interval — closed by the clock while the feed
+        // was down — is not opened again: trades for it correct it)
         if self.current.is_none()
+            && self.after_finals(bucket)
             && let Some(previous) = self.last_close
         {
             let mut c = Candle::empty(self.interval, bucket, previous);
             c.spans_outage = true;
             self.current = Some(c);
         }
+    }
+
+    /// Whether the interval opening at `bucket` is after every final candle.
+    fn after_finals(&self, bucket: i64) -> bool {
+        self.finals
+            .back()
+            .is_none_or(|last| last.open_time_ms < bucket)
     }
 
     /// Closes the open candle if it is before `bucket`, then fills the healthy gap up to
@@ -250,8 +344,17 @@ impl KlineBuilder {
             let mut empty = Candle::empty(self.interval, open, current.close);
             empty.closed = true;
             emit(&empty);
+            self.keep_final(empty);
             open += step;
         }
+    }
+
+    /// Keeps a final candle open to correction (the oldest kept is let go).
+    fn keep_final(&mut self, candle: Candle) {
+        if self.finals.len() == self.keep {
+            self.finals.pop_front();
+        }
+        self.finals.push_back(candle);
     }
 
     fn finish(&mut self, mut candle: Candle, emit: &mut impl FnMut(&Candle)) {
@@ -259,6 +362,7 @@ impl KlineBuilder {
         self.last_close = Some(candle.close);
         self.current = None;
         emit(&candle);
+        self.keep_final(candle);
     }
 }
 
@@ -367,14 +471,92 @@ mod tests {
     }
 
     #[test]
-    fn a_late_trade_never_changes_a_final_candle() {
+    fn a_late_trade_corrects_its_final_candle() {
         let mut b = KlineBuilder::new(Interval::parse("1s").unwrap());
         let mut out = Vec::new();
         b.on_trade(&trade(1_500, 2, 100, 1, false), &mut |c| out.push(*c));
         b.on_trade(&trade(2_500, 3, 101, 1, false), &mut |c| out.push(*c));
-        assert!(!b.on_trade(&trade(1_900, 1, 99, 1, false), &mut |c| out.push(*c)));
+        assert_eq!((out.len(), out[0].revision), (1, 0));
+        out.clear();
+        // trade 1 (before trade 2) arrives after its candle was published final
+        let placed = b.on_trade(&trade(1_900, 1, 99, 1, false), &mut |c| out.push(*c));
+        assert_eq!(placed, Placement::Corrected);
+        assert_eq!(out.len(), 1);
+        let c = out[0];
+        assert!(c.closed);
+        assert_eq!((c.open_time_ms, c.revision), (1_000, 1));
+        assert_eq!((c.open, c.low, c.close, c.trades), (99, 99, 100, 2));
+        assert_eq!((c.first_trade_id, c.last_trade_id), (1, 2));
         // within the open candle, an older id becomes the open
-        assert!(b.on_trade(&trade(2_100, 0, 98, 1, false), &mut |c| out.push(*c)));
+        assert_eq!(
+            b.on_trade(&trade(2_100, 0, 98, 1, false), &mut |c| out.push(*c)),
+            Placement::Open
+        );
         assert_eq!(b.current().map(|c| (c.open, c.close)), Some((98, 101)));
+    }
+
+    #[test]
+    fn a_correction_carries_into_the_quiet_candles_after_it() {
+        let mut b = KlineBuilder::new(Interval::parse("1s").unwrap());
+        let mut out = Vec::new();
+        b.on_trade(&trade(500, 1, 100, 1, false), &mut |c| out.push(*c));
+        b.on_trade(&trade(3_200, 3, 105, 1, false), &mut |c| out.push(*c));
+        assert_eq!(
+            out.len(),
+            3,
+            "0 s with a trade, 1 s and 2 s quiet at its close"
+        );
+        out.clear();
+        // trade 2 of the 0 s candle, the last by id: its close moves, and the quiet
+        // candles after it carry the new close
+        let placed = b.on_trade(&trade(900, 2, 102, 1, false), &mut |c| out.push(*c));
+        assert_eq!(placed, Placement::Corrected);
+        let seen: Vec<_> = out
+            .iter()
+            .map(|c| (c.open_time_ms, c.open, c.close, c.revision))
+            .collect();
+        assert_eq!(
+            seen,
+            [(0, 100, 102, 1), (1_000, 102, 102, 1), (2_000, 102, 102, 1)]
+        );
+        // the open 3 s candle has its own trade: its open is unchanged
+        assert_eq!(b.current().map(|c| c.open), Some(105));
+        // a second correction of the same candle: revision 2
+        out.clear();
+        b.on_trade(&trade(100, 0, 90, 1, false), &mut |c| out.push(*c));
+        assert_eq!(out.len(), 1, "the close did not move: only the 0 s candle");
+        assert_eq!((out[0].open, out[0].low, out[0].revision), (90, 90, 2));
+    }
+
+    #[test]
+    fn a_trade_older_than_the_correction_window_is_unplaced() {
+        let mut b = KlineBuilder::with_correction_window(Interval::parse("1s").unwrap(), 2_000);
+        let mut out = Vec::new();
+        for (i, t) in [500, 1_500, 2_500, 3_500, 4_500].into_iter().enumerate() {
+            b.on_trade(&trade(t, 10 + i as i64, 100, 1, false), &mut |c| {
+                out.push(*c)
+            });
+        }
+        out.clear();
+        // finals 0..3 s; the last two (2 s, 3 s) are kept
+        assert_eq!(
+            b.on_trade(&trade(2_700, 5, 100, 1, false), &mut |c| out.push(*c)),
+            Placement::Corrected
+        );
+        assert_eq!(
+            b.on_trade(&trade(1_700, 4, 100, 1, false), &mut |c| out.push(*c)),
+            Placement::Unplaced
+        );
+        assert_eq!(out.len(), 1);
+        // during an outage no candle was made: a late trade there has nowhere to go
+        let mut b = KlineBuilder::new(Interval::parse("1s").unwrap());
+        b.on_trade(&trade(500, 1, 100, 1, false), &mut |_| {});
+        b.feed_down(800, &mut |_| {});
+        b.feed_up(5_200, &mut |_| {});
+        b.on_trade(&trade(5_500, 3, 100, 1, false), &mut |_| {});
+        assert_eq!(
+            b.on_trade(&trade(3_300, 2, 100, 1, false), &mut |_| {}),
+            Placement::Unplaced
+        );
     }
 }

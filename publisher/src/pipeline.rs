@@ -15,7 +15,7 @@
 use mdi_protocol::records::{FeedStatus, Kline};
 use mdi_protocol::ring::{RingWriter, WriteError};
 
-use crate::kline::{Candle, Interval, KlineBuilder, TradeTick};
+use crate::kline::{Candle, Interval, KlineBuilder, Placement, TradeTick};
 
 /// The two rings a feed writes.
 #[derive(Debug)]
@@ -107,9 +107,29 @@ pub struct KlineConfig {
     /// Publish the open candles at most this often (ms of receive time); `None`: only
     /// final candles.
     pub update_ms: Option<i64>,
-    /// A timer closes a quiet candle this long after its interval ended, so trades still
-    /// on their way (exchange time just before the boundary) get in.
+    /// A timer closes a quiet candle this long after its interval ended (on the
+    /// instrument's venue clock), so trades still on their way get in.
     pub close_grace_ms: i64,
+    /// An instrument's venue clock runs on with the wall clock only while its events
+    /// arrive within this lag of their event time (ms); behind that, it stands at the
+    /// latest event time (ADR 0015).
+    pub live_lag_ms: i64,
+    /// Final candles stay open to correction by late trades this long (ms).
+    pub correction_window_ms: i64,
+}
+
+impl KlineConfig {
+    /// `intervals`, updates every `update_ms`, the default grace (2 s), live lag (1 s)
+    /// and correction window (1 h).
+    pub fn new(intervals: Vec<Interval>, update_ms: Option<i64>) -> Self {
+        Self {
+            intervals,
+            update_ms,
+            close_grace_ms: 2_000,
+            live_lag_ms: 1_000,
+            correction_window_ms: crate::kline::DEFAULT_CORRECTION_WINDOW_MS,
+        }
+    }
 }
 
 /// What a trade did to the candles.
@@ -117,8 +137,52 @@ pub struct KlineConfig {
 pub struct KlineOutcome {
     /// Kline records written.
     pub written: u64,
-    /// The trade was older than some interval's open candle, so not in it.
-    pub late: bool,
+    /// The trade arrived after some interval's candle for it was final, and corrected it.
+    pub corrected: bool,
+    /// The trade arrived after some interval's candle for it was final and could not be
+    /// placed (older than the correction window, or in an outage without a candle).
+    pub unplaced: bool,
+}
+
+/// An instrument's clock in venue time: its latest event time, run on by the wall clock
+/// while its events arrive live (within `live_lag_ms` of their event time) — a lagging
+/// or backlogged stream closes candles where the venue did, not where the wall clock is
+/// (ADR 0015).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VenueClock {
+    /// The latest event time seen and the wall time it arrived (ms); none yet: `None`.
+    latest: Option<(i64, i64)>,
+}
+
+impl VenueClock {
+    /// An event of time `event_ms` arrived at wall time `receive_ms`.
+    #[inline]
+    pub fn observe(&mut self, event_ms: i64, receive_ms: i64) {
+        match &mut self.latest {
+            Some((event, receive)) if event_ms <= *event => {
+                // an older event: the clock does not go back, but its arrival says the
+                // stream is behind (it is not live until something recent arrives)
+                *receive = (*receive).max(receive_ms);
+            }
+            latest => *latest = Some((event_ms, receive_ms)),
+        }
+    }
+
+    /// The venue's time at wall time `wall_ms`: the latest event time, plus the wall time
+    /// since it arrived if it arrived within `live_lag_ms` of it.
+    pub fn now(&self, wall_ms: i64, live_lag_ms: i64) -> Option<i64> {
+        let (event, receive) = self.latest?;
+        if receive.saturating_sub(event) <= live_lag_ms {
+            Some(event + wall_ms.saturating_sub(receive).max(0))
+        } else {
+            Some(event)
+        }
+    }
+
+    /// How far behind the wall clock its latest event was when it arrived (ms).
+    pub fn lag_ms(&self) -> Option<i64> {
+        self.latest.map(|(event, receive)| receive - event)
+    }
 }
 
 /// One instrument's candles.
@@ -129,6 +193,10 @@ struct InstrumentKlines {
     qty_exponent: i8,
     builders: Vec<KlineBuilder>,
     last_update_ms: i64,
+    venue: VenueClock,
+    /// The feed came back up (wall ms); the builders leave their outage at this
+    /// instrument's first event after it, at that event's time.
+    up_pending: Option<i64>,
 }
 
 /// K-lines of every configured interval for each instrument, written to a `klines`
@@ -168,9 +236,11 @@ impl KlineStage {
                 .config
                 .intervals
                 .iter()
-                .map(|&i| KlineBuilder::new(i))
+                .map(|&i| KlineBuilder::with_correction_window(i, self.config.correction_window_ms))
                 .collect(),
             last_update_ms: i64::MIN,
+            venue: VenueClock::default(),
+            up_pending: None,
         });
         self.instruments.len() - 1
     }
@@ -188,11 +258,23 @@ impl KlineStage {
     ) -> Result<KlineOutcome, WriteError> {
         let mut candles = std::mem::take(&mut self.candles);
         let instrument = &mut self.instruments[index];
-        let mut late = false;
-        for builder in &mut instrument.builders {
-            late |= !builder.on_trade(tick, &mut |c| candles.push(*c));
-        }
         let receive_ms = receive_ns.div_euclid(1_000_000);
+        instrument.venue.observe(tick.time_ms, receive_ms);
+        if instrument.up_pending.take().is_some() {
+            // the first event after the feed came back: the outage ends at its time (a
+            // backlog sent after a reconnect continues the candles it belongs to)
+            for builder in &mut instrument.builders {
+                builder.feed_up(tick.time_ms, &mut |c| candles.push(*c));
+            }
+        }
+        let (mut corrected, mut unplaced) = (false, false);
+        for builder in &mut instrument.builders {
+            match builder.on_trade(tick, &mut |c| candles.push(*c)) {
+                Placement::Open => {}
+                Placement::Corrected => corrected = true,
+                Placement::Unplaced => unplaced = true,
+            }
+        }
         if let Some(every) = self.config.update_ms
             && receive_ms.saturating_sub(instrument.last_update_ms) >= every
         {
@@ -209,35 +291,84 @@ impl KlineStage {
         self.candles = candles;
         Ok(KlineOutcome {
             written: written?,
-            late,
+            corrected,
+            unplaced,
         })
     }
 
-    /// The clock moved to `now_ns`: candles whose interval ended more than the close
-    /// grace ago are closed, also when the market is quiet.
+    /// An event of instrument `index` other than a trade (its venue time, for the clock
+    /// that closes quiet candles).
+    #[inline]
+    pub fn observe(&mut self, index: usize, exchange_ns: i64, receive_ns: i64) {
+        self.instruments[index].venue.observe(
+            exchange_ns.div_euclid(1_000_000),
+            receive_ns.div_euclid(1_000_000),
+        );
+    }
+
+    /// The venue clock of instrument `index`.
+    pub fn venue_clock(&self, index: usize) -> VenueClock {
+        self.instruments[index].venue
+    }
+
+    /// The wall clock moved to `now_ns`: each instrument's candles whose interval ended
+    /// more than the close grace ago on its venue clock are closed, also when the market
+    /// is quiet. An instrument whose feed came back up without an event since is taken
+    /// up again once a grace has passed.
     pub fn on_timer(&mut self, klines: &mut RingWriter, now_ns: i64) -> Result<u64, WriteError> {
-        let grace_ns = self.config.close_grace_ms.saturating_mul(1_000_000);
-        self.close_before(klines, now_ns.saturating_sub(grace_ns))
+        let grace_ms = self.config.close_grace_ms;
+        let live_lag_ms = self.config.live_lag_ms;
+        let now_ms = now_ns.div_euclid(1_000_000);
+        self.each_builder(klines, now_ns, |instrument, out| {
+            let Some(venue_ms) = instrument.venue.now(now_ms, live_lag_ms) else {
+                return;
+            };
+            if instrument
+                .up_pending
+                .is_some_and(|up| now_ms.saturating_sub(up) >= grace_ms)
+            {
+                instrument.up_pending = None;
+                for b in &mut instrument.builders {
+                    b.feed_up(venue_ms, &mut |c| out.push(*c));
+                }
+            }
+            for b in &mut instrument.builders {
+                b.advance(venue_ms.saturating_sub(grace_ms), &mut |c| out.push(*c));
+            }
+        })
     }
 
     /// Closes every candle whose interval ends at or before `at_ns`, without grace.
     pub fn close_before(&mut self, klines: &mut RingWriter, at_ns: i64) -> Result<u64, WriteError> {
-        self.each_builder(klines, at_ns, |b, now_ms, out| {
-            b.advance(now_ms, &mut |c| out.push(*c));
+        let at_ms = at_ns.div_euclid(1_000_000);
+        self.each_builder(klines, at_ns, |instrument, out| {
+            for b in &mut instrument.builders {
+                b.advance(at_ms, &mut |c| out.push(*c));
+            }
         })
     }
 
-    /// The feed went down at `now_ns`: candles spanning the outage are flagged.
+    /// The feed went down at wall time `now_ns`: each instrument's candles spanning the
+    /// outage (from its venue time) are flagged.
     pub fn feed_down(&mut self, klines: &mut RingWriter, now_ns: i64) -> Result<u64, WriteError> {
-        self.each_builder(klines, now_ns, |b, now_ms, out| {
-            b.feed_down(now_ms, &mut |c| out.push(*c));
+        let now_ms = now_ns.div_euclid(1_000_000);
+        let live_lag_ms = self.config.live_lag_ms;
+        self.each_builder(klines, now_ns, |instrument, out| {
+            instrument.up_pending = None;
+            let at_ms = instrument.venue.now(now_ms, live_lag_ms).unwrap_or(now_ms);
+            for b in &mut instrument.builders {
+                b.feed_down(at_ms, &mut |c| out.push(*c));
+            }
         })
     }
 
-    /// The feed is up again at `now_ns`.
+    /// The feed is up again at wall time `now_ns`: each instrument leaves its outage at
+    /// its first event from now on (at that event's time), or a grace from now if none
+    /// comes.
     pub fn feed_up(&mut self, klines: &mut RingWriter, now_ns: i64) -> Result<u64, WriteError> {
-        self.each_builder(klines, now_ns, |b, now_ms, out| {
-            b.feed_up(now_ms, &mut |c| out.push(*c));
+        let now_ms = now_ns.div_euclid(1_000_000);
+        self.each_builder(klines, now_ns, |instrument, _| {
+            instrument.up_pending = Some(now_ms);
         })
     }
 
@@ -245,17 +376,14 @@ impl KlineStage {
         &mut self,
         klines: &mut RingWriter,
         now_ns: i64,
-        step: impl Fn(&mut KlineBuilder, i64, &mut Vec<Candle>),
+        step: impl Fn(&mut InstrumentKlines, &mut Vec<Candle>),
     ) -> Result<u64, WriteError> {
-        let now_ms = now_ns.div_euclid(1_000_000);
         let mut candles = std::mem::take(&mut self.candles);
         let mut written = 0;
         let mut result = Ok(());
         for index in 0..self.instruments.len() {
             candles.clear();
-            for builder in &mut self.instruments[index].builders {
-                step(builder, now_ms, &mut candles);
-            }
+            step(&mut self.instruments[index], &mut candles);
             match self.write(klines, index, &candles, now_ns, now_ns) {
                 Ok(n) => written += n,
                 Err(e) => {
@@ -300,6 +428,7 @@ impl KlineStage {
                 trades: c.trades,
                 first_trade_id: c.first_trade_id,
                 last_trade_id: c.last_trade_id,
+                revision: c.revision,
                 volume: c.volume,
                 quote_volume: c.quote_volume,
                 taker_buy_volume: c.taker_buy_volume,

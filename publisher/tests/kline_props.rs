@@ -1,8 +1,10 @@
 //! K-line properties: the candles depend only on the trades, not on how they were fed
 //! (clock ticks in between, where the timer closed candles), and coarser candles are
-//! exactly the merge of finer ones — empty candles included.
+//! exactly the merge of finer ones — empty candles included. Trades that arrive late (a
+//! lagging or stalled feed, candles closed by the clock before them) correct their
+//! candles: the last version of every candle is the one in-order delivery gives.
 
-use mdi_publisher::kline::{Candle, Interval, KlineBuilder, TradeTick};
+use mdi_publisher::kline::{Candle, Interval, KlineBuilder, Placement, TradeTick};
 use proptest::prelude::*;
 
 /// Trades in time and id order over a few minutes, with quiet stretches.
@@ -53,7 +55,7 @@ fn candles(interval: Interval, trades: &[TradeTick], ticks: &[i64], end: i64) ->
             b.advance(tick, &mut |c| out.push(*c));
             ticks.next();
         }
-        assert!(b.on_trade(t, &mut |c| out.push(*c)));
+        assert_eq!(b.on_trade(t, &mut |c| out.push(*c)), Placement::Open);
     }
     b.advance(end, &mut |c| out.push(*c));
     out
@@ -135,6 +137,57 @@ proptest! {
             let n = direct.len().min(merged.len());
             prop_assert_eq!(&merged[..n], &direct[..n]);
             prop_assert!(direct.len() + 1 >= merged.len());
+        }
+    }
+
+    #[test]
+    fn late_trades_correct_their_candles_to_what_in_order_delivery_gives(
+        trades in trades(),
+        delays in prop::collection::vec(0i64..30_000, 200),
+    ) {
+        let end = trades[trades.len() - 1].time_ms + 600_000;
+        // a venue sends a symbol's trades in order; each arrives up to `delay` after its
+        // time (a lag, a stall and the backlog after it), never before the one before it;
+        // before each arrival the clock (the wall clock, no grace: the most eager closing
+        // there is) closes what it may
+        let mut arrivals: Vec<(i64, TradeTick)> = Vec::new();
+        for (t, d) in trades.iter().zip(delays.iter().cycle()) {
+            let after = arrivals.last().map_or(i64::MIN, |(at, _)| *at);
+            arrivals.push(((t.time_ms + d).max(after), *t));
+        }
+        for interval in [Interval::parse("1s").unwrap(), Interval::parse("1m").unwrap()] {
+            let expected = candles(interval, &trades, &[], end);
+            let mut b = KlineBuilder::new(interval);
+            let mut out = Vec::new();
+            for (at, t) in &arrivals {
+                b.advance(*at, &mut |c| out.push(*c));
+                let placed = b.on_trade(t, &mut |c| out.push(*c));
+                prop_assert_ne!(placed, Placement::Unplaced);
+            }
+            b.advance(end, &mut |c| out.push(*c));
+            // the last version of each candle, revisions rising one at a time
+            let mut last: std::collections::BTreeMap<i64, Candle> = Default::default();
+            for c in &out {
+                prop_assert!(c.closed);
+                if let Some(before) = last.get(&c.open_time_ms) {
+                    prop_assert_eq!(c.revision, before.revision + 1);
+                } else {
+                    prop_assert_eq!(c.revision, 0);
+                }
+                last.insert(c.open_time_ms, *c);
+            }
+            let got: Vec<Candle> = last
+                .into_values()
+                .map(|c| Candle { revision: 0, ..c })
+                .filter(|c| c.open_time_ms <= expected[expected.len() - 1].open_time_ms)
+                .collect();
+            // the eager clock may have opened candles before the first trade's: quiet
+            // ones the in-order run never had (no trade before them to carry)
+            let from = got
+                .iter()
+                .position(|c| c.open_time_ms == expected[0].open_time_ms)
+                .unwrap();
+            prop_assert_eq!(&got[from..], &expected[..]);
         }
     }
 }

@@ -250,12 +250,20 @@ fn a_quiet_candle_waits_for_trades_still_on_their_way() {
     // the minute is over by the local clock, but within the grace
     n.on_timer(ms(minute + 60_500)).unwrap();
     // a trade of that minute arrives late (network), then the timer moves past the grace
+    // — on the symbol's venue clock, which runs 605 ms behind the wall clock since that
+    // trade: the minute closes at wall time 62.605 s, not 62 s
     n.on_frame(
         ms(minute + 60_600),
         &trade(2, "2.0", "1", minute + 59_995, false),
     )
     .unwrap();
     n.on_timer(ms(minute + 62_500)).unwrap();
+    assert_eq!(
+        of::<Kline>(&records(&dir, "klines")).len(),
+        0,
+        "not yet closed"
+    );
+    n.on_timer(ms(minute + 62_700)).unwrap();
     assert_eq!(n.counters().late_trades, 0);
     drop(n);
     let candles: Vec<Kline> = of(&records(&dir, "klines"));

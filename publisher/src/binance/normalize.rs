@@ -100,8 +100,14 @@ pub struct NormalizerConfig {
     pub kline_update_ms: Option<i64>,
     /// The venue's timestamp unit.
     pub time_unit: TimeUnit,
-    /// Quiet candles are closed this long after their interval ends (ms).
+    /// Quiet candles are closed this long after their interval ends on the symbol's
+    /// venue clock (ms).
     pub kline_close_grace_ms: i64,
+    /// A symbol's venue clock runs on with the wall clock only while its events arrive
+    /// within this lag (ms); see [`crate::pipeline::VenueClock`].
+    pub kline_live_lag_ms: i64,
+    /// Final candles stay open to correction by late trades this long (ms).
+    pub kline_correction_window_ms: i64,
 }
 
 impl Default for NormalizerConfig {
@@ -114,6 +120,8 @@ impl Default for NormalizerConfig {
             kline_update_ms: Some(1_000),
             time_unit: TimeUnit::Millis,
             kline_close_grace_ms: 2_000,
+            kline_live_lag_ms: 1_000,
+            kline_correction_window_ms: crate::kline::DEFAULT_CORRECTION_WINDOW_MS,
         }
     }
 }
@@ -139,8 +147,12 @@ pub struct NormalizerCounters {
     pub gaps: u64,
     /// Venue events missing in those gaps.
     pub missing: u64,
-    /// Trades older than the open candle (late): in `ticks`, not in candles.
+    /// Trades that arrived after their candle (of some interval) was final and corrected
+    /// it: the candle was published again with its revision raised.
     pub late_trades: u64,
+    /// Late trades that could not be placed in a candle (older than the correction
+    /// window, or in an outage without a candle): in `ticks`, not in candles.
+    pub late_unplaced: u64,
     /// `serverShutdown` notices.
     pub server_shutdowns: u64,
     /// Trade records written.
@@ -277,6 +289,8 @@ impl Normalizer {
                 intervals: config.intervals.clone(),
                 update_ms: config.kline_update_ms,
                 close_grace_ms: config.kline_close_grace_ms,
+                live_lag_ms: config.kline_live_lag_ms,
+                correction_window_ms: config.kline_correction_window_ms,
             },
             clock,
         );
@@ -688,7 +702,8 @@ impl Normalizer {
         let outcome =
             self.klines
                 .on_trade(&mut self.rings.klines, index, &tick, t.time_ns, receive_ns)?;
-        self.counters.late_trades += u64::from(outcome.late);
+        self.counters.late_trades += u64::from(outcome.corrected || outcome.unplaced);
+        self.counters.late_unplaced += u64::from(outcome.unplaced);
         self.counters.records += outcome.written;
         self.counters.klines += outcome.written;
         Ok(())
