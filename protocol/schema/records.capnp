@@ -144,6 +144,11 @@ enum FeedState {
   endOfSession @8;
   malformed @9;        # a frame could not be parsed; counted and skipped
   valueOutOfRange @10; # a value did not fit the instrument's fixed-point range
+  lagging @11;         # events arrive late: receive time - event time over the limit
+                       # for a while (count: the lag in ms)
+  caughtUp @12;        # the lag is back under the limit (count: the lag in ms)
+  lateTrades @13;      # trades arrived after their candle was final (count: how many
+                       # since the last report; detail: corrected and unplaced)
 }
 
 struct FeedStatus {

@@ -834,6 +834,14 @@ pub enum FeedState {
     Malformed,
     /// Values that did not fit fixed point.
     ValueOutOfRange,
+    /// Events arrive late (receive − event time over the limit for a while); `count`:
+    /// the lag in ms.
+    Lagging,
+    /// The lag is back under the limit; `count`: the lag in ms.
+    CaughtUp,
+    /// Trades arrived after their candle was final; `count`: how many since the last
+    /// report, `detail`: how many corrected candles and how many could not be placed.
+    LateTrades,
 }
 
 macro_rules! mirror_enum {
@@ -865,7 +873,10 @@ mirror_enum!(
         Trading,
         EndOfSession,
         Malformed,
-        ValueOutOfRange
+        ValueOutOfRange,
+        Lagging,
+        CaughtUp,
+        LateTrades
     ]
 );
 

@@ -529,6 +529,9 @@ impl FeedState {
             Self::EndOfSession => "end_of_session",
             Self::Malformed => "malformed",
             Self::ValueOutOfRange => "value_out_of_range",
+            Self::Lagging => "lagging",
+            Self::CaughtUp => "caught_up",
+            Self::LateTrades => "late_trades",
         }
     }
 }

@@ -74,6 +74,60 @@ impl VenueIds {
     }
 }
 
+/// A connection's lag: receive time − event time of its frames (ms; a venue clock a
+/// little ahead of ours reads as 0). Lagging once the lag has stayed over `limit_ms` for
+/// `sustain_ms`; caught up once it is back under the limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LagMeter {
+    /// The last frame's lag.
+    pub last_ms: i64,
+    /// The largest lag seen.
+    pub max_ms: i64,
+    /// Since when (wall ms) the lag has been over the limit.
+    over_since_ms: Option<i64>,
+    /// Reported as lagging (and not yet as caught up).
+    pub lagging: bool,
+}
+
+/// What a lag observation changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LagChange {
+    /// The lag has been over the limit for the sustain time: report it.
+    Lagging(i64),
+    /// The lag is under the limit again after a report: report that.
+    CaughtUp(i64),
+}
+
+impl LagMeter {
+    /// A frame of event time `event_ns` received at `receive_ns`.
+    pub fn observe(
+        &mut self,
+        event_ns: i64,
+        receive_ns: i64,
+        limit_ms: i64,
+        sustain_ms: i64,
+    ) -> Option<LagChange> {
+        let lag = receive_ns.saturating_sub(event_ns).max(0) / 1_000_000;
+        let now_ms = receive_ns / 1_000_000;
+        self.last_ms = lag;
+        self.max_ms = self.max_ms.max(lag);
+        if lag > limit_ms {
+            let since = *self.over_since_ms.get_or_insert(now_ms);
+            if !self.lagging && now_ms - since >= sustain_ms {
+                self.lagging = true;
+                return Some(LagChange::Lagging(lag));
+            }
+        } else {
+            self.over_since_ms = None;
+            if self.lagging {
+                self.lagging = false;
+                return Some(LagChange::CaughtUp(lag));
+            }
+        }
+        None
+    }
+}
+
 /// Writes FeedStatus records of one venue to its `ticks` ring.
 #[derive(Debug, Clone)]
 pub struct StatusWriter {
@@ -208,6 +262,8 @@ pub struct KlineStage {
     clock: fn() -> i64,
     /// Reused buffer of the candles a step produced.
     candles: Vec<Candle>,
+    /// Corrected final candles written (revision > 0).
+    corrections: u64,
 }
 
 impl KlineStage {
@@ -218,7 +274,13 @@ impl KlineStage {
             instruments: Vec::new(),
             clock,
             candles: Vec::new(),
+            corrections: 0,
         }
+    }
+
+    /// Corrected final candles written so far (K-line records with revision > 0).
+    pub fn corrections(&self) -> u64 {
+        self.corrections
     }
 
     /// Adds an instrument; its index is the number added before it.
@@ -399,7 +461,7 @@ impl KlineStage {
 
     /// Appends `candles` of instrument `index` as Kline records.
     fn write(
-        &self,
+        &mut self,
         klines: &mut RingWriter,
         index: usize,
         candles: &[Candle],
@@ -435,6 +497,7 @@ impl KlineStage {
                 taker_buy_quote_volume: c.taker_buy_quote_volume,
             };
             klines.append_record(&kline)?;
+            self.corrections += u64::from(c.revision > 0);
         }
         Ok(candles.len() as u64)
     }

@@ -40,9 +40,11 @@ struct Run {
     counters: LiveCounters,
 }
 
-/// Runs the feed until `done(trade ids so far, statuses so far)` or 20 s.
-fn run_feed(config: LiveConfig, done: impl Fn(&[u64], &ShmDir) -> bool) -> Run {
+/// Runs the feed until `done(trade ids so far, statuses so far)` or 20 s; the feed's
+/// status file goes to the shm directory.
+fn run_feed(mut config: LiveConfig, done: impl Fn(&[u64], &ShmDir) -> bool) -> Run {
     let dir = tempfile::tempdir().unwrap();
+    config.status_dir = Some(dir.path().to_owned());
     let shm = ShmDir::new(dir.path());
     let options = RingOptions::default().capacity(4 << 20);
     let rings = Rings {
@@ -294,4 +296,68 @@ fn rollover_and_server_shutdown_overlap_connections_and_lose_or_double_nothing()
     );
     assert!(!states(&run.shm).contains(&FeedState::Disconnected));
     let _ = RecordKind::TRADE;
+}
+
+/// A trade frame of `id` whose event and trade time are `behind_ms` before now.
+fn trade_behind(id: u64, behind_ms: i64) -> String {
+    let t = wall_clock_ns() / 1_000_000 - behind_ms;
+    format!(
+        r#"{{"stream":"btcusdt@trade","data":{{"e":"trade","E":{t},"s":"BTCUSDT","t":{id},"p":"83034.29000000","q":"0.00062000","T":{t},"m":true,"M":true}}}}"#
+    )
+}
+
+/// A connection whose events arrive 3 s after their time for a while is reported
+/// lagging, then caught up; its lag is in the feed's status file for mdstat while it
+/// runs, and in the counters (issue 20).
+#[test]
+fn a_lagging_connection_is_reported_and_its_lag_exported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acceptor, ca) = tls(dir.path());
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let scripts: Scripts = Arc::new(|_| vec![Step::Stream { every_ms: 50 }]);
+    // frames 1..=20 three seconds late, then on time
+    let streamer: Streamer = Arc::new(|_, n| trade_behind(n, if n <= 20 { 3_000 } else { 0 }));
+    let addr = ws_server(acceptor, scripts, streamer, Arc::clone(&seen));
+    let mut c = config(addr, None, &ca, &["btcusdt@trade"]);
+    c.lag_limit = Duration::from_millis(1_000);
+    c.lag_sustain = Duration::from_millis(300);
+    let status_seen = Arc::new(Mutex::new(String::new()));
+    let run = {
+        let status_seen = Arc::clone(&status_seen);
+        run_feed(c, move |_, shm| {
+            if let Ok(text) = std::fs::read_to_string(shm.path().join("ticks.feed")) {
+                *status_seen.lock().unwrap() = text;
+            }
+            states(shm).contains(&FeedState::CaughtUp)
+        })
+    };
+    let statuses = of::<FeedStatus>(&run.shm);
+    let lagging = statuses
+        .iter()
+        .find(|s| s.state == FeedState::Lagging)
+        .expect("lagging reported");
+    assert!(lagging.count >= 3_000, "{lagging:?}");
+    assert!(lagging.detail.contains("lagging"), "{lagging:?}");
+    let caught_up = statuses
+        .iter()
+        .position(|s| s.state == FeedState::CaughtUp)
+        .unwrap();
+    assert!(
+        statuses
+            .iter()
+            .position(|s| s.state == FeedState::Lagging)
+            .unwrap()
+            < caught_up
+    );
+    assert!(run.counters.max_lag_ms >= 3_000, "{:?}", run.counters);
+    assert_eq!(run.counters.lagging_reports, 1);
+    let status = status_seen.lock().unwrap().clone();
+    assert!(
+        status.contains("connection wss://") && status.contains("max_lag_ms="),
+        "{status}"
+    );
+    assert!(
+        !run.shm.path().join("ticks.feed").exists(),
+        "the status file is removed at the end"
+    );
 }

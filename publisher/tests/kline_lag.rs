@@ -310,3 +310,56 @@ fn a_backlog_after_a_reconnect_continues_the_candles() {
     assert_eq!(counters.late_unplaced, 0, "{counters:?}");
     check(&dir, &trades, "backlog after a reconnect");
 }
+
+/// Late trades are never silent: FeedStatus `late_trades` records (at most one a second)
+/// add up to the counter, and say how many were corrected and how many placed nowhere.
+#[test]
+fn late_trades_are_reported_in_feed_status() {
+    use mdi_protocol::records::{FeedState, FeedStatus};
+    let trades = history(600, NOW - 86_400_000, 17);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = ShmDir::new(tmp.path());
+    let mut n = normalizer(&dir, || 5);
+    // live until trade 300, then a 2 min stall, then the held trades at once
+    let stall = trades[300].time;
+    let mut wall = trades[0].time;
+    for t in &trades {
+        let arrives = if t.time >= stall && t.time < stall + 120_000 {
+            stall + 120_000
+        } else {
+            t.time
+        } + 20;
+        while wall + 250 <= arrives {
+            wall += 250;
+            n.on_timer(ns(wall)).unwrap();
+        }
+        n.on_frame(ns(arrives), &frame(t)).unwrap();
+    }
+    for _ in 0..2_400 {
+        wall += 250;
+        n.on_timer(ns(wall)).unwrap();
+    }
+    let counters = n.counters();
+    drop(n);
+    let mut reader = RingReader::open(&dir, "ticks", StartAt::Earliest).unwrap();
+    let mut reported = 0;
+    while !reader.caught_up() {
+        reader
+            .poll(1024, |e| {
+                if let ReadEvent::Record(r) = e
+                    && r.kind == RecordKind::FEED_STATUS
+                {
+                    let s: FeedStatus = decode(r.body).unwrap();
+                    if s.state == FeedState::LateTrades {
+                        assert!(s.detail.contains("corrected"), "{s:?}");
+                        reported += s.count;
+                    }
+                }
+            })
+            .unwrap();
+    }
+    assert!(counters.late_trades > 0, "{counters:?}");
+    assert_eq!(reported, counters.late_trades, "{counters:?}");
+    assert!(counters.kline_corrections > 0, "{counters:?}");
+    check(&dir, &trades, "a 2 min stall");
+}

@@ -48,16 +48,17 @@ pub fn writer_state(info: &RingInfo) -> &'static str {
     }
 }
 
-/// A UDP status file (`<stream>.udp-send` / `.udp-recv`) as JSON: numbers as numbers,
-/// `receiver` lines gathered in a list, and whether the writing process still runs.
-fn udp_status(dir: &ShmDir, stream: &str, role: &str) -> Value {
+/// A status file (`<stream>.udp-send`, `.udp-recv`, `.feed`) as JSON: numbers as numbers,
+/// `receiver` and `connection` lines gathered in lists (`receiver_list`,
+/// `connections`), and whether the writing process still runs.
+fn status_file(dir: &ShmDir, stream: &str, role: &str) -> Value {
     let Some(lines) = mdi_transport::status::read(dir.path(), stream, role) else {
         return Value::Null;
     };
     let mut object = serde_json::Map::new();
     let mut receivers = Vec::new();
     for (key, value) in lines {
-        if key == "receiver" {
+        if key == "receiver" || key == "connection" {
             let mut r = serde_json::Map::new();
             let mut parts = value.split(' ');
             if let Some(id) = parts.next() {
@@ -79,8 +80,14 @@ fn udp_status(dir: &ShmDir, stream: &str, role: &str) -> Value {
             .map_or_else(|_| json!(value), |n| json!(n));
         object.insert(key, parsed);
     }
-    if role == "send" {
-        object.insert("receiver_list".into(), Value::Array(receivers));
+    match role {
+        "udp-send" => {
+            object.insert("receiver_list".into(), Value::Array(receivers));
+        }
+        "feed" => {
+            object.insert("connections".into(), Value::Array(receivers));
+        }
+        _ => {}
     }
     let alive = object
         .get("pid")
@@ -166,9 +173,11 @@ pub fn to_json(
                 "bytes_per_s": bytes_per_s,
                 "readers": readers,
                 "udp": {
-                    "send": udp_status(dir, &s.name, "send"),
-                    "recv": udp_status(dir, &s.name, "recv"),
+                    "send": status_file(dir, &s.name, "udp-send"),
+                    "recv": status_file(dir, &s.name, "udp-recv"),
                 },
+                // the live feed writing this ring: late trades, corrections, lag
+                "feed": status_file(dir, &s.name, "feed"),
             })
         })
         .collect();
@@ -245,6 +254,27 @@ pub fn to_table(json: &Value) -> String {
                 recv["lost_records"],
                 recv["malformed"],
             ));
+        }
+        let feed = &s["feed"];
+        if feed.is_object() {
+            out.push_str(&format!(
+                "  feed ({}): {} frames, {} trades; {} late trades ({} in no candle), {} candles corrected\n",
+                if feed["alive"] == true { "live" } else { "ended" },
+                feed["frames"],
+                feed["trades"],
+                feed["late_trades"],
+                feed["late_unplaced"],
+                feed["kline_corrections"],
+            ));
+            for c in feed["connections"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "    connection {}: lag {} ms (max {} ms){}\n",
+                    c["id"].as_str().unwrap_or("?"),
+                    c["lag_ms"],
+                    c["max_lag_ms"],
+                    if c["lagging"] == 1 { ", LAGGING" } else { "" },
+                ));
+            }
         }
         for r in s["readers"].as_array().into_iter().flatten() {
             out.push_str(&format!(

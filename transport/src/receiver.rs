@@ -240,7 +240,7 @@ impl Drop for UdpReceiver {
     fn drop(&mut self) {
         for stream in self.streams.values() {
             if let Some(name) = &stream.name {
-                status::remove(self.shm.path(), name, "recv");
+                status::remove(self.shm.path(), name, "udp-recv");
             }
         }
     }
@@ -274,7 +274,7 @@ impl UdpReceiver {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
             .collect();
-            status::write(self.shm.path(), &s.stream, "recv", &lines, now);
+            status::write(self.shm.path(), &s.stream, "udp-recv", &lines, now);
         }
     }
 

@@ -155,7 +155,7 @@ fn open_stream(
 impl Drop for UdpSender {
     fn drop(&mut self) {
         for (name, _) in &self.senders {
-            status::remove(self.shm.path(), name, "send");
+            status::remove(self.shm.path(), name, "udp-send");
         }
     }
 }
@@ -402,7 +402,7 @@ impl UdpSender {
                     ),
                 ));
             }
-            status::write(self.shm.path(), &stream, "send", &lines, now);
+            status::write(self.shm.path(), &stream, "udp-send", &lines, now);
         }
     }
 

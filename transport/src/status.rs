@@ -1,21 +1,22 @@
-//! UDP counters for `mdstat`: each sender and receiver writes its counters per stream to
-//! `<shm dir>/<stream>.udp-<role>` about once a second — `key value` lines, replaced
+//! Counters for `mdstat`: each UDP sender and receiver writes its counters per stream to
+//! `<shm dir>/<stream>.udp-send` / `.udp-recv`, and a live feed its own to
+//! `<shm dir>/<ticks stream>.feed`, about once a second — `key value` lines, replaced
 //! atomically (written aside, then renamed) — and removes the file when it ends.
 //! Monitoring only: nothing on the data path reads them.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// The status file of `stream` for `role` (`send`, `recv`).
+/// The status file of `stream` for `role` (`udp-send`, `udp-recv`, `feed`).
 pub fn path(dir: &Path, stream: &str, role: &str) -> PathBuf {
-    dir.join(format!("{stream}.udp-{role}"))
+    dir.join(format!("{stream}.{role}"))
 }
 
 /// Writes `lines` (`key value`) as the status of `stream` for `role`, with the writer's
 /// pid and the time.
 pub fn write(dir: &Path, stream: &str, role: &str, lines: &[(String, String)], now_ns: i64) {
     let target = path(dir, stream, role);
-    let aside = dir.join(format!(".{stream}.udp-{role}.{}", std::process::id()));
+    let aside = dir.join(format!(".{stream}.{role}.{}", std::process::id()));
     let mut text = format!("pid {}\nupdated_ns {now_ns}\n", std::process::id());
     for (key, value) in lines {
         text.push_str(key);

@@ -63,6 +63,13 @@ pub struct LiveConfig {
     pub extra_ca: Option<PathBuf>,
     /// Ask for microsecond timestamps (`timeUnit=MICROSECOND`).
     pub microseconds: bool,
+    /// A connection whose events arrive more than this late (receive − event time)…
+    pub lag_limit: Duration,
+    /// …for this long is reported lagging (FeedStatus `lagging`, then `caught_up`).
+    pub lag_sustain: Duration,
+    /// Write the feed's counters for `mdstat` (`<dir>/<ticks>.feed`) about once a second
+    /// to this directory; `None`: not at all.
+    pub status_dir: Option<PathBuf>,
 }
 
 impl LiveConfig {
@@ -81,6 +88,9 @@ impl LiveConfig {
             snapshot_limit: 5000,
             extra_ca: None,
             microseconds: false,
+            lag_limit: Duration::from_secs(2),
+            lag_sustain: Duration::from_secs(5),
+            status_dir: None,
         }
     }
 }
@@ -125,6 +135,10 @@ pub struct LiveCounters {
     pub snapshots: u64,
     /// REST snapshot requests that failed.
     pub snapshot_failures: u64,
+    /// The largest lag of any connection (receive − event time, ms).
+    pub max_lag_ms: i64,
+    /// Times a connection was reported lagging.
+    pub lagging_reports: u64,
     /// The normalizer's counters at the end.
     pub normalizer: NormalizerCounters,
 }
@@ -208,6 +222,8 @@ struct Slot {
     retry_at: Option<Instant>,
     /// The slot lost its connection and has not had data since.
     down: bool,
+    /// How late its frames arrive.
+    lag: crate::pipeline::LagMeter,
 }
 
 struct Conn {
@@ -269,8 +285,12 @@ pub fn run(
             failures: 0,
             retry_at: Some(Instant::now()),
             down: false,
+            lag: crate::pipeline::LagMeter::default(),
         })
         .collect();
+    let mut status_at = Instant::now();
+    let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let lag_limits = (millis(config.lag_limit), millis(config.lag_sustain));
     let mut next_conn = 1u64;
     let mut in_flight: HashSet<String> = HashSet::new();
     let mut snapshot_retry: HashMap<String, (u32, Instant)> = HashMap::new();
@@ -294,11 +314,16 @@ pub fn run(
                     &mut counters,
                     &mut in_flight,
                     &mut snapshot_retry,
+                    lag_limits,
                 )?;
                 next = inbox.try_recv().ok();
             }
             let now = Instant::now();
             normalizer.on_timer(wall_clock_ns())?;
+            if now.duration_since(status_at) >= Duration::from_secs(1) {
+                status_at = now;
+                write_feed_status(config, normalizer, &slots, &counters);
+            }
             for (index, slot) in slots.iter_mut().enumerate() {
                 // connection lifecycle: first connect, reconnect, rollover, idle
                 if slot
@@ -417,6 +442,9 @@ pub fn run(
         capture.flush().map_err(LiveError::Capture)?;
     }
     counters.normalizer = normalizer.counters();
+    if let Some(dir) = &config.status_dir {
+        mdi_transport::status::remove(dir, normalizer.rings().ticks.name(), "feed");
+    }
     Ok(counters)
 }
 
@@ -501,6 +529,71 @@ fn mark_down(
     Ok(())
 }
 
+/// The lag of the frame just handed to `normalizer` on `slot`; a sustained lag, and the
+/// end of one, become FeedStatus records.
+fn lag(
+    slot: &mut Slot,
+    normalizer: &mut Normalizer,
+    counters: &mut LiveCounters,
+    receive_ns: i64,
+    (limit_ms, sustain_ms): (i64, i64),
+) -> Result<(), LiveError> {
+    let Some(event_ns) = normalizer.frame_event_ns() else {
+        return Ok(());
+    };
+    let change = slot.lag.observe(event_ns, receive_ns, limit_ms, sustain_ms);
+    counters.max_lag_ms = counters.max_lag_ms.max(slot.lag.last_ms);
+    if let Some(change) = change {
+        if matches!(change, crate::pipeline::LagChange::Lagging(_)) {
+            counters.lagging_reports += 1;
+            tracing::warn!("{}: {change:?}", slot.url);
+        }
+        normalizer.lag_changed(receive_ns, change, &slot.url)?;
+    }
+    Ok(())
+}
+
+/// The feed's counters for `mdstat`: `<status_dir>/<ticks>.feed`.
+fn write_feed_status(
+    config: &LiveConfig,
+    normalizer: &Normalizer,
+    slots: &[Slot],
+    counters: &LiveCounters,
+) {
+    let Some(dir) = &config.status_dir else {
+        return;
+    };
+    let n = normalizer.counters();
+    let mut lines: Vec<(String, String)> = [
+        ("frames", n.frames),
+        ("trades", n.trades),
+        ("klines", n.klines),
+        ("late_trades", n.late_trades),
+        ("late_unplaced", n.late_unplaced),
+        ("kline_corrections", n.kline_corrections),
+        ("gaps", n.gaps),
+        ("malformed", n.malformed),
+        ("disconnects", counters.disconnects),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_string()))
+    .collect();
+    for slot in slots {
+        lines.push((
+            "connection".to_owned(),
+            format!(
+                "{} lag_ms={} max_lag_ms={} lagging={}",
+                slot.url,
+                slot.lag.last_ms,
+                slot.lag.max_ms,
+                u8::from(slot.lag.lagging)
+            ),
+        ));
+    }
+    let stream = normalizer.rings().ticks.name();
+    mdi_transport::status::write(dir, stream, "feed", &lines, wall_clock_ns());
+}
+
 /// The reason a connection task reports when we closed it.
 const CLOSED_BY_US: &str = "closed by mdpub";
 
@@ -538,6 +631,7 @@ fn handle_note(
     counters: &mut LiveCounters,
     in_flight: &mut HashSet<String>,
     snapshot_retry: &mut HashMap<String, (u32, Instant)>,
+    lag_limits: (i64, i64),
 ) -> Result<(), LiveError> {
     match note {
         Note::Connected { slot, conn } => {
@@ -587,6 +681,7 @@ fn handle_note(
                 normalizer.feed_up(receive_ns)?;
             }
             frame(s, normalizer, capture, receive_ns, &text)?;
+            lag(s, normalizer, counters, receive_ns, lag_limits)?;
         }
         Note::Ping => counters.pings += 1,
         Note::Other => counters.other_messages += 1,
@@ -606,6 +701,7 @@ fn handle_note(
                     s.failures = 0;
                     for (receive_ns, text) in held {
                         frame(s, normalizer, capture.as_deref_mut(), receive_ns, &text)?;
+                        lag(s, normalizer, counters, receive_ns, lag_limits)?;
                     }
                     if reason != CLOSED_BY_US {
                         tracing::info!("{}: old connection ended: {reason}", s.url);

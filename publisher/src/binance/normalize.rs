@@ -153,6 +153,8 @@ pub struct NormalizerCounters {
     /// Late trades that could not be placed in a candle (older than the correction
     /// window, or in an outage without a candle): in `ticks`, not in candles.
     pub late_unplaced: u64,
+    /// Corrected final candles published (K-line records with revision > 0).
+    pub kline_corrections: u64,
     /// `serverShutdown` notices.
     pub server_shutdowns: u64,
     /// Trade records written.
@@ -203,7 +205,15 @@ pub struct Normalizer {
     clock: fn() -> i64,
     klines: KlineStage,
     status: StatusWriter,
+    /// The event time of the last frame handed in (ns), if it had one.
+    frame_event_ns: Option<i64>,
+    /// Late trades already reported in a FeedStatus, and when the last report went out
+    /// (wall ns).
+    late_reported: (u64, u64, i64),
 }
+
+/// Late trades are reported in a FeedStatus at most this often (ns).
+const LATE_REPORT_EVERY_NS: i64 = 1_000_000_000;
 
 /// FNV-1a for symbol lookups: symbols are short and chosen by the venue, not by an
 /// attacker; SipHash's flood resistance costs more than the lookup itself here.
@@ -302,6 +312,8 @@ impl Normalizer {
             clock,
             klines,
             status: StatusWriter::new(config.venue.clone(), clock),
+            frame_event_ns: None,
+            late_reported: (0, 0, i64::MIN),
             config,
         };
         for spec in normalizer.config.instruments.clone() {
@@ -312,7 +324,16 @@ impl Normalizer {
 
     /// What was seen and done so far.
     pub fn counters(&self) -> NormalizerCounters {
-        self.counters
+        NormalizerCounters {
+            kline_corrections: self.klines.corrections(),
+            ..self.counters
+        }
+    }
+
+    /// The event time (ns) of the last frame handed in, if it carried one: with its
+    /// receive time, the feed's lag.
+    pub fn frame_event_ns(&self) -> Option<i64> {
+        self.frame_event_ns
     }
 
     /// The rings (to read positions, or to take them back).
@@ -423,6 +444,7 @@ impl Normalizer {
     /// One frame's text as received at `receive_ns`.
     pub fn on_frame(&mut self, receive_ns: i64, text: &str) -> Result<(), WriteError> {
         self.counters.frames += 1;
+        self.frame_event_ns = None;
         let event = match frame::parse(text) {
             Ok(event) => event,
             Err(FrameError::UnknownEvent(kind)) => {
@@ -436,6 +458,14 @@ impl Normalizer {
                 return self.skipped(0, receive_ns, Skip::Malformed(reason));
             }
         };
+        self.frame_event_ns = match &event {
+            Event::Trade(t) => Some(t.event_time),
+            Event::AggTrade(t) => Some(t.event_time),
+            Event::Depth(d) => Some(d.event_time),
+            Event::BookTicker(b) => b.event_time,
+            _ => None,
+        }
+        .map(|t| self.config.time_unit.to_ns(t));
         match event {
             Event::Trade(t) => self.frame_trade(
                 t.symbol,
@@ -729,6 +759,9 @@ impl Normalizer {
         exchange_ns: i64,
         receive_ns: i64,
     ) -> Result<(), WriteError> {
+        // the symbol's venue clock also runs on its book events (a quiet market's candles
+        // close on them)
+        self.klines.observe(index, exchange_ns, receive_ns);
         let mut outputs = Vec::new();
         self.instruments[index]
             .book
@@ -883,7 +916,52 @@ impl Normalizer {
         self.rings.ticks.heartbeat(WallNs(wall));
         self.rings.klines.heartbeat(WallNs(wall));
         let written = self.klines.on_timer(&mut self.rings.klines, now_ns);
-        self.count_klines(written)
+        self.count_klines(written)?;
+        self.report_late_trades(now_ns)
+    }
+
+    /// A connection's lag changed (see [`crate::pipeline::LagMeter`]): a FeedStatus
+    /// `lagging` or `caught_up`, the lag in `count` (ms), the connection in `detail`.
+    pub fn lag_changed(
+        &mut self,
+        now_ns: i64,
+        change: crate::pipeline::LagChange,
+        connection: &str,
+    ) -> Result<(), WriteError> {
+        let (state, lag_ms, what) = match change {
+            crate::pipeline::LagChange::Lagging(lag) => (FeedState::Lagging, lag, "lagging"),
+            crate::pipeline::LagChange::CaughtUp(lag) => (FeedState::CaughtUp, lag, "caught up"),
+        };
+        self.status(FeedStatus {
+            ts_receive_ns: now_ns,
+            state,
+            count: lag_ms.max(0).unsigned_abs(),
+            detail: format!("{connection}: {what}, events arrive {lag_ms} ms after their time"),
+            ..FeedStatus::default()
+        })
+    }
+
+    /// A FeedStatus `late_trades` for the trades that arrived after their candle was
+    /// final since the last report (at most one a second): never silent.
+    fn report_late_trades(&mut self, now_ns: i64) -> Result<(), WriteError> {
+        let (reported, unplaced_reported, at) = self.late_reported;
+        let (late, unplaced) = (self.counters.late_trades, self.counters.late_unplaced);
+        if late == reported || now_ns.saturating_sub(at) < LATE_REPORT_EVERY_NS {
+            return Ok(());
+        }
+        self.late_reported = (late, unplaced, now_ns);
+        let (new, new_unplaced) = (late - reported, unplaced - unplaced_reported);
+        self.status(FeedStatus {
+            ts_receive_ns: now_ns,
+            state: FeedState::LateTrades,
+            count: new,
+            detail: format!(
+                "{new} trades arrived after their candle was final: {} corrected it, {new_unplaced} \
+                 are in no candle (older than the correction window, or in an outage)",
+                new - new_unplaced
+            ),
+            ..FeedStatus::default()
+        })
     }
 
     /// Closes every candle whose interval ends at or before `at_ns`, without grace

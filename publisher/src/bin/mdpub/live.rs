@@ -70,7 +70,7 @@ pub(crate) fn run_live(args: &RunArgs, record: Option<&std::path::Path>) -> Resu
         }
         return run_itch_live(args, &config, itch);
     }
-    let live = config.live();
+    let mut live = config.live();
     let missing = config.symbols_without_exponents();
     let exchange_info =
         if config.binance.as_ref().is_some_and(|b| b.exchange_info) && !missing.is_empty() {
@@ -89,6 +89,8 @@ pub(crate) fn run_live(args: &RunArgs, record: Option<&std::path::Path>) -> Resu
         };
     let normalizer_config = config.normalizer(&exchange_info);
     let serving = live_serving(args, &config)?;
+    // the feed's counters (late trades, lag) for mdstat, next to the rings
+    live.status_dir = Some(serving.shm_dir.clone());
     let mut capture = match record {
         Some(path) => Some(
             CaptureWriter::create(path).with_context(|| format!("creating {}", path.display()))?,
@@ -114,7 +116,7 @@ pub(crate) fn run_live(args: &RunArgs, record: Option<&std::path::Path>) -> Resu
     })?;
     let n = counters.normalizer;
     eprintln!(
-        "mdpub: {} frames, {} records ({} trades, {} klines); {} connects, {} disconnects, {} rollovers, {} pings; {} malformed, {} unknown events, {} duplicates, {} gaps ({} missing), {} snapshots",
+        "mdpub: {} frames, {} records ({} trades, {} klines); {} connects, {} disconnects, {} rollovers, {} pings; {} malformed, {} unknown events, {} duplicates, {} gaps ({} missing), {} snapshots; {} trades arrived after their candle was final ({} candles corrected, {} trades in no candle); lag up to {} ms, {} times lagging",
         n.frames,
         n.records,
         n.trades,
@@ -128,7 +130,12 @@ pub(crate) fn run_live(args: &RunArgs, record: Option<&std::path::Path>) -> Resu
         n.duplicates,
         n.gaps,
         n.missing,
-        counters.snapshots
+        counters.snapshots,
+        n.late_trades,
+        n.kline_corrections,
+        n.late_unplaced,
+        counters.max_lag_ms,
+        counters.lagging_reports
     );
     report_senders(&senders);
     Ok(())
