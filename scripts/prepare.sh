@@ -7,7 +7,8 @@
 #
 # Parts:
 #   tests   the default test suite (scripts/test.sh): iproute2 and nftables for the
-#           network-namespace tests, cargo-nextest, cargo-deny for the dependency policy
+#           network-namespace tests, cargo-nextest, cargo-deny for the dependency policy,
+#           and the Python venv `.venv` with `websockets` (the independent venue server)
 #   fuzz    cargo-fuzz (scripts/fuzz.sh)
 #   dpdk    DPDK 22.11 from Debian, pkg-config, clang and libclang (feature `dpdk`)
 #   aeron   clang, libclang, libbsd, libuuid and CMake >= 3.30 from PyPI (feature `aeron`)
@@ -29,6 +30,9 @@ parts=("$@")
 apt_missing=()     # Debian packages to install
 cargo_missing=()   # cargo tools to install (crate names)
 pip_missing=()     # PyPI requirements to install
+venv_missing=()    # PyPI requirements for the repository's venv (.venv)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+VENV=$ROOT/.venv
 
 need_deb() { # need_deb PACKAGE [COMMAND]: the package, unless its command (or it) is there
     local pkg=$1 cmd=${2:-}
@@ -45,6 +49,11 @@ need_cargo() { # need_cargo CRATE SUBCOMMAND
     cargo "$2" --version >/dev/null 2>&1 || cargo_missing+=("$1")
 }
 
+need_venv() { # need_venv MODULE REQUIREMENT: importable in the venv, else install it
+    [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import $1" 2>/dev/null && return
+    venv_missing+=("$2")
+}
+
 cmake_ok() {
     command -v cmake >/dev/null 2>&1 || return 1
     local v
@@ -59,6 +68,7 @@ for part in "${parts[@]}"; do
             need_deb nftables nft
             need_cargo cargo-nextest nextest
             need_cargo cargo-deny deny
+            need_venv websockets "websockets>=12,<16"
             ;;
         fuzz)
             need_cargo cargo-fuzz fuzz
@@ -79,7 +89,8 @@ for part in "${parts[@]}"; do
     esac
 done
 
-if [ ${#apt_missing[@]} -eq 0 ] && [ ${#cargo_missing[@]} -eq 0 ] && [ ${#pip_missing[@]} -eq 0 ]; then
+if [ ${#apt_missing[@]} -eq 0 ] && [ ${#cargo_missing[@]} -eq 0 ] && [ ${#pip_missing[@]} -eq 0 ] \
+    && [ ${#venv_missing[@]} -eq 0 ]; then
     echo "prepare: ${parts[*]}: everything needed is installed"
     exit 0
 fi
@@ -121,6 +132,18 @@ for req in "${pip_missing[@]}"; do
         || cannot+=("$req: pip install '$req'")
     hash -r
 done
+
+if [ ${#venv_missing[@]} -gt 0 ]; then
+    if [ ! -x "$VENV/bin/python" ]; then
+        echo "prepare: creating the Python venv $VENV"
+        python3 -m venv "$VENV" || cannot+=("the venv: python3 -m venv $VENV (Debian: apt-get install python3-venv)")
+    fi
+    if [ -x "$VENV/bin/python" ]; then
+        echo "prepare: $VENV: pip install ${venv_missing[*]}"
+        "$VENV/bin/pip" install --quiet "${venv_missing[@]}" \
+            || cannot+=("${venv_missing[*]}: $VENV/bin/pip install ${venv_missing[*]}")
+    fi
+fi
 
 if [ ${#cannot[@]} -gt 0 ]; then
     {
