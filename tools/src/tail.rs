@@ -239,6 +239,8 @@ impl<W: Write> Printer<W> {
                     f("first_trade_id", Value::Int(r.get_first_trade_id())),
                     f("last_trade_id", Value::Int(r.get_last_trade_id())),
                     t("closed", Value::Bool(r.get_closed())),
+                    // > 0: a correction of a final candle (a trade arrived late)
+                    t("revision", Value::UInt(u64::from(r.get_revision()))),
                     f("spans_outage", Value::Bool(r.get_spans_outage())),
                     f("ts_exchange_ns", Value::Int(r.get_ts_exchange_ns())),
                     f("ts_receive_ns", Value::Int(r.get_ts_receive_ns())),
@@ -545,7 +547,8 @@ mod tests {
             r#""high":"27631.01000000","low":"27631.00000000","close":"27631.00000000","#,
             r#""volume":"0.23040000","quote_volume":"6366.18251000","taker_buy_volume":"0.01100000","#,
             r#""taker_buy_quote_volume":"303.94111000","trades":2,"first_trade_id":3091449369,"#,
-            r#""last_trade_id":3091449370,"closed":true,"spans_outage":false,"ts_exchange_ns":0,"#,
+            r#""last_trade_id":3091449370,"closed":true,"revision":0,"spans_outage":false,"#,
+            r#""ts_exchange_ns":0,"#,
             r#""ts_receive_ns":0,"ts_publish_ns":0,"seq":2}"#,
             "\n"
         );
