@@ -196,14 +196,27 @@ impl KlineBuilder {
     /// time order, with `closed == true`. A trade older than the open candle (late)
     /// corrects its final candle, which goes to `emit` again with its revision raised
     /// (and the quiet candles after it, whose prices were its close).
+    #[inline]
     pub fn on_trade(&mut self, trade: &TradeTick, emit: &mut impl FnMut(&Candle)) -> Placement {
-        // Most trades fall in the open candle: no bucket arithmetic (a division) for them.
+        // Most trades fall in the open candle: no bucket arithmetic (a division) for them,
+        // and nothing else inlined here (the rest is out of line, so this stays small).
         if let Some(current) = &mut self.current
             && (current.open_time_ms..=current.close_time_ms).contains(&trade.time_ms)
         {
             current.add(trade);
             return Placement::Open;
         }
+        self.on_trade_elsewhere(trade, emit)
+    }
+
+    /// [`Self::on_trade`] for a trade outside the open candle: it opens a new one, or
+    /// corrects a final one.
+    #[inline(never)]
+    fn on_trade_elsewhere(
+        &mut self,
+        trade: &TradeTick,
+        emit: &mut impl FnMut(&Candle),
+    ) -> Placement {
         let bucket = self.interval.bucket(trade.time_ms);
         let latest = self
             .current
@@ -559,4 +572,14 @@ mod tests {
             Placement::Unplaced
         );
     }
+}
+#[cfg(test)]
+#[test]
+fn sizes_probe() {
+    eprintln!(
+        "SIZES candle={} builder={} opt={}",
+        size_of::<Candle>(),
+        size_of::<KlineBuilder>(),
+        size_of::<Option<Candle>>()
+    );
 }
