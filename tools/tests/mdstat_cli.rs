@@ -109,3 +109,59 @@ fn odd_shm_dirs_and_bad_arguments() {
     assert!(!output.status.success());
     assert!(text(&output.stderr).contains("soon"));
 }
+
+/// A live feed's counters (late trades, corrections, lag per connection) from its status
+/// file next to the ring: in the JSON and in the table (issue 20).
+#[test]
+fn a_feeds_late_trades_and_lag_are_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let shm = ShmDir::new(dir.path());
+    let _ring =
+        RingWriter::create(&shm, "ticks", &RingOptions::default().capacity(1 << 20)).unwrap();
+    let lines: Vec<(String, String)> = [
+        ("frames", "1200"),
+        ("trades", "1000"),
+        ("late_trades", "7"),
+        ("late_unplaced", "1"),
+        ("kline_corrections", "9"),
+        (
+            "connection",
+            "wss://stream.binance.com:9443/stream?streams=btcusdt@trade lag_ms=2500 max_lag_ms=4100 lagging=1",
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    mdi_transport::status::write(dir.path(), "ticks", "feed", &lines, 1);
+    let path = dir.path().to_str().unwrap();
+    let output = mdstat(&["--json", "--interval-ms", "1", "--shm-dir", path]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let feed = &doc["streams"][0]["feed"];
+    assert_eq!(
+        (
+            &feed["late_trades"],
+            &feed["late_unplaced"],
+            &feed["kline_corrections"]
+        ),
+        (
+            &serde_json::json!(7),
+            &serde_json::json!(1),
+            &serde_json::json!(9)
+        )
+    );
+    assert_eq!(feed["alive"], true, "this process wrote it");
+    let connection = &feed["connections"][0];
+    assert_eq!(connection["lag_ms"], 2500);
+    assert_eq!(connection["max_lag_ms"], 4100);
+    let output = mdstat(&["--interval-ms", "1", "--shm-dir", path]);
+    let table = text(&output.stdout);
+    assert!(
+        table.contains("7 late trades (1 in no candle), 9 candles corrected"),
+        "{table}"
+    );
+    assert!(
+        table.contains("lag 2500 ms (max 4100 ms), LAGGING"),
+        "{table}"
+    );
+}
