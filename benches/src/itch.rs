@@ -64,7 +64,13 @@ pub fn run(quick: bool) -> Result<()> {
                 )?,
                 klines: RingWriter::create(&shm, "klines", &RingOptions::default())?,
             };
-            let mut feed = ItchFeed::new(rings, Some(0), wall_clock_ns);
+            let mut feed = ItchFeed::new(
+                rings,
+                Some(mdi_publisher::itch::feed::SessionClock::from_utc_midnight(
+                    0,
+                )),
+                wall_clock_ns,
+            );
             runs.push(pipeline_stage(&packets, &mut feed)?);
             let counters = feed.counters();
             anyhow::ensure!(counters.messages == count, "messages went missing");

@@ -96,7 +96,11 @@ fn loss_free(config: &SimConfig, shm: &Path) -> Outcome {
         ticks: RingWriter::create(&dir, "ticks", &options).unwrap(),
         klines: RingWriter::create(&dir, "klines", &options).unwrap(),
     };
-    let mut feed = ItchFeed::new(rings, Some(MIDNIGHT_NS), || 0);
+    let mut feed = ItchFeed::new(
+        rings,
+        mdi_publisher::itch::feed::SessionClock::parse("2024-01-02"),
+        || 0,
+    );
     let mut frames = PcapReader::new(bytes.as_slice()).unwrap();
     replay_frames(&mut frames, None, &mut feed, Some).unwrap();
     drop(feed);

@@ -38,11 +38,91 @@ use mdi_itch::mold::{Output, Packet};
 /// The venue name on every record.
 pub const VENUE: &str = "nasdaq";
 
-pub use mdi_transport::time::utc_midnight;
+/// ITCH times: nanoseconds since midnight of the session date, read on the venue's
+/// clock — New York time, daylight saving included. A timestamp `t` is the local time of
+/// day `t`; on the two days a year the offset changes (at 02:00 local), times from 02:00
+/// on take the new offset. Built from jiff's bundled time-zone data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionClock {
+    /// The session date's midnight in New York, ns since the Unix epoch.
+    midnight_utc_ns: i64,
+    /// On a day the offset changes: from this local time of day (ns) on, add this (ns).
+    shift: Option<(i64, i64)>,
+}
 
-/// The UTC midnight of a session date `YYYY-MM-DD`; `None` if it is not one.
+/// The venue's time zone.
+pub const VENUE_TIME_ZONE: &str = "America/New_York";
+
+impl SessionClock {
+    /// The clock of the session on `date` (New York).
+    pub fn new_york(date: jiff::civil::Date) -> Option<Self> {
+        let tz = jiff::tz::TimeZone::get(VENUE_TIME_ZONE).ok()?;
+        // a local time as an instant: in a gap (spring forward) the later offset, when
+        // repeated (fall back) the earlier
+        let at = |hour: i8| {
+            tz.to_ambiguous_timestamp(date.at(hour, 0, 0, 0))
+                .compatible()
+                .ok()
+        };
+        let offset_ns = |ts: jiff::Timestamp| i64::from(tz.to_offset(ts).seconds()) * 1_000_000_000;
+        let midnight = at(0)?;
+        let midnight_utc_ns = i64::try_from(midnight.as_nanosecond()).ok()?;
+        let shift = (1..24).find_map(|hour| {
+            let ts = at(hour)?;
+            let delta = offset_ns(midnight) - offset_ns(ts);
+            (delta != 0).then_some((i64::from(hour) * 3_600_000_000_000, delta))
+        });
+        Some(Self {
+            midnight_utc_ns,
+            shift,
+        })
+    }
+
+    /// The clock of the session on `YYYY-MM-DD`; `None` if it is not a date.
+    pub fn parse(date: &str) -> Option<Self> {
+        let text = date.trim();
+        (text.len() == 10).then_some(())?;
+        Self::new_york(text.parse().ok()?)
+    }
+
+    /// The clock of the session going on at `ns` (its New York date).
+    pub fn at(ns: i64) -> Option<Self> {
+        let tz = jiff::tz::TimeZone::get(VENUE_TIME_ZONE).ok()?;
+        let ts = jiff::Timestamp::from_nanosecond(i128::from(ns)).ok()?;
+        Self::new_york(tz.to_datetime(ts).date())
+    }
+
+    /// A clock counting from `midnight_utc_ns` with no time zone (synthetic feeds whose
+    /// times are UTC).
+    pub fn from_utc_midnight(midnight_utc_ns: i64) -> Self {
+        Self {
+            midnight_utc_ns,
+            shift: None,
+        }
+    }
+
+    /// The session's midnight (ns since the Unix epoch).
+    pub fn midnight_ns(&self) -> i64 {
+        self.midnight_utc_ns
+    }
+
+    /// An ITCH timestamp (ns since midnight) as ns since the Unix epoch.
+    #[inline]
+    pub fn to_utc_ns(&self, since_midnight_ns: i64) -> i64 {
+        let mut ns = self.midnight_utc_ns + since_midnight_ns;
+        if let Some((from, delta)) = self.shift
+            && since_midnight_ns >= from
+        {
+            ns += delta;
+        }
+        ns
+    }
+}
+
+/// The session's midnight in New York of a session date `YYYY-MM-DD`; `None` if it is
+/// not one.
 pub fn session_midnight(date: &str) -> Option<i64> {
-    mdi_transport::time::parse_utc_date(date)
+    SessionClock::parse(date).map(|c| c.midnight_ns())
 }
 
 /// What the feed saw and wrote.
@@ -175,8 +255,8 @@ fn moved_bbo(books: &Books, quoted: &mut Vec<Option<Bbo>>, locate: u16) -> Optio
 pub struct ItchFeed {
     rings: Rings,
     books: Books,
-    /// The session date's midnight (ns since the Unix epoch); `None` until known.
-    midnight_ns: Option<i64>,
+    /// The session's clock (its date's midnight in New York); `None` until known.
+    session: Option<SessionClock>,
     clock: fn() -> i64,
     /// The packet's publish time: the clock is read once per packet, when its first
     /// record is written (a clock read costs as much as writing a record).
@@ -194,13 +274,13 @@ pub struct ItchFeed {
 }
 
 impl ItchFeed {
-    /// A feed writing to `rings`, ITCH times counted from `midnight_ns` (`None`: from
-    /// the UTC midnight of the first [`Self::date_from`]); `clock` gives publish times.
-    pub fn new(rings: Rings, midnight_ns: Option<i64>, clock: fn() -> i64) -> Self {
+    /// A feed writing to `rings`, ITCH times read on `session` (`None`: the session of
+    /// the first [`Self::date_from`]); `clock` gives publish times.
+    pub fn new(rings: Rings, session: Option<SessionClock>, clock: fn() -> i64) -> Self {
         Self {
             rings,
             books: Books::new(),
-            midnight_ns,
+            session,
             clock,
             packet_publish_ns: None,
             counters: FeedCounters::default(),
@@ -212,9 +292,12 @@ impl ItchFeed {
         }
     }
 
-    /// Takes the session date from a capture time, unless it is known already.
+    /// Takes the session date from a capture time (its New York date), unless it is
+    /// known already.
     pub fn date_from(&mut self, capture_ns: i64) {
-        self.midnight_ns.get_or_insert(utc_midnight(capture_ns));
+        if self.session.is_none() {
+            self.session = SessionClock::at(capture_ns);
+        }
     }
 
     /// What was seen and written.
@@ -465,7 +548,8 @@ impl ItchFeed {
     /// and exchange time.
     #[inline]
     fn stamp(&mut self, seq: u64, header: &Header) -> (u16, i64) {
-        let ts = self.midnight_ns.unwrap_or(0) + i64::try_from(header.timestamp_ns()).unwrap_or(0);
+        let since = i64::try_from(header.timestamp_ns()).unwrap_or(0);
+        let ts = self.session.map_or(since, |s| s.to_utc_ns(since));
         self.packet_seq = seq;
         self.packet_ts = ts;
         (header.stock_locate.get(), ts)
@@ -642,5 +726,63 @@ impl ItchFeed {
         })?;
         self.counters.records += 1;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(text: &str) -> i64 {
+        mdi_transport::time::parse_utc(text).unwrap()
+    }
+
+    const H: i64 = 3_600_000_000_000;
+
+    #[test]
+    fn itch_times_are_new_york_time_with_daylight_saving() {
+        // winter (EST, UTC-5) and summer (EDT, UTC-4): 09:30 is the open either way
+        let winter = SessionClock::parse("2024-01-02").unwrap();
+        assert_eq!(winter.midnight_ns(), utc("2024-01-02T05:00:00Z"));
+        assert_eq!(winter.to_utc_ns(9 * H + H / 2), utc("2024-01-02T14:30:00Z"));
+        let summer = SessionClock::parse("2024-07-01").unwrap();
+        assert_eq!(summer.to_utc_ns(9 * H + H / 2), utc("2024-07-01T13:30:00Z"));
+        assert_eq!(
+            session_midnight("2024-07-01"),
+            Some(utc("2024-07-01T04:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn the_two_days_the_offset_changes() {
+        // 2024-03-10: at 02:00 EST clocks go to 03:00 EDT
+        let spring = SessionClock::parse("2024-03-10").unwrap();
+        assert_eq!(spring.midnight_ns(), utc("2024-03-10T05:00:00Z"));
+        assert_eq!(spring.to_utc_ns(H + H / 2), utc("2024-03-10T06:30:00Z"));
+        assert_eq!(spring.to_utc_ns(3 * H), utc("2024-03-10T07:00:00Z"));
+        assert_eq!(spring.to_utc_ns(9 * H + H / 2), utc("2024-03-10T13:30:00Z"));
+        // 2024-11-03: at 02:00 EDT clocks go back to 01:00 EST (01:xx is read as EDT)
+        let fall = SessionClock::parse("2024-11-03").unwrap();
+        assert_eq!(fall.midnight_ns(), utc("2024-11-03T04:00:00Z"));
+        assert_eq!(fall.to_utc_ns(H + H / 2), utc("2024-11-03T05:30:00Z"));
+        assert_eq!(fall.to_utc_ns(2 * H + H / 2), utc("2024-11-03T07:30:00Z"));
+        assert_eq!(fall.to_utc_ns(9 * H + H / 2), utc("2024-11-03T14:30:00Z"));
+        // the day after each runs on one offset again
+        assert_eq!(
+            SessionClock::parse("2024-03-11")
+                .unwrap()
+                .to_utc_ns(9 * H + H / 2),
+            utc("2024-03-11T13:30:00Z")
+        );
+    }
+
+    #[test]
+    fn a_capture_time_picks_the_new_york_date_and_bad_dates_are_refused() {
+        // 2024-01-03 02:00 UTC is still 2024-01-02 in New York
+        let clock = SessionClock::at(utc("2024-01-03T02:00:00Z")).unwrap();
+        assert_eq!(clock, SessionClock::parse("2024-01-02").unwrap());
+        for bad in ["2024-02-30", "2024-1-2", "yesterday", "2024-01-02T00:00"] {
+            assert_eq!(SessionClock::parse(bad), None, "{bad}");
+        }
     }
 }

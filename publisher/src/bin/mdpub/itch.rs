@@ -12,10 +12,16 @@ use anyhow::{Context, Result, bail};
 use mdi_publisher::input::open_input;
 use mdi_transport::wall_clock_ns;
 
-/// UTC midnight of `YYYY-MM-DD`, ns since the Unix epoch.
-pub(crate) fn midnight_of(date: &str) -> Result<i64> {
-    mdi_publisher::itch::feed::session_midnight(date)
+/// The ITCH session clock of `YYYY-MM-DD` (its midnight in New York).
+pub(crate) fn session_of(date: &str) -> Result<mdi_publisher::itch::feed::SessionClock> {
+    mdi_publisher::itch::feed::SessionClock::parse(date)
         .with_context(|| format!("{date:?} is not a date: use YYYY-MM-DD"))
+}
+
+/// The ITCH session going on now (today in New York).
+pub(crate) fn session_today() -> Result<mdi_publisher::itch::feed::SessionClock> {
+    mdi_publisher::itch::feed::SessionClock::at(wall_clock_ns())
+        .context("the clock is outside the time-zone data's range")
 }
 
 /// Where an ITCH replay reads.
@@ -64,7 +70,7 @@ pub(crate) fn dpdk_replay_source(
 
 pub(crate) fn run_itch_replay(args: &Replay) -> Result<()> {
     use mdi_itch::pcap::PcapReader;
-    use mdi_publisher::itch::feed::{ItchFeed, utc_midnight};
+    use mdi_publisher::itch::feed::ItchFeed;
     use mdi_publisher::itch::replay::{replay_file, replay_frames};
 
     let is_pcap = args.input.to_str().is_some_and(|p| p.contains(".pcap"));
@@ -88,7 +94,7 @@ pub(crate) fn run_itch_replay(args: &Replay) -> Result<()> {
         Backend::Pcap => Source::File(input),
     };
     // pcaps: the first frame's date unless given
-    let midnight = args.date.as_deref().map(midnight_of).transpose()?;
+    let session = args.date.as_deref().map(session_of).transpose()?;
     let options = args.ring_options();
     let stop = interrupt_flag()?;
     let mut pacer = Pacer::new(args.speed);
@@ -104,7 +110,7 @@ pub(crate) fn run_itch_replay(args: &Replay) -> Result<()> {
         &stop,
         |rings| match &mut source {
             Source::Frames(frames) => {
-                let mut feed = ItchFeed::new(rings, midnight, wall_clock_ns);
+                let mut feed = ItchFeed::new(rings, session, wall_clock_ns);
                 let counts = replay_frames(frames.as_mut(), args.group, &mut feed, |t| {
                     pacer.wait_for(t);
                     (!stop.load(Ordering::Relaxed)).then(wall_clock_ns)
@@ -112,8 +118,11 @@ pub(crate) fn run_itch_replay(args: &Replay) -> Result<()> {
                 Ok((counts, feed.counters(), feed.books().counters()))
             }
             Source::File(input) => {
-                let today = utc_midnight(wall_clock_ns());
-                let mut feed = ItchFeed::new(rings, Some(midnight.unwrap_or(today)), wall_clock_ns);
+                let session = match session {
+                    Some(session) => session,
+                    None => session_today()?,
+                };
+                let mut feed = ItchFeed::new(rings, Some(session), wall_clock_ns);
                 let counts = replay_file(input, &mut feed, || {
                     (!stop.load(Ordering::Relaxed)).then(wall_clock_ns)
                 })?;
@@ -164,12 +173,12 @@ pub(crate) fn run_itch_live(
     itch: &mdi_publisher::config::ItchSection,
 ) -> Result<()> {
     use mdi_itch::mold::{SessionConfig, session_id};
-    use mdi_publisher::itch::feed::{ItchFeed, utc_midnight};
+    use mdi_publisher::itch::feed::ItchFeed;
     use mdi_publisher::itch::live::{self, LiveConfig, Receiver};
 
-    let midnight = match &itch.date {
-        Some(date) => midnight_of(date)?,
-        None => utc_midnight(wall_clock_ns()),
+    let session = match &itch.date {
+        Some(date) => session_of(date)?,
+        None => session_today()?,
     };
     let live_config = LiveConfig {
         group: itch.group,
@@ -206,7 +215,7 @@ pub(crate) fn run_itch_live(
             } else {
                 Receiver::socket(&live_config)?
             };
-            let mut feed = ItchFeed::new(rings, Some(midnight), wall_clock_ns);
+            let mut feed = ItchFeed::new(rings, Some(session), wall_clock_ns);
             let counters = live::run(&live_config, &mut receiver, &mut feed, &stop, wall_clock_ns)?;
             Ok((counters, feed.counters(), feed.books().counters()))
         })?;
