@@ -174,7 +174,8 @@ pub struct KlineSection {
     /// Interval names.
     #[serde(default = "default_intervals")]
     pub intervals: Vec<String>,
-    /// `trade` or `aggTrade`.
+    /// `trade`, `aggTrade`, or `auto` (the default): aggTrades when the streams include
+    /// them, else trades.
     #[serde(default = "default_source")]
     pub source: String,
     /// Publish the open candle at most this often (ms); 0: final candles only.
@@ -200,7 +201,7 @@ fn default_intervals() -> Vec<String> {
 }
 
 fn default_source() -> String {
-    "trade".into()
+    "auto".into()
 }
 
 fn default_update_ms() -> u64 {
@@ -393,9 +394,9 @@ impl Config {
         for name in &config.klines.intervals {
             Interval::parse(name).map_err(|e| invalid(format!("klines.intervals: {e}")))?;
         }
-        if !["trade", "aggTrade"].contains(&config.klines.source.as_str()) {
+        if !["trade", "aggTrade", "auto"].contains(&config.klines.source.as_str()) {
             return Err(invalid(format!(
-                "klines.source: {:?} is neither trade nor aggTrade",
+                "klines.source: {:?} is none of trade, aggTrade, auto",
                 config.klines.source
             )));
         }
@@ -492,10 +493,12 @@ impl Config {
                 .iter()
                 .filter_map(|n| Interval::parse(n).ok())
                 .collect(),
-            kline_source: if self.klines.source == "aggTrade" {
-                KlineSource::AggTrade
-            } else {
-                KlineSource::Trade
+            kline_source: match self.klines.source.as_str() {
+                "aggTrade" => KlineSource::AggTrade,
+                "auto" if self.binance().streams.iter().any(|s| s == "aggTrade") => {
+                    KlineSource::AggTrade
+                }
+                _ => KlineSource::Trade,
             },
             kline_update_ms: (self.klines.update_ms > 0)
                 .then(|| i64::try_from(self.klines.update_ms).unwrap_or(i64::MAX)),

@@ -590,3 +590,56 @@ fn decode_first_trade(dir: &Path) -> Trade {
         .map(|r| decode::<Trade>(&r.3).unwrap())
         .unwrap()
 }
+
+/// A capture of aggTrades only: by default (`--kline-source auto`) its K-lines are built
+/// from them; told `trade`, mdpub builds none and says so instead of nothing (issue 21).
+#[test]
+fn kline_source_auto_takes_agg_trades_and_an_empty_source_is_said() {
+    let input = tempfile::tempdir().unwrap();
+    let start = 1_767_225_600_000i64;
+    let lines: String = (0..200i64)
+        .map(|i| {
+            let t = start + i * 1_000;
+            format!(
+                "{} {{\"stream\":\"btcusdt@aggTrade\",\"data\":{{\"e\":\"aggTrade\",\"E\":{t},\"s\":\"BTCUSDT\",\"a\":{},\"p\":\"100.{:02}\",\"q\":\"1.5\",\"f\":{},\"l\":{},\"T\":{t},\"m\":false,\"M\":true}}}}\n",
+                (t + 5) * 1_000_000,
+                1_000 + i,
+                i % 100,
+                3 * i,
+                3 * i + 2
+            )
+        })
+        .collect();
+    let file = input.path().join("aggs.capture");
+    std::fs::write(&file, lines).unwrap();
+    let run = |extra: &[&str]| {
+        let shm_dir = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "replay",
+            "--input",
+            file.to_str().unwrap(),
+            "--capacity",
+            "16777216",
+            "--shm-dir",
+            shm_dir.path().to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let output = mdpub(&args);
+        let stderr = text(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        let klines = count_kinds(&ShmDir::new(shm_dir.path()), "klines")
+            .get(&RecordKind::KLINE.0)
+            .copied()
+            .unwrap_or(0);
+        (klines, stderr)
+    };
+    let (klines, stderr) = run(&[]);
+    assert!(klines > 3, "{klines} K-lines: {stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let (klines, stderr) = run(&["--kline-source", "trade"]);
+    assert_eq!(klines, 0, "{stderr}");
+    assert!(
+        stderr.contains("warning: no raw trades (@trade) in the input, so no K-lines were built from its 200 trades"),
+        "{stderr}"
+    );
+}

@@ -301,9 +301,19 @@ fn trades_print_in_every_format_with_filters_and_counts() {
             &serde_json::json!("buy")
         )
     );
-    let csv = run(&["--format", "csv", "--count", "3"]);
+    let csv = run(&["--format", "csv", "--kind", "trade", "--count", "3"]);
     assert_eq!(csv.lines().count(), 4, "{csv}");
     assert!(csv.starts_with("kind,symbol,instrument_id,stream,price,qty,side,"));
+    // a mix of kinds in one CSV (a header row each) is refused, saying what to do
+    for kinds in [&[][..], &["--kind", "trade,kline"][..]] {
+        let output = mdtail(&[&base[..], &["--format", "csv"], kinds].concat());
+        assert!(!output.status.success());
+        assert!(
+            text(&output.stderr).contains("--kind"),
+            "{}",
+            text(&output.stderr)
+        );
+    }
     let table = run(&["--count", "2"]);
     assert!(
         table.contains("2024-01-02T00:00:00.000000Z  BTCUSDT"),

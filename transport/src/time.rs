@@ -3,8 +3,10 @@
 //!
 //! Written: `2024-01-01T00:00:10.123456Z` (UTC, µs). Read: RFC 3339 with `Z` or an offset
 //! (`2024-01-01T09:00:10+09:00`), a civil date-time taken as UTC (`2024-01-01T00:00:10`,
-//! `2024-01-01 00:00:10.5`), or a date (`2024-01-01`, its UTC midnight). Invalid dates
-//! (`2024-02-31`) and times are refused, never rolled over.
+//! `2024-01-01 00:00:10.5`), a date (`2024-01-01`, its UTC midnight), or a Unix epoch
+//! number with its unit (`1704067200s`, `1704067200000ms`, `…us`, `…ns`; `@1704067200`
+//! is seconds, as GNU date writes it). Invalid dates (`2024-02-31`) and times are
+//! refused, never rolled over; a bare number is refused (seconds or milliseconds?).
 
 use jiff::Timestamp;
 use jiff::civil::{Date, DateTime};
@@ -34,6 +36,9 @@ pub fn utc_timestamp(ns: i64) -> String {
 /// else, an invalid date, or a time outside i64 ns (years 1677–2262).
 pub fn parse_utc(text: &str) -> Option<i64> {
     let text = text.trim();
+    if let Some(ns) = parse_epoch(text) {
+        return Some(ns);
+    }
     let ts = if let Ok(ts) = text.parse::<Timestamp>() {
         ts
     } else if let Ok(dt) = text.parse::<DateTime>() {
@@ -45,6 +50,34 @@ pub fn parse_utc(text: &str) -> Option<i64> {
             .ok()?
     };
     i64::try_from(ts.as_nanosecond()).ok()
+}
+
+/// An epoch number with its unit (`…s`, `…ms`, `…us`, `…ns`, or `@…` for seconds), in
+/// ns; `None` if `text` is not one or does not fit i64 ns.
+fn parse_epoch(text: &str) -> Option<i64> {
+    let (digits, ns_per_unit) = if let Some(s) = text.strip_prefix('@') {
+        (s, 1_000_000_000)
+    } else if let Some(n) = text.strip_suffix("ns") {
+        (n, 1)
+    } else if let Some(n) = text.strip_suffix("us") {
+        (n, 1_000)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1_000_000)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1_000_000_000)
+    } else {
+        return None;
+    };
+    let (negative, digits) = match digits.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, digits),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let value: i64 = digits.parse().ok()?;
+    let ns = value.checked_mul(ns_per_unit)?;
+    Some(if negative { -ns } else { ns })
 }
 
 /// Midnight UTC of the day `ns` falls in, in ns since the Unix epoch.
@@ -101,6 +134,27 @@ mod tests {
             parse_utc("2024-01-01T00:00:10.000000001Z"),
             Some(1_704_067_210_000_000_001)
         );
+    }
+
+    #[test]
+    fn epoch_numbers_with_their_unit() {
+        let ns = 1_704_067_200_000_000_000;
+        assert_eq!(parse_utc("1704067200s"), Some(ns));
+        assert_eq!(parse_utc("@1704067200"), Some(ns));
+        assert_eq!(parse_utc("1704067200000ms"), Some(ns));
+        assert_eq!(parse_utc("1704067200000000us"), Some(ns));
+        assert_eq!(parse_utc("1704067200000000123ns"), Some(ns + 123));
+        assert_eq!(parse_utc("-1s"), Some(-1_000_000_000));
+        for bad in [
+            "1704067200",
+            "12x s",
+            "s",
+            "@",
+            "99999999999999999999s",
+            "1e9s",
+        ] {
+            assert_eq!(parse_utc(bad), None, "{bad}");
+        }
     }
 
     #[test]

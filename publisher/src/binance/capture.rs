@@ -208,6 +208,20 @@ pub struct CaptureCounts {
 /// each line's time closes quiet candles as the live loop's timer did. `pace` gets each
 /// line's receive time before it is replayed (it may sleep, to replay in real time) and
 /// returns false to stop.
+/// Whether a capture holds aggTrade frames (for `--kline-source auto`): a first pass
+/// over its lines, stopping at the first one.
+pub fn has_agg_trades(input: impl BufRead) -> std::io::Result<bool> {
+    for line in input.lines() {
+        let line = line?;
+        if let Some(CaptureLine::Frame { text, .. }) = parse_line(&line)
+            && (text.contains("\"e\":\"aggTrade\"") || text.contains("@aggTrade\""))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 pub fn replay_capture(
     input: impl BufRead,
     normalizer: &mut Normalizer,

@@ -159,6 +159,8 @@ pub struct NormalizerCounters {
     pub server_shutdowns: u64,
     /// Trade records written.
     pub trades: u64,
+    /// Trades of the K-line source (trades or aggTrades) that went to the candles.
+    pub kline_trades: u64,
     /// Kline records written (open updates and final candles).
     pub klines: u64,
 }
@@ -721,6 +723,7 @@ impl Normalizer {
         if source != self.config.kline_source {
             return Ok(());
         }
+        self.counters.kline_trades += 1;
         let tick = TradeTick {
             time_ms: t.time_ns.div_euclid(1_000_000),
             first_id: i64::try_from(t.first_id).unwrap_or(i64::MAX),

@@ -82,7 +82,7 @@ enum FormatArg {
     Table,
     /// One JSON object per record.
     Jsonl,
-    /// Comma-separated values, a header row per record kind.
+    /// Comma-separated values of one kind of record (--kind), a header row first.
     Csv,
 }
 
@@ -115,7 +115,7 @@ fn parse_start(text: &str) -> Result<From, String> {
                     .map(From::Time)
                     .ok_or_else(|| {
                         format!(
-                            "{text:?} is not a start: time: wants a valid time like 2024-01-01T00:00:00Z (an offset like +09:00, or a date)"
+                            "{text:?} is not a start: time: wants a valid time like 2024-01-01T00:00:00Z (an offset like +09:00, a date, or an epoch number with its unit: 1704067200s, …ms, …us, …ns)"
                         )
                     });
             }
@@ -200,6 +200,13 @@ fn subscriber(
 fn run(cli: &Cli) -> Result<()> {
     if let Some(symbol) = &cli.chart {
         return run_chart(cli, symbol);
+    }
+    // a CSV file has one header: one kind of record, or pandas and polars cannot read it
+    if cli.format == FormatArg::Csv && cli.kind.is_none_or(|k| k.len() != 1) && !cli.stats {
+        anyhow::bail!(
+            "--format csv writes one kind of record (one header row, as pandas and polars read \
+             it): name it with --kind trade|quote|book|kline|status|instrument"
+        );
     }
     let mut subscriber = subscriber(
         cli,

@@ -104,8 +104,9 @@ pub(crate) struct Replay {
     /// Capacity of each ring in bytes (a power of two; memory is used as it fills).
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
     pub(crate) capacity: u64,
-    /// Build K-lines of a capture from trades or aggTrades (history files: their own).
-    #[arg(long, value_enum, default_value_t = KlineSourceArg::Trade)]
+    /// Build K-lines of a capture from trades or aggTrades; auto: aggTrades when the
+    /// capture has them, else trades (history files: their own).
+    #[arg(long, value_enum, default_value_t = KlineSourceArg::Auto)]
     pub(crate) kline_source: KlineSourceArg,
     /// Continue existing rings in a new epoch instead of starting them afresh.
     #[arg(long)]
@@ -211,17 +212,22 @@ pub(crate) struct Demo {
 /// `--kline-source`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum KlineSourceArg {
+    /// AggTrades when the input has them, else raw trades.
+    Auto,
     /// Raw trades (`@trade`).
     Trade,
     /// Aggregate trades (`@aggTrade`).
     AggTrade,
 }
 
-impl From<KlineSourceArg> for KlineSource {
-    fn from(arg: KlineSourceArg) -> Self {
-        match arg {
-            KlineSourceArg::Trade => Self::Trade,
-            KlineSourceArg::AggTrade => Self::AggTrade,
+impl KlineSourceArg {
+    /// The source; `auto` asks `has_agg_trades` (called only then).
+    pub(crate) fn resolve(self, has_agg_trades: impl FnOnce() -> bool) -> KlineSource {
+        match self {
+            Self::Trade => KlineSource::Trade,
+            Self::AggTrade => KlineSource::AggTrade,
+            Self::Auto if has_agg_trades() => KlineSource::AggTrade,
+            Self::Auto => KlineSource::Trade,
         }
     }
 }

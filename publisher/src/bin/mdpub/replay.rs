@@ -94,7 +94,6 @@ pub(crate) fn run_replay(args: &Replay) -> Result<()> {
     let mut pacer = Pacer::new(args.speed);
     let mut config = NormalizerConfig {
         intervals: args.intervals.clone(),
-        kline_source: args.kline_source.into(),
         ..NormalizerConfig::default()
     };
     eprintln!(
@@ -103,6 +102,7 @@ pub(crate) fn run_replay(args: &Replay) -> Result<()> {
         args.serving.shm_dir.display()
     );
     let started = Instant::now();
+    let kline_source = std::cell::Cell::new(config.kline_source);
     let ((skipped, interrupted, counters), senders) = match kind {
         Input::History(format) => {
             let symbol = match &args.symbol {
@@ -124,6 +124,7 @@ pub(crate) fn run_replay(args: &Replay) -> Result<()> {
                 HistoryFormat::AggTrades => KlineSource::AggTrade,
                 HistoryFormat::Trades => KlineSource::Trade,
             };
+            kline_source.set(config.kline_source);
             // history: final candles only
             config.kline_update_ms = None;
             write_and_serve(&args.serving, (&options, &options), &stop, |rings| {
@@ -136,6 +137,12 @@ pub(crate) fn run_replay(args: &Replay) -> Result<()> {
             })?
         }
         Input::Capture => {
+            config.kline_source = args.kline_source.resolve(|| {
+                open_input(&args.input)
+                    .and_then(mdi_publisher::binance::capture::has_agg_trades)
+                    .unwrap_or(false)
+            });
+            kline_source.set(config.kline_source);
             if let Some(symbol) = &args.symbol {
                 config.instruments = vec![InstrumentSpec {
                     symbol: symbol.clone(),
@@ -174,6 +181,21 @@ pub(crate) fn run_replay(args: &Replay) -> Result<()> {
             ""
         }
     );
+    if counters.trades > 0 && counters.kline_trades == 0 && !args.intervals.is_empty() {
+        eprintln!(
+            "mdpub: warning: no {} in the input, so no K-lines were built from its {} trades \
+             (--kline-source {})",
+            match kline_source.get() {
+                KlineSource::Trade => "raw trades (@trade)",
+                KlineSource::AggTrade => "aggTrades (@aggTrade)",
+            },
+            counters.trades,
+            match kline_source.get() {
+                KlineSource::Trade => "aggtrade, or auto",
+                KlineSource::AggTrade => "trade, or auto",
+            }
+        );
+    }
     report_senders(&senders);
     Ok(())
 }
