@@ -170,6 +170,10 @@ pub struct KlineConfig {
     pub live_lag_ms: i64,
     /// Final candles stay open to correction by late trades this long (ms).
     pub correction_window_ms: i64,
+    /// Buckets are taken on time + this (ms): 0 for UTC-aligned candles (Binance); a
+    /// venue's UTC offset for candles of its session day (ITCH: New York's, so a day
+    /// candle is a New York day; whole hours leave the shorter intervals where they were).
+    pub bucket_shift_ms: i64,
 }
 
 impl KlineConfig {
@@ -182,6 +186,7 @@ impl KlineConfig {
             close_grace_ms: 2_000,
             live_lag_ms: 1_000,
             correction_window_ms: crate::kline::DEFAULT_CORRECTION_WINDOW_MS,
+            bucket_shift_ms: 0,
         }
     }
 }
@@ -326,12 +331,19 @@ impl KlineStage {
             // the first event after the feed came back: the outage ends at its time (a
             // backlog sent after a reconnect continues the candles it belongs to)
             for builder in &mut instrument.builders {
-                builder.feed_up(tick.time_ms, &mut |c| candles.push(*c));
+                builder.feed_up(tick.time_ms + self.config.bucket_shift_ms, &mut |c| {
+                    candles.push(*c);
+                });
             }
         }
+        let shift = self.config.bucket_shift_ms;
+        let shifted = TradeTick {
+            time_ms: tick.time_ms + shift,
+            ..*tick
+        };
         let (mut corrected, mut unplaced) = (false, false);
         for builder in &mut instrument.builders {
-            match builder.on_trade(tick, &mut |c| candles.push(*c)) {
+            match builder.on_trade(&shifted, &mut |c| candles.push(*c)) {
                 Placement::Open => {}
                 Placement::Corrected => corrected = true,
                 Placement::Unplaced => unplaced = true,
@@ -380,11 +392,13 @@ impl KlineStage {
     pub fn on_timer(&mut self, klines: &mut RingWriter, now_ns: i64) -> Result<u64, WriteError> {
         let grace_ms = self.config.close_grace_ms;
         let live_lag_ms = self.config.live_lag_ms;
+        let shift = self.config.bucket_shift_ms;
         let now_ms = now_ns.div_euclid(1_000_000);
         self.each_builder(klines, now_ns, |instrument, out| {
             let Some(venue_ms) = instrument.venue.now(now_ms, live_lag_ms) else {
                 return;
             };
+            let venue_ms = venue_ms + shift;
             if instrument
                 .up_pending
                 .is_some_and(|up| now_ms.saturating_sub(up) >= grace_ms)
@@ -402,7 +416,7 @@ impl KlineStage {
 
     /// Closes every candle whose interval ends at or before `at_ns`, without grace.
     pub fn close_before(&mut self, klines: &mut RingWriter, at_ns: i64) -> Result<u64, WriteError> {
-        let at_ms = at_ns.div_euclid(1_000_000);
+        let at_ms = at_ns.div_euclid(1_000_000) + self.config.bucket_shift_ms;
         self.each_builder(klines, at_ns, |instrument, out| {
             for b in &mut instrument.builders {
                 b.advance(at_ms, &mut |c| out.push(*c));
@@ -415,9 +429,10 @@ impl KlineStage {
     pub fn feed_down(&mut self, klines: &mut RingWriter, now_ns: i64) -> Result<u64, WriteError> {
         let now_ms = now_ns.div_euclid(1_000_000);
         let live_lag_ms = self.config.live_lag_ms;
+        let shift = self.config.bucket_shift_ms;
         self.each_builder(klines, now_ns, |instrument, out| {
             instrument.up_pending = None;
-            let at_ms = instrument.venue.now(now_ms, live_lag_ms).unwrap_or(now_ms);
+            let at_ms = instrument.venue.now(now_ms, live_lag_ms).unwrap_or(now_ms) + shift;
             for b in &mut instrument.builders {
                 b.feed_down(at_ms, &mut |c| out.push(*c));
             }
@@ -481,8 +496,8 @@ impl KlineStage {
                 ts_receive_ns: receive_ns,
                 ts_publish_ns: (self.clock)(),
                 interval_ms: c.interval.ms(),
-                open_time_ms: c.open_time_ms,
-                close_time_ms: c.close_time_ms,
+                open_time_ms: c.open_time_ms - self.config.bucket_shift_ms,
+                close_time_ms: c.close_time_ms - self.config.bucket_shift_ms,
                 open: c.open,
                 high: c.high,
                 low: c.low,
@@ -506,6 +521,70 @@ impl KlineStage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With a bucket shift (a venue's UTC offset), a day candle is the venue's day: New
+    /// York's starts at 05:00 UTC in January; times written back are UTC.
+    #[test]
+    fn a_bucket_shift_makes_day_candles_the_venues_days() {
+        use mdi_protocol::records::{Kline, RecordKind, decode};
+        use mdi_protocol::ring::{ReadEvent, RingOptions, RingReader, ShmDir, StartAt};
+        let dir = tempfile::tempdir().unwrap();
+        let shm = ShmDir::new(dir.path());
+        let mut klines =
+            RingWriter::create(&shm, "klines", &RingOptions::default().capacity(1 << 20)).unwrap();
+        let mut config = KlineConfig::new(vec![Interval::parse("1d").unwrap()], None);
+        config.bucket_shift_ms = -5 * 3_600_000;
+        let mut stage = KlineStage::new(config, || 0);
+        let i = stage.add_instrument(1, -4, 0);
+        let at = |utc: &str| mdi_transport::time::parse_utc(utc).unwrap();
+        for (id, time) in [
+            (1, "2024-01-02T04:59:00Z"), // still 2024-01-01 in New York
+            (2, "2024-01-02T05:01:00Z"), // 2024-01-02 in New York
+            (3, "2024-01-03T06:00:00Z"), // 2024-01-03: closes the day before
+        ] {
+            let tick = TradeTick {
+                time_ms: at(time) / 1_000_000,
+                first_id: id,
+                last_id: id,
+                price: 100 + id,
+                qty: 1,
+                buyer_is_maker: false,
+            };
+            stage
+                .on_trade(&mut klines, i, &tick, at(time), at(time))
+                .unwrap();
+        }
+        let mut reader = RingReader::open(&shm, "klines", StartAt::Earliest).unwrap();
+        let mut days = Vec::new();
+        reader
+            .poll(100, |e| {
+                if let ReadEvent::Record(r) = e
+                    && r.kind == RecordKind::KLINE
+                {
+                    let k: Kline = decode(r.body).unwrap();
+                    days.push((k.open_time_ms, k.close_time_ms, k.trades, k.first_trade_id));
+                }
+            })
+            .unwrap();
+        let ms = |utc: &str| at(utc) / 1_000_000;
+        assert_eq!(
+            days,
+            [
+                (
+                    ms("2024-01-01T05:00:00Z"),
+                    ms("2024-01-02T04:59:59.999Z"),
+                    1,
+                    1
+                ),
+                (
+                    ms("2024-01-02T05:00:00Z"),
+                    ms("2024-01-03T04:59:59.999Z"),
+                    1,
+                    2
+                ),
+            ]
+        );
+    }
 
     #[test]
     fn venue_ids_tell_new_duplicate_and_gap_exactly() {

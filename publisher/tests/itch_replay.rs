@@ -494,3 +494,119 @@ fn the_same_pcap_through_dpdk_gives_identical_records() {
         assert_eq!(pcap, dpdk);
     }
 }
+
+/// ITCH executions and trades build K-lines like Binance's (issue 21): for every stock
+/// and interval, each candle that ended before the session's last message is published
+/// final and equals a brute-force model of the Trade records the feed wrote — day
+/// candles bucketed on the session's New York day.
+#[test]
+fn itch_trades_build_k_lines_equal_to_a_brute_force_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("day.pcap");
+    // 5 minutes of trading (10 ms between messages) from 09:30 New York
+    let config = SimConfig {
+        messages: 30_000,
+        symbols: 4,
+        seed: 5,
+        gap_ns: 10_000_000,
+        ..SimConfig::default()
+    };
+    write_pcap(&pcap, &config, |_| false);
+    let shm = dir.path().join("shm");
+    let output = replay_itch(&pcap, &shm, &["--date", "2024-01-02"]);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let trades = ticks(&shm).trades;
+    assert!(trades.len() > 1_000, "{}", trades.len());
+    let last_event_ms = {
+        let mut last = 0;
+        each_record(&shm, |_, view| {
+            let ns = match view {
+                RecordView::Trade(t) => t.to_record().unwrap().ts_exchange_ns,
+                RecordView::Status(s) => s.to_record().unwrap().ts_exchange_ns,
+                _ => 0,
+            };
+            last = last.max(ns / 1_000_000);
+        });
+        last
+    };
+    // New York is UTC-5 on 2024-01-02: a day candle opens at 05:00 UTC
+    let shift_ms = -5 * 3_600_000i64;
+    // the published final candles, last revision, by (stock, interval, open time)
+    type Candle = (i64, i64, i64, i64, i128, u64, i64, i64);
+    let mut published: BTreeMap<(u32, u64, i64), Candle> = BTreeMap::new();
+    for (_, _, kind, body) in contents(&ShmDir::new(&shm), "klines") {
+        if kind != mdi_protocol::records::RecordKind::KLINE.0 {
+            continue;
+        }
+        let k: mdi_protocol::records::Kline = mdi_protocol::records::decode(&body).unwrap();
+        if k.closed {
+            published.insert(
+                (k.instrument_id, k.interval_ms, k.open_time_ms),
+                (
+                    k.open,
+                    k.high,
+                    k.low,
+                    k.close,
+                    k.volume,
+                    k.trades,
+                    k.first_trade_id,
+                    k.last_trade_id,
+                ),
+            );
+        }
+    }
+    let mut compared = 0;
+    for interval in mdi_publisher::kline::Interval::DEFAULTS {
+        let iv = interval.ms() as i64;
+        let bucket = |t_ms: i64| (t_ms + shift_ms).div_euclid(iv) * iv - shift_ms;
+        let mut by_stock: BTreeMap<u32, Vec<&Trade>> = BTreeMap::new();
+        for t in &trades {
+            by_stock.entry(t.instrument_id).or_default().push(t);
+        }
+        for (stock, stock_trades) in by_stock {
+            let first = bucket(stock_trades[0].ts_exchange_ns / 1_000_000);
+            let mut close = 0;
+            let mut open = first;
+            while open + iv <= last_event_ms {
+                let inside: Vec<&&Trade> = stock_trades
+                    .iter()
+                    .filter(|t| bucket(t.ts_exchange_ns / 1_000_000) == open)
+                    .collect();
+                let want = if inside.is_empty() {
+                    (close, close, close, close, 0, 0, -1, -1)
+                } else {
+                    let o = inside.iter().min_by_key(|t| t.trade_id).unwrap();
+                    let c = inside.iter().max_by_key(|t| t.trade_id).unwrap();
+                    (
+                        o.price,
+                        inside.iter().map(|t| t.price).max().unwrap(),
+                        inside.iter().map(|t| t.price).min().unwrap(),
+                        c.price,
+                        inside.iter().map(|t| i128::from(t.qty)).sum(),
+                        inside.len() as u64,
+                        o.trade_id as i64,
+                        c.trade_id as i64,
+                    )
+                };
+                close = want.3;
+                assert_eq!(
+                    published.get(&(stock, iv as u64, open)),
+                    Some(&want),
+                    "stock {stock}, {} candle at {open}",
+                    interval.name()
+                );
+                compared += 1;
+                open += iv;
+            }
+            // nothing published final past the end
+            assert!(
+                !published.contains_key(&(stock, iv as u64, open)),
+                "stock {stock}: a {} candle at {open} is final before its interval ended",
+                interval.name()
+            );
+        }
+    }
+    assert!(compared > 1_000, "{compared} candles compared");
+    assert!(stderr.contains(" K-lines"), "{stderr}");
+}

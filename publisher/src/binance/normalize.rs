@@ -303,6 +303,7 @@ impl Normalizer {
                 close_grace_ms: config.kline_close_grace_ms,
                 live_lag_ms: config.kline_live_lag_ms,
                 correction_window_ms: config.kline_correction_window_ms,
+                bucket_shift_ms: 0,
             },
             clock,
         );

@@ -30,7 +30,8 @@ use mdi_protocol::records::{
 };
 use mdi_protocol::ring::WriteError;
 
-use crate::pipeline::Rings;
+use crate::kline::{Interval, TradeTick};
+use crate::pipeline::{KlineConfig, KlineStage, Rings};
 use mdi_itch::book::{Applied, Books, LevelChange};
 use mdi_itch::message::{self, Header, Message, PRICE_EXPONENT};
 use mdi_itch::mold::{Output, Packet};
@@ -106,6 +107,13 @@ impl SessionClock {
         self.midnight_utc_ns
     }
 
+    /// The venue's UTC offset at the session's midnight (ms; New York: −5 h or −4 h):
+    /// K-lines bucketed on time + this make a day candle the venue's session day.
+    pub fn utc_offset_ms(&self) -> i64 {
+        let day = 86_400_000_000_000;
+        (self.midnight_utc_ns.div_euclid(day) * day - self.midnight_utc_ns) / 1_000_000
+    }
+
     /// An ITCH timestamp (ns since midnight) as ns since the Unix epoch.
     #[inline]
     pub fn to_utc_ns(&self, since_midnight_ns: i64) -> i64 {
@@ -136,6 +144,8 @@ pub struct FeedCounters {
     pub records: u64,
     /// Trade records.
     pub trades: u64,
+    /// K-line records (open updates, final candles and corrections).
+    pub klines: u64,
     /// BookUpdate records.
     pub book_updates: u64,
     /// Quote records.
@@ -271,6 +281,26 @@ pub struct ItchFeed {
     /// The packet's last venue sequence and exchange time.
     packet_seq: u64,
     packet_ts: i64,
+    /// K-lines of the executions and trades, per stock (by locate), bucketed on the
+    /// session's New York time; `None` until the session is known.
+    klines: Option<KlineStage>,
+    /// The K-line stage's index of each locate that traded.
+    kline_index: Vec<u32>,
+    /// When the K-line timer last ran (wall ns).
+    kline_timer_ns: i64,
+}
+
+/// No K-line index for a locate yet.
+const NO_KLINES: u32 = u32::MAX;
+/// The K-line timer (quiet candles closing) runs at most this often (ns).
+const KLINE_TIMER_NS: i64 = 100_000_000;
+
+/// The K-line stage of an ITCH session: the default intervals, open candles updated at
+/// most once a second, buckets on New York time.
+fn itch_klines(session: &SessionClock, clock: fn() -> i64) -> KlineStage {
+    let mut config = KlineConfig::new(Interval::DEFAULTS.to_vec(), Some(1_000));
+    config.bucket_shift_ms = session.utc_offset_ms();
+    KlineStage::new(config, clock)
 }
 
 impl ItchFeed {
@@ -278,6 +308,9 @@ impl ItchFeed {
     /// the first [`Self::date_from`]); `clock` gives publish times.
     pub fn new(rings: Rings, session: Option<SessionClock>, clock: fn() -> i64) -> Self {
         Self {
+            klines: session.as_ref().map(|s| itch_klines(s, clock)),
+            kline_index: Vec::new(),
+            kline_timer_ns: i64::MIN,
             rings,
             books: Books::new(),
             session,
@@ -297,6 +330,7 @@ impl ItchFeed {
     pub fn date_from(&mut self, capture_ns: i64) {
         if self.session.is_none() {
             self.session = SessionClock::at(capture_ns);
+            self.klines = self.session.as_ref().map(|s| itch_klines(s, self.clock));
         }
     }
 
@@ -648,7 +682,8 @@ impl ItchFeed {
         }
         self.changes.clear();
         self.packet_publish_ns = None;
-        Ok(())
+        // quiet candles close on their stock's venue clock (at most every 100 ms)
+        self.on_timer(receive_ns)
     }
 
     /// The publish time of the current packet's records.
@@ -687,6 +722,90 @@ impl ItchFeed {
         })?;
         self.counters.trades += 1;
         self.counters.records += 1;
+        self.trade_klines(
+            receive_ns,
+            ts,
+            locate,
+            price,
+            shares,
+            aggressor,
+            match_number,
+        )
+    }
+
+    /// A trade into the K-lines of its stock (its instrument added on its first trade).
+    #[allow(clippy::too_many_arguments)]
+    fn trade_klines(
+        &mut self,
+        receive_ns: i64,
+        ts: i64,
+        locate: u16,
+        price: u32,
+        shares: i64,
+        aggressor: Side,
+        match_number: u64,
+    ) -> Result<(), WriteError> {
+        let Some(klines) = &mut self.klines else {
+            return Ok(());
+        };
+        let slot = usize::from(locate);
+        if self.kline_index.len() <= slot {
+            self.kline_index.resize(slot + 1, NO_KLINES);
+        }
+        if self.kline_index[slot] == NO_KLINES {
+            let index = klines.add_instrument(u32::from(locate), PRICE_EXPONENT, 0);
+            self.kline_index[slot] = u32::try_from(index).unwrap_or(NO_KLINES);
+        }
+        let id = i64::try_from(match_number).unwrap_or(i64::MAX);
+        let tick = TradeTick {
+            time_ms: ts.div_euclid(1_000_000),
+            first_id: id,
+            last_id: id,
+            price: i64::from(price),
+            qty: shares,
+            // a cross has no aggressor: its volume is not a taker buy
+            buyer_is_maker: aggressor != Side::Buy,
+        };
+        let outcome = klines.on_trade(
+            &mut self.rings.klines,
+            self.kline_index[slot] as usize,
+            &tick,
+            ts,
+            receive_ns,
+        )?;
+        self.counters.klines += outcome.written;
+        self.counters.records += outcome.written;
+        Ok(())
+    }
+
+    /// The wall clock moved to `now_ns`: quiet candles whose interval is over on their
+    /// stock's venue clock close (runs at most every 100 ms).
+    pub fn on_timer(&mut self, now_ns: i64) -> Result<(), WriteError> {
+        if now_ns.saturating_sub(self.kline_timer_ns) < KLINE_TIMER_NS {
+            return Ok(());
+        }
+        self.kline_timer_ns = now_ns;
+        if let Some(klines) = &mut self.klines {
+            let written = klines.on_timer(&mut self.rings.klines, now_ns)?;
+            self.counters.klines += written;
+            self.counters.records += written;
+        }
+        Ok(())
+    }
+
+    /// The latest exchange time of the messages taken (ns), 0 before any.
+    pub fn latest_exchange_ns(&self) -> i64 {
+        self.packet_ts
+    }
+
+    /// Closes every candle whose interval ended at or before `at_ns` (the end of a
+    /// replay: no trade can still come).
+    pub fn close_candles_before(&mut self, at_ns: i64) -> Result<(), WriteError> {
+        if let Some(klines) = &mut self.klines {
+            let written = klines.close_before(&mut self.rings.klines, at_ns)?;
+            self.counters.klines += written;
+            self.counters.records += written;
+        }
         Ok(())
     }
 

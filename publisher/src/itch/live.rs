@@ -255,6 +255,10 @@ pub fn run(
         }
         feed.end_packet(now)?;
     }
+    if session.ended() {
+        // the session's last candles are final: no trade can still come
+        feed.close_candles_before(feed.latest_exchange_ns())?;
+    }
     counters.session = session.counters();
     counters.datagrams += answers.datagrams;
     counters.foreign_answers = answers.foreign;

@@ -126,6 +126,10 @@ pub fn replay_frames(
         return Err(e.into());
     }
     feed.end_packet(last_receive)?;
+    if !counts.interrupted {
+        // the candles the session completed are final now
+        feed.close_candles_before(feed.latest_exchange_ns())?;
+    }
     counts.session = session.counters();
     Ok(counts)
 }
@@ -155,6 +159,9 @@ pub fn replay_file(
                 counts.bad_tail = (bytes.len() - e.offset) as u64;
             }
         }
+    }
+    if !counts.interrupted {
+        feed.close_candles_before(feed.latest_exchange_ns())?;
     }
     Ok(counts)
 }

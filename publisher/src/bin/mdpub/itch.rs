@@ -133,10 +133,11 @@ pub(crate) fn run_itch_replay(args: &Replay) -> Result<()> {
     let (counts, feed, books) = outcome;
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
-        "mdpub: {} ITCH messages ({} malformed), {} trades, {} book updates, {} quotes, {} records in all; {} MoldUDP64 packets, {} other frames, {} gaps, {} messages lost in {seconds:.2} s ({:.0} messages/s){}",
+        "mdpub: {} ITCH messages ({} malformed), {} trades, {} K-lines, {} book updates, {} quotes, {} records in all; {} MoldUDP64 packets, {} other frames, {} gaps, {} messages lost in {seconds:.2} s ({:.0} messages/s){}",
         feed.messages,
         feed.malformed,
         feed.trades,
+        feed.klines,
         feed.book_updates,
         feed.quotes,
         feed.records,
@@ -222,10 +223,11 @@ pub(crate) fn run_itch_live(
     let seconds = started.elapsed().as_secs_f64();
     let s = counters.session;
     eprintln!(
-        "mdpub: {} ITCH messages ({} malformed), {} trades, {} book updates, {} quotes, {} records in all; {} datagrams, {} MoldUDP64 packets ({} duplicates, {} other session, {} malformed, {} far ahead held for confirmation), {} gaps, {} re-requests, {} datagrams not from the request server refused, {} messages lost in {seconds:.2} s",
+        "mdpub: {} ITCH messages ({} malformed), {} trades, {} K-lines, {} book updates, {} quotes, {} records in all; {} datagrams, {} MoldUDP64 packets ({} duplicates, {} other session, {} malformed, {} far ahead held for confirmation), {} gaps, {} re-requests, {} datagrams not from the request server refused, {} messages lost in {seconds:.2} s",
         feed.messages,
         feed.malformed,
         feed.trades,
+        feed.klines,
         feed.book_updates,
         feed.quotes,
         feed.records,
