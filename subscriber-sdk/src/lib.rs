@@ -17,9 +17,12 @@ pub use mdi_protocol;
 /// receiver ([`mdi_transport::receiver::UdpReceiver`]) that keeps replica rings.
 pub use mdi_transport;
 
+pub mod book;
 #[cfg(feature = "tokio")]
 pub mod stream;
 pub mod subscriber;
+
+pub use book::{BookChange, Books, Level, OrderBook};
 
 pub use subscriber::{
     Event, Mark, SubscribeError, Subscriber, SubscriberBuilder, TradeExt, ViewEvent, intern,

@@ -108,6 +108,10 @@ pub struct NormalizerConfig {
     pub kline_live_lag_ms: i64,
     /// Final candles stay open to correction by late trades this long (ms).
     pub kline_correction_window_ms: i64,
+    /// Every this long of stream time (ms), the state a late joiner needs is written
+    /// again: every instrument's definition, its book as a snapshot, its latest quote
+    /// (ADR 0016); `None`: never.
+    pub state_refresh_ms: Option<i64>,
 }
 
 impl Default for NormalizerConfig {
@@ -122,6 +126,7 @@ impl Default for NormalizerConfig {
             kline_close_grace_ms: 2_000,
             kline_live_lag_ms: 1_000,
             kline_correction_window_ms: crate::kline::DEFAULT_CORRECTION_WINDOW_MS,
+            state_refresh_ms: Some(1_000),
         }
     }
 }
@@ -155,6 +160,8 @@ pub struct NormalizerCounters {
     pub late_unplaced: u64,
     /// Corrected final candles published (K-line records with revision > 0).
     pub kline_corrections: u64,
+    /// Times the state for late joiners was written again.
+    pub state_refreshes: u64,
     /// `serverShutdown` notices.
     pub server_shutdowns: u64,
     /// Trade records written.
@@ -194,6 +201,10 @@ struct Instrument {
     agg_ids: VenueIds,
     last_quote_id: Option<u64>,
     book: DepthBook,
+    /// Its definition, written again by each state refresh.
+    definition: InstrumentDefinition,
+    /// Its latest quote, written again by each state refresh.
+    last_quote: Option<Quote>,
 }
 
 /// Venue events to records. See the module docs.
@@ -212,6 +223,8 @@ pub struct Normalizer {
     /// Late trades already reported in a FeedStatus, and when the last report went out
     /// (wall ns).
     late_reported: (u64, u64, i64),
+    /// When the state was last written for late joiners (stream time, ns).
+    refreshed_ns: i64,
 }
 
 /// Late trades are reported in a FeedStatus at most this often (ns).
@@ -317,6 +330,7 @@ impl Normalizer {
             status: StatusWriter::new(config.venue.clone(), clock),
             frame_event_ns: None,
             late_reported: (0, 0, i64::MIN),
+            refreshed_ns: i64::MIN,
             config,
         };
         for spec in normalizer.config.instruments.clone() {
@@ -371,6 +385,7 @@ impl Normalizer {
         self.rings.klines.append_record(&definition)?;
         self.counters.records += 2;
         self.by_symbol.insert(spec.symbol.clone(), index);
+        let kept = definition;
         self.klines
             .add_instrument(id, spec.price_exponent, spec.qty_exponent);
         self.instruments.push(Instrument {
@@ -380,6 +395,8 @@ impl Normalizer {
             agg_ids: VenueIds::default(),
             last_quote_id: None,
             book: DepthBook::new(),
+            definition: kept,
+            last_quote: None,
         });
         Ok(index)
     }
@@ -446,6 +463,7 @@ impl Normalizer {
 
     /// One frame's text as received at `receive_ns`.
     pub fn on_frame(&mut self, receive_ns: i64, text: &str) -> Result<(), WriteError> {
+        self.refresh_state(receive_ns)?;
         self.counters.frames += 1;
         self.frame_event_ns = None;
         let event = match frame::parse(text) {
@@ -752,6 +770,7 @@ impl Normalizer {
         *last = Some(quote.venue_seq);
         quote.ts_publish_ns = (self.clock)();
         self.rings.ticks.append_record(&quote)?;
+        self.instruments[index].last_quote = Some(quote);
         self.counters.records += 1;
         Ok(())
     }
@@ -922,6 +941,63 @@ impl Normalizer {
         let written = self.klines.on_timer(&mut self.rings.klines, now_ns);
         self.count_klines(written)?;
         self.report_late_trades(now_ns)
+    }
+
+    /// Writes the state a late joiner needs (ADR 0016) when `state_refresh_ms` of stream
+    /// time have passed since the last time: every instrument's definition (both rings),
+    /// its book as a snapshot (where synced), its latest quote. A reader joining at any
+    /// moment has all of it within one period; a ring that wraps keeps it.
+    pub fn refresh_state(&mut self, now_ns: i64) -> Result<(), WriteError> {
+        let Some(every_ms) = self.config.state_refresh_ms else {
+            return Ok(());
+        };
+        if now_ns.saturating_sub(self.refreshed_ns) < every_ms.saturating_mul(1_000_000) {
+            return Ok(());
+        }
+        let first = self.refreshed_ns == i64::MIN;
+        self.refreshed_ns = now_ns;
+        if first {
+            // the definitions were just written when the instruments were added
+            return Ok(());
+        }
+        let publish_ns = (self.clock)();
+        for instrument in &self.instruments {
+            let definition = InstrumentDefinition {
+                ts_receive_ns: now_ns,
+                ts_publish_ns: publish_ns,
+                ..instrument.definition.clone()
+            };
+            self.rings.ticks.append_record(&definition)?;
+            self.rings.klines.append_record(&definition)?;
+            self.counters.records += 2;
+            if let Some(id) = instrument.book.update_id() {
+                let (bids, asks) = instrument.book.levels();
+                self.rings.ticks.append_record(&BookUpdate {
+                    instrument_id: instrument.id,
+                    price_exponent: instrument.spec.price_exponent,
+                    qty_exponent: instrument.spec.qty_exponent,
+                    is_snapshot: true,
+                    venue_seq: id,
+                    ts_exchange_ns: 0,
+                    ts_receive_ns: now_ns,
+                    ts_publish_ns: publish_ns,
+                    first_update_id: id,
+                    last_update_id: id,
+                    bids: price_levels(&bids),
+                    asks: price_levels(&asks),
+                })?;
+                self.counters.records += 1;
+            }
+            if let Some(quote) = &instrument.last_quote {
+                self.rings.ticks.append_record(&Quote {
+                    ts_publish_ns: publish_ns,
+                    ..*quote
+                })?;
+                self.counters.records += 1;
+            }
+        }
+        self.counters.state_refreshes += 1;
+        Ok(())
     }
 
     /// A connection's lag changed (see [`crate::pipeline::LagMeter`]): a FeedStatus

@@ -182,12 +182,14 @@ impl SubscriberBuilder {
                 })
             })
             .collect::<Result<Vec<_>, SubscribeError>>()?;
-        // A subscriber that starts later than the earliest record still resolves the
-        // symbols of what it reads: the definitions already in the ring are read first.
+        // Symbols are resolved from the first record delivered: the definitions already in
+        // the ring are read first — before the start, or, from the earliest record, the
+        // whole window (the publisher writes them again at each state refresh, so a ring
+        // that wrapped still holds them, maybe after the first records; ADR 0016).
         let mut instruments = HashMap::default();
         for (index, state) in streams.iter().enumerate() {
             let first_delivered = match self.start {
-                StartAt::Earliest => continue,
+                StartAt::Earliest => state.reader.tail().1,
                 StartAt::Sequence(seq) => seq,
                 StartAt::Latest => state.reader.next_seq().unwrap_or_default(),
                 // the records read past before the time may define instruments too

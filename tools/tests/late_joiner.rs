@@ -1,0 +1,181 @@
+//! A late joiner sees the whole market (issue 21): a Binance feed with books writes into a
+//! small ring that wraps many times; a subscriber joins at `latest` at a random moment.
+//! Every record it gets names its symbol, its books are never wrong (a valid book equals
+//! the publisher's at that point of the stream), and within one state-refresh period (1 s
+//! of stream time) it holds every book.
+
+use std::collections::BTreeMap;
+
+use mdi_protocol::ring::{RingOptions, RingWriter, ShmDir};
+use mdi_publisher::binance::normalize::{InstrumentSpec, Normalizer, NormalizerConfig};
+use mdi_publisher::pipeline::Rings;
+use mdi_subscriber::{Books, Event, Subscriber};
+
+const SYMBOLS: [&str; 2] = ["BTCUSDT", "ETHUSDT"];
+
+/// The publisher's books as its frames build them (price → qty mantissas, exponent −2
+/// and −3), per symbol.
+type Side = BTreeMap<i64, i64>;
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[test]
+fn a_subscriber_joining_at_any_moment_resolves_symbols_and_holds_exact_books() {
+    for seed in 0..3u64 {
+        joins_at_a_random_moment(seed);
+    }
+}
+
+fn joins_at_a_random_moment(seed: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let shm = ShmDir::new(dir.path());
+    let rings = Rings {
+        ticks: RingWriter::create(&shm, "ticks", &RingOptions::default().capacity(256 << 10))
+            .unwrap(),
+        klines: RingWriter::create(&shm, "klines", &RingOptions::default().capacity(1 << 20))
+            .unwrap(),
+    };
+    let config = NormalizerConfig {
+        instruments: SYMBOLS
+            .iter()
+            .map(|s| InstrumentSpec {
+                symbol: (*s).into(),
+                price_exponent: -2,
+                qty_exponent: -3,
+            })
+            .collect(),
+        kline_update_ms: None,
+        ..NormalizerConfig::default()
+    };
+    let mut n = Normalizer::new(config, rings, || 5).unwrap();
+    let t0 = 1_790_000_000_000i64; // ms
+    let mut books: Vec<(Side, Side)> = vec![Default::default(); 2];
+    let mut ids = [100u64, 500];
+    // each book as Binance's procedure syncs it: a first diff buffered, then a REST
+    // snapshot at least as new (the diff is in it)
+    for (i, symbol) in SYMBOLS.iter().enumerate() {
+        let first = ids[i] + 1;
+        n.on_frame(
+            t0 * 1_000_000,
+            &diff(symbol, first, t0, &[(true, 9_000, 10)]),
+        )
+        .unwrap();
+        n.on_snapshot(
+            t0 * 1_000_000,
+            symbol,
+            &format!(
+                r#"{{"lastUpdateId":{first},"bids":[["90.00","0.010"]],"asks":[["91.00","5"]]}}"#
+            ),
+        )
+        .unwrap();
+        books[i].0.insert(9_000, 10);
+        books[i].1.insert(9_100, 5_000);
+        ids[i] = first;
+    }
+    let steps = 30_000u64; // 5 ms apart: 150 s of stream time
+    let join_at = 10_000 + splitmix(seed) % 15_000;
+    let mut subscriber: Option<(Subscriber, i64)> = None;
+    let mut sdk = Books::new();
+    let mut all_valid_at: Option<i64> = None;
+    let mut delivered = 0u64;
+    for k in 0..steps {
+        let t = t0 + 1 + k as i64 * 5;
+        let i = (splitmix(seed ^ k) % 2) as usize;
+        let r = splitmix(seed.wrapping_mul(31) ^ k);
+        let bid = r.is_multiple_of(2);
+        let price = if bid {
+            8_900 + (r >> 8) % 100
+        } else {
+            9_100 + (r >> 8) % 100
+        } as i64;
+        let qty = ((r >> 20) % 4) as i64 * 1_000; // 0: remove
+        let side = if bid {
+            &mut books[i].0
+        } else {
+            &mut books[i].1
+        };
+        if qty == 0 {
+            side.remove(&price);
+        } else {
+            side.insert(price, qty);
+        }
+        ids[i] += 1;
+        n.on_frame(
+            t * 1_000_000,
+            &diff(SYMBOLS[i], ids[i], t, &[(bid, price, qty)]),
+        )
+        .unwrap();
+        if k == join_at {
+            let s = Subscriber::builder()
+                .shm_dir(dir.path())
+                .stream("ticks")
+                .open()
+                .unwrap();
+            subscriber = Some((s, t));
+        }
+        let Some((s, joined_at)) = &mut subscriber else {
+            continue;
+        };
+        s.poll(usize::MAX, |event| {
+            if let Event::Record { record, symbol, .. } = &event {
+                assert!(
+                    symbol.is_some(),
+                    "seed {seed}: a record without its symbol: {record:?}"
+                );
+                delivered += 1;
+            }
+            sdk.on_event(&event);
+        })
+        .unwrap();
+        // valid books are the publisher's, now
+        let mut valid = 0;
+        for (i, _) in SYMBOLS.iter().enumerate() {
+            if let Some(book) = sdk.book(i as u32 + 1)
+                && book.is_valid()
+            {
+                let (bids, asks) = book.raw_levels();
+                assert_eq!(
+                    (bids, asks),
+                    (&books[i].0, &books[i].1),
+                    "seed {seed}, step {k}"
+                );
+                valid += 1;
+            }
+        }
+        if valid == SYMBOLS.len() && all_valid_at.is_none() {
+            all_valid_at = Some(t - *joined_at);
+        }
+    }
+    let waited = all_valid_at.expect("the late joiner never held every book");
+    assert!(
+        waited <= 1_000,
+        "seed {seed}: books whole {waited} ms after joining"
+    );
+    assert!(delivered > 1_000);
+}
+
+/// A diff-depth frame of `symbol` with update id `id`, at `t` ms.
+fn diff(symbol: &str, id: u64, t: i64, changes: &[(bool, i64, i64)]) -> String {
+    let level = |&(_, price, qty): &(bool, i64, i64)| {
+        format!(
+            "[\"{}.{:02}\",\"{}.{:03}\"]",
+            price / 100,
+            price % 100,
+            qty / 1_000,
+            qty % 1_000
+        )
+    };
+    let bids: Vec<String> = changes.iter().filter(|c| c.0).map(level).collect();
+    let asks: Vec<String> = changes.iter().filter(|c| !c.0).map(level).collect();
+    format!(
+        r#"{{"stream":"{}@depth","data":{{"e":"depthUpdate","E":{t},"s":"{symbol}","U":{id},"u":{id},"b":[{}],"a":[{}]}}}}"#,
+        symbol.to_lowercase(),
+        bids.join(","),
+        asks.join(",")
+    )
+}
