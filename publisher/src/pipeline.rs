@@ -360,7 +360,12 @@ impl KlineStage {
                     .filter_map(|b| b.current().copied()),
             );
         }
-        let written = self.write(klines, index, &candles, exchange_ns, receive_ns);
+        // most trades close no candle and are not due an update: nothing to write
+        let written = if candles.is_empty() {
+            Ok(0)
+        } else {
+            self.write(klines, index, &candles, exchange_ns, receive_ns)
+        };
         candles.clear();
         self.candles = candles;
         Ok(KlineOutcome {
