@@ -179,3 +179,104 @@ fn diff(symbol: &str, id: u64, t: i64, changes: &[(bool, i64, i64)]) -> String {
         asks.join(",")
     )
 }
+
+/// The same for an ITCH feed (a state refresh spread over the stocks): a subscriber
+/// joining at a random packet of a simulated session names every stock on its first
+/// record, never holds a wrong book, and holds every stock's book within 1 s of
+/// exchange time.
+#[test]
+fn a_late_joiner_to_an_itch_feed_holds_every_book_within_a_second() {
+    use mdi_itch::mold::{Session, SessionConfig};
+    use mdi_itch::sim::{SimConfig, messages, packets};
+    use mdi_protocol::time::MonoNs;
+    use mdi_publisher::itch::feed::{ItchFeed, SessionClock};
+    // 40 000 messages 1 ms apart: 40 s of a session, 8 stocks
+    let config = SimConfig {
+        messages: 40_000,
+        symbols: 8,
+        seed: 9,
+        gap_ns: 1_000_000,
+        ..SimConfig::default()
+    };
+    let packets = packets(&config, &messages(&config));
+    for seed in 0..2u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let shm = ShmDir::new(dir.path());
+        let rings = Rings {
+            ticks: RingWriter::create(&shm, "ticks", &RingOptions::default().capacity(512 << 10))
+                .unwrap(),
+            klines: RingWriter::create(&shm, "klines", &RingOptions::default().capacity(1 << 20))
+                .unwrap(),
+        };
+        let mut feed = ItchFeed::new(rings, SessionClock::parse("2024-01-02"), || 5);
+        let mut session = Session::new(SessionConfig::default());
+        let join_at = packets.len() / 3 + (splitmix(seed) as usize % (packets.len() / 3));
+        let mut subscriber: Option<(Subscriber, i64)> = None;
+        let mut sdk = Books::new();
+        let mut whole_after: Option<i64> = None;
+        for (i, (_, bytes)) in packets.iter().enumerate() {
+            session.on_packet(MonoNs(i as u64), bytes, &mut |output| {
+                feed.on_output(0, output).unwrap();
+            });
+            feed.end_packet(0).unwrap();
+            let now = feed.latest_exchange_ns();
+            if i == join_at {
+                let s = Subscriber::builder()
+                    .shm_dir(dir.path())
+                    .stream("ticks")
+                    .open()
+                    .unwrap();
+                subscriber = Some((s, now));
+            }
+            let Some((s, joined)) = &mut subscriber else {
+                continue;
+            };
+            s.poll(usize::MAX, |event| {
+                if let Event::Record { record, symbol, .. } = &event {
+                    // (a status of the whole feed, instrument 0, has no symbol)
+                    let whole_feed =
+                        matches!(record, mdi_subscriber::Record::Status(s) if s.instrument_id == 0);
+                    assert!(
+                        whole_feed || symbol.is_some(),
+                        "seed {seed}: no symbol for {record:?}"
+                    );
+                }
+                sdk.on_event(&event);
+            })
+            .unwrap();
+            let mut whole = 0;
+            for locate in 1..=8u16 {
+                let Some(book) = sdk.book(u32::from(locate)) else {
+                    continue;
+                };
+                if !book.is_valid() {
+                    continue;
+                }
+                let want = feed
+                    .books()
+                    .book(locate)
+                    .map_or_else(Default::default, |b| {
+                        let side = |l: &mdi_itch::book::Ladder| -> BTreeMap<i64, i64> {
+                            l.iter().map(|(p, q)| (i64::from(p), q as i64)).collect()
+                        };
+                        (side(&b.bids), side(&b.asks))
+                    });
+                let (bids, asks) = book.raw_levels();
+                assert_eq!(
+                    (bids, asks),
+                    (&want.0, &want.1),
+                    "seed {seed}, packet {i}, stock {locate}"
+                );
+                whole += 1;
+            }
+            if whole == 8 && whole_after.is_none() {
+                whole_after = Some(now - *joined);
+            }
+        }
+        let waited = whole_after.expect("the late joiner never held every book");
+        assert!(
+            waited <= 1_000_000_000,
+            "seed {seed}: every book after {waited} ns"
+        );
+    }
+}

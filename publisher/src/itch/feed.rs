@@ -146,6 +146,8 @@ pub struct FeedCounters {
     pub trades: u64,
     /// K-line records (open updates, final candles and corrections).
     pub klines: u64,
+    /// Stocks whose state (definition, book, best bid and offer) was written again.
+    pub state_refreshes: u64,
     /// BookUpdate records.
     pub book_updates: u64,
     /// Quote records.
@@ -288,7 +290,17 @@ pub struct ItchFeed {
     kline_index: Vec<u32>,
     /// When the K-line timer last ran (wall ns).
     kline_timer_ns: i64,
+    /// Definitions by locate, written again by the state refresh.
+    definitions: Vec<Option<InstrumentDefinition>>,
+    /// The state refresh (ADR 0016): the round now going (its start, stream ns) and the
+    /// next locate it writes.
+    refresh: Option<(i64, usize)>,
+    /// A whole round of the refresh takes this long of stream time (ns); 0: no refresh.
+    refresh_period_ns: i64,
 }
+
+/// The state refresh's period by default: every stock once a second of stream time.
+pub const STATE_REFRESH_NS: i64 = 1_000_000_000;
 
 /// No K-line index for a locate yet.
 const NO_KLINES: u32 = u32::MAX;
@@ -311,6 +323,9 @@ impl ItchFeed {
             klines: session.as_ref().map(|s| itch_klines(s, clock)),
             kline_index: Vec::new(),
             kline_timer_ns: i64::MIN,
+            definitions: Vec::new(),
+            refresh: None,
+            refresh_period_ns: STATE_REFRESH_NS,
             rings,
             books: Books::new(),
             session,
@@ -494,6 +509,11 @@ impl ItchFeed {
                 self.rings.ticks.append_record(&definition)?;
                 self.rings.klines.append_record(&definition)?;
                 self.counters.records += 2;
+                let at = usize::from(locate);
+                if self.definitions.len() <= at {
+                    self.definitions.resize(at + 1, None);
+                }
+                self.definitions[at] = Some(definition);
             }
             Message::SystemEvent(m) => {
                 let ts = self.stamp(seq, &m.header).1;
@@ -682,8 +702,110 @@ impl ItchFeed {
         }
         self.changes.clear();
         self.packet_publish_ns = None;
+        self.refresh_state(receive_ns)?;
         // quiet candles close on their stock's venue clock (at most every 100 ms)
         self.on_timer(receive_ns)
+    }
+
+    /// Sets how long a whole round of the state refresh takes (stream ns); 0: none.
+    pub fn set_state_refresh(&mut self, period_ns: i64) {
+        self.refresh_period_ns = period_ns;
+    }
+
+    /// The state refresh (ADR 0016), spread round-robin over its period so that no packet
+    /// carries every stock's: after each packet, the stocks due by now in this round get
+    /// their definition (both rings), their book as a snapshot and their best bid and
+    /// offer again — the book as it stands after the packet.
+    fn refresh_state(&mut self, receive_ns: i64) -> Result<(), WriteError> {
+        let period = self.refresh_period_ns;
+        let now = self.packet_ts;
+        if period <= 0 || self.definitions.is_empty() {
+            return Ok(());
+        }
+        let (start, mut next) = *self.refresh.get_or_insert((now, 0));
+        let stocks = self.definitions.len();
+        let elapsed = now.saturating_sub(start).clamp(0, period);
+        let due = usize::try_from(i128::from(elapsed) * stocks as i128 / i128::from(period))
+            .unwrap_or(stocks);
+        let publish_ns = (self.clock)();
+        while next < due.min(stocks) {
+            self.refresh_stock(next, receive_ns, publish_ns)?;
+            next += 1;
+        }
+        self.refresh = Some(if next >= stocks && elapsed >= period {
+            (now, 0)
+        } else {
+            (start, next)
+        });
+        Ok(())
+    }
+
+    fn refresh_stock(
+        &mut self,
+        at: usize,
+        receive_ns: i64,
+        publish_ns: i64,
+    ) -> Result<(), WriteError> {
+        let Some(definition) = &self.definitions[at] else {
+            return Ok(());
+        };
+        let definition = InstrumentDefinition {
+            ts_receive_ns: receive_ns,
+            ts_publish_ns: publish_ns,
+            ..definition.clone()
+        };
+        self.rings.ticks.append_record(&definition)?;
+        self.rings.klines.append_record(&definition)?;
+        self.counters.records += 2;
+        let locate = u16::try_from(at).unwrap_or(u16::MAX);
+        let qty = |q: u64| i64::try_from(q).unwrap_or(i64::MAX);
+        let levels = |side: &mdi_itch::book::Ladder| -> Vec<PriceLevel> {
+            side.iter()
+                .map(|(price, shares)| PriceLevel {
+                    price: i64::from(price),
+                    qty: qty(shares),
+                })
+                .collect()
+        };
+        let (bids, asks) = self
+            .books
+            .book(locate)
+            .map_or((Vec::new(), Vec::new()), |b| {
+                (levels(&b.bids), levels(&b.asks))
+            });
+        self.rings.ticks.append_record(&BookUpdate {
+            instrument_id: u32::from(locate),
+            price_exponent: PRICE_EXPONENT,
+            qty_exponent: 0,
+            is_snapshot: true,
+            venue_seq: self.packet_seq,
+            ts_exchange_ns: self.packet_ts,
+            ts_receive_ns: receive_ns,
+            ts_publish_ns: publish_ns,
+            first_update_id: self.packet_seq,
+            last_update_id: self.packet_seq,
+            bids,
+            asks,
+        })?;
+        self.counters.records += 1;
+        if let Some(Some(bbo)) = self.quoted.get(at) {
+            self.rings.ticks.append_record(&Quote {
+                instrument_id: u32::from(locate),
+                price_exponent: PRICE_EXPONENT,
+                qty_exponent: 0,
+                venue_seq: self.packet_seq,
+                ts_exchange_ns: self.packet_ts,
+                ts_receive_ns: receive_ns,
+                ts_publish_ns: publish_ns,
+                bid_price: i64::from(bbo.bid.0),
+                bid_qty: qty(bbo.bid.1),
+                ask_price: i64::from(bbo.ask.0),
+                ask_qty: qty(bbo.ask.1),
+            })?;
+            self.counters.records += 1;
+        }
+        self.counters.state_refreshes += 1;
+        Ok(())
     }
 
     /// The publish time of the current packet's records.
