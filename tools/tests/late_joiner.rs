@@ -280,3 +280,178 @@ fn a_late_joiner_to_an_itch_feed_holds_every_book_within_a_second() {
         );
     }
 }
+
+/// Over UDP (issue 21): a subscriber joins a publisher's `ticks` served on loopback
+/// while it runs; every record names its symbol, its books become whole within the
+/// refresh period of its first record, and at the end they are the publisher's.
+#[test]
+fn a_late_joiner_over_udp_holds_the_publishers_books() {
+    use std::time::{Duration, Instant};
+
+    use mdi_protocol::udp::Channel;
+    use mdi_transport::sender::{UdpSender, UdpSenderOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let shm = ShmDir::new(dir.path());
+    let rings = Rings {
+        ticks: RingWriter::create(&shm, "ticks", &RingOptions::default().capacity(1 << 20))
+            .unwrap(),
+        klines: RingWriter::create(&shm, "klines", &RingOptions::default().capacity(1 << 20))
+            .unwrap(),
+    };
+    let config = NormalizerConfig {
+        instruments: SYMBOLS
+            .iter()
+            .map(|s| InstrumentSpec {
+                symbol: (*s).into(),
+                price_exponent: -2,
+                qty_exponent: -3,
+            })
+            .collect(),
+        kline_update_ms: None,
+        ..NormalizerConfig::default()
+    };
+    let wall = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64
+    };
+    let mut n = Normalizer::new(config, rings, || 5).unwrap();
+    let mut books: Vec<(Side, Side)> = vec![Default::default(); 2];
+    let mut ids = [100u64, 500];
+    for (i, symbol) in SYMBOLS.iter().enumerate() {
+        let first = ids[i] + 1;
+        let t = wall();
+        n.on_frame(t, &diff(symbol, first, t / 1_000_000, &[(true, 9_000, 10)]))
+            .unwrap();
+        n.on_snapshot(
+            t,
+            symbol,
+            &format!(
+                r#"{{"lastUpdateId":{first},"bids":[["90.00","0.010"]],"asks":[["91.00","5"]]}}"#
+            ),
+        )
+        .unwrap();
+        books[i].0.insert(9_000, 10);
+        books[i].1.insert(9_100, 5_000);
+        ids[i] = first;
+    }
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let channel = Channel::parse(&format!("udp://127.0.0.1:{port}")).unwrap();
+    let mut sender = UdpSender::new(
+        channel,
+        &shm,
+        &["ticks".to_owned()],
+        &UdpSenderOptions::default(),
+    )
+    .unwrap();
+    // the sender serves on a thread of its own, as in mdpub
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let serving = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            mdi_transport::sender::serve(
+                std::slice::from_mut(&mut sender),
+                &stop,
+                mdi_transport::sender::ServeUntil {
+                    duration: Some(Duration::from_secs(60)),
+                    writers_exit: false,
+                },
+            )
+            .unwrap();
+        })
+    };
+    let mut sdk = Books::new();
+    let mut subscriber: Option<Subscriber> = None;
+    let started = Instant::now();
+    let mut k = 0u64;
+    let mut first_record_at: Option<Instant> = None;
+    let mut whole_at: Option<Instant> = None;
+    // 4 s of a live feed: the subscriber joins after 1.5 s
+    while started.elapsed() < Duration::from_secs(4) {
+        let i = (splitmix(k) % 2) as usize;
+        let r = splitmix(k.wrapping_mul(7) ^ 99);
+        let bid = r.is_multiple_of(2);
+        let price = if bid {
+            8_900 + (r >> 8) % 100
+        } else {
+            9_100 + (r >> 8) % 100
+        } as i64;
+        let qty = ((r >> 20) % 4) as i64 * 1_000;
+        let side = if bid {
+            &mut books[i].0
+        } else {
+            &mut books[i].1
+        };
+        if qty == 0 {
+            side.remove(&price);
+        } else {
+            side.insert(price, qty);
+        }
+        ids[i] += 1;
+        let t = wall();
+        n.on_frame(
+            t,
+            &diff(SYMBOLS[i], ids[i], t / 1_000_000, &[(bid, price, qty)]),
+        )
+        .unwrap();
+        k += 1;
+        if subscriber.is_none() && started.elapsed() >= Duration::from_millis(1_500) {
+            subscriber = Some(
+                Subscriber::builder()
+                    .udp(channel)
+                    .stream("ticks")
+                    .open()
+                    .unwrap(),
+            );
+        }
+        if let Some(s) = &mut subscriber {
+            s.poll(usize::MAX, |event| {
+                if let Event::Record { record, symbol, .. } = &event {
+                    assert!(symbol.is_some(), "no symbol for {record:?}");
+                    first_record_at.get_or_insert_with(Instant::now);
+                }
+                sdk.on_event(&event);
+            })
+            .unwrap();
+            let whole = (1..=2u32).all(|id| sdk.book(id).is_some_and(|b| b.is_valid()));
+            if whole && whole_at.is_none() {
+                whole_at = Some(Instant::now());
+            }
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    // the stream stops; what is in flight arrives
+    let s = subscriber.as_mut().expect("joined");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        s.poll(usize::MAX, |event| {
+            sdk.on_event(&event);
+        })
+        .unwrap();
+        let caught_up = (0..2).all(|i| {
+            sdk.book(i as u32 + 1)
+                .is_some_and(|b| b.is_valid() && b.raw_levels() == (&books[i].0, &books[i].1))
+        });
+        if caught_up {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for (i, _) in SYMBOLS.iter().enumerate() {
+        let book = sdk.book(i as u32 + 1).expect("a book");
+        assert!(book.is_valid());
+        assert_eq!(book.raw_levels(), (&books[i].0, &books[i].1), "symbol {i}");
+    }
+    let waited = whole_at.unwrap().duration_since(first_record_at.unwrap());
+    assert!(
+        waited <= Duration::from_millis(1_500),
+        "books whole {waited:?} after the first record"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    serving.join().unwrap();
+}
