@@ -34,6 +34,12 @@ out=$(timeout 30 "$bin/examples/shm_subscribe" 2)
 echo "$out" | tail -2
 grep -q "BTCUSDT .*mid .*vwap" <<<"$out"
 
+echo "==> example book_keeping (a late joiner: every book whole within the refresh period)"
+out=$(timeout 30 "$bin/examples/book_keeping" 3)
+echo "$out" | tail -3
+grep -q "BTCUSDT book whole" <<<"$out"
+grep -q "^BTCUSDT bid [0-9.]* ask [0-9.]* | bids [0-9]" <<<"$out"
+
 echo "==> example replay_from_seq"
 out=$(timeout 30 "$bin/examples/replay_from_seq" ticks 5 3)
 echo "$out"
