@@ -12,7 +12,7 @@
 //! ([`crate::itch::feed`]) writes through the same rings, and its trades can feed a
 //! [`KlineStage`] the same way.
 
-use mdi_protocol::records::{FeedStatus, Kline};
+use mdi_protocol::records::{FeedState, FeedStatus, Kline};
 use mdi_protocol::ring::{RingWriter, WriteError};
 
 use crate::kline::{Candle, Interval, KlineBuilder, Placement, TradeTick};
@@ -126,6 +126,23 @@ impl LagMeter {
         }
         None
     }
+}
+
+/// Whether a FeedStatus states how things *are* (connected, halted, lagging, ...) rather
+/// than reporting an event (a gap, a malformed frame, late trades, a resync): the state
+/// refresh writes the latest state again for late joiners (ADR 0016), never an event.
+pub fn is_standing_state(state: FeedState) -> bool {
+    matches!(
+        state,
+        FeedState::Connected
+            | FeedState::Disconnected
+            | FeedState::Reconnecting
+            | FeedState::Halted
+            | FeedState::Trading
+            | FeedState::EndOfSession
+            | FeedState::Lagging
+            | FeedState::CaughtUp
+    )
 }
 
 /// Writes FeedStatus records of one venue to its `ticks` ring.

@@ -54,6 +54,8 @@ fn joins_at_a_random_moment(seed: u64) {
     };
     let mut n = Normalizer::new(config, rings, || 5).unwrap();
     let t0 = 1_790_000_000_000i64; // ms
+    // the feed's standing state: connected (a late joiner must learn it too)
+    n.feed_up(t0 * 1_000_000).unwrap();
     let mut books: Vec<(Side, Side)> = vec![Default::default(); 2];
     let mut ids = [100u64, 500];
     // each book as Binance's procedure syncs it: a first diff buffered, then a REST
@@ -83,6 +85,7 @@ fn joins_at_a_random_moment(seed: u64) {
     let mut sdk = Books::new();
     let mut all_valid_at: Option<i64> = None;
     let mut delivered = 0u64;
+    let mut connected_seen = false;
     for k in 0..steps {
         let t = t0 + 1 + k as i64 * 5;
         let i = (splitmix(seed ^ k) % 2) as usize;
@@ -123,10 +126,15 @@ fn joins_at_a_random_moment(seed: u64) {
         };
         s.poll(usize::MAX, |event| {
             if let Event::Record { record, symbol, .. } = &event {
-                assert!(
-                    symbol.is_some(),
-                    "seed {seed}: a record without its symbol: {record:?}"
-                );
+                if let mdi_subscriber::Record::Status(s) = record {
+                    // the whole feed's state (instrument 0) has no symbol
+                    connected_seen |= s.state == mdi_protocol::records::FeedState::Connected;
+                } else {
+                    assert!(
+                        symbol.is_some(),
+                        "seed {seed}: a record without its symbol: {record:?}"
+                    );
+                }
                 delivered += 1;
             }
             sdk.on_event(&event);
@@ -155,6 +163,10 @@ fn joins_at_a_random_moment(seed: u64) {
     assert!(
         waited <= 1_000,
         "seed {seed}: books whole {waited} ms after joining"
+    );
+    assert!(
+        connected_seen,
+        "seed {seed}: the late joiner never learnt that the feed is connected"
     );
     assert!(delivered > 1_000);
 }
@@ -214,6 +226,7 @@ fn a_late_joiner_to_an_itch_feed_holds_every_book_within_a_second() {
         let mut subscriber: Option<(Subscriber, i64)> = None;
         let mut sdk = Books::new();
         let mut whole_after: Option<i64> = None;
+        let mut trading_seen = false;
         for (i, (_, bytes)) in packets.iter().enumerate() {
             session.on_packet(MonoNs(i as u64), bytes, &mut |output| {
                 feed.on_output(0, output).unwrap();
@@ -236,6 +249,12 @@ fn a_late_joiner_to_an_itch_feed_holds_every_book_within_a_second() {
                     // (a status of the whole feed, instrument 0, has no symbol)
                     let whole_feed =
                         matches!(record, mdi_subscriber::Record::Status(s) if s.instrument_id == 0);
+                    if let mdi_subscriber::Record::Status(s) = record
+                        && s.instrument_id == 0
+                        && s.state == mdi_protocol::records::FeedState::Trading
+                    {
+                        trading_seen = true;
+                    }
                     assert!(
                         whole_feed || symbol.is_some(),
                         "seed {seed}: no symbol for {record:?}"
@@ -277,6 +296,10 @@ fn a_late_joiner_to_an_itch_feed_holds_every_book_within_a_second() {
         assert!(
             waited <= 1_000_000_000,
             "seed {seed}: every book after {waited} ns"
+        );
+        assert!(
+            trading_seen,
+            "seed {seed}: the late joiner never learnt the market is open"
         );
     }
 }

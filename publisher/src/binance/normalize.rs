@@ -225,6 +225,9 @@ pub struct Normalizer {
     late_reported: (u64, u64, i64),
     /// When the state was last written for late joiners (stream time, ns).
     refreshed_ns: i64,
+    /// The latest standing state of the whole feed (connected, lagging, ...), written
+    /// again by each state refresh.
+    standing: Option<FeedStatus>,
 }
 
 /// Late trades are reported in a FeedStatus at most this often (ns).
@@ -331,6 +334,7 @@ impl Normalizer {
             frame_event_ns: None,
             late_reported: (0, 0, i64::MIN),
             refreshed_ns: i64::MIN,
+            standing: None,
             config,
         };
         for spec in normalizer.config.instruments.clone() {
@@ -635,6 +639,9 @@ impl Normalizer {
     }
 
     fn status(&mut self, status: FeedStatus) -> Result<(), WriteError> {
+        if status.instrument_id == 0 && crate::pipeline::is_standing_state(status.state) {
+            self.standing = Some(status.clone());
+        }
         self.status.write(&mut self.rings.ticks, status)?;
         self.counters.records += 1;
         Ok(())
@@ -995,6 +1002,21 @@ impl Normalizer {
                 })?;
                 self.counters.records += 1;
             }
+        }
+        if let Some(standing) = self.standing.clone() {
+            self.status.write(
+                &mut self.rings.ticks,
+                FeedStatus {
+                    ts_receive_ns: now_ns,
+                    detail: if standing.detail.is_empty() {
+                        "state refresh".into()
+                    } else {
+                        format!("state refresh: {}", standing.detail)
+                    },
+                    ..standing
+                },
+            )?;
+            self.counters.records += 1;
         }
         self.counters.state_refreshes += 1;
         Ok(())

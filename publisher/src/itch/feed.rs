@@ -297,6 +297,9 @@ pub struct ItchFeed {
     refresh: Option<(i64, usize)>,
     /// A whole round of the refresh takes this long of stream time (ns); 0: no refresh.
     refresh_period_ns: i64,
+    /// The latest standing state (trading, halted, ...) by instrument (0: the whole
+    /// feed), written again by the state refresh.
+    standing: Vec<Option<(FeedState, String)>>,
 }
 
 /// The state refresh's period by default: every stock once a second of stream time.
@@ -326,6 +329,7 @@ impl ItchFeed {
             definitions: Vec::new(),
             refresh: None,
             refresh_period_ns: STATE_REFRESH_NS,
+            standing: Vec::new(),
             rings,
             books: Books::new(),
             session,
@@ -728,6 +732,10 @@ impl ItchFeed {
         let due = usize::try_from(i128::from(elapsed) * stocks as i128 / i128::from(period))
             .unwrap_or(stocks);
         let publish_ns = (self.clock)();
+        if next == 0 && due > 0 {
+            // a round starts: the whole feed's standing state first
+            self.refresh_standing(0, receive_ns)?;
+        }
         while next < due.min(stocks) {
             self.refresh_stock(next, receive_ns, publish_ns)?;
             next += 1;
@@ -804,8 +812,27 @@ impl ItchFeed {
             })?;
             self.counters.records += 1;
         }
+        if at != 0 {
+            self.refresh_standing(at, receive_ns)?;
+        }
         self.counters.state_refreshes += 1;
         Ok(())
+    }
+
+    /// Writes the standing state of instrument `at` (0: the whole feed) again, if any.
+    fn refresh_standing(&mut self, at: usize, receive_ns: i64) -> Result<(), WriteError> {
+        let Some(Some((state, detail))) = self.standing.get(at).cloned() else {
+            return Ok(());
+        };
+        let seq = self.packet_seq;
+        self.status_at(
+            receive_ns,
+            self.packet_ts,
+            u32::try_from(at).unwrap_or(0),
+            state,
+            (seq, seq, 0),
+            &format!("state refresh: {detail}"),
+        )
     }
 
     /// The publish time of the current packet's records.
@@ -951,6 +978,13 @@ impl ItchFeed {
         (expected_seq, received_seq, count): (u64, u64, u64),
         detail: &str,
     ) -> Result<(), WriteError> {
+        if crate::pipeline::is_standing_state(state) {
+            let at = instrument_id as usize;
+            if self.standing.len() <= at {
+                self.standing.resize(at + 1, None);
+            }
+            self.standing[at] = Some((state, detail.to_owned()));
+        }
         let publish_ns = self.publish_ns();
         self.rings.ticks.append_record(&FeedStatus {
             instrument_id,
