@@ -2,7 +2,7 @@
 //! small ring that wraps many times; a subscriber joins at `latest` at a random moment.
 //! Every record it gets names its symbol, its books are never wrong (a valid book equals
 //! the publisher's at that point of the stream), and within one state-refresh period (1 s
-//! of stream time) it holds every book.
+//! of stream time) it holds every book. The same for ITCH, and for both over UDP.
 
 use std::collections::BTreeMap;
 
@@ -263,31 +263,7 @@ fn a_late_joiner_to_an_itch_feed_holds_every_book_within_a_second() {
                 sdk.on_event(&event);
             })
             .unwrap();
-            let mut whole = 0;
-            for locate in 1..=8u16 {
-                let Some(book) = sdk.book(u32::from(locate)) else {
-                    continue;
-                };
-                if !book.is_valid() {
-                    continue;
-                }
-                let want = feed
-                    .books()
-                    .book(locate)
-                    .map_or_else(Default::default, |b| {
-                        let side = |l: &mdi_itch::book::Ladder| -> BTreeMap<i64, i64> {
-                            l.iter().map(|(p, q)| (i64::from(p), q as i64)).collect()
-                        };
-                        (side(&b.bids), side(&b.asks))
-                    });
-                let (bids, asks) = book.raw_levels();
-                assert_eq!(
-                    (bids, asks),
-                    (&want.0, &want.1),
-                    "seed {seed}, packet {i}, stock {locate}"
-                );
-                whole += 1;
-            }
+            let whole = itch_books_held(&feed, &sdk, 8, &format!("seed {seed}, packet {i}"));
             if whole == 8 && whole_after.is_none() {
                 whole_after = Some(now - *joined);
             }
@@ -302,6 +278,180 @@ fn a_late_joiner_to_an_itch_feed_holds_every_book_within_a_second() {
             "seed {seed}: the late joiner never learnt the market is open"
         );
     }
+}
+
+/// Whether the SDK's book of stock `locate` is valid and equals the publisher's: `None`
+/// when it holds no valid book, else whether the levels are equal.
+fn itch_book_equal(
+    feed: &mdi_publisher::itch::feed::ItchFeed,
+    sdk: &Books,
+    locate: u16,
+) -> Option<bool> {
+    let book = sdk.book(u32::from(locate)).filter(|b| b.is_valid())?;
+    let want = feed
+        .books()
+        .book(locate)
+        .map_or_else(Default::default, |b| {
+            let side = |l: &mdi_itch::book::Ladder| -> BTreeMap<i64, i64> {
+                l.iter().map(|(p, q)| (i64::from(p), q as i64)).collect()
+            };
+            (side(&b.bids), side(&b.asks))
+        });
+    Some(book.raw_levels() == (&want.0, &want.1))
+}
+
+/// How many of the stocks `1..=stocks` the SDK holds a valid book of; panics when a valid
+/// book differs from the publisher's (a wrong level is never allowed).
+fn itch_books_held(
+    feed: &mdi_publisher::itch::feed::ItchFeed,
+    sdk: &Books,
+    stocks: u16,
+    at: &str,
+) -> usize {
+    (1..=stocks)
+        .filter(|&locate| match itch_book_equal(feed, sdk, locate) {
+            None => false,
+            Some(equal) => {
+                assert!(
+                    equal,
+                    "{at}, stock {locate}: {:?}",
+                    sdk.book(u32::from(locate)).map(|b| b.raw_levels())
+                );
+                true
+            }
+        })
+        .count()
+}
+
+/// An ITCH late joiner over UDP: a subscriber joins a publisher's `ticks` served on
+/// loopback in the middle of a simulated session. Every record names its stock, a valid
+/// book is never wrong, every book is whole within 1 s of exchange time after its first
+/// record, and at the end they are the publisher's.
+#[test]
+fn an_itch_late_joiner_over_udp_holds_every_book_within_a_second() {
+    use std::time::{Duration, Instant};
+
+    use mdi_itch::mold::{Session, SessionConfig};
+    use mdi_itch::sim::{SimConfig, messages, packets};
+    use mdi_protocol::time::MonoNs;
+    use mdi_protocol::udp::Channel;
+    use mdi_publisher::itch::feed::{ItchFeed, SessionClock};
+    use mdi_transport::sender::{UdpSender, UdpSenderOptions};
+    // 30 000 messages 1 ms apart: 30 s of a session, 8 stocks, sent over about 3 s
+    let config = SimConfig {
+        messages: 30_000,
+        symbols: 8,
+        seed: 21,
+        gap_ns: 1_000_000,
+        ..SimConfig::default()
+    };
+    let packets = packets(&config, &messages(&config));
+    let dir = tempfile::tempdir().unwrap();
+    let shm = ShmDir::new(dir.path());
+    let rings = Rings {
+        ticks: RingWriter::create(&shm, "ticks", &RingOptions::default().capacity(1 << 20))
+            .unwrap(),
+        klines: RingWriter::create(&shm, "klines", &RingOptions::default().capacity(1 << 20))
+            .unwrap(),
+    };
+    let mut feed = ItchFeed::new(rings, SessionClock::parse("2024-01-02"), || 5);
+    let mut session = Session::new(SessionConfig::default());
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let channel = Channel::parse(&format!("udp://127.0.0.1:{port}")).unwrap();
+    let mut sender = UdpSender::new(
+        channel,
+        &shm,
+        &["ticks".to_owned()],
+        &UdpSenderOptions::default(),
+    )
+    .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let serving = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            mdi_transport::sender::serve(
+                std::slice::from_mut(&mut sender),
+                &stop,
+                mdi_transport::sender::ServeUntil {
+                    duration: Some(Duration::from_secs(60)),
+                    writers_exit: false,
+                },
+            )
+            .unwrap();
+        })
+    };
+    let join_at = packets.len() * 2 / 5;
+    let mut subscriber: Option<Subscriber> = None;
+    let mut sdk = Books::new();
+    // exchange times (the publisher's latest) at the first record and when every book
+    // was whole
+    let mut first_record: Option<i64> = None;
+    let mut whole_at: Option<i64> = None;
+    let pause_every = (packets.len() / 3_000).max(1);
+    for (i, (_, bytes)) in packets.iter().enumerate() {
+        session.on_packet(MonoNs(i as u64), bytes, &mut |output| {
+            feed.on_output(0, output).unwrap();
+        });
+        feed.end_packet(0).unwrap();
+        let now = feed.latest_exchange_ns();
+        if i == join_at {
+            subscriber = Some(
+                Subscriber::builder()
+                    .udp(channel)
+                    .stream("ticks")
+                    .open()
+                    .unwrap(),
+            );
+        }
+        if i % pause_every == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let Some(s) = &mut subscriber else {
+            continue;
+        };
+        s.poll(usize::MAX, |event| {
+            if let Event::Record { record, symbol, .. } = &event {
+                let whole_feed =
+                    matches!(record, mdi_subscriber::Record::Status(s) if s.instrument_id == 0);
+                assert!(whole_feed || symbol.is_some(), "no symbol for {record:?}");
+                first_record.get_or_insert(now);
+            }
+            sdk.on_event(&event);
+        })
+        .unwrap();
+        // (a book the subscriber holds may lag the publisher's by what is in flight:
+        // compared once the stream stops)
+        let whole = (1..=8u32)
+            .filter(|&id| sdk.book(id).is_some_and(|b| b.is_valid()))
+            .count();
+        if whole == 8 && whole_at.is_none() {
+            whole_at = Some(now);
+        }
+    }
+    // the stream stops; what is in flight arrives, then the books are the publisher's
+    let s = subscriber.as_mut().expect("joined");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline
+        && !(1..=8).all(|locate| itch_book_equal(&feed, &sdk, locate) == Some(true))
+    {
+        s.poll(usize::MAX, |event| {
+            sdk.on_event(&event);
+        })
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(itch_books_held(&feed, &sdk, 8, "at the end"), 8);
+    let waited = whole_at.expect("every book whole") - first_record.expect("a record");
+    assert!(
+        waited <= 1_000_000_000,
+        "every book {waited} ns of exchange time after the first record"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    serving.join().unwrap();
 }
 
 /// Over UDP (issue 21): a subscriber joins a publisher's `ticks` served on loopback
