@@ -436,6 +436,33 @@ impl KlineStage {
         })
     }
 
+    /// The state refresh (ADR 0016): writes instrument `index`'s open candle of every
+    /// interval again, so a late joiner has it also when the instrument is quiet. Only
+    /// where open candles are published at all (`update_ms`; a replay of history writes
+    /// final candles only).
+    pub fn refresh_open(
+        &mut self,
+        klines: &mut RingWriter,
+        index: usize,
+        now_ns: i64,
+    ) -> Result<u64, WriteError> {
+        if self.config.update_ms.is_none() {
+            return Ok(0);
+        }
+        let mut candles = std::mem::take(&mut self.candles);
+        candles.clear();
+        candles.extend(
+            self.instruments[index]
+                .builders
+                .iter()
+                .filter_map(|b| b.current().copied()),
+        );
+        let written = self.write(klines, index, &candles, now_ns, now_ns);
+        candles.clear();
+        self.candles = candles;
+        written
+    }
+
     /// Closes every candle whose interval ends at or before `at_ns`, without grace.
     pub fn close_before(&mut self, klines: &mut RingWriter, at_ns: i64) -> Result<u64, WriteError> {
         let at_ms = at_ns.div_euclid(1_000_000) + self.config.bucket_shift_ms;

@@ -628,3 +628,84 @@ fn a_late_joiner_over_udp_holds_the_publishers_books() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     serving.join().unwrap();
 }
+
+/// The open candles (issue 21): a symbol trades once and then is quiet while the book
+/// moves; a late joiner to `klines` gets that symbol's open candle of every interval
+/// within one refresh period of joining, with the trade in it.
+#[test]
+fn a_late_joiner_to_klines_gets_the_open_candles_of_a_quiet_symbol() {
+    let dir = tempfile::tempdir().unwrap();
+    let shm = ShmDir::new(dir.path());
+    let rings = Rings {
+        ticks: RingWriter::create(&shm, "ticks", &RingOptions::default().capacity(1 << 20))
+            .unwrap(),
+        klines: RingWriter::create(&shm, "klines", &RingOptions::default().capacity(1 << 20))
+            .unwrap(),
+    };
+    let config = NormalizerConfig {
+        instruments: vec![InstrumentSpec {
+            symbol: "BTCUSDT".into(),
+            price_exponent: -2,
+            qty_exponent: -3,
+        }],
+        ..NormalizerConfig::default()
+    };
+    let intervals = config.intervals.len();
+    assert!(intervals > 1);
+    let mut n = Normalizer::new(config, rings, || 5).unwrap();
+    let t0 = 1_790_000_040_000i64; // ms, 40 s into a minute
+    n.on_frame(
+        t0 * 1_000_000,
+        &format!(
+            r#"{{"stream":"btcusdt@trade","data":{{"e":"trade","E":{t0},"s":"BTCUSDT","t":7,"p":"90.50","q":"0.250","T":{t0},"m":true,"M":true}}}}"#
+        ),
+    )
+    .unwrap();
+    let mut subscriber: Option<(Subscriber, i64)> = None;
+    let mut open = std::collections::HashMap::new();
+    let mut seen_at: Option<i64> = None;
+    // 10 s of depth only, 10 ms apart (the minute candle stays open: 50 s)
+    for k in 1..=1_000i64 {
+        let t = t0 + k * 10;
+        n.on_frame(
+            t * 1_000_000,
+            &diff("BTCUSDT", 100 + k as u64, t, &[(true, 9_000, k)]),
+        )
+        .unwrap();
+        n.on_timer(t * 1_000_000).unwrap();
+        if k == 500 {
+            let s = Subscriber::builder()
+                .shm_dir(dir.path())
+                .stream("klines")
+                .open()
+                .unwrap();
+            subscriber = Some((s, t));
+        }
+        let Some((s, joined)) = &mut subscriber else {
+            continue;
+        };
+        s.poll(usize::MAX, |event| {
+            if let Event::Record {
+                record: mdi_subscriber::Record::Kline(kline),
+                ..
+            } = &event
+                && !kline.closed
+            {
+                assert_eq!((kline.open, kline.close), (9_050, 9_050), "{kline:?}");
+                // a candle that began after the trade is empty, its prices carried
+                let traded = u64::from(kline.interval_ms >= 60_000);
+                assert_eq!(
+                    (kline.trades, kline.volume),
+                    (traded, i128::from(traded) * 250)
+                );
+                open.insert(kline.interval_ms, *kline.clone());
+            }
+        })
+        .unwrap();
+        if open.len() == intervals && seen_at.is_none() {
+            seen_at = Some(t - *joined);
+        }
+    }
+    let waited = seen_at.expect("the late joiner never got every open candle");
+    assert!(waited <= 1_000, "open candles {waited} ms after joining");
+}

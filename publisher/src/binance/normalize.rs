@@ -952,7 +952,7 @@ impl Normalizer {
 
     /// Writes the state a late joiner needs (ADR 0016) when `state_refresh_ms` of stream
     /// time have passed since the last time: every instrument's definition (both rings),
-    /// its book as a snapshot (where synced), its latest quote. A reader joining at any
+    /// its open candles, its book as a snapshot (where synced), its latest quote. A reader joining at any
     /// moment has all of it within one period; a ring that wraps keeps it.
     pub fn refresh_state(&mut self, now_ns: i64) -> Result<(), WriteError> {
         let Some(every_ms) = self.config.state_refresh_ms else {
@@ -968,6 +968,12 @@ impl Normalizer {
             return Ok(());
         }
         let publish_ns = (self.clock)();
+        for index in 0..self.instruments.len() {
+            let written = self
+                .klines
+                .refresh_open(&mut self.rings.klines, index, now_ns);
+            self.count_klines(written)?;
+        }
         for instrument in &self.instruments {
             let definition = InstrumentDefinition {
                 ts_receive_ns: now_ns,

@@ -718,8 +718,8 @@ impl ItchFeed {
 
     /// The state refresh (ADR 0016), spread round-robin over its period so that no packet
     /// carries every stock's: after each packet, the stocks due by now in this round get
-    /// their definition (both rings), their book as a snapshot and their best bid and
-    /// offer again — the book as it stands after the packet.
+    /// their definition (both rings), their open candles, their book as a snapshot and
+    /// their best bid and offer again — the book as it stands after the packet.
     fn refresh_state(&mut self, receive_ns: i64) -> Result<(), WriteError> {
         let period = self.refresh_period_ns;
         let now = self.packet_ts;
@@ -765,6 +765,14 @@ impl ItchFeed {
         self.rings.ticks.append_record(&definition)?;
         self.rings.klines.append_record(&definition)?;
         self.counters.records += 2;
+        if let (Some(klines), Some(&index)) = (&mut self.klines, self.kline_index.get(at))
+            && index != NO_KLINES
+        {
+            let written =
+                klines.refresh_open(&mut self.rings.klines, index as usize, receive_ns)?;
+            self.counters.klines += written;
+            self.counters.records += written;
+        }
         let locate = u16::try_from(at).unwrap_or(u16::MAX);
         let qty = |q: u64| i64::try_from(q).unwrap_or(i64::MAX);
         let levels = |side: &mdi_itch::book::Ladder| -> Vec<PriceLevel> {
