@@ -18,6 +18,7 @@ pub use mdi_protocol;
 pub use mdi_transport;
 
 pub mod book;
+pub mod fields;
 #[cfg(feature = "tokio")]
 pub mod stream;
 pub mod subscriber;

@@ -3,11 +3,10 @@
 
 use std::io::{self, Write};
 
-use mdi_protocol::decimal::Decimal;
-use mdi_protocol::interval::Interval;
 use mdi_protocol::records::{RecordError, RecordKind, RecordKinds};
 use mdi_protocol::ring::Seq;
-use mdi_protocol::view::{Levels, RecordView};
+use mdi_protocol::view::RecordView;
+use mdi_subscriber::fields::{Field, Value, with_fields};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,43 +26,6 @@ pub const DEFAULT_KINDS: RecordKinds = RecordKinds::MARKET_DATA;
 /// Parses `--kind trade,quote,book,kline,status,instrument` (plurals too).
 pub fn parse_kinds(list: &str) -> Result<RecordKinds, String> {
     list.parse()
-}
-
-/// One value of a record field.
-#[derive(Debug, Clone, Copy)]
-enum Value<'a> {
-    Str(&'a str),
-    /// A string that may be unknown (JSON null, empty in CSV).
-    MaybeStr(Option<&'a str>),
-    Dec(Decimal),
-    Int(i64),
-    UInt(u64),
-    Bool(bool),
-    Levels(Levels<'a>),
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Field<'a> {
-    name: &'static str,
-    value: Value<'a>,
-    /// Shown in table mode.
-    table: bool,
-}
-
-const fn f<'a>(name: &'static str, value: Value<'a>) -> Field<'a> {
-    Field {
-        name,
-        value,
-        table: false,
-    }
-}
-
-const fn t<'a>(name: &'static str, value: Value<'a>) -> Field<'a> {
-    Field {
-        name,
-        value,
-        table: true,
-    }
 }
 
 /// Renders records (as the subscriber delivers them: filtered, with their symbols) to
@@ -139,138 +101,16 @@ impl<W: Write> Printer<W> {
         symbol: Option<&str>,
         record: RecordView<'_>,
     ) -> Result<(), Failure> {
-        let kind = record.kind();
-        let instrument_id = record.instrument_id();
-        let at = record.time_ns().unwrap_or(0);
-        match record {
-            RecordView::Instrument(d) => {
-                let fields = [
-                    f("stream", Value::Str(stream)),
-                    t("venue", Value::Str(d.venue()?)),
-                    t("instrument_id", Value::UInt(instrument_id.into())),
-                    t("price_exponent", Value::Int(d.get_price_exponent().into())),
-                    t("qty_exponent", Value::Int(d.get_qty_exponent().into())),
-                    t("tick_size", Value::Dec(d.tick_size())),
-                    t("step_size", Value::Dec(d.step_size())),
-                    f("base_asset", Value::Str(d.base_asset()?)),
-                    f("quote_asset", Value::Str(d.quote_asset()?)),
-                    f("ts_receive_ns", Value::Int(d.get_ts_receive_ns())),
-                    f("ts_publish_ns", Value::Int(d.get_ts_publish_ns())),
-                    f("seq", Value::UInt(seq)),
-                ];
-                let symbol = Some(d.symbol()?);
-                self.emit(
-                    kind,
-                    "instrument",
-                    symbol,
-                    instrument_id,
-                    d.get_ts_publish_ns(),
-                    &fields,
-                )?;
-            }
-            RecordView::Trade(r) => {
-                let fields = [
-                    f("stream", Value::Str(stream)),
-                    t("price", Value::Dec(r.price())),
-                    t("qty", Value::Dec(r.qty())),
-                    t("side", Value::Str(r.side().name())),
-                    t("trade_id", Value::UInt(r.get_trade_id())),
-                    f("first_trade_id", Value::UInt(r.get_first_trade_id())),
-                    f("last_trade_id", Value::UInt(r.get_last_trade_id())),
-                    f("aggregate", Value::Bool(r.get_is_aggregate())),
-                    f("venue_seq", Value::UInt(r.get_venue_seq())),
-                    f("ts_exchange_ns", Value::Int(r.get_ts_exchange_ns())),
-                    f("ts_receive_ns", Value::Int(r.get_ts_receive_ns())),
-                    f("ts_publish_ns", Value::Int(r.get_ts_publish_ns())),
-                    f("seq", Value::UInt(seq)),
-                ];
-                self.emit(kind, "trade", symbol, instrument_id, at, &fields)?;
-            }
-            RecordView::Quote(r) => {
-                let fields = [
-                    f("stream", Value::Str(stream)),
-                    t("bid_qty", Value::Dec(r.bid_qty())),
-                    t("bid_price", Value::Dec(r.bid_price())),
-                    t("ask_price", Value::Dec(r.ask_price())),
-                    t("ask_qty", Value::Dec(r.ask_qty())),
-                    f("venue_seq", Value::UInt(r.get_venue_seq())),
-                    f("ts_exchange_ns", Value::Int(r.get_ts_exchange_ns())),
-                    f("ts_receive_ns", Value::Int(r.get_ts_receive_ns())),
-                    f("ts_publish_ns", Value::Int(r.get_ts_publish_ns())),
-                    f("seq", Value::UInt(seq)),
-                ];
-                self.emit(kind, "quote", symbol, instrument_id, at, &fields)?;
-            }
-            RecordView::Book(r) => {
-                let fields = [
-                    f("stream", Value::Str(stream)),
-                    t("snapshot", Value::Bool(r.get_is_snapshot())),
-                    t("bids", Value::Levels(r.bids()?)),
-                    t("asks", Value::Levels(r.asks()?)),
-                    f("first_update_id", Value::UInt(r.get_first_update_id())),
-                    f("last_update_id", Value::UInt(r.get_last_update_id())),
-                    f("venue_seq", Value::UInt(r.get_venue_seq())),
-                    f("ts_exchange_ns", Value::Int(r.get_ts_exchange_ns())),
-                    f("ts_receive_ns", Value::Int(r.get_ts_receive_ns())),
-                    f("ts_publish_ns", Value::Int(r.get_ts_publish_ns())),
-                    f("seq", Value::UInt(seq)),
-                ];
-                self.emit(kind, "book", symbol, instrument_id, at, &fields)?;
-            }
-            RecordView::Kline(r) => {
-                let interval = r.interval().map_or("?", Interval::name);
-                let fields = [
-                    f("stream", Value::Str(stream)),
-                    t("interval", Value::Str(interval)),
-                    f("open_time_ms", Value::Int(r.get_open_time_ms())),
-                    f("close_time_ms", Value::Int(r.get_close_time_ms())),
-                    t("open", Value::Dec(r.open())),
-                    t("high", Value::Dec(r.high())),
-                    t("low", Value::Dec(r.low())),
-                    t("close", Value::Dec(r.close())),
-                    t("volume", Value::Dec(r.volume())),
-                    f("quote_volume", Value::Dec(r.quote_volume())),
-                    f("taker_buy_volume", Value::Dec(r.taker_buy_volume())),
-                    f(
-                        "taker_buy_quote_volume",
-                        Value::Dec(r.taker_buy_quote_volume()),
-                    ),
-                    t("trades", Value::UInt(r.get_trades())),
-                    f("first_trade_id", Value::Int(r.get_first_trade_id())),
-                    f("last_trade_id", Value::Int(r.get_last_trade_id())),
-                    t("closed", Value::Bool(r.get_closed())),
-                    // > 0: a correction of a final candle (a trade arrived late)
-                    t("revision", Value::UInt(u64::from(r.get_revision()))),
-                    f("spans_outage", Value::Bool(r.get_spans_outage())),
-                    f("ts_exchange_ns", Value::Int(r.get_ts_exchange_ns())),
-                    f("ts_receive_ns", Value::Int(r.get_ts_receive_ns())),
-                    f("ts_publish_ns", Value::Int(r.get_ts_publish_ns())),
-                    f("seq", Value::UInt(seq)),
-                ];
-                // a table row shows the candle's open time
-                let at = r.get_open_time_ms().saturating_mul(1_000_000);
-                self.emit(kind, "kline", symbol, instrument_id, at, &fields)?;
-            }
-            RecordView::Status(r) => {
-                let fields = [
-                    f("stream", Value::Str(stream)),
-                    f("venue", Value::Str(r.venue()?)),
-                    t("state", Value::Str(r.state()?.name())),
-                    t("expected_seq", Value::UInt(r.get_expected_seq())),
-                    t("received_seq", Value::UInt(r.get_received_seq())),
-                    t("count", Value::UInt(r.get_count())),
-                    t("detail", Value::Str(r.detail()?)),
-                    f("venue_seq", Value::UInt(r.get_venue_seq())),
-                    f("ts_exchange_ns", Value::Int(r.get_ts_exchange_ns())),
-                    f("ts_receive_ns", Value::Int(r.get_ts_receive_ns())),
-                    f("ts_publish_ns", Value::Int(r.get_ts_publish_ns())),
-                    f("seq", Value::UInt(seq)),
-                ];
-                let symbol = symbol.filter(|_| instrument_id != 0);
-                let at = r.get_ts_receive_ns();
-                self.emit(kind, "status", symbol, instrument_id, at, &fields)?;
-            }
-        }
+        with_fields(stream, seq, symbol, record, |head, fields| {
+            self.emit(
+                head.kind,
+                head.kind_name,
+                head.symbol,
+                head.instrument_id,
+                head.at_ns,
+                fields,
+            )
+        })??;
         Ok(())
     }
 
