@@ -1,0 +1,603 @@
+//! Records as Arrow columns: one row per record, one column per field name of the kinds
+//! read (`mdi_subscriber::fields`, the names `mdtail --format jsonl` prints), exported
+//! through the Arrow PyCapsule interface so that polars and pyarrow take the buffers
+//! without a copy.
+//!
+//! Types: text as `Utf8View` (polars' own string layout: short strings inline), prices,
+//! quantities and volumes as `Decimal128(38, scale)` — exact, at the finest scale of the
+//! batch, so one instrument's column has its own scale — integers as `Int64`/`UInt64`,
+//! flags as `Boolean`, book levels as `List<Struct<price, qty>>`. A field that a row's
+//! kind does not have is null.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use arrow_array::builder::StringViewBuilder;
+use arrow_array::ffi_stream::FFI_ArrowArrayStream;
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Decimal128Array, Int64Array, ListArray, RecordBatch,
+    RecordBatchIterator, StructArray, UInt64Array,
+};
+use arrow_buffer::{BooleanBuffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow_schema::{DataType, Field as ArrowField, Fields, Schema, SchemaRef};
+use mdi_subscriber::fields::{Field, Head, Value, with_fields};
+use mdi_subscriber::mdi_protocol::records::{
+    BookUpdate, FeedStatus, InstrumentDefinition, Kline, Quote, RecordEncoder, RecordKind,
+    RecordKinds, RecordType, Trade,
+};
+use mdi_subscriber::mdi_protocol::view::RecordView;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyCapsule;
+
+use crate::record::{Item, Owned};
+
+/// What a column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ColumnType {
+    Text,
+    Decimal,
+    Int,
+    UInt,
+    Bool,
+    Levels,
+}
+
+impl ColumnType {
+    fn of(value: &Value<'_>) -> Self {
+        match value {
+            Value::Str(_) | Value::MaybeStr(_) => Self::Text,
+            Value::Dec(_) => Self::Decimal,
+            Value::Int(_) => Self::Int,
+            Value::UInt(_) => Self::UInt,
+            Value::Bool(_) => Self::Bool,
+            Value::Levels(_) => Self::Levels,
+        }
+    }
+
+    /// Two kinds with a field of the same name: signed wins over unsigned (trade ids
+    /// are unsigned in trades, −1 for none in K-lines).
+    fn merge(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::UInt, Self::Int) | (Self::Int, Self::UInt) => Self::Int,
+            (a, _) => a,
+        }
+    }
+}
+
+/// The columns of a set of kinds, and where each kind's fields go.
+#[derive(Debug)]
+pub(crate) struct Layout {
+    columns: Vec<(&'static str, ColumnType)>,
+    /// Per kind name: its bit, and for field i its column (`None`: a head column already
+    /// written).
+    places: HashMap<&'static str, (u8, Vec<Option<usize>>)>,
+    /// Per column: the bits of the kinds that have it (all for the head).
+    users: Vec<u8>,
+}
+
+/// The head columns every row has.
+const HEAD: [(&str, ColumnType); 3] = [
+    ("kind", ColumnType::Text),
+    ("symbol", ColumnType::Text),
+    ("instrument_id", ColumnType::UInt),
+];
+
+/// Every kind's field names and types, in order, read from a default record of each
+/// (the field list has one home: `mdi_subscriber::fields`).
+fn kind_fields() -> &'static [(RecordKind, &'static str, Vec<(&'static str, ColumnType)>)] {
+    static FIELDS: OnceLock<Vec<(RecordKind, &'static str, Vec<(&'static str, ColumnType)>)>> =
+        OnceLock::new();
+    FIELDS.get_or_init(|| {
+        fn of<T: RecordType>(
+            record: &T,
+        ) -> (RecordKind, &'static str, Vec<(&'static str, ColumnType)>) {
+            let bytes = RecordEncoder::new()
+                .encode(record)
+                .expect("a default record encodes")
+                .to_vec();
+            // ring bodies are 8-byte aligned
+            let mut words = vec![0u64; bytes.len().div_ceil(8)];
+            zerocopy::IntoBytes::as_mut_bytes(&mut words[..])[..bytes.len()]
+                .copy_from_slice(&bytes);
+            let body = zerocopy::IntoBytes::as_bytes(&words[..]);
+            RecordView::open(T::KIND, body, |view| {
+                with_fields("", 0, Some(""), view, |head, fields| {
+                    (
+                        T::KIND,
+                        head.kind_name,
+                        fields
+                            .iter()
+                            .map(|f| (f.name, ColumnType::of(&f.value)))
+                            .collect(),
+                    )
+                })
+            })
+            .expect("a default record opens")
+            .expect("an mdi kind")
+            .expect("a default record has its fields")
+        }
+        vec![
+            of(&Trade::default()),
+            of(&Quote::default()),
+            of(&BookUpdate::default()),
+            of(&Kline::default()),
+            of(&FeedStatus::default()),
+            of(&InstrumentDefinition::default()),
+        ]
+    })
+}
+
+impl Layout {
+    /// The columns for `kinds`: the head, then each kind's fields in the order of
+    /// `RecordKind::RECORDS`, a name shared by kinds once.
+    pub(crate) fn new(kinds: RecordKinds) -> Self {
+        let mut columns: Vec<(&'static str, ColumnType)> = HEAD.to_vec();
+        let mut users = vec![u8::MAX; HEAD.len()];
+        let mut places = HashMap::new();
+        for (bit, (kind, name, fields)) in kind_fields().iter().enumerate() {
+            if !kinds.contains(*kind) {
+                continue;
+            }
+            let bit = 1u8 << bit;
+            let mut place = Vec::with_capacity(fields.len());
+            for (field, ty) in fields {
+                match columns.iter().position(|(n, _)| n == field) {
+                    Some(i) if i < HEAD.len() => place.push(None),
+                    Some(i) => {
+                        columns[i].1 = columns[i].1.merge(*ty);
+                        users[i] |= bit;
+                        place.push(Some(i));
+                    }
+                    None => {
+                        columns.push((field, *ty));
+                        users.push(bit);
+                        place.push(Some(columns.len() - 1));
+                    }
+                }
+            }
+            places.insert(*name, (bit, place));
+        }
+        Self {
+            columns,
+            places,
+            users,
+        }
+    }
+}
+
+/// One column being filled.
+#[derive(Debug)]
+enum Data {
+    Text(StringViewBuilder),
+    Decimal {
+        mantissas: Vec<i128>,
+        exponents: Vec<i8>,
+    },
+    Int(Vec<i64>),
+    UInt(Vec<u64>),
+    Bool(Vec<bool>),
+    Levels {
+        offsets: Vec<i32>,
+        prices: Vec<i128>,
+        price_exponents: Vec<i8>,
+        qtys: Vec<i128>,
+        qty_exponents: Vec<i8>,
+    },
+}
+
+#[derive(Debug)]
+struct Column {
+    name: &'static str,
+    data: Data,
+    /// Validity per row, kept from the first null on (`None`: all valid so far).
+    valid: Option<Vec<bool>>,
+    len: usize,
+}
+
+impl Column {
+    fn new(name: &'static str, ty: ColumnType, capacity: usize) -> Self {
+        let data = match ty {
+            ColumnType::Text => Data::Text(StringViewBuilder::with_capacity(capacity)),
+            ColumnType::Decimal => Data::Decimal {
+                mantissas: Vec::with_capacity(capacity),
+                exponents: Vec::with_capacity(capacity),
+            },
+            ColumnType::Int => Data::Int(Vec::with_capacity(capacity)),
+            ColumnType::UInt => Data::UInt(Vec::with_capacity(capacity)),
+            ColumnType::Bool => Data::Bool(Vec::with_capacity(capacity)),
+            ColumnType::Levels => Data::Levels {
+                offsets: vec![0],
+                prices: Vec::new(),
+                price_exponents: Vec::new(),
+                qtys: Vec::new(),
+                qty_exponents: Vec::new(),
+            },
+        };
+        Self {
+            name,
+            data,
+            valid: None,
+            len: 0,
+        }
+    }
+
+    fn push_null(&mut self) {
+        let len = self.len;
+        self.valid
+            .get_or_insert_with(|| vec![true; len])
+            .push(false);
+        match &mut self.data {
+            Data::Text(b) => b.append_null(),
+            Data::Decimal {
+                mantissas,
+                exponents,
+            } => {
+                mantissas.push(0);
+                exponents.push(0);
+            }
+            Data::Int(v) => v.push(0),
+            Data::UInt(v) => v.push(0),
+            Data::Bool(v) => v.push(false),
+            Data::Levels { offsets, .. } => offsets.push(*offsets.last().unwrap_or(&0)),
+        }
+        self.len += 1;
+    }
+
+    /// Nulls up to row `row` (fields this column's kind did not have).
+    #[inline]
+    fn pad(&mut self, row: usize) {
+        while self.len < row {
+            self.push_null();
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, value: &Value<'_>) {
+        match (&mut self.data, value) {
+            (Data::Text(b), Value::Str(s) | Value::MaybeStr(Some(s))) => b.append_value(s),
+            (Data::Text(_), Value::MaybeStr(None)) => return self.push_null(),
+            (
+                Data::Decimal {
+                    mantissas,
+                    exponents,
+                },
+                Value::Dec(d),
+            ) => {
+                mantissas.push(d.mantissa);
+                exponents.push(d.exponent);
+            }
+            (Data::Int(v), Value::Int(n)) => v.push(*n),
+            // a trade id (u64) in a signed column: ids stay below 2^63
+            (Data::Int(v), Value::UInt(n)) => v.push(i64::try_from(*n).unwrap_or(i64::MAX)),
+            (Data::UInt(v), Value::UInt(n)) => v.push(*n),
+            (Data::Bool(v), Value::Bool(b)) => v.push(*b),
+            (
+                Data::Levels {
+                    offsets,
+                    prices,
+                    price_exponents,
+                    qtys,
+                    qty_exponents,
+                },
+                Value::Levels(levels),
+            ) => {
+                for (price, qty) in levels.decimals() {
+                    prices.push(price.mantissa);
+                    price_exponents.push(price.exponent);
+                    qtys.push(qty.mantissa);
+                    qty_exponents.push(qty.exponent);
+                }
+                offsets.push(i32::try_from(prices.len()).unwrap_or(i32::MAX));
+            }
+            // a type the layout did not expect (it derives from the same field list)
+            _ => return self.push_null(),
+        }
+        if let Some(valid) = &mut self.valid {
+            valid.push(true);
+        }
+        self.len += 1;
+    }
+
+    fn push_owned(&mut self, value: &Owned) {
+        match value {
+            Owned::Str(s) => self.push(&Value::Str(s)),
+            Owned::Static(s) => self.push(&Value::Str(s)),
+            Owned::None => self.push_null(),
+            Owned::Dec(d) => self.push(&Value::Dec(*d)),
+            Owned::Int(n) => self.push(&Value::Int(*n)),
+            Owned::UInt(n) => self.push(&Value::UInt(*n)),
+            Owned::Bool(b) => self.push(&Value::Bool(*b)),
+            Owned::Levels(levels) => {
+                let Data::Levels {
+                    offsets,
+                    prices,
+                    price_exponents,
+                    qtys,
+                    qty_exponents,
+                } = &mut self.data
+                else {
+                    return self.push_null();
+                };
+                for (price, qty) in levels.iter() {
+                    prices.push(price.mantissa);
+                    price_exponents.push(price.exponent);
+                    qtys.push(qty.mantissa);
+                    qty_exponents.push(qty.exponent);
+                }
+                offsets.push(i32::try_from(prices.len()).unwrap_or(i32::MAX));
+                if let Some(valid) = &mut self.valid {
+                    valid.push(true);
+                }
+                self.len += 1;
+            }
+        }
+    }
+
+    fn finish(self) -> (ArrowField, ArrayRef) {
+        let nulls = self.valid.map(NullBuffer::from);
+        let name = self.name;
+        match self.data {
+            Data::Text(mut b) => {
+                let array = b.finish();
+                (
+                    ArrowField::new(name, DataType::Utf8View, true),
+                    Arc::new(array),
+                )
+            }
+            Data::Decimal {
+                mantissas,
+                exponents,
+            } => {
+                let array = decimals(mantissas, &exponents, nulls);
+                (
+                    ArrowField::new(name, array.data_type().clone(), true),
+                    Arc::new(array),
+                )
+            }
+            Data::Int(v) => (
+                ArrowField::new(name, DataType::Int64, true),
+                Arc::new(Int64Array::new(ScalarBuffer::from(v), nulls)),
+            ),
+            Data::UInt(v) => (
+                ArrowField::new(name, DataType::UInt64, true),
+                Arc::new(UInt64Array::new(ScalarBuffer::from(v), nulls)),
+            ),
+            Data::Bool(v) => (
+                ArrowField::new(name, DataType::Boolean, true),
+                Arc::new(BooleanArray::new(BooleanBuffer::from(v), nulls)),
+            ),
+            Data::Levels {
+                offsets,
+                prices,
+                price_exponents,
+                qtys,
+                qty_exponents,
+            } => {
+                let price = decimals(prices, &price_exponents, None);
+                let qty = decimals(qtys, &qty_exponents, None);
+                let fields = Fields::from(vec![
+                    ArrowField::new("price", price.data_type().clone(), false),
+                    ArrowField::new("qty", qty.data_type().clone(), false),
+                ]);
+                let levels = StructArray::new(
+                    fields.clone(),
+                    vec![Arc::new(price) as ArrayRef, Arc::new(qty)],
+                    None,
+                );
+                let item = Arc::new(ArrowField::new("item", DataType::Struct(fields), false));
+                let list = ListArray::new(
+                    item.clone(),
+                    OffsetBuffer::new(ScalarBuffer::from(offsets)),
+                    Arc::new(levels),
+                    nulls,
+                );
+                (
+                    ArrowField::new(name, DataType::List(item), true),
+                    Arc::new(list),
+                )
+            }
+        }
+    }
+}
+
+/// Mantissas at their exponents as one Decimal128 column at the finest scale among
+/// them (at least 0): exact. A value that does not fit 38 digits there is null.
+fn decimals(
+    mut mantissas: Vec<i128>,
+    exponents: &[i8],
+    nulls: Option<NullBuffer>,
+) -> Decimal128Array {
+    let scale = exponents
+        .iter()
+        .map(|&e| -i32::from(e))
+        .max()
+        .unwrap_or(0)
+        .clamp(0, 38);
+    let mut overflow: Option<Vec<bool>> = None;
+    if exponents.iter().any(|&e| -i32::from(e) != scale) {
+        for (i, (m, &e)) in mantissas.iter_mut().zip(exponents).enumerate() {
+            let shift = u32::try_from(scale + i32::from(e)).unwrap_or(0);
+            match 10i128.checked_pow(shift).and_then(|p| m.checked_mul(p)) {
+                Some(v) => *m = v,
+                None => {
+                    *m = 0;
+                    overflow.get_or_insert_with(|| vec![true; exponents.len()])[i] = false;
+                }
+            }
+        }
+    }
+    let nulls = match (nulls, overflow) {
+        (n, None) => n,
+        (None, Some(o)) => Some(NullBuffer::from(o)),
+        (Some(n), Some(o)) => Some(NullBuffer::from(
+            n.iter().zip(o).map(|(a, b)| a && b).collect::<Vec<_>>(),
+        )),
+    };
+    let scale = i8::try_from(scale).unwrap_or(38);
+    Decimal128Array::new(ScalarBuffer::from(mantissas), nulls)
+        .with_precision_and_scale(38, scale)
+        .expect("precision 38 holds any scale up to 38")
+}
+
+/// Rows being collected.
+#[derive(Debug)]
+pub(crate) struct Columns {
+    layout: Arc<Layout>,
+    columns: Vec<Column>,
+    rows: usize,
+    /// The bits of the kinds that have rows.
+    seen: u8,
+}
+
+impl Columns {
+    pub(crate) fn new(layout: Arc<Layout>, capacity: usize) -> Self {
+        let columns = layout
+            .columns
+            .iter()
+            .map(|&(name, ty)| Column::new(name, ty, capacity))
+            .collect();
+        Self {
+            layout,
+            columns,
+            rows: 0,
+            seen: 0,
+        }
+    }
+
+    /// Appends one record as a row (a kind outside the layout is not added).
+    pub(crate) fn push(&mut self, head: &Head<'_>, fields: &[Field<'_>]) {
+        let Some((bit, places)) = self.layout.places.get(head.kind_name) else {
+            return;
+        };
+        self.seen |= bit;
+        let row = self.rows;
+        self.columns[0].push(&Value::Str(head.kind_name));
+        self.columns[1].push(&Value::MaybeStr(head.symbol));
+        self.columns[2].push(&Value::UInt(head.instrument_id.into()));
+        for (field, place) in fields.iter().zip(places) {
+            if let Some(i) = *place {
+                let column = &mut self.columns[i];
+                column.pad(row);
+                column.push(&field.value);
+            }
+        }
+        self.rows += 1;
+    }
+
+    /// Appends a record already copied out for an object (`Subscriber.next` polled it
+    /// before a batch was asked for).
+    pub(crate) fn push_item(&mut self, item: &Item) {
+        let Some((bit, places)) = self.layout.places.get(item.kind()) else {
+            return;
+        };
+        self.seen |= bit;
+        let row = self.rows;
+        self.columns[0].push(&Value::Str(item.kind()));
+        self.columns[1].push(&Value::MaybeStr(item.symbol()));
+        self.columns[2].push(&Value::UInt(item.instrument_id().into()));
+        for ((_, value), place) in item.fields().iter().zip(places) {
+            if let Some(i) = *place {
+                let column = &mut self.columns[i];
+                column.pad(row);
+                column.push_owned(value);
+            }
+        }
+        self.rows += 1;
+    }
+
+    /// Appends a record read in place; false if a field did not read.
+    pub(crate) fn push_view(
+        &mut self,
+        stream: &str,
+        seq: u64,
+        symbol: Option<&str>,
+        record: RecordView<'_>,
+    ) -> bool {
+        with_fields(stream, seq, symbol, record, |head, fields| {
+            self.push(head, fields);
+        })
+        .is_ok()
+    }
+
+    /// The rows as one record batch: every column of the layout's kinds, or with
+    /// `present_only` those of the kinds that have rows (a stream's history: the
+    /// K-lines of `klines` without the columns of trades).
+    pub(crate) fn finish(self, present_only: bool) -> RecordBatch {
+        let rows = self.rows;
+        let seen = if present_only && self.seen != 0 {
+            self.seen
+        } else {
+            u8::MAX
+        };
+        let users = &self.layout.users;
+        let (fields, arrays): (Vec<_>, Vec<_>) = self
+            .columns
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| users[*i] & seen != 0)
+            .map(|(_, mut c)| {
+                c.pad(rows);
+                c.finish()
+            })
+            .unzip();
+        let schema = Arc::new(Schema::new(fields));
+        RecordBatch::try_new(schema, arrays).expect("columns of equal length and their types")
+    }
+}
+
+/// A batch of records as Arrow columns. Polars (`polars.DataFrame(batch)`) and pyarrow
+/// (`pyarrow.table(batch)`) take it through the Arrow PyCapsule interface without a
+/// copy; `mdi.read` and `Subscriber.poll_batch` hand back a polars DataFrame made so.
+#[pyclass(module = "mdi", name = "ArrowBatch", frozen)]
+pub(crate) struct ArrowBatch {
+    batch: RecordBatch,
+}
+
+impl ArrowBatch {
+    pub(crate) fn new(batch: RecordBatch) -> Self {
+        Self { batch }
+    }
+}
+
+#[pymethods]
+impl ArrowBatch {
+    /// Rows in the batch.
+    #[getter]
+    fn num_rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    /// Column names, in order.
+    #[getter]
+    fn column_names(&self) -> Vec<String> {
+        self.batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
+    }
+
+    fn __len__(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    /// The Arrow PyCapsule interface: a stream of this one batch.
+    #[pyo3(signature = (requested_schema = None))]
+    fn __arrow_c_stream__<'py>(
+        &self,
+        py: Python<'py>,
+        requested_schema: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyCapsule>> {
+        if requested_schema.is_some_and(|s| !s.is_none()) {
+            return Err(PyValueError::new_err(
+                "mdi batches are exported in their own schema only (cast afterwards)",
+            ));
+        }
+        let schema: SchemaRef = self.batch.schema();
+        let reader = RecordBatchIterator::new(vec![Ok(self.batch.clone())], schema);
+        let stream = FFI_ArrowArrayStream::new(Box::new(reader));
+        PyCapsule::new_with_value(py, stream, c"arrow_array_stream")
+    }
+}
