@@ -8,7 +8,9 @@
 # Parts:
 #   tests   the default test suite (scripts/test.sh): iproute2 and nftables for the
 #           network-namespace tests, cargo-nextest, cargo-deny for the dependency policy,
-#           and the Python venv `.venv` with `websockets` (the independent venue server)
+#           and the Python venv `.venv` with `websockets` (the independent venue server),
+#           maturin, pytest, polars, pyarrow and pycapnp (the Python package's tests and
+#           benchmark)
 #   fuzz    cargo-fuzz (scripts/fuzz.sh)
 #   dpdk    DPDK 22.11 from Debian, pkg-config, clang and libclang (feature `dpdk`)
 #   aeron   clang, libclang, libbsd, libuuid and CMake >= 3.30 from PyPI (feature `aeron`)
@@ -69,6 +71,13 @@ for part in "${parts[@]}"; do
             need_cargo cargo-nextest nextest
             need_cargo cargo-deny deny
             need_venv websockets "websockets>=12,<16"
+            # the Python package (python/): built with maturin, tested with pytest
+            # against polars and pyarrow; pycapnp for its benchmark peer
+            need_venv maturin "maturin>=1.7,<2"
+            need_venv pytest "pytest>=7"
+            need_venv polars "polars>=1.0"
+            need_venv pyarrow "pyarrow>=14"
+            need_venv capnp "pycapnp>=2"
             ;;
         fuzz)
             need_cargo cargo-fuzz fuzz

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # README's test command: prepares the machine (scripts/prepare.sh installs what is
 # missing: iproute2, nftables, cargo-nextest, cargo-deny), then formatting, lints
-# (warnings are errors), the dependency policy, every test, the examples against the
-# demo feed, and the loom model of the ring log's claim/commit protocol. `.ci/run` runs
+# (warnings are errors), the dependency policy, every test, the Python package's tests,
+# the examples against the demo feed, and the loom model of the ring log's claim/commit protocol. `.ci/run` runs
 # exactly this on a clean checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +33,12 @@ cargo nextest run -p mdi-subscriber --features tokio --locked -E 'test(async)'
 # the committed Cap'n Proto code is what the schema generates (ADR 0009)
 cargo nextest run -p mdi-protocol --features schema-codegen --locked -E 'test(generated_code)'
 cargo test --workspace --locked --doc
+
+step "Python package: pip install ./python into .venv, then pytest"
+# what a user runs (README); the tests drive the debug binaries built above
+./.venv/bin/pip install --quiet ./python
+cargo build --locked -p mdi-publisher -p mdi-tools --bins
+MDI_BIN_DIR="$PWD/target/debug" ./.venv/bin/python -m pytest -q python/tests
 
 step "examples against the demo feed"
 ./scripts/run-examples.sh

@@ -139,6 +139,8 @@ class Subscriber(_native.Subscriber):
             _list(udp, "udp"),
             wait,
             follow,
+            # a subscriber that reads what is there once maps ring pages as it reads them
+            follow,
         )
 
     def __init__(self, *args, **kwargs):

@@ -9,16 +9,15 @@
 //! flags as `Boolean`, book levels as `List<Struct<price, qty>>`. A field that a row's
 //! kind does not have is null.
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use arrow_array::builder::StringViewBuilder;
+use arrow_array::builder::make_view;
 use arrow_array::ffi_stream::FFI_ArrowArrayStream;
 use arrow_array::{
     Array, ArrayRef, BooleanArray, Decimal128Array, Int64Array, ListArray, RecordBatch,
-    RecordBatchIterator, StructArray, UInt64Array,
+    RecordBatchIterator, StringViewArray, StructArray, UInt64Array,
 };
-use arrow_buffer::{BooleanBuffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow_buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field as ArrowField, Fields, Schema, SchemaRef};
 use mdi_subscriber::fields::{Field, Head, Value, with_fields};
 use mdi_subscriber::mdi_protocol::records::{
@@ -69,9 +68,9 @@ impl ColumnType {
 #[derive(Debug)]
 pub(crate) struct Layout {
     columns: Vec<(&'static str, ColumnType)>,
-    /// Per kind name: its bit, and for field i its column (`None`: a head column already
-    /// written).
-    places: HashMap<&'static str, (u8, Vec<Option<usize>>)>,
+    /// Per record kind (`kind - 16`): its bit, and for field i its column (`None`: a
+    /// head column already written); `None` for kinds outside the layout.
+    places: [Option<(u8, Vec<Option<usize>>)>; 6],
     /// Per column: the bits of the kinds that have it (all for the head).
     users: Vec<u8>,
 }
@@ -83,15 +82,15 @@ const HEAD: [(&str, ColumnType); 3] = [
     ("instrument_id", ColumnType::UInt),
 ];
 
+/// A kind, its name, and its fields' names and column types in order.
+type KindFields = (RecordKind, &'static str, Vec<(&'static str, ColumnType)>);
+
 /// Every kind's field names and types, in order, read from a default record of each
 /// (the field list has one home: `mdi_subscriber::fields`).
-fn kind_fields() -> &'static [(RecordKind, &'static str, Vec<(&'static str, ColumnType)>)] {
-    static FIELDS: OnceLock<Vec<(RecordKind, &'static str, Vec<(&'static str, ColumnType)>)>> =
-        OnceLock::new();
+fn kind_fields() -> &'static [KindFields] {
+    static FIELDS: OnceLock<Vec<KindFields>> = OnceLock::new();
     FIELDS.get_or_init(|| {
-        fn of<T: RecordType>(
-            record: &T,
-        ) -> (RecordKind, &'static str, Vec<(&'static str, ColumnType)>) {
+        fn of<T: RecordType>(record: &T) -> KindFields {
             let bytes = RecordEncoder::new()
                 .encode(record)
                 .expect("a default record encodes")
@@ -128,14 +127,23 @@ fn kind_fields() -> &'static [(RecordKind, &'static str, Vec<(&'static str, Colu
     })
 }
 
+/// The slot of an mdi record kind (16..=21) in [`Layout::places`].
+fn kind_slot(kind: RecordKind) -> Option<usize> {
+    usize::from(kind.0).checked_sub(16).filter(|&i| i < 6)
+}
+
 impl Layout {
+    fn places(&self, kind: RecordKind) -> Option<&(u8, Vec<Option<usize>>)> {
+        kind_slot(kind).and_then(|i| self.places[i].as_ref())
+    }
+
     /// The columns for `kinds`: the head, then each kind's fields in the order of
     /// `RecordKind::RECORDS`, a name shared by kinds once.
     pub(crate) fn new(kinds: RecordKinds) -> Self {
         let mut columns: Vec<(&'static str, ColumnType)> = HEAD.to_vec();
         let mut users = vec![u8::MAX; HEAD.len()];
-        let mut places = HashMap::new();
-        for (bit, (kind, name, fields)) in kind_fields().iter().enumerate() {
+        let mut places: [Option<(u8, Vec<Option<usize>>)>; 6] = Default::default();
+        for (bit, (kind, _, fields)) in kind_fields().iter().enumerate() {
             if !kinds.contains(*kind) {
                 continue;
             }
@@ -156,7 +164,9 @@ impl Layout {
                     }
                 }
             }
-            places.insert(*name, (bit, place));
+            if let Some(slot) = kind_slot(*kind) {
+                places[slot] = Some((bit, place));
+            }
         }
         Self {
             columns,
@@ -169,7 +179,12 @@ impl Layout {
 /// One column being filled.
 #[derive(Debug)]
 enum Data {
-    Text(StringViewBuilder),
+    /// Arrow string views: a string of up to 12 bytes is its view; longer ones live in
+    /// `data`.
+    Text {
+        views: Vec<u128>,
+        data: Vec<u8>,
+    },
     Decimal {
         mantissas: Vec<i128>,
         exponents: Vec<i8>,
@@ -198,7 +213,10 @@ struct Column {
 impl Column {
     fn new(name: &'static str, ty: ColumnType, capacity: usize) -> Self {
         let data = match ty {
-            ColumnType::Text => Data::Text(StringViewBuilder::with_capacity(capacity)),
+            ColumnType::Text => Data::Text {
+                views: Vec::with_capacity(capacity),
+                data: Vec::new(),
+            },
             ColumnType::Decimal => Data::Decimal {
                 mantissas: Vec::with_capacity(capacity),
                 exponents: Vec::with_capacity(capacity),
@@ -228,7 +246,7 @@ impl Column {
             .get_or_insert_with(|| vec![true; len])
             .push(false);
         match &mut self.data {
-            Data::Text(b) => b.append_null(),
+            Data::Text { views, .. } => views.push(0),
             Data::Decimal {
                 mantissas,
                 exponents,
@@ -255,8 +273,28 @@ impl Column {
     #[inline]
     fn push(&mut self, value: &Value<'_>) {
         match (&mut self.data, value) {
-            (Data::Text(b), Value::Str(s) | Value::MaybeStr(Some(s))) => b.append_value(s),
-            (Data::Text(_), Value::MaybeStr(None)) => return self.push_null(),
+            (Data::Text { views, data }, Value::Str(s) | Value::MaybeStr(Some(s))) => {
+                let bytes = s.as_bytes();
+                let view = if bytes.len() <= 12 {
+                    let mut inline = [0u8; 16];
+                    inline[..4].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
+                    inline[4..4 + bytes.len()].copy_from_slice(bytes);
+                    u128::from_le_bytes(inline)
+                } else {
+                    // one buffer per column: offsets are u32 (4 GiB of long strings in one
+                    // batch — never met — would be null past that)
+                    let Ok(offset) = u32::try_from(data.len()) else {
+                        return self.push_null();
+                    };
+                    if u32::try_from(data.len() + bytes.len()).is_err() {
+                        return self.push_null();
+                    }
+                    data.extend_from_slice(bytes);
+                    make_view(bytes, 0, offset)
+                };
+                views.push(view);
+            }
+            (Data::Text { .. }, Value::MaybeStr(None)) => return self.push_null(),
             (
                 Data::Decimal {
                     mantissas,
@@ -338,8 +376,13 @@ impl Column {
         let nulls = self.valid.map(NullBuffer::from);
         let name = self.name;
         match self.data {
-            Data::Text(mut b) => {
-                let array = b.finish();
+            Data::Text { views, data } => {
+                let array = StringViewArray::try_new(
+                    ScalarBuffer::from(views),
+                    vec![Buffer::from_vec(data)],
+                    nulls,
+                )
+                .expect("views of valid UTF-8 made above");
                 (
                     ArrowField::new(name, DataType::Utf8View, true),
                     Arc::new(array),
@@ -467,7 +510,7 @@ impl Columns {
 
     /// Appends one record as a row (a kind outside the layout is not added).
     pub(crate) fn push(&mut self, head: &Head<'_>, fields: &[Field<'_>]) {
-        let Some((bit, places)) = self.layout.places.get(head.kind_name) else {
+        let Some((bit, places)) = self.layout.places(head.kind) else {
             return;
         };
         self.seen |= bit;
@@ -488,7 +531,9 @@ impl Columns {
     /// Appends a record already copied out for an object (`Subscriber.next` polled it
     /// before a batch was asked for).
     pub(crate) fn push_item(&mut self, item: &Item) {
-        let Some((bit, places)) = self.layout.places.get(item.kind()) else {
+        let Some((bit, places)) =
+            RecordKind::from_name(item.kind()).and_then(|kind| self.layout.places(kind))
+        else {
             return;
         };
         self.seen |= bit;

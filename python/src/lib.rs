@@ -273,6 +273,7 @@ impl PySubscriber {
         udp = None,
         wait = "park",
         follow = true,
+        prefault = true,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -286,9 +287,10 @@ impl PySubscriber {
         udp: Option<Vec<String>>,
         wait: &str,
         follow: bool,
+        prefault: bool,
     ) -> PyResult<Self> {
         let kinds = parse_kinds(kinds)?;
-        let mut builder = Subscriber::builder().kinds(kinds);
+        let mut builder = Subscriber::builder().kinds(kinds).prefault(prefault);
         if let Some(dir) = shm_dir {
             builder = builder.shm_dir(dir);
         }
@@ -488,6 +490,51 @@ impl PySubscriber {
     }
 }
 
+/// The raw records of a stream, oldest retained first, up to what it holds now (at most
+/// `limit`): `(kind, body)` pairs, each body one flat Cap'n Proto message of
+/// `docs/formats/records.capnp`'s struct for its kind — for tools that decode records
+/// themselves (pycapnp, another language).
+#[pyfunction]
+#[pyo3(signature = (stream, shm_dir = None, kinds = None, limit = None))]
+fn record_bodies<'py>(
+    py: Python<'py>,
+    stream: &str,
+    shm_dir: Option<PathBuf>,
+    kinds: Option<Vec<String>>,
+    limit: Option<usize>,
+) -> PyResult<Bound<'py, PyList>> {
+    use mdi_subscriber::mdi_protocol::ring::{ReadEvent, RingReader, ShmDir, StartAt};
+    let kinds = parse_kinds(kinds)?;
+    let shm = ShmDir::resolve(shm_dir.as_deref());
+    let mut reader = RingReader::open(&shm, stream, StartAt::Earliest).map_err(|source| {
+        py_error(SubscribeError::Open {
+            stream: stream.to_owned(),
+            source,
+        })
+    })?;
+    let (end, _) = reader.tail();
+    let limit = limit.unwrap_or(usize::MAX);
+    let mut bodies: Vec<(&'static str, Vec<u8>)> = Vec::new();
+    while bodies.len() < limit && reader.position() < end && !reader.caught_up() {
+        reader
+            .poll(4_096, |event| {
+                if let ReadEvent::Record(r) = event
+                    && kinds.contains(r.kind)
+                    && bodies.len() < limit
+                {
+                    bodies.push((r.kind.name(), r.body.to_vec()));
+                }
+            })
+            .map_err(|e| PyValueError::new_err(format!("stream {stream:?}: {e}")))?;
+    }
+    PyList::new(
+        py,
+        bodies
+            .into_iter()
+            .map(|(kind, body)| (kind, pyo3::types::PyBytes::new(py, &body))),
+    )
+}
+
 /// Record kinds by name, in the order of the columns.
 #[pyfunction]
 fn record_kinds() -> Vec<&'static str> {
@@ -500,6 +547,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyRecord>()?;
     m.add_class::<ArrowBatch>()?;
     m.add_function(wrap_pyfunction!(record_kinds, m)?)?;
+    m.add_function(wrap_pyfunction!(record_bodies, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

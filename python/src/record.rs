@@ -69,7 +69,7 @@ pub(crate) fn decimal(py: Python<'_>, d: Decimal) -> PyResult<Py<PyAny>> {
     let class = DECIMAL.get_or_try_init(py, || {
         py.import("decimal")?.getattr("Decimal").map(Bound::unbind)
     })?;
-    Ok(class.call1(py, (d.text().as_str(),))?)
+    class.call1(py, (d.text().as_str(),))
 }
 
 /// A record or an event (loss, restart, writer gone, ring replaced), owned and ready to

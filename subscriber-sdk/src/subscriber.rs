@@ -86,6 +86,8 @@ pub struct Subscriber {
     symbols: Option<Vec<String>>,
     kinds: RecordKinds,
     wait: WaitStrategy,
+    /// Map ring pages at open ([`SubscriberBuilder::prefault`]).
+    prefault: bool,
     /// (stream, instrument id) → symbol. Ids are per publisher, so per stream here.
     instruments: HashMap<(usize, u32), &'static str, IdHash>,
     queue: VecDeque<Event>,
@@ -109,6 +111,7 @@ impl Subscriber {
                 timeout: Duration::from_millis(1),
             },
             register: None,
+            prefault: true,
             #[cfg(feature = "udp")]
             udp: Vec::new(),
         }
@@ -397,11 +400,16 @@ impl Subscriber {
                     }));
                 }
                 WriterState::Superseded => {
-                    let reader = RingReader::open(&self.shm, state.name, StartAt::Earliest)
-                        .map_err(|source| SubscribeError::Open {
-                            stream: state.name.to_string(),
-                            source,
-                        })?;
+                    let reader = RingReader::open_with(
+                        &self.shm,
+                        state.name,
+                        StartAt::Earliest,
+                        self.prefault,
+                    )
+                    .map_err(|source| SubscribeError::Open {
+                        stream: state.name.to_string(),
+                        source,
+                    })?;
                     state.reader = reader;
                     state.writer_gone = false;
                     self.instruments.retain(|(stream, _), _| *stream != index);

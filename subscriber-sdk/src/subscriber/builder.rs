@@ -28,6 +28,7 @@ pub struct SubscriberBuilder {
     pub(super) kinds: RecordKinds,
     pub(super) wait: WaitStrategy,
     pub(super) register: Option<String>,
+    pub(super) prefault: bool,
     #[cfg(feature = "udp")]
     pub(super) udp: Vec<mdi_protocol::udp::Channel>,
 }
@@ -101,6 +102,15 @@ impl SubscriberBuilder {
         self
     }
 
+    /// Map each ring's pages in when it is opened (the default: no page fault while
+    /// reading), or, with `false`, as they are read — for a one-pass read of history in
+    /// a large ring, where mapping it all would cost more than the read.
+    #[must_use]
+    pub fn prefault(mut self, prefault: bool) -> Self {
+        self.prefault = prefault;
+        self
+    }
+
     /// Publish this reader's position, lag and losses under `name` in each stream's
     /// readers file, for `mdstat` (the ring itself stays read-only to it).
     #[must_use]
@@ -156,12 +166,11 @@ impl SubscriberBuilder {
         let streams = names
             .into_iter()
             .map(|name| {
-                let reader = RingReader::open(&shm, &name, self.start).map_err(|source| {
-                    SubscribeError::Open {
+                let reader = RingReader::open_with(&shm, &name, self.start, self.prefault)
+                    .map_err(|source| SubscribeError::Open {
                         stream: name.clone(),
                         source,
-                    }
-                })?;
+                    })?;
                 let registration = match &self.register {
                     Some(who) => Some(Registration::claim(&shm, &name, who, wall_now()).map_err(
                         |source| SubscribeError::Register {
@@ -205,6 +214,7 @@ impl SubscriberBuilder {
                 .map(|s| s.into_iter().map(|s| s.to_ascii_uppercase()).collect()),
             kinds: self.kinds,
             wait: self.wait,
+            prefault: self.prefault,
             instruments,
             queue: VecDeque::new(),
             next_stream: 0,
@@ -224,7 +234,8 @@ pub(super) fn prime_instruments(
     first_delivered: Seq,
     instruments: &mut HashMap<(usize, u32), &'static str, IdHash>,
 ) {
-    let Ok(mut scan) = RingReader::open(shm, stream, StartAt::Earliest) else {
+    // one pass over part of the ring: its pages mapped as read
+    let Ok(mut scan) = RingReader::open_with(shm, stream, StartAt::Earliest, false) else {
         return;
     };
     while scan.next_seq().is_some_and(|next| next < first_delivered) {
