@@ -338,3 +338,42 @@ def test_bad_arguments_are_refused(replayed):
     sub.close()
     with pytest.raises(ValueError, match="closed"):
         sub.next(timeout=0)
+
+
+def test_the_examples_run_against_a_live_publisher(tmp_path):
+    shm = tmp_path / "shm"
+    demo = subprocess.Popen(
+        [binary("mdpub"), "demo", "--shm-dir", str(shm), "--no-udp", "--speed", "30x",
+         "--duration", "30"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    try:
+        deadline = time.monotonic() + 10
+        while not (shm / "klines.ring").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        symbols = []
+        while not symbols and time.monotonic() < deadline:
+            time.sleep(0.05)
+            symbols = mdi.read("ticks", shm_dir=shm, kinds="instrument")["symbol"].to_list()
+        symbol = symbols[0]
+
+        def run(name, *args):
+            return subprocess.run(
+                [sys.executable, str(examples / name), "--shm-dir", str(shm), *args],
+                check=True, capture_output=True, text=True, timeout=60,
+            ).stdout
+
+        trades = run("print_trades.py", "--seconds", "2")
+        assert "@" in trades
+        candles = run("live_candles.py", "--symbol", symbol, "--interval", "1s",
+                      "--seconds", "4")
+        assert f"candles of {symbol} 1s" in candles and not candles.startswith("0 candles")
+        out = tmp_path / "parquet"
+        run("history_to_parquet.py", "--out", str(out), "--minutes", "5")
+        back = pl.read_parquet(out / "ticks-trade.parquet")
+        assert back.height > 0 and back.schema["price"] == pl.Decimal(38, back.schema["price"].scale)
+    finally:
+        demo.send_signal(signal.SIGINT)
+        demo.wait(timeout=10)
