@@ -372,7 +372,21 @@ impl Column {
         }
     }
 
-    fn finish(self) -> (ArrowField, ArrayRef) {
+    /// The finest scale among this column's decimals (prices and quantities of levels
+    /// apart): what [`Self::finish`] needs the same for every chunk of a stream.
+    fn scales(&self) -> (i32, i32) {
+        match &self.data {
+            Data::Decimal { exponents, .. } => (finest(exponents), 0),
+            Data::Levels {
+                price_exponents,
+                qty_exponents,
+                ..
+            } => (finest(price_exponents), finest(qty_exponents)),
+            _ => (0, 0),
+        }
+    }
+
+    fn finish(self, scales: (i32, i32)) -> (ArrowField, ArrayRef) {
         let nulls = self.valid.map(NullBuffer::from);
         let name = self.name;
         match self.data {
@@ -392,7 +406,7 @@ impl Column {
                 mantissas,
                 exponents,
             } => {
-                let array = decimals(mantissas, &exponents, nulls);
+                let array = decimals(mantissas, &exponents, scales.0, nulls);
                 (
                     ArrowField::new(name, array.data_type().clone(), true),
                     Arc::new(array),
@@ -417,8 +431,8 @@ impl Column {
                 qtys,
                 qty_exponents,
             } => {
-                let price = decimals(prices, &price_exponents, None);
-                let qty = decimals(qtys, &qty_exponents, None);
+                let price = decimals(prices, &price_exponents, scales.0, None);
+                let qty = decimals(qtys, &qty_exponents, scales.1, None);
                 let fields = Fields::from(vec![
                     ArrowField::new("price", price.data_type().clone(), false),
                     ArrowField::new("qty", qty.data_type().clone(), false),
@@ -444,19 +458,24 @@ impl Column {
     }
 }
 
-/// Mantissas at their exponents as one Decimal128 column at the finest scale among
-/// them (at least 0): exact. A value that does not fit 38 digits there is null.
-fn decimals(
-    mut mantissas: Vec<i128>,
-    exponents: &[i8],
-    nulls: Option<NullBuffer>,
-) -> Decimal128Array {
-    let scale = exponents
+/// The finest scale of these exponents (−exponent, at least 0, at most 38).
+fn finest(exponents: &[i8]) -> i32 {
+    exponents
         .iter()
         .map(|&e| -i32::from(e))
         .max()
         .unwrap_or(0)
-        .clamp(0, 38);
+        .clamp(0, 38)
+}
+
+/// Mantissas at their exponents as one Decimal128 column at `scale` (the finest among
+/// them, or finer): exact. A value that does not fit 38 digits there is null.
+fn decimals(
+    mut mantissas: Vec<i128>,
+    exponents: &[i8],
+    scale: i32,
+    nulls: Option<NullBuffer>,
+) -> Decimal128Array {
     let mut overflow: Option<Vec<bool>> = None;
     if exponents.iter().any(|&e| -i32::from(e) != scale) {
         for (i, (m, &e)) in mantissas.iter_mut().zip(exponents).enumerate() {
@@ -483,44 +502,79 @@ fn decimals(
         .expect("precision 38 holds any scale up to 38")
 }
 
-/// Rows being collected.
+/// Rows of one chunk of a batch.
+const CHUNK_ROWS: usize = 1 << 16;
+
+/// Rows being collected, in chunks of [`CHUNK_ROWS`] (each allocated once at its full
+/// size: no column is copied to grow), exported as a stream of record batches.
 #[derive(Debug)]
 pub(crate) struct Columns {
     layout: Arc<Layout>,
+    /// Full chunks and their rows.
+    full: Vec<(Vec<Column>, usize)>,
     columns: Vec<Column>,
     rows: usize,
+    capacity: usize,
     /// The bits of the kinds that have rows.
     seen: u8,
 }
 
 impl Columns {
-    pub(crate) fn new(layout: Arc<Layout>, capacity: usize) -> Self {
-        let columns = layout
+    /// Columns for `layout`, the first chunk sized for `expected` rows (at most a chunk).
+    pub(crate) fn new(layout: Arc<Layout>, expected: usize) -> Self {
+        let capacity = expected.clamp(16, CHUNK_ROWS);
+        let columns = Self::chunk(&layout, capacity);
+        Self {
+            layout,
+            full: Vec::new(),
+            columns,
+            rows: 0,
+            capacity,
+            seen: 0,
+        }
+    }
+
+    fn chunk(layout: &Layout, capacity: usize) -> Vec<Column> {
+        layout
             .columns
             .iter()
             .map(|&(name, ty)| Column::new(name, ty, capacity))
-            .collect();
-        Self {
-            layout,
-            columns,
-            rows: 0,
-            seen: 0,
+            .collect()
+    }
+
+    /// Before a row: a full chunk is set aside and a new one begun.
+    #[inline]
+    fn make_room(&mut self) {
+        if self.rows == CHUNK_ROWS {
+            let mut done = Self::chunk(&self.layout, CHUNK_ROWS);
+            std::mem::swap(&mut done, &mut self.columns);
+            for column in &mut done {
+                column.pad(self.rows);
+            }
+            self.full.push((done, self.rows));
+            self.rows = 0;
+            self.capacity = CHUNK_ROWS;
         }
     }
 
     /// Appends one record as a row (a kind outside the layout is not added).
     pub(crate) fn push(&mut self, head: &Head<'_>, fields: &[Field<'_>]) {
-        let Some((bit, places)) = self.layout.places(head.kind) else {
+        let Some(bit) = self.layout.places(head.kind).map(|(b, _)| *b) else {
+            return;
+        };
+        self.make_room();
+        let Some((_, places)) = self.layout.places(head.kind) else {
             return;
         };
         self.seen |= bit;
         let row = self.rows;
-        self.columns[0].push(&Value::Str(head.kind_name));
-        self.columns[1].push(&Value::MaybeStr(head.symbol));
-        self.columns[2].push(&Value::UInt(head.instrument_id.into()));
+        let columns = &mut self.columns;
+        columns[0].push(&Value::Str(head.kind_name));
+        columns[1].push(&Value::MaybeStr(head.symbol));
+        columns[2].push(&Value::UInt(head.instrument_id.into()));
         for (field, place) in fields.iter().zip(places) {
             if let Some(i) = *place {
-                let column = &mut self.columns[i];
+                let column = &mut columns[i];
                 column.pad(row);
                 column.push(&field.value);
             }
@@ -531,19 +585,25 @@ impl Columns {
     /// Appends a record already copied out for an object (`Subscriber.next` polled it
     /// before a batch was asked for).
     pub(crate) fn push_item(&mut self, item: &Item) {
-        let Some((bit, places)) =
-            RecordKind::from_name(item.kind()).and_then(|kind| self.layout.places(kind))
-        else {
+        let Some(kind) = RecordKind::from_name(item.kind()) else {
+            return;
+        };
+        let Some(bit) = self.layout.places(kind).map(|(b, _)| *b) else {
+            return;
+        };
+        self.make_room();
+        let Some((_, places)) = self.layout.places(kind) else {
             return;
         };
         self.seen |= bit;
         let row = self.rows;
-        self.columns[0].push(&Value::Str(item.kind()));
-        self.columns[1].push(&Value::MaybeStr(item.symbol()));
-        self.columns[2].push(&Value::UInt(item.instrument_id().into()));
+        let columns = &mut self.columns;
+        columns[0].push(&Value::Str(item.kind()));
+        columns[1].push(&Value::MaybeStr(item.symbol()));
+        columns[2].push(&Value::UInt(item.instrument_id().into()));
         for ((_, value), place) in item.fields().iter().zip(places) {
             if let Some(i) = *place {
-                let column = &mut self.columns[i];
+                let column = &mut columns[i];
                 column.pad(row);
                 column.push_owned(value);
             }
@@ -565,29 +625,52 @@ impl Columns {
         .is_ok()
     }
 
-    /// The rows as one record batch: every column of the layout's kinds, or with
-    /// `present_only` those of the kinds that have rows (a stream's history: the
-    /// K-lines of `klines` without the columns of trades).
-    pub(crate) fn finish(self, present_only: bool) -> RecordBatch {
-        let rows = self.rows;
+    /// The rows as record batches of one schema: every column of the layout's kinds,
+    /// or with `present_only` those of the kinds that have rows (a stream's history:
+    /// the K-lines of `klines` without the columns of trades); each decimal column at
+    /// the finest scale of all its chunks.
+    pub(crate) fn finish(mut self, present_only: bool) -> (SchemaRef, Vec<RecordBatch>) {
         let seen = if present_only && self.seen != 0 {
             self.seen
         } else {
             u8::MAX
         };
-        let users = &self.layout.users;
-        let (fields, arrays): (Vec<_>, Vec<_>) = self
-            .columns
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| users[*i] & seen != 0)
-            .map(|(_, mut c)| {
-                c.pad(rows);
-                c.finish()
-            })
-            .unzip();
-        let schema = Arc::new(Schema::new(fields));
-        RecordBatch::try_new(schema, arrays).expect("columns of equal length and their types")
+        let last = std::mem::take(&mut self.columns);
+        self.full.push((last, self.rows));
+        let keep: Vec<bool> = self.layout.users.iter().map(|u| u & seen != 0).collect();
+        let mut scales = vec![(0, 0); keep.len()];
+        for (chunk, _) in &self.full {
+            for (i, column) in chunk.iter().enumerate() {
+                let (a, b) = column.scales();
+                scales[i] = (scales[i].0.max(a), scales[i].1.max(b));
+            }
+        }
+        let mut schema: Option<SchemaRef> = None;
+        let mut batches = Vec::with_capacity(self.full.len());
+        for (chunk, rows) in self.full {
+            // (only the last chunk can be empty: after full ones it adds nothing)
+            if rows == 0 && schema.is_some() {
+                continue;
+            }
+            let (fields, arrays): (Vec<_>, Vec<_>) = chunk
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| keep[*i])
+                .map(|(i, mut c)| {
+                    c.pad(rows);
+                    c.finish(scales[i])
+                })
+                .unzip();
+            let schema = schema
+                .get_or_insert_with(|| Arc::new(Schema::new(fields)))
+                .clone();
+            batches.push(
+                RecordBatch::try_new(schema, arrays)
+                    .expect("columns of equal length and their types"),
+            );
+        }
+        let schema = schema.expect("at least the last chunk");
+        (schema, batches)
     }
 }
 
@@ -596,12 +679,13 @@ impl Columns {
 /// copy; `mdi.read` and `Subscriber.poll_batch` hand back a polars DataFrame made so.
 #[pyclass(module = "mdi", name = "ArrowBatch", frozen)]
 pub(crate) struct ArrowBatch {
-    batch: RecordBatch,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
 }
 
 impl ArrowBatch {
-    pub(crate) fn new(batch: RecordBatch) -> Self {
-        Self { batch }
+    pub(crate) fn new((schema, batches): (SchemaRef, Vec<RecordBatch>)) -> Self {
+        Self { schema, batches }
     }
 }
 
@@ -610,14 +694,13 @@ impl ArrowBatch {
     /// Rows in the batch.
     #[getter]
     fn num_rows(&self) -> usize {
-        self.batch.num_rows()
+        self.batches.iter().map(RecordBatch::num_rows).sum()
     }
 
     /// Column names, in order.
     #[getter]
     fn column_names(&self) -> Vec<String> {
-        self.batch
-            .schema()
+        self.schema
             .fields()
             .iter()
             .map(|f| f.name().clone())
@@ -625,10 +708,11 @@ impl ArrowBatch {
     }
 
     fn __len__(&self) -> usize {
-        self.batch.num_rows()
+        self.num_rows()
     }
 
-    /// The Arrow PyCapsule interface: a stream of this one batch.
+    /// The Arrow PyCapsule interface: a stream of the batch's chunks (record batches of
+    /// up to 65 536 rows, one schema).
     #[pyo3(signature = (requested_schema = None))]
     fn __arrow_c_stream__<'py>(
         &self,
@@ -640,8 +724,10 @@ impl ArrowBatch {
                 "mdi batches are exported in their own schema only (cast afterwards)",
             ));
         }
-        let schema: SchemaRef = self.batch.schema();
-        let reader = RecordBatchIterator::new(vec![Ok(self.batch.clone())], schema);
+        let reader = RecordBatchIterator::new(
+            self.batches.clone().into_iter().map(Ok),
+            Arc::clone(&self.schema),
+        );
         let stream = FFI_ArrowArrayStream::new(Box::new(reader));
         PyCapsule::new_with_value(py, stream, c"arrow_array_stream")
     }
