@@ -643,3 +643,67 @@ fn kline_source_auto_takes_agg_trades_and_an_empty_source_is_said() {
         "{stderr}"
     );
 }
+
+/// Logs that speak (issue 24): without `RUST_LOG` the malformed lines of a replay are
+/// warned about (the first few, with their line numbers), every one is counted — a
+/// line of words after the first too — and a log into a pipe has no colour codes;
+/// `--log-format json` writes one JSON object per line.
+#[test]
+fn malformed_lines_are_counted_and_warned_about_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_agg_trades(dir.path(), "good.csv", 50);
+    let lines: Vec<String> = std::fs::read_to_string(&good)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let path = dir.path().join("BTCUSDT-aggTrades-2024-03-05.csv");
+    let mut text_out = String::from(
+        "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker,is_best_match\n",
+    );
+    for (i, line) in lines.iter().enumerate() {
+        text_out.push_str(line);
+        text_out.push('\n');
+        match i {
+            10 => text_out.push_str("1,2,3\n"),
+            20 => text_out.push_str("garbage\n"),
+            30 => text_out.push_str("5,notaprice,1,1,1,1,true,true\n"),
+            _ => {}
+        }
+    }
+    std::fs::write(&path, text_out).unwrap();
+    let shm = dir.path().join("shm");
+    for format in ["text", "json"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_mdpub"))
+            .args(["--log-format", format, "replay", "--input"])
+            .arg(&path)
+            .arg("--shm-dir")
+            .arg(&shm)
+            .env_remove("RUST_LOG")
+            .env_remove("MDI_SHM_DIR")
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains("3 malformed"), "{format}: {stderr}");
+        assert!(
+            !stderr.contains('\u{1b}'),
+            "{format}: colour codes into a pipe"
+        );
+        let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("WARN")).collect();
+        assert_eq!(warnings.len(), 3, "{format}: {stderr}");
+        // line numbers: the header is line 1, the bad lines 13, 24 and 35
+        for line in [13, 24, 35] {
+            assert!(
+                warnings.iter().any(|w| w.contains(&format!("line {line}"))),
+                "{format}: line {line}: {stderr}"
+            );
+        }
+        if format == "json" {
+            for w in &warnings {
+                let v: serde_json::Value = serde_json::from_str(w).expect("a JSON log line");
+                assert_eq!(v["level"], "WARN");
+            }
+        }
+    }
+}

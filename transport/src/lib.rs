@@ -14,6 +14,8 @@
 //! - [`receiver`]: a channel joined into replica rings ([`receiver::UdpReceiver`],
 //!   [`receiver::BackgroundReceiver`]).
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod clock;
 pub mod time;
 

@@ -180,7 +180,17 @@ pub fn replay_history(
     let mut last = None;
     for (n, line) in input.lines().enumerate() {
         let line = line?;
-        match parse_history_row(format, &line, price_exponent, qty_exponent) {
+        // a header row comes first or not at all: a later line of words is malformed
+        let parsed = if n > 0
+            && line
+                .trim_start()
+                .starts_with(|c: char| c.is_ascii_alphabetic())
+        {
+            Err("not a row (a header comes only on the first line)".to_owned())
+        } else {
+            parse_history_row(format, &line, price_exponent, qty_exponent)
+        };
+        match parsed {
             Ok(Some(row)) => {
                 let Some(now) = pace(row.time_ns) else {
                     counts.interrupted = true;

@@ -18,6 +18,10 @@ use mdi_transport::receiver::{UdpReceiver, UdpReceiverOptions};
     about = "Join reliable-UDP channels and keep local replica rings"
 )]
 struct Cli {
+    /// Log as text for people (colour on a terminal) or one JSON object per line;
+    /// warnings and info are shown unless `RUST_LOG` says otherwise.
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    log_format: mdi_transport::cli::LogFormat,
     /// Channel to join, repeatable: udp://GROUP:PORT?iface=ADDR&ttl=N or udp://HOST:PORT.
     #[arg(long = "udp", value_name = "URI", required = true, value_parser = parse_channel)]
     channels: Vec<Channel>,
@@ -50,13 +54,8 @@ fn parse_channel(uri: &str) -> Result<Channel, String> {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        // colour codes only for a terminal, not in a log file or the journal
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    mdi_transport::cli::init_logging(cli.log_format);
     match run(&cli) {
         Ok(code) => std::process::exit(code),
         Err(error) => {

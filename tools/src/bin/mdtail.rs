@@ -24,6 +24,10 @@ use mdi_transport::wall_clock_ns as wall_ns;
     after_help = "Examples:\n  mdtail                                  every stream, live, as a table\n  mdtail klines --from earliest --no-follow --format jsonl\n  mdtail ticks --symbol BTCUSDT --kind trade --count 10"
 )]
 struct Cli {
+    /// Log as text for people (colour on a terminal) or one JSON object per line;
+    /// warnings and info are shown unless `RUST_LOG` says otherwise.
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    log_format: mdi_transport::cli::LogFormat,
     /// Streams to read (ring names); default: every stream in the shm directory.
     #[arg(value_name = "STREAM")]
     streams: Vec<String>,
@@ -127,13 +131,8 @@ fn parse_start(text: &str) -> Result<From, String> {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        // colour codes only for a terminal, not in a log file or the journal
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    mdi_transport::cli::init_logging(cli.log_format);
     match run(&cli) {
         Ok(()) => {}
         Err(error) if is_broken_pipe(&error) => {}

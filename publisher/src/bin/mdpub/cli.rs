@@ -19,6 +19,10 @@ use mdi_transport::wall_clock_ns;
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
+    /// Log as text for people (colour on a terminal) or one JSON object per line;
+    /// warnings and info are shown unless `RUST_LOG` says otherwise.
+    #[arg(long, value_name = "FORMAT", default_value = "text", global = true)]
+    pub(crate) log_format: mdi_transport::cli::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]

@@ -18,13 +18,8 @@ use crate::serve::*;
 use clap::Parser;
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        // colour codes only for a terminal, not in a log file or the journal
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    mdi_transport::cli::init_logging(cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => run_serve(&args),
         Command::Replay(args) => run_replay(&args),
