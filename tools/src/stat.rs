@@ -197,16 +197,25 @@ fn bytes(n: u64) -> String {
     }
 }
 
-/// The table for people.
+/// The table for people (the stream column as wide as the longest name).
 pub fn to_table(json: &Value) -> String {
+    let width = json["streams"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["name"].as_str())
+        .map(str::len)
+        .max()
+        .unwrap_or(0)
+        .max(16);
     let mut out = format!(
-        "{:<16} {:<24} {:>5} {:>10} {:>14} {:>12} {:>12}\n",
+        "{:<width$} {:<24} {:>5} {:>10} {:>14} {:>12} {:>12}\n",
         "STREAM", "WRITER", "EPOCH", "CAPACITY", "POSITION", "NEXT SEQ", "RECORDS/S"
     );
     for s in json["streams"].as_array().into_iter().flatten() {
         let name = s["name"].as_str().unwrap_or("?");
         if let Some(error) = s["error"].as_str() {
-            out.push_str(&format!("{name:<16} unreadable: {error}\n"));
+            out.push_str(&format!("{name:<width$} unreadable: {error}\n"));
             continue;
         }
         let writer = format!(
@@ -218,7 +227,7 @@ pub fn to_table(json: &Value) -> String {
             .as_f64()
             .map_or_else(|| "-".to_owned(), |r| format!("{r:.0}"));
         out.push_str(&format!(
-            "{name:<16} {writer:<24} {:>5} {:>10} {:>14} {:>12} {:>12}\n",
+            "{name:<width$} {writer:<24} {:>5} {:>10} {:>14} {:>12} {:>12}\n",
             s["writer"]["epoch"].to_string(),
             bytes(s["capacity"].as_u64().unwrap_or(0)),
             s["commit_position"].to_string(),
@@ -290,4 +299,177 @@ pub fn to_table(json: &Value) -> String {
         }
     }
     out
+}
+
+/// What `mdstat --check` holds a stream to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// A registered, live reader further behind than this many records is a problem.
+    pub max_lag_records: Option<u64>,
+    /// A writer whose heartbeat is older than this (ms) is stale.
+    pub max_age_ms: u64,
+    /// A UDP replica that lost more records than this is a problem (default 0: any).
+    pub max_lost: u64,
+}
+
+/// A health problem, most serious first; its exit code is `mdstat --check`'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Problem {
+    /// No writer: it died, closed, or its heartbeat is older than `--max-age`. Exit 2.
+    WriterDown,
+    /// The stream cannot be read (missing, corrupt, foreign). Exit 3.
+    Unreadable,
+    /// A UDP replica lost records it could not repair. Exit 4.
+    UdpLoss,
+    /// A registered reader lags more than `--max-lag`. Exit 5.
+    ReaderLag,
+}
+
+impl Problem {
+    /// The exit code `mdstat --check` gives for it.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Self::WriterDown => 2,
+            Self::Unreadable => 3,
+            Self::UdpLoss => 4,
+            Self::ReaderLag => 5,
+        }
+    }
+}
+
+/// The problems of every stream in `doc` (`to_json`'s), each with a line that says it.
+pub fn check(doc: &Value, limits: &Limits) -> Vec<(Problem, String)> {
+    let mut problems = Vec::new();
+    let streams = doc["streams"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if streams.is_empty() {
+        problems.push((
+            Problem::Unreadable,
+            format!("no streams in {}", doc["shm_dir"].as_str().unwrap_or("?")),
+        ));
+    }
+    for s in streams {
+        let name = s["name"].as_str().unwrap_or("?");
+        if let Some(error) = s["error"].as_str() {
+            problems.push((Problem::Unreadable, format!("{name}: unreadable: {error}")));
+            continue;
+        }
+        let writer = &s["writer"];
+        let state = writer["state"].as_str().unwrap_or("?");
+        let age = writer["heartbeat_age_ms"].as_u64().unwrap_or(u64::MAX);
+        if state != "alive" {
+            problems.push((
+                Problem::WriterDown,
+                format!(
+                    "{name}: writer {state} (pid {}, epoch {})",
+                    writer["pid"], writer["epoch"]
+                ),
+            ));
+        } else if age > limits.max_age_ms {
+            problems.push((
+                Problem::WriterDown,
+                format!(
+                    "{name}: writer stale: pid {} alive, last heartbeat {age} ms ago (max {} ms)",
+                    writer["pid"], limits.max_age_ms
+                ),
+            ));
+        }
+        let recv = &s["udp"]["recv"];
+        if let Some(lost) = recv["lost_records"].as_u64()
+            && lost > limits.max_lost
+        {
+            problems.push((
+                Problem::UdpLoss,
+                format!(
+                    "{name}: UDP replica from {} lost {lost} records (max {})",
+                    recv["channel"].as_str().unwrap_or("?"),
+                    limits.max_lost
+                ),
+            ));
+        }
+        if let Some(max) = limits.max_lag_records {
+            for r in s["readers"].as_array().into_iter().flatten() {
+                let lag = r["lag_records"].as_u64().unwrap_or(0);
+                if r["alive"] == true && lag > max {
+                    problems.push((
+                        Problem::ReaderLag,
+                        format!(
+                            "{name}: reader {} (pid {}) lags {lag} records (max {max})",
+                            r["name"].as_str().unwrap_or("?"),
+                            r["pid"]
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    problems.sort_by_key(|(p, _)| *p);
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(name: &str, state: &str, age: u64) -> Value {
+        json!({
+            "name": name,
+            "writer": {"state": state, "pid": 7, "epoch": 1, "heartbeat_age_ms": age},
+            "readers": [],
+            "udp": {"send": null, "recv": null},
+            "capacity": 1024, "commit_position": 0, "next_seq": 1,
+        })
+    }
+
+    #[test]
+    fn check_names_each_problem_and_orders_them_by_seriousness() {
+        let limits = Limits {
+            max_lag_records: Some(100),
+            max_age_ms: 5_000,
+            max_lost: 0,
+        };
+        let healthy = json!({"shm_dir": "/x", "streams": [stream("ticks", "alive", 10)]});
+        assert!(check(&healthy, &limits).is_empty());
+        let mut lagging = stream("klines", "alive", 10);
+        lagging["readers"] = json!([
+            {"name": "slow", "pid": 9, "alive": true, "lag_records": 101},
+            {"name": "gone", "pid": 8, "alive": false, "lag_records": 10_000},
+        ]);
+        let mut lossy = stream("replica", "alive", 10);
+        lossy["udp"]["recv"] = json!({"channel": "udp://1.2.3.4:5", "lost_records": 3});
+        let doc = json!({"shm_dir": "/x", "streams": [
+            lagging,
+            lossy,
+            stream("stale", "alive", 6_000),
+            stream("dead", "dead", 10),
+            {"name": "junk", "error": "bad magic"},
+        ]});
+        let problems = check(&doc, &limits);
+        let kinds: Vec<Problem> = problems.iter().map(|(p, _)| *p).collect();
+        assert_eq!(
+            kinds,
+            [
+                Problem::WriterDown,
+                Problem::WriterDown,
+                Problem::Unreadable,
+                Problem::UdpLoss,
+                Problem::ReaderLag
+            ]
+        );
+        assert!(problems[0].1.contains("stale") || problems[1].1.contains("stale"));
+        assert!(problems[4].1.contains("slow") && problems[4].1.contains("101"));
+        assert_eq!(kinds[0].exit_code(), 2);
+        let empty = json!({"shm_dir": "/x", "streams": []});
+        assert_eq!(check(&empty, &limits)[0].0, Problem::Unreadable);
+    }
+
+    #[test]
+    fn the_table_fits_long_stream_names() {
+        let long = "binance-spot-btcusdt-depth";
+        let doc = json!({"streams": [stream(long, "alive", 1)]});
+        let table = to_table(&doc);
+        let header = table.lines().next().unwrap();
+        let row = table.lines().nth(1).unwrap();
+        assert!(row.starts_with(&format!("{long} ")));
+        assert_eq!(header.find("WRITER"), row.find("alive"));
+    }
 }

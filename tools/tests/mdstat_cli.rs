@@ -165,3 +165,84 @@ fn a_feeds_late_trades_and_lag_are_shown() {
         "{table}"
     );
 }
+
+/// Not a test on its own: run by `health_check_exit_codes` as a child process that
+/// writes a ring and then waits to be killed (`MDSTAT_TEST_WRITER=<shm dir>`).
+#[test]
+fn writer_process_for_the_health_check() {
+    let Ok(dir) = std::env::var("MDSTAT_TEST_WRITER") else {
+        return;
+    };
+    let shm = ShmDir::new(&dir);
+    let mut ring =
+        RingWriter::create(&shm, "ticks", &RingOptions::default().capacity(1 << 20)).unwrap();
+    ring.append_record(&Trade::default()).unwrap();
+    println!("writing");
+    for _ in 0..600 {
+        ring.heartbeat(mdi_protocol::time::WallNs(mdi_transport::wall_clock_ns()));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// `mdstat --check` as a health probe (issue 24): 0 while the writer lives, 2 after
+/// `kill -9` of it, 5 for a reader lagging past `--max-lag`, 3 for a corrupt stream or
+/// none; one line per problem.
+#[test]
+fn health_check_exit_codes() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    let mut writer = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "writer_process_for_the_health_check",
+            "--nocapture",
+        ])
+        .env("MDSTAT_TEST_WRITER", path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(writer.stdout.take().unwrap()).lines();
+    assert!(lines.any(|l| l.unwrap().contains("writing")));
+    let healthy = mdstat(&["--check", "--shm-dir", path]);
+    assert_eq!(healthy.status.code(), Some(0), "{}", text(&healthy.stdout));
+    assert!(text(&healthy.stdout).contains("healthy: 1 streams"));
+    // a reader registered at the start lags one record: over a limit of 0
+    let _reader = Subscriber::builder()
+        .shm_dir(dir.path())
+        .stream("ticks")
+        .from_earliest()
+        .register("slow")
+        .open()
+        .unwrap();
+    let lagging = mdstat(&["--check", "--shm-dir", path, "--max-lag", "0"]);
+    assert_eq!(lagging.status.code(), Some(5), "{}", text(&lagging.stdout));
+    assert!(text(&lagging.stdout).contains("reader slow"));
+    assert_eq!(
+        mdstat(&["--check", "--shm-dir", path, "--max-lag", "10"])
+            .status
+            .code(),
+        Some(0)
+    );
+    writer.kill().unwrap(); // SIGKILL
+    writer.wait().unwrap();
+    let dead = mdstat(&["--check", "--shm-dir", path]);
+    assert_eq!(dead.status.code(), Some(2), "{}", text(&dead.stdout));
+    assert!(
+        text(&dead.stdout).contains("ticks: writer dead"),
+        "{}",
+        text(&dead.stdout)
+    );
+    std::fs::write(dir.path().join("junk.ring"), vec![3u8; 8192]).unwrap();
+    let both = mdstat(&["--check", "--shm-dir", path]);
+    assert_eq!(both.status.code(), Some(2), "the most serious first");
+    assert!(text(&both.stdout).contains("junk: unreadable"));
+    let empty = tempfile::tempdir().unwrap();
+    let none = mdstat(&["--check", "--shm-dir", empty.path().to_str().unwrap()]);
+    assert_eq!(none.status.code(), Some(3));
+    // bad arguments are mdstat's own failure (1), never a health code
+    assert_eq!(
+        mdstat(&["--check", "--max-lag", "lots"]).status.code(),
+        Some(1)
+    );
+}

@@ -9,13 +9,21 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use clap::Parser;
 use mdi_protocol::ring::ShmDir;
-use mdi_tools::stat::{sample, to_json, to_table};
+use mdi_tools::stat::{Limits, check, sample, to_json, to_table};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "mdstat",
     version,
-    about = "Status of mdi streams: writers, positions, rates, registered readers and their lag"
+    about = "Status of mdi streams: writers, positions, rates, registered readers and their lag",
+    after_help = "Exit status:\n  \
+        0  printed (with --check: every stream healthy)\n  \
+        1  mdstat itself failed (no shm directory, bad arguments)\n  \
+        With --check, the most serious problem found:\n  \
+        2  a writer is dead, closed or stale (heartbeat older than --max-age)\n  \
+        3  a stream is unreadable (missing, corrupt, foreign), or there is none\n  \
+        4  a UDP replica lost records it could not repair (more than --max-lost)\n  \
+        5  a registered reader lags more than --max-lag records"
 )]
 struct Cli {
     /// Streams to show (default: every stream in the shm directory).
@@ -33,12 +41,35 @@ struct Cli {
     /// Rates are measured over this long (and --watch refreshes this often).
     #[arg(long, value_name = "MS", default_value_t = 500)]
     interval_ms: u64,
+    /// A health probe (systemd, Kubernetes): check every stream once, print one line per
+    /// problem, exit with the code of the most serious (see below); 0 when healthy.
+    #[arg(long, conflicts_with_all = ["watch", "json"])]
+    check: bool,
+    /// With --check: a registered reader further behind than this many records is a
+    /// problem (default: lag is not checked).
+    #[arg(long, value_name = "RECORDS", requires = "check")]
+    max_lag: Option<u64>,
+    /// With --check: a writer whose heartbeat is older than this many seconds is stale.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 5.0,
+        requires = "check"
+    )]
+    max_age: f64,
+    /// With --check: a UDP replica may have lost this many records and still be healthy.
+    #[arg(long, value_name = "RECORDS", default_value_t = 0, requires = "check")]
+    max_lost: u64,
 }
 
 use mdi_transport::wall_clock_ns as now_ns;
 
 fn main() {
-    let cli = Cli::parse();
+    // bad arguments exit 1 (clap's own code, 2, is a health code here); help exits 0
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        let _ = e.print();
+        std::process::exit(i32::from(e.use_stderr()));
+    });
     if let Err(error) = run(&cli) {
         if error.chain().any(|c| {
             c.downcast_ref::<std::io::Error>()
@@ -59,6 +90,27 @@ fn run(cli: &Cli) -> Result<()> {
         );
     }
     let dir = ShmDir::new(&cli.shm_dir);
+    if cli.check {
+        let now = sample(&dir, &cli.streams)?;
+        let doc = to_json(&dir, &now, &now, Duration::ZERO, now_ns());
+        let limits = Limits {
+            max_lag_records: cli.max_lag,
+            max_age_ms: (cli.max_age.max(0.0) * 1e3) as u64,
+            max_lost: cli.max_lost,
+        };
+        let problems = check(&doc, &limits);
+        let mut stdout = std::io::stdout().lock();
+        for (_, line) in &problems {
+            writeln!(stdout, "{line}")?;
+        }
+        let Some((worst, _)) = problems.first() else {
+            let n = doc["streams"].as_array().map_or(0, Vec::len);
+            writeln!(stdout, "healthy: {n} streams")?;
+            return Ok(());
+        };
+        stdout.flush()?;
+        std::process::exit(worst.exit_code());
+    }
     let interval = Duration::from_millis(cli.interval_ms.max(1));
     let mut before = sample(&dir, &cli.streams)?;
     let mut taken = Instant::now();
