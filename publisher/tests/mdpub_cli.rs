@@ -679,11 +679,12 @@ fn malformed_lines_are_counted_and_warned_about_by_default() {
             .arg(&path)
             .arg("--shm-dir")
             .arg(&shm)
+            .args(["--capacity", "1048576"])
             .env_remove("RUST_LOG")
             .env_remove("MDI_SHM_DIR")
             .output()
             .unwrap();
-        assert!(output.status.success());
+        assert!(output.status.success(), "{}", text(&output.stderr));
         let stderr = text(&output.stderr);
         assert!(stderr.contains("3 malformed"), "{format}: {stderr}");
         assert!(

@@ -1,4 +1,4 @@
-//! What every mdi binary does the same at start: its log. Behind the `cli` feature,
+//! What every mdi binary does the same at start: its arguments' errors, its log. Behind the `cli` feature,
 //! which only binaries enable — a library never installs a subscriber; a binary calls
 //! [`init_logging`] once, first thing.
 //!
@@ -31,6 +31,16 @@ impl std::str::FromStr for LogFormat {
             other => Err(format!("log format {other:?}: expected text or json")),
         }
     }
+}
+
+/// The command line as `P` says, or exit: 0 after `--help` / `--version`, 1 for bad
+/// arguments (every binary documents its exit codes; clap's own 2 means something else
+/// to some of them, e.g. `mdstat --check`).
+pub fn parse_args<P: clap::Parser>() -> P {
+    P::try_parse().unwrap_or_else(|e| {
+        let _ = e.print();
+        std::process::exit(i32::from(e.use_stderr()));
+    })
 }
 
 /// The filter when `RUST_LOG` is not set.

@@ -21,7 +21,7 @@ use mdi_itch::venue::{self, VenueConfig};
     name = "mdfeedsim",
     version,
     about = "Generate a synthetic ITCH 5.0 feed over MoldUDP64",
-    after_help = "Examples:\n  mdfeedsim --out day.pcap --messages 1000000 --symbols 50 --seed 7\n  mdpub replay --feed itch --input day.pcap\n\n  # live, inside a network namespace (never onto a real network):\n  mdfeedsim --send --group 233.54.12.1:26400 --iface 127.0.0.1 --serve 127.0.0.1:26401 --rate 20000"
+    after_help = "Examples:\n  mdfeedsim --out day.pcap --messages 1000000 --symbols 50 --seed 7\n  mdpub replay --feed itch --input day.pcap\n\n  # live, inside a network namespace (never onto a real network):\n  mdfeedsim --send --group 233.54.12.1:26400 --iface 127.0.0.1 --serve 127.0.0.1:26401 --rate 20000\n\nExit status:\n  0  done\n  1  an error (the output file, the socket) or bad arguments"
 )]
 struct Cli {
     /// Write the feed as a pcap file (Ethernet/IPv4/UDP frames to --group).
@@ -67,7 +67,7 @@ struct Cli {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli: Cli = mdi_transport::cli::parse_args();
     if let Err(error) = run(&cli) {
         eprintln!("mdfeedsim: {error:#}");
         std::process::exit(1);

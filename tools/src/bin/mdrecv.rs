@@ -15,7 +15,8 @@ use mdi_transport::receiver::{UdpReceiver, UdpReceiverOptions};
 #[command(
     name = "mdrecv",
     version,
-    about = "Join reliable-UDP channels and keep local replica rings"
+    about = "Join reliable-UDP channels and keep local replica rings",
+    after_help = "Exit status:\n  0  stopped by SIGTERM/SIGINT, or (--until-end) every stream ended and repaired\n  1  an error (socket, shm directory, replica refused by the filesystem) or bad arguments\n  2  --timeout passed before every stream ended"
 )]
 struct Cli {
     /// Log as text for people (colour on a terminal) or one JSON object per line;
@@ -54,7 +55,7 @@ fn parse_channel(uri: &str) -> Result<Channel, String> {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli: Cli = mdi_transport::cli::parse_args();
     mdi_transport::cli::init_logging(cli.log_format);
     match run(&cli) {
         Ok(code) => std::process::exit(code),

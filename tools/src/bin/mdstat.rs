@@ -65,11 +65,8 @@ struct Cli {
 use mdi_transport::wall_clock_ns as now_ns;
 
 fn main() {
-    // bad arguments exit 1 (clap's own code, 2, is a health code here); help exits 0
-    let cli = Cli::try_parse().unwrap_or_else(|e| {
-        let _ = e.print();
-        std::process::exit(i32::from(e.use_stderr()));
-    });
+    // bad arguments exit 1 (clap's own code, 2, is a health code here)
+    let cli: Cli = mdi_transport::cli::parse_args();
     if let Err(error) = run(&cli) {
         if error.chain().any(|c| {
             c.downcast_ref::<std::io::Error>()

@@ -21,7 +21,7 @@ use mdi_transport::wall_clock_ns as wall_ns;
     name = "mdtail",
     version,
     about = "Print the records of mdi streams (ring logs in shared memory)",
-    after_help = "Examples:\n  mdtail                                  every stream, live, as a table\n  mdtail klines --from earliest --no-follow --format jsonl\n  mdtail ticks --symbol BTCUSDT --kind trade --count 10"
+    after_help = "Examples:\n  mdtail                                  every stream, live, as a table\n  mdtail klines --from earliest --no-follow --format jsonl\n  mdtail ticks --symbol BTCUSDT --kind trade --count 10\n\nExit status:\n  0  done (--no-follow, --count), interrupted, or its output closed (mdtail | head)\n  1  an error: no such stream or shm directory, a corrupt ring, bad arguments"
 )]
 struct Cli {
     /// Log as text for people (colour on a terminal) or one JSON object per line;
@@ -131,7 +131,7 @@ fn parse_start(text: &str) -> Result<From, String> {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli: Cli = mdi_transport::cli::parse_args();
     mdi_transport::cli::init_logging(cli.log_format);
     match run(&cli) {
         Ok(()) => {}

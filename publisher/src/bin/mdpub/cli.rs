@@ -14,7 +14,8 @@ use mdi_transport::wall_clock_ns;
 #[command(
     name = "mdpub",
     version,
-    about = "mdi publisher: venue feeds into ring logs, served over reliable UDP"
+    about = "mdi publisher: venue feeds into ring logs, served over reliable UDP",
+    after_help = "Exit status:\n  0  done (a replay's end, --duration) or stopped by SIGTERM/SIGINT, rings closed cleanly\n  1  an error, said on stderr (configuration, input file, ring refused, socket) or bad arguments"
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]

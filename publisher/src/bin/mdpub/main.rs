@@ -15,10 +15,9 @@ use crate::demo::*;
 use crate::live::*;
 use crate::replay::*;
 use crate::serve::*;
-use clap::Parser;
 
 fn main() {
-    let cli = Cli::parse();
+    let cli: Cli = mdi_transport::cli::parse_args();
     mdi_transport::cli::init_logging(cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => run_serve(&args),
