@@ -350,7 +350,7 @@ fn bad_itch_input_is_refused_with_the_reason() {
     let output = replay_itch(&junk, &dir.path().join("shm"), &[]);
     assert!(!output.status.success());
     assert!(
-        text(&output.stderr).contains("not a pcap file"),
+        text(&output.stderr).contains("not a pcap or pcapng capture"),
         "{}",
         text(&output.stderr)
     );
@@ -421,7 +421,6 @@ fn bad_itch_input_is_refused_with_the_reason() {
 
 /// Every record of the `ticks` ring as text, without the times mdpub stamps itself
 /// (receive, publish): what must not depend on how the frames were received.
-#[cfg(feature = "dpdk")]
 fn ticks_without_local_times(shm: &Path) -> Vec<String> {
     let mut out = Vec::new();
     each_record(shm, |seq, view| {
@@ -617,4 +616,84 @@ fn itch_trades_build_k_lines_equal_to_a_brute_force_model() {
     }
     assert!(compared > 1_000, "{compared} candles compared");
     assert!(stderr.contains(" K-lines"), "{stderr}");
+}
+
+/// Captures as operators have them (issue 24): the simulated feed as pcapng (Wireshark's
+/// default) and as Linux cooked captures (`tcpdump -i any`: SLL in pcap, SLL2 in
+/// pcapng), under a name that says nothing, replay to the same records as its pcap;
+/// a cut capture says where it ends.
+#[test]
+fn pcapng_and_cooked_captures_replay_like_the_pcap() {
+    use mdi_itch::pcap::{LinkType, PcapNgWriter, PcapReader, ethernet_to_sll};
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("day.pcap");
+    let config = SimConfig {
+        messages: 20_000,
+        symbols: 8,
+        seed: 5,
+        ..SimConfig::default()
+    };
+    write_pcap(&pcap, &config, |_| false);
+    let mut frames = Vec::new();
+    let bytes = std::fs::read(&pcap).unwrap();
+    let mut reader = PcapReader::new(bytes.as_slice()).unwrap();
+    while let Some(frame) = reader.next_frame().unwrap() {
+        frames.push((frame.time_ns, frame.data.to_vec()));
+    }
+    let write = |name: &str, link: LinkType, ng: bool| {
+        let path = dir.path().join(name);
+        let file = std::fs::File::create(&path).unwrap();
+        let frame_of = |f: &[u8]| match link {
+            LinkType::LinuxSll => ethernet_to_sll(f, false).unwrap(),
+            LinkType::LinuxSll2 => ethernet_to_sll(f, true).unwrap(),
+            _ => f.to_vec(),
+        };
+        if ng {
+            let mut w = PcapNgWriter::new(file, link).unwrap();
+            for (t, f) in &frames {
+                w.write_frame(*t, &frame_of(f)).unwrap();
+            }
+            w.finish().unwrap();
+        } else {
+            let mut w = mdi_itch::pcap::PcapWriter::with_link(file, link).unwrap();
+            for (t, f) in &frames {
+                w.write_frame(*t, &frame_of(f)).unwrap();
+            }
+            w.finish().unwrap();
+        }
+        path
+    };
+    let variants = [
+        write("capture.bin", LinkType::Ethernet, true),
+        write("any.pcap", LinkType::LinuxSll, false),
+        write("any.pcapng", LinkType::LinuxSll2, true),
+    ];
+    let args = ["--date", "2024-01-02", "--capacity", "67108864"];
+    let shm = dir.path().join("pcap");
+    let output = replay_itch(&pcap, &shm, &args);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let want = ticks_without_local_times(&shm);
+    assert!(want.len() > 2_000, "{} records", want.len());
+    for (i, path) in variants.iter().enumerate() {
+        let shm = dir.path().join(format!("variant{i}"));
+        let output = replay_itch(path, &shm, &args);
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            path.display(),
+            text(&output.stderr)
+        );
+        assert_eq!(ticks_without_local_times(&shm), want, "{}", path.display());
+    }
+    // cut inside a block: the error says at which byte
+    let whole = std::fs::read(&variants[0]).unwrap();
+    let cut = dir.path().join("cut.pcapng");
+    std::fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
+    let output = replay_itch(&cut, &dir.path().join("cut"), &args);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("truncated") && stderr.contains("at byte"),
+        "{stderr}"
+    );
 }

@@ -430,6 +430,7 @@ impl DpdkPort {
             time_ns,
             // SAFETY: data points at len readable bytes of the mbuf, alive as above.
             data: unsafe { std::slice::from_raw_parts(data, len as usize) },
+            link: mdi_itch::pcap::LinkType::Ethernet,
         }
     }
 }

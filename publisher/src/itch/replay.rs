@@ -10,7 +10,7 @@ use mdi_protocol::ring::WriteError;
 use super::feed::ItchFeed;
 use mdi_itch::message::FileMessages;
 use mdi_itch::mold::{Session, SessionConfig, SessionCounters};
-use mdi_itch::pcap::{Frame, PcapError, PcapReader, udp_datagram};
+use mdi_itch::pcap::{Frame, PcapError, PcapReader};
 use mdi_protocol::time::MonoNs;
 
 /// Where raw frames come from (Ethernet first).
@@ -93,8 +93,9 @@ pub fn replay_frames(
             break;
         };
         last_receive = receive_ns;
-        let Some(datagram) =
-            udp_datagram(frame.data).filter(|d| group.is_none_or(|g| g == d.destination))
+        let Some(datagram) = frame
+            .datagram()
+            .filter(|d| group.is_none_or(|g| g == d.destination))
         else {
             counts.other_frames += 1;
             continue;

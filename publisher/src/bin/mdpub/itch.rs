@@ -73,9 +73,25 @@ pub(crate) fn run_itch_replay(args: &Replay) -> Result<()> {
     use mdi_publisher::itch::feed::ItchFeed;
     use mdi_publisher::itch::replay::{replay_file, replay_frames};
 
-    let is_pcap = args.input.to_str().is_some_and(|p| p.contains(".pcap"));
-    let input =
+    let mut input =
         open_input(&args.input).with_context(|| format!("opening {}", args.input.display()))?;
+    // a capture (pcap or pcapng, whatever its name) by its magic bytes, else ITCH itself
+    let is_pcap = {
+        let head = input
+            .fill_buf()
+            .with_context(|| format!("reading {}", args.input.display()))?;
+        let first = head.get(..4).map(|b| [b[0], b[1], b[2], b[3]]);
+        let is_capture = first.and_then(mdi_itch::pcap::capture_format).is_some();
+        let named_so = args.input.to_string_lossy().contains(".pcap");
+        if named_so && !is_capture {
+            bail!(
+                "{}: {}",
+                args.input.display(),
+                mdi_itch::pcap::PcapError::Magic(first.map_or(0, u32::from_le_bytes))
+            );
+        }
+        is_capture
+    };
     // a pcap of the multicast (read here or by DPDK), or a plain ITCH file
     let mut source = match args.backend {
         Backend::Dpdk => {
