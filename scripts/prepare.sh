@@ -7,7 +7,8 @@
 #
 # Parts:
 #   tests   the default test suite (scripts/test.sh): iproute2 and nftables for the
-#           network-namespace tests, cargo-nextest, cargo-deny for the dependency policy,
+#           network-namespace tests, prometheus (server and promtool) for the metrics
+#           tests, cargo-nextest, cargo-deny for the dependency policy,
 #           and the Python venv `.venv` with `websockets` (the independent venue server),
 #           maturin, pytest, polars, pyarrow and pycapnp (the Python package's tests and
 #           benchmark)
@@ -68,6 +69,8 @@ for part in "${parts[@]}"; do
         tests)
             need_deb iproute2 ip
             need_deb nftables nft
+            # a real Prometheus server and promtool for the metrics tests
+            need_deb prometheus promtool
             need_cargo cargo-nextest nextest
             need_cargo cargo-deny deny
             need_venv websockets "websockets>=12,<16"

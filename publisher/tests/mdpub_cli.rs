@@ -708,3 +708,89 @@ fn malformed_lines_are_counted_and_warned_about_by_default() {
         }
     }
 }
+
+/// `mdpub --metrics ADDR` (issue 24): the demo's rings and UDP sender as Prometheus
+/// metrics while it runs, in a format promtool accepts.
+#[test]
+fn the_demo_serves_prometheus_metrics() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_mdpub"))
+        .args([
+            "--metrics",
+            &format!("127.0.0.1:{port}"),
+            "demo",
+            "--shm-dir",
+        ])
+        .arg(dir.path())
+        .args([
+            "--udp",
+            &format!("udp://127.0.0.1:{udp}"),
+            "--duration",
+            "20",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let body = loop {
+        let got = std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .and_then(|mut s| {
+                write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+                let mut text = String::new();
+                s.read_to_string(&mut text).ok()?;
+                Some(text)
+            })
+            .unwrap_or_default();
+        if got.contains("mdi_udp_send_data_frames_total") && got.contains("mdi_ring_records_total")
+        {
+            break got.split_once("\r\n\r\n").unwrap().1.to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no metrics: {got}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let _ = demo.kill();
+    demo.wait().unwrap();
+    assert!(
+        body.contains("mdi_ring_writer_up{stream=\"ticks\"} 1.0"),
+        "{body}"
+    );
+    let promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    match promtool {
+        Ok(mut child) => {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(body.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", text(&out.stderr));
+        }
+        Err(_) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "promtool missing (apt-get install prometheus)"
+            );
+            eprintln!(
+                "\n!!! SKIPPED the promtool check: promtool missing (apt-get install prometheus)\n"
+            );
+        }
+    }
+}

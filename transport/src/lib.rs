@@ -17,6 +17,10 @@
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod clock;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+#[cfg(feature = "stat")]
+pub mod stat;
 pub mod time;
 
 #[cfg(feature = "udp")]

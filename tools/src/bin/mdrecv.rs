@@ -23,6 +23,10 @@ struct Cli {
     /// warnings and info are shown unless `RUST_LOG` says otherwise.
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     log_format: mdi_transport::cli::LogFormat,
+    /// Serve Prometheus metrics of the replicas on http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9465): rings, UDP receive counters, read at scrape time.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// Channel to join, repeatable: udp://GROUP:PORT?iface=ADDR&ttl=N or udp://HOST:PORT.
     #[arg(long = "udp", value_name = "URI", required = true, value_parser = parse_channel)]
     channels: Vec<Channel>,
@@ -100,6 +104,15 @@ fn run(cli: &Cli) -> Result<i32> {
             .join(", "),
         cli.shm_dir.display()
     );
+    let _metrics = match cli.metrics {
+        Some(addr) => {
+            let server = mdi_transport::metrics::serve(addr, cli.shm_dir.clone(), Vec::new())
+                .with_context(|| format!("serving metrics on {addr}"))?;
+            eprintln!("mdrecv: metrics on http://{}/metrics", server.addr());
+            Some(server)
+        }
+        None => None,
+    };
     let started = Instant::now();
     let per_poll = Duration::from_millis(1);
     let code = loop {

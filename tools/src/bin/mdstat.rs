@@ -57,6 +57,10 @@ struct Cli {
         requires = "check"
     )]
     max_age: f64,
+    /// Serve Prometheus metrics of the streams on http://ADDR/metrics until interrupted
+    /// (read from shared memory at each scrape), instead of printing.
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["watch", "json", "check"])]
+    serve: Option<std::net::SocketAddr>,
     /// With --check: a UDP replica may have lost this many records and still be healthy.
     #[arg(long, value_name = "RECORDS", default_value_t = 0, requires = "check")]
     max_lost: u64,
@@ -87,6 +91,18 @@ fn run(cli: &Cli) -> Result<()> {
         );
     }
     let dir = ShmDir::new(&cli.shm_dir);
+    if let Some(addr) = cli.serve {
+        let server = mdi_transport::metrics::serve(addr, cli.shm_dir.clone(), cli.streams.clone())?;
+        eprintln!("mdstat: metrics on http://{}/metrics", server.addr());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(signal, std::sync::Arc::clone(&stop))?;
+        }
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        return Ok(());
+    }
     if cli.check {
         let now = sample(&dir, &cli.streams)?;
         let doc = to_json(&dir, &now, &now, Duration::ZERO, now_ns());

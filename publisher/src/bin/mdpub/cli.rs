@@ -24,6 +24,11 @@ pub(crate) struct Cli {
     /// warnings and info are shown unless `RUST_LOG` says otherwise.
     #[arg(long, value_name = "FORMAT", default_value = "text", global = true)]
     pub(crate) log_format: mdi_transport::cli::LogFormat,
+    /// Serve Prometheus metrics of the rings this command writes or serves on
+    /// http://ADDR/metrics (e.g. 127.0.0.1:9464): rings, registered readers, UDP and
+    /// feed counters, read at scrape time.
+    #[arg(long, value_name = "ADDR", global = true)]
+    pub(crate) metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,9 +16,29 @@ use crate::live::*;
 use crate::replay::*;
 use crate::serve::*;
 
+/// `--metrics ADDR`, for the command to start once it knows its shm directory.
+pub(crate) static METRICS_ADDR: std::sync::OnceLock<Option<std::net::SocketAddr>> =
+    std::sync::OnceLock::new();
+
+/// Starts the metrics endpoint of `--metrics` (if given) for the rings of `shm_dir`.
+pub(crate) fn start_metrics(
+    shm_dir: &std::path::Path,
+) -> anyhow::Result<Option<mdi_transport::metrics::MetricsServer>> {
+    use anyhow::Context;
+    let Some(addr) = METRICS_ADDR.get().copied().flatten() else {
+        return Ok(None);
+    };
+    let server = mdi_transport::metrics::serve(addr, shm_dir.to_owned(), Vec::new())
+        .with_context(|| format!("serving metrics on {addr}"))?;
+    eprintln!("mdpub: metrics on http://{}/metrics", server.addr());
+    Ok(Some(server))
+}
+
 fn main() {
     let cli: Cli = mdi_transport::cli::parse_args();
     mdi_transport::cli::init_logging(cli.log_format);
+    // every command's metrics endpoint (started where its shm dir is known)
+    let _ = METRICS_ADDR.set(cli.metrics);
     let result = match cli.command {
         Command::Serve(args) => run_serve(&args),
         Command::Replay(args) => run_replay(&args),

@@ -33,6 +33,7 @@ pub(crate) fn run_serve(args: &Serve) -> Result<()> {
         bail!("nothing to serve on: give at least one --udp URI");
     }
     let shm = ShmDir::new(&args.serving.shm_dir);
+    let _metrics = crate::start_metrics(&args.serving.shm_dir)?;
     let streams = if args.streams.is_empty() {
         shm.streams()
             .with_context(|| format!("listing rings in {}", shm.path().display()))?
@@ -110,6 +111,7 @@ pub(crate) fn write_and_serve<T: Send>(
     job: impl FnOnce(Rings) -> Result<T> + Send,
 ) -> Result<(T, Vec<UdpSender>)> {
     let shm = ShmDir::new(&serving.shm_dir);
+    let _metrics = crate::start_metrics(&serving.shm_dir)?;
     let rings = Rings {
         ticks: RingWriter::create(&shm, "ticks", ticks).context("creating ring ticks")?,
         klines: RingWriter::create(&shm, "klines", klines).context("creating ring klines")?,
