@@ -40,6 +40,9 @@ step "Python package: pip install ./python into .venv, then pytest"
 cargo build --locked -p mdi-publisher -p mdi-tools --bins
 MDI_BIN_DIR="$PWD/target/debug" ./.venv/bin/python -m pytest -q python/tests
 
+step "deployment files (systemd-analyze verify, the dashboard)"
+./scripts/check-deploy.sh "$PWD/target/debug"
+
 step "examples against the demo feed"
 ./scripts/run-examples.sh
 
