@@ -794,3 +794,38 @@ fn the_demo_serves_prometheus_metrics() {
         }
     }
 }
+
+/// Progress of a long replay (issue 24): into a pipe (not a terminal), a line every 5 s
+/// with the share done, the rate and the time left.
+#[test]
+fn a_long_replay_says_how_far_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    // two hours of trades at 1000x: about 7 s
+    let path = write_agg_trades(dir.path(), "BTCUSDT-aggTrades-2024-03-05.csv", 4_000);
+    let output = Command::new(env!("CARGO_BIN_EXE_mdpub"))
+        .args([
+            "replay",
+            "--speed",
+            "1000x",
+            "--capacity",
+            "1048576",
+            "--input",
+        ])
+        .arg(&path)
+        .arg("--shm-dir")
+        .arg(dir.path().join("shm"))
+        .env_remove("MDI_SHM_DIR")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("mdpub: replaying") && l.contains("% ("))
+        .unwrap_or_else(|| panic!("no progress line in {stderr}"));
+    assert!(
+        line.contains("MB of") && line.contains("MB/s") && line.contains("ETA"),
+        "{line}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "no terminal codes into a pipe");
+}

@@ -61,3 +61,137 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().with_ansi(false).init(),
     }
 }
+
+/// Progress of a long job (a replay, an export) over a count that grows (bytes read):
+/// on a terminal a bar with rate and ETA, redrawn ten times a second; otherwise — a log
+/// file, the journal — one line every `LINE_EVERY`. Reads the count on a thread of its
+/// own: the job only adds to an atomic.
+#[derive(Debug)]
+pub struct Progress {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How often a progress line is written when stderr is not a terminal.
+pub const LINE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Progress {
+    /// Shows the progress of `what` (`"replaying day.csv"`): `done` bytes of `total`
+    /// (unknown for a compressed input: then the bytes and the rate alone).
+    pub fn start(
+        what: impl Into<String>,
+        done: std::sync::Arc<std::sync::atomic::AtomicU64>,
+        total: Option<u64>,
+    ) -> Self {
+        use std::sync::atomic::Ordering;
+        let what = what.into();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let terminal = std::io::stderr().is_terminal();
+        let thread = {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("progress".into())
+                .spawn(move || {
+                    let started = std::time::Instant::now();
+                    let bar = terminal.then(|| {
+                        let bar = match total {
+                            Some(t) => indicatif::ProgressBar::new(t).with_style(
+                                indicatif::ProgressStyle::with_template(
+                                    "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                                )
+                                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                                .progress_chars("=> "),
+                            ),
+                            None => indicatif::ProgressBar::new_spinner().with_style(
+                                indicatif::ProgressStyle::with_template(
+                                    "{msg} {bytes} {bytes_per_sec} {elapsed}",
+                                )
+                                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                            ),
+                        };
+                        bar.set_message(what.clone());
+                        bar
+                    });
+                    let mut last_line = started;
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                        let n = done.load(Ordering::Relaxed);
+                        match &bar {
+                            Some(bar) => bar.set_position(n),
+                            None if last_line.elapsed() >= LINE_EVERY => {
+                                last_line = std::time::Instant::now();
+                                eprintln!("{}", progress_line(&what, n, total, started.elapsed()));
+                            }
+                            None => {}
+                        }
+                    }
+                    if let Some(bar) = bar {
+                        bar.finish_and_clear();
+                    }
+                })
+                .ok()
+        };
+        Self { stop, thread }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `what: 45% (120.0 MB of 266.7 MB), 40.0 MB/s, ETA 4 s` (without a total: the bytes
+/// and the rate).
+pub fn progress_line(
+    what: &str,
+    done: u64,
+    total: Option<u64>,
+    elapsed: std::time::Duration,
+) -> String {
+    let mb = |b: u64| b as f64 / 1e6;
+    let rate = done as f64 / elapsed.as_secs_f64().max(1e-3);
+    match total {
+        Some(t) if t > 0 => {
+            let eta = (t.saturating_sub(done)) as f64 / rate.max(1.0);
+            format!(
+                "{what}: {:.0}% ({:.1} MB of {:.1} MB), {:.1} MB/s, ETA {:.0} s",
+                done as f64 * 100.0 / t as f64,
+                mb(done),
+                mb(t),
+                rate / 1e6,
+                eta
+            )
+        }
+        _ => format!("{what}: {:.1} MB, {:.1} MB/s", mb(done), rate / 1e6),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_progress_line_has_percent_rate_and_eta() {
+        let line = progress_line(
+            "replaying day.csv",
+            50_000_000,
+            Some(200_000_000),
+            std::time::Duration::from_secs(5),
+        );
+        assert_eq!(
+            line,
+            "replaying day.csv: 25% (50.0 MB of 200.0 MB), 10.0 MB/s, ETA 15 s"
+        );
+        let unknown = progress_line(
+            "replaying day.csv.zst",
+            3_000_000,
+            None,
+            std::time::Duration::from_secs(1),
+        );
+        assert_eq!(unknown, "replaying day.csv.zst: 3.0 MB, 3.0 MB/s");
+    }
+}

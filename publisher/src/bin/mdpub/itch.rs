@@ -9,7 +9,6 @@ use crate::live::*;
 use crate::replay::*;
 use crate::serve::*;
 use anyhow::{Context, Result, bail};
-use mdi_publisher::input::open_input;
 use mdi_transport::wall_clock_ns;
 
 /// The ITCH session clock of `YYYY-MM-DD` (its midnight in New York).
@@ -73,8 +72,14 @@ pub(crate) fn run_itch_replay(args: &Replay) -> Result<()> {
     use mdi_publisher::itch::feed::ItchFeed;
     use mdi_publisher::itch::replay::{replay_file, replay_frames};
 
-    let mut input =
-        open_input(&args.input).with_context(|| format!("opening {}", args.input.display()))?;
+    let (mut input, read, size) = mdi_publisher::input::open_input_counted(&args.input)
+        .with_context(|| format!("opening {}", args.input.display()))?;
+    // a bar with rate and ETA on a terminal, a line every 5 s otherwise
+    let _progress = mdi_transport::cli::Progress::start(
+        format!("mdpub: replaying {}", args.input.display()),
+        read,
+        size,
+    );
     // a capture (pcap or pcapng, whatever its name) by its magic bytes, else ITCH itself
     let is_pcap = {
         let head = input

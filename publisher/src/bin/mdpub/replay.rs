@@ -87,8 +87,14 @@ pub(crate) fn run_replay(args: &Replay) -> Result<()> {
         .and_then(|n| n.to_str())
         .unwrap_or_default();
     let kind = input_kind(args, file_name)?;
-    let input =
-        open_input(&args.input).with_context(|| format!("opening {}", args.input.display()))?;
+    let (input, read, size) = mdi_publisher::input::open_input_counted(&args.input)
+        .with_context(|| format!("opening {}", args.input.display()))?;
+    // a bar with rate and ETA on a terminal, a line every 5 s otherwise
+    let _progress = mdi_transport::cli::Progress::start(
+        format!("mdpub: replaying {}", args.input.display()),
+        read,
+        size,
+    );
     let options = args.ring_options();
     let stop = interrupt_flag()?;
     let mut pacer = Pacer::new(args.speed);
