@@ -673,3 +673,46 @@ mod tests {
         );
     }
 }
+
+/// The publisher's latency histograms (venue event → arrival → commit), counted by the
+/// writing thread into plain histograms and added to the process's
+/// [`mdi_transport::latency::FEED_LATENCY`] every [`LatencyMeter::FLUSH_EVERY`] frames
+/// and at each timer, where the metrics endpoint reads them. A frame costs a bucket
+/// index and a few additions.
+#[derive(Debug, Default)]
+pub struct LatencyMeter {
+    exchange_to_receive: mdi_transport::latency::LocalHistogram,
+    receive_to_publish: mdi_transport::latency::LocalHistogram,
+    since_flush: u32,
+}
+
+impl LatencyMeter {
+    /// Frames (or packets) between flushes into the shared histograms.
+    pub const FLUSH_EVERY: u32 = 1024;
+
+    /// One frame or packet: its venue event time (if it has one), its arrival, and the
+    /// commit time of its records (if it wrote any, and the caller read the clock).
+    #[inline]
+    pub fn observe(&mut self, exchange_ns: Option<i64>, receive_ns: i64, publish_ns: Option<i64>) {
+        if let Some(exchange) = exchange_ns {
+            self.exchange_to_receive.record(receive_ns - exchange);
+        }
+        if let Some(publish) = publish_ns {
+            self.receive_to_publish.record(publish - receive_ns);
+        }
+        self.since_flush += 1;
+        if self.since_flush >= Self::FLUSH_EVERY {
+            self.flush();
+        }
+    }
+
+    /// Adds what was counted to the process's histograms.
+    pub fn flush(&mut self) {
+        let shared = &mdi_transport::latency::FEED_LATENCY;
+        self.exchange_to_receive
+            .flush_into(&shared.exchange_to_receive);
+        self.receive_to_publish
+            .flush_into(&shared.receive_to_publish);
+        self.since_flush = 0;
+    }
+}

@@ -753,7 +753,9 @@ fn the_demo_serves_prometheus_metrics() {
                 Some(text)
             })
             .unwrap_or_default();
-        if got.contains("mdi_udp_send_data_frames_total") && got.contains("mdi_ring_records_total")
+        if got.contains("mdi_udp_send_data_frames_total")
+            && got.contains("mdi_ring_records_total")
+            && got.contains("mdi_feed_latency_seconds_bucket")
         {
             break got.split_once("\r\n\r\n").unwrap().1.to_owned();
         }
@@ -766,6 +768,18 @@ fn the_demo_serves_prometheus_metrics() {
         body.contains("mdi_ring_writer_up{stream=\"ticks\"} 1.0"),
         "{body}"
     );
+    assert!(
+        body.contains("mdi_feed_latency_seconds_count{stage=\"exchange_to_receive\"}")
+            && body.contains("mdi_feed_latency_seconds_count{stage=\"receive_to_publish\"}"),
+        "{body}"
+    );
+    // the dashboard's latency panel queries what mdpub exports
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/grafana/mdi.json"
+    ))
+    .unwrap();
+    assert!(dashboard.contains("mdi_feed_latency_seconds_bucket"));
     let promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())

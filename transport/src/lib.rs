@@ -17,6 +17,7 @@
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod clock;
+pub mod latency;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 #[cfg(feature = "stat")]

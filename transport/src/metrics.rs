@@ -69,6 +69,7 @@ impl Collect {
 
     fn encode(self) -> String {
         let mut registry = Registry::default();
+        registry.register_collector(Box::new(LatencyCollector));
         for (name, help, family) in self.gauges {
             registry.register(name, help, family);
         }
@@ -78,6 +79,45 @@ impl Collect {
         let mut text = String::new();
         encode(&mut text, &registry).expect("writing to a String");
         text
+    }
+}
+
+/// The publisher's latency histograms ([`crate::latency::FEED_LATENCY`]), when it has
+/// recorded any: `mdi_feed_latency_seconds{stage="exchange_to_receive"|"receive_to_publish"}`.
+#[derive(Debug)]
+struct LatencyCollector;
+
+impl prometheus_client::collector::Collector for LatencyCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        let latency = &crate::latency::FEED_LATENCY;
+        let stages = [
+            (
+                "exchange_to_receive",
+                latency.exchange_to_receive.snapshot(),
+            ),
+            ("receive_to_publish", latency.receive_to_publish.snapshot()),
+        ];
+        if stages.iter().all(|(_, (_, _, count))| *count == 0) {
+            return Ok(());
+        }
+        let mut metric = encoder.encode_descriptor(
+            "mdi_feed_latency_seconds",
+            "The publisher's latency: venue event to arrival, arrival to commit into the ring",
+            None,
+            prometheus_client::metrics::MetricType::Histogram,
+        )?;
+        for (stage, (buckets, sum, count)) in &stages {
+            let labels = vec![("stage".to_owned(), (*stage).to_owned())];
+            metric
+                .encode_family(&labels)?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    *sum, *count, buckets, None,
+                )?;
+        }
+        Ok(())
     }
 }
 

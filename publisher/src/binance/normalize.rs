@@ -228,6 +228,8 @@ pub struct Normalizer {
     /// The latest standing state of the whole feed (connected, lagging, ...), written
     /// again by each state refresh.
     standing: Option<FeedStatus>,
+    /// Latency histograms (receive → publish sampled: one frame in 16 reads the clock).
+    latency: crate::pipeline::LatencyMeter,
 }
 
 /// Late trades are reported in a FeedStatus at most this often (ns).
@@ -335,6 +337,7 @@ impl Normalizer {
             late_reported: (0, 0, i64::MIN),
             refreshed_ns: i64::MIN,
             standing: None,
+            latency: crate::pipeline::LatencyMeter::default(),
             config,
         };
         for spec in normalizer.config.instruments.clone() {
@@ -467,6 +470,15 @@ impl Normalizer {
 
     /// One frame's text as received at `receive_ns`.
     pub fn on_frame(&mut self, receive_ns: i64, text: &str) -> Result<(), WriteError> {
+        let result = self.take_frame(receive_ns, text);
+        // the clock is read for one frame in 16: receive → publish is a sample
+        let publish_ns = (self.counters.frames % 16 == 0).then(self.clock);
+        self.latency
+            .observe(self.frame_event_ns, receive_ns, publish_ns);
+        result
+    }
+
+    fn take_frame(&mut self, receive_ns: i64, text: &str) -> Result<(), WriteError> {
         self.refresh_state(receive_ns)?;
         self.counters.frames += 1;
         self.frame_event_ns = None;
@@ -945,6 +957,7 @@ impl Normalizer {
         let wall = (self.clock)();
         self.rings.ticks.heartbeat(WallNs(wall));
         self.rings.klines.heartbeat(WallNs(wall));
+        self.latency.flush();
         let written = self.klines.on_timer(&mut self.rings.klines, now_ns);
         self.count_klines(written)?;
         self.report_late_trades(now_ns)

@@ -290,6 +290,8 @@ pub struct ItchFeed {
     kline_index: Vec<u32>,
     /// When the K-line timer last ran (wall ns).
     kline_timer_ns: i64,
+    /// Latency histograms, per packet that wrote records.
+    latency: crate::pipeline::LatencyMeter,
     /// Definitions by locate, written again by the state refresh.
     definitions: Vec<Option<InstrumentDefinition>>,
     /// The state refresh (ADR 0016): the round now going (its start, stream ns) and the
@@ -326,6 +328,7 @@ impl ItchFeed {
             klines: session.as_ref().map(|s| itch_klines(s, clock)),
             kline_index: Vec::new(),
             kline_timer_ns: i64::MIN,
+            latency: crate::pipeline::LatencyMeter::default(),
             definitions: Vec::new(),
             refresh: None,
             refresh_period_ns: STATE_REFRESH_NS,
@@ -705,7 +708,10 @@ impl ItchFeed {
             }
         }
         self.changes.clear();
-        self.packet_publish_ns = None;
+        if let Some(publish_ns) = self.packet_publish_ns.take() {
+            self.latency
+                .observe(Some(self.packet_ts), receive_ns, Some(publish_ns));
+        }
         self.refresh_state(receive_ns)?;
         // quiet candles close on their stock's venue clock (at most every 100 ms)
         self.on_timer(receive_ns)
@@ -942,6 +948,7 @@ impl ItchFeed {
             return Ok(());
         }
         self.kline_timer_ns = now_ns;
+        self.latency.flush();
         if let Some(klines) = &mut self.klines {
             let written = klines.on_timer(&mut self.rings.klines, now_ns)?;
             self.counters.klines += written;
