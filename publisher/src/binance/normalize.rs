@@ -472,7 +472,7 @@ impl Normalizer {
     pub fn on_frame(&mut self, receive_ns: i64, text: &str) -> Result<(), WriteError> {
         let result = self.take_frame(receive_ns, text);
         // the clock is read for one frame in 16: receive → publish is a sample
-        let publish_ns = (self.counters.frames % 16 == 0).then(self.clock);
+        let publish_ns = self.counters.frames.is_multiple_of(16).then(self.clock);
         self.latency
             .observe(self.frame_event_ns, receive_ns, publish_ns);
         result
