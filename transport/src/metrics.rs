@@ -325,6 +325,8 @@ impl MetricsServer {
 impl Drop for MetricsServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // the thread waits in accept: a connection wakes it to see the flag
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -354,7 +356,6 @@ pub fn serve(
     streams: Vec<String>,
 ) -> std::io::Result<MetricsServer> {
     let listener = TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
@@ -366,12 +367,12 @@ pub fn serve(
                 while !stop.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok((stream, _)) => {
+                            if stop.load(Ordering::Relaxed) {
+                                break;
+                            }
                             if let Err(e) = answer(stream, &dir, &streams) {
                                 tracing::debug!("metrics: {e}");
                             }
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(20));
                         }
                         Err(e) => {
                             tracing::warn!("metrics: accepting: {e}");
