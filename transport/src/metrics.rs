@@ -147,7 +147,15 @@ fn status_metrics(c: &mut Collect, prefix: &str, what: &str, file: &Value, base:
             continue;
         }
         let help = format!("{what}: {key} (the status file's `{key}`)");
-        if GAUGE_KEYS.contains(&key.as_str()) {
+        if let Some(base_name) = key.strip_suffix("_ns") {
+            // a duration: in seconds (e.g. the repair round trip)
+            c.gauge(
+                &format!("{prefix}_{base_name}_seconds"),
+                &help,
+                base,
+                n * 1e-9,
+            );
+        } else if GAUGE_KEYS.contains(&key.as_str()) {
             c.gauge(&format!("{prefix}_{key}"), &help, base, n);
         } else {
             c.counter(&format!("{prefix}_{key}"), &help, base, n);
@@ -249,7 +257,11 @@ pub fn exposition(doc: &Value) -> String {
             status_metrics(&mut c, prefix, what, file, &base);
         }
         let feed = &s["feed"];
-        status_metrics(&mut c, "mdi_feed", "feed", feed, &stream);
+        let mut feed_labels = stream.clone();
+        if let Some(venue) = feed["venue"].as_str() {
+            feed_labels.push(("venue".to_owned(), venue.to_owned()));
+        }
+        status_metrics(&mut c, "mdi_feed", "feed", feed, &feed_labels);
         for conn in feed["connections"].as_array().into_iter().flatten() {
             let l = labels(&[
                 ("stream", name),

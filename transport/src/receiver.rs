@@ -94,6 +94,8 @@ pub struct ReceiverStreamStats {
     pub high_water: Option<u64>,
     /// The state machine's counters.
     pub counters: ReceiverCounters,
+    /// The smoothed repair round trip, ns (0 until a repair was measured).
+    pub repair_rtt_ns: u64,
 }
 
 /// One stream of a channel: its state machine and replica.
@@ -258,6 +260,7 @@ impl UdpReceiver {
                 ("records", c.records.to_string()),
                 ("gaps", c.gaps.to_string()),
                 ("gap_bytes", c.gap_bytes.to_string()),
+                ("repair_rtt_ns", s.repair_rtt_ns.to_string()),
                 ("naks", c.naks.to_string()),
                 ("nak_repeats", c.nak_repeats.to_string()),
                 ("duplicates", c.duplicates.to_string()),
@@ -657,6 +660,7 @@ impl UdpReceiver {
                 position: s.receiver.position(),
                 high_water: s.receiver.high_water(),
                 counters: s.receiver.counters(),
+                repair_rtt_ns: s.receiver.repair_rtt_ns(),
             })
             .collect()
     }

@@ -572,12 +572,20 @@ fn write_feed_status(
         ("late_unplaced", n.late_unplaced),
         ("kline_corrections", n.kline_corrections),
         ("gaps", n.gaps),
+        ("missing", n.missing),
+        ("book_resyncs", n.book_resyncs),
         ("malformed", n.malformed),
+        ("unknown_events", n.unknown_events),
+        ("unknown_symbols", n.unknown_symbols),
+        ("out_of_range", n.out_of_range),
+        ("duplicates", n.duplicates),
+        ("server_shutdowns", n.server_shutdowns),
         ("disconnects", counters.disconnects),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_string()))
     .collect();
+    lines.push(("venue".to_owned(), "binance".to_owned()));
     for slot in slots {
         lines.push((
             "connection".to_owned(),

@@ -150,6 +150,8 @@ pub struct NormalizerCounters {
     pub duplicates: u64,
     /// Venue sequence gaps.
     pub gaps: u64,
+    /// Order books discarded at a gap and synced again from a snapshot.
+    pub book_resyncs: u64,
     /// Venue events missing in those gaps.
     pub missing: u64,
     /// Trades that arrived after their candle (of some interval) was final and corrected
@@ -927,6 +929,7 @@ impl Normalizer {
                         detail: "depth update id: book discarded, resync".into(),
                         ..FeedStatus::default()
                     })?;
+                    self.counters.book_resyncs += 1;
                     self.status(FeedStatus {
                         instrument_id: id,
                         ts_receive_ns: receive_ns,
