@@ -1,0 +1,14 @@
+//! # mdi-archive
+//!
+//! The tick archive's segment files (ADR 0017): preallocated files of checksummed
+//! chunks of ring records, written with positioned writes, crash-safe — at open, the
+//! valid prefix is found and appending resumes after it — and found by sequence or time
+//! through their chunk headers. Lean on purpose: the SDK and `mdtail` can read
+//! segments without Arrow or Parquet (those live in the exporter).
+
+pub mod segment;
+
+pub use segment::{
+    ArchiveError, ArchiveRecord, CHUNK_HEADER, GAP_KIND, HEADER_LEN, Recovered, SegmentHeader,
+    SegmentReader, SegmentWriter,
+};
