@@ -1,0 +1,572 @@
+//! The recorder: follows one ring as a reader (the writer never waits for it) and
+//! appends every record — with its sequence and publish time — to the stream's segments
+//! in `ARCHIVE/<stream>/`. Restarted, it continues right after the last archived
+//! record; a ring that lapped it (or no longer holds where it stopped) leaves a gap
+//! marker with the exact missing range.
+
+use std::path::{Path, PathBuf};
+
+use mdi_protocol::records::{RecordKind, publish_time_of};
+use mdi_protocol::ring::{ReadEvent, ReaderOpenError, RingReader, Seq, ShmDir, StartAt};
+
+use crate::segment::{ArchiveError, ArchiveRecord, SegmentHeader, SegmentReader, SegmentWriter};
+
+/// The records schema's identity written into every segment (the schema file's id).
+pub const SCHEMA_ID: u64 = 0x8bee_8940_8990_cda8;
+
+/// When the archive asks the disk to keep what it wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fsync {
+    /// Never (the page cache; the fastest, a machine crash loses what was not written
+    /// back).
+    #[default]
+    None,
+    /// At most every this many ms.
+    Periodic(u64),
+    /// After every poll that wrote something.
+    Batch,
+}
+
+/// How a recorder writes.
+#[derive(Debug, Clone, Copy)]
+pub struct RecorderOptions {
+    /// Each segment's size.
+    pub segment_bytes: u64,
+    /// When to fsync.
+    pub fsync: Fsync,
+}
+
+impl Default for RecorderOptions {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 256 << 20,
+            fsync: Fsync::None,
+        }
+    }
+}
+
+/// Why recording failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// A segment could not be written or read.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// The ring could not be opened.
+    #[error("ring {stream:?}: {source}")]
+    Ring {
+        /// The stream.
+        stream: String,
+        /// Why.
+        source: ReaderOpenError,
+    },
+    /// Reading the ring failed (a corrupt record).
+    #[error("ring {stream:?}: {detail}")]
+    Read {
+        /// The stream.
+        stream: String,
+        /// What the ring said.
+        detail: String,
+    },
+    /// Listing or making the archive directory failed.
+    #[error("{}: {source}", path.display())]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// What a recorder has done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecorderCounts {
+    /// Records archived.
+    pub records: u64,
+    /// Gap markers written, and the records they stand for.
+    pub gaps: u64,
+    /// Records lost (in gap markers).
+    pub lost: u64,
+    /// Segments begun.
+    pub segments: u64,
+}
+
+/// The segments of a stream's archive directory, by first sequence (file names sort so).
+pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, RecordError> {
+    let read = match std::fs::read_dir(dir) {
+        Ok(read) => read,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(RecordError::Dir {
+                path: dir.to_owned(),
+                source,
+            });
+        }
+    };
+    let mut found = Vec::new();
+    for entry in read.flatten() {
+        let path = entry.path();
+        let Some(stem) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".seg"))
+        else {
+            continue;
+        };
+        if let Ok(first) = stem.parse::<u64>() {
+            found.push((first, path));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Records one ring into an archive.
+#[derive(Debug)]
+pub struct Recorder {
+    reader: RingReader,
+    sink: Sink,
+}
+
+/// The writing half: segments, position, counts (apart from the reader so that records
+/// go from the ring's mapping straight into a chunk, no copy between).
+#[derive(Debug)]
+struct Sink {
+    stream: String,
+    dir: PathBuf,
+    writer: Option<SegmentWriter>,
+    options: RecorderOptions,
+    /// The last sequence archived (a gap's last missing one).
+    last_seq: Option<u64>,
+    last_time_ns: i64,
+    epoch: u64,
+    counts: RecorderCounts,
+    last_sync: std::time::Instant,
+}
+
+impl Recorder {
+    /// Opens `stream` of `shm` and its archive in `archive/<stream>/`, continuing after
+    /// the last archived record (from the ring's earliest for a new archive).
+    pub fn open(
+        shm: &ShmDir,
+        stream: &str,
+        archive: &Path,
+        options: RecorderOptions,
+    ) -> Result<Self, RecordError> {
+        let dir = archive.join(stream);
+        std::fs::create_dir_all(&dir).map_err(|source| RecordError::Dir {
+            path: dir.clone(),
+            source,
+        })?;
+        let ring_error = |source| RecordError::Ring {
+            stream: stream.to_owned(),
+            source,
+        };
+        // the active (last, unsealed) segment: recovered, appended to
+        let mut writer = None;
+        let mut last: Option<(u64, i64)> = None;
+        let mut epoch = 0;
+        if let Some((_, path)) = segments(&dir)?.last() {
+            match SegmentWriter::open_append(path) {
+                Ok((w, recovered)) => {
+                    epoch = w.header().epoch;
+                    last = recovered.last_seq.zip(recovered.last_time_ns);
+                    if last.is_none() {
+                        // an empty active segment begins at its header's sequence
+                        last = Some((
+                            w.header().first_seq.saturating_sub(1),
+                            w.header().first_time_ns,
+                        ));
+                    }
+                    writer = Some(w);
+                }
+                Err(ArchiveError::Sealed) => {
+                    let reader = SegmentReader::open(path)?;
+                    epoch = reader.header().epoch;
+                    last = reader.chunks().last().map(|c| (c.last_seq, c.last_time_ns));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let reader = match last {
+            None => {
+                RingReader::open_with(shm, stream, StartAt::Earliest, false).map_err(ring_error)?
+            }
+            Some((seq, _)) => {
+                match RingReader::open_with(shm, stream, StartAt::Sequence(Seq(seq + 1)), false) {
+                    Ok(r) => r,
+                    // the ring moved on while the recorder was down
+                    Err(ReaderOpenError::SequenceOverwritten { .. }) => {
+                        RingReader::open_with(shm, stream, StartAt::Earliest, false)
+                            .map_err(ring_error)?
+                    }
+                    Err(e) => return Err(ring_error(e)),
+                }
+            }
+        };
+        let mut recorder = Self {
+            reader,
+            sink: Sink {
+                stream: stream.to_owned(),
+                dir,
+                writer,
+                options,
+                last_seq: last.map(|l| l.0),
+                last_time_ns: last.map_or(0, |l| l.1),
+                epoch,
+                counts: RecorderCounts::default(),
+                last_sync: std::time::Instant::now(),
+            },
+        };
+        // where the ring starts now, past what was archived: a gap, said exactly
+        if let (Some(done), Some(next)) = (recorder.sink.last_seq, recorder.reader.next_seq())
+            && next.0 > done + 1
+        {
+            recorder.sink.gap(done + 1, next.0)?;
+            recorder.sink.flush()?;
+        }
+        Ok(recorder)
+    }
+
+    /// The stream.
+    pub fn stream(&self) -> &str {
+        &self.sink.stream
+    }
+
+    /// What it has done.
+    pub fn counts(&self) -> RecorderCounts {
+        self.sink.counts
+    }
+
+    /// The last sequence archived.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.sink.last_seq
+    }
+
+    /// True when it has read everything the ring holds now.
+    pub fn caught_up(&self) -> bool {
+        self.reader.caught_up()
+    }
+
+    /// Bytes the ring holds that the recorder has not read (its lag).
+    pub fn backlog(&self) -> u64 {
+        self.reader.backlog()
+    }
+
+    /// Archives what the ring holds now (at most `max` records and markers); returns how
+    /// many. An error stops the recorder: what was archived before it stays (a full disk:
+    /// the last segment was sealed before a new one was refused).
+    pub fn poll(&mut self, max: usize) -> Result<usize, RecordError> {
+        let sink = &mut self.sink;
+        let mut failed = None;
+        let n = self
+            .reader
+            .poll(max, |event| {
+                if failed.is_none()
+                    && let Err(e) = sink.event(event)
+                {
+                    failed = Some(e);
+                }
+            })
+            .map_err(|e| RecordError::Read {
+                stream: sink.stream.clone(),
+                detail: e.to_string(),
+            })?;
+        if let Some(e) = failed {
+            // what was appended before the failure is kept
+            let _ = sink.flush();
+            return Err(e);
+        }
+        if n > 0 {
+            sink.flush()?;
+            let due = match sink.options.fsync {
+                Fsync::None => false,
+                Fsync::Batch => true,
+                Fsync::Periodic(ms) => {
+                    sink.last_sync.elapsed() >= std::time::Duration::from_millis(ms)
+                }
+            };
+            if due {
+                sink.sync()?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Writes what is buffered and syncs it (a clean stop; the segment stays active).
+    pub fn close(mut self) -> Result<RecorderCounts, RecordError> {
+        self.sink.flush()?;
+        self.sink.sync()?;
+        Ok(self.sink.counts)
+    }
+}
+
+impl Sink {
+    fn event(&mut self, event: ReadEvent<'_>) -> Result<(), RecordError> {
+        match event {
+            ReadEvent::Record(r) => {
+                let words = r.body.len() / 8;
+                let word = |i: usize| {
+                    u64::from_le_bytes(r.body[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+                };
+                // records without a time of their own take the last one (times stay
+                // monotone: the index by time is a binary search)
+                let time = publish_time_of(r.kind, words, word)
+                    .unwrap_or(self.last_time_ns)
+                    .max(self.last_time_ns);
+                self.append(&ArchiveRecord {
+                    kind: r.kind.0,
+                    seq: r.seq.0,
+                    publish_ns: time,
+                    body: r.body,
+                })?;
+                self.counts.records += 1;
+            }
+            ReadEvent::Lost { from_seq, to_seq } => self.gap(from_seq.0, to_seq.0)?,
+            ReadEvent::EpochStarted {
+                epoch,
+                previous_epoch,
+                writer_pid,
+                seq,
+            } => {
+                self.epoch = epoch;
+                let mut body = [0u8; 24];
+                body[..8].copy_from_slice(&epoch.to_le_bytes());
+                body[8..16].copy_from_slice(&previous_epoch.to_le_bytes());
+                body[16..].copy_from_slice(&u64::from(writer_pid).to_le_bytes());
+                self.append(&ArchiveRecord {
+                    kind: RecordKind::EPOCH_START.0,
+                    seq: seq.0,
+                    publish_ns: self.last_time_ns,
+                    body: &body,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn gap(&mut self, from: u64, to: u64) -> Result<(), RecordError> {
+        let mut scratch = [0u8; 8];
+        let marker = ArchiveRecord::gap(from, to, self.last_time_ns, &mut scratch);
+        self.append(&marker)?;
+        self.counts.gaps += 1;
+        self.counts.lost += to - from;
+        Ok(())
+    }
+
+    fn append(&mut self, record: &ArchiveRecord<'_>) -> Result<(), RecordError> {
+        loop {
+            if self.writer.is_none() {
+                let path = self.dir.join(format!("{:020}.seg", record.seq));
+                self.writer = Some(SegmentWriter::create(
+                    &path,
+                    SegmentHeader {
+                        stream: self.stream.clone(),
+                        epoch: self.epoch,
+                        first_seq: record.seq,
+                        first_time_ns: record.publish_ns,
+                        schema_id: SCHEMA_ID,
+                        capacity: self.options.segment_bytes,
+                        sealed: false,
+                        used: 0,
+                    },
+                )?);
+                self.counts.segments += 1;
+            }
+            let writer = self.writer.as_mut().expect("made above");
+            if writer.append(record)? {
+                break;
+            }
+            // full: sealed, the next one begun
+            self.writer.take().expect("there").seal()?;
+        }
+        self.last_seq = Some(record.gap_end().map_or(record.seq, |end| end - 1));
+        self.last_time_ns = record.publish_ns;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), RecordError> {
+        if let Some(w) = &mut self.writer {
+            w.flush()?;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), RecordError> {
+        if let Some(w) = &mut self.writer {
+            w.sync()?;
+        }
+        self.last_sync = std::time::Instant::now();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segment::GAP_KIND;
+    use mdi_protocol::records::Trade;
+    use mdi_protocol::ring::{RingOptions, RingWriter};
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        shm: ShmDir,
+        archive: PathBuf,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let shm = ShmDir::new(dir.path().join("shm"));
+        let archive = dir.path().join("archive");
+        Fixture {
+            _dir: dir,
+            shm,
+            archive,
+        }
+    }
+
+    fn writer(f: &Fixture, capacity: u64) -> RingWriter {
+        RingWriter::create(
+            &f.shm,
+            "ticks",
+            &RingOptions::default().capacity(capacity).prefault(false),
+        )
+        .unwrap()
+    }
+
+    fn trade(n: u64) -> Trade {
+        Trade {
+            instrument_id: 1,
+            price: n as i64,
+            qty: 1,
+            venue_seq: n,
+            ts_publish_ns: 1_000_000 + n as i64 * 1000,
+            ..Trade::default()
+        }
+    }
+
+    /// Every record and gap marker archived for "ticks", in order: (kind, seq, time, gap end).
+    fn archived(f: &Fixture) -> Vec<(u16, u64, i64, Option<u64>)> {
+        let mut out = Vec::new();
+        for (_, path) in segments(&f.archive.join("ticks")).unwrap() {
+            let mut reader = SegmentReader::open(&path).unwrap();
+            reader
+                .read_chunks(0, |r| {
+                    out.push((r.kind, r.seq, r.publish_ns, r.gap_end()));
+                    true
+                })
+                .unwrap();
+        }
+        out
+    }
+
+    /// The trades' sequence numbers, and the gaps, of an archive.
+    fn trades_and_gaps(f: &Fixture) -> (Vec<u64>, Vec<(u64, u64)>) {
+        let mut trades = Vec::new();
+        let mut gaps = Vec::new();
+        for (kind, seq, _, end) in archived(f) {
+            match kind {
+                GAP_KIND => gaps.push((seq, end.unwrap())),
+                k if k == RecordKind::TRADE.0 => trades.push(seq),
+                _ => {}
+            }
+        }
+        (trades, gaps)
+    }
+
+    fn drain(recorder: &mut Recorder) {
+        for _ in 0..10_000 {
+            if recorder.poll(4096).unwrap() == 0 && recorder.caught_up() {
+                return;
+            }
+        }
+        panic!("the recorder did not catch up");
+    }
+
+    #[test]
+    fn a_restarted_recorder_continues_after_the_last_archived_record() {
+        let f = fixture();
+        let mut w = writer(&f, 1 << 22);
+        let mut seqs = Vec::new();
+        for n in 0..3000 {
+            seqs.push(w.append_record(&trade(n)).unwrap().0);
+        }
+        let options = RecorderOptions {
+            segment_bytes: 128 << 10,
+            fsync: Fsync::Batch,
+        };
+        let mut r = Recorder::open(&f.shm, "ticks", &f.archive, options).unwrap();
+        drain(&mut r);
+        assert_eq!(r.last_seq(), seqs.last().copied());
+        drop(r); // no close: as after a kill between polls
+        for n in 3000..9000 {
+            seqs.push(w.append_record(&trade(n)).unwrap().0);
+        }
+        let mut r = Recorder::open(&f.shm, "ticks", &f.archive, options).unwrap();
+        drain(&mut r);
+        let counts = r.close().unwrap();
+        assert_eq!(counts.gaps, 0);
+        let (trades, gaps) = trades_and_gaps(&f);
+        assert_eq!(trades, seqs, "each record once, in order");
+        assert!(gaps.is_empty());
+        // several segments, all but the last sealed, times monotone
+        let segs = segments(&f.archive.join("ticks")).unwrap();
+        assert!(segs.len() > 3, "{} segments", segs.len());
+        for (i, (first, path)) in segs.iter().enumerate() {
+            let reader = SegmentReader::open(path).unwrap();
+            assert_eq!(reader.header().first_seq, *first);
+            assert_eq!(reader.header().sealed, i + 1 < segs.len());
+            assert_eq!(reader.header().schema_id, SCHEMA_ID);
+        }
+        let times: Vec<i64> = archived(&f).iter().map(|a| a.2).collect();
+        assert!(times.windows(2).all(|t| t[0] <= t[1]));
+        assert_eq!(times.last(), Some(&trade(8999).ts_publish_ns));
+    }
+
+    #[test]
+    fn a_lapped_recorder_leaves_the_exact_gap() {
+        let f = fixture();
+        let mut w = writer(&f, 1 << 16);
+        let options = RecorderOptions {
+            segment_bytes: 1 << 20,
+            fsync: Fsync::None,
+        };
+        let mut seqs = Vec::new();
+        for n in 0..100 {
+            seqs.push(w.append_record(&trade(n)).unwrap().0);
+        }
+        let mut r = Recorder::open(&f.shm, "ticks", &f.archive, options).unwrap();
+        drain(&mut r);
+        // the ring wraps many times while the recorder reads nothing
+        for n in 100..20_000 {
+            seqs.push(w.append_record(&trade(n)).unwrap().0);
+        }
+        drain(&mut r);
+        // and again while it is stopped
+        drop(r);
+        for n in 20_000..40_000 {
+            seqs.push(w.append_record(&trade(n)).unwrap().0);
+        }
+        let mut r = Recorder::open(&f.shm, "ticks", &f.archive, options).unwrap();
+        drain(&mut r);
+        let counts = r.counts();
+        let (trades, gaps) = trades_and_gaps(&f);
+        assert_eq!(gaps.len(), 2, "{gaps:?}");
+        // archived + lost = everything, each once, the gaps exactly what is missing
+        let mut covered: Vec<u64> = trades.clone();
+        for (from, to) in &gaps {
+            covered.extend(*from..*to);
+        }
+        covered.sort();
+        let mut all: Vec<u64> = (seqs[0]..=*seqs.last().unwrap()).collect();
+        all.sort();
+        assert_eq!(
+            covered, all,
+            "no record both archived and lost, none missing"
+        );
+        for (from, to) in &gaps {
+            assert!(!trades.iter().any(|s| (*from..*to).contains(s)));
+        }
+        assert_eq!(counts.lost, gaps[1].1 - gaps[1].0);
+        assert_eq!(trades.last(), seqs.last());
+    }
+}
