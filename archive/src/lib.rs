@@ -6,9 +6,13 @@
 //! through their chunk headers. Lean on purpose: the SDK and `mdtail` can read
 //! segments without Arrow or Parquet (those live in the exporter).
 
+pub mod reader;
 pub mod recorder;
 pub mod segment;
+#[cfg(test)]
+mod testing;
 
+pub use reader::{ArchiveReadError, ArchiveReader, ArchiveStart};
 pub use recorder::{Fsync, RecordError, Recorder, RecorderCounts, RecorderOptions, segments};
 pub use segment::{
     ArchiveError, ArchiveRecord, CHUNK_HEADER, GAP_KIND, HEADER_LEN, Recovered, SegmentHeader,

@@ -404,45 +404,8 @@ impl Sink {
 mod tests {
     use super::*;
     use crate::segment::GAP_KIND;
-    use mdi_protocol::records::Trade;
-    use mdi_protocol::ring::{RingOptions, RingWriter};
 
-    struct Fixture {
-        _dir: tempfile::TempDir,
-        shm: ShmDir,
-        archive: PathBuf,
-    }
-
-    fn fixture() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let shm = ShmDir::new(dir.path().join("shm"));
-        let archive = dir.path().join("archive");
-        Fixture {
-            _dir: dir,
-            shm,
-            archive,
-        }
-    }
-
-    fn writer(f: &Fixture, capacity: u64) -> RingWriter {
-        RingWriter::create(
-            &f.shm,
-            "ticks",
-            &RingOptions::default().capacity(capacity).prefault(false),
-        )
-        .unwrap()
-    }
-
-    fn trade(n: u64) -> Trade {
-        Trade {
-            instrument_id: 1,
-            price: n as i64,
-            qty: 1,
-            venue_seq: n,
-            ts_publish_ns: 1_000_000 + n as i64 * 1000,
-            ..Trade::default()
-        }
-    }
+    use crate::testing::*;
 
     /// Every record and gap marker archived for "ticks", in order: (kind, seq, time, gap end).
     fn archived(f: &Fixture) -> Vec<(u16, u64, i64, Option<u64>)> {

@@ -248,13 +248,17 @@ impl ChunkHeader {
 }
 
 /// Walks the chunks of a segment from its first: the valid prefix, and where it ends.
+/// `check_payloads`: each payload is read and its CRC checked (the writer's recovery);
+/// otherwise only the headers are read (a reader, which checks each payload when it reads
+/// it), from `at` on.
 fn valid_chunks(
     file: &File,
     path: &Path,
     capacity: u64,
+    check_payloads: bool,
+    mut at: u64,
 ) -> Result<(Vec<ChunkHeader>, u64), ArchiveError> {
     let mut chunks = Vec::new();
-    let mut at = HEADER_LEN;
     let mut payload = Vec::new();
     while at + CHUNK_HEADER as u64 <= capacity {
         let mut raw = [0u8; CHUNK_HEADER];
@@ -271,11 +275,19 @@ fn valid_chunks(
         {
             break;
         }
-        payload.resize(len, 0);
-        file.read_exact_at(&mut payload, at + CHUNK_HEADER as u64)
-            .map_err(io_error(path))?;
-        if crc32c::crc32c(&payload) != header.crc || !records_hold(&payload, header.count) {
-            break;
+        if check_payloads {
+            payload.resize(len, 0);
+            file.read_exact_at(&mut payload, at + CHUNK_HEADER as u64)
+                .map_err(io_error(path))?;
+            if crc32c::crc32c(&payload) != header.crc || !records_hold(&payload, header.count) {
+                break;
+            }
+        }
+        if chunks.last().is_some_and(|p: &ChunkHeader| {
+            header.first_seq <= p.last_seq || header.first_time_ns < p.last_time_ns
+        }) || header.first_seq > header.last_seq
+        {
+            break; // out of order: not a chunk this writer wrote after the last
         }
         chunks.push(header);
         at = end;
@@ -346,6 +358,8 @@ pub struct SegmentWriter {
     count: u32,
     first: Option<(u64, i64)>,
     last: Option<(u64, i64)>,
+    /// The chunks written (the footer index at seal).
+    chunks: Vec<ChunkHeader>,
 }
 
 impl SegmentWriter {
@@ -384,6 +398,7 @@ impl SegmentWriter {
             count: 0,
             first: None,
             last: None,
+            chunks: Vec::new(),
         })
     }
 
@@ -406,7 +421,7 @@ impl SegmentWriter {
             .map_err(io_error(path))?
             .len()
             .min(header.capacity);
-        let (chunks, end) = valid_chunks(&file, path, capacity)?;
+        let (chunks, end) = valid_chunks(&file, path, capacity, true, HEADER_LEN)?;
         // whatever follows the valid prefix (a torn chunk) is zeroed
         let tail = (capacity - end).min((CHUNK_HEADER + MAX_RECORD + CHUNK_PAYLOAD) as u64);
         let mut rest = vec![0u8; tail as usize];
@@ -434,6 +449,7 @@ impl SegmentWriter {
                 count: 0,
                 first: None,
                 last: None,
+                chunks,
             },
             recovered,
         ))
@@ -455,7 +471,10 @@ impl SegmentWriter {
         if !self.payload.is_empty() && self.payload.len() + framed > CHUNK_PAYLOAD {
             self.flush()?;
         }
-        let needed = self.end + (CHUNK_HEADER + self.payload.len() + framed) as u64;
+        // room for the chunk, and for the footer index at seal
+        let needed = self.end
+            + (CHUNK_HEADER + self.payload.len() + framed) as u64
+            + footer_len(self.chunks.len() + 1);
         if needed > self.header.capacity {
             return Ok(false);
         }
@@ -499,6 +518,7 @@ impl SegmentWriter {
             .write_all_at(&chunk, self.end)
             .map_err(io_error(&self.path))?;
         self.end += chunk.len() as u64;
+        self.chunks.push(header);
         self.payload.clear();
         self.count = 0;
         self.first = None;
@@ -515,6 +535,20 @@ impl SegmentWriter {
     /// Flushes, marks the segment sealed (complete, read-only) and syncs it.
     pub fn seal(mut self) -> Result<SegmentHeader, ArchiveError> {
         self.flush()?;
+        // the footer: the chunk headers again, so that a reader indexes in one read
+        let mut footer = Vec::with_capacity(footer_len(self.chunks.len()) as usize);
+        footer.extend_from_slice(&FOOTER_MAGIC.to_le_bytes());
+        footer.extend_from_slice(&(self.chunks.len() as u32).to_le_bytes());
+        footer.extend_from_slice(&[0u8; 8]);
+        for c in &self.chunks {
+            footer.extend_from_slice(&c.encode());
+        }
+        let crc = crc32c::crc32c(&footer[FOOTER_HEADER..]);
+        footer[8..12].copy_from_slice(&crc.to_le_bytes());
+        self.file
+            .write_all_at(&footer, self.end)
+            .map_err(io_error(&self.path))?;
+        self.file.sync_data().map_err(io_error(&self.path))?;
         self.header.sealed = true;
         self.header.used = self.end;
         self.file
@@ -523,6 +557,53 @@ impl SegmentWriter {
         self.file.sync_all().map_err(io_error(&self.path))?;
         Ok(self.header)
     }
+}
+
+/// Footer magic ("INDX").
+const FOOTER_MAGIC: u32 = 0x5844_4e49;
+/// Footer header bytes: magic, chunk count, CRC32C of the headers, 4 zero bytes.
+const FOOTER_HEADER: usize = 16;
+
+/// Bytes of a footer index of `chunks` chunks.
+fn footer_len(chunks: usize) -> u64 {
+    (FOOTER_HEADER + chunks * CHUNK_HEADER) as u64
+}
+
+/// A sealed segment's footer index, if it is there and holds; `None` sends the reader
+/// to walk the chunks instead.
+fn read_footer(file: &File, header: &SegmentHeader, file_len: u64) -> Option<Vec<ChunkHeader>> {
+    let at = header.used;
+    let mut head = [0u8; FOOTER_HEADER];
+    if at < HEADER_LEN || at + FOOTER_HEADER as u64 > file_len {
+        return None;
+    }
+    file.read_exact_at(&mut head, at).ok()?;
+    let u32_at = |i: usize| u32::from_le_bytes(head[i..i + 4].try_into().expect("4 bytes"));
+    let count = u32_at(4) as u64;
+    // bounded by the file before anything is allocated
+    if u32_at(0) != FOOTER_MAGIC || at + footer_len(count as usize) > file_len {
+        return None;
+    }
+    let mut raw = vec![0u8; count as usize * CHUNK_HEADER];
+    file.read_exact_at(&mut raw, at + FOOTER_HEADER as u64)
+        .ok()?;
+    if crc32c::crc32c(&raw) != u32_at(8) {
+        return None;
+    }
+    let mut chunks = Vec::with_capacity(count as usize);
+    let mut expect = HEADER_LEN;
+    for b in raw.chunks_exact(CHUNK_HEADER) {
+        let c = ChunkHeader::decode(expect, b.try_into().expect("48 bytes"))?;
+        if chunks
+            .last()
+            .is_some_and(|p: &ChunkHeader| c.first_seq <= p.last_seq)
+        {
+            return None;
+        }
+        expect += (CHUNK_HEADER + c.len as usize) as u64;
+        chunks.push(c);
+    }
+    (expect == at).then_some(chunks)
 }
 
 /// Reserves the file's blocks now (a full disk is an error here, not at a later write);
@@ -544,6 +625,8 @@ pub struct SegmentReader {
     path: PathBuf,
     header: SegmentHeader,
     chunks: Vec<ChunkHeader>,
+    /// Where the indexed chunks end.
+    end: u64,
     payload: Vec<u8>,
 }
 
@@ -564,19 +647,52 @@ impl SegmentReader {
                 },
             })?;
         let header = SegmentHeader::decode(&raw, path)?;
-        let capacity = file
-            .metadata()
-            .map_err(io_error(path))?
-            .len()
-            .min(header.capacity);
-        let (chunks, _) = valid_chunks(&file, path, capacity)?;
+        let file_len = file.metadata().map_err(io_error(path))?.len();
+        let capacity = file_len.min(header.capacity);
+        let footer = if header.sealed {
+            read_footer(&file, &header, capacity)
+        } else {
+            None
+        };
+        let (chunks, end) = match footer {
+            Some(chunks) => (chunks, header.used),
+            None => valid_chunks(&file, path, capacity, false, HEADER_LEN)?,
+        };
         Ok(Self {
             file,
             path: path.to_owned(),
             header,
             chunks,
+            end,
             payload: Vec::new(),
         })
+    }
+
+    /// Indexes the chunks written since it was opened (or last refreshed) and notes a
+    /// seal; returns how many chunks are new. For following the active segment.
+    pub fn refresh(&mut self) -> Result<usize, ArchiveError> {
+        if self.header.sealed {
+            return Ok(0);
+        }
+        let mut raw = vec![0u8; HEADER_LEN as usize];
+        self.file
+            .read_exact_at(&mut raw, 0)
+            .map_err(io_error(&self.path))?;
+        // a header being rewritten at seal may not hold for a moment: try again later
+        if let Ok(header) = SegmentHeader::decode(&raw, &self.path) {
+            self.header = header;
+        }
+        let capacity = self.header.capacity;
+        let (mut more, end) = valid_chunks(&self.file, &self.path, capacity, false, self.end)?;
+        if let (Some(last), Some(first)) = (self.chunks.last(), more.first())
+            && first.first_seq <= last.last_seq
+        {
+            return Ok(0);
+        }
+        let n = more.len();
+        self.chunks.append(&mut more);
+        self.end = end;
+        Ok(n)
     }
 
     /// The header.
@@ -605,35 +721,66 @@ impl SegmentReader {
         from: usize,
         mut f: impl FnMut(ArchiveRecord<'_>) -> bool,
     ) -> Result<(), ArchiveError> {
-        for i in from..self.chunks.len() {
-            let c = self.chunks[i];
-            self.payload.resize(c.len as usize, 0);
-            self.file
-                .read_exact_at(&mut self.payload, c.offset + CHUNK_HEADER as u64)
-                .map_err(io_error(&self.path))?;
-            // read once at open, checked again: a file changed since is not trusted
-            if crc32c::crc32c(&self.payload) != c.crc {
-                return Err(ArchiveError::Invalid {
-                    path: self.path.clone(),
-                    problem: format!("chunk at byte {} changed since it was indexed", c.offset),
-                });
-            }
-            let mut go = true;
-            let mut ok = true;
-            each_record(
-                &self.payload,
-                |r| {
-                    if go {
-                        go = f(r);
-                    }
-                },
-                &mut ok,
-            );
-            if !go {
-                break;
-            }
+        let mut go = true;
+        let mut i = from;
+        while go && i < self.chunks.len() {
+            self.read_chunk(i, |r| {
+                if go {
+                    go = f(r);
+                }
+            })?;
+            i += 1;
         }
         Ok(())
+    }
+
+    /// Calls `f` with every record of chunk `i` (its CRC checked again: a file changed
+    /// since it was indexed is not trusted). The active segment's newest chunk, caught
+    /// while it is being written, is dropped from the index until it is whole.
+    pub fn read_chunk(
+        &mut self,
+        i: usize,
+        f: impl FnMut(ArchiveRecord<'_>),
+    ) -> Result<(), ArchiveError> {
+        let Some(&c) = self.chunks.get(i) else {
+            return Ok(());
+        };
+        self.payload.resize(c.len as usize, 0);
+        self.file
+            .read_exact_at(&mut self.payload, c.offset + CHUNK_HEADER as u64)
+            .map_err(io_error(&self.path))?;
+        if crc32c::crc32c(&self.payload) != c.crc {
+            if !self.header.sealed && i + 1 == self.chunks.len() {
+                self.chunks.pop();
+                self.end = c.offset;
+                return Ok(());
+            }
+            return Err(ArchiveError::Invalid {
+                path: self.path.clone(),
+                problem: format!("chunk at byte {} changed since it was indexed", c.offset),
+            });
+        }
+        let mut ok = true;
+        each_record(&self.payload, f, &mut ok);
+        Ok(())
+    }
+
+    /// Reads only a segment's header.
+    pub fn open_header(path: &Path) -> Result<SegmentHeader, ArchiveError> {
+        let file = File::open(path).map_err(io_error(path))?;
+        let mut raw = vec![0u8; HEADER_LEN as usize];
+        file.read_exact_at(&mut raw, 0)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => ArchiveError::Invalid {
+                    path: path.to_owned(),
+                    problem: "shorter than a header".into(),
+                },
+                _ => ArchiveError::Io {
+                    path: path.to_owned(),
+                    source: e,
+                },
+            })?;
+        SegmentHeader::decode(&raw, path)
     }
 }
 
@@ -740,12 +887,24 @@ mod tests {
             SegmentReader::open(&junk),
             Err(ArchiveError::Invalid { .. })
         ));
-        // a chunk header claiming 4 GiB is the end of the valid prefix, nothing read
+        // the sealed segment is indexed by its footer; a footer that does not hold is
+        // passed over for the chunk walk
+        let chunks = SegmentReader::open(&path).unwrap().chunks().to_vec();
         let mut bytes = std::fs::read(&path).unwrap();
+        let used = SegmentReader::open(&path).unwrap().header().used as usize;
+        bytes[used + FOOTER_HEADER + 20] ^= 1;
+        std::fs::write(&junk, &bytes).unwrap();
+        assert_eq!(SegmentReader::open(&junk).unwrap().chunks(), &chunks[..]);
+        // a chunk header claiming 4 GiB is the end of the valid prefix, nothing read
         let at = HEADER_LEN as usize;
         bytes[at + 4..at + 8].copy_from_slice(&u32::MAX.to_le_bytes());
         std::fs::write(&junk, &bytes).unwrap();
         assert!(SegmentReader::open(&junk).unwrap().chunks().is_empty());
+        // a footer claiming more chunks than the file holds is refused before allocating
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[used + 4..used + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+        std::fs::write(&junk, &bytes).unwrap();
+        assert_eq!(SegmentReader::open(&junk).unwrap().chunks(), &chunks[..]);
     }
 
     proptest! {
@@ -814,7 +973,7 @@ mod tests {
             // appending resumes right after the prefix
             let next = whole as u64 + 1;
             let b = body(next, 33);
-            w.append(&ArchiveRecord { kind: 16, seq: next, publish_ns: 0, body: &b }).unwrap();
+            w.append(&ArchiveRecord { kind: 16, seq: next, publish_ns: next as i64, body: &b }).unwrap();
             w.flush().unwrap();
             let got = read_all(&path);
             prop_assert_eq!(got.len(), whole + 1);
