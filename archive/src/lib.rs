@@ -8,13 +8,17 @@
 
 pub mod reader;
 pub mod recorder;
+pub mod retention;
 pub mod segment;
 #[cfg(test)]
 mod testing;
+pub mod verify;
 
 pub use reader::{ArchiveReadError, ArchiveReader, ArchiveStart};
 pub use recorder::{Fsync, RecordError, Recorder, RecorderCounts, RecorderOptions, segments};
+pub use retention::{Keep, apply_retention};
 pub use segment::{
-    ArchiveError, ArchiveRecord, CHUNK_HEADER, GAP_KIND, HEADER_LEN, Recovered, SegmentHeader,
-    SegmentReader, SegmentWriter,
+    ArchiveError, ArchiveRecord, CHUNK_HEADER, GAP_KIND, HEADER_LEN, Recovered, SegmentCheck,
+    SegmentHeader, SegmentReader, SegmentWriter, check_segment,
 };
+pub use verify::{StreamReport, archived_streams, verify_stream};

@@ -339,6 +339,7 @@ impl Sink {
                     publish_ns: self.last_time_ns,
                     body: &body,
                 })?;
+                self.counts.records += 1;
             }
         }
         Ok(())

@@ -559,6 +559,58 @@ impl SegmentWriter {
     }
 }
 
+/// What a full check of a segment found (`mdarchive verify`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentCheck {
+    /// The header.
+    pub header: SegmentHeader,
+    /// The chunks whose headers, CRCs and records hold, in order.
+    pub chunks: Vec<ChunkHeader>,
+    /// Where they end.
+    pub end: u64,
+    /// Non-zero bytes after them (a torn chunk: cut when the recorder reopens it).
+    pub torn_bytes: u64,
+    /// A sealed segment's footer index: present and equal to the chunks.
+    pub footer_ok: Option<bool>,
+}
+
+/// Reads every chunk of `path` and checks it (CRC, record framing, order).
+pub fn check_segment(path: &Path) -> Result<SegmentCheck, ArchiveError> {
+    let header = SegmentReader::open_header(path)?;
+    let file = File::open(path).map_err(io_error(path))?;
+    let file_len = file.metadata().map_err(io_error(path))?.len();
+    let capacity = file_len.min(header.capacity);
+    let (chunks, end) = valid_chunks(&file, path, capacity, true, HEADER_LEN)?;
+    let footer_ok = header
+        .sealed
+        .then(|| read_footer(&file, &header, capacity).is_some_and(|f| f == chunks));
+    // the bytes after the valid prefix (after the footer of a sealed one) should be zero
+    let after = if header.sealed && footer_ok == Some(true) {
+        end + footer_len(chunks.len())
+    } else {
+        end
+    };
+    let mut torn_bytes = 0u64;
+    let mut at = after;
+    let mut buf = vec![0u8; 1 << 16];
+    while at < capacity {
+        let n = ((capacity - at) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], at)
+            .map_err(io_error(path))?;
+        if let Some(last) = buf[..n].iter().rposition(|&b| b != 0) {
+            torn_bytes = at + last as u64 + 1 - after;
+        }
+        at += n as u64;
+    }
+    Ok(SegmentCheck {
+        header,
+        chunks,
+        end,
+        torn_bytes,
+        footer_ok,
+    })
+}
+
 /// Footer magic ("INDX").
 const FOOTER_MAGIC: u32 = 0x5844_4e49;
 /// Footer header bytes: magic, chunk count, CRC32C of the headers, 4 zero bytes.
