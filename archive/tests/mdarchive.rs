@@ -1,0 +1,249 @@
+//! `mdarchive record` as operators run it: SIGKILLed mid-stream and restarted (nothing
+//! missing, nothing twice), a full disk (a small tmpfs in a private mount namespace:
+//! sealed segments, exit 3, a clear error), and `verify` on what it wrote.
+//!
+//! The kill test runs `MDI_SOAK_ROUNDS` rounds (default 3). The full-disk test needs
+//! root for the mount namespace; without it it says SKIPPED loudly, and fails under
+//! `CI=true`.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mdi_archive::{ArchiveReader, ArchiveStart, GAP_KIND, verify_stream};
+use mdi_protocol::records::{RecordKind, Trade};
+use mdi_protocol::ring::{RingOptions, RingWriter, ShmDir};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mdarchive");
+
+fn trade(n: u64) -> Trade {
+    Trade {
+        instrument_id: 1 + (n % 7) as u32,
+        price: 1_000_000 + n as i64,
+        qty: 1 + (n % 13) as i64,
+        venue_seq: n,
+        ts_publish_ns: 1_700_000_000_000_000_000 + n as i64 * 1000,
+        ..Trade::default()
+    }
+}
+
+fn record(shm: &Path, archive: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("record")
+        .arg("--shm-dir")
+        .arg(shm)
+        .arg("--archive")
+        .arg(archive)
+        .args(["--stream", "ticks", "--segment-mib", "1"])
+        .args(extra)
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+fn kill9(child: &mut Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+}
+
+/// The trades' sequence numbers and the gap markers in the archive, read end to end.
+fn archived(archive: &Path) -> (Vec<u64>, Vec<(u64, u64)>) {
+    let mut reader = ArchiveReader::open(archive, "ticks", ArchiveStart::Earliest).unwrap();
+    let (mut trades, mut gaps) = (Vec::new(), Vec::new());
+    while reader
+        .poll(|r| {
+            if r.kind == GAP_KIND {
+                gaps.push((r.seq, r.gap_end().unwrap()));
+            } else if r.kind == RecordKind::TRADE.0 {
+                trades.push(r.seq);
+            }
+            true
+        })
+        .unwrap()
+        > 0
+    {}
+    (trades, gaps)
+}
+
+#[test]
+fn a_recorder_killed_mid_stream_and_restarted_misses_nothing_and_repeats_nothing() {
+    let rounds: u64 = std::env::var("MDI_SOAK_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    for round in 0..rounds {
+        let dir = tempfile::tempdir().unwrap();
+        let shm = ShmDir::new(dir.path().join("shm"));
+        let archive = dir.path().join("archive");
+        // 64 MiB: the ring holds the whole run, so nothing may be missing
+        let mut w = RingWriter::create(
+            &shm,
+            "ticks",
+            &RingOptions::default().capacity(64 << 20).prefault(false),
+        )
+        .unwrap();
+        let mut seqs = Vec::new();
+        let mut recorder = record(shm.path(), &archive, &["--fsync", "batch"])
+            .spawn()
+            .unwrap();
+        let total = 200_000u64;
+        let kills = [30_000u64, 75_000 + round * 7_919, 140_000];
+        let started = Instant::now();
+        for n in 0..total {
+            seqs.push(w.append_record(&trade(n)).unwrap().0);
+            if kills.contains(&n) {
+                // let it write a while, then kill it wherever it is
+                std::thread::sleep(Duration::from_millis(20 + round * 13));
+                kill9(&mut recorder);
+                recorder = record(shm.path(), &archive, &[]).spawn().unwrap();
+            }
+            if n % 2000 == 0 {
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "bounded");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        kill9(&mut recorder);
+        // the last restart archives what is left and exits
+        let out = record(shm.path(), &archive, &["--no-follow"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (trades, gaps) = archived(&archive);
+        assert!(gaps.is_empty(), "round {round}: gaps {gaps:?}");
+        assert_eq!(trades.len(), seqs.len(), "round {round}: each record once");
+        assert_eq!(trades, seqs, "round {round}: in order");
+        let report = verify_stream(&archive, "ticks").unwrap();
+        assert!(report.sound(), "round {round}: {report:?}");
+        // and the CLI says so
+        let verify = Command::new(BIN)
+            .args(["verify", "--archive"])
+            .arg(&archive)
+            .output()
+            .unwrap();
+        assert_eq!(
+            verify.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&verify.stdout)
+        );
+        assert!(String::from_utf8_lossy(&verify.stdout).contains("ticks: sound"));
+    }
+}
+
+#[test]
+fn verify_exits_2_on_damage_and_names_the_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let shm = ShmDir::new(dir.path().join("shm"));
+    let archive = dir.path().join("archive");
+    let mut w = RingWriter::create(
+        &shm,
+        "ticks",
+        &RingOptions::default().capacity(16 << 20).prefault(false),
+    )
+    .unwrap();
+    for n in 0..40_000 {
+        w.append_record(&trade(n)).unwrap();
+    }
+    let out = record(shm.path(), &archive, &["--no-follow"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let segs = mdi_archive::segments(&archive.join("ticks")).unwrap();
+    assert!(segs.len() >= 2);
+    let mut bytes = std::fs::read(&segs[0].1).unwrap();
+    bytes[10_000] ^= 0x01;
+    std::fs::write(&segs[0].1, &bytes).unwrap();
+    let out = Command::new(BIN)
+        .args(["verify", "--archive"])
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("DAMAGED") && text.contains(&format!("{:020}.seg", segs[0].0)),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_full_disk_stops_the_recorder_with_its_segments_sealed() {
+    if !nix::unistd::Uid::effective().is_root()
+        || !Command::new("unshare")
+            .args(["--mount", "true"])
+            .status()
+            .is_ok_and(|s| s.success())
+    {
+        let message = "SKIPPED a_full_disk_stops_the_recorder: needs root for a mount namespace";
+        eprintln!("{message}");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{message} — required in CI"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let shm = ShmDir::new(dir.path().join("shm"));
+    let mut w = RingWriter::create(
+        &shm,
+        "ticks",
+        &RingOptions::default().capacity(32 << 20).prefault(false),
+    )
+    .unwrap();
+    let mut seqs = Vec::new();
+    for n in 0..100_000 {
+        seqs.push(w.append_record(&trade(n)).unwrap().0);
+    }
+    // a 3.5 MiB filesystem of its own, seen only by this shell: three 1 MiB segments fit
+    let archive = dir.path().join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
+    let copy = dir.path().join("copy");
+    let script = format!(
+        "mount -t tmpfs -o size=3584k mdi-archive-test {a} && \
+         {bin} record --shm-dir {s} --archive {a} --stream ticks --segment-mib 1 --no-follow 2>{d}/stderr; \
+         echo $? > {d}/code; cp -r {a} {c}",
+        a = archive.display(),
+        s = shm.path().display(),
+        d = dir.path().display(),
+        c = copy.display(),
+        bin = BIN,
+    );
+    let status = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = std::fs::read_to_string(dir.path().join("code")).unwrap();
+    let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    assert_eq!(code.trim(), "3", "{stderr}");
+    assert!(stderr.contains("no room for a segment"), "{stderr}");
+    // the mount is gone with its namespace; its copy holds what was archived
+    let report = verify_stream(&copy, "ticks").unwrap();
+    assert!(report.sound(), "{report:?}");
+    assert_eq!(
+        report.sealed, report.segments,
+        "every segment sealed: {report:?}"
+    );
+    assert!(report.segments >= 2);
+    let (trades, gaps) = archived(&copy);
+    assert!(gaps.is_empty());
+    assert!(!trades.is_empty() && trades.len() < seqs.len());
+    assert_eq!(
+        trades[..],
+        seqs[..trades.len()],
+        "a prefix of the ring, each record once"
+    );
+}
