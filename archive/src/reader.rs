@@ -181,6 +181,11 @@ impl ArchiveReader {
                     next_seq = Some(end);
                 })?;
                 self.next_seq = next_seq;
+                if self.chunk >= segment.chunks().len() {
+                    // it was the active segment's newest chunk, caught half-written:
+                    // dropped from the index, read again when it is whole
+                    return Ok(delivered);
+                }
                 if !stopped {
                     self.chunk += 1;
                     if delivered > 0 {
@@ -211,7 +216,14 @@ impl ArchiveReader {
             if segment.refresh()? > 0 {
                 continue;
             }
-            let segment = SegmentReader::open(&self.segments[next].1)?;
+            let segment = match SegmentReader::open(&self.segments[next].1) {
+                Ok(segment) => segment,
+                // the recorder's newest segment, caught before its header is written
+                Err(ArchiveError::Invalid { .. }) if next + 1 == self.segments.len() => {
+                    return Ok(0);
+                }
+                Err(e) => return Err(e.into()),
+            };
             self.current = Some((next, segment));
             self.chunk = 0;
         }
@@ -318,6 +330,71 @@ mod tests {
         let want: Vec<u64> = all[5990..].iter().map(|a| a.0).collect();
         assert_eq!(got, want);
         assert_eq!(reader.next_seq(), Some(all.last().unwrap().0 + 1));
+    }
+
+    #[test]
+    fn a_chunk_caught_half_written_is_read_when_whole_not_skipped() {
+        use crate::segment::{SegmentHeader, SegmentWriter};
+        let dir = tempfile::tempdir().unwrap();
+        let stream_dir = dir.path().join("ticks");
+        std::fs::create_dir_all(&stream_dir).unwrap();
+        let path = stream_dir.join(format!("{:020}.seg", 1));
+        let header = SegmentHeader {
+            stream: "ticks".into(),
+            epoch: 1,
+            first_seq: 1,
+            first_time_ns: 1,
+            schema_id: crate::recorder::SCHEMA_ID,
+            capacity: 1 << 20,
+            sealed: false,
+            used: 0,
+        };
+        let mut w = SegmentWriter::create(&path, header).unwrap();
+        let body = [7u8; 40];
+        let append = |w: &mut SegmentWriter, seqs: std::ops::Range<u64>| {
+            for seq in seqs {
+                let r = crate::ArchiveRecord {
+                    kind: 16,
+                    seq,
+                    publish_ns: seq as i64,
+                    body: &body,
+                };
+                assert!(w.append(&r).unwrap());
+            }
+            w.flush().unwrap();
+        };
+        append(&mut w, 1..101);
+        let first = std::fs::read(&path).unwrap();
+        append(&mut w, 101..201);
+        let whole = std::fs::read(&path).unwrap();
+        // the second chunk's header is there, its payload only half
+        let end = first.iter().zip(&whole).rposition(|(a, b)| a != b).unwrap() + 1;
+        let start = first.iter().zip(&whole).position(|(a, b)| a != b).unwrap();
+        let mut half = whole.clone();
+        half[start + (end - start) / 2..end]
+            .copy_from_slice(&first[start + (end - start) / 2..end]);
+        std::fs::write(&path, &half).unwrap();
+        let mut reader = ArchiveReader::open(dir.path(), "ticks", ArchiveStart::Earliest).unwrap();
+        let mut got = Vec::new();
+        let poll = |reader: &mut ArchiveReader, got: &mut Vec<u64>| {
+            for _ in 0..10 {
+                reader
+                    .poll(|r| {
+                        got.push(r.seq);
+                        true
+                    })
+                    .unwrap();
+            }
+        };
+        poll(&mut reader, &mut got);
+        assert_eq!(got, (1..101).collect::<Vec<_>>());
+        std::fs::write(&path, &whole).unwrap();
+        poll(&mut reader, &mut got);
+        assert_eq!(
+            got,
+            (1..201).collect::<Vec<_>>(),
+            "the chunk read once it is whole"
+        );
     }
 
     #[test]

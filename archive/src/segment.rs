@@ -19,6 +19,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use zerocopy::IntoBytes;
+
 /// Segment magic.
 const MAGIC: &[u8; 8] = b"MDIARCH1";
 /// Format version.
@@ -679,7 +681,9 @@ pub struct SegmentReader {
     chunks: Vec<ChunkHeader>,
     /// Where the indexed chunks end.
     end: u64,
-    payload: Vec<u8>,
+    /// The chunk read last, in words: record bodies are 8-aligned (Cap'n Proto reads
+    /// them in place).
+    payload: Vec<u64>,
 }
 
 impl SegmentReader {
@@ -797,11 +801,13 @@ impl SegmentReader {
         let Some(&c) = self.chunks.get(i) else {
             return Ok(());
         };
-        self.payload.resize(c.len as usize, 0);
+        let len = c.len as usize;
+        self.payload.resize(len.div_ceil(8), 0);
+        let payload = &mut self.payload.as_mut_bytes()[..len];
         self.file
-            .read_exact_at(&mut self.payload, c.offset + CHUNK_HEADER as u64)
+            .read_exact_at(payload, c.offset + CHUNK_HEADER as u64)
             .map_err(io_error(&self.path))?;
-        if crc32c::crc32c(&self.payload) != c.crc {
+        if crc32c::crc32c(payload) != c.crc {
             if !self.header.sealed && i + 1 == self.chunks.len() {
                 self.chunks.pop();
                 self.end = c.offset;
@@ -813,7 +819,7 @@ impl SegmentReader {
             });
         }
         let mut ok = true;
-        each_record(&self.payload, f, &mut ok);
+        each_record(&self.payload.as_bytes()[..len], f, &mut ok);
         Ok(())
     }
 

@@ -40,9 +40,10 @@ use symbols::*;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use mdi_protocol::records::{RecordError, RecordKinds};
+use mdi_protocol::records::{RecordError, RecordKind, RecordKinds};
 use mdi_protocol::ring::{
-    ReadEvent, Registration, RingReader, ShmDir, StartAt, WaitStrategy, WriterState,
+    ReadEvent, ReaderOpenError, Registration, RingReader, Seq, ShmDir, StartAt, WaitStrategy,
+    WriterState,
 };
 use mdi_protocol::time::WallNs;
 use mdi_protocol::view::RecordView;
@@ -57,7 +58,13 @@ const STATUS_EVERY: Duration = Duration::from_millis(20);
 
 struct StreamState {
     name: &'static str,
+    /// The live ring (while `archive` is read: a reader at its end, replaced at the
+    /// handover).
     reader: RingReader,
+    /// Reading history from the archive until it reaches what the ring holds.
+    archive: Option<FromArchive>,
+    /// The stream has an archive to go back to when the ring laps this reader.
+    archived: bool,
     writer_gone: bool,
     registration: Option<Registration>,
     /// Records lost so far (published with the registration).
@@ -78,6 +85,21 @@ impl std::fmt::Debug for StreamState {
     }
 }
 
+/// A stream read from its archive first ([`SubscriberBuilder::archive`]).
+#[derive(Debug)]
+struct FromArchive {
+    reader: mdi_archive::ArchiveReader,
+    /// Where the subscriber started (the ring's start if the archive had nothing).
+    start: StartAt,
+    /// Since when the ring has no longer held where the archive ends (the recorder
+    /// lags, or stopped).
+    overwritten_since: Option<Instant>,
+}
+
+/// How long the subscriber waits for a recorder to archive what the ring no longer
+/// holds before it says those records are lost and reads on from the ring's earliest.
+pub const ARCHIVE_GRACE: Duration = Duration::from_secs(2);
+
 /// Reads one or more streams. See the module docs.
 #[derive(Debug)]
 pub struct Subscriber {
@@ -88,6 +110,8 @@ pub struct Subscriber {
     wait: WaitStrategy,
     /// Map ring pages at open ([`SubscriberBuilder::prefault`]).
     prefault: bool,
+    /// The archive a lapped reader goes back to ([`SubscriberBuilder::archive`]).
+    archive: Option<std::path::PathBuf>,
     /// (stream, instrument id) → symbol. Ids are per publisher, so per stream here.
     instruments: HashMap<(usize, u32), &'static str, IdHash>,
     queue: VecDeque<Event>,
@@ -112,6 +136,7 @@ impl Subscriber {
             },
             register: None,
             prefault: true,
+            archive: None,
             #[cfg(feature = "udp")]
             udp: Vec::new(),
         }
@@ -289,6 +314,9 @@ impl Subscriber {
         max_records: usize,
         on_event: &mut dyn FnMut(ViewEvent<'_>),
     ) -> Result<usize, SubscribeError> {
+        if self.streams[index].archive.is_some() {
+            return self.poll_archive(index, max_records, on_event);
+        }
         let mut delivered = 0;
         let Self {
             streams,
@@ -301,40 +329,23 @@ impl Subscriber {
         let state = &mut streams[index];
         let name = state.name;
         let mut lost_now = 0;
+        // lapped with an archive to go back to: read on from there, not a loss
+        let mut fell_behind: Option<Seq> = None;
+        let archived = state.archived;
+        let mut filter = Filter {
+            index,
+            name,
+            symbols: symbols.as_deref(),
+            kinds: *kinds,
+            instruments,
+            undecodable,
+        };
         let polled = state.reader.poll(max_records, |event| match event {
+            _ if fell_behind.is_some() => {}
             ReadEvent::Record(r) => {
-                let opened = RecordView::open(r.kind, r.body, |record| {
-                    if let RecordView::Instrument(d) = &record {
-                        instruments.insert((index, d.get_instrument_id()), intern(d.symbol()?));
-                    }
-                    if !kinds.contains(record.kind()) {
-                        return Ok(());
-                    }
-                    let instrument_id = record.instrument_id();
-                    let symbol = instruments.get(&(index, instrument_id)).copied();
-                    if let Some(wanted) = symbols.as_ref() {
-                        let feed_wide =
-                            matches!(record, RecordView::Status(_)) && instrument_id == 0;
-                        let matches = symbol
-                            .is_some_and(|s| wanted.iter().any(|w| w.eq_ignore_ascii_case(s)));
-                        if !feed_wide && !matches {
-                            return Ok(());
-                        }
-                    }
-                    delivered += 1;
-                    on_event(ViewEvent::Record {
-                        stream: name,
-                        seq: r.seq,
-                        record,
-                        symbol,
-                    });
-                    Ok::<(), RecordError>(())
-                });
-                // a record of an mdi kind that does not decode: counted and skipped
-                if !matches!(opened, Ok(None | Some(Ok(())))) {
-                    *undecodable += 1;
-                }
+                delivered += filter.deliver(r.seq, r.kind, r.body, on_event);
             }
+            ReadEvent::Lost { from_seq, .. } if archived => fell_behind = Some(from_seq),
             ReadEvent::Lost { from_seq, to_seq } => {
                 lost_now += to_seq - from_seq;
                 let lost = Event::Lost {
@@ -369,6 +380,28 @@ impl Subscriber {
             detail: format!("{e:?}"),
         })?;
         state.lost += lost_now;
+        if let (Some(from), Some(dir)) = (fell_behind, &self.archive) {
+            match mdi_archive::ArchiveReader::open(
+                dir,
+                name,
+                mdi_archive::ArchiveStart::Sequence(from.0),
+            ) {
+                Ok(reader) => {
+                    state.archive = Some(FromArchive {
+                        reader,
+                        start: StartAt::Sequence(from),
+                        overwritten_since: None,
+                    });
+                }
+                Err(source) => {
+                    return Err(SubscribeError::Archive {
+                        stream: name.to_string(),
+                        source,
+                    });
+                }
+            }
+            return Ok(delivered);
+        }
         if let Some(registration) = &state.registration {
             registration.publish(
                 state.reader.position(),
@@ -411,6 +444,7 @@ impl Subscriber {
                         source,
                     })?;
                     state.reader = reader;
+                    state.archive = None;
                     state.writer_gone = false;
                     self.instruments.retain(|(stream, _), _| *stream != index);
                     delivered += 1;
@@ -420,5 +454,173 @@ impl Subscriber {
             }
         }
         Ok(delivered)
+    }
+
+    /// Reads the archive of stream `index` (a chunk at a time: up to about `max_records`
+    /// records); at its end, moves onto the ring where the archive stops — by sequence,
+    /// nothing missed, nothing twice — or, when the ring no longer holds that and the
+    /// recorder has not archived it within [`ARCHIVE_GRACE`], says exactly what is lost.
+    fn poll_archive(
+        &mut self,
+        index: usize,
+        max_records: usize,
+        on_event: &mut dyn FnMut(ViewEvent<'_>),
+    ) -> Result<usize, SubscribeError> {
+        let Self {
+            shm,
+            streams,
+            symbols,
+            kinds,
+            instruments,
+            undecodable,
+            prefault,
+            ..
+        } = self;
+        let state = &mut streams[index];
+        let name = state.name;
+        let phase = state.archive.as_mut().expect("reading the archive");
+        let mut filter = Filter {
+            index,
+            name,
+            symbols: symbols.as_deref(),
+            kinds: *kinds,
+            instruments,
+            undecodable,
+        };
+        let mut delivered = 0;
+        let mut read = 0;
+        while read < max_records.max(1) {
+            let n = phase
+                .reader
+                .poll(|r| {
+                    match r.gap_end() {
+                        Some(end) => {
+                            delivered += 1;
+                            on_event(ViewEvent::Notice(Event::Lost {
+                                stream: name,
+                                from_seq: Seq(r.seq),
+                                to_seq: Seq(end),
+                                count: end - r.seq,
+                            }));
+                        }
+                        None => {
+                            delivered +=
+                                filter.deliver(Seq(r.seq), RecordKind(r.kind), r.body, on_event);
+                        }
+                    }
+                    true
+                })
+                .map_err(|source| SubscribeError::Archive {
+                    stream: name.to_string(),
+                    source,
+                })?;
+            if n == 0 {
+                break;
+            }
+            read += n;
+        }
+        if read > 0 {
+            phase.overwritten_since = None;
+            return Ok(delivered);
+        }
+        let at = phase
+            .reader
+            .next_seq()
+            .map_or(phase.start, |seq| StartAt::Sequence(Seq(seq)));
+        let open_error = |source| SubscribeError::Open {
+            stream: name.to_string(),
+            source,
+        };
+        match RingReader::open_with(shm, name, at, *prefault) {
+            Ok(reader) => {
+                state.reader = reader;
+                state.archive = None;
+            }
+            Err(ReaderOpenError::SequenceOverwritten { requested, .. }) => {
+                let since = *phase.overwritten_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= ARCHIVE_GRACE {
+                    let reader = RingReader::open_with(shm, name, StartAt::Earliest, *prefault)
+                        .map_err(open_error)?;
+                    if let Some(next) = reader.next_seq()
+                        && next.0 > requested
+                    {
+                        delivered += 1;
+                        on_event(ViewEvent::Notice(Event::Lost {
+                            stream: name,
+                            from_seq: Seq(requested),
+                            to_seq: next,
+                            count: next.0 - requested,
+                        }));
+                    }
+                    state.reader = reader;
+                    state.archive = None;
+                }
+            }
+            Err(source) => return Err(open_error(source)),
+        }
+        Ok(delivered)
+    }
+}
+
+/// Decodes a record and delivers it if the subscriber's kinds and symbols take it
+/// (definitions are learnt on the way); the same for ring and archive records.
+struct Filter<'a> {
+    index: usize,
+    name: &'static str,
+    symbols: Option<&'a [String]>,
+    kinds: RecordKinds,
+    instruments: &'a mut HashMap<(usize, u32), &'static str, IdHash>,
+    undecodable: &'a mut u64,
+}
+
+impl Filter<'_> {
+    /// 1 if delivered, else 0.
+    fn deliver(
+        &mut self,
+        seq: Seq,
+        kind: RecordKind,
+        body: &[u8],
+        on_event: &mut dyn FnMut(ViewEvent<'_>),
+    ) -> usize {
+        let mut delivered = 0;
+        let Self {
+            index,
+            name,
+            symbols,
+            kinds,
+            instruments,
+            undecodable,
+        } = self;
+        let opened = RecordView::open(kind, body, |record| {
+            if let RecordView::Instrument(d) = &record {
+                instruments.insert((*index, d.get_instrument_id()), intern(d.symbol()?));
+            }
+            if !kinds.contains(record.kind()) {
+                return Ok(());
+            }
+            let instrument_id = record.instrument_id();
+            let symbol = instruments.get(&(*index, instrument_id)).copied();
+            if let Some(wanted) = symbols {
+                let feed_wide = matches!(record, RecordView::Status(_)) && instrument_id == 0;
+                let matches =
+                    symbol.is_some_and(|s| wanted.iter().any(|w| w.eq_ignore_ascii_case(s)));
+                if !feed_wide && !matches {
+                    return Ok(());
+                }
+            }
+            delivered = 1;
+            on_event(ViewEvent::Record {
+                stream: name,
+                seq,
+                record,
+                symbol,
+            });
+            Ok::<(), RecordError>(())
+        });
+        // a record of an mdi kind that does not decode: counted and skipped
+        if !matches!(opened, Ok(None | Some(Ok(())))) {
+            **undecodable += 1;
+        }
+        delivered
     }
 }

@@ -29,6 +29,7 @@ pub struct SubscriberBuilder {
     pub(super) wait: WaitStrategy,
     pub(super) register: Option<String>,
     pub(super) prefault: bool,
+    pub(super) archive: Option<PathBuf>,
     #[cfg(feature = "udp")]
     pub(super) udp: Vec<mdi_protocol::udp::Channel>,
 }
@@ -123,11 +124,55 @@ impl SubscriberBuilder {
     /// receiver on a thread of its own keeps replicas (loss repaired with NAKs) in a
     /// private directory, removed when the subscriber is dropped. Repeatable. Waits up to
     /// 10 s in [`Self::open`] for the streams (named, or any) to arrive.
+    /// Reads history from the tick archive in `dir` (`mdarchive record --archive DIR`):
+    /// a start the ring no longer holds — the earliest, a sequence or a time — is read
+    /// from the archive, and the subscriber moves onto the live ring (or UDP replica)
+    /// where the archive ends, by sequence: no gap, no duplicate. What neither holds is
+    /// an [`Event::Lost`] with the exact range (gap markers the recorder wrote, or
+    /// records the ring overwrote that no recorder archived within
+    /// [`super::ARCHIVE_GRACE`]). A stream without an archive is read from its ring.
+    #[must_use]
+    pub fn archive(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.archive = Some(dir.into());
+        self
+    }
+
     #[cfg(feature = "udp")]
     #[must_use]
     pub fn udp(mut self, channel: mdi_protocol::udp::Channel) -> Self {
         self.udp.push(channel);
         self
+    }
+
+    /// The archive reader stream `name` starts with, if it starts in history.
+    fn history(&self, shm: &ShmDir, name: &str) -> Result<Option<FromArchive>, SubscribeError> {
+        let Some(dir) = &self.archive else {
+            return Ok(None);
+        };
+        let start = match self.start {
+            StartAt::Latest => return Ok(None),
+            StartAt::Earliest => mdi_archive::ArchiveStart::Earliest,
+            StartAt::Sequence(seq) => {
+                // the ring still holds it: no history needed
+                if RingReader::open_with(shm, name, self.start, false).is_ok() {
+                    return Ok(None);
+                }
+                mdi_archive::ArchiveStart::Sequence(seq.0)
+            }
+            StartAt::Time(WallNs(ns)) => mdi_archive::ArchiveStart::Time(ns),
+        };
+        match mdi_archive::ArchiveReader::open(dir, name, start) {
+            Ok(reader) => Ok(Some(FromArchive {
+                reader,
+                start: self.start,
+                overwritten_since: None,
+            })),
+            Err(mdi_archive::ArchiveReadError::NoArchive { .. }) => Ok(None),
+            Err(source) => Err(SubscribeError::Archive {
+                stream: name.to_owned(),
+                source,
+            }),
+        }
     }
 
     /// Opens every stream.
@@ -166,11 +211,21 @@ impl SubscriberBuilder {
         let streams = names
             .into_iter()
             .map(|name| {
-                let reader = RingReader::open_with(&shm, &name, self.start, self.prefault)
-                    .map_err(|source| SubscribeError::Open {
-                        stream: name.clone(),
-                        source,
-                    })?;
+                let archive = self.history(&shm, &name)?;
+                let reader = RingReader::open_with(
+                    &shm,
+                    &name,
+                    if archive.is_some() {
+                        StartAt::Latest
+                    } else {
+                        self.start
+                    },
+                    self.prefault,
+                )
+                .map_err(|source| SubscribeError::Open {
+                    stream: name.clone(),
+                    source,
+                })?;
                 let registration = match &self.register {
                     Some(who) => Some(Registration::claim(&shm, &name, who, wall_now()).map_err(
                         |source| SubscribeError::Register {
@@ -183,6 +238,12 @@ impl SubscriberBuilder {
                 Ok(StreamState {
                     name: intern(&name),
                     reader,
+                    archived: archive.is_some()
+                        || self
+                            .archive
+                            .as_ref()
+                            .is_some_and(|dir| dir.join(&name).is_dir()),
+                    archive,
                     writer_gone: false,
                     registration,
                     lost: 0,
@@ -198,6 +259,9 @@ impl SubscriberBuilder {
         let mut instruments = HashMap::default();
         for (index, state) in streams.iter().enumerate() {
             let first_delivered = match self.start {
+                // read from the archive: the definitions the ring holds now (ids are
+                // the publisher's, stable while it runs)
+                _ if state.archive.is_some() => state.reader.tail().1,
                 StartAt::Earliest => state.reader.tail().1,
                 StartAt::Sequence(seq) => seq,
                 StartAt::Latest => state.reader.next_seq().unwrap_or_default(),
@@ -215,6 +279,7 @@ impl SubscriberBuilder {
             kinds: self.kinds,
             wait: self.wait,
             prefault: self.prefault,
+            archive: self.archive,
             instruments,
             queue: VecDeque::new(),
             next_stream: 0,

@@ -53,4 +53,12 @@ pub enum SubscribeError {
         /// What the ring found.
         detail: String,
     },
+    /// The stream's archive could not be read.
+    #[error("archive of stream {stream:?}: {source}")]
+    Archive {
+        /// The stream.
+        stream: String,
+        /// Why.
+        source: mdi_archive::ArchiveReadError,
+    },
 }
