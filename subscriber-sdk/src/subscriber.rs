@@ -302,10 +302,9 @@ impl Subscriber {
     /// True when every stream has been read up to `mark` (or to the end of a ring that
     /// was replaced since).
     pub fn reached(&self, mark: &Mark) -> bool {
-        self.streams
-            .iter()
-            .zip(&mark.0)
-            .all(|(s, &end)| s.reader.position() >= end || s.reader.caught_up())
+        self.streams.iter().zip(&mark.0).all(|(s, &end)| {
+            s.archive.is_none() && (s.reader.position() >= end || s.reader.caught_up())
+        })
     }
 
     fn poll_stream(

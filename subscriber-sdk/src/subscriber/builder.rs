@@ -269,6 +269,14 @@ impl SubscriberBuilder {
                 StartAt::Time(_) => state.reader.tail().1,
             };
             prime_instruments(&shm, index, state.name, first_delivered, &mut instruments);
+            if let (Some(dir), Some(_)) = (&self.archive, &state.archive) {
+                prime_from_archive(dir, index, state.name, self.start, &mut instruments).map_err(
+                    |source| SubscribeError::Archive {
+                        stream: state.name.to_owned(),
+                        source,
+                    },
+                )?;
+            }
         }
         Ok(Subscriber {
             shm,
@@ -322,4 +330,65 @@ pub(super) fn prime_instruments(
             break;
         }
     }
+}
+
+/// How far back of a start in the archive definitions are looked for: more than the
+/// publisher's state refresh period (1 s of stream time, ADR 0016).
+const ARCHIVE_PRIME_NS: i64 = 3_000_000_000;
+
+/// Reads the instrument definitions archived in the few seconds of stream time before
+/// `start` (the publisher writes them again every second, so a start anywhere in
+/// history resolves its symbols from the first record).
+fn prime_from_archive(
+    dir: &std::path::Path,
+    index: usize,
+    stream: &str,
+    start: StartAt,
+    instruments: &mut HashMap<(usize, u32), &'static str, IdHash>,
+) -> Result<(), mdi_archive::ArchiveReadError> {
+    use mdi_archive::{ArchiveReader, ArchiveStart};
+    // where the start is, in sequence and time
+    let (start_seq, start_ns) = match start {
+        StartAt::Earliest | StartAt::Latest => return Ok(()),
+        StartAt::Time(WallNs(ns)) => (None, ns),
+        StartAt::Sequence(seq) => {
+            let mut at = ArchiveReader::open(dir, stream, ArchiveStart::Sequence(seq.0))?;
+            let mut time = None;
+            at.poll(|r| {
+                time = Some(r.publish_ns);
+                false
+            })?;
+            let Some(ns) = time else { return Ok(()) };
+            (Some(seq.0), ns)
+        }
+    };
+    let mut reader = ArchiveReader::open(
+        dir,
+        stream,
+        ArchiveStart::Time(start_ns.saturating_sub(ARCHIVE_PRIME_NS)),
+    )?;
+    let mut done = false;
+    // bounded: the reader stops at the archive's end
+    while !done {
+        let n = reader.poll(|r| {
+            if start_seq.map_or(r.publish_ns >= start_ns, |s| r.seq >= s) {
+                done = true;
+                return false;
+            }
+            if r.kind == RecordKind::INSTRUMENT_DEFINITION.0 {
+                let _ = RecordView::open(RecordKind(r.kind), r.body, |record| {
+                    if let RecordView::Instrument(d) = record
+                        && let Ok(symbol) = d.symbol()
+                    {
+                        instruments.insert((index, d.get_instrument_id()), intern(symbol));
+                    }
+                });
+            }
+            true
+        })?;
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(())
 }

@@ -21,7 +21,7 @@ use mdi_transport::wall_clock_ns as wall_ns;
     name = "mdtail",
     version,
     about = "Print the records of mdi streams (ring logs in shared memory)",
-    after_help = "Examples:\n  mdtail                                  every stream, live, as a table\n  mdtail klines --from earliest --no-follow --format jsonl\n  mdtail ticks --symbol BTCUSDT --kind trade --count 10\n\nExit status:\n  0  done (--no-follow, --count), interrupted, or its output closed (mdtail | head)\n  1  an error: no such stream or shm directory, a corrupt ring, bad arguments"
+    after_help = "Examples:\n  mdtail                                  every stream, live, as a table\n  mdtail klines --from earliest --no-follow --format jsonl\n  mdtail ticks --symbol BTCUSDT --kind trade --count 10\n  mdtail klines --archive /var/lib/mdi/archive --from time:2024-01-01 --to time:2024-01-02\n\nExit status:\n  0  done (--no-follow, --count), interrupted, or its output closed (mdtail | head)\n  1  an error: no such stream or shm directory, a corrupt ring, bad arguments"
 )]
 struct Cli {
     /// Log as text for people (colour on a terminal) or one JSON object per line;
@@ -50,6 +50,15 @@ struct Cli {
     /// after T: 2024-01-01T00:00:00Z, an offset like +09:00, or a date; no offset: UTC).
     #[arg(long, value_name = "WHERE", default_value = "latest", value_parser = parse_start)]
     from: From,
+    /// Read history from this tick archive (`mdarchive record --archive ADIR`): a start
+    /// older than the ring holds is read from the archive, then the live ring follows
+    /// by sequence, no gap, no duplicate.
+    #[arg(long, env = "MDI_ARCHIVE_DIR", value_name = "ADIR")]
+    archive: Option<PathBuf>,
+    /// Stop after this record: seq:N (its sequence number) or time:T (the last record
+    /// published at or before T).
+    #[arg(long, value_name = "WHERE", value_parser = parse_end)]
+    to: Option<End>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = FormatArg::Table)]
     format: FormatArg,
@@ -95,6 +104,31 @@ enum FormatArg {
 enum From {
     Ring(StartAt),
     Time(i64),
+}
+
+/// Where mdtail stops (`--to`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Seq(u64),
+    Time(i64),
+}
+
+impl End {
+    /// The record is past the end.
+    fn passed(self, seq: Seq, publish_ns: i64) -> bool {
+        match self {
+            Self::Seq(last) => seq.0 > last,
+            Self::Time(last) => publish_ns > last,
+        }
+    }
+}
+
+fn parse_end(text: &str) -> Result<End, String> {
+    match parse_start(text)? {
+        From::Ring(StartAt::Sequence(Seq(seq))) => Ok(End::Seq(seq)),
+        From::Time(ns) => Ok(End::Time(ns)),
+        _ => Err(format!("{text:?} is not an end: use seq:N or time:T")),
+    }
 }
 
 fn parse_channel(uri: &str) -> Result<mdi_protocol::udp::Channel, String> {
@@ -188,6 +222,9 @@ fn subscriber(
     for channel in &cli.channels {
         builder = builder.udp(*channel);
     }
+    if let Some(dir) = &cli.archive {
+        builder = builder.archive(dir);
+    }
     builder.open().map_err(|e| match e {
         SubscribeError::Open { stream, source } => {
             anyhow::Error::new(source).context(format!("opening stream {stream:?}"))
@@ -244,11 +281,28 @@ fn run(cli: &Cli) -> Result<()> {
     let mut stats = cli.stats.then(|| Stats::new(subscriber.streams()));
     let mut stats_at = Instant::now();
     let mut done = false;
+    // --to: the streams that passed their end
+    let mut ended: std::collections::HashSet<&'static str> = std::collections::HashSet::new();
+    let stream_count = subscriber.streams().count();
     while !stop.load(Ordering::Relaxed) && !done {
         let now_ns = wall_ns();
         let mut failed = None;
         let delivered = subscriber.poll_views(1024, |event| {
             if failed.is_some() || printer.printed() >= limit {
+                return;
+            }
+            if let (
+                Some(end),
+                ViewEvent::Record {
+                    stream,
+                    seq,
+                    record,
+                    ..
+                },
+            ) = (cli.to, &event)
+                && (ended.contains(stream) || end.passed(*seq, record.ts_publish_ns()))
+            {
+                ended.insert(stream);
                 return;
             }
             match (event, stats.as_mut()) {
@@ -276,7 +330,7 @@ fn run(cli: &Cli) -> Result<()> {
         }
         let delivered = delivered.context("reading the streams")?;
         let finished = !follow && delivered == 0 && subscriber.reached(&end);
-        done = finished || printer.printed() >= limit;
+        done = finished || printer.printed() >= limit || ended.len() == stream_count;
         if let Some(stats) = stats.as_mut()
             && (stats_at.elapsed() >= Duration::from_secs(1) || finished)
         {
@@ -321,7 +375,7 @@ fn report(notice: &Event, stats: Option<&mut Stats>, follow: bool) {
             },
             None,
         ) => eprintln!(
-            "mdtail: {stream}: {count} records lost (sequences {from_seq}..{to_seq}): the writer lapped this reader"
+            "mdtail: {stream}: {count} records lost (sequences {from_seq}..{to_seq}): the writer lapped this reader, or the archive does not have them"
         ),
         (
             Event::Restarted {
