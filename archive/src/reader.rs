@@ -58,7 +58,14 @@ pub struct ArchiveReader {
     skip_time: i64,
     /// The sequence after the last record or gap delivered.
     next_seq: Option<u64>,
+    /// Segments opened before (their chunk index read once), by index in `segments`.
+    cache: std::collections::HashMap<usize, SegmentReader>,
+    /// The segments' first publish times, read once each.
+    first_times: Vec<Option<i64>>,
 }
+
+/// At most this many segments' indexes are kept open.
+const CACHED_SEGMENTS: usize = 64;
 
 impl ArchiveReader {
     /// Opens `archive/<stream>/` at `start`.
@@ -90,6 +97,8 @@ impl ArchiveReader {
             skip_seq: 0,
             skip_time: i64::MIN,
             next_seq: None,
+            cache: std::collections::HashMap::new(),
+            first_times: Vec::new(),
         };
         reader.seek(start)?;
         Ok(reader)
@@ -119,10 +128,18 @@ impl ArchiveReader {
             ArchiveStart::Time(t) => {
                 // the last segment that begins at or before t (headers read as needed)
                 let (mut lo, mut hi) = (0, self.segments.len());
+                self.first_times.resize(self.segments.len(), None);
                 while lo < hi {
                     let mid = (lo + hi) / 2;
-                    let first_time =
-                        SegmentReader::open_header(&self.segments[mid].1)?.first_time_ns;
+                    let first_time = match self.first_times[mid] {
+                        Some(t) => t,
+                        None => {
+                            let t =
+                                SegmentReader::open_header(&self.segments[mid].1)?.first_time_ns;
+                            self.first_times[mid] = Some(t);
+                            t
+                        }
+                    };
                     if first_time <= t {
                         lo = mid + 1;
                     } else {
@@ -132,7 +149,8 @@ impl ArchiveReader {
                 (lo.saturating_sub(1), 0, t)
             }
         };
-        let mut segment = SegmentReader::open(&self.segments[index].1)?;
+        self.put_back();
+        let mut segment = self.segment(index)?;
         self.chunk = match start {
             ArchiveStart::Earliest => 0,
             ArchiveStart::Sequence(seq) => segment.chunk_for_seq(seq),
@@ -216,7 +234,7 @@ impl ArchiveReader {
             if segment.refresh()? > 0 {
                 continue;
             }
-            let segment = match SegmentReader::open(&self.segments[next].1) {
+            let segment = match self.segment(next) {
                 Ok(segment) => segment,
                 // the recorder's newest segment, caught before its header is written
                 Err(ArchiveError::Invalid { .. }) if next + 1 == self.segments.len() => {
@@ -224,10 +242,32 @@ impl ArchiveReader {
                 }
                 Err(e) => return Err(e.into()),
             };
+            self.put_back();
             self.current = Some((next, segment));
             self.chunk = 0;
         }
         Ok(0)
+    }
+
+    /// Segment `index`, from the cache (refreshed) or opened.
+    fn segment(&mut self, index: usize) -> Result<SegmentReader, ArchiveError> {
+        match self.cache.remove(&index) {
+            Some(mut segment) => {
+                segment.refresh()?;
+                Ok(segment)
+            }
+            None => SegmentReader::open(&self.segments[index].1),
+        }
+    }
+
+    /// The open segment back into the cache.
+    fn put_back(&mut self) {
+        if let Some((index, segment)) = self.current.take() {
+            if self.cache.len() >= CACHED_SEGMENTS {
+                self.cache.clear();
+            }
+            self.cache.insert(index, segment);
+        }
     }
 
     /// The first and the last sequence archived (a trailing gap counts as archived).

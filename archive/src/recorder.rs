@@ -189,14 +189,14 @@ impl Recorder {
         }
         let reader = match last {
             None => {
-                RingReader::open_with(shm, stream, StartAt::Earliest, false).map_err(ring_error)?
+                RingReader::open_with(shm, stream, StartAt::Earliest, true).map_err(ring_error)?
             }
             Some((seq, _)) => {
-                match RingReader::open_with(shm, stream, StartAt::Sequence(Seq(seq + 1)), false) {
+                match RingReader::open_with(shm, stream, StartAt::Sequence(Seq(seq + 1)), true) {
                     Ok(r) => r,
                     // the ring moved on while the recorder was down
                     Err(ReaderOpenError::SequenceOverwritten { .. }) => {
-                        RingReader::open_with(shm, stream, StartAt::Earliest, false)
+                        RingReader::open_with(shm, stream, StartAt::Earliest, true)
                             .map_err(ring_error)?
                     }
                     Err(e) => return Err(ring_error(e)),

@@ -356,7 +356,8 @@ pub struct SegmentWriter {
     header: SegmentHeader,
     /// Where the next chunk goes.
     end: u64,
-    payload: Vec<u8>,
+    /// The chunk being filled: its header's room, then the records' bytes.
+    chunk: Vec<u8>,
     count: u32,
     first: Option<(u64, i64)>,
     last: Option<(u64, i64)>,
@@ -396,7 +397,7 @@ impl SegmentWriter {
             path: path.to_owned(),
             header,
             end: HEADER_LEN,
-            payload: Vec::with_capacity(CHUNK_PAYLOAD),
+            chunk: empty_chunk(),
             count: 0,
             first: None,
             last: None,
@@ -447,7 +448,7 @@ impl SegmentWriter {
                 path: path.to_owned(),
                 header,
                 end,
-                payload: Vec::with_capacity(CHUNK_PAYLOAD),
+                chunk: empty_chunk(),
                 count: 0,
                 first: None,
                 last: None,
@@ -470,25 +471,27 @@ impl SegmentWriter {
         if framed > MAX_RECORD {
             return Err(ArchiveError::RecordTooLarge(record.body.len()));
         }
-        if !self.payload.is_empty() && self.payload.len() + framed > CHUNK_PAYLOAD {
+        let mut payload = self.chunk.len() - CHUNK_HEADER;
+        if payload > 0 && payload + framed > CHUNK_PAYLOAD {
             self.flush()?;
+            payload = 0;
         }
         // room for the chunk, and for the footer index at seal
-        let needed = self.end
-            + (CHUNK_HEADER + self.payload.len() + framed) as u64
-            + footer_len(self.chunks.len() + 1);
+        let needed =
+            self.end + (CHUNK_HEADER + payload + framed) as u64 + footer_len(self.chunks.len() + 1);
         if needed > self.header.capacity {
             return Ok(false);
         }
-        let at = self.payload.len();
-        self.payload.resize(at + framed, 0);
-        let p = &mut self.payload[at..];
-        p[0..4].copy_from_slice(&(framed as u32).to_le_bytes());
-        p[4..6].copy_from_slice(&record.kind.to_le_bytes());
-        p[8..12].copy_from_slice(&(record.body.len() as u32).to_le_bytes());
-        p[16..24].copy_from_slice(&record.seq.to_le_bytes());
-        p[24..32].copy_from_slice(&record.publish_ns.to_le_bytes());
-        p[RECORD_HEADER..RECORD_HEADER + record.body.len()].copy_from_slice(record.body);
+        let mut head = [0u8; RECORD_HEADER];
+        head[0..4].copy_from_slice(&(framed as u32).to_le_bytes());
+        head[4..6].copy_from_slice(&record.kind.to_le_bytes());
+        head[8..12].copy_from_slice(&(record.body.len() as u32).to_le_bytes());
+        head[16..24].copy_from_slice(&record.seq.to_le_bytes());
+        head[24..32].copy_from_slice(&record.publish_ns.to_le_bytes());
+        self.chunk.extend_from_slice(&head);
+        self.chunk.extend_from_slice(record.body);
+        let pad = framed - RECORD_HEADER - record.body.len();
+        self.chunk.extend_from_slice(&[0u8; 8][..pad]);
         self.count += 1;
         let last_seq = record
             .gap_end()
@@ -498,30 +501,29 @@ impl SegmentWriter {
         Ok(true)
     }
 
-    /// Writes the current chunk (one positioned write), if it has records.
+    /// Writes the current chunk (its header and payload: one positioned write), if it
+    /// has records.
     pub fn flush(&mut self) -> Result<(), ArchiveError> {
         let (Some(first), Some(last)) = (self.first, self.last) else {
             return Ok(());
         };
         let header = ChunkHeader {
             offset: self.end,
-            len: self.payload.len() as u32,
+            len: (self.chunk.len() - CHUNK_HEADER) as u32,
             count: self.count,
             first_seq: first.0,
             last_seq: last.0,
             first_time_ns: first.1,
             last_time_ns: last.1,
-            crc: crc32c::crc32c(&self.payload),
+            crc: crc32c::crc32c(&self.chunk[CHUNK_HEADER..]),
         };
-        let mut chunk = Vec::with_capacity(CHUNK_HEADER + self.payload.len());
-        chunk.extend_from_slice(&header.encode());
-        chunk.extend_from_slice(&self.payload);
+        self.chunk[..CHUNK_HEADER].copy_from_slice(&header.encode());
         self.file
-            .write_all_at(&chunk, self.end)
+            .write_all_at(&self.chunk, self.end)
             .map_err(io_error(&self.path))?;
-        self.end += chunk.len() as u64;
+        self.end += self.chunk.len() as u64;
         self.chunks.push(header);
-        self.payload.clear();
+        self.chunk.truncate(CHUNK_HEADER);
         self.count = 0;
         self.first = None;
         self.last = None;
@@ -611,6 +613,13 @@ pub fn check_segment(path: &Path) -> Result<SegmentCheck, ArchiveError> {
         torn_bytes,
         footer_ok,
     })
+}
+
+/// A chunk buffer: room for the header, then the largest payload.
+fn empty_chunk() -> Vec<u8> {
+    let mut chunk = Vec::with_capacity(CHUNK_HEADER + CHUNK_PAYLOAD + MAX_RECORD);
+    chunk.resize(CHUNK_HEADER, 0);
+    chunk
 }
 
 /// Footer magic ("INDX").

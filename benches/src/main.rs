@@ -3,6 +3,7 @@
 
 #[cfg(feature = "aeron")]
 mod aeron;
+mod archive;
 mod harness;
 mod ingest;
 #[cfg(feature = "iceoryx2")]
@@ -111,6 +112,17 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// The tick archive: records/s recorded from a ring into segments (64 B and 256 B,
+    /// fsync none and periodic) against a raw sequential write of the same bytes, read
+    /// back, and seek-by-time latency in a large synthetic archive.
+    Archive {
+        /// Fewer records and a 5 M-record seek archive: well under a minute.
+        #[arg(long)]
+        quick: bool,
+        /// Where the segments go (a directory on disk; default: the temp directory).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Internal: a benchmark process started by another mdbench.
     #[command(hide = true)]
     Child {
@@ -151,6 +163,7 @@ fn main() -> Result<()> {
         Command::Sdk { quick } => sdk::run(quick),
         Command::Itch { quick } => itch::run(quick),
         Command::ItchRx { quick } => itch_rx::run(quick),
+        Command::Archive { quick, dir } => archive::run(&archive::ArchiveBench { quick, dir }),
         Command::Child { args } => ring::child(&args),
     }
 }

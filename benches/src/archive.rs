@@ -1,0 +1,288 @@
+//! `mdbench archive`: the tick archive's write, read and seek speed.
+//!
+//! - write: a ring filled beforehand is recorded into segments (records/s, 64 B and
+//!   256 B bodies, fsync none and periodic), against the floor — the same bytes written
+//!   in the same 64 KiB positioned writes to a preallocated file — in the same run;
+//! - read: the archive read back from its start (records/s);
+//! - seek: a reader moved to a random time in a synthetic archive (100 M records,
+//!   `--quick` 5 M; deleted afterwards), p50/p99 over 10 000 seeks, warm cache;
+//! - bytes on disk per record.
+//!
+//! Segments go to a directory on disk (`--dir`, default the system's temp directory):
+//! without fsync that is the page cache, as a recorder without fsync writes.
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use hdrhistogram::Histogram;
+use mdi_archive::{
+    ArchiveReader, ArchiveRecord, ArchiveStart, Fsync, Recorder, RecorderOptions, SegmentHeader,
+    SegmentWriter,
+};
+use mdi_protocol::records::RecordKind;
+use mdi_protocol::ring::{RingOptions, RingWriter, ShmDir};
+
+use crate::harness::{Latency, ResultLine, msgs_per_s, nanos};
+
+/// What to run.
+#[derive(Debug)]
+pub struct ArchiveBench {
+    pub quick: bool,
+    pub dir: Option<std::path::PathBuf>,
+}
+
+pub fn run(bench: &ArchiveBench) -> Result<()> {
+    let base = match &bench.dir {
+        Some(dir) => tempfile::tempdir_in(dir),
+        None => tempfile::tempdir_in(std::env::temp_dir()),
+    }
+    .context("a directory for the segments")?;
+    let records: u64 = if bench.quick { 1_000_000 } else { 5_000_000 };
+    for size in [64usize, 256] {
+        for fsync in [Fsync::None, Fsync::Periodic(100)] {
+            write_and_read(base.path(), size, records, fsync)?;
+        }
+    }
+    seek(
+        base.path(),
+        if bench.quick { 5_000_000 } else { 100_000_000 },
+    )?;
+    Ok(())
+}
+
+fn fsync_name(fsync: Fsync) -> String {
+    match fsync {
+        Fsync::None => "none".into(),
+        Fsync::Batch => "batch".into(),
+        Fsync::Periodic(ms) => format!("periodic-{ms}ms"),
+    }
+}
+
+/// A ring holding `records` records of `size`-byte bodies (application records: the
+/// archive keeps any kind), with publish times.
+fn filled_ring(shm: &ShmDir, size: usize, records: u64) -> Result<RingWriter> {
+    let bytes = records * (size as u64 + 32);
+    let capacity = bytes.next_power_of_two().max(1 << 20);
+    let mut w = RingWriter::create(
+        shm,
+        "bench",
+        &RingOptions::default().capacity(capacity).prefault(true),
+    )?;
+    let mut body = vec![0u8; size];
+    for n in 0..records {
+        body[..8].copy_from_slice(&n.to_le_bytes());
+        w.append(RecordKind(0x8001), &body)?;
+    }
+    Ok(w)
+}
+
+fn write_and_read(base: &Path, size: usize, records: u64, fsync: Fsync) -> Result<()> {
+    // the ring in shared memory, as a publisher's is
+    let shm_dir = tempfile::tempdir_in("/dev/shm").context("a directory in /dev/shm")?;
+    let shm = ShmDir::new(shm_dir.path());
+    let _writer = filled_ring(&shm, size, records)?;
+    let archive = base.join(format!("archive-{size}-{}", fsync_name(fsync)));
+    let options = RecorderOptions {
+        segment_bytes: 256 << 20,
+        fsync,
+    };
+    // for reference: reading the ring alone
+    {
+        let mut reader = mdi_protocol::ring::RingReader::open_with(
+            &shm,
+            "bench",
+            mdi_protocol::ring::StartAt::Earliest,
+            true,
+        )?;
+        let started = Instant::now();
+        let mut n = 0u64;
+        while reader.poll(1 << 16, |_| n += 1)? > 0 {}
+        ResultLine::new("archive-write", "ring-read-only")
+            .field("size", size)
+            .field("msgs_per_s", msgs_per_s(n, nanos(started.elapsed())))
+            .print();
+    }
+    // the recorder, opened (its mapping of the ring populated, as a running recorder's
+    // is), then timed: the whole ring into segments, closed (synced)
+    let mut recorder = Recorder::open(&shm, "bench", &archive, options)?;
+    let started = Instant::now();
+    while recorder.poll(1 << 16)? > 0 {}
+    let counts = recorder.close()?;
+    let elapsed = nanos(started.elapsed());
+    anyhow::ensure!(
+        counts.records >= records,
+        "archived {} of {records}",
+        counts.records
+    );
+    let on_disk: u64 = mdi_archive::segments(&archive.join("bench"))?
+        .iter()
+        .map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .sum();
+    let used = used_bytes(&archive.join("bench"))?;
+    ResultLine::new("archive-write", "mdi")
+        .field("size", size)
+        .field("fsync", fsync_name(fsync))
+        .field("msgs_per_s", msgs_per_s(records, elapsed))
+        .field(
+            "bytes_per_record",
+            format!("{:.1}", used as f64 / records as f64),
+        )
+        .field("preallocated_bytes", on_disk)
+        .print();
+    // the floor: the same bytes (the segments' own), the same 64 KiB positioned writes,
+    // a preallocated file
+    let floor = base.join(format!("floor-{size}"));
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&floor)?;
+    file.set_len(used)?;
+    nix::fcntl::posix_fallocate(&file, 0, used as i64)?;
+    // the segments' own bytes, in memory before the clock starts
+    let mut bytes = Vec::with_capacity(used as usize);
+    for (_, path) in mdi_archive::segments(&archive.join("bench"))? {
+        let segment = std::fs::read(&path)?;
+        let end = mdi_archive::SegmentReader::open(&path)?
+            .chunks()
+            .last()
+            .map_or(mdi_archive::HEADER_LEN, |c| {
+                c.offset + mdi_archive::CHUNK_HEADER as u64 + u64::from(c.len)
+            });
+        bytes.extend_from_slice(&segment[..end as usize]);
+    }
+    let started = Instant::now();
+    let mut at = 0u64;
+    let mut last_sync = Instant::now();
+    while at < used {
+        let n = (used - at).min(64 << 10) as usize;
+        file.write_all_at(&bytes[at as usize..at as usize + n], at)?;
+        at += n as u64;
+        if let Fsync::Periodic(ms) = fsync
+            && last_sync.elapsed().as_millis() as u64 >= ms
+        {
+            file.sync_data()?;
+            last_sync = Instant::now();
+        }
+    }
+    file.sync_data()?;
+    let elapsed = nanos(started.elapsed());
+    ResultLine::new("archive-write", "raw-write-floor")
+        .field("size", size)
+        .field("fsync", fsync_name(fsync))
+        .field("msgs_per_s", msgs_per_s(records, elapsed))
+        .print();
+    drop(file);
+    std::fs::remove_file(&floor)?;
+    // read back from the start
+    if fsync == Fsync::None {
+        let started = Instant::now();
+        let mut reader = ArchiveReader::open(&archive, "bench", ArchiveStart::Earliest)?;
+        let mut n = 0u64;
+        let mut check = 0u64;
+        while reader.poll(|r| {
+            n += 1;
+            check = check.wrapping_add(r.body.len() as u64);
+            true
+        })? > 0
+        {}
+        let elapsed = nanos(started.elapsed());
+        anyhow::ensure!(n >= records && check > 0, "read {n} of {records}");
+        ResultLine::new("archive-read", "mdi")
+            .field("size", size)
+            .field("msgs_per_s", msgs_per_s(n, elapsed))
+            .print();
+    }
+    std::fs::remove_dir_all(&archive)?;
+    Ok(())
+}
+
+/// Bytes the segments use (headers and chunks; not the preallocated rest).
+fn used_bytes(dir: &Path) -> Result<u64> {
+    let mut used = 0;
+    for (_, path) in mdi_archive::segments(dir)? {
+        let reader = mdi_archive::SegmentReader::open(&path)?;
+        used += reader.chunks().last().map_or(mdi_archive::HEADER_LEN, |c| {
+            c.offset + mdi_archive::CHUNK_HEADER as u64 + u64::from(c.len)
+        });
+    }
+    Ok(used)
+}
+
+/// A synthetic archive of `records` 64-byte records 1 us apart, written straight into
+/// segments; then 10 000 seeks to random times, each to the first record delivered.
+fn seek(base: &Path, records: u64) -> Result<()> {
+    let archive = base.join("seek");
+    let dir = archive.join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let t0 = 1_700_000_000_000_000_000i64;
+    let body = [7u8; 64];
+    let mut writer: Option<SegmentWriter> = None;
+    let started = Instant::now();
+    for seq in 1..=records {
+        let record = ArchiveRecord {
+            kind: 0x8001,
+            seq,
+            publish_ns: t0 + seq as i64 * 1000,
+            body: &body,
+        };
+        loop {
+            let w = match &mut writer {
+                Some(w) => w,
+                None => writer.insert(SegmentWriter::create(
+                    &dir.join(format!("{seq:020}.seg")),
+                    SegmentHeader {
+                        stream: "bench".into(),
+                        epoch: 1,
+                        first_seq: seq,
+                        first_time_ns: record.publish_ns,
+                        schema_id: mdi_archive::recorder::SCHEMA_ID,
+                        capacity: 256 << 20,
+                        sealed: false,
+                        used: 0,
+                    },
+                )?),
+            };
+            if w.append(&record)? {
+                break;
+            }
+            writer.take().expect("there").seal()?;
+        }
+    }
+    if let Some(w) = writer.take() {
+        w.seal()?;
+    }
+    let built = started.elapsed();
+    let mut reader = ArchiveReader::open(&archive, "bench", ArchiveStart::Earliest)?;
+    let mut h = Histogram::<u64>::new(3)?;
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..11_000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let target = t0 + ((state % records) as i64 + 1) * 1000;
+        let started = Instant::now();
+        reader.seek(ArchiveStart::Time(target))?;
+        let mut first = None;
+        reader.poll(|r| {
+            first = Some(r.publish_ns);
+            false
+        })?;
+        let took = nanos(started.elapsed());
+        anyhow::ensure!(first == Some(target), "seek to {target} found {first:?}");
+        if i >= 1000 {
+            h.record(took)?; // the first thousand warm the cache
+        }
+    }
+    ResultLine::new("archive-seek", "mdi")
+        .field("records", records)
+        .field("segments", mdi_archive::segments(&dir)?.len())
+        .field("build_s", format!("{:.1}", built.as_secs_f64()))
+        .latency(Latency::of(&h))
+        .print();
+    std::fs::remove_dir_all(&archive)?;
+    Ok(())
+}
