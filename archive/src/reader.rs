@@ -319,6 +319,7 @@ mod tests {
         let options = RecorderOptions {
             segment_bytes: 96 << 10,
             fsync: Fsync::None,
+            ..RecorderOptions::default()
         };
         let mut r = Recorder::open(&f.shm, "ticks", &f.archive, options).unwrap();
         while r.poll(700).unwrap() > 0 {}

@@ -34,6 +34,9 @@ pub struct RecorderOptions {
     pub segment_bytes: u64,
     /// When to fsync.
     pub fsync: Fsync,
+    /// Chunks written by a thread of their own while the next is filled
+    /// ([`SegmentWriter::write_behind`]).
+    pub write_behind: bool,
 }
 
 impl Default for RecorderOptions {
@@ -41,6 +44,7 @@ impl Default for RecorderOptions {
         Self {
             segment_bytes: 256 << 20,
             fsync: Fsync::None,
+            write_behind: true,
         }
     }
 }
@@ -177,7 +181,11 @@ impl Recorder {
                             w.header().first_time_ns,
                         ));
                     }
-                    writer = Some(w);
+                    writer = Some(if options.write_behind {
+                        w.write_behind()?
+                    } else {
+                        w
+                    });
                 }
                 Err(ArchiveError::Sealed) => {
                     let reader = SegmentReader::open(path)?;
@@ -253,7 +261,9 @@ impl Recorder {
     }
 
     /// Archives what the ring holds now (at most `max` records and markers); returns how
-    /// many. An error stops the recorder: what was archived before it stays (a full disk:
+    /// many. When it has caught up with the ring, every record archived is written
+    /// (readers of the archive see it); before, up to a few chunks may still be on
+    /// their way. An error stops the recorder: what was archived before it stays (a full disk:
     /// the last segment was sealed before a new one was refused).
     pub fn poll(&mut self, max: usize) -> Result<usize, RecordError> {
         let sink = &mut self.sink;
@@ -277,7 +287,12 @@ impl Recorder {
             return Err(e);
         }
         if n > 0 {
-            sink.flush()?;
+            // a part-filled chunk is written when the ring has nothing more for now:
+            // while there is a backlog, chunks fill up (and the write-behind thread
+            // writes them while the next fills)
+            if self.reader.caught_up() {
+                sink.flush()?;
+            }
             let due = match sink.options.fsync {
                 Fsync::None => false,
                 Fsync::Batch => true,
@@ -358,7 +373,7 @@ impl Sink {
         loop {
             if self.writer.is_none() {
                 let path = self.dir.join(format!("{:020}.seg", record.seq));
-                self.writer = Some(SegmentWriter::create(
+                let created = SegmentWriter::create(
                     &path,
                     SegmentHeader {
                         stream: self.stream.clone(),
@@ -370,7 +385,12 @@ impl Sink {
                         sealed: false,
                         used: 0,
                     },
-                )?);
+                )?;
+                self.writer = Some(if self.options.write_behind {
+                    created.write_behind()?
+                } else {
+                    created
+                });
                 self.counts.segments += 1;
             }
             let writer = self.writer.as_mut().expect("made above");
@@ -385,9 +405,12 @@ impl Sink {
         Ok(())
     }
 
+    /// Writes the chunk being filled; when it returns, readers see every record
+    /// archived so far (chunks handed to the write-behind thread are written).
     fn flush(&mut self) -> Result<(), RecordError> {
         if let Some(w) = &mut self.writer {
             w.flush()?;
+            w.drain()?;
         }
         Ok(())
     }
@@ -457,6 +480,7 @@ mod tests {
         let options = RecorderOptions {
             segment_bytes: 128 << 10,
             fsync: Fsync::Batch,
+            ..RecorderOptions::default()
         };
         let mut r = Recorder::open(&f.shm, "ticks", &f.archive, options).unwrap();
         drain(&mut r);
@@ -493,6 +517,7 @@ mod tests {
         let options = RecorderOptions {
             segment_bytes: 1 << 20,
             fsync: Fsync::None,
+            ..RecorderOptions::default()
         };
         let mut seqs = Vec::new();
         for n in 0..100 {

@@ -358,6 +358,8 @@ pub struct SegmentWriter {
     end: u64,
     /// The chunk being filled: its header's room, then the records' bytes.
     chunk: Vec<u8>,
+    /// Chunks written by a thread of their own ([`Self::write_behind`]).
+    io: Option<WriteBehind>,
     count: u32,
     first: Option<(u64, i64)>,
     last: Option<(u64, i64)>,
@@ -398,6 +400,7 @@ impl SegmentWriter {
             header,
             end: HEADER_LEN,
             chunk: empty_chunk(),
+            io: None,
             count: 0,
             first: None,
             last: None,
@@ -449,6 +452,7 @@ impl SegmentWriter {
                 header,
                 end,
                 chunk: empty_chunk(),
+                io: None,
                 count: 0,
                 first: None,
                 last: None,
@@ -518,10 +522,20 @@ impl SegmentWriter {
             crc: crc32c::crc32c(&self.chunk[CHUNK_HEADER..]),
         };
         self.chunk[..CHUNK_HEADER].copy_from_slice(&header.encode());
-        self.file
-            .write_all_at(&self.chunk, self.end)
-            .map_err(io_error(&self.path))?;
-        self.end += self.chunk.len() as u64;
+        let len = self.chunk.len() as u64;
+        match &mut self.io {
+            Some(io) => {
+                let spare = io.spare().map_err(io_error(&self.path))?;
+                let full = std::mem::replace(&mut self.chunk, spare);
+                io.write(full, self.end).map_err(io_error(&self.path))?;
+            }
+            None => {
+                self.file
+                    .write_all_at(&self.chunk, self.end)
+                    .map_err(io_error(&self.path))?;
+            }
+        }
+        self.end += len;
         self.chunks.push(header);
         self.chunk.truncate(CHUNK_HEADER);
         self.count = 0;
@@ -533,12 +547,33 @@ impl SegmentWriter {
     /// Flushes the chunk and asks the disk to keep what was written.
     pub fn sync(&mut self) -> Result<(), ArchiveError> {
         self.flush()?;
+        self.drain()?;
         self.file.sync_data().map_err(io_error(&self.path))
+    }
+
+    /// Hands full chunks to a thread of its own that writes them, in order, while this
+    /// one fills the next (the copy into the page cache overlaps the reading of the
+    /// ring). A write's error comes back at a later flush, sync or seal; sync and seal
+    /// wait for every chunk handed over.
+    pub fn write_behind(mut self) -> Result<Self, ArchiveError> {
+        let file = self.file.try_clone().map_err(io_error(&self.path))?;
+        self.io = Some(WriteBehind::start(file));
+        Ok(self)
+    }
+
+    /// Waits until every chunk handed to the write-behind thread is written (readers
+    /// see them).
+    pub fn drain(&mut self) -> Result<(), ArchiveError> {
+        match &mut self.io {
+            Some(io) => io.drain().map_err(io_error(&self.path)),
+            None => Ok(()),
+        }
     }
 
     /// Flushes, marks the segment sealed (complete, read-only) and syncs it.
     pub fn seal(mut self) -> Result<SegmentHeader, ArchiveError> {
         self.flush()?;
+        self.drain()?;
         // the footer: the chunk headers again, so that a reader indexes in one read
         let mut footer = Vec::with_capacity(footer_len(self.chunks.len()) as usize);
         footer.extend_from_slice(&FOOTER_MAGIC.to_le_bytes());
@@ -613,6 +648,96 @@ pub fn check_segment(path: &Path) -> Result<SegmentCheck, ArchiveError> {
         torn_bytes,
         footer_ok,
     })
+}
+
+/// Chunks handed over and not yet written, at most.
+const WRITE_BEHIND_DEPTH: usize = 4;
+
+/// The write-behind thread of a segment writer: chunks in, written in order, buffers
+/// (or the first error) back.
+#[derive(Debug)]
+struct WriteBehind {
+    jobs: Option<std::sync::mpsc::SyncSender<(Vec<u8>, u64)>>,
+    done: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    in_flight: usize,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WriteBehind {
+    fn start(file: File) -> Self {
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<(Vec<u8>, u64)>(WRITE_BEHIND_DEPTH);
+        let (back, done) = std::sync::mpsc::sync_channel(WRITE_BEHIND_DEPTH + 1);
+        let thread = std::thread::Builder::new()
+            .name("mdi-archive-io".into())
+            .spawn(move || {
+                for (chunk, at) in queue {
+                    let written = file.write_all_at(&chunk, at).map(|()| chunk);
+                    let failed = written.is_err();
+                    if back.send(written).is_err() || failed {
+                        return; // after an error nothing more is written: order holds
+                    }
+                }
+            })
+            .expect("spawning the archive's write-behind thread");
+        Self {
+            jobs: Some(jobs),
+            done,
+            in_flight: 0,
+            thread: Some(thread),
+        }
+    }
+
+    /// An empty chunk buffer: one the thread gave back, or a new one while fewer than
+    /// the depth are out.
+    fn spare(&mut self) -> io::Result<Vec<u8>> {
+        let back = if self.in_flight >= WRITE_BEHIND_DEPTH {
+            Some(self.done.recv().map_err(|_| gone())?)
+        } else {
+            self.done.try_recv().ok()
+        };
+        match back {
+            Some(result) => {
+                self.in_flight -= 1;
+                let mut chunk = result?;
+                chunk.truncate(CHUNK_HEADER);
+                Ok(chunk)
+            }
+            None => Ok(empty_chunk()),
+        }
+    }
+
+    fn write(&mut self, chunk: Vec<u8>, at: u64) -> io::Result<()> {
+        self.jobs
+            .as_ref()
+            .ok_or_else(gone)?
+            .send((chunk, at))
+            .map_err(|_| gone())?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    fn drain(&mut self) -> io::Result<()> {
+        while self.in_flight > 0 {
+            let result = self.done.recv().map_err(|_| gone())?;
+            self.in_flight -= 1;
+            result?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for WriteBehind {
+    fn drop(&mut self) {
+        // what was handed over is written before the writer goes
+        self.jobs.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn gone() -> io::Error {
+    io::Error::other("the archive's write-behind thread stopped after an error")
 }
 
 /// A chunk buffer: room for the header, then the largest payload.

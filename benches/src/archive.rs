@@ -79,6 +79,13 @@ fn filled_ring(shm: &ShmDir, size: usize, records: u64) -> Result<RingWriter> {
 }
 
 fn write_and_read(base: &Path, size: usize, records: u64, fsync: Fsync) -> Result<()> {
+    for write_behind in [true, false] {
+        record(base, size, records, fsync, write_behind)?;
+    }
+    Ok(())
+}
+
+fn record(base: &Path, size: usize, records: u64, fsync: Fsync, write_behind: bool) -> Result<()> {
     // the ring in shared memory, as a publisher's is
     let shm_dir = tempfile::tempdir_in("/dev/shm").context("a directory in /dev/shm")?;
     let shm = ShmDir::new(shm_dir.path());
@@ -87,6 +94,7 @@ fn write_and_read(base: &Path, size: usize, records: u64, fsync: Fsync) -> Resul
     let options = RecorderOptions {
         segment_bytes: 256 << 20,
         fsync,
+        write_behind,
     };
     // for reference: reading the ring alone
     {
@@ -121,16 +129,23 @@ fn write_and_read(base: &Path, size: usize, records: u64, fsync: Fsync) -> Resul
         .map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len()))
         .sum();
     let used = used_bytes(&archive.join("bench"))?;
-    ResultLine::new("archive-write", "mdi")
-        .field("size", size)
-        .field("fsync", fsync_name(fsync))
-        .field("msgs_per_s", msgs_per_s(records, elapsed))
-        .field(
-            "bytes_per_record",
-            format!("{:.1}", used as f64 / records as f64),
-        )
-        .field("preallocated_bytes", on_disk)
-        .print();
+    ResultLine::new(
+        "archive-write",
+        if write_behind {
+            "mdi"
+        } else {
+            "mdi-one-thread"
+        },
+    )
+    .field("size", size)
+    .field("fsync", fsync_name(fsync))
+    .field("msgs_per_s", msgs_per_s(records, elapsed))
+    .field(
+        "bytes_per_record",
+        format!("{:.1}", used as f64 / records as f64),
+    )
+    .field("preallocated_bytes", on_disk)
+    .print();
     // the floor: the same bytes (the segments' own), the same 64 KiB positioned writes,
     // a preallocated file
     let floor = base.join(format!("floor-{size}"));

@@ -33,6 +33,7 @@ fn recorder_thread(
         let options = RecorderOptions {
             segment_bytes: 1 << 20,
             fsync: Fsync::None,
+            ..RecorderOptions::default()
         };
         let mut r = Recorder::open(&shm, "ticks", &archive, options).unwrap();
         loop {
@@ -150,6 +151,7 @@ fn a_start_in_history_by_sequence_or_time_and_what_neither_holds() {
     let options = RecorderOptions {
         segment_bytes: 1 << 20,
         fsync: Fsync::None,
+        ..RecorderOptions::default()
     };
     let mut seqs = Vec::new();
     let mut r = Recorder::open(&shm, "ticks", &archive, options).unwrap();

@@ -57,6 +57,7 @@ fn history_from_the_archive_prints_as_the_whole_ring_would() {
     let options = RecorderOptions {
         segment_bytes: 1 << 20,
         fsync: Fsync::None,
+        ..RecorderOptions::default()
     };
     let mut recorder = Recorder::open(&small, "ticks", &archive, options).unwrap();
     let n = 20_000u64;
