@@ -195,3 +195,57 @@ mod tests {
         assert_eq!(unknown, "replaying day.csv.zst: 3.0 MB, 3.0 MB/s");
     }
 }
+
+/// How fast a replay runs: as fast as it can, or a multiple of the pace the records
+/// happened at.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Speed {
+    /// As fast as it can.
+    Max,
+    /// This many times as fast as it happened (1.0: as it happened).
+    Times(f64),
+}
+
+/// `max`, `1x`, `10x`, `0.5x`.
+pub fn parse_speed(text: &str) -> Result<Speed, String> {
+    if text == "max" {
+        return Ok(Speed::Max);
+    }
+    match text.strip_suffix('x').map(str::parse::<f64>) {
+        Some(Ok(n)) if n > 0.0 && n.is_finite() => Ok(Speed::Times(n)),
+        _ => Err(format!(
+            "{text:?} is not a speed: use max, 1x, or another multiple such as 10x or 0.5x"
+        )),
+    }
+}
+
+/// Sleeps so that times `t` (ns, any clock) are replayed `speed` times as fast as they
+/// happened, counted from the first one.
+#[derive(Debug)]
+pub struct Pacer {
+    speed: Speed,
+    origin: Option<(std::time::Instant, i64)>,
+}
+
+impl Pacer {
+    /// A pacer at `speed`.
+    pub fn new(speed: Speed) -> Self {
+        Self {
+            speed,
+            origin: None,
+        }
+    }
+
+    /// Returns when time `t` is due (at once at `Speed::Max`).
+    pub fn wait_for(&mut self, t: i64) {
+        let Speed::Times(factor) = self.speed else {
+            return;
+        };
+        let (wall, first) = *self.origin.get_or_insert((std::time::Instant::now(), t));
+        let due = std::time::Duration::from_secs_f64((t - first).max(0) as f64 / 1e9 / factor);
+        let elapsed = wall.elapsed();
+        if due > elapsed {
+            std::thread::sleep(due - elapsed);
+        }
+    }
+}

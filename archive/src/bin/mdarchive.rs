@@ -52,6 +52,70 @@ enum Command {
     Status(Status),
     /// Delete whole sealed segments older than --keep-age or beyond --keep-size.
     Prune(Prune),
+    /// Write a range of a stream's history back into a ring (a strategy runs unchanged
+    /// on it), at its own pace or faster.
+    #[command(after_help = "Exit status:\n  \
+        0  the range was written (or interrupted)\n  \
+        1  an error: no archive, a ring that could not be created")]
+    Replay(Replay),
+}
+
+#[derive(Debug, clap::Args)]
+struct Replay {
+    /// The archive directory.
+    #[arg(long, env = "MDI_ARCHIVE_DIR", value_name = "ADIR")]
+    archive: PathBuf,
+    /// The stream whose history is replayed.
+    #[arg(long, value_name = "NAME")]
+    stream: String,
+    /// The first record: earliest, seq:N or time:T (as mdtail's --from).
+    #[arg(long, value_name = "WHERE", default_value = "earliest", value_parser = parse_where)]
+    from: Where,
+    /// The last record: seq:N or time:T (default: the end of the archive).
+    #[arg(long, value_name = "WHERE", value_parser = parse_where)]
+    to: Option<Where>,
+    /// max, 1x (as it happened, by publish time), or another multiple such as 10x.
+    #[arg(long, value_name = "SPEED", default_value = "max", value_parser = mdi_transport::cli::parse_speed)]
+    speed: mdi_transport::cli::Speed,
+    /// Shared-memory directory of the ring written.
+    #[arg(long, env = "MDI_SHM_DIR", value_name = "DIR", default_value = mdi_protocol::ring::DEFAULT_SHM_DIR)]
+    shm_dir: PathBuf,
+    /// The ring written (default: the stream's name).
+    #[arg(long, value_name = "NAME")]
+    ring: Option<String>,
+    /// The ring's data size in MiB (a power of two), if it is created.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    ring_mib: u64,
+}
+
+/// A position in a stream: its start, a sequence number or a publish time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Where {
+    Earliest,
+    Seq(u64),
+    Time(i64),
+}
+
+fn parse_where(text: &str) -> Result<Where, String> {
+    if text == "earliest" {
+        return Ok(Where::Earliest);
+    }
+    if let Some(seq) = text.strip_prefix("seq:") {
+        return seq
+            .parse()
+            .map(Where::Seq)
+            .map_err(|_| format!("{text:?}: seq:N wants a sequence number"));
+    }
+    if let Some(time) = text.strip_prefix("time:") {
+        return mdi_transport::time::parse_utc(time)
+            .map(Where::Time)
+            .ok_or_else(|| {
+                format!(
+                    "{text:?}: time: wants a time like 2024-01-01T00:00:00Z, a date, or 1704067200s"
+                )
+            });
+    }
+    Err(format!("{text:?}: use earliest, seq:N or time:T"))
 }
 
 #[derive(Debug, clap::Args)]
@@ -210,6 +274,7 @@ fn run(command: Command) -> Result<i32> {
         Command::Verify(args) => verify(&args),
         Command::Status(args) => status(&args).map(|()| 0),
         Command::Prune(args) => prune(&args).map(|()| 0),
+        Command::Replay(args) => replay(&args).map(|()| 0),
     }
 }
 
@@ -466,5 +531,83 @@ fn prune(args: &Prune) -> Result<()> {
             println!("deleted {}", path.display());
         }
     }
+    Ok(())
+}
+
+fn replay(args: &Replay) -> Result<()> {
+    use mdi_protocol::records::RecordKind;
+    use mdi_protocol::ring::{RingOptions, RingWriter};
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).context("signal handler")?;
+    }
+    let start = match args.from {
+        Where::Earliest => ArchiveStart::Earliest,
+        Where::Seq(seq) => ArchiveStart::Sequence(seq),
+        Where::Time(ns) => ArchiveStart::Time(ns),
+    };
+    let mut reader = ArchiveReader::open(&args.archive, &args.stream, start)?;
+    let ring = args.ring.as_deref().unwrap_or(&args.stream);
+    let shm = ShmDir::new(&args.shm_dir);
+    let mut writer = RingWriter::create(
+        &shm,
+        ring,
+        &RingOptions::default().capacity(args.ring_mib << 20),
+    )
+    .with_context(|| format!("creating ring {ring} in {}", args.shm_dir.display()))?;
+    let mut pacer = mdi_transport::cli::Pacer::new(args.speed);
+    let (mut written, mut gaps, mut missing) = (0u64, 0u64, 0u64);
+    let mut failed = None;
+    let mut ended = false;
+    while !ended && !stop.load(Ordering::Relaxed) {
+        let n = reader.poll(|r| {
+            let past = match args.to {
+                Some(Where::Seq(last)) => r.seq > last,
+                Some(Where::Time(last)) => r.publish_ns > last,
+                _ => false,
+            };
+            if past {
+                ended = true;
+                return false;
+            }
+            if let Some(end) = r.gap_end() {
+                // the ring cannot hold a hole: said, and the records go on after it
+                gaps += 1;
+                missing += end - r.seq;
+                return true;
+            }
+            if r.kind == RecordKind::EPOCH_START.0 {
+                return true; // the writer begins its own epoch
+            }
+            pacer.wait_for(r.publish_ns);
+            match writer.append(RecordKind(r.kind), r.body) {
+                Ok(_) => written += 1,
+                Err(e) => {
+                    failed = Some(e);
+                    return false;
+                }
+            }
+            !stop.load(Ordering::Relaxed)
+        })?;
+        if let Some(e) = failed.take() {
+            bail!("writing ring {ring}: {e}");
+        }
+        if n == 0 {
+            break; // the end of what is archived
+        }
+    }
+    if gaps > 0 {
+        tracing::warn!(
+            gaps,
+            missing,
+            "the range has gaps the recorder marked: {missing} records are not in the archive"
+        );
+    }
+    eprintln!(
+        "mdarchive: {written} records of {} written into ring {ring} ({})",
+        args.stream,
+        args.shm_dir.display()
+    );
     Ok(())
 }

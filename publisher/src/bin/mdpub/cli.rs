@@ -254,24 +254,7 @@ pub(crate) enum InputFormat {
     Capture,
 }
 
-/// How fast a replay runs.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Speed {
-    Max,
-    Times(f64),
-}
-
-pub(crate) fn parse_speed(text: &str) -> Result<Speed, String> {
-    if text == "max" {
-        return Ok(Speed::Max);
-    }
-    match text.strip_suffix('x').map(str::parse::<f64>) {
-        Some(Ok(n)) if n > 0.0 && n.is_finite() => Ok(Speed::Times(n)),
-        _ => Err(format!(
-            "{text:?} is not a speed: use max, 1x, or another multiple such as 10x or 0.5x"
-        )),
-    }
-}
+pub(crate) use mdi_transport::cli::{Speed, parse_speed};
 
 pub(crate) fn parse_interval(text: &str) -> Result<Interval, String> {
     Interval::parse(text).map_err(|e| e.to_string())

@@ -1,7 +1,7 @@
 //! `mdpub replay` of Binance captures and history files, paced.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::cli::*;
 use crate::itch::*;
@@ -49,33 +49,7 @@ pub(crate) fn input_kind(args: &Replay, file_name: &str) -> Result<Input> {
     })
 }
 
-/// Sleeps so that times `t` (ns, any clock) are replayed `speed` times as fast as they
-/// happened, counted from the first one.
-pub(crate) struct Pacer {
-    speed: Speed,
-    origin: Option<(Instant, i64)>,
-}
-
-impl Pacer {
-    pub(crate) fn new(speed: Speed) -> Self {
-        Self {
-            speed,
-            origin: None,
-        }
-    }
-
-    pub(crate) fn wait_for(&mut self, t: i64) {
-        let Speed::Times(factor) = self.speed else {
-            return;
-        };
-        let (wall, first) = *self.origin.get_or_insert((Instant::now(), t));
-        let due = Duration::from_secs_f64((t - first).max(0) as f64 / 1e9 / factor);
-        let elapsed = wall.elapsed();
-        if due > elapsed {
-            std::thread::sleep(due - elapsed);
-        }
-    }
-}
+pub(crate) use mdi_transport::cli::Pacer;
 
 pub(crate) fn run_replay(args: &Replay) -> Result<()> {
     if args.feed == Feed::Itch {
