@@ -37,7 +37,7 @@ cargo test --workspace --locked --doc
 step "Python package: pip install ./python into .venv, then pytest"
 # what a user runs (README); the tests drive the debug binaries built above
 ./.venv/bin/pip install --quiet ./python
-cargo build --locked -p mdi-publisher -p mdi-tools --bins
+cargo build --locked -p mdi-publisher -p mdi-tools -p mdi-archive-cli --bins
 MDI_BIN_DIR="$PWD/target/debug" ./.venv/bin/python -m pytest -q python/tests
 
 step "deployment files (systemd-analyze verify, the dashboard)"

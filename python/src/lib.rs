@@ -162,7 +162,7 @@ impl Inner {
             ) {
                 self.notices.push(item);
             } else {
-                columns.push_item(&item);
+                columns::push_item(columns, &item);
             }
         }
         let Self {

@@ -18,6 +18,8 @@ pub use mdi_protocol;
 pub use mdi_transport;
 
 pub mod book;
+#[cfg(feature = "arrow")]
+pub mod columns;
 pub mod fields;
 #[cfg(feature = "tokio")]
 pub mod stream;

@@ -1,0 +1,271 @@
+//! `mdarchive export`: a stream's history as Parquet — one table per record kind, one
+//! file per kind, symbol and UTC day (`kind=K/symbol=S/date=D/part-N.parquet`, hive
+//! partitions) or one file when the range holds one kind of one symbol. Columns are
+//! named as `mdtail --format jsonl` names its fields (built by
+//! `mdi_subscriber::columns`, the same as the Python package's), prices and quantities
+//! DECIMAL at the instrument's own scale; zstd, row groups of up to a million rows,
+//! statistics; rows in publish order (the archive's).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use arrow_array::RecordBatch;
+use mdi_archive::{ArchiveReader, ArchiveStart};
+use mdi_protocol::records::{RecordKind, RecordKinds};
+use mdi_protocol::view::RecordView;
+use mdi_subscriber::columns::{Columns, Layout};
+use mdi_subscriber::fields::with_fields;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+/// Rows of one Parquet file part (and of its row groups).
+const PART_ROWS: usize = 1 << 20;
+
+/// How far before the start definitions are read (the publisher repeats them every
+/// second of stream time).
+const DEFINITIONS_BEFORE_NS: i64 = 3_000_000_000;
+
+/// What to export.
+#[derive(Debug)]
+pub struct Export<'a> {
+    pub archive: &'a Path,
+    pub stream: &'a str,
+    pub kinds: RecordKinds,
+    pub symbols: Option<Vec<String>>,
+    /// First and last publish time (ns), inclusive.
+    pub from_ns: Option<i64>,
+    pub to_ns: Option<i64>,
+    pub out: &'a Path,
+}
+
+/// What an export wrote.
+#[derive(Debug, Default)]
+pub struct Exported {
+    pub rows: u64,
+    pub files: Vec<PathBuf>,
+    /// Records skipped: did not decode.
+    pub undecodable: u64,
+    /// Records the archive does not have in the range (gap markers).
+    pub missing: u64,
+}
+
+/// One output table: a kind, a symbol, a day.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Part {
+    kind: &'static str,
+    symbol: String,
+    date: String,
+}
+
+struct Group {
+    columns: Columns,
+    rows: usize,
+    written: usize,
+}
+
+pub fn export(job: &Export<'_>) -> Result<Exported> {
+    let single = job.out.extension().is_some_and(|e| e == "parquet");
+    let start = job.from_ns.map_or(ArchiveStart::Earliest, |t| {
+        ArchiveStart::Time(t.saturating_sub(DEFINITIONS_BEFORE_NS))
+    });
+    let mut reader = ArchiveReader::open(job.archive, job.stream, start)?;
+    let layouts: HashMap<RecordKind, Arc<Layout>> = job
+        .kinds
+        .iter()
+        .map(|k| (k, Arc::new(Layout::new(RecordKinds::only(k)))))
+        .collect();
+    let mut instruments: HashMap<u32, String> = HashMap::new();
+    let mut groups: HashMap<Part, Group> = HashMap::new();
+    let mut done = Exported::default();
+    let mut failed: Option<anyhow::Error> = None;
+    let mut ended = false;
+    let from = job.from_ns.unwrap_or(i64::MIN);
+    let to = job.to_ns.unwrap_or(i64::MAX);
+    while !ended {
+        let n = reader.poll(|r| {
+            if r.publish_ns > to {
+                ended = true;
+                return false;
+            }
+            if let Some(end) = r.gap_end() {
+                if r.publish_ns >= from {
+                    done.missing += end - r.seq;
+                }
+                return true;
+            }
+            let kind = RecordKind(r.kind);
+            let opened = RecordView::open(kind, r.body, |view| {
+                if let RecordView::Instrument(d) = &view {
+                    instruments.insert(d.get_instrument_id(), d.symbol()?.to_owned());
+                }
+                if r.publish_ns < from || !job.kinds.contains(kind) {
+                    return Ok(None);
+                }
+                let symbol = instruments.get(&view.instrument_id()).cloned();
+                if let Some(wanted) = &job.symbols
+                    && !symbol
+                        .as_deref()
+                        .is_some_and(|s| wanted.iter().any(|w| w.eq_ignore_ascii_case(s)))
+                {
+                    return Ok(None);
+                }
+                with_fields(
+                    job.stream,
+                    r.seq,
+                    symbol.as_deref(),
+                    view,
+                    |head, fields| {
+                        let part = Part {
+                            kind: head.kind_name,
+                            symbol: head.symbol.map_or_else(
+                                || format!("id-{}", head.instrument_id),
+                                str::to_owned,
+                            ),
+                            date: utc_date(head.at_ns),
+                        };
+                        let group = groups.entry(part).or_insert_with(|| Group {
+                            columns: Columns::new(Arc::clone(&layouts[&kind]), PART_ROWS),
+                            rows: 0,
+                            written: 0,
+                        });
+                        group.columns.push(head, fields);
+                        group.rows += 1;
+                        group.rows
+                    },
+                )
+                .map(Some)
+            });
+            match opened {
+                Ok(Some(Ok(Some(rows)))) => {
+                    done.rows += 1;
+                    if rows >= PART_ROWS && single {
+                        failed.get_or_insert_with(|| {
+                            anyhow::anyhow!("more than {PART_ROWS} rows: export to a directory")
+                        });
+                        return false;
+                    }
+                }
+                Ok(Some(Ok(None))) | Ok(None) => {}
+                _ => done.undecodable += 1,
+            }
+            true
+        })?;
+        if let Some(e) = failed.take() {
+            return Err(e);
+        }
+        // parts that filled up are written as they go (memory stays bounded)
+        if !single {
+            for (part, group) in groups.iter_mut().filter(|(_, g)| g.rows >= PART_ROWS) {
+                let columns = std::mem::replace(
+                    &mut group.columns,
+                    Columns::new(Arc::clone(&layouts[&kind_of(part.kind)]), PART_ROWS),
+                );
+                let path = part_path(job.out, part, group.written);
+                write_parquet(&path, columns.finish(true), true)?;
+                done.files.push(path);
+                group.written += 1;
+                group.rows = 0;
+            }
+        }
+        if n == 0 {
+            break;
+        }
+    }
+    if single {
+        let mut groups: Vec<_> = groups.into_iter().collect();
+        if groups.len() > 1 {
+            let mut names: Vec<String> = groups
+                .iter()
+                .map(|(p, _)| format!("{} {} {}", p.kind, p.symbol, p.date))
+                .collect();
+            names.sort();
+            names.truncate(5);
+            bail!(
+                "the range holds {} tables (kinds, symbols or days: {}, ...): a .parquet file holds one — give a directory for a partitioned export, or narrow it with --kind, --symbol, --from and --to",
+                groups.len(),
+                names.join("; ")
+            );
+        }
+        if let Some((_, group)) = groups.pop() {
+            write_parquet(job.out, group.columns.finish(true), false)?;
+            done.files.push(job.out.to_owned());
+        }
+        return Ok(done);
+    }
+    for (part, group) in groups {
+        if group.rows == 0 {
+            continue;
+        }
+        let path = part_path(job.out, &part, group.written);
+        write_parquet(&path, group.columns.finish(true), true)?;
+        done.files.push(path);
+    }
+    done.files.sort();
+    Ok(done)
+}
+
+fn kind_of(name: &str) -> RecordKind {
+    RecordKind::from_name(name).expect("a kind's own name")
+}
+
+/// `YYYY-MM-DD` of a time, UTC.
+fn utc_date(ns: i64) -> String {
+    let mut text = mdi_transport::time::utc_timestamp(ns);
+    text.truncate(10);
+    text
+}
+
+fn part_path(out: &Path, part: &Part, n: usize) -> PathBuf {
+    out.join(format!("kind={}", part.kind))
+        .join(format!("symbol={}", hive_escape(&part.symbol)))
+        .join(format!("date={}", part.date))
+        .join(format!("part-{n}.parquet"))
+}
+
+/// A value as a path segment: `/`, `=`, `%` and control characters percent-encoded.
+fn hive_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if c == '/' || c == '=' || c == '%' || c == '\\' || c.is_control() {
+            for b in c.to_string().bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Writes the batches; `partitioned`: without the columns the path names (kind,
+/// symbol), as hive readers expect.
+fn write_parquet(
+    path: &Path,
+    (schema, batches): (arrow_schema::SchemaRef, Vec<RecordBatch>),
+    partitioned: bool,
+) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let keep: Vec<usize> = (0..schema.fields().len())
+        .filter(|&i| !(partitioned && matches!(schema.field(i).name().as_str(), "kind" | "symbol")))
+        .collect();
+    let schema = Arc::new(schema.project(&keep)?);
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_max_row_group_row_count(Some(PART_ROWS))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_created_by(format!("mdarchive {}", env!("CARGO_PKG_VERSION")))
+        .build();
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props))?;
+    for batch in batches {
+        writer.write(&batch.project(&keep)?)?;
+    }
+    writer.close()?;
+    Ok(())
+}

@@ -1,0 +1,684 @@
+//! Records as Arrow columns (feature `arrow`): one row per record, one column per field
+//! name of the kinds read ([`crate::fields`], the names `mdtail --format jsonl` prints).
+//! The Python package hands them to polars without a copy; `mdarchive export` writes
+//! them as Parquet.
+//!
+//! Types: text as `Utf8View` (polars' own string layout: short strings inline), prices,
+//! quantities and volumes as `Decimal128(38, scale)` — exact, at the finest scale of the
+//! batch, so one instrument's column has its own scale — integers as `Int64`/`UInt64`,
+//! flags as `Boolean`, book levels as `List<Struct<price, qty>>`. A field that a row's
+//! kind does not have is null.
+
+use std::sync::{Arc, OnceLock};
+
+use arrow_array::builder::make_view;
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Decimal128Array, Int64Array, ListArray, RecordBatch,
+    StringViewArray, StructArray, UInt64Array,
+};
+use arrow_buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow_schema::{DataType, Field as ArrowField, Fields, Schema, SchemaRef};
+use mdi_protocol::decimal::Decimal;
+use mdi_protocol::records::{
+    BookUpdate, FeedStatus, InstrumentDefinition, Kline, Quote, RecordEncoder, RecordKind,
+    RecordKinds, RecordType, Trade,
+};
+use mdi_protocol::view::RecordView;
+
+use crate::fields::{Field, Head, Value, with_fields};
+
+/// A value already copied out of its record (the Python objects' fields), as a column
+/// takes it.
+#[derive(Debug, Clone, Copy)]
+pub enum Cell<'a> {
+    /// A field value.
+    Value(Value<'a>),
+    /// No value.
+    Null,
+    /// Book levels as (price, quantity) pairs.
+    Levels(&'a [(Decimal, Decimal)]),
+}
+
+/// What a column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ColumnType {
+    Text,
+    Decimal,
+    Int,
+    UInt,
+    Bool,
+    Levels,
+}
+
+impl ColumnType {
+    fn of(value: &Value<'_>) -> Self {
+        match value {
+            Value::Str(_) | Value::MaybeStr(_) => Self::Text,
+            Value::Dec(_) => Self::Decimal,
+            Value::Int(_) => Self::Int,
+            Value::UInt(_) => Self::UInt,
+            Value::Bool(_) => Self::Bool,
+            Value::Levels(_) => Self::Levels,
+        }
+    }
+
+    /// Two kinds with a field of the same name: signed wins over unsigned (trade ids
+    /// are unsigned in trades, −1 for none in K-lines).
+    fn merge(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::UInt, Self::Int) | (Self::Int, Self::UInt) => Self::Int,
+            (a, _) => a,
+        }
+    }
+}
+
+/// The columns of a set of kinds, and where each kind's fields go.
+#[derive(Debug)]
+pub struct Layout {
+    columns: Vec<(&'static str, ColumnType)>,
+    /// Per record kind (`kind - 16`): its bit, and for field i its column (`None`: a
+    /// head column already written); `None` for kinds outside the layout.
+    places: [Option<(u8, Vec<Option<usize>>)>; 6],
+    /// Per column: the bits of the kinds that have it (all for the head).
+    users: Vec<u8>,
+}
+
+/// The head columns every row has.
+const HEAD: [(&str, ColumnType); 3] = [
+    ("kind", ColumnType::Text),
+    ("symbol", ColumnType::Text),
+    ("instrument_id", ColumnType::UInt),
+];
+
+/// A kind, its name, and its fields' names and column types in order.
+type KindFields = (RecordKind, &'static str, Vec<(&'static str, ColumnType)>);
+
+/// Every kind's field names and types, in order, read from a default record of each
+/// (the field list has one home: `mdi_subscriber::fields`).
+fn kind_fields() -> &'static [KindFields] {
+    static FIELDS: OnceLock<Vec<KindFields>> = OnceLock::new();
+    FIELDS.get_or_init(|| {
+        fn of<T: RecordType>(record: &T) -> KindFields {
+            let bytes = RecordEncoder::new()
+                .encode(record)
+                .expect("a default record encodes")
+                .to_vec();
+            // ring bodies are 8-byte aligned
+            let mut words = vec![0u64; bytes.len().div_ceil(8)];
+            zerocopy::IntoBytes::as_mut_bytes(&mut words[..])[..bytes.len()]
+                .copy_from_slice(&bytes);
+            let body = zerocopy::IntoBytes::as_bytes(&words[..]);
+            RecordView::open(T::KIND, body, |view| {
+                with_fields("", 0, Some(""), view, |head, fields| {
+                    (
+                        T::KIND,
+                        head.kind_name,
+                        fields
+                            .iter()
+                            .map(|f| (f.name, ColumnType::of(&f.value)))
+                            .collect(),
+                    )
+                })
+            })
+            .expect("a default record opens")
+            .expect("an mdi kind")
+            .expect("a default record has its fields")
+        }
+        vec![
+            of(&Trade::default()),
+            of(&Quote::default()),
+            of(&BookUpdate::default()),
+            of(&Kline::default()),
+            of(&FeedStatus::default()),
+            of(&InstrumentDefinition::default()),
+        ]
+    })
+}
+
+/// The slot of an mdi record kind (16..=21) in [`Layout::places`].
+fn kind_slot(kind: RecordKind) -> Option<usize> {
+    usize::from(kind.0).checked_sub(16).filter(|&i| i < 6)
+}
+
+impl Layout {
+    fn places(&self, kind: RecordKind) -> Option<&(u8, Vec<Option<usize>>)> {
+        kind_slot(kind).and_then(|i| self.places[i].as_ref())
+    }
+
+    /// The columns for `kinds`: the head, then each kind's fields in the order of
+    /// `RecordKind::RECORDS`, a name shared by kinds once.
+    pub fn new(kinds: RecordKinds) -> Self {
+        let mut columns: Vec<(&'static str, ColumnType)> = HEAD.to_vec();
+        let mut users = vec![u8::MAX; HEAD.len()];
+        let mut places: [Option<(u8, Vec<Option<usize>>)>; 6] = Default::default();
+        for (bit, (kind, _, fields)) in kind_fields().iter().enumerate() {
+            if !kinds.contains(*kind) {
+                continue;
+            }
+            let bit = 1u8 << bit;
+            let mut place = Vec::with_capacity(fields.len());
+            for (field, ty) in fields {
+                match columns.iter().position(|(n, _)| n == field) {
+                    Some(i) if i < HEAD.len() => place.push(None),
+                    Some(i) => {
+                        columns[i].1 = columns[i].1.merge(*ty);
+                        users[i] |= bit;
+                        place.push(Some(i));
+                    }
+                    None => {
+                        columns.push((field, *ty));
+                        users.push(bit);
+                        place.push(Some(columns.len() - 1));
+                    }
+                }
+            }
+            if let Some(slot) = kind_slot(*kind) {
+                places[slot] = Some((bit, place));
+            }
+        }
+        Self {
+            columns,
+            places,
+            users,
+        }
+    }
+}
+
+/// One column being filled.
+#[derive(Debug)]
+enum Data {
+    /// Arrow string views: a string of up to 12 bytes is its view; longer ones live in
+    /// `data`.
+    Text {
+        views: Vec<u128>,
+        data: Vec<u8>,
+    },
+    Decimal {
+        mantissas: Vec<i128>,
+        exponents: Vec<i8>,
+    },
+    Int(Vec<i64>),
+    UInt(Vec<u64>),
+    Bool(Vec<bool>),
+    Levels {
+        offsets: Vec<i32>,
+        prices: Vec<i128>,
+        price_exponents: Vec<i8>,
+        qtys: Vec<i128>,
+        qty_exponents: Vec<i8>,
+    },
+}
+
+#[derive(Debug)]
+struct Column {
+    name: &'static str,
+    data: Data,
+    /// Validity per row, kept from the first null on (`None`: all valid so far).
+    valid: Option<Vec<bool>>,
+    len: usize,
+}
+
+impl Column {
+    fn new(name: &'static str, ty: ColumnType, capacity: usize) -> Self {
+        let data = match ty {
+            ColumnType::Text => Data::Text {
+                views: Vec::with_capacity(capacity),
+                data: Vec::new(),
+            },
+            ColumnType::Decimal => Data::Decimal {
+                mantissas: Vec::with_capacity(capacity),
+                exponents: Vec::with_capacity(capacity),
+            },
+            ColumnType::Int => Data::Int(Vec::with_capacity(capacity)),
+            ColumnType::UInt => Data::UInt(Vec::with_capacity(capacity)),
+            ColumnType::Bool => Data::Bool(Vec::with_capacity(capacity)),
+            ColumnType::Levels => Data::Levels {
+                offsets: vec![0],
+                prices: Vec::new(),
+                price_exponents: Vec::new(),
+                qtys: Vec::new(),
+                qty_exponents: Vec::new(),
+            },
+        };
+        Self {
+            name,
+            data,
+            valid: None,
+            len: 0,
+        }
+    }
+
+    fn push_null(&mut self) {
+        let len = self.len;
+        self.valid
+            .get_or_insert_with(|| vec![true; len])
+            .push(false);
+        match &mut self.data {
+            Data::Text { views, .. } => views.push(0),
+            Data::Decimal {
+                mantissas,
+                exponents,
+            } => {
+                mantissas.push(0);
+                exponents.push(0);
+            }
+            Data::Int(v) => v.push(0),
+            Data::UInt(v) => v.push(0),
+            Data::Bool(v) => v.push(false),
+            Data::Levels { offsets, .. } => offsets.push(*offsets.last().unwrap_or(&0)),
+        }
+        self.len += 1;
+    }
+
+    /// Nulls up to row `row` (fields this column's kind did not have).
+    #[inline]
+    fn pad(&mut self, row: usize) {
+        while self.len < row {
+            self.push_null();
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, value: &Value<'_>) {
+        match (&mut self.data, value) {
+            (Data::Text { views, data }, Value::Str(s) | Value::MaybeStr(Some(s))) => {
+                let bytes = s.as_bytes();
+                let view = if bytes.len() <= 12 {
+                    let mut inline = [0u8; 16];
+                    inline[..4].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
+                    inline[4..4 + bytes.len()].copy_from_slice(bytes);
+                    u128::from_le_bytes(inline)
+                } else {
+                    // one buffer per column: offsets are u32 (4 GiB of long strings in one
+                    // batch — never met — would be null past that)
+                    let Ok(offset) = u32::try_from(data.len()) else {
+                        return self.push_null();
+                    };
+                    if u32::try_from(data.len() + bytes.len()).is_err() {
+                        return self.push_null();
+                    }
+                    data.extend_from_slice(bytes);
+                    make_view(bytes, 0, offset)
+                };
+                views.push(view);
+            }
+            (Data::Text { .. }, Value::MaybeStr(None)) => return self.push_null(),
+            (
+                Data::Decimal {
+                    mantissas,
+                    exponents,
+                },
+                Value::Dec(d),
+            ) => {
+                mantissas.push(d.mantissa);
+                exponents.push(d.exponent);
+            }
+            (Data::Int(v), Value::Int(n)) => v.push(*n),
+            // a trade id (u64) in a signed column: ids stay below 2^63
+            (Data::Int(v), Value::UInt(n)) => v.push(i64::try_from(*n).unwrap_or(i64::MAX)),
+            (Data::UInt(v), Value::UInt(n)) => v.push(*n),
+            (Data::Bool(v), Value::Bool(b)) => v.push(*b),
+            (
+                Data::Levels {
+                    offsets,
+                    prices,
+                    price_exponents,
+                    qtys,
+                    qty_exponents,
+                },
+                Value::Levels(levels),
+            ) => {
+                for (price, qty) in levels.decimals() {
+                    prices.push(price.mantissa);
+                    price_exponents.push(price.exponent);
+                    qtys.push(qty.mantissa);
+                    qty_exponents.push(qty.exponent);
+                }
+                offsets.push(i32::try_from(prices.len()).unwrap_or(i32::MAX));
+            }
+            // a type the layout did not expect (it derives from the same field list)
+            _ => return self.push_null(),
+        }
+        if let Some(valid) = &mut self.valid {
+            valid.push(true);
+        }
+        self.len += 1;
+    }
+
+    fn push_cell(&mut self, cell: &Cell<'_>) {
+        match cell {
+            Cell::Value(value) => self.push(value),
+            Cell::Null => self.push_null(),
+            Cell::Levels(levels) => {
+                let Data::Levels {
+                    offsets,
+                    prices,
+                    price_exponents,
+                    qtys,
+                    qty_exponents,
+                } = &mut self.data
+                else {
+                    return self.push_null();
+                };
+                for (price, qty) in levels.iter() {
+                    prices.push(price.mantissa);
+                    price_exponents.push(price.exponent);
+                    qtys.push(qty.mantissa);
+                    qty_exponents.push(qty.exponent);
+                }
+                offsets.push(i32::try_from(prices.len()).unwrap_or(i32::MAX));
+                if let Some(valid) = &mut self.valid {
+                    valid.push(true);
+                }
+                self.len += 1;
+            }
+        }
+    }
+
+    /// The finest scale among this column's decimals (prices and quantities of levels
+    /// apart): what [`Self::finish`] needs the same for every chunk of a stream.
+    fn scales(&self) -> (i32, i32) {
+        match &self.data {
+            Data::Decimal { exponents, .. } => (finest(exponents), 0),
+            Data::Levels {
+                price_exponents,
+                qty_exponents,
+                ..
+            } => (finest(price_exponents), finest(qty_exponents)),
+            _ => (0, 0),
+        }
+    }
+
+    fn finish(self, scales: (i32, i32)) -> (ArrowField, ArrayRef) {
+        let nulls = self.valid.map(NullBuffer::from);
+        let name = self.name;
+        match self.data {
+            Data::Text { views, data } => {
+                let array = StringViewArray::try_new(
+                    ScalarBuffer::from(views),
+                    vec![Buffer::from_vec(data)],
+                    nulls,
+                )
+                .expect("views of valid UTF-8 made above");
+                (
+                    ArrowField::new(name, DataType::Utf8View, true),
+                    Arc::new(array),
+                )
+            }
+            Data::Decimal {
+                mantissas,
+                exponents,
+            } => {
+                let array = decimals(mantissas, &exponents, scales.0, nulls);
+                (
+                    ArrowField::new(name, array.data_type().clone(), true),
+                    Arc::new(array),
+                )
+            }
+            Data::Int(v) => (
+                ArrowField::new(name, DataType::Int64, true),
+                Arc::new(Int64Array::new(ScalarBuffer::from(v), nulls)),
+            ),
+            Data::UInt(v) => (
+                ArrowField::new(name, DataType::UInt64, true),
+                Arc::new(UInt64Array::new(ScalarBuffer::from(v), nulls)),
+            ),
+            Data::Bool(v) => (
+                ArrowField::new(name, DataType::Boolean, true),
+                Arc::new(BooleanArray::new(BooleanBuffer::from(v), nulls)),
+            ),
+            Data::Levels {
+                offsets,
+                prices,
+                price_exponents,
+                qtys,
+                qty_exponents,
+            } => {
+                let price = decimals(prices, &price_exponents, scales.0, None);
+                let qty = decimals(qtys, &qty_exponents, scales.1, None);
+                let fields = Fields::from(vec![
+                    ArrowField::new("price", price.data_type().clone(), false),
+                    ArrowField::new("qty", qty.data_type().clone(), false),
+                ]);
+                let levels = StructArray::new(
+                    fields.clone(),
+                    vec![Arc::new(price) as ArrayRef, Arc::new(qty)],
+                    None,
+                );
+                let item = Arc::new(ArrowField::new("item", DataType::Struct(fields), false));
+                let list = ListArray::new(
+                    item.clone(),
+                    OffsetBuffer::new(ScalarBuffer::from(offsets)),
+                    Arc::new(levels),
+                    nulls,
+                );
+                (
+                    ArrowField::new(name, DataType::List(item), true),
+                    Arc::new(list),
+                )
+            }
+        }
+    }
+}
+
+/// The finest scale of these exponents (−exponent, at least 0, at most 38).
+fn finest(exponents: &[i8]) -> i32 {
+    exponents
+        .iter()
+        .map(|&e| -i32::from(e))
+        .max()
+        .unwrap_or(0)
+        .clamp(0, 38)
+}
+
+/// Mantissas at their exponents as one Decimal128 column at `scale` (the finest among
+/// them, or finer): exact. A value that does not fit 38 digits there is null.
+fn decimals(
+    mut mantissas: Vec<i128>,
+    exponents: &[i8],
+    scale: i32,
+    nulls: Option<NullBuffer>,
+) -> Decimal128Array {
+    let mut overflow: Option<Vec<bool>> = None;
+    if exponents.iter().any(|&e| -i32::from(e) != scale) {
+        for (i, (m, &e)) in mantissas.iter_mut().zip(exponents).enumerate() {
+            let shift = u32::try_from(scale + i32::from(e)).unwrap_or(0);
+            match 10i128.checked_pow(shift).and_then(|p| m.checked_mul(p)) {
+                Some(v) => *m = v,
+                None => {
+                    *m = 0;
+                    overflow.get_or_insert_with(|| vec![true; exponents.len()])[i] = false;
+                }
+            }
+        }
+    }
+    let nulls = match (nulls, overflow) {
+        (n, None) => n,
+        (None, Some(o)) => Some(NullBuffer::from(o)),
+        (Some(n), Some(o)) => Some(NullBuffer::from(
+            n.iter().zip(o).map(|(a, b)| a && b).collect::<Vec<_>>(),
+        )),
+    };
+    let scale = i8::try_from(scale).unwrap_or(38);
+    Decimal128Array::new(ScalarBuffer::from(mantissas), nulls)
+        .with_precision_and_scale(38, scale)
+        .expect("precision 38 holds any scale up to 38")
+}
+
+/// Rows of one chunk of a batch.
+const CHUNK_ROWS: usize = 1 << 16;
+
+/// Rows being collected, in chunks of [`CHUNK_ROWS`] (each allocated once at its full
+/// size: no column is copied to grow), exported as a stream of record batches.
+#[derive(Debug)]
+pub struct Columns {
+    layout: Arc<Layout>,
+    /// Full chunks and their rows.
+    full: Vec<(Vec<Column>, usize)>,
+    columns: Vec<Column>,
+    rows: usize,
+    capacity: usize,
+    /// The bits of the kinds that have rows.
+    seen: u8,
+}
+
+impl Columns {
+    /// Columns for `layout`, the first chunk sized for `expected` rows (at most a chunk).
+    pub fn new(layout: Arc<Layout>, expected: usize) -> Self {
+        let capacity = expected.clamp(16, CHUNK_ROWS);
+        let columns = Self::chunk(&layout, capacity);
+        Self {
+            layout,
+            full: Vec::new(),
+            columns,
+            rows: 0,
+            capacity,
+            seen: 0,
+        }
+    }
+
+    fn chunk(layout: &Layout, capacity: usize) -> Vec<Column> {
+        layout
+            .columns
+            .iter()
+            .map(|&(name, ty)| Column::new(name, ty, capacity))
+            .collect()
+    }
+
+    /// Before a row: a full chunk is set aside and a new one begun.
+    #[inline]
+    fn make_room(&mut self) {
+        if self.rows == CHUNK_ROWS {
+            let mut done = Self::chunk(&self.layout, CHUNK_ROWS);
+            std::mem::swap(&mut done, &mut self.columns);
+            for column in &mut done {
+                column.pad(self.rows);
+            }
+            self.full.push((done, self.rows));
+            self.rows = 0;
+            self.capacity = CHUNK_ROWS;
+        }
+    }
+
+    /// Appends one record as a row (a kind outside the layout is not added).
+    pub fn push(&mut self, head: &Head<'_>, fields: &[Field<'_>]) {
+        let Some(bit) = self.layout.places(head.kind).map(|(b, _)| *b) else {
+            return;
+        };
+        self.make_room();
+        let Some((_, places)) = self.layout.places(head.kind) else {
+            return;
+        };
+        self.seen |= bit;
+        let row = self.rows;
+        let columns = &mut self.columns;
+        columns[0].push(&Value::Str(head.kind_name));
+        columns[1].push(&Value::MaybeStr(head.symbol));
+        columns[2].push(&Value::UInt(head.instrument_id.into()));
+        for (field, place) in fields.iter().zip(places) {
+            if let Some(i) = *place {
+                let column = &mut columns[i];
+                column.pad(row);
+                column.push(&field.value);
+            }
+        }
+        self.rows += 1;
+    }
+
+    /// Appends a record already copied out (kind name, symbol, instrument id, then its
+    /// fields in the order [`crate::fields::with_fields`] gives them).
+    pub fn push_cells<'c>(
+        &mut self,
+        kind_name: &str,
+        symbol: Option<&str>,
+        instrument_id: u32,
+        cells: impl IntoIterator<Item = Cell<'c>>,
+    ) {
+        let Some(kind) = RecordKind::from_name(kind_name) else {
+            return;
+        };
+        let Some(bit) = self.layout.places(kind).map(|(b, _)| *b) else {
+            return;
+        };
+        self.make_room();
+        let Some((_, places)) = self.layout.places(kind) else {
+            return;
+        };
+        self.seen |= bit;
+        let row = self.rows;
+        let columns = &mut self.columns;
+        columns[0].push(&Value::Str(kind_name));
+        columns[1].push(&Value::MaybeStr(symbol));
+        columns[2].push(&Value::UInt(instrument_id.into()));
+        for (cell, place) in cells.into_iter().zip(places) {
+            if let Some(i) = *place {
+                let column = &mut columns[i];
+                column.pad(row);
+                column.push_cell(&cell);
+            }
+        }
+        self.rows += 1;
+    }
+
+    /// Appends a record read in place; false if a field did not read.
+    pub fn push_view(
+        &mut self,
+        stream: &str,
+        seq: u64,
+        symbol: Option<&str>,
+        record: RecordView<'_>,
+    ) -> bool {
+        with_fields(stream, seq, symbol, record, |head, fields| {
+            self.push(head, fields);
+        })
+        .is_ok()
+    }
+
+    /// The rows as record batches of one schema: every column of the layout's kinds,
+    /// or with `present_only` those of the kinds that have rows (a stream's history:
+    /// the K-lines of `klines` without the columns of trades); each decimal column at
+    /// the finest scale of all its chunks.
+    pub fn finish(mut self, present_only: bool) -> (SchemaRef, Vec<RecordBatch>) {
+        let seen = if present_only && self.seen != 0 {
+            self.seen
+        } else {
+            u8::MAX
+        };
+        let last = std::mem::take(&mut self.columns);
+        self.full.push((last, self.rows));
+        let keep: Vec<bool> = self.layout.users.iter().map(|u| u & seen != 0).collect();
+        let mut scales = vec![(0, 0); keep.len()];
+        for (chunk, _) in &self.full {
+            for (i, column) in chunk.iter().enumerate() {
+                let (a, b) = column.scales();
+                scales[i] = (scales[i].0.max(a), scales[i].1.max(b));
+            }
+        }
+        let mut schema: Option<SchemaRef> = None;
+        let mut batches = Vec::with_capacity(self.full.len());
+        for (chunk, rows) in self.full {
+            // (only the last chunk can be empty: after full ones it adds nothing)
+            if rows == 0 && schema.is_some() {
+                continue;
+            }
+            let (fields, arrays): (Vec<_>, Vec<_>) = chunk
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| keep[*i])
+                .map(|(i, mut c)| {
+                    c.pad(rows);
+                    c.finish(scales[i])
+                })
+                .unzip();
+            let schema = schema
+                .get_or_insert_with(|| Arc::new(Schema::new(fields)))
+                .clone();
+            batches.push(
+                RecordBatch::try_new(schema, arrays)
+                    .expect("columns of equal length and their types"),
+            );
+        }
+        let schema = schema.expect("at least the last chunk");
+        (schema, batches)
+    }
+}
