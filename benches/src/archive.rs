@@ -49,6 +49,10 @@ pub fn run(bench: &ArchiveBench) -> Result<()> {
         base.path(),
         if bench.quick { 5_000_000 } else { 100_000_000 },
     )?;
+    export(
+        base.path(),
+        if bench.quick { 1_000_000 } else { 10_000_000 },
+    )?;
     Ok(())
 }
 
@@ -300,4 +304,135 @@ fn seek(base: &Path, records: u64) -> Result<()> {
         .print();
     std::fs::remove_dir_all(&archive)?;
     Ok(())
+}
+
+/// A binary next to this one (`target/release/mdarchive` beside `mdbench`).
+fn sibling(name: &str) -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.with_file_name(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} not found: build it (cargo build --release -p mdi-archive-cli -p mdi-tools)",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// `trades` aggTrades-like trades (a random walk, 8-decimal prices and quantities, as
+/// Binance's) archived, then exported by `mdarchive export` (rows/s, the whole command)
+/// and printed by `mdtail --format jsonl`: bytes per trade as segments, Parquet, jsonl.
+fn export(base: &Path, trades: u64) -> Result<()> {
+    use mdi_protocol::records::{InstrumentDefinition, Side, Trade};
+    let shm_dir = tempfile::tempdir_in("/dev/shm").context("a directory in /dev/shm")?;
+    let shm = ShmDir::new(shm_dir.path());
+    let mut w = RingWriter::create(
+        &shm,
+        "ticks",
+        &RingOptions::default()
+            .capacity((trades * 160).next_power_of_two())
+            .prefault(false),
+    )?;
+    let t0 = 1_704_153_600_000_000_000i64; // 2024-01-02
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut price, mut t, mut id) = (4_200_000_000_000i64, t0, 100u64);
+    for n in 0..trades {
+        if n % 10_000 == 0 {
+            w.append_record(&InstrumentDefinition {
+                instrument_id: 1,
+                price_exponent: -8,
+                qty_exponent: -8,
+                venue: "binance".into(),
+                symbol: "BTCUSDT".into(),
+                ts_publish_ns: t,
+                ..InstrumentDefinition::default()
+            })?;
+        }
+        // trades ~85 ms apart on average, prices within a few ticks of the last
+        t += (next() % 170_000_000) as i64;
+        price += (next() % 2001) as i64 - 1000;
+        let count = 1 + next() % 4;
+        let buy = next() % 2 == 0;
+        w.append_record(&Trade {
+            instrument_id: 1,
+            price_exponent: -8,
+            qty_exponent: -8,
+            price,
+            qty: 1 + (next() % 300_000_000) as i64,
+            aggressor: if buy { Side::Buy } else { Side::Sell },
+            trade_id: 500 + n,
+            first_trade_id: id,
+            last_trade_id: id + count - 1,
+            is_aggregate: true,
+            venue_seq: 500 + n,
+            ts_exchange_ns: t,
+            ts_receive_ns: t,
+            ts_publish_ns: t,
+        })?;
+        id += count;
+    }
+    let archive = base.join("export-archive");
+    let mut recorder = Recorder::open(&shm, "ticks", &archive, RecorderOptions::default())?;
+    while recorder.poll(1 << 16)? > 0 {}
+    recorder.close()?;
+    let segment_bytes = used_bytes(&archive.join("ticks"))?;
+    let out = base.join("export-parquet");
+    let started = Instant::now();
+    let status = std::process::Command::new(sibling("mdarchive")?)
+        .args(["export", "--archive"])
+        .arg(&archive)
+        .args(["--stream", "ticks", "--kind", "trade", "--out"])
+        .arg(&out)
+        .stderr(std::process::Stdio::null())
+        .status()?;
+    let elapsed = nanos(started.elapsed());
+    anyhow::ensure!(status.success(), "mdarchive export failed");
+    let parquet_bytes = dir_bytes(&out)?;
+    ResultLine::new("archive-export", "mdi-parquet")
+        .field("rows", trades)
+        .field("rows_per_s", msgs_per_s(trades, elapsed))
+        .print();
+    // jsonl: what mdtail prints of the same trades
+    let jsonl = std::process::Command::new(sibling("mdtail")?)
+        .arg("ticks")
+        .arg("--shm-dir")
+        .arg(shm.path())
+        .args([
+            "--from",
+            "earliest",
+            "--no-follow",
+            "--format",
+            "jsonl",
+            "--kind",
+            "trade",
+        ])
+        .output()?;
+    anyhow::ensure!(jsonl.status.success(), "mdtail failed");
+    let per = |bytes: u64| format!("{:.1}", bytes as f64 / trades as f64);
+    ResultLine::new("archive-bytes-per-trade", "mdi")
+        .field("segments", per(segment_bytes))
+        .field("parquet", per(parquet_bytes))
+        .field("jsonl", per(jsonl.stdout.len() as u64))
+        .print();
+    std::fs::remove_dir_all(&archive)?;
+    std::fs::remove_dir_all(&out)?;
+    Ok(())
+}
+
+fn dir_bytes(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        total += if entry.file_type()?.is_dir() {
+            dir_bytes(&entry.path())?
+        } else {
+            entry.metadata()?.len()
+        };
+    }
+    Ok(total)
 }

@@ -11,15 +11,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use arrow_array::RecordBatch;
+use arrow_array::{Array, ArrayRef, Decimal128Array, RecordBatch};
+use arrow_schema::DataType;
 use mdi_archive::{ArchiveReader, ArchiveStart};
 use mdi_protocol::records::{RecordKind, RecordKinds};
 use mdi_protocol::view::RecordView;
 use mdi_subscriber::columns::{Columns, Layout};
 use mdi_subscriber::fields::with_fields;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 /// Rows of one Parquet file part (and of its row groups).
 const PART_ROWS: usize = 1 << 20;
@@ -253,19 +255,104 @@ fn write_parquet(
     let keep: Vec<usize> = (0..schema.fields().len())
         .filter(|&i| !(partitioned && matches!(schema.field(i).name().as_str(), "kind" | "symbol")))
         .collect();
-    let schema = Arc::new(schema.project(&keep)?);
-    let props = WriterProperties::builder()
+    let batches = batches
+        .iter()
+        .map(|b| b.project(&keep))
+        .collect::<Result<Vec<_>, _>>()?;
+    let batches = narrow_decimals(batches)?;
+    let Some(schema) = batches.first().map(RecordBatch::schema) else {
+        return Ok(());
+    };
+    let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .set_max_row_group_row_count(Some(PART_ROWS))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_created_by(format!("mdarchive {}", env!("CARGO_PKG_VERSION")))
-        .build();
+        .set_created_by(format!("mdarchive {}", env!("CARGO_PKG_VERSION")));
+    // integers and 64-bit decimals (sequences, ids, times, prices) as deltas: a few
+    // bits a row where zstd alone keeps most of their 8 bytes
+    for field in schema.fields() {
+        if matches!(
+            field.data_type(),
+            DataType::Int64 | DataType::UInt64 | DataType::Decimal128(..=18, _)
+        ) {
+            let column = ColumnPath::from(field.name().as_str());
+            props = props
+                .set_column_dictionary_enabled(column.clone(), false)
+                .set_column_encoding(column, Encoding::DELTA_BINARY_PACKED);
+        }
+    }
     let file =
         std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props))?;
-    for batch in batches {
-        writer.write(&batch.project(&keep)?)?;
+    let mut writer = ArrowWriter::try_new(file, schema, Some(props.build()))?;
+    for batch in &batches {
+        writer.write(batch)?;
     }
     writer.close()?;
     Ok(())
+}
+
+/// Decimal columns at precision 18 where every value of the file fits (Parquet then
+/// stores them as INT64, not 16-byte fixed-length): a price or quantity always does (its
+/// mantissa is an i64); volumes (i128 mantissas) stay at 38 when they do not.
+fn narrow_decimals(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    let Some(first) = batches.first() else {
+        return Ok(batches);
+    };
+    let schema = first.schema();
+    let fits = |a: &Decimal128Array| {
+        a.iter()
+            .flatten()
+            .all(|v| v.unsigned_abs() < 10u128.pow(18))
+    };
+    let narrow: Vec<bool> = (0..schema.fields().len())
+        .map(|i| {
+            matches!(schema.field(i).data_type(), DataType::Decimal128(38, _))
+                && batches.iter().all(|b| {
+                    b.column(i)
+                        .as_any()
+                        .downcast_ref::<Decimal128Array>()
+                        .is_some_and(fits)
+                })
+        })
+        .collect();
+    if !narrow.contains(&true) {
+        return Ok(batches);
+    }
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .zip(&narrow)
+        .map(|(f, &n)| match (n, f.data_type()) {
+            (true, DataType::Decimal128(_, scale)) => Arc::new(
+                f.as_ref()
+                    .clone()
+                    .with_data_type(DataType::Decimal128(18, *scale)),
+            ),
+            _ => Arc::clone(f),
+        })
+        .collect();
+    let schema = Arc::new(arrow_schema::Schema::new(fields));
+    batches
+        .into_iter()
+        .map(|b| {
+            let columns = b
+                .columns()
+                .iter()
+                .zip(&narrow)
+                .map(|(c, &n)| match (n, c.data_type()) {
+                    (true, DataType::Decimal128(_, scale)) => {
+                        let a = c
+                            .as_any()
+                            .downcast_ref::<Decimal128Array>()
+                            .expect("a decimal column")
+                            .clone()
+                            .with_precision_and_scale(18, *scale)?;
+                        Ok(Arc::new(a) as ArrayRef)
+                    }
+                    _ => Ok(Arc::clone(c)),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(RecordBatch::try_new(Arc::clone(&schema), columns)?)
+        })
+        .collect()
 }
