@@ -255,6 +255,11 @@ impl Recorder {
         self.reader.caught_up()
     }
 
+    /// The ring position it has read up to.
+    pub fn position(&self) -> u64 {
+        self.reader.position().0
+    }
+
     /// Bytes the ring holds that the recorder has not read (its lag).
     pub fn backlog(&self) -> u64 {
         self.reader.backlog()

@@ -843,3 +843,86 @@ fn a_long_replay_says_how_far_it_is() {
     );
     assert!(!stderr.contains('\u{1b}'), "no terminal codes into a pipe");
 }
+
+#[test]
+fn a_replay_larger_than_its_ring_is_archived_whole_and_without_an_archive_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    // ~100 bytes a record: 60 000 trades are hundreds of times a 16 KiB ring, which a
+    // recorder sleeping 1 ms when idle would be lapped by, were it not waited for
+    // a day of trades 1.44 s apart, no quiet spell: no input line makes more than a few
+    // records (a long quiet spell, or a day's unfilled end, closes thousands of empty
+    // 1 s candles at once, more than such a ring holds: no gate between lines helps)
+    let input = dir.path().join("BTCUSDT-aggTrades-2024-03-05.csv");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
+    for i in 0..60_000u64 {
+        writeln!(
+            file,
+            "{},3500.{:02}000000,0.{:08},{},{},{},{},true",
+            5_000 + i,
+            i * 7919 % 100,
+            1 + i * 37 % 900,
+            20_000 + i,
+            20_000 + i,
+            1_709_596_800_000 + i * 1_440,
+            i % 3 == 0
+        )
+        .unwrap();
+    }
+    drop(file);
+    let shm = dir.path().join("shm");
+    let archive = dir.path().join("archive");
+    let out = mdpub(&[
+        "replay",
+        "--input",
+        input.to_str().unwrap(),
+        "--shm-dir",
+        shm.to_str().unwrap(),
+        "--capacity",
+        "16384",
+        "--archive",
+        archive.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("will not fit"),
+        "{}",
+        text(&out.stderr)
+    );
+    // the replay waited for the recorder: every trade is in the archive, no gap
+    let report = mdi_archive::verify_stream(&archive, "ticks").unwrap();
+    assert!(report.sound() && report.gaps.is_empty(), "{report:?}");
+    let mut reader =
+        mdi_archive::ArchiveReader::open(&archive, "ticks", mdi_archive::ArchiveStart::Earliest)
+            .unwrap();
+    let mut trades = 0;
+    while reader
+        .poll(|r| {
+            trades += u64::from(r.kind == RecordKind::TRADE.0);
+            true
+        })
+        .unwrap()
+        > 0
+    {}
+    assert_eq!(trades, 60_000);
+    let klines = mdi_archive::verify_stream(&archive, "klines").unwrap();
+    assert!(
+        klines.sound() && klines.gaps.is_empty() && klines.records > 0,
+        "{klines:?}"
+    );
+    // the ring itself kept only its end; without --archive the replay says what happens
+    let out = mdpub(&[
+        "replay",
+        "--input",
+        input.to_str().unwrap(),
+        "--shm-dir",
+        dir.path().join("shm2").to_str().unwrap(),
+        "--capacity",
+        "1048576",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("will not fit the rings"),
+        "{}",
+        text(&out.stderr)
+    );
+}

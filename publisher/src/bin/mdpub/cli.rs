@@ -69,6 +69,11 @@ pub(crate) struct Serving {
     /// Seed of the loss generator.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub(crate) debug_seed: u64,
+    /// Record every record of the rings into this tick archive (a recorder thread
+    /// behind them; live, the feed never waits for it; a replay at full speed waits
+    /// when it falls half a ring behind, so nothing is lost).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) archive: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -181,6 +186,10 @@ pub(crate) struct RunArgs {
     /// Shared-memory directory (default: the config's shm_dir, else /dev/shm/mdi).
     #[arg(long, env = "MDI_SHM_DIR", value_name = "DIR")]
     pub(crate) shm_dir: Option<PathBuf>,
+    /// Record every record of the rings into this tick archive (a recorder thread
+    /// behind them; the feed never waits for it).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) archive: Option<std::path::PathBuf>,
     /// Also serve on this channel (repeatable; added to the config's).
     #[arg(long = "udp", value_name = "URI", value_parser = parse_channel)]
     pub(crate) channels: Vec<Channel>,

@@ -51,7 +51,7 @@ pub(crate) fn run_demo(args: &Demo) -> Result<()> {
     let pass_ns = i64::try_from(mdi_publisher::binance::demo::SECONDS).unwrap_or(0) * 1_000_000_000;
     let speed = args.speed;
     let ((passes, counters), senders) =
-        write_and_serve(&serving, (&options, &options), &stop, |rings| {
+        write_and_serve(&serving, (&options, &options), &stop, |rings, _archive| {
             let mut normalizer =
                 Normalizer::new(NormalizerConfig::default(), rings, wall_clock_ns)?;
             let start = wall_clock_ns();

@@ -129,11 +129,12 @@ pub(crate) fn run_itch_replay(args: &Replay) -> Result<()> {
         &args.serving,
         (&options, &options),
         &stop,
-        |rings| match &mut source {
+        |rings, archive| match &mut source {
             Source::Frames(frames) => {
                 let mut feed = ItchFeed::new(rings, session, wall_clock_ns);
                 let counts = replay_frames(frames.as_mut(), args.group, &mut feed, |t| {
                     pacer.wait_for(t);
+                    archive.wait(&stop);
                     (!stop.load(Ordering::Relaxed)).then(wall_clock_ns)
                 })?;
                 Ok((counts, feed.counters(), feed.books().counters()))
@@ -145,6 +146,7 @@ pub(crate) fn run_itch_replay(args: &Replay) -> Result<()> {
                 };
                 let mut feed = ItchFeed::new(rings, Some(session), wall_clock_ns);
                 let counts = replay_file(input, &mut feed, || {
+                    archive.wait(&stop);
                     (!stop.load(Ordering::Relaxed)).then(wall_clock_ns)
                 })?;
                 Ok((counts, feed.counters(), feed.books().counters()))
@@ -230,7 +232,7 @@ pub(crate) fn run_itch_live(
     );
     let started = Instant::now();
     let ((counters, feed, books), senders) =
-        write_and_serve(&serving, (&ticks, &klines), &stop, |rings| {
+        write_and_serve(&serving, (&ticks, &klines), &stop, |rings, _archive| {
             // opened on the writing thread: a DPDK port is polled where it was started
             let mut receiver = if itch.backend == "dpdk" {
                 dpdk_live_receiver(itch)?

@@ -31,6 +31,7 @@ pub(crate) fn live_serving(
         linger_ms: config.udp.linger_ms.unwrap_or(1000),
         debug_drop_rate: 0.0,
         debug_seed: 1,
+        archive: args.archive.clone(),
     })
 }
 
@@ -105,15 +106,16 @@ pub(crate) fn run_live(args: &RunArgs, record: Option<&std::path::Path>) -> Resu
         live.ws_base,
         serving.shm_dir.display()
     );
-    let (counters, senders) = write_and_serve(&serving, (&ticks, &klines), &stop, |rings| {
-        let mut normalizer = Normalizer::new(normalizer_config, rings, wall_clock_ns)?;
-        Ok(mdi_publisher::binance::live::run(
-            &live,
-            &mut normalizer,
-            capture.as_mut(),
-            &stop,
-        )?)
-    })?;
+    let (counters, senders) =
+        write_and_serve(&serving, (&ticks, &klines), &stop, |rings, _archive| {
+            let mut normalizer = Normalizer::new(normalizer_config, rings, wall_clock_ns)?;
+            Ok(mdi_publisher::binance::live::run(
+                &live,
+                &mut normalizer,
+                capture.as_mut(),
+                &stop,
+            )?)
+        })?;
     let n = counters.normalizer;
     eprintln!(
         "mdpub: {} frames, {} records ({} trades, {} klines); {} connects, {} disconnects, {} rollovers, {} pings; {} malformed, {} unknown events, {} duplicates, {} gaps ({} missing), {} snapshots; {} trades arrived after their candle was final ({} candles corrected, {} trades in no candle); lag up to {} ms, {} times lagging",

@@ -3,6 +3,7 @@
 //! [`serve`], [`replay`] (Binance history and captures), [`itch`] (ITCH replay and live),
 //! [`live`] (`run`, `record`), [`demo`]; [`cli`] holds the argument schema.
 
+mod archive;
 mod cli;
 mod demo;
 mod itch;

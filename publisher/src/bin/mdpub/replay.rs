@@ -51,6 +51,28 @@ pub(crate) fn input_kind(args: &Replay, file_name: &str) -> Result<Input> {
 
 pub(crate) use mdi_transport::cli::Pacer;
 
+/// A replay whose input is larger than its ring overwrites its own start: said, with
+/// the remedy, unless an archive keeps everything. (A record takes about what its line
+/// or frame does; a compressed input's size is not known up front.)
+pub(crate) fn warn_if_it_will_not_fit(
+    input_bytes: Option<u64>,
+    ring_bytes: u64,
+    archived: bool,
+    input: &std::path::Path,
+) {
+    if let Some(bytes) = input_bytes
+        && bytes > ring_bytes
+        && !archived
+    {
+        eprintln!(
+            "mdpub: warning: {} ({} MiB) will not fit the rings ({} MiB): readers that start after the replay see only its end — give --archive DIR to keep every record, or --capacity",
+            input.display(),
+            bytes >> 20,
+            ring_bytes >> 20
+        );
+    }
+}
+
 pub(crate) fn run_replay(args: &Replay) -> Result<()> {
     if args.feed == Feed::Itch {
         return run_itch_replay(args);
@@ -70,6 +92,12 @@ pub(crate) fn run_replay(args: &Replay) -> Result<()> {
         size,
     );
     let options = args.ring_options();
+    warn_if_it_will_not_fit(
+        size,
+        args.capacity,
+        args.serving.archive.is_some(),
+        &args.input,
+    );
     let stop = interrupt_flag()?;
     let mut pacer = Pacer::new(args.speed);
     let mut config = NormalizerConfig {
@@ -107,14 +135,20 @@ pub(crate) fn run_replay(args: &Replay) -> Result<()> {
             kline_source.set(config.kline_source);
             // history: final candles only
             config.kline_update_ms = None;
-            write_and_serve(&args.serving, (&options, &options), &stop, |rings| {
-                let mut normalizer = Normalizer::new(config, rings, wall_clock_ns)?;
-                let counts = replay_history(input, format, &mut normalizer, 0, pe, qe, |t| {
-                    pacer.wait_for(t);
-                    (!stop.load(Ordering::Relaxed)).then(wall_clock_ns)
-                })?;
-                Ok((counts.malformed, counts.interrupted, normalizer.counters()))
-            })?
+            write_and_serve(
+                &args.serving,
+                (&options, &options),
+                &stop,
+                |rings, archive| {
+                    let mut normalizer = Normalizer::new(config, rings, wall_clock_ns)?;
+                    let counts = replay_history(input, format, &mut normalizer, 0, pe, qe, |t| {
+                        pacer.wait_for(t);
+                        archive.wait(&stop);
+                        (!stop.load(Ordering::Relaxed)).then(wall_clock_ns)
+                    })?;
+                    Ok((counts.malformed, counts.interrupted, normalizer.counters()))
+                },
+            )?
         }
         Input::Capture => {
             config.kline_source = args.kline_source.resolve(|| {
@@ -130,19 +164,25 @@ pub(crate) fn run_replay(args: &Replay) -> Result<()> {
                     qty_exponent: args.qty_exponent,
                 }];
             }
-            write_and_serve(&args.serving, (&options, &options), &stop, |rings| {
-                let mut normalizer = Normalizer::new(config, rings, wall_clock_ns)?;
-                let counts = replay_capture(input, &mut normalizer, |t| {
-                    pacer.wait_for(t);
-                    !stop.load(Ordering::Relaxed)
-                })?;
-                let counters = normalizer.counters();
-                Ok((
-                    counts.bad_lines + counters.malformed,
-                    counts.interrupted,
-                    counters,
-                ))
-            })?
+            write_and_serve(
+                &args.serving,
+                (&options, &options),
+                &stop,
+                |rings, archive| {
+                    let mut normalizer = Normalizer::new(config, rings, wall_clock_ns)?;
+                    let counts = replay_capture(input, &mut normalizer, |t| {
+                        pacer.wait_for(t);
+                        archive.wait(&stop);
+                        !stop.load(Ordering::Relaxed)
+                    })?;
+                    let counters = normalizer.counters();
+                    Ok((
+                        counts.bad_lines + counters.malformed,
+                        counts.interrupted,
+                        counters,
+                    ))
+                },
+            )?
         }
     };
     let seconds = started.elapsed().as_secs_f64();

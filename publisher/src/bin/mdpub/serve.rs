@@ -1,9 +1,10 @@
 //! `mdpub serve`, and serving rings over UDP while another command writes them.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::archive::ArchiveGate;
 use crate::cli::*;
 use anyhow::{Context, Result, bail};
 use mdi_protocol::ring::{RingOptions, RingWriter, ShmDir};
@@ -102,13 +103,15 @@ pub(crate) fn report_senders(senders: &[UdpSender]) {
 }
 
 /// Creates the `ticks` and `klines` rings, runs `job` on them while the senders of
-/// `serving` serve them (on a thread of their own), and returns when the job is done and
-/// the senders have ended (linger, END).
+/// `serving` serve them and (with `--archive`) a recorder archives them, each on a
+/// thread of its own, and returns when the job is done, the senders have ended (linger,
+/// END) and the archive holds everything. `job` gets the archive's gate: a replay waits
+/// there for the recorder; a live feed never does.
 pub(crate) fn write_and_serve<T: Send>(
     serving: &Serving,
     (ticks, klines): (&RingOptions, &RingOptions),
     stop: &AtomicBool,
-    job: impl FnOnce(Rings) -> Result<T> + Send,
+    job: impl FnOnce(Rings, &ArchiveGate) -> Result<T> + Send,
 ) -> Result<(T, Vec<UdpSender>)> {
     let shm = ShmDir::new(&serving.shm_dir);
     let _metrics = crate::start_metrics(&serving.shm_dir)?;
@@ -116,24 +119,63 @@ pub(crate) fn write_and_serve<T: Send>(
         ticks: RingWriter::create(&shm, "ticks", ticks).context("creating ring ticks")?,
         klines: RingWriter::create(&shm, "klines", klines).context("creating ring klines")?,
     };
+    let capacities = [rings.ticks.capacity(), rings.klines.capacity()];
+    let gate = ArchiveGate::default();
     let mut senders = serving.senders(&["ticks".to_owned(), "klines".to_owned()])?;
-    if senders.is_empty() {
-        return Ok((job(rings)?, senders));
+    if senders.is_empty() && serving.archive.is_none() {
+        return Ok((job(rings, &gate)?, senders));
     }
-    eprintln!("mdpub: serving ticks, klines on {}", channel_list(&senders));
+    if !senders.is_empty() {
+        eprintln!("mdpub: serving ticks, klines on {}", channel_list(&senders));
+    }
+    let writing_done = AtomicBool::new(false);
+    let recorders = match &serving.archive {
+        Some(dir) => {
+            eprintln!("mdpub: archiving ticks, klines into {}", dir.display());
+            Some(crate::archive::open(&shm, dir, capacities, &gate)?)
+        }
+        None => None,
+    };
     let result = std::thread::scope(|scope| {
-        let writing = scope.spawn(move || job(rings));
-        let served = serve(
-            &mut senders,
-            stop,
-            ServeUntil {
-                duration: None,
-                writers_exit: true,
-            },
-        );
+        let archiving = recorders.map(|recorders| {
+            let (gate, writing_done) = (&gate, &writing_done);
+            scope.spawn(move || crate::archive::record(recorders, gate, writing_done))
+        });
+        let writing = scope.spawn(|| {
+            let result = job(rings, &gate);
+            writing_done.store(true, Ordering::Release);
+            result
+        });
+        let served = if senders.is_empty() {
+            Ok(())
+        } else {
+            serve(
+                &mut senders,
+                stop,
+                ServeUntil {
+                    duration: None,
+                    writers_exit: true,
+                },
+            )
+        };
         let result = writing
             .join()
             .map_err(|_| anyhow::anyhow!("the writing thread panicked"))?;
+        if let Some(archiving) = archiving {
+            match archiving.join() {
+                Ok(Ok(counts)) => {
+                    for (stream, c) in counts {
+                        eprintln!(
+                            "mdpub: archived {stream}: {} records, {} gaps ({} records lost), {} segments begun",
+                            c.records, c.gaps, c.lost, c.segments
+                        );
+                    }
+                }
+                // the feed went on; the archive's failure is said, and is the exit status
+                Ok(Err(e)) => return Err(e.context("the archive stopped")),
+                Err(_) => anyhow::bail!("the archiving thread panicked"),
+            }
+        }
         served?;
         result
     })?;
