@@ -107,6 +107,9 @@ class Subscriber(_native.Subscriber):
             ``"spin"`` (lowest latency, burns a core).
         follow: ``False`` ends iteration (and ``read``) at what the streams held when
             the subscriber opened.
+        archive: a tick archive directory (``mdarchive record --archive DIR``): a start
+            the ring no longer holds is read from the archive, then the live ring, by
+            sequence — no gap, no duplicate; what neither holds is a ``lost`` event.
 
     Raises:
         FileNotFoundError: a stream (or the shm directory) does not exist; the message
@@ -126,6 +129,7 @@ class Subscriber(_native.Subscriber):
         udp: Union[str, Sequence[str], None] = None,
         wait: str = "park",
         follow: bool = True,
+        archive: Optional[str] = None,
     ):
         start, start_ns = _start(start)
         return super().__new__(
@@ -141,6 +145,7 @@ class Subscriber(_native.Subscriber):
             follow,
             # a subscriber that reads what is there once maps ring pages as it reads them
             follow,
+            None if archive is None else str(archive),
         )
 
     def __init__(self, *args, **kwargs):
@@ -223,6 +228,7 @@ def read(
     start: Start = "earliest",
     end: End = None,
     udp: Union[str, Sequence[str], None] = None,
+    archive: Optional[str] = None,
 ):
     """What a stream holds, as a polars DataFrame: one row per record, columns named as
     ``mdtail --format jsonl`` names the fields (``kind``, ``symbol``, ``instrument_id``,
@@ -235,6 +241,8 @@ def read(
         start: ``"earliest"`` (default), ``"latest"``, a sequence number or a datetime.
         end: stop before this sequence number, or before the first record published at
             or after this datetime; ``None``: at what the stream holds now.
+        archive: a tick archive directory (``mdarchive record --archive DIR``): a start
+            older than the ring holds is read from it, then the ring, by sequence.
 
     Loss while reading (a writer lapping the reader) warns with :class:`LossWarning`.
     """
@@ -246,6 +254,7 @@ def read(
         start=start,
         udp=udp,
         follow=False,
+        archive=archive,
     )
     try:
         if isinstance(end, _dt.datetime):

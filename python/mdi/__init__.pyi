@@ -56,6 +56,7 @@ class Subscriber:
         udp: Names = None,
         wait: str = "park",
         follow: bool = True,
+        archive: Optional[str] = None,
     ) -> "Subscriber": ...
     @property
     def streams(self) -> list[str]: ...
@@ -81,5 +82,6 @@ def read(
     start: Start = "earliest",
     end: End = None,
     udp: Names = None,
+    archive: Optional[str] = None,
 ) -> polars.DataFrame: ...
 def record_kinds() -> list[str]: ...

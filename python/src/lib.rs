@@ -274,6 +274,7 @@ impl PySubscriber {
         wait = "park",
         follow = true,
         prefault = true,
+        archive = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -288,11 +289,15 @@ impl PySubscriber {
         wait: &str,
         follow: bool,
         prefault: bool,
+        archive: Option<PathBuf>,
     ) -> PyResult<Self> {
         let kinds = parse_kinds(kinds)?;
         let mut builder = Subscriber::builder().kinds(kinds).prefault(prefault);
         if let Some(dir) = shm_dir {
             builder = builder.shm_dir(dir);
+        }
+        if let Some(dir) = archive {
+            builder = builder.archive(dir);
         }
         for stream in streams.iter().flatten() {
             builder = builder.stream(stream.clone());

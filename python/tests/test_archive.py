@@ -100,3 +100,26 @@ def test_a_range_of_several_tables_needs_a_directory(archived, tmp_path):
     )
     assert result.returncode == 1
     assert "give a directory" in result.stderr
+
+
+def test_history_through_the_archive_equals_the_whole_ring(replayed, tmp_path):
+    """The same day replayed into 64 KiB rings with `mdpub replay --archive`: read from
+    the earliest record with `archive=`, the DataFrame equals what the large rings
+    hold, row for row."""
+    from conftest import replay, write_agg_trades
+    import mdi
+
+    csv = tmp_path / "BTCUSDT-aggTrades-2024-01-02.csv"
+    write_agg_trades(csv, 30_000)
+    small, archive = tmp_path / "shm", tmp_path / "archive"
+    replay(small, csv, "--capacity", "65536", "--archive", str(archive))
+    for stream, kind in [("ticks", "trade"), ("klines", "kline")]:
+        expected = mdtail_jsonl(replayed, stream, "--kind", kind)
+        ring_only = mdi.read(stream, shm_dir=small, kinds=[kind])
+        assert ring_only.height < len(expected)
+        df = mdi.read(stream, shm_dir=small, kinds=[kind], archive=archive)
+        assert df.height == len(expected), stream
+        for line, row in zip(expected, df.iter_rows(named=True)):
+            for key in ("seq", "price" if kind == "trade" else "close", "venue_seq" if kind == "trade" else "open_time_ms"):
+                if key in line:
+                    assert same(line[key], row[key]), (key, line[key], row[key])

@@ -230,7 +230,18 @@ pub fn replay_history(
     if let Some(ms) = last {
         const DAY_MS: i64 = 86_400_000;
         let end_ms = ms.div_euclid(DAY_MS) * DAY_MS + DAY_MS;
-        normalizer.close_candles_before(end_ms.saturating_mul(1_000_000))?;
+        // a minute of candles at a time, `pace` between (at the last trade's time: no
+        // wait for the clock, but a reader such as the archive's recorder gets its turn
+        // instead of a whole quiet afternoon at once)
+        let mut through = ms;
+        while through < end_ms {
+            through = through.saturating_add(60_000).min(end_ms);
+            normalizer.close_candles_before(through.saturating_mul(1_000_000))?;
+            if pace(ms.saturating_mul(1_000_000)).is_none() {
+                counts.interrupted = true;
+                break;
+            }
+        }
     }
     Ok(counts)
 }
