@@ -824,19 +824,7 @@ impl SegmentReader {
     /// Opens `path` and indexes its valid chunks.
     pub fn open(path: &Path) -> Result<Self, ArchiveError> {
         let file = File::open(path).map_err(io_error(path))?;
-        let mut raw = vec![0u8; HEADER_LEN as usize];
-        file.read_exact_at(&mut raw, 0)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => ArchiveError::Invalid {
-                    path: path.to_owned(),
-                    problem: "shorter than a header".into(),
-                },
-                _ => ArchiveError::Io {
-                    path: path.to_owned(),
-                    source: e,
-                },
-            })?;
-        let header = SegmentHeader::decode(&raw, path)?;
+        let header = read_header(&file, path)?;
         let file_len = file.metadata().map_err(io_error(path))?.len();
         let capacity = file_len.min(header.capacity);
         let footer = if header.sealed {
@@ -960,20 +948,25 @@ impl SegmentReader {
     /// Reads only a segment's header.
     pub fn open_header(path: &Path) -> Result<SegmentHeader, ArchiveError> {
         let file = File::open(path).map_err(io_error(path))?;
-        let mut raw = vec![0u8; HEADER_LEN as usize];
-        file.read_exact_at(&mut raw, 0)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => ArchiveError::Invalid {
-                    path: path.to_owned(),
-                    problem: "shorter than a header".into(),
-                },
-                _ => ArchiveError::Io {
-                    path: path.to_owned(),
-                    source: e,
-                },
-            })?;
-        SegmentHeader::decode(&raw, path)
+        read_header(&file, path)
     }
+}
+
+/// The header of the segment open as `file`.
+fn read_header(file: &File, path: &Path) -> Result<SegmentHeader, ArchiveError> {
+    let mut raw = vec![0u8; HEADER_LEN as usize];
+    file.read_exact_at(&mut raw, 0)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => ArchiveError::Invalid {
+                path: path.to_owned(),
+                problem: "shorter than a header".into(),
+            },
+            _ => ArchiveError::Io {
+                path: path.to_owned(),
+                source: e,
+            },
+        })?;
+    SegmentHeader::decode(&raw, path)
 }
 
 #[cfg(test)]
