@@ -2,14 +2,14 @@
 #   docker build -t mdi .
 #   docker run --rm --network host --shm-size 2g mdi                      # mdpub demo
 #   docker run --rm --network host --shm-size 2g mdi mdpub run --config /etc/mdi/mdpub.toml
-# See deploy/README.md and deploy/compose.yaml (publisher + receiver).
+# See deploy/README.md and deploy/compose.yaml (publisher, receiver, archiver).
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p mdi-publisher -p mdi-tools --bins \
+RUN cargo build --release --locked -p mdi-publisher -p mdi-tools -p mdi-archive-cli --bins \
     && mkdir /out \
     && cp target/release/mdpub target/release/mdrecv target/release/mdstat \
-          target/release/mdtail /out/
+          target/release/mdtail target/release/mdarchive /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update \
