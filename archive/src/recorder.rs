@@ -255,6 +255,31 @@ impl Recorder {
         self.reader.caught_up()
     }
 
+    /// Its status as `key value` lines (`<shm dir>/<stream>.archive`, shown by mdstat
+    /// and exported as `mdi_archive_*` metrics): counts, the last sequence archived and
+    /// how far behind the ring it is.
+    pub fn status_lines(&self) -> Vec<(String, String)> {
+        let c = self.sink.counts;
+        let ring_next = self.reader.tail().1.0;
+        let archived_next = self.sink.last_seq.map_or(0, |s| s + 1);
+        vec![
+            ("archive".into(), self.sink.dir.display().to_string()),
+            ("records".into(), c.records.to_string()),
+            ("gaps".into(), c.gaps.to_string()),
+            ("lost_records".into(), c.lost.to_string()),
+            ("segments".into(), c.segments.to_string()),
+            (
+                "last_seq".into(),
+                self.sink.last_seq.map_or(-1, |s| s as i64).to_string(),
+            ),
+            (
+                "lag_records".into(),
+                ring_next.saturating_sub(archived_next).to_string(),
+            ),
+            ("lag_bytes".into(), self.reader.backlog().to_string()),
+        ]
+    }
+
     /// The ring position it has read up to.
     pub fn position(&self) -> u64 {
         self.reader.position().0

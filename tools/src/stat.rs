@@ -101,6 +101,21 @@ pub fn to_table(json: &Value) -> String {
                 ));
             }
         }
+        let archive = &s["archive"];
+        if archive.is_object() {
+            out.push_str(&format!(
+                "  archive {} ({}): {} records, last seq {}, lag {} records ({}), {} gaps ({} records lost), {} segments\n",
+                archive["archive"].as_str().unwrap_or("?"),
+                if archive["alive"] == true { "live" } else { "ended" },
+                archive["records"],
+                archive["last_seq"],
+                archive["lag_records"],
+                bytes(archive["lag_bytes"].as_u64().unwrap_or(0)),
+                archive["gaps"],
+                archive["lost_records"],
+                archive["segments"],
+            ));
+        }
         for r in s["readers"].as_array().into_iter().flatten() {
             out.push_str(&format!(
                 "  reader {:<24} pid {:<8} {:<5} lag {} / {} records, lost {}, heartbeat {} ms ago\n",

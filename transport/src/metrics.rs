@@ -32,7 +32,14 @@ type GaugeF = Gauge<f64, std::sync::atomic::AtomicU64>;
 type CounterF = Counter<f64, std::sync::atomic::AtomicU64>;
 
 /// Status-file keys that are levels, not counts (every other number is a counter).
-const GAUGE_KEYS: [&str; 3] = ["position", "receivers", "lagging"];
+const GAUGE_KEYS: [&str; 6] = [
+    "position",
+    "receivers",
+    "lagging",
+    "last_seq",
+    "lag_records",
+    "lag_bytes",
+];
 
 /// Metrics being collected for one scrape.
 #[derive(Default)]
@@ -262,6 +269,13 @@ pub fn exposition(doc: &Value) -> String {
             feed_labels.push(("venue".to_owned(), venue.to_owned()));
         }
         status_metrics(&mut c, "mdi_feed", "feed", feed, &feed_labels);
+        status_metrics(
+            &mut c,
+            "mdi_archive",
+            "archive recorder",
+            &s["archive"],
+            &stream,
+        );
         for conn in feed["connections"].as_array().into_iter().flatten() {
             let l = labels(&[
                 ("stream", name),

@@ -180,6 +180,8 @@ pub fn to_json(
                 },
                 // the live feed writing this ring: late trades, corrections, lag
                 "feed": status_file(dir, &s.name, "feed"),
+                // the tick archive's recorder of this ring: position and lag
+                "archive": status_file(dir, &s.name, "archive"),
             })
         })
         .collect();

@@ -406,6 +406,16 @@ fn record(args: &Record) -> Result<()> {
         }
         if last_housekeeping.elapsed() >= Duration::from_secs(1) {
             last_housekeeping = Instant::now();
+            let now = mdi_transport::wall_clock_ns();
+            for (stream, recorder) in &recorders {
+                mdi_transport::status::write(
+                    shm.path(),
+                    stream,
+                    "archive",
+                    &recorder.status_lines(),
+                    now,
+                );
+            }
             if let Some(free) = free_bytes(&args.archive) {
                 let low = free < args.alarm_free;
                 if low && !alarmed {
@@ -443,6 +453,7 @@ fn record(args: &Record) -> Result<()> {
         }
     }
     for (stream, recorder) in recorders {
+        mdi_transport::status::remove(shm.path(), &stream, "archive");
         match recorder.close() {
             Ok(counts) => tracing::info!(
                 stream,

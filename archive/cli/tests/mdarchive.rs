@@ -336,3 +336,68 @@ fn replay_writes_a_range_of_history_back_into_a_ring() {
     ]);
     assert_eq!(read("bytime"), (5000..5100).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_running_recorder_shows_in_mdstat_and_its_metrics() {
+    use mdi_transport::stat::{sample, to_json};
+    let dir = tempfile::tempdir().unwrap();
+    let shm = ShmDir::new(dir.path().join("shm"));
+    let archive = dir.path().join("archive");
+    let mut w = RingWriter::create(
+        &shm,
+        "ticks",
+        &RingOptions::default().capacity(16 << 20).prefault(false),
+    )
+    .unwrap();
+    for n in 0..5_000 {
+        w.append_record(&trade(n)).unwrap();
+    }
+    // killed if the test fails before it stops it
+    struct Running(Child);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut recorder = Running(record(shm.path(), &archive, &[]).spawn().unwrap());
+    let started = Instant::now();
+    let doc = loop {
+        let now = sample(&shm, &["ticks".to_owned()]).unwrap();
+        let doc = to_json(&shm, &now, &now, Duration::ZERO, 0);
+        let status = &doc["streams"][0]["archive"];
+        if status["lag_records"] == 0 && status["records"].as_u64() >= Some(5_000) {
+            break doc;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no archive status: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let status = &doc["streams"][0]["archive"];
+    assert_eq!(status["alive"], true);
+    assert_eq!(status["lag_records"], 0);
+    assert_eq!(status["last_seq"].as_u64(), Some(w.next_seq().0 - 1));
+    let metrics = mdi_transport::metrics::exposition(&doc);
+    for name in [
+        "mdi_archive_up",
+        "mdi_archive_records",
+        "mdi_archive_lag_records",
+        "mdi_archive_last_seq",
+    ] {
+        assert!(
+            metrics.contains(&format!("{name}{{stream=\"ticks\"}}"))
+                || metrics.contains(&format!("{name}_total{{stream=\"ticks\"}}")),
+            "{name} in\n{metrics}"
+        );
+    }
+    // stopped cleanly, it takes its status away
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(recorder.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(recorder.0.wait().unwrap().success());
+    assert!(!shm.path().join("ticks.archive").exists());
+}

@@ -88,23 +88,30 @@ pub(crate) fn open(
 /// stream's counts. An error stops it (the writer goes on: a full disk must not stop
 /// the feed) and is returned; the gate then holds nobody up.
 pub(crate) fn record(
+    shm: &ShmDir,
     recorders: Vec<Recorder>,
     gate: &ArchiveGate,
     writing_done: &AtomicBool,
 ) -> Result<Vec<(&'static str, RecorderCounts)>> {
-    let result = run(recorders, gate, writing_done);
+    let result = run(shm, recorders, gate, writing_done);
     gate.active.store(false, Ordering::Release);
     result
 }
 
 fn run(
+    shm: &ShmDir,
     mut recorders: Vec<Recorder>,
     gate: &ArchiveGate,
     writing_done: &AtomicBool,
 ) -> Result<Vec<(&'static str, RecorderCounts)>> {
+    let mut status_at = std::time::Instant::now();
     loop {
         // read before polling: everything written before it is then archived below
         let done = writing_done.load(Ordering::Acquire);
+        if status_at.elapsed() >= Duration::from_secs(1) {
+            status_at = std::time::Instant::now();
+            write_status(shm, &recorders);
+        }
         let mut moved = 0;
         for (i, recorder) in recorders.iter_mut().enumerate() {
             moved += recorder
@@ -119,9 +126,20 @@ fn run(
             std::thread::sleep(Duration::from_millis(1));
         }
     }
+    for stream in STREAMS {
+        mdi_transport::status::remove(shm.path(), stream, "archive");
+    }
     recorders
         .into_iter()
         .zip(STREAMS)
         .map(|(r, stream)| Ok((stream, r.close()?)))
         .collect()
+}
+
+/// Each recorder's status (`<shm dir>/<stream>.archive`, for mdstat and metrics).
+fn write_status(shm: &ShmDir, recorders: &[Recorder]) {
+    let now = mdi_transport::wall_clock_ns();
+    for (recorder, stream) in recorders.iter().zip(STREAMS) {
+        mdi_transport::status::write(shm.path(), stream, "archive", &recorder.status_lines(), now);
+    }
 }

@@ -138,8 +138,8 @@ pub(crate) fn write_and_serve<T: Send>(
     };
     let result = std::thread::scope(|scope| {
         let archiving = recorders.map(|recorders| {
-            let (gate, writing_done) = (&gate, &writing_done);
-            scope.spawn(move || crate::archive::record(recorders, gate, writing_done))
+            let (shm, gate, writing_done) = (&shm, &gate, &writing_done);
+            scope.spawn(move || crate::archive::record(shm, recorders, gate, writing_done))
         });
         let writing = scope.spawn(|| {
             let result = job(rings, &gate);
