@@ -201,6 +201,9 @@ pub struct Limits {
     pub max_age_ms: u64,
     /// A UDP replica that lost more records than this is a problem (default 0: any).
     pub max_lost: u64,
+    /// An archive recorder further behind its ring than this many records is a problem
+    /// (a recorder that died without removing its status always is).
+    pub max_archive_lag: Option<u64>,
 }
 
 /// A health problem, most serious first; its exit code is `mdstat --check`'s.
@@ -214,6 +217,8 @@ pub enum Problem {
     UdpLoss,
     /// A registered reader lags more than `--max-lag`. Exit 5.
     ReaderLag,
+    /// A tick archive's recorder died, or lags more than `--max-archive-lag`. Exit 6.
+    ArchiveBehind,
 }
 
 impl Problem {
@@ -224,6 +229,7 @@ impl Problem {
             Self::Unreadable => 3,
             Self::UdpLoss => 4,
             Self::ReaderLag => 5,
+            Self::ArchiveBehind => 6,
         }
     }
 }
@@ -277,6 +283,30 @@ pub fn check(doc: &Value, limits: &Limits) -> Vec<(Problem, String)> {
                 ),
             ));
         }
+        let archive = &s["archive"];
+        if archive.is_object() {
+            let lag = archive["lag_records"].as_u64().unwrap_or(0);
+            if archive["alive"] != true {
+                problems.push((
+                    Problem::ArchiveBehind,
+                    format!(
+                        "{name}: the archive recorder (pid {}) is gone without stopping: {} is not being recorded",
+                        archive["pid"],
+                        archive["archive"].as_str().unwrap_or("?")
+                    ),
+                ));
+            } else if let Some(max) = limits.max_archive_lag
+                && lag > max
+            {
+                problems.push((
+                    Problem::ArchiveBehind,
+                    format!(
+                        "{name}: the archive recorder (pid {}) lags {lag} records (max {max})",
+                        archive["pid"]
+                    ),
+                ));
+            }
+        }
         if let Some(max) = limits.max_lag_records {
             for r in s["readers"].as_array().into_iter().flatten() {
                 let lag = r["lag_records"].as_u64().unwrap_or(0);
@@ -317,6 +347,7 @@ mod tests {
             max_lag_records: Some(100),
             max_age_ms: 5_000,
             max_lost: 0,
+            max_archive_lag: Some(1_000),
         };
         let healthy = json!({"shm_dir": "/x", "streams": [stream("ticks", "alive", 10)]});
         assert!(check(&healthy, &limits).is_empty());
@@ -325,9 +356,21 @@ mod tests {
             {"name": "slow", "pid": 9, "alive": true, "lag_records": 101},
             {"name": "gone", "pid": 8, "alive": false, "lag_records": 10_000},
         ]);
+        let mut archived = stream("archived", "alive", 10);
+        archived["archive"] =
+            json!({"alive": true, "pid": 5, "lag_records": 1_001, "archive": "/a/archived"});
+        let mut unarchived = stream("unarchived", "alive", 10);
+        unarchived["archive"] =
+            json!({"alive": false, "pid": 6, "lag_records": 0, "archive": "/a/unarchived"});
+        let mut keeping_up = stream("keeping-up", "alive", 10);
+        keeping_up["archive"] =
+            json!({"alive": true, "pid": 4, "lag_records": 1_000, "archive": "/a/k"});
         let mut lossy = stream("replica", "alive", 10);
         lossy["udp"]["recv"] = json!({"channel": "udp://1.2.3.4:5", "lost_records": 3});
         let doc = json!({"shm_dir": "/x", "streams": [
+            archived,
+            unarchived,
+            keeping_up,
             lagging,
             lossy,
             stream("stale", "alive", 6_000),
@@ -343,9 +386,22 @@ mod tests {
                 Problem::WriterDown,
                 Problem::Unreadable,
                 Problem::UdpLoss,
-                Problem::ReaderLag
+                Problem::ReaderLag,
+                Problem::ArchiveBehind,
+                Problem::ArchiveBehind,
             ]
         );
+        assert!(
+            problems[5].1.contains("lags 1001 records (max 1000)"),
+            "{}",
+            problems[5].1
+        );
+        assert!(
+            problems[6].1.contains("gone without stopping"),
+            "{}",
+            problems[6].1
+        );
+        assert_eq!(problems[6].0.exit_code(), 6);
         assert!(problems[0].1.contains("stale") || problems[1].1.contains("stale"));
         assert!(problems[4].1.contains("slow") && problems[4].1.contains("101"));
         assert_eq!(kinds[0].exit_code(), 2);

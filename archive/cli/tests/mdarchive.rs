@@ -400,4 +400,34 @@ fn a_running_recorder_shows_in_mdstat_and_its_metrics() {
     .unwrap();
     assert!(recorder.0.wait().unwrap().success());
     assert!(!shm.path().join("ticks.archive").exists());
+    // killed, its status stays, and mdstat --check says the stream is not being archived
+    let mut recorder = Running(record(shm.path(), &archive, &[]).spawn().unwrap());
+    let started = Instant::now();
+    while !shm.path().join("ticks.archive").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no archive status"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kill9(&mut recorder.0);
+    let now = sample(&shm, &["ticks".to_owned()]).unwrap();
+    let doc = to_json(
+        &shm,
+        &now,
+        &now,
+        Duration::ZERO,
+        mdi_transport::wall_clock_ns(),
+    );
+    let limits = mdi_transport::stat::Limits {
+        max_age_ms: u64::MAX,
+        ..Default::default()
+    };
+    let problems = mdi_transport::stat::check(&doc, &limits);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].0.exit_code(), 6);
+    assert!(
+        problems[0].1.contains("gone without stopping"),
+        "{problems:?}"
+    );
 }

@@ -23,7 +23,8 @@ use mdi_tools::stat::{Limits, check, sample, to_json, to_table};
         2  a writer is dead, closed or stale (heartbeat older than --max-age)\n  \
         3  a stream is unreadable (missing, corrupt, foreign), or there is none\n  \
         4  a UDP replica lost records it could not repair (more than --max-lost)\n  \
-        5  a registered reader lags more than --max-lag records"
+        5  a registered reader lags more than --max-lag records\n  \
+        6  an archive recorder died, or lags more than --max-archive-lag records"
 )]
 struct Cli {
     /// Streams to show (default: every stream in the shm directory).
@@ -64,6 +65,10 @@ struct Cli {
     /// With --check: a UDP replica may have lost this many records and still be healthy.
     #[arg(long, value_name = "RECORDS", default_value_t = 0, requires = "check")]
     max_lost: u64,
+    /// With --check: a tick archive's recorder further behind its ring than this many
+    /// records is a problem (a recorder that died always is).
+    #[arg(long, value_name = "RECORDS", requires = "check")]
+    max_archive_lag: Option<u64>,
 }
 
 use mdi_transport::wall_clock_ns as now_ns;
@@ -110,6 +115,7 @@ fn run(cli: &Cli) -> Result<()> {
             max_lag_records: cli.max_lag,
             max_age_ms: (cli.max_age.max(0.0) * 1e3) as u64,
             max_lost: cli.max_lost,
+            max_archive_lag: cli.max_archive_lag,
         };
         let problems = check(&doc, &limits);
         let mut stdout = std::io::stdout().lock();
