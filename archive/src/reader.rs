@@ -24,14 +24,6 @@ pub enum ArchiveReadError {
     /// A segment could not be read.
     #[error(transparent)]
     Segment(#[from] ArchiveError),
-    /// The stream's directory could not be listed.
-    #[error("{}: {source}", path.display())]
-    Dir {
-        /// The directory.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
     /// The stream has no archive.
     #[error("no archive of stream {stream:?} in {}", dir.display())]
     NoArchive {
@@ -75,13 +67,7 @@ impl ArchiveReader {
         start: ArchiveStart,
     ) -> Result<Self, ArchiveReadError> {
         let dir = archive.join(stream);
-        let list = segments(&dir).map_err(|e| match e {
-            crate::RecordError::Dir { path, source } => ArchiveReadError::Dir { path, source },
-            other => ArchiveReadError::Dir {
-                path: dir.clone(),
-                source: std::io::Error::other(other.to_string()),
-            },
-        })?;
+        let list = segments(&dir)?;
         if list.is_empty() {
             return Err(ArchiveReadError::NoArchive {
                 stream: stream.to_owned(),
@@ -218,10 +204,7 @@ impl ArchiveReader {
             }
             // the end of this segment: on to the next, if the recorder began one
             if *index + 1 >= self.segments.len() {
-                let list = segments(&self.dir).map_err(|e| ArchiveReadError::Dir {
-                    path: self.dir.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                })?;
+                let list = segments(&self.dir)?;
                 if list.len() > self.segments.len() {
                     self.segments = list;
                 }

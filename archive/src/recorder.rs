@@ -71,7 +71,7 @@ pub enum RecordError {
         /// What the ring said.
         detail: String,
     },
-    /// Listing or making the archive directory failed.
+    /// Making the stream's archive directory failed.
     #[error("{}: {source}", path.display())]
     Dir {
         /// The directory.
@@ -95,12 +95,12 @@ pub struct RecorderCounts {
 }
 
 /// The segments of a stream's archive directory, by first sequence (file names sort so).
-pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, RecordError> {
+pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, ArchiveError> {
     let read = match std::fs::read_dir(dir) {
         Ok(read) => read,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => {
-            return Err(RecordError::Dir {
+            return Err(ArchiveError::Io {
                 path: dir.to_owned(),
                 source,
             });

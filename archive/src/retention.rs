@@ -24,10 +24,7 @@ pub fn apply_retention(
     now_ns: i64,
 ) -> Result<Vec<PathBuf>, ArchiveError> {
     let dir = archive.join(stream);
-    let list = segments(&dir).map_err(|e| ArchiveError::Io {
-        path: dir.clone(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    let list = segments(&dir)?;
     let mut sizes = Vec::with_capacity(list.len());
     for (_, path) in &list {
         sizes.push(std::fs::metadata(path).map_or(0, |m| m.len()));

@@ -50,10 +50,7 @@ pub fn verify_stream(archive: &Path, stream: &str) -> Result<StreamReport, Archi
         stream: stream.to_owned(),
         ..StreamReport::default()
     };
-    let list = segments(&dir).map_err(|e| ArchiveError::Io {
-        path: dir.clone(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    let list = segments(&dir)?;
     report.segments = list.len();
     let mut expected: Option<u64> = None;
     let mut last_time = i64::MIN;

@@ -27,6 +27,16 @@ fn trade(n: u64) -> Trade {
     }
 }
 
+/// The ring `ticks` of `shm`, `capacity` bytes.
+fn ticks_ring(shm: &ShmDir, capacity: u64) -> RingWriter {
+    RingWriter::create(
+        shm,
+        "ticks",
+        &RingOptions::default().capacity(capacity).prefault(false),
+    )
+    .unwrap()
+}
+
 fn record(shm: &Path, archive: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.arg("record")
@@ -79,12 +89,7 @@ fn a_recorder_killed_mid_stream_and_restarted_misses_nothing_and_repeats_nothing
         let shm = ShmDir::new(dir.path().join("shm"));
         let archive = dir.path().join("archive");
         // 64 MiB: the ring holds the whole run, so nothing may be missing
-        let mut w = RingWriter::create(
-            &shm,
-            "ticks",
-            &RingOptions::default().capacity(64 << 20).prefault(false),
-        )
-        .unwrap();
+        let mut w = ticks_ring(&shm, 64 << 20);
         let mut seqs = Vec::new();
         let mut recorder = record(shm.path(), &archive, &["--fsync", "batch"])
             .spawn()
@@ -143,12 +148,7 @@ fn verify_exits_2_on_damage_and_names_the_segment() {
     let dir = tempfile::tempdir().unwrap();
     let shm = ShmDir::new(dir.path().join("shm"));
     let archive = dir.path().join("archive");
-    let mut w = RingWriter::create(
-        &shm,
-        "ticks",
-        &RingOptions::default().capacity(16 << 20).prefault(false),
-    )
-    .unwrap();
+    let mut w = ticks_ring(&shm, 16 << 20);
     for n in 0..40_000 {
         w.append_record(&trade(n)).unwrap();
     }
@@ -196,12 +196,7 @@ fn a_full_disk_stops_the_recorder_with_its_segments_sealed() {
     }
     let dir = tempfile::tempdir().unwrap();
     let shm = ShmDir::new(dir.path().join("shm"));
-    let mut w = RingWriter::create(
-        &shm,
-        "ticks",
-        &RingOptions::default().capacity(32 << 20).prefault(false),
-    )
-    .unwrap();
+    let mut w = ticks_ring(&shm, 32 << 20);
     let mut seqs = Vec::new();
     for n in 0..100_000 {
         seqs.push(w.append_record(&trade(n)).unwrap().0);
@@ -254,12 +249,7 @@ fn replay_writes_a_range_of_history_back_into_a_ring() {
     let dir = tempfile::tempdir().unwrap();
     let shm = ShmDir::new(dir.path().join("shm"));
     let archive = dir.path().join("archive");
-    let mut w = RingWriter::create(
-        &shm,
-        "ticks",
-        &RingOptions::default().capacity(16 << 20).prefault(false),
-    )
-    .unwrap();
+    let mut w = ticks_ring(&shm, 16 << 20);
     let mut seqs = Vec::new();
     for n in 0..10_000 {
         seqs.push(w.append_record(&trade(n)).unwrap().0);
@@ -343,12 +333,7 @@ fn a_running_recorder_shows_in_mdstat_and_its_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let shm = ShmDir::new(dir.path().join("shm"));
     let archive = dir.path().join("archive");
-    let mut w = RingWriter::create(
-        &shm,
-        "ticks",
-        &RingOptions::default().capacity(16 << 20).prefault(false),
-    )
-    .unwrap();
+    let mut w = ticks_ring(&shm, 16 << 20);
     for n in 0..5_000 {
         w.append_record(&trade(n)).unwrap();
     }
