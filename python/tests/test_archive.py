@@ -123,3 +123,27 @@ def test_history_through_the_archive_equals_the_whole_ring(replayed, tmp_path):
             for key in ("seq", "price" if kind == "trade" else "close", "venue_seq" if kind == "trade" else "open_time_ms"):
                 if key in line:
                     assert same(line[key], row[key]), (key, line[key], row[key])
+
+
+def test_an_export_over_several_days_is_partitioned_by_date_and_loses_nothing(tmp_path):
+    """Four days of trades: one partition a day (each written once the next day is well
+    under way, so memory holds about a day), every row once, equal to mdtail's jsonl."""
+    from conftest import replay, write_agg_trades
+
+    csv = tmp_path / "BTCUSDT-aggTrades-2024-01-02.csv"
+    write_agg_trades(csv, 180_000)
+    shm, archive = tmp_path / "shm", tmp_path / "archive"
+    replay(shm, csv, "--archive", str(archive))
+    expected = mdtail_jsonl(shm, "ticks", "--kind", "trade")
+    out = tmp_path / "export"
+    mdarchive("export", "--archive", str(archive), "--stream", "ticks", "--kind", "trade",
+              "--out", str(out))
+    dates = sorted({f.parent.name for f in out.rglob("*.parquet")})
+    assert dates == [f"date=2024-01-0{d}" for d in range(2, 6)], dates
+    df = (pl.scan_parquet(out / "**" / "*.parquet", hive_partitioning=True)
+          .collect().sort("seq"))
+    assert df.height == len(expected)
+    assert df["seq"].to_list() == [line["seq"] for line in expected]
+    for line, row in zip(expected[::97], df.gather_every(97).iter_rows(named=True)):
+        for key, value in line.items():
+            assert same(value, row[key]), (key, value, row[key])

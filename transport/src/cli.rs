@@ -62,7 +62,17 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
-/// Progress of a long job (a replay, an export) over a count that grows (bytes read):
+/// What a progress counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// Bytes of an input (a replayed file).
+    Bytes,
+    /// Records (an archive's range, read for an export or a replay).
+    Records,
+}
+
+/// Progress of a long job (a replay, an export) over a count that grows (bytes read,
+/// records passed):
 /// on a terminal a bar with rate and ETA, redrawn ten times a second; otherwise — a log
 /// file, the journal — one line every `LINE_EVERY`. Reads the count on a thread of its
 /// own: the job only adds to an atomic.
@@ -83,6 +93,16 @@ impl Progress {
         done: std::sync::Arc<std::sync::atomic::AtomicU64>,
         total: Option<u64>,
     ) -> Self {
+        Self::start_counting(Unit::Bytes, what, done, total)
+    }
+
+    /// Shows the progress of `what` in `unit`s: `done` of `total` (or unknown).
+    pub fn start_counting(
+        unit: Unit,
+        what: impl Into<String>,
+        done: std::sync::Arc<std::sync::atomic::AtomicU64>,
+        total: Option<u64>,
+    ) -> Self {
         use std::sync::atomic::Ordering;
         let what = what.into();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -94,18 +114,22 @@ impl Progress {
                 .spawn(move || {
                     let started = std::time::Instant::now();
                     let bar = terminal.then(|| {
+                        let (count, of, rate) = match unit {
+                            Unit::Bytes => ("{bytes}", "{total_bytes}", "{bytes_per_sec}"),
+                            Unit::Records => ("{human_pos} records", "{human_len}", "{per_sec}"),
+                        };
                         let bar = match total {
                             Some(t) => indicatif::ProgressBar::new(t).with_style(
-                                indicatif::ProgressStyle::with_template(
-                                    "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-                                )
+                                indicatif::ProgressStyle::with_template(&format!(
+                                    "{{msg}} [{{bar:30}}] {count}/{of} {rate} ETA {{eta}}"
+                                ))
                                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
                                 .progress_chars("=> "),
                             ),
                             None => indicatif::ProgressBar::new_spinner().with_style(
-                                indicatif::ProgressStyle::with_template(
-                                    "{msg} {bytes} {bytes_per_sec} {elapsed}",
-                                )
+                                indicatif::ProgressStyle::with_template(&format!(
+                                    "{{msg}} {count} {rate} {{elapsed}}"
+                                ))
                                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
                             ),
                         };
@@ -120,7 +144,10 @@ impl Progress {
                             Some(bar) => bar.set_position(n),
                             None if last_line.elapsed() >= LINE_EVERY => {
                                 last_line = std::time::Instant::now();
-                                eprintln!("{}", progress_line(&what, n, total, started.elapsed()));
+                                eprintln!(
+                                    "{}",
+                                    progress_line(unit, &what, n, total, started.elapsed())
+                                );
                             }
                             None => {}
                         }
@@ -144,29 +171,38 @@ impl Drop for Progress {
     }
 }
 
-/// `what: 45% (120.0 MB of 266.7 MB), 40.0 MB/s, ETA 4 s` (without a total: the bytes
-/// and the rate).
+/// `what: 45% (120.0 MB of 266.7 MB), 40.0 MB/s, ETA 4 s` (without a total: the count
+/// and the rate); records as `1.2 M records of 2.7 M, 3.1 M/s`.
 pub fn progress_line(
+    unit: Unit,
     what: &str,
     done: u64,
     total: Option<u64>,
     elapsed: std::time::Duration,
 ) -> String {
-    let mb = |b: u64| b as f64 / 1e6;
+    let (scale, name, per) = match unit {
+        Unit::Bytes => (1e6, " MB", " MB/s"),
+        Unit::Records => (1e6, " M records", " M records/s"),
+    };
+    let amount = |n: u64| n as f64 / scale;
     let rate = done as f64 / elapsed.as_secs_f64().max(1e-3);
     match total {
         Some(t) if t > 0 => {
             let eta = (t.saturating_sub(done)) as f64 / rate.max(1.0);
             format!(
-                "{what}: {:.0}% ({:.1} MB of {:.1} MB), {:.1} MB/s, ETA {:.0} s",
+                "{what}: {:.0}% ({:.1}{name} of {:.1}{name}), {:.1}{per}, ETA {:.0} s",
                 done as f64 * 100.0 / t as f64,
-                mb(done),
-                mb(t),
-                rate / 1e6,
+                amount(done),
+                amount(t),
+                rate / scale,
                 eta
             )
         }
-        _ => format!("{what}: {:.1} MB, {:.1} MB/s", mb(done), rate / 1e6),
+        _ => format!(
+            "{what}: {:.1}{name}, {:.1}{per}",
+            amount(done),
+            rate / scale
+        ),
     }
 }
 
@@ -177,6 +213,7 @@ mod tests {
     #[test]
     fn a_progress_line_has_percent_rate_and_eta() {
         let line = progress_line(
+            Unit::Bytes,
             "replaying day.csv",
             50_000_000,
             Some(200_000_000),
@@ -187,12 +224,24 @@ mod tests {
             "replaying day.csv: 25% (50.0 MB of 200.0 MB), 10.0 MB/s, ETA 15 s"
         );
         let unknown = progress_line(
+            Unit::Bytes,
             "replaying day.csv.zst",
             3_000_000,
             None,
             std::time::Duration::from_secs(1),
         );
         assert_eq!(unknown, "replaying day.csv.zst: 3.0 MB, 3.0 MB/s");
+        let records = progress_line(
+            Unit::Records,
+            "exporting ticks",
+            1_500_000,
+            Some(6_000_000),
+            std::time::Duration::from_secs(1),
+        );
+        assert_eq!(
+            records,
+            "exporting ticks: 25% (1.5 M records of 6.0 M records), 1.5 M records/s, ETA 3 s"
+        );
     }
 }
 

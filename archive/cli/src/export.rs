@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 use arrow_array::{Array, ArrayRef, Decimal128Array, RecordBatch};
@@ -17,7 +18,7 @@ use mdi_archive::{ArchiveReader, ArchiveStart};
 use mdi_protocol::records::{RecordKind, RecordKinds};
 use mdi_protocol::view::RecordView;
 use mdi_subscriber::columns::{Columns, Layout};
-use mdi_subscriber::fields::with_fields;
+use mdi_subscriber::fields::{Head, with_fields};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -41,6 +42,8 @@ pub struct Export<'a> {
     pub from_ns: Option<i64>,
     pub to_ns: Option<i64>,
     pub out: &'a Path,
+    /// Records read so far (for a progress bar), added to as the export goes.
+    pub passed: &'a AtomicU64,
 }
 
 /// What an export wrote.
@@ -63,10 +66,19 @@ struct Part {
 }
 
 struct Group {
+    part: Part,
     columns: Columns,
     rows: usize,
     written: usize,
+    /// The stream's clock (the latest record time met) at its last row.
+    last_ns: i64,
 }
+
+/// What a record's table is found by without making its name: kind, instrument, UTC
+/// day (the symbol is compared with the candidates' own).
+type PartKey = (RecordKind, u32, i64);
+
+const DAY_NS: i64 = 86_400_000_000_000;
 
 pub fn export(job: &Export<'_>) -> Result<Exported> {
     let single = job.out.extension().is_some_and(|e| e == "parquet");
@@ -79,8 +91,19 @@ pub fn export(job: &Export<'_>) -> Result<Exported> {
         .iter()
         .map(|k| (k, Arc::new(Layout::new(RecordKinds::only(k)))))
         .collect();
-    let mut instruments: HashMap<u32, String> = HashMap::new();
-    let mut groups: HashMap<Part, Group> = HashMap::new();
+    // instrument id → its symbol (an index into `names`)
+    let mut instruments: HashMap<u32, usize> = HashMap::new();
+    let mut names: Vec<String> = Vec::new();
+    // the last instrument met — its symbol, whether it is wanted — and the last table
+    // written: most records are of the instrument and table before them (both cleared
+    // when a definition renames an instrument)
+    let mut last_instrument: Option<(u32, Option<usize>, bool)> = None;
+    let mut last_table: Option<(PartKey, usize)> = None;
+    // the latest record time (exchange time; a K-line's open time) met so far
+    let mut clock = i64::MIN;
+    let mut groups: Vec<Group> = Vec::new();
+    let mut index: HashMap<PartKey, Vec<usize>> = HashMap::new();
+    let mut by_part: HashMap<Part, usize> = HashMap::new();
     let mut done = Exported::default();
     let mut failed: Option<anyhow::Error> = None;
     let mut ended = false;
@@ -101,43 +124,54 @@ pub fn export(job: &Export<'_>) -> Result<Exported> {
             let kind = RecordKind(r.kind);
             let opened = RecordView::open(kind, r.body, |view| {
                 if let RecordView::Instrument(d) = &view {
-                    instruments.insert(d.get_instrument_id(), d.symbol()?.to_owned());
+                    let (id, symbol) = (d.get_instrument_id(), d.symbol()?);
+                    if instruments.get(&id).is_none_or(|&i| names[i] != symbol) {
+                        names.push(symbol.to_owned());
+                        instruments.insert(id, names.len() - 1);
+                        last_instrument = None;
+                        last_table = None;
+                    }
                 }
                 if r.publish_ns < from || !job.kinds.contains(kind) {
                     return Ok(None);
                 }
-                let symbol = instruments.get(&view.instrument_id()).cloned();
-                if let Some(wanted) = &job.symbols
-                    && !symbol
-                        .as_deref()
-                        .is_some_and(|s| wanted.iter().any(|w| w.eq_ignore_ascii_case(s)))
-                {
+                let id = view.instrument_id();
+                let (symbol, wanted) = match last_instrument {
+                    Some((last, symbol, wanted)) if last == id => (symbol, wanted),
+                    _ => {
+                        let symbol = instruments.get(&id).copied();
+                        let wanted = job.symbols.as_ref().is_none_or(|wanted| {
+                            symbol.is_some_and(|i| {
+                                wanted.iter().any(|w| w.eq_ignore_ascii_case(&names[i]))
+                            })
+                        });
+                        last_instrument = Some((id, symbol, wanted));
+                        (symbol, wanted)
+                    }
+                };
+                if !wanted {
                     return Ok(None);
                 }
-                with_fields(
-                    job.stream,
-                    r.seq,
-                    symbol.as_deref(),
-                    view,
-                    |head, fields| {
-                        let part = Part {
-                            kind: head.kind_name,
-                            symbol: head.symbol.map_or_else(
-                                || format!("id-{}", head.instrument_id),
-                                str::to_owned,
-                            ),
-                            date: utc_date(head.at_ns),
-                        };
-                        let group = groups.entry(part).or_insert_with(|| Group {
-                            columns: Columns::new(Arc::clone(&layouts[&kind]), PART_ROWS),
-                            rows: 0,
-                            written: 0,
-                        });
-                        group.columns.push(head, fields);
-                        group.rows += 1;
-                        group.rows
-                    },
-                )
+                let symbol = symbol.map(|i| names[i].as_str());
+                with_fields(job.stream, r.seq, symbol, view, |head, fields| {
+                    let key = (kind, head.instrument_id, head.at_ns.div_euclid(DAY_NS));
+                    let g = match last_table {
+                        Some((last, g)) if last == key => g,
+                        _ => {
+                            let g = table(&mut index, &mut by_part, &mut groups, key, head, || {
+                                Columns::new(Arc::clone(&layouts[&kind]), PART_ROWS)
+                            });
+                            last_table = Some((key, g));
+                            g
+                        }
+                    };
+                    let group = &mut groups[g];
+                    group.columns.push(head, fields);
+                    group.rows += 1;
+                    clock = clock.max(head.at_ns);
+                    group.last_ns = clock;
+                    group.rows
+                })
                 .map(Some)
             });
             match opened {
@@ -158,14 +192,25 @@ pub fn export(job: &Export<'_>) -> Result<Exported> {
         if let Some(e) = failed.take() {
             return Err(e);
         }
-        // parts that filled up are written as they go (memory stays bounded)
+        job.passed.fetch_add(n as u64, Ordering::Relaxed);
+        // parts are written as they go, so that memory stays bounded: those that filled
+        // up, and those that got no row for a day of the stream's time (a day's table of
+        // a symbol once the next day is well under way; a late row begins a part of its
+        // own; a month's candle, updated all along, stays)
         if !single {
-            for (part, group) in groups.iter_mut().filter(|(_, g)| g.rows >= PART_ROWS) {
-                let columns = std::mem::replace(
-                    &mut group.columns,
-                    Columns::new(Arc::clone(&layouts[&kind_of(part.kind)]), PART_ROWS),
-                );
-                let path = part_path(job.out, part, group.written);
+            let idle = clock.saturating_sub(DAY_NS);
+            for group in groups
+                .iter_mut()
+                .filter(|g| g.rows >= PART_ROWS || (g.rows > 0 && g.last_ns < idle))
+            {
+                let layout = Arc::clone(&layouts[&kind_of(group.part.kind)]);
+                let expected = if group.rows >= PART_ROWS {
+                    PART_ROWS
+                } else {
+                    16
+                };
+                let columns = std::mem::replace(&mut group.columns, Columns::new(layout, expected));
+                let path = part_path(job.out, &group.part, group.written);
                 write_parquet(&path, columns.finish(true), true)?;
                 done.files.push(path);
                 group.written += 1;
@@ -177,11 +222,10 @@ pub fn export(job: &Export<'_>) -> Result<Exported> {
         }
     }
     if single {
-        let mut groups: Vec<_> = groups.into_iter().collect();
         if groups.len() > 1 {
             let mut names: Vec<String> = groups
                 .iter()
-                .map(|(p, _)| format!("{} {} {}", p.kind, p.symbol, p.date))
+                .map(|g| format!("{} {} {}", g.part.kind, g.part.symbol, g.part.date))
                 .collect();
             names.sort();
             names.truncate(5);
@@ -191,22 +235,75 @@ pub fn export(job: &Export<'_>) -> Result<Exported> {
                 names.join("; ")
             );
         }
-        if let Some((_, group)) = groups.pop() {
+        if let Some(group) = groups.pop() {
             write_parquet(job.out, group.columns.finish(true), false)?;
             done.files.push(job.out.to_owned());
         }
         return Ok(done);
     }
-    for (part, group) in groups {
+    for group in groups {
         if group.rows == 0 {
             continue;
         }
-        let path = part_path(job.out, &part, group.written);
+        let path = part_path(job.out, &group.part, group.written);
         write_parquet(&path, group.columns.finish(true), true)?;
         done.files.push(path);
     }
     done.files.sort();
     Ok(done)
+}
+
+/// The table of a record (made when it is the first of its kind, symbol and day).
+fn table(
+    index: &mut HashMap<PartKey, Vec<usize>>,
+    by_part: &mut HashMap<Part, usize>,
+    groups: &mut Vec<Group>,
+    key: PartKey,
+    head: &Head<'_>,
+    columns: impl FnOnce() -> Columns,
+) -> usize {
+    let candidates = index.entry(key).or_default();
+    if let Some(g) = candidates
+        .iter()
+        .copied()
+        .find(|&g| groups[g].part.symbol_is(head.symbol, head.instrument_id))
+    {
+        return g;
+    }
+    let part = Part {
+        kind: head.kind_name,
+        symbol: head
+            .symbol
+            .map_or_else(|| format!("id-{}", head.instrument_id), str::to_owned),
+        date: utc_date(head.at_ns),
+    };
+    // two instruments of one symbol share its table
+    let g = *by_part.entry(part.clone()).or_insert_with(|| {
+        groups.push(Group {
+            part,
+            columns: columns(),
+            rows: 0,
+            written: 0,
+            last_ns: i64::MIN,
+        });
+        groups.len() - 1
+    });
+    candidates.push(g);
+    g
+}
+
+impl Part {
+    /// Whether a record with this symbol (or none) and instrument id belongs here.
+    fn symbol_is(&self, symbol: Option<&str>, instrument_id: u32) -> bool {
+        match symbol {
+            Some(s) => self.symbol == s,
+            // (records before their instrument's definition: rare)
+            None => self
+                .symbol
+                .strip_prefix("id-")
+                .is_some_and(|id| id == instrument_id.to_string()),
+        }
+    }
 }
 
 fn kind_of(name: &str) -> RecordKind {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -603,6 +603,19 @@ fn replay(args: &Replay) -> Result<()> {
         Where::Time(ns) => ArchiveStart::Time(ns),
     };
     let mut reader = ArchiveReader::open(&args.archive, &args.stream, start)?;
+    let end = args.to.map(|to| match to {
+        Where::Seq(last) => ArchiveStart::Sequence(last.saturating_add(1)),
+        Where::Time(last) => ArchiveStart::Time(last.saturating_add(1)),
+        Where::Earliest => ArchiveStart::Earliest,
+    });
+    let passed = Arc::new(AtomicU64::new(0));
+    // a bar with rate and ETA on a terminal, a line every 5 s otherwise
+    let _progress = mdi_transport::cli::Progress::start_counting(
+        mdi_transport::cli::Unit::Records,
+        format!("mdarchive: replaying {}", args.stream),
+        Arc::clone(&passed),
+        records_in_range(&args.archive, &args.stream, start, end),
+    );
     let ring = args.ring.as_deref().unwrap_or(&args.stream);
     let shm = ShmDir::new(&args.shm_dir);
     let mut writer = RingWriter::create(
@@ -648,6 +661,7 @@ fn replay(args: &Replay) -> Result<()> {
         if let Some(e) = failed.take() {
             bail!("writing ring {ring}: {e}");
         }
+        passed.fetch_add(n as u64, Ordering::Relaxed);
         if n == 0 {
             break; // the end of what is archived
         }
@@ -667,6 +681,36 @@ fn replay(args: &Replay) -> Result<()> {
     Ok(())
 }
 
+/// About how many records (and gap markers' records) lie from `start` to `end` (the end
+/// of the archive when `None`), for a progress bar: two seeks, no scan. `None` when the
+/// archive does not say.
+fn records_in_range(
+    archive: &Path,
+    stream: &str,
+    start: ArchiveStart,
+    end: Option<ArchiveStart>,
+) -> Option<u64> {
+    let first_at = |at: ArchiveStart| -> Option<u64> {
+        let mut reader = ArchiveReader::open(archive, stream, at).ok()?;
+        let mut seq = None;
+        reader
+            .poll(|r| {
+                seq = Some(r.seq);
+                false
+            })
+            .ok()?;
+        seq
+    };
+    let last = ArchiveReader::open(archive, stream, ArchiveStart::Earliest)
+        .ok()?
+        .bounds()
+        .ok()??
+        .1;
+    let first = first_at(start)?;
+    let end = end.and_then(first_at).unwrap_or(last + 1);
+    Some(end.saturating_sub(first))
+}
+
 fn export(args: &ExportArgs) -> Result<()> {
     use mdi_protocol::records::{RecordKind, RecordKinds};
     let kinds = if args.kind.is_empty() {
@@ -682,7 +726,20 @@ fn export(args: &ExportArgs) -> Result<()> {
         kinds
     };
     let started = Instant::now();
+    let passed = Arc::new(AtomicU64::new(0));
+    let _progress = mdi_transport::cli::Progress::start_counting(
+        mdi_transport::cli::Unit::Records,
+        format!("mdarchive: exporting {}", args.stream),
+        Arc::clone(&passed),
+        records_in_range(
+            &args.archive,
+            &args.stream,
+            args.from.map_or(ArchiveStart::Earliest, ArchiveStart::Time),
+            args.to.map(|t| ArchiveStart::Time(t.saturating_add(1))),
+        ),
+    );
     let done = export::export(&export::Export {
+        passed: &passed,
         archive: &args.archive,
         stream: &args.stream,
         kinds,

@@ -325,6 +325,29 @@ fn replay_writes_a_range_of_history_back_into_a_ring() {
         "--ring", "bytime", "--from", &from, "--to", &to, "--speed", "1x",
     ]);
     assert_eq!(read("bytime"), (5000..5100).collect::<Vec<_>>());
+    // a long replay into a pipe says how far it is every 5 s (10 ms of trades, slowed
+    // to ~6 s)
+    let out = Command::new(BIN)
+        .args(["replay", "--archive"])
+        .arg(&archive)
+        .args(["--stream", "ticks", "--ring", "slow", "--speed", "0.0016x"])
+        .arg("--shm-dir")
+        .arg(dir.path().join("history"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("mdarchive: replaying ticks:") && l.contains("% ("))
+        .unwrap_or_else(|| panic!("no progress line in {stderr}"));
+    assert!(
+        line.contains("M records of 0.0 M records")
+            && line.contains("M records/s")
+            && line.contains("ETA"),
+        "{line}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "no terminal codes into a pipe");
 }
 
 #[test]
@@ -377,6 +400,36 @@ fn a_running_recorder_shows_in_mdstat_and_its_metrics() {
             "{name} in\n{metrics}"
         );
     }
+    // every archive metric the Grafana dashboard queries is exported
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/grafana/mdi.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut queried = 0;
+    for target in dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+    {
+        let expr = target["expr"].as_str().unwrap();
+        for (at, _) in expr.match_indices("mdi_archive_") {
+            let name: String = expr[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                metrics.contains(&format!("{name}{{")),
+                "the dashboard queries {name}, which a recorder's status does not export"
+            );
+            queried += 1;
+        }
+    }
+    assert!(queried >= 4, "the dashboard has archive panels");
     // stopped cleanly, it takes its status away
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(recorder.0.id() as i32),
