@@ -25,7 +25,7 @@ use mdi_protocol::records::{
 };
 use mdi_protocol::view::RecordView;
 
-use crate::fields::{Field, Head, Value, with_fields};
+use crate::fields::{Field, FieldSink, Head, Value, visit_fields, with_fields};
 
 /// A value already copied out of its record (the Python objects' fields), as a column
 /// takes it.
@@ -278,7 +278,7 @@ impl Column {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, value: &Value<'_>) {
         match (&mut self.data, value) {
             (Data::Text { views, data }, Value::Str(s) | Value::MaybeStr(Some(s))) => {
@@ -521,6 +521,36 @@ fn decimals(
         .expect("precision 38 holds any scale up to 38")
 }
 
+/// One record being written into its row: fields straight into their columns (each
+/// call inlined where the value's type is known, so no field is matched at run time).
+struct Row<'c> {
+    columns: &'c mut [Column],
+    /// Each field's column (`None`: a head column, already written).
+    places: &'c [Option<usize>],
+    /// The next field's index.
+    next: usize,
+    row: usize,
+}
+
+impl<'a> FieldSink<'a> for Row<'_> {
+    #[inline(always)]
+    fn head(&mut self, head: &Head<'a>) {
+        self.columns[0].push(&Value::Str(head.kind_name));
+        self.columns[1].push(&Value::MaybeStr(head.symbol));
+        self.columns[2].push(&Value::UInt(head.instrument_id.into()));
+    }
+
+    #[inline(always)]
+    fn field(&mut self, field: Field<'a>) {
+        if let Some(&Some(i)) = self.places.get(self.next) {
+            let column = &mut self.columns[i];
+            column.pad(self.row);
+            column.push(&field.value);
+        }
+        self.next += 1;
+    }
+}
+
 /// Rows of one chunk of a batch.
 const CHUNK_ROWS: usize = 1 << 16;
 
@@ -576,31 +606,6 @@ impl Columns {
         }
     }
 
-    /// Appends one record as a row (a kind outside the layout is not added).
-    pub fn push(&mut self, head: &Head<'_>, fields: &[Field<'_>]) {
-        let Some(bit) = self.layout.places(head.kind).map(|(b, _)| *b) else {
-            return;
-        };
-        self.make_room();
-        let Some((_, places)) = self.layout.places(head.kind) else {
-            return;
-        };
-        self.seen |= bit;
-        let row = self.rows;
-        let columns = &mut self.columns;
-        columns[0].push(&Value::Str(head.kind_name));
-        columns[1].push(&Value::MaybeStr(head.symbol));
-        columns[2].push(&Value::UInt(head.instrument_id.into()));
-        for (field, place) in fields.iter().zip(places) {
-            if let Some(i) = *place {
-                let column = &mut columns[i];
-                column.pad(row);
-                column.push(&field.value);
-            }
-        }
-        self.rows += 1;
-    }
-
     /// Appends a record already copied out (kind name, symbol, instrument id, then its
     /// fields in the order [`crate::fields::with_fields`] gives them).
     pub fn push_cells<'c>(
@@ -636,7 +641,9 @@ impl Columns {
         self.rows += 1;
     }
 
-    /// Appends a record read in place; false if a field did not read.
+    /// Appends a record read in place (a kind outside the layout is not added); false if
+    /// a field did not read (nothing is added then).
+    #[inline]
     pub fn push_view(
         &mut self,
         stream: &str,
@@ -644,10 +651,26 @@ impl Columns {
         symbol: Option<&str>,
         record: RecordView<'_>,
     ) -> bool {
-        with_fields(stream, seq, symbol, record, |head, fields| {
-            self.push(head, fields);
-        })
-        .is_ok()
+        let kind = record.kind();
+        let Some(bit) = self.layout.places(kind).map(|(b, _)| *b) else {
+            return true;
+        };
+        self.make_room();
+        let Some((_, places)) = self.layout.places(kind) else {
+            return true;
+        };
+        let mut row = Row {
+            columns: &mut self.columns,
+            places,
+            next: 0,
+            row: self.rows,
+        };
+        if visit_fields(stream, seq, symbol, record, &mut row).is_err() {
+            return false;
+        }
+        self.seen |= bit;
+        self.rows += 1;
+        true
     }
 
     /// The rows as record batches of one schema: every column of the layout's kinds,

@@ -73,6 +73,17 @@ pub struct Head<'a> {
 /// The most fields any kind has (a K-line's).
 pub const MAX_FIELDS: usize = 22;
 
+/// Receives a record's head, then its fields one by one in the documented order: the
+/// one list of fields, which [`with_fields`] collects into a slice and the columns
+/// (`crate::columns`) write straight into typed columns. Called only once every value
+/// of the record has read: a record that does not read reaches no sink.
+pub trait FieldSink<'a> {
+    /// The record's head, before its fields.
+    fn head(&mut self, head: &Head<'a>);
+    /// The next field.
+    fn field(&mut self, field: Field<'a>);
+}
+
 /// Hands record `seq` of `stream` (with its `symbol`, as the subscriber resolved it) to
 /// `render` as its head and fields, in the documented order. `Err` when a text field or
 /// an enum does not read (the caller counts and skips the record).
@@ -83,6 +94,43 @@ pub fn with_fields<'a, R>(
     record: RecordView<'a>,
     render: impl FnOnce(&Head<'a>, &[Field<'a>]) -> R,
 ) -> Result<R, RecordError> {
+    struct Collect<'a> {
+        head: Option<Head<'a>>,
+        fields: [Field<'a>; MAX_FIELDS],
+        len: usize,
+    }
+    impl<'a> FieldSink<'a> for Collect<'a> {
+        fn head(&mut self, head: &Head<'a>) {
+            self.head = Some(*head);
+        }
+        fn field(&mut self, field: Field<'a>) {
+            if let Some(slot) = self.fields.get_mut(self.len) {
+                *slot = field;
+                self.len += 1;
+            }
+        }
+    }
+    let mut collect = Collect {
+        head: None,
+        fields: [f("", Value::Bool(false)); MAX_FIELDS],
+        len: 0,
+    };
+    visit_fields(stream, seq, symbol, record, &mut collect)?;
+    let head = collect.head.expect("every record has a head");
+    Ok(render(&head, &collect.fields[..collect.len]))
+}
+
+/// Hands record `seq` of `stream` to `sink`: its head, then its fields in the documented
+/// order (`docs/formats/mdtail.md`). `Err`, with nothing handed over, when a text field
+/// or an enum does not read (the caller counts and skips the record).
+#[inline(always)]
+pub fn visit_fields<'a>(
+    stream: &'a str,
+    seq: u64,
+    symbol: Option<&'a str>,
+    record: RecordView<'a>,
+    sink: &mut impl FieldSink<'a>,
+) -> Result<(), RecordError> {
     let kind = record.kind();
     let instrument_id = record.instrument_id();
     let at_ns = record.time_ns().unwrap_or(0);
@@ -93,128 +141,142 @@ pub fn with_fields<'a, R>(
         instrument_id,
         at_ns,
     };
-    Ok(match record {
+    // what can fail is read first: a sink sees a whole record or nothing
+    match record {
         RecordView::Instrument(d) => {
-            let fields = [
-                f("stream", Value::Str(stream)),
-                t("venue", Value::Str(d.venue()?)),
-                t("instrument_id", Value::UInt(instrument_id.into())),
-                t("price_exponent", Value::Int(d.get_price_exponent().into())),
-                t("qty_exponent", Value::Int(d.get_qty_exponent().into())),
-                t("tick_size", Value::Dec(d.tick_size())),
-                t("step_size", Value::Dec(d.step_size())),
-                f("base_asset", Value::Str(d.base_asset()?)),
-                f("quote_asset", Value::Str(d.quote_asset()?)),
-                f("ts_receive_ns", Value::Int(d.get_ts_receive_ns())),
-                f("ts_publish_ns", Value::Int(d.get_ts_publish_ns())),
-                f("seq", Value::UInt(seq)),
-            ];
-            let at = d.get_ts_publish_ns();
-            render(&head("instrument", Some(d.symbol()?), at), &fields)
+            let (venue, symbol) = (d.venue()?, d.symbol()?);
+            let (base, quote) = (d.base_asset()?, d.quote_asset()?);
+            sink.head(&head("instrument", Some(symbol), d.get_ts_publish_ns()));
+            sink.field(f("stream", Value::Str(stream)));
+            sink.field(t("venue", Value::Str(venue)));
+            sink.field(t("instrument_id", Value::UInt(instrument_id.into())));
+            sink.field(t(
+                "price_exponent",
+                Value::Int(d.get_price_exponent().into()),
+            ));
+            sink.field(t("qty_exponent", Value::Int(d.get_qty_exponent().into())));
+            sink.field(t("tick_size", Value::Dec(d.tick_size())));
+            sink.field(t("step_size", Value::Dec(d.step_size())));
+            sink.field(f("base_asset", Value::Str(base)));
+            sink.field(f("quote_asset", Value::Str(quote)));
+            sink.field(f("ts_receive_ns", Value::Int(d.get_ts_receive_ns())));
+            sink.field(f("ts_publish_ns", Value::Int(d.get_ts_publish_ns())));
+            sink.field(f("seq", Value::UInt(seq)));
         }
         RecordView::Trade(r) => {
-            let fields = [
-                f("stream", Value::Str(stream)),
-                t("price", Value::Dec(r.price())),
-                t("qty", Value::Dec(r.qty())),
-                t("side", Value::Str(r.side().name())),
-                t("trade_id", Value::UInt(r.get_trade_id())),
-                f("first_trade_id", Value::UInt(r.get_first_trade_id())),
-                f("last_trade_id", Value::UInt(r.get_last_trade_id())),
-                f("aggregate", Value::Bool(r.get_is_aggregate())),
-                f("venue_seq", Value::UInt(r.get_venue_seq())),
-                f("ts_exchange_ns", Value::Int(r.get_ts_exchange_ns())),
-                f("ts_receive_ns", Value::Int(r.get_ts_receive_ns())),
-                f("ts_publish_ns", Value::Int(r.get_ts_publish_ns())),
-                f("seq", Value::UInt(seq)),
-            ];
-            render(&head("trade", symbol, at_ns), &fields)
+            sink.head(&head("trade", symbol, at_ns));
+            sink.field(f("stream", Value::Str(stream)));
+            sink.field(t("price", Value::Dec(r.price())));
+            sink.field(t("qty", Value::Dec(r.qty())));
+            sink.field(t("side", Value::Str(r.side().name())));
+            sink.field(t("trade_id", Value::UInt(r.get_trade_id())));
+            sink.field(f("first_trade_id", Value::UInt(r.get_first_trade_id())));
+            sink.field(f("last_trade_id", Value::UInt(r.get_last_trade_id())));
+            sink.field(f("aggregate", Value::Bool(r.get_is_aggregate())));
+            sink.field(f("venue_seq", Value::UInt(r.get_venue_seq())));
+            sink.field(f("ts_exchange_ns", Value::Int(r.get_ts_exchange_ns())));
+            sink.field(f("ts_receive_ns", Value::Int(r.get_ts_receive_ns())));
+            sink.field(f("ts_publish_ns", Value::Int(r.get_ts_publish_ns())));
+            sink.field(f("seq", Value::UInt(seq)));
         }
         RecordView::Quote(r) => {
-            let fields = [
-                f("stream", Value::Str(stream)),
-                t("bid_qty", Value::Dec(r.bid_qty())),
-                t("bid_price", Value::Dec(r.bid_price())),
-                t("ask_price", Value::Dec(r.ask_price())),
-                t("ask_qty", Value::Dec(r.ask_qty())),
-                f("venue_seq", Value::UInt(r.get_venue_seq())),
-                f("ts_exchange_ns", Value::Int(r.get_ts_exchange_ns())),
-                f("ts_receive_ns", Value::Int(r.get_ts_receive_ns())),
-                f("ts_publish_ns", Value::Int(r.get_ts_publish_ns())),
-                f("seq", Value::UInt(seq)),
-            ];
-            render(&head("quote", symbol, at_ns), &fields)
+            sink.head(&head("quote", symbol, at_ns));
+            sink.field(f("stream", Value::Str(stream)));
+            sink.field(t("bid_qty", Value::Dec(r.bid_qty())));
+            sink.field(t("bid_price", Value::Dec(r.bid_price())));
+            sink.field(t("ask_price", Value::Dec(r.ask_price())));
+            sink.field(t("ask_qty", Value::Dec(r.ask_qty())));
+            sink.field(f("venue_seq", Value::UInt(r.get_venue_seq())));
+            sink.field(f("ts_exchange_ns", Value::Int(r.get_ts_exchange_ns())));
+            sink.field(f("ts_receive_ns", Value::Int(r.get_ts_receive_ns())));
+            sink.field(f("ts_publish_ns", Value::Int(r.get_ts_publish_ns())));
+            sink.field(f("seq", Value::UInt(seq)));
         }
         RecordView::Book(r) => {
-            let fields = [
-                f("stream", Value::Str(stream)),
-                t("snapshot", Value::Bool(r.get_is_snapshot())),
-                t("bids", Value::Levels(r.bids()?)),
-                t("asks", Value::Levels(r.asks()?)),
-                f("first_update_id", Value::UInt(r.get_first_update_id())),
-                f("last_update_id", Value::UInt(r.get_last_update_id())),
-                f("venue_seq", Value::UInt(r.get_venue_seq())),
-                f("ts_exchange_ns", Value::Int(r.get_ts_exchange_ns())),
-                f("ts_receive_ns", Value::Int(r.get_ts_receive_ns())),
-                f("ts_publish_ns", Value::Int(r.get_ts_publish_ns())),
-                f("seq", Value::UInt(seq)),
-            ];
-            render(&head("book", symbol, at_ns), &fields)
+            let (bids, asks) = (r.bids()?, r.asks()?);
+            sink.head(&head("book", symbol, at_ns));
+            sink.field(f("stream", Value::Str(stream)));
+            sink.field(t("snapshot", Value::Bool(r.get_is_snapshot())));
+            sink.field(t("bids", Value::Levels(bids)));
+            sink.field(t("asks", Value::Levels(asks)));
+            sink.field(f("first_update_id", Value::UInt(r.get_first_update_id())));
+            sink.field(f("last_update_id", Value::UInt(r.get_last_update_id())));
+            sink.field(f("venue_seq", Value::UInt(r.get_venue_seq())));
+            sink.field(f("ts_exchange_ns", Value::Int(r.get_ts_exchange_ns())));
+            sink.field(f("ts_receive_ns", Value::Int(r.get_ts_receive_ns())));
+            sink.field(f("ts_publish_ns", Value::Int(r.get_ts_publish_ns())));
+            sink.field(f("seq", Value::UInt(seq)));
         }
         RecordView::Kline(r) => {
             let interval = r.interval().map_or("?", Interval::name);
-            let fields = [
-                f("stream", Value::Str(stream)),
-                t("interval", Value::Str(interval)),
-                f("open_time_ms", Value::Int(r.get_open_time_ms())),
-                f("close_time_ms", Value::Int(r.get_close_time_ms())),
-                t("open", Value::Dec(r.open())),
-                t("high", Value::Dec(r.high())),
-                t("low", Value::Dec(r.low())),
-                t("close", Value::Dec(r.close())),
-                t("volume", Value::Dec(r.volume())),
-                f("quote_volume", Value::Dec(r.quote_volume())),
-                f("taker_buy_volume", Value::Dec(r.taker_buy_volume())),
-                f(
-                    "taker_buy_quote_volume",
-                    Value::Dec(r.taker_buy_quote_volume()),
-                ),
-                t("trades", Value::UInt(r.get_trades())),
-                f("first_trade_id", Value::Int(r.get_first_trade_id())),
-                f("last_trade_id", Value::Int(r.get_last_trade_id())),
-                t("closed", Value::Bool(r.get_closed())),
-                // > 0: a correction of a final candle (a trade arrived late)
-                t("revision", Value::UInt(u64::from(r.get_revision()))),
-                f("spans_outage", Value::Bool(r.get_spans_outage())),
-                f("ts_exchange_ns", Value::Int(r.get_ts_exchange_ns())),
-                f("ts_receive_ns", Value::Int(r.get_ts_receive_ns())),
-                f("ts_publish_ns", Value::Int(r.get_ts_publish_ns())),
-                f("seq", Value::UInt(seq)),
-            ];
             // a table row shows the candle's open time
             let at = r.get_open_time_ms().saturating_mul(1_000_000);
-            render(&head("kline", symbol, at), &fields)
+            sink.head(&head("kline", symbol, at));
+            sink.field(f("stream", Value::Str(stream)));
+            sink.field(t("interval", Value::Str(interval)));
+            sink.field(f("open_time_ms", Value::Int(r.get_open_time_ms())));
+            sink.field(f("close_time_ms", Value::Int(r.get_close_time_ms())));
+            sink.field(t("open", Value::Dec(r.open())));
+            sink.field(t("high", Value::Dec(r.high())));
+            sink.field(t("low", Value::Dec(r.low())));
+            sink.field(t("close", Value::Dec(r.close())));
+            sink.field(t("volume", Value::Dec(r.volume())));
+            sink.field(f("quote_volume", Value::Dec(r.quote_volume())));
+            sink.field(f("taker_buy_volume", Value::Dec(r.taker_buy_volume())));
+            sink.field(f(
+                "taker_buy_quote_volume",
+                Value::Dec(r.taker_buy_quote_volume()),
+            ));
+            sink.field(t("trades", Value::UInt(r.get_trades())));
+            sink.field(f("first_trade_id", Value::Int(r.get_first_trade_id())));
+            sink.field(f("last_trade_id", Value::Int(r.get_last_trade_id())));
+            sink.field(t("closed", Value::Bool(r.get_closed())));
+            // > 0: a correction of a final candle (a trade arrived late)
+            sink.field(t("revision", Value::UInt(u64::from(r.get_revision()))));
+            sink.field(f("spans_outage", Value::Bool(r.get_spans_outage())));
+            sink.field(f("ts_exchange_ns", Value::Int(r.get_ts_exchange_ns())));
+            sink.field(f("ts_receive_ns", Value::Int(r.get_ts_receive_ns())));
+            sink.field(f("ts_publish_ns", Value::Int(r.get_ts_publish_ns())));
+            sink.field(f("seq", Value::UInt(seq)));
         }
         RecordView::Status(r) => {
-            let fields = [
-                f("stream", Value::Str(stream)),
-                f("venue", Value::Str(r.venue()?)),
-                t("state", Value::Str(r.state()?.name())),
-                t("expected_seq", Value::UInt(r.get_expected_seq())),
-                t("received_seq", Value::UInt(r.get_received_seq())),
-                t("count", Value::UInt(r.get_count())),
-                t("detail", Value::Str(r.detail()?)),
-                f("venue_seq", Value::UInt(r.get_venue_seq())),
-                f("ts_exchange_ns", Value::Int(r.get_ts_exchange_ns())),
-                f("ts_receive_ns", Value::Int(r.get_ts_receive_ns())),
-                f("ts_publish_ns", Value::Int(r.get_ts_publish_ns())),
-                f("seq", Value::UInt(seq)),
-            ];
+            let (venue, state, detail) = (r.venue()?, r.state()?, r.detail()?);
             // the whole feed's status (instrument 0) names no symbol
             let symbol = symbol.filter(|_| instrument_id != 0);
-            render(&head("status", symbol, r.get_ts_receive_ns()), &fields)
+            sink.head(&head("status", symbol, r.get_ts_receive_ns()));
+            sink.field(f("stream", Value::Str(stream)));
+            sink.field(f("venue", Value::Str(venue)));
+            sink.field(t("state", Value::Str(state.name())));
+            sink.field(t("expected_seq", Value::UInt(r.get_expected_seq())));
+            sink.field(t("received_seq", Value::UInt(r.get_received_seq())));
+            sink.field(t("count", Value::UInt(r.get_count())));
+            sink.field(t("detail", Value::Str(detail)));
+            sink.field(f("venue_seq", Value::UInt(r.get_venue_seq())));
+            sink.field(f("ts_exchange_ns", Value::Int(r.get_ts_exchange_ns())));
+            sink.field(f("ts_receive_ns", Value::Int(r.get_ts_receive_ns())));
+            sink.field(f("ts_publish_ns", Value::Int(r.get_ts_publish_ns())));
+            sink.field(f("seq", Value::UInt(seq)));
         }
-    })
+    }
+    Ok(())
+}
+
+/// The head of a record as [`visit_fields`] gives it (for a caller that chooses where
+/// a record goes before it takes its fields).
+pub fn head_of<'a>(
+    symbol: Option<&'a str>,
+    record: RecordView<'a>,
+) -> Result<Head<'a>, RecordError> {
+    struct HeadOnly<'a>(Option<Head<'a>>);
+    impl<'a> FieldSink<'a> for HeadOnly<'a> {
+        fn head(&mut self, head: &Head<'a>) {
+            self.0 = Some(*head);
+        }
+        fn field(&mut self, _: Field<'a>) {}
+    }
+    let mut sink = HeadOnly(None);
+    visit_fields("", 0, symbol, record, &mut sink)?;
+    Ok(sink.0.expect("every record has a head"))
 }
 
 #[cfg(test)]

@@ -338,6 +338,7 @@ impl Subscriber {
             kinds: *kinds,
             instruments,
             undecodable,
+            last: None,
         };
         let polled = state.reader.poll(max_records, |event| match event {
             _ if fell_behind.is_some() => {}
@@ -485,6 +486,7 @@ impl Subscriber {
             kinds: *kinds,
             instruments,
             undecodable,
+            last: None,
         };
         let mut delivered = 0;
         let mut read = 0;
@@ -570,6 +572,9 @@ struct Filter<'a> {
     kinds: RecordKinds,
     instruments: &'a mut HashMap<(usize, u32), &'static str, IdHash>,
     undecodable: &'a mut u64,
+    /// The last instrument met, its symbol and whether it is wanted (most records are
+    /// of the instrument before them); a definition clears it.
+    last: Option<(u32, Option<&'static str>, bool)>,
 }
 
 impl Filter<'_> {
@@ -589,23 +594,32 @@ impl Filter<'_> {
             kinds,
             instruments,
             undecodable,
+            last,
         } = self;
         let opened = RecordView::open(kind, body, |record| {
             if let RecordView::Instrument(d) = &record {
                 instruments.insert((*index, d.get_instrument_id()), intern(d.symbol()?));
+                *last = None;
             }
             if !kinds.contains(record.kind()) {
                 return Ok(());
             }
             let instrument_id = record.instrument_id();
-            let symbol = instruments.get(&(*index, instrument_id)).copied();
-            if let Some(wanted) = symbols {
-                let feed_wide = matches!(record, RecordView::Status(_)) && instrument_id == 0;
-                let matches =
-                    symbol.is_some_and(|s| wanted.iter().any(|w| w.eq_ignore_ascii_case(s)));
-                if !feed_wide && !matches {
-                    return Ok(());
+            let (symbol, wanted) = match *last {
+                Some((id, symbol, wanted)) if id == instrument_id => (symbol, wanted),
+                _ => {
+                    let symbol = instruments.get(&(*index, instrument_id)).copied();
+                    let wanted = symbols.is_none_or(|wanted| {
+                        symbol.is_some_and(|s| wanted.iter().any(|w| w.eq_ignore_ascii_case(s)))
+                    });
+                    *last = Some((instrument_id, symbol, wanted));
+                    (symbol, wanted)
                 }
+            };
+            // the whole feed's status (instrument 0) goes to every symbol's reader
+            let feed_wide = matches!(record, RecordView::Status(_)) && instrument_id == 0;
+            if !wanted && !feed_wide {
+                return Ok(());
             }
             delivered = 1;
             on_event(ViewEvent::Record {

@@ -15,10 +15,10 @@ use anyhow::{Context, Result, bail};
 use arrow_array::{Array, ArrayRef, Decimal128Array, RecordBatch};
 use arrow_schema::DataType;
 use mdi_archive::{ArchiveReader, ArchiveStart};
-use mdi_protocol::records::{RecordKind, RecordKinds};
+use mdi_protocol::records::{RecordError, RecordKind, RecordKinds};
 use mdi_protocol::view::RecordView;
 use mdi_subscriber::columns::{Columns, Layout};
-use mdi_subscriber::fields::{Head, with_fields};
+use mdi_subscriber::fields::{Head, head_of};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -133,7 +133,7 @@ pub fn export(job: &Export<'_>) -> Result<Exported> {
                     }
                 }
                 if r.publish_ns < from || !job.kinds.contains(kind) {
-                    return Ok(None);
+                    return Ok::<_, RecordError>(None);
                 }
                 let id = view.instrument_id();
                 let (symbol, wanted) = match last_instrument {
@@ -153,26 +153,27 @@ pub fn export(job: &Export<'_>) -> Result<Exported> {
                     return Ok(None);
                 }
                 let symbol = symbol.map(|i| names[i].as_str());
-                with_fields(job.stream, r.seq, symbol, view, |head, fields| {
-                    let key = (kind, head.instrument_id, head.at_ns.div_euclid(DAY_NS));
-                    let g = match last_table {
-                        Some((last, g)) if last == key => g,
-                        _ => {
-                            let g = table(&mut index, &mut by_part, &mut groups, key, head, || {
-                                Columns::new(Arc::clone(&layouts[&kind]), PART_ROWS)
-                            });
-                            last_table = Some((key, g));
-                            g
-                        }
-                    };
-                    let group = &mut groups[g];
-                    group.columns.push(head, fields);
-                    group.rows += 1;
-                    clock = clock.max(head.at_ns);
-                    group.last_ns = clock;
-                    group.rows
-                })
-                .map(Some)
+                let head = head_of(symbol, view)?;
+                let key = (kind, head.instrument_id, head.at_ns.div_euclid(DAY_NS));
+                let g = match last_table {
+                    Some((last, g)) if last == key => g,
+                    _ => {
+                        let g = table(&mut index, &mut by_part, &mut groups, key, &head, || {
+                            Columns::new(Arc::clone(&layouts[&kind]), PART_ROWS)
+                        });
+                        last_table = Some((key, g));
+                        g
+                    }
+                };
+                clock = clock.max(head.at_ns);
+                let group = &mut groups[g];
+                if !group.columns.push_view(job.stream, r.seq, symbol, view) {
+                    done.undecodable += 1; // (its head read: not met)
+                    return Ok(None);
+                }
+                group.rows += 1;
+                group.last_ns = clock;
+                Ok(Some(group.rows))
             });
             match opened {
                 Ok(Some(Ok(Some(rows)))) => {
