@@ -15,6 +15,7 @@
 #   fuzz    cargo-fuzz (scripts/fuzz.sh)
 #   dpdk    DPDK 22.11 from Debian, pkg-config, clang and libclang (feature `dpdk`)
 #   aeron   clang, libclang, libbsd, libuuid and CMake >= 3.30 from PyPI (feature `aeron`)
+#   rocksdb librocksdb-dev from Debian (feature `rocksdb`: mdbench archive's peer)
 #
 # Where it cannot install (not root and no password-less sudo, no apt-get), it says
 # exactly what is missing and how to get it, once, before any test runs; under CI=true
@@ -94,8 +95,11 @@ for part in "${parts[@]}"; do
             need_deb clang clang
             cmake_ok || pip_missing+=("cmake>=3.30")
             ;;
+        rocksdb)
+            need_deb librocksdb-dev
+            ;;
         *)
-            echo "prepare.sh: unknown part '$part' (tests, fuzz, dpdk, aeron)" >&2
+            echo "prepare.sh: unknown part '$part' (tests, fuzz, dpdk, aeron, rocksdb)" >&2
             exit 2
             ;;
     esac

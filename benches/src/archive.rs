@@ -5,7 +5,8 @@
 //!   in the same 64 KiB positioned writes to a preallocated file — in the same run;
 //! - read: the archive read back from its start (records/s);
 //! - seek: a reader moved to a random time in a synthetic archive (100 M records,
-//!   `--quick` 5 M; deleted afterwards), p50/p99 over 10 000 seeks, warm cache;
+//!   `--quick` 5 M; deleted afterwards), p50/p99 over 100 000 seeks after 10 000 that
+//!   warm the cache (the segments synced first: clean pages, none being written back);
 //! - bytes on disk per record.
 //!
 //! Segments go to a directory on disk (`--dir`, default the system's temp directory):
@@ -31,6 +32,8 @@ use crate::harness::{Latency, ResultLine, msgs_per_s, nanos};
 pub struct ArchiveBench {
     pub quick: bool,
     pub dir: Option<std::path::PathBuf>,
+    /// Only these parts (`write`, `seek`, `export`); empty: all.
+    pub only: Vec<String>,
 }
 
 pub fn run(bench: &ArchiveBench) -> Result<()> {
@@ -39,20 +42,27 @@ pub fn run(bench: &ArchiveBench) -> Result<()> {
         None => tempfile::tempdir_in(std::env::temp_dir()),
     }
     .context("a directory for the segments")?;
+    let part = |name: &str| bench.only.is_empty() || bench.only.iter().any(|o| o == name);
     let records: u64 = if bench.quick { 1_000_000 } else { 5_000_000 };
-    for size in [64usize, 256] {
-        for fsync in [Fsync::None, Fsync::Periodic(100)] {
-            write_and_read(base.path(), size, records, fsync)?;
+    if part("write") {
+        for size in [64usize, 256] {
+            for fsync in [Fsync::None, Fsync::Periodic(100)] {
+                write_and_read(base.path(), size, records, fsync)?;
+            }
         }
     }
-    seek(
-        base.path(),
-        if bench.quick { 5_000_000 } else { 100_000_000 },
-    )?;
-    export(
-        base.path(),
-        if bench.quick { 1_000_000 } else { 10_000_000 },
-    )?;
+    if part("seek") {
+        seek(
+            base.path(),
+            if bench.quick { 5_000_000 } else { 100_000_000 },
+        )?;
+    }
+    if part("export") {
+        export(
+            base.path(),
+            if bench.quick { 1_000_000 } else { 10_000_000 },
+        )?;
+    }
     Ok(())
 }
 
@@ -74,8 +84,17 @@ fn filled_ring(shm: &ShmDir, size: usize, records: u64) -> Result<RingWriter> {
         "bench",
         &RingOptions::default().capacity(capacity).prefault(true),
     )?;
+    // bodies of random bytes: no store compresses them away (RocksDB would turn zeros
+    // into nothing, which market data is not)
     let mut body = vec![0u8; size];
+    let mut state = 0x2545_f491_4f6c_dd1du64;
     for n in 0..records {
+        for word in body.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            word.copy_from_slice(&state.to_le_bytes()[..word.len()]);
+        }
         body[..8].copy_from_slice(&n.to_le_bytes());
         w.append(RecordKind(0x8001), &body)?;
     }
@@ -150,6 +169,10 @@ fn record(base: &Path, size: usize, records: u64, fsync: Fsync, write_behind: bo
     )
     .field("preallocated_bytes", on_disk)
     .print();
+    #[cfg(feature = "rocksdb")]
+    if write_behind && fsync == Fsync::None {
+        rocksdb_peer(base, &shm, size, records)?;
+    }
     // the floor: the same bytes (the segments' own), the same 64 KiB positioned writes,
     // a preallocated file
     let floor = base.join(format!("floor-{size}"));
@@ -219,6 +242,60 @@ fn record(base: &Path, size: usize, records: u64, fsync: Fsync, write_behind: bo
     Ok(())
 }
 
+/// The peer: the same ring's records into RocksDB keyed by sequence (big-endian: in
+/// order), the value the record as the archive keeps it (publish time, kind, body);
+/// batches of 1024 puts, WAL off, timed to the end of a flush of the memtables to SST
+/// files (the records on disk, as the recorder's are at its close).
+#[cfg(feature = "rocksdb")]
+fn rocksdb_peer(base: &Path, shm: &ShmDir, size: usize, records: u64) -> Result<()> {
+    use mdi_protocol::ring::{ReadEvent, RingReader, StartAt};
+    let dir = base.join(format!("rocksdb-{size}"));
+    let mut db = crate::rocksdb::RocksDb::open(&dir)?;
+    let mut reader = RingReader::open_with(shm, "bench", StartAt::Earliest, true)?;
+    let mut value = Vec::with_capacity(size + 16);
+    let mut n = 0u64;
+    let mut last = 0u64;
+    let mut failed = None;
+    let started = Instant::now();
+    while reader.poll(1 << 16, |event| {
+        if let ReadEvent::Record(r) = event {
+            value.clear();
+            // (the benchmark's records carry no time: the seq stands in for it)
+            value.extend_from_slice(&r.seq.0.to_le_bytes());
+            value.extend_from_slice(&r.kind.0.to_le_bytes());
+            value.extend_from_slice(r.body);
+            db.put(&r.seq.0.to_be_bytes(), &value);
+            n += 1;
+            last = r.seq.0;
+            if db.batched() == 1024
+                && let Err(e) = db.write_batch()
+            {
+                failed.get_or_insert(e);
+            }
+        }
+    })? > 0
+    {}
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    db.write_batch()?;
+    db.flush()?;
+    let elapsed = nanos(started.elapsed());
+    anyhow::ensure!(
+        n >= records && db.get(&last.to_be_bytes())?.is_some(),
+        "rocksdb holds {n} of {records}"
+    );
+    ResultLine::new("archive-write", "rocksdb")
+        .field("size", size)
+        .field("fsync", "none-wal-off")
+        .field("msgs_per_s", msgs_per_s(n, elapsed))
+        .field("bytes_on_disk", dir_bytes(&dir)?)
+        .print();
+    drop(db);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
 /// Bytes the segments use (headers and chunks; not the preallocated rest).
 fn used_bytes(dir: &Path) -> Result<u64> {
     let mut used = 0;
@@ -232,7 +309,8 @@ fn used_bytes(dir: &Path) -> Result<u64> {
 }
 
 /// A synthetic archive of `records` 64-byte records 1 us apart, written straight into
-/// segments; then 10 000 seeks to random times, each to the first record delivered.
+/// segments; then 110 000 seeks to random times, each to the first record delivered (the
+/// first 10 000 not counted: they open the segments and warm the page cache).
 fn seek(base: &Path, records: u64) -> Result<()> {
     let archive = base.join("seek");
     let dir = archive.join("bench");
@@ -275,10 +353,15 @@ fn seek(base: &Path, records: u64) -> Result<()> {
         w.seal()?;
     }
     let built = started.elapsed();
+    // warm, not being written back: the page cache holds the segments, clean (a seek
+    // measured while gigabytes of dirty pages go to disk measures the disk)
+    for (_, path) in mdi_archive::segments(&dir)? {
+        std::fs::File::open(&path)?.sync_all()?;
+    }
     let mut reader = ArchiveReader::open(&archive, "bench", ArchiveStart::Earliest)?;
     let mut h = Histogram::<u64>::new(3)?;
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    for i in 0..11_000 {
+    for i in 0..110_000 {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
@@ -292,8 +375,8 @@ fn seek(base: &Path, records: u64) -> Result<()> {
         })?;
         let took = nanos(started.elapsed());
         anyhow::ensure!(first == Some(target), "seek to {target} found {first:?}");
-        if i >= 1000 {
-            h.record(took)?; // the first thousand warm the cache
+        if i >= 10_000 {
+            h.record(took)?;
         }
     }
     ResultLine::new("archive-seek", "mdi")

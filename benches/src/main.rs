@@ -11,6 +11,8 @@ mod iox;
 mod itch;
 mod itch_rx;
 mod ring;
+#[cfg(feature = "rocksdb")]
+mod rocksdb;
 mod sdk;
 mod udp;
 
@@ -122,6 +124,9 @@ enum Command {
         /// Where the segments go (a directory on disk; default: the temp directory).
         #[arg(long, value_name = "DIR")]
         dir: Option<std::path::PathBuf>,
+        /// Only these parts (default: all).
+        #[arg(long, value_delimiter = ',', value_parser = ["write", "seek", "export"])]
+        only: Vec<String>,
     },
     /// Internal: a benchmark process started by another mdbench.
     #[command(hide = true)]
@@ -163,7 +168,9 @@ fn main() -> Result<()> {
         Command::Sdk { quick } => sdk::run(quick),
         Command::Itch { quick } => itch::run(quick),
         Command::ItchRx { quick } => itch_rx::run(quick),
-        Command::Archive { quick, dir } => archive::run(&archive::ArchiveBench { quick, dir }),
+        Command::Archive { quick, dir, only } => {
+            archive::run(&archive::ArchiveBench { quick, dir, only })
+        }
         Command::Child { args } => ring::child(&args),
     }
 }
