@@ -1195,7 +1195,13 @@ mod tests {
         ) {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("f");
-            let file = File::options().create(true).read(true).write(true).open(&path).unwrap();
+            let file = File::options()
+                .create(true)
+                .truncate(true)
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap();
             let (mut carry, mut carry_at) = (Vec::new(), 0u64);
             let mut expected = vec![0u8; start as usize];
             let mut at = start;
