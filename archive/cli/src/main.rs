@@ -197,6 +197,11 @@ struct Record {
     /// Delete the oldest sealed segments while a stream's archive is larger (e.g. 500G).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     keep_size: Option<u64>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9466): the
+    /// recorded rings and each archive's position, lag, gaps and segments
+    /// (`mdi_archive_*`), read at scrape time.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -351,6 +356,16 @@ fn record(args: &Record) -> Result<()> {
     let keep = Keep {
         max_age_ns: args.keep_age,
         max_bytes: args.keep_size,
+    };
+    let _metrics = match args.metrics {
+        Some(addr) => {
+            let server =
+                mdi_transport::metrics::serve(addr, args.shm_dir.clone(), args.streams.clone())
+                    .with_context(|| format!("serving metrics on {addr}"))?;
+            eprintln!("mdarchive: metrics on http://{}/metrics", server.addr());
+            Some(server)
+        }
+        None => None,
     };
     let mut recorders: BTreeMap<String, Recorder> = BTreeMap::new();
     // streams that could not be opened yet, and when that was said

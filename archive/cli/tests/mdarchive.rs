@@ -368,7 +368,18 @@ fn a_running_recorder_shows_in_mdstat_and_its_metrics() {
             let _ = self.0.wait();
         }
     }
-    let mut recorder = Running(record(shm.path(), &archive, &[]).spawn().unwrap());
+    // a free port for its --metrics
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut recorder = Running(
+        record(shm.path(), &archive, &["--metrics", &addr])
+            .spawn()
+            .unwrap(),
+    );
     let started = Instant::now();
     let doc = loop {
         let now = sample(&shm, &["ticks".to_owned()]).unwrap();
@@ -430,6 +441,24 @@ fn a_running_recorder_shows_in_mdstat_and_its_metrics() {
         }
     }
     assert!(queried >= 4, "the dashboard has archive panels");
+    // ... and the recorder serves them itself (--metrics)
+    let scraped = {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    assert!(scraped.starts_with("HTTP/1.1 200"), "{scraped}");
+    for name in [
+        "mdi_archive_up{",
+        "mdi_archive_lag_records{",
+        "mdi_ring_records_total{",
+    ] {
+        assert!(scraped.contains(name), "{name} in\n{scraped}");
+    }
     // stopped cleanly, it takes its status away
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(recorder.0.id() as i32),
