@@ -1,8 +1,10 @@
 //! `mdbench archive`: the tick archive's write, read and seek speed.
 //!
-//! - write: a ring filled beforehand is recorded into segments (records/s, 64 B and
-//!   256 B bodies, fsync none and periodic), against the floor — the same bytes written
-//!   in the same 64 KiB positioned writes to a preallocated file — in the same run;
+//! - write: a ring filled beforehand (random bodies) is recorded into segments
+//!   (records/s, 64 B and 256 B bodies, fsync none and periodic; after a warm-up that
+//!   is not reported), against the floor — the same bytes written in 64 KiB positioned
+//!   writes to a file preallocated within the timing, as the recorder preallocates its
+//!   segments — and (feature `rocksdb`) RocksDB keyed by sequence, in the same run;
 //! - read: the archive read back from its start (records/s);
 //! - seek: a reader moved to a random time in a synthetic archive (100 M records,
 //!   `--quick` 5 M; deleted afterwards), p50/p99 over 100 000 seeks after 10 000 that
@@ -45,6 +47,9 @@ pub fn run(bench: &ArchiveBench) -> Result<()> {
     let part = |name: &str| bench.only.is_empty() || bench.only.iter().any(|o| o == name);
     let records: u64 = if bench.quick { 1_000_000 } else { 5_000_000 };
     if part("write") {
+        // a warm-up, not reported: the first run of a process was up to a third slower
+        // (the filesystem's first extents, the allocator's first pages)
+        record(base.path(), 64, records / 4, Fsync::None, true, false)?;
         for size in [64usize, 256] {
             for fsync in [Fsync::None, Fsync::Periodic(100)] {
                 write_and_read(base.path(), size, records, fsync)?;
@@ -103,12 +108,26 @@ fn filled_ring(shm: &ShmDir, size: usize, records: u64) -> Result<RingWriter> {
 
 fn write_and_read(base: &Path, size: usize, records: u64, fsync: Fsync) -> Result<()> {
     for write_behind in [true, false] {
-        record(base, size, records, fsync, write_behind)?;
+        record(base, size, records, fsync, write_behind, true)?;
     }
     Ok(())
 }
 
-fn record(base: &Path, size: usize, records: u64, fsync: Fsync, write_behind: bool) -> Result<()> {
+/// One configuration recorded and read back; `report: false` for a warm-up (nothing
+/// printed, no peer).
+fn record(
+    base: &Path,
+    size: usize,
+    records: u64,
+    fsync: Fsync,
+    write_behind: bool,
+    report: bool,
+) -> Result<()> {
+    let print = |line: ResultLine| {
+        if report {
+            line.print();
+        }
+    };
     // the ring in shared memory, as a publisher's is
     let shm_dir = tempfile::tempdir_in("/dev/shm").context("a directory in /dev/shm")?;
     let shm = ShmDir::new(shm_dir.path());
@@ -130,10 +149,11 @@ fn record(base: &Path, size: usize, records: u64, fsync: Fsync, write_behind: bo
         let started = Instant::now();
         let mut n = 0u64;
         while reader.poll(1 << 16, |_| n += 1)? > 0 {}
-        ResultLine::new("archive-write", "ring-read-only")
-            .field("size", size)
-            .field("msgs_per_s", msgs_per_s(n, nanos(started.elapsed())))
-            .print();
+        print(
+            ResultLine::new("archive-write", "ring-read-only")
+                .field("size", size)
+                .field("msgs_per_s", msgs_per_s(n, nanos(started.elapsed()))),
+        );
     }
     // the recorder, opened (its mapping of the ring populated, as a running recorder's
     // is), then timed: the whole ring into segments, closed (synced)
@@ -152,29 +172,31 @@ fn record(base: &Path, size: usize, records: u64, fsync: Fsync, write_behind: bo
         .map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len()))
         .sum();
     let used = used_bytes(&archive.join("bench"))?;
-    ResultLine::new(
-        "archive-write",
-        if write_behind {
-            "mdi"
-        } else {
-            "mdi-one-thread"
-        },
-    )
-    .field("size", size)
-    .field("fsync", fsync_name(fsync))
-    .field("msgs_per_s", msgs_per_s(records, elapsed))
-    .field(
-        "bytes_per_record",
-        format!("{:.1}", used as f64 / records as f64),
-    )
-    .field("preallocated_bytes", on_disk)
-    .print();
+    print(
+        ResultLine::new(
+            "archive-write",
+            if write_behind {
+                "mdi"
+            } else {
+                "mdi-one-thread"
+            },
+        )
+        .field("size", size)
+        .field("fsync", fsync_name(fsync))
+        .field("msgs_per_s", msgs_per_s(records, elapsed))
+        .field(
+            "bytes_per_record",
+            format!("{:.1}", used as f64 / records as f64),
+        )
+        .field("preallocated_bytes", on_disk),
+    );
     #[cfg(feature = "rocksdb")]
-    if write_behind && fsync == Fsync::None {
+    if report && write_behind && fsync == Fsync::None {
         rocksdb_peer(base, &shm, size, records)?;
     }
     // the floor: the same bytes (the segments' own), the same 64 KiB positioned writes,
-    // a preallocated file
+    // a file preallocated as the recorder preallocates its segments (the space of what
+    // it writes, within the timing: what a recorder does once per segment)
     let floor = base.join(format!("floor-{size}"));
     let file = std::fs::File::options()
         .create(true)
@@ -182,8 +204,6 @@ fn record(base: &Path, size: usize, records: u64, fsync: Fsync, write_behind: bo
         .read(true)
         .write(true)
         .open(&floor)?;
-    file.set_len(used)?;
-    nix::fcntl::posix_fallocate(&file, 0, used as i64)?;
     // the segments' own bytes, in memory before the clock starts
     let mut bytes = Vec::with_capacity(used as usize);
     for (_, path) in mdi_archive::segments(&archive.join("bench"))? {
@@ -197,6 +217,8 @@ fn record(base: &Path, size: usize, records: u64, fsync: Fsync, write_behind: bo
         bytes.extend_from_slice(&segment[..end as usize]);
     }
     let started = Instant::now();
+    file.set_len(used)?;
+    nix::fcntl::posix_fallocate(&file, 0, used as i64)?;
     let mut at = 0u64;
     let mut last_sync = Instant::now();
     while at < used {
@@ -212,11 +234,12 @@ fn record(base: &Path, size: usize, records: u64, fsync: Fsync, write_behind: bo
     }
     file.sync_data()?;
     let elapsed = nanos(started.elapsed());
-    ResultLine::new("archive-write", "raw-write-floor")
-        .field("size", size)
-        .field("fsync", fsync_name(fsync))
-        .field("msgs_per_s", msgs_per_s(records, elapsed))
-        .print();
+    print(
+        ResultLine::new("archive-write", "raw-write-floor")
+            .field("size", size)
+            .field("fsync", fsync_name(fsync))
+            .field("msgs_per_s", msgs_per_s(records, elapsed)),
+    );
     drop(file);
     std::fs::remove_file(&floor)?;
     // read back from the start
@@ -233,10 +256,11 @@ fn record(base: &Path, size: usize, records: u64, fsync: Fsync, write_behind: bo
         {}
         let elapsed = nanos(started.elapsed());
         anyhow::ensure!(n >= records && check > 0, "read {n} of {records}");
-        ResultLine::new("archive-read", "mdi")
-            .field("size", size)
-            .field("msgs_per_s", msgs_per_s(n, elapsed))
-            .print();
+        print(
+            ResultLine::new("archive-read", "mdi")
+                .field("size", size)
+                .field("msgs_per_s", msgs_per_s(n, elapsed)),
+        );
     }
     std::fs::remove_dir_all(&archive)?;
     Ok(())

@@ -138,7 +138,8 @@ impl Progress {
                     });
                     let mut last_line = started;
                     while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(std::time::Duration::from_millis(100));
+                        // (woken at once when the job ends: its end is not delayed)
+                        std::thread::park_timeout(std::time::Duration::from_millis(100));
                         let n = done.load(Ordering::Relaxed);
                         match &bar {
                             Some(bar) => bar.set_position(n),
@@ -166,6 +167,7 @@ impl Drop for Progress {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
             let _ = thread.join();
         }
     }
