@@ -79,6 +79,17 @@ pub enum RecordError {
         /// Why.
         source: std::io::Error,
     },
+    /// Another recorder is writing this stream's archive (two would interleave their
+    /// segments).
+    #[error("{}: another recorder ({holder}) is recording stream {stream:?} into it", path.display())]
+    Busy {
+        /// The stream's archive directory.
+        path: PathBuf,
+        /// The stream.
+        stream: String,
+        /// Who holds it, as its lock file says.
+        holder: String,
+    },
 }
 
 /// What a recorder has done.
@@ -124,6 +135,76 @@ pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, ArchiveError> {
     Ok(found)
 }
 
+/// Takes `dir`'s recorder lock (`.recorder.lock`, an exclusive `flock`): one recorder
+/// per stream's archive. The holder's pid is written into the file for the message of
+/// the one refused.
+fn lock_stream_dir(
+    dir: &Path,
+    stream: &str,
+) -> Result<nix::fcntl::Flock<std::fs::File>, RecordError> {
+    use nix::fcntl::{Flock, FlockArg};
+    use std::io::{Read, Seek, Write};
+    let path = dir.join(".recorder.lock");
+    let io = |source| RecordError::Dir {
+        path: path.clone(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(mut locked) => {
+            locked.set_len(0).map_err(io)?;
+            locked.rewind().map_err(io)?;
+            write!(locked, "pid {}", std::process::id()).map_err(io)?;
+            Ok(locked)
+        }
+        Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            holder.truncate(64);
+            Err(RecordError::Busy {
+                path: dir.to_owned(),
+                stream: stream.to_owned(),
+                holder: if holder.is_empty() {
+                    "pid unknown".to_owned()
+                } else {
+                    holder
+                },
+            })
+        }
+        Err((_, errno)) => Err(io(errno.into())),
+    }
+}
+
+/// Removes the staging files of segments whose creation a crash cut short (see
+/// [`SegmentWriter::create`]): only the holder of the directory's lock calls this.
+fn remove_staging_files(dir: &Path) -> Result<(), RecordError> {
+    let read = std::fs::read_dir(dir).map_err(|source| RecordError::Dir {
+        path: dir.to_owned(),
+        source,
+    })?;
+    for entry in read.flatten() {
+        let path = entry.path();
+        if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(".seg.creating"))
+        {
+            tracing::info!(
+                "{}: removing a segment whose creation was cut short",
+                path.display()
+            );
+            std::fs::remove_file(&path).map_err(|source| RecordError::Dir { path, source })?;
+        }
+    }
+    Ok(())
+}
+
 /// Records one ring into an archive.
 #[derive(Debug)]
 pub struct Recorder {
@@ -137,6 +218,9 @@ pub struct Recorder {
 struct Sink {
     stream: String,
     dir: PathBuf,
+    /// The stream's archive is this recorder's while it holds this (released on drop,
+    /// or by the kernel when the process dies).
+    _lock: nix::fcntl::Flock<std::fs::File>,
     writer: Option<SegmentWriter>,
     options: RecorderOptions,
     /// The last sequence archived (a gap's last missing one).
@@ -161,6 +245,8 @@ impl Recorder {
             path: dir.clone(),
             source,
         })?;
+        let lock = lock_stream_dir(&dir, stream)?;
+        remove_staging_files(&dir)?;
         let ring_error = |source| RecordError::Ring {
             stream: stream.to_owned(),
             source,
@@ -216,6 +302,7 @@ impl Recorder {
             sink: Sink {
                 stream: stream.to_owned(),
                 dir,
+                _lock: lock,
                 writer,
                 options,
                 last_seq: last.map(|l| l.0),
@@ -587,5 +674,51 @@ mod tests {
         }
         assert_eq!(counts.lost, gaps[1].1 - gaps[1].0);
         assert_eq!(trades.last(), seqs.last());
+    }
+    #[test]
+    fn a_second_recorder_of_the_same_stream_and_archive_is_refused() {
+        let f = fixture();
+        let mut w = writer(&f, 1 << 20);
+        w.append_record(&trade(0)).unwrap();
+        let options = RecorderOptions::default();
+        let first = Recorder::open(&f.shm, "ticks", &f.archive, options).unwrap();
+        let second = Recorder::open(&f.shm, "ticks", &f.archive, options).unwrap_err();
+        let said = second.to_string();
+        assert!(
+            matches!(second, RecordError::Busy { .. })
+                && said.contains(&format!("pid {}", std::process::id()))
+                && said.contains("\"ticks\""),
+            "{said}"
+        );
+        // released with the first
+        drop(first);
+        Recorder::open(&f.shm, "ticks", &f.archive, options).unwrap();
+    }
+
+    #[test]
+    fn a_segment_whose_creation_was_cut_short_is_made_again() {
+        // killed while preallocating a segment: only its staging file is there, without
+        // a header (before, the segment itself was, and a restart refused it: bad magic)
+        let f = fixture();
+        let mut w = writer(&f, 1 << 20);
+        let mut seqs = Vec::new();
+        for n in 0..100 {
+            seqs.push(w.append_record(&trade(n)).unwrap().0);
+        }
+        let dir = f.archive.join("ticks");
+        std::fs::create_dir_all(&dir).unwrap();
+        let staging = dir.join("00000000000000000007.seg.creating");
+        std::fs::write(&staging, vec![0u8; 4096]).unwrap();
+        let options = RecorderOptions {
+            segment_bytes: 1 << 20,
+            ..RecorderOptions::default()
+        };
+        let mut r = Recorder::open(&f.shm, "ticks", &f.archive, options).unwrap();
+        drain(&mut r);
+        r.close().unwrap();
+        assert!(!staging.exists());
+        let (trades, gaps) = trades_and_gaps(&f);
+        assert_eq!(trades, seqs);
+        assert!(gaps.is_empty());
     }
 }

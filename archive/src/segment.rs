@@ -369,7 +369,11 @@ pub struct SegmentWriter {
 
 impl SegmentWriter {
     /// Creates `path` at its full size (`header.capacity`); no room is an error now,
-    /// never later.
+    /// never later. The file is made under a staging name (`….seg.creating`, which
+    /// listings ignore) and renamed to `path` only once its header is written: a recorder
+    /// killed while creating it (preallocating a segment takes a while) leaves no segment
+    /// without a header, which a restart would have to refuse; a staging file such a
+    /// crash left is replaced.
     pub fn create(path: &Path, header: SegmentHeader) -> Result<Self, ArchiveError> {
         if header.capacity < HEADER_LEN + (CHUNK_HEADER + CHUNK_PAYLOAD) as u64 {
             return Err(ArchiveError::Invalid {
@@ -377,23 +381,45 @@ impl SegmentWriter {
                 problem: format!("capacity {} is too small for a chunk", header.capacity),
             });
         }
+        let mut staging = path.as_os_str().to_owned();
+        staging.push(".creating");
+        let staging = std::path::PathBuf::from(staging);
+        match std::fs::remove_file(&staging) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io_error(&staging)(e));
+            }
+            _ => {}
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
-            .open(path)
-            .map_err(io_error(path))?;
-        file.set_len(header.capacity).map_err(io_error(path))?;
-        if let Err(source) = reserve(&file, header.capacity) {
-            let _ = std::fs::remove_file(path);
-            return Err(ArchiveError::NoRoom {
-                path: path.to_owned(),
-                capacity: header.capacity,
-                source,
+            .open(&staging)
+            .map_err(io_error(&staging))?;
+        let made = file
+            .set_len(header.capacity)
+            .map_err(io_error(&staging))
+            .and_then(|()| {
+                reserve(&file, header.capacity).map_err(|source| ArchiveError::NoRoom {
+                    path: path.to_owned(),
+                    capacity: header.capacity,
+                    source,
+                })
+            })
+            .and_then(|()| {
+                file.write_all_at(&header.encode(), 0)
+                    .map_err(io_error(&staging))
+            })
+            .and_then(|()| {
+                // never over an existing segment (one recorder writes a stream's
+                // directory: it holds the ring's archive lock)
+                if path.exists() {
+                    return Err(io_error(path)(io::ErrorKind::AlreadyExists.into()));
+                }
+                std::fs::rename(&staging, path).map_err(io_error(path))
             });
-        }
-        file.write_all_at(&header.encode(), 0)
-            .map_err(io_error(path))?;
+        let _ = std::fs::remove_file(&staging);
+        made?;
         Ok(Self {
             file,
             path: path.to_owned(),

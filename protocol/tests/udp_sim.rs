@@ -190,6 +190,8 @@ struct Scenario {
     linger: u64,
     /// The sender's retransmit rate cap.
     retransmit_rate: u64,
+    /// The sender forgets a receiver not heard from for this long (ns).
+    receiver_timeout: u64,
     /// Each receiver takes this long per datagram (ns): at full speed a backlog builds
     /// in its socket queue, and repairs wait behind it, as with a real process.
     service: u64,
@@ -215,6 +217,7 @@ impl Scenario {
             forge_every: None,
             linger: 1_000 * MS,
             retransmit_rate: 100_000_000,
+            receiver_timeout: 2_000 * MS,
             service: 0,
             queue_limit: usize::MAX,
         }
@@ -250,6 +253,7 @@ fn sender_config(session_id: u32, source: &RingReader, epoch: u64, s: &Scenario)
     let mut config = SenderConfig::new(session_id, 1, "ticks", source, epoch, 42);
     config.linger_ns = s.linger;
     config.retransmit_bytes_per_s = s.retransmit_rate;
+    config.receiver_timeout_ns = s.receiver_timeout;
     config
 }
 
@@ -782,14 +786,17 @@ fn forged_and_truncated_datagrams_are_counted_and_harmless() {
 #[test]
 fn a_gap_the_sender_never_repairs_ends_as_an_exact_loss_not_a_stall() {
     // The receiver is cut off for a stretch that ends just before the sender closes; the
-    // sender lingers only 1 ms with retransmits capped at 1 MB/s: the hole is never
-    // fully repaired. After END and a grace
-    // period the receiver gives up the hole, reports exactly what is missing, and ends.
+    // sender lingers only 1 ms with retransmits capped at 1 MB/s, and forgets a receiver
+    // not heard from within 20 ms (its STATUS comes every 100 ms), so it neither waits
+    // for it to catch up nor to see END: the hole is never fully repaired. After END and
+    // a grace period the receiver gives up the hole, reports exactly what is missing,
+    // and ends.
     let mut s = Scenario::new(29);
     s.records = 2_000;
     s.outage = Some((0, 500, 1_990));
     s.linger = MS;
     s.retransmit_rate = 1_000_000;
+    s.receiver_timeout = 20 * MS;
     let outcome = run(&s);
     let c = &outcome.counters[0];
     assert!(outcome.lost[0] > 0, "{c:?}");

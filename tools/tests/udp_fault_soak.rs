@@ -244,6 +244,14 @@ impl Reaped {
                 break Some(status);
             }
             if Instant::now() >= deadline {
+                // SIGTERM first: mdrecv says where it stood (its summary) before exiting
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status();
+                let reaped = Instant::now() + Duration::from_secs(3);
+                while Instant::now() < reaped && child.try_wait().unwrap().is_none() {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 let _ = child.kill();
                 let _ = child.wait();
                 break None;

@@ -64,6 +64,10 @@ pub const FLAG_FRAGMENT: u16 = 0x1;
 pub const FLAG_ENDED: u16 = 0x1;
 /// STATUS flag: the receiver has no SETUP for this session and asks for one.
 pub const FLAG_SETUP_REQUEST: u16 = 0x1;
+/// STATUS flag: the receiver saw the session's END and has everything up to it (or
+/// gave up, as exact losses, what was not repaired in time): it needs nothing more, and
+/// the sender stops repeating END for it.
+pub const FLAG_END_SEEN: u16 = 0x2;
 /// NAK flag: the receiver asked for this range before and waited a repair round trip
 /// in vain (the retransmission was lost); a sender answers it even if it just
 /// retransmitted the range for someone else.

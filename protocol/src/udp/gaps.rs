@@ -179,6 +179,20 @@ impl Gaps {
         }
     }
 
+    /// A new session of the same stream took over (the publisher restarted): what was
+    /// asked of the old one will never come, so every gap is due at `now_ns` with nothing
+    /// outstanding, as if just opened — a gap NAKed to a sender that died must not wait
+    /// out its backed-off repeat, nor hold the NAK budget, while the new one lingers.
+    pub fn ask_anew(&mut self, now_ns: u64) {
+        for (&start, gap) in &mut self.missing {
+            gap.due_ns = now_ns;
+            gap.naks = 0;
+            gap.asked_to = start;
+            gap.first_nak_ns = None;
+        }
+        self.earliest_due_ns = now_ns;
+    }
+
     /// Look again at every gap on the next [`Self::due`] (its hold changed).
     pub fn recheck(&mut self) {
         self.earliest_due_ns = 0;
@@ -190,7 +204,6 @@ impl Gaps {
     }
 
     /// Gaps open.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.missing.len()
     }

@@ -12,8 +12,8 @@ use zerocopy::FromBytes;
 use zerocopy::byteorder::little_endian::U64;
 
 use super::frame::{
-    DataBody, FLAG_ENDED, FLAG_REPEAT, FLAG_SETUP_REQUEST, Frame, FrameWriter, MAX_CAPACITY,
-    MAX_NAK_BYTES, MAX_POSITION, StatusBody,
+    DataBody, FLAG_END_SEEN, FLAG_ENDED, FLAG_REPEAT, FLAG_SETUP_REQUEST, Frame, FrameWriter,
+    MAX_CAPACITY, MAX_NAK_BYTES, MAX_POSITION, StatusBody,
 };
 use super::gaps::{Gaps, RepairRtt};
 use crate::ring::{
@@ -390,8 +390,19 @@ impl Receiver {
             Frame::End(end) => {
                 if let Some(session) = &mut self.session {
                     let final_position = end.body.final_position.get();
+                    tracing::debug!(
+                        stream_id = self.config.stream_id,
+                        final_position,
+                        frontier = session.frontier,
+                        gaps = session.gaps.len(),
+                        "END"
+                    );
                     if session.plausible_end(final_position) {
                         session.end = Some((final_position, end.body.final_seq.get()));
+                        if session.ended_reported {
+                            // a repeat: the sender has not heard that we saw it
+                            self.next_status_ns = self.next_status_ns.min(now_ns);
+                        }
                         self.raise_high_water(final_position, now_ns);
                     } else {
                         // an end below what the session already sent: forged or corrupt;
@@ -432,10 +443,12 @@ impl Receiver {
         match &mut self.session {
             Some(session) if session.session_id == session_id => {}
             Some(session) if session.ring_id == ring_id && session.capacity == capacity => {
-                // The publisher restarted on the same ring: same positions, go on.
+                // The publisher restarted on the same ring: same positions, go on; what
+                // is missing is asked of the new session at once.
                 session.session_id = session_id;
                 session.end = None;
                 session.ended_reported = false;
+                session.gaps.ask_anew(now_ns);
                 self.writer.set_session(session_id);
                 self.events
                     .push_back(ReceiverEvent::NewSession { session_id, epoch });
@@ -651,6 +664,14 @@ impl Receiver {
                     && header.seq > expected
                 {
                     // The sender's own stream skipped (it was lapped by its source).
+                    tracing::debug!(
+                        at,
+                        position,
+                        frontier = session.frontier,
+                        from_seq = expected,
+                        to_seq = header.seq,
+                        "the sender's stream skipped: records lost"
+                    );
                     events.push_back(ReceiverEvent::Lost {
                         from_seq: expected,
                         to_seq: header.seq,
@@ -772,6 +793,14 @@ impl Receiver {
         if let Some(expected) = session.next_seq
             && resume_seq > expected
         {
+            tracing::debug!(
+                stream_id = self.config.stream_id,
+                frontier = session.frontier,
+                resume,
+                from_seq = expected,
+                to_seq = resume_seq,
+                "records lost: not served from the frontier on"
+            );
             self.events.push_back(ReceiverEvent::Lost {
                 from_seq: expected,
                 to_seq: resume_seq,
@@ -812,6 +841,8 @@ impl Receiver {
             self.events.push_back(ReceiverEvent::Ended {
                 position: session.frontier,
             });
+            // the sender repeats END until it hears that we saw it
+            self.next_status_ns = self.next_status_ns.min(now_ns);
         }
         if session.frontier != session.progress_frontier {
             session.progress_frontier = session.frontier;
@@ -888,11 +919,14 @@ impl Receiver {
                 .as_ref()
                 .map_or((0, 0), |s| (s.frontier, s.high_water));
             self.status_high_water = high_water;
-            let flags = if self.want_setup || self.session.is_none() {
+            let mut flags = if self.want_setup || self.session.is_none() {
                 FLAG_SETUP_REQUEST
             } else {
                 0
             };
+            if self.session.as_ref().is_some_and(|s| s.ended_reported) {
+                flags |= FLAG_END_SEEN;
+            }
             self.writer.status(
                 flags,
                 &StatusBody {
@@ -945,6 +979,13 @@ impl Receiver {
         {
             return;
         }
+        tracing::debug!(
+            stream_id = self.config.stream_id,
+            frontier = session.frontier,
+            end,
+            held_back = session.ahead.len(),
+            "the stream ended and its holes were not repaired in time: giving them up"
+        );
         // Each step jumps the frontier to the next buffered frame (or the end); bounded.
         for _ in 0..=session.ahead.len() {
             let Some(session) = &self.session else {

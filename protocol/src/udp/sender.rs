@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use zerocopy::byteorder::little_endian::{U32, U64};
 
 use super::frame::{
-    DATA_HEADER_LEN, FLAG_ENDED, FLAG_REPEAT, FLAG_SETUP_REQUEST, Frame, FrameWriter,
-    MAX_NAK_BYTES, SetupBody, UnavailableBody, encode_stream_name,
+    DATA_HEADER_LEN, FLAG_END_SEEN, FLAG_ENDED, FLAG_REPEAT, FLAG_SETUP_REQUEST, Frame,
+    FrameWriter, MAX_NAK_BYTES, SetupBody, UnavailableBody, encode_stream_name,
 };
 use super::retransmit::{Asked, RetransmitPool};
 use crate::ring::{Position, RawRead, RingReader};
@@ -158,6 +158,8 @@ pub struct ReceiverInfo {
     pub lost_records: u64,
     /// When it was last heard from.
     pub last_seen_ns: u64,
+    /// It saw END and has the whole stream (it needs no more END repeats).
+    pub end_seen: bool,
 }
 
 /// A sender's counters.
@@ -223,7 +225,9 @@ pub struct Sender<S> {
     /// When the last NAK came: lingering lasts while receivers are still repairing.
     last_nak_ns: u64,
     first_end_ns: Option<u64>,
-    ends_sent: u8,
+    ends_sent: u32,
+    /// END went out and every receiver heard from saw it (or the wait for them ran out).
+    closed: bool,
     counters: SenderCounters,
 }
 
@@ -235,9 +239,11 @@ struct Fragmenting {
     offset: usize,
 }
 
-/// END is repeated this many times, `END_SPACING_NS` apart (receivers may lose some,
-/// and losses come in bursts).
-const END_REPEATS: u8 = 5;
+/// END is sent at least this many times, `END_SPACING_NS` apart (receivers may lose
+/// some, and losses come in bursts), and repeated on while a receiver heard from has not
+/// said it saw END (STATUS flag `FLAG_END_SEEN`) — at most `receiver_timeout_ns` after
+/// the first.
+const END_REPEATS: u32 = 5;
 const END_SPACING_NS: u64 = 10_000_000;
 
 /// Lingering ends at the latest this many linger periods after close, however busy the
@@ -273,6 +279,7 @@ impl<S: StreamSource> Sender<S> {
             last_nak_ns: 0,
             first_end_ns: None,
             ends_sent: 0,
+            closed: false,
             counters: SenderCounters::default(),
             config,
             source,
@@ -355,6 +362,7 @@ impl<S: StreamSource> Sender<S> {
                             high_water_mark: status.body.high_water_mark.get(),
                             lost_records: status.body.lost_records.get(),
                             last_seen_ns: now_ns,
+                            end_seen: status.flags & FLAG_END_SEEN != 0,
                         },
                     );
                 }
@@ -373,27 +381,34 @@ impl<S: StreamSource> Sender<S> {
     }
 
     /// When the next END is due. The first: as soon as every receiver heard from reports
-    /// the whole stream and no retransmission is pending; otherwise once no NAK came for
-    /// the linger period (receivers still repairing keep the sender answering), at the
-    /// latest `LINGER_STRETCH` lingers after close. Then every `END_SPACING_NS`.
+    /// the whole stream and no retransmission is pending; while a receiver heard from
+    /// (within `receiver_timeout_ns`) reports less than that, not before
+    /// `LINGER_STRETCH` lingers after close — its NAKs may pause (held behind a backlog
+    /// it works through, or still asking a previous session it followed until that fell
+    /// silent) without its repair being over; otherwise once no NAK came for the linger
+    /// period. Never later than `LINGER_STRETCH` lingers after close. Then every
+    /// `END_SPACING_NS`.
     fn next_end_ns(&self) -> Option<u64> {
         let since = self.closing_since?;
-        if self.ends_sent >= END_REPEATS {
+        if self.closed {
             return None;
         }
         if let Some(first) = self.first_end_ns {
             return Some(first + u64::from(self.ends_sent) * END_SPACING_NS);
         }
         let linger = self.config.linger_ns;
-        let caught_up = !self.receivers.is_empty()
-            && self.retransmits.is_empty()
-            && self.receivers.values().all(|r| r.position >= self.sent);
-        let at = if caught_up {
+        let latest = since.saturating_add(linger.saturating_mul(LINGER_STRETCH));
+        let behind = self.receivers.values().any(|r| r.position < self.sent);
+        let at = if self.receivers.is_empty() {
+            since.max(self.last_nak_ns).saturating_add(linger)
+        } else if behind {
+            latest
+        } else if self.retransmits.is_empty() {
             since
         } else {
             since.max(self.last_nak_ns).saturating_add(linger)
         };
-        Some(at.min(since.saturating_add(linger.saturating_mul(LINGER_STRETCH))))
+        Some(at.min(latest))
     }
 
     /// True once [`Self::close`] was called.
@@ -401,9 +416,21 @@ impl<S: StreamSource> Sender<S> {
         self.closing_since.is_some()
     }
 
-    /// True once END has been sent (the driver may drop the sender).
+    /// True once END has been sent and seen by every receiver heard from — or they had
+    /// `receiver_timeout_ns` to say so (the driver may drop the sender).
     pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Whether END has gone out often enough: at least `END_REPEATS` times, and until
+    /// every receiver heard from saw it or `receiver_timeout_ns` passed since the first.
+    fn end_done(&self, now_ns: u64) -> bool {
+        let Some(first) = self.first_end_ns else {
+            return false;
+        };
         self.ends_sent >= END_REPEATS
+            && (self.receivers.values().all(|r| r.end_seen)
+                || now_ns.saturating_sub(first) >= self.config.receiver_timeout_ns)
     }
 
     /// The next frame to send, if any: the datagram is in the returned slice. Nothing
@@ -418,6 +445,10 @@ impl<S: StreamSource> Sender<S> {
             .expire(now_ns, self.config.retransmit_linger_ns);
         self.receivers
             .retain(|_, r| now_ns.saturating_sub(r.last_seen_ns) < self.config.receiver_timeout_ns);
+        if self.end_done(now_ns) {
+            self.closed = true;
+            return None;
+        }
         let mtu = self.config.mtu as u64;
         let sent = if self.live_fragment.is_some() {
             self.next_fragment(false)

@@ -147,13 +147,21 @@ fn run(cli: &Cli) -> Result<i32> {
         for mdi_transport::receiver::ReceiverStreamStats {
             stream,
             position,
+            high_water,
             counters: c,
             ..
         } in receiver.stats()
         {
+            let position = position.unwrap_or(0);
+            // what is known to exist and not yet here: still being repaired
+            let short = match high_water {
+                Some(h) if h > position => {
+                    format!(" ({} bytes short of the high-water mark {h})", h - position)
+                }
+                _ => String::new(),
+            };
             eprintln!(
-                "mdrecv: {stream}: position {}, {} records, {} gaps ({} bytes), {} NAKs ({} repeated), {} duplicates, {} lost, {} malformed, {} rejected, {} from foreign addresses, {} with a bad tag, {} dropped by the loss generator, {} sends failed",
-                position.unwrap_or(0),
+                "mdrecv: {stream}: position {position}{short}, {} records, {} gaps ({} bytes), {} NAKs ({} repeated), {} duplicates, {} lost, {} malformed, {} rejected, {} from foreign addresses, {} with a bad tag, {} dropped by the loss generator, {} sends failed",
                 c.records,
                 c.gaps,
                 c.gap_bytes,
