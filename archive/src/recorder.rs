@@ -445,12 +445,22 @@ impl Sink {
                 let time = publish_time_of(r.kind, words, word)
                     .unwrap_or(self.last_time_ns)
                     .max(self.last_time_ns);
-                self.append(&ArchiveRecord {
+                let record = ArchiveRecord {
                     kind: r.kind.0,
                     seq: r.seq.0,
                     publish_ns: time,
                     body: r.body,
-                })?;
+                };
+                // the common case inline: the record fits in the chunk being filled
+                if self
+                    .writer
+                    .as_mut()
+                    .is_some_and(|w| w.append_to_chunk(&record))
+                {
+                    self.appended(&record);
+                } else {
+                    self.append(&record)?;
+                }
                 self.counts.records += 1;
             }
             ReadEvent::Lost { from_seq, to_seq } => self.gap(from_seq.0, to_seq.0)?,
@@ -517,9 +527,15 @@ impl Sink {
             // full: sealed, the next one begun
             self.writer.take().expect("there").seal()?;
         }
+        self.appended(record);
+        Ok(())
+    }
+
+    /// `record` is in the archive now.
+    #[inline]
+    fn appended(&mut self, record: &ArchiveRecord<'_>) {
         self.last_seq = Some(record.gap_end().map_or(record.seq, |end| end - 1));
         self.last_time_ns = record.publish_ns;
-        Ok(())
     }
 
     /// Writes the chunk being filled; when it returns, readers see every record

@@ -497,29 +497,63 @@ impl SegmentWriter {
     /// [`Self::flush`]). `Ok(false)`: the segment has no room for it — seal it and begin
     /// the next.
     pub fn append(&mut self, record: &ArchiveRecord<'_>) -> Result<bool, ArchiveError> {
+        if self.append_to_chunk(record) {
+            return Ok(true);
+        }
         let framed = record.framed_len();
         if framed > MAX_RECORD {
             return Err(ArchiveError::RecordTooLarge(record.body.len()));
         }
-        let mut payload = self.chunk.len() - CHUNK_HEADER;
+        let payload = self.chunk.len() - CHUNK_HEADER;
         if payload > 0 && payload + framed > CHUNK_PAYLOAD {
             // a full chunk: its last partial page may wait for the next chunk
             self.flush_chunk(false)?;
-            payload = 0;
         }
         // room for the chunk, and for the footer index at seal
         let needed =
-            self.end + (CHUNK_HEADER + payload + framed) as u64 + footer_len(self.chunks.len() + 1);
+            self.end + (self.chunk.len() + framed) as u64 + footer_len(self.chunks.len() + 1);
         if needed > self.header.capacity {
             return Ok(false);
         }
-        let mut head = [0u8; RECORD_HEADER];
-        head[0..4].copy_from_slice(&(framed as u32).to_le_bytes());
-        head[4..6].copy_from_slice(&record.kind.to_le_bytes());
-        head[8..12].copy_from_slice(&(record.body.len() as u32).to_le_bytes());
-        head[16..24].copy_from_slice(&record.seq.to_le_bytes());
-        head[24..32].copy_from_slice(&record.publish_ns.to_le_bytes());
-        self.chunk.extend_from_slice(&head);
+        self.put(record, framed);
+        Ok(true)
+    }
+
+    /// The common case of [`Self::append`], kept small enough to inline into a
+    /// recorder's loop: the record fits in the current chunk, which has records already
+    /// (so the segment's room for it was checked when its first came). False: nothing
+    /// done, take the general path.
+    #[inline]
+    pub fn append_to_chunk(&mut self, record: &ArchiveRecord<'_>) -> bool {
+        let framed = record.framed_len();
+        let payload = self.chunk.len() - CHUNK_HEADER;
+        // room in the segment for the whole chunk at its largest, and the footer
+        let fits = payload > 0
+            && payload + framed <= CHUNK_PAYLOAD
+            && self.end + (CHUNK_HEADER + CHUNK_PAYLOAD) as u64 + footer_len(self.chunks.len() + 1)
+                <= self.header.capacity;
+        if fits {
+            self.put(record, framed);
+        }
+        fits
+    }
+
+    /// Frames `record` (`framed` bytes) at the end of the chunk.
+    #[inline]
+    fn put(&mut self, record: &ArchiveRecord<'_>, framed: usize) {
+        // the record header as four little-endian words: framed length and kind; body
+        // length; sequence; publish time
+        let head = [
+            framed as u64 | u64::from(record.kind) << 32,
+            record.body.len() as u64,
+            record.seq,
+            record.publish_ns as u64,
+        ];
+        let mut bytes = [0u8; RECORD_HEADER];
+        for (out, word) in bytes.chunks_exact_mut(8).zip(head) {
+            out.copy_from_slice(&word.to_le_bytes());
+        }
+        self.chunk.extend_from_slice(&bytes);
         self.chunk.extend_from_slice(record.body);
         let pad = framed - RECORD_HEADER - record.body.len();
         self.chunk.extend_from_slice(&[0u8; 8][..pad]);
@@ -527,9 +561,10 @@ impl SegmentWriter {
         let last_seq = record
             .gap_end()
             .map_or(record.seq, |end| end.saturating_sub(1));
-        self.first.get_or_insert((record.seq, record.publish_ns));
+        if self.first.is_none() {
+            self.first = Some((record.seq, record.publish_ns));
+        }
         self.last = Some((last_seq, record.publish_ns));
-        Ok(true)
     }
 
     /// Writes the current chunk (its header and payload: one positioned write), if it
