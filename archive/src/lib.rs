@@ -19,6 +19,6 @@ pub use recorder::{Fsync, RecordError, Recorder, RecorderCounts, RecorderOptions
 pub use retention::{Keep, apply_retention};
 pub use segment::{
     ArchiveError, ArchiveRecord, CHUNK_HEADER, GAP_KIND, HEADER_LEN, Recovered, SegmentCheck,
-    SegmentHeader, SegmentReader, SegmentWriter, check_segment,
+    SegmentHeader, SegmentReader, SegmentWriter, WRITEBACK_STRETCH, check_segment, start_writeback,
 };
 pub use verify::{StreamReport, archived_streams, verify_stream};

@@ -196,15 +196,9 @@ fn record(
     }
     // the floor: the same bytes (the segments' own), the same 64 KiB positioned writes,
     // a file preallocated as the recorder preallocates its segments (the space of what
-    // it writes, within the timing: what a recorder does once per segment)
-    let floor = base.join(format!("floor-{size}"));
-    let file = std::fs::File::options()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(&floor)?;
-    // the segments' own bytes, in memory before the clock starts
+    // it writes, within the timing: what a recorder does once per segment) — plain, and
+    // with the writeback the recorder's write-behind thread starts as it goes. The
+    // segments' own bytes, in memory before the clock starts:
     let mut bytes = Vec::with_capacity(used as usize);
     for (_, path) in mdi_archive::segments(&archive.join("bench"))? {
         let segment = std::fs::read(&path)?;
@@ -216,32 +210,18 @@ fn record(
             });
         bytes.extend_from_slice(&segment[..end as usize]);
     }
-    let started = Instant::now();
-    file.set_len(used)?;
-    nix::fcntl::posix_fallocate(&file, 0, used as i64)?;
-    let mut at = 0u64;
-    let mut last_sync = Instant::now();
-    while at < used {
-        let n = (used - at).min(64 << 10) as usize;
-        file.write_all_at(&bytes[at as usize..at as usize + n], at)?;
-        at += n as u64;
-        if let Fsync::Periodic(ms) = fsync
-            && last_sync.elapsed().as_millis() as u64 >= ms
-        {
-            file.sync_data()?;
-            last_sync = Instant::now();
-        }
+    for (name, streamed) in [
+        ("raw-write-floor", false),
+        ("raw-write-floor-streamed", true),
+    ] {
+        let elapsed = raw_write(&base.join(format!("floor-{size}")), &bytes, fsync, streamed)?;
+        print(
+            ResultLine::new("archive-write", name)
+                .field("size", size)
+                .field("fsync", fsync_name(fsync))
+                .field("msgs_per_s", msgs_per_s(records, elapsed)),
+        );
     }
-    file.sync_data()?;
-    let elapsed = nanos(started.elapsed());
-    print(
-        ResultLine::new("archive-write", "raw-write-floor")
-            .field("size", size)
-            .field("fsync", fsync_name(fsync))
-            .field("msgs_per_s", msgs_per_s(records, elapsed)),
-    );
-    drop(file);
-    std::fs::remove_file(&floor)?;
     // read back from the start
     if fsync == Fsync::None {
         let started = Instant::now();
@@ -264,6 +244,47 @@ fn record(
     }
     std::fs::remove_dir_all(&archive)?;
     Ok(())
+}
+
+/// `bytes` written to a new file at `path` as the floor writes them (preallocated, 64 KiB
+/// positioned writes, synced at the end and, with `Fsync::Periodic`, on its period);
+/// `streamed`: with writeback started every [`mdi_archive::WRITEBACK_STRETCH`] bytes as
+/// the recorder's write-behind thread starts it. Returns the ns it took; the file is
+/// removed.
+fn raw_write(path: &Path, bytes: &[u8], fsync: Fsync, streamed: bool) -> Result<u64> {
+    let used = bytes.len() as u64;
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let started = Instant::now();
+    file.set_len(used)?;
+    nix::fcntl::posix_fallocate(&file, 0, used as i64)?;
+    let mut at = 0u64;
+    let mut started_to = 0u64;
+    let mut last_sync = Instant::now();
+    while at < used {
+        let n = (used - at).min(64 << 10) as usize;
+        file.write_all_at(&bytes[at as usize..at as usize + n], at)?;
+        at += n as u64;
+        if streamed && at >= started_to + mdi_archive::WRITEBACK_STRETCH {
+            mdi_archive::start_writeback(&file, started_to, at - started_to);
+            started_to = at;
+        }
+        if let Fsync::Periodic(ms) = fsync
+            && last_sync.elapsed().as_millis() as u64 >= ms
+        {
+            file.sync_data()?;
+            last_sync = Instant::now();
+        }
+    }
+    file.sync_data()?;
+    let elapsed = nanos(started.elapsed());
+    drop(file);
+    std::fs::remove_file(path)?;
+    Ok(elapsed)
 }
 
 /// The peer: the same ring's records into RocksDB keyed by sequence (big-endian: in
