@@ -412,13 +412,15 @@ impl SegmentWriter {
             })
             .and_then(|()| {
                 // never over an existing segment (one recorder writes a stream's
-                // directory: it holds the ring's archive lock)
+                // directory: it holds the directory's recorder lock)
                 if path.exists() {
                     return Err(io_error(path)(io::ErrorKind::AlreadyExists.into()));
                 }
                 std::fs::rename(&staging, path).map_err(io_error(path))
             });
-        let _ = std::fs::remove_file(&staging);
+        if made.is_err() {
+            let _ = std::fs::remove_file(&staging);
+        }
         made?;
         Ok(Self {
             file,
@@ -1407,5 +1409,30 @@ mod tests {
             prop_assert_eq!(got.len(), whole + 1);
             prop_assert_eq!(got[whole].1, next);
         }
+    }
+
+    #[test]
+    fn a_segment_is_never_made_over_another_and_leaves_no_staging_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("00000000000000000001.seg");
+        let mut w = SegmentWriter::create(&path, header(1 << 20)).unwrap();
+        w.append(&ArchiveRecord {
+            kind: 7,
+            seq: 1,
+            publish_ns: 5,
+            body: &[1; 40],
+        })
+        .unwrap();
+        w.flush().unwrap();
+        let again = SegmentWriter::create(&path, header(1 << 20)).unwrap_err();
+        assert!(again.to_string().contains("exists"), "{again}");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["00000000000000000001.seg"]);
+        // the first is untouched
+        let reader = SegmentReader::open(&path).unwrap();
+        assert_eq!(reader.chunks().len(), 1);
     }
 }
