@@ -31,6 +31,14 @@ const PART_ROWS: usize = 1 << 20;
 /// second of stream time).
 const DEFINITIONS_BEFORE_NS: i64 = 3_000_000_000;
 
+/// Where an export from `from_ns` starts reading: that far before it, for the
+/// definitions of the instruments (the progress total counts from here too).
+pub fn reading_start(from_ns: Option<i64>) -> ArchiveStart {
+    from_ns.map_or(ArchiveStart::Earliest, |t| {
+        ArchiveStart::Time(t.saturating_sub(DEFINITIONS_BEFORE_NS))
+    })
+}
+
 /// What to export.
 #[derive(Debug)]
 pub struct Export<'a> {
@@ -82,10 +90,7 @@ const DAY_NS: i64 = 86_400_000_000_000;
 
 pub fn export(job: &Export<'_>) -> Result<Exported> {
     let single = job.out.extension().is_some_and(|e| e == "parquet");
-    let start = job.from_ns.map_or(ArchiveStart::Earliest, |t| {
-        ArchiveStart::Time(t.saturating_sub(DEFINITIONS_BEFORE_NS))
-    });
-    let mut reader = ArchiveReader::open(job.archive, job.stream, start)?;
+    let mut reader = ArchiveReader::open(job.archive, job.stream, reading_start(job.from_ns))?;
     let layouts: HashMap<RecordKind, Arc<Layout>> = job
         .kinds
         .iter()

@@ -749,7 +749,7 @@ fn export(args: &ExportArgs) -> Result<()> {
         records_in_range(
             &args.archive,
             &args.stream,
-            args.from.map_or(ArchiveStart::Earliest, ArchiveStart::Time),
+            export::reading_start(args.from),
             args.to.map(|t| ArchiveStart::Time(t.saturating_add(1))),
         ),
     );
