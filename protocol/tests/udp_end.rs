@@ -5,7 +5,11 @@
 //! everything; never longer than its stretched linger, nor for a receiver no longer
 //! heard from. END is then repeated until every receiver heard from says in its STATUS
 //! that it saw END (a receiver that had everything missed all five ENDs in a loss
-//! burst, and waited forever), at most `receiver_timeout_ns`.
+//! burst, and waited forever), at most `receiver_timeout_ns`. And a receiver that
+//! follows a restarted publisher's new session asks it at once for every gap: it had
+//! NAKed its hole to the session that died, then followed the new one only after the old
+//! one's 2 s silence, with its NAKs backed off and its NAK budget held by what it had
+//! asked of the dead sender.
 
 use mdi_protocol::records::RecordKind;
 use mdi_protocol::ring::{ReplicaWriter, RingOptions, RingReader, RingWriter, ShmDir, StartAt};
@@ -16,8 +20,17 @@ use zerocopy::byteorder::little_endian::U64;
 const MS: u64 = 1_000_000;
 
 fn sender(dir: &std::path::Path, tune: impl FnOnce(&mut SenderConfig)) -> Sender<RingReader> {
+    sender_of(7, dir, tune)
+}
+
+/// A sender of session `session` serving `ticks` in `dir` from its earliest record.
+fn sender_of(
+    session: u32,
+    dir: &std::path::Path,
+    tune: impl FnOnce(&mut SenderConfig),
+) -> Sender<RingReader> {
     let reader = RingReader::open(&ShmDir::new(dir), "ticks", StartAt::Earliest).unwrap();
-    let mut config = SenderConfig::new(7, 1, "ticks", &reader, 1, 42);
+    let mut config = SenderConfig::new(session, 1, "ticks", &reader, 1, 42);
     tune(&mut config);
     Sender::new(config, reader, 0u64)
 }
@@ -224,4 +237,95 @@ fn a_receiver_that_missed_every_end_ends_on_a_repeat_and_says_so() {
     assert!(ended_at >= 80 * MS, "{ended_at}");
     assert!(sender.is_closed(), "the receiver's STATUS said it saw END");
     assert_eq!(receiver.position(), Some(writer.position().get()));
+}
+
+fn naks(frames: &[Vec<u8>]) -> Vec<(u32, u64)> {
+    frames
+        .iter()
+        .filter_map(|f| match Frame::parse(f) {
+            Ok(Frame::Nak(nak)) => Some((nak.session_id, nak.body.position.get())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_receiver_asks_a_new_session_at_once_for_what_it_asked_of_the_dead_one() {
+    let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let options = RingOptions::default().capacity(1 << 20);
+    let mut writer = RingWriter::create(&ShmDir::new(src.path()), "ticks", &options).unwrap();
+    let mut replica =
+        ReplicaWriter::create(&ShmDir::new(dst.path()), "ticks", &options, 42).unwrap();
+    let mut receiver = Receiver::new(ReceiverConfig::new(5, 1, false), 0u64);
+    let mut old = sender_of(100, src.path(), |_| {});
+    append(&mut writer, 50);
+    // the receiver joins and takes the first frames; the rest is lost on the way
+    let frames = drain(&mut old, MS);
+    let (head, tail) = frames.split_at(frames.len() / 2);
+    for frame in head {
+        receiver.handle_datagram(MS, frame, &mut replica);
+    }
+    let hole = receiver.position().unwrap();
+    receiver.handle_datagram(
+        MS,
+        FrameWriter::new(1408, 100, 1).heartbeat(writer.position().get()),
+        &mut replica,
+    );
+    assert!(!tail.is_empty());
+    let mut asked = Vec::new();
+    while let Some(frame) = receiver.poll_transmit(2 * MS) {
+        asked.push(frame.to_vec());
+    }
+    assert_eq!(
+        naks(&asked),
+        [(100, hole)],
+        "the hole is NAKed to the old session"
+    );
+
+    // that publisher dies before it answers; one restarted on the same ring takes over
+    drop(old);
+    drop(writer);
+    let mut writer = RingWriter::create(&ShmDir::new(src.path()), "ticks", &options).unwrap();
+    append(&mut writer, 5);
+    let mut new = sender_of(101, src.path(), |_| {});
+    let now = 2 * MS + 100_000; // well within the old NAK's repeat timeout
+    for frame in drain(&mut new, now) {
+        receiver.handle_datagram(now, &frame, &mut replica);
+    }
+    let events: Vec<_> = std::iter::from_fn(|| receiver.poll_event()).collect();
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            ReceiverEvent::NewSession {
+                session_id: 101,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    let mut asked = Vec::new();
+    while let Some(frame) = receiver.poll_transmit(now) {
+        asked.push(frame.to_vec());
+    }
+    assert_eq!(
+        naks(&asked).first(),
+        Some(&(101, hole)),
+        "the hole is asked of the new session at once"
+    );
+    // and repaired from it: the replica is whole
+    for frame in &asked {
+        new.handle_datagram(now, frame);
+    }
+    for step in 1..100 {
+        let now = now + step * MS;
+        for frame in drain(&mut new, now) {
+            receiver.handle_datagram(now, &frame, &mut replica);
+        }
+        while let Some(frame) = receiver.poll_transmit(now) {
+            let frame = frame.to_vec();
+            new.handle_datagram(now, &frame);
+        }
+    }
+    assert_eq!(receiver.position(), Some(writer.position().get()));
+    assert_eq!(receiver.counters().lost_records, 0);
 }
