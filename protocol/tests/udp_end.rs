@@ -43,6 +43,23 @@ fn append(writer: &mut RingWriter, records: u64) {
     }
 }
 
+/// A source ring, a replica of it and a receiver that has not joined yet (the
+/// directories are kept by the caller).
+fn link() -> (
+    tempfile::TempDir,
+    tempfile::TempDir,
+    RingWriter,
+    ReplicaWriter,
+    Receiver,
+) {
+    let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let options = RingOptions::default().capacity(1 << 20);
+    let writer = RingWriter::create(&ShmDir::new(src.path()), "ticks", &options).unwrap();
+    let replica = ReplicaWriter::create(&ShmDir::new(dst.path()), "ticks", &options, 42).unwrap();
+    let receiver = Receiver::new(ReceiverConfig::new(5, 1, false), 0u64);
+    (src, dst, writer, replica, receiver)
+}
+
 /// Every frame the sender has due at `now`.
 fn drain(sender: &mut Sender<RingReader>, now: u64) -> Vec<Vec<u8>> {
     let mut frames = Vec::new();
@@ -200,12 +217,7 @@ fn end_waits_for_a_receiver_that_never_says_it_saw_it_at_most_the_receiver_timeo
 
 #[test]
 fn a_receiver_that_missed_every_end_ends_on_a_repeat_and_says_so() {
-    let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let options = RingOptions::default().capacity(1 << 20);
-    let mut writer = RingWriter::create(&ShmDir::new(src.path()), "ticks", &options).unwrap();
-    let mut replica =
-        ReplicaWriter::create(&ShmDir::new(dst.path()), "ticks", &options, 42).unwrap();
-    let mut receiver = Receiver::new(ReceiverConfig::new(5, 1, false), 0u64);
+    let (src, _dst, mut writer, mut replica, mut receiver) = link();
     let mut sender = sender(src.path(), |_| {});
     append(&mut writer, 50);
     let mut ended_at = None;
@@ -251,12 +263,7 @@ fn naks(frames: &[Vec<u8>]) -> Vec<(u32, u64)> {
 
 #[test]
 fn a_receiver_asks_a_new_session_at_once_for_what_it_asked_of_the_dead_one() {
-    let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let options = RingOptions::default().capacity(1 << 20);
-    let mut writer = RingWriter::create(&ShmDir::new(src.path()), "ticks", &options).unwrap();
-    let mut replica =
-        ReplicaWriter::create(&ShmDir::new(dst.path()), "ticks", &options, 42).unwrap();
-    let mut receiver = Receiver::new(ReceiverConfig::new(5, 1, false), 0u64);
+    let (src, _dst, mut writer, mut replica, mut receiver) = link();
     let mut old = sender_of(100, src.path(), |_| {});
     append(&mut writer, 50);
     // the receiver joins and takes the first frames; the rest is lost on the way
@@ -285,6 +292,7 @@ fn a_receiver_asks_a_new_session_at_once_for_what_it_asked_of_the_dead_one() {
     // that publisher dies before it answers; one restarted on the same ring takes over
     drop(old);
     drop(writer);
+    let options = RingOptions::default().capacity(1 << 20);
     let mut writer = RingWriter::create(&ShmDir::new(src.path()), "ticks", &options).unwrap();
     append(&mut writer, 5);
     let mut new = sender_of(101, src.path(), |_| {});
