@@ -74,6 +74,8 @@ struct StreamState {
     status_checked: Option<Instant>,
     /// Polls that found nothing (paces the writer-state checks).
     idle_polls: u32,
+    /// Definitions looked for ahead of this reader.
+    lookahead: Lookahead,
 }
 
 impl std::fmt::Debug for StreamState {
@@ -318,6 +320,7 @@ impl Subscriber {
         }
         let mut delivered = 0;
         let Self {
+            shm,
             streams,
             symbols,
             kinds,
@@ -339,6 +342,7 @@ impl Subscriber {
             instruments,
             undecodable,
             last: None,
+            lookahead: (shm, &mut state.lookahead),
         };
         let polled = state.reader.poll(max_records, |event| match event {
             _ if fell_behind.is_some() => {}
@@ -447,6 +451,7 @@ impl Subscriber {
                     state.archive = None;
                     state.writer_gone = false;
                     self.instruments.retain(|(stream, _), _| *stream != index);
+                    state.lookahead.reset();
                     delivered += 1;
                     on_event(ViewEvent::Notice(Event::Replaced { stream: state.name }));
                 }
@@ -487,6 +492,7 @@ impl Subscriber {
             instruments,
             undecodable,
             last: None,
+            lookahead: (shm, &mut state.lookahead),
         };
         let mut delivered = 0;
         let mut read = 0;
@@ -575,6 +581,8 @@ struct Filter<'a> {
     /// The last instrument met, its symbol and whether it is wanted (most records are
     /// of the instrument before them); a definition clears it.
     last: Option<(u32, Option<&'static str>, bool)>,
+    /// Where an instrument met before its definition is looked for.
+    lookahead: (&'a ShmDir, &'a mut Lookahead),
 }
 
 impl Filter<'_> {
@@ -595,6 +603,7 @@ impl Filter<'_> {
             instruments,
             undecodable,
             last,
+            lookahead: (shm, lookahead),
         } = self;
         let opened = RecordView::open(kind, body, |record| {
             if let RecordView::Instrument(d) = &record {
@@ -608,7 +617,12 @@ impl Filter<'_> {
             let (symbol, wanted) = match *last {
                 Some((id, symbol, wanted)) if id == instrument_id => (symbol, wanted),
                 _ => {
-                    let symbol = instruments.get(&(*index, instrument_id)).copied();
+                    let symbol = match instruments.get(&(*index, instrument_id)) {
+                        Some(&symbol) => Some(symbol),
+                        None => {
+                            lookahead.find(shm, (*index, name), instrument_id, seq, instruments)
+                        }
+                    };
                     let wanted = symbols.is_none_or(|wanted| {
                         symbol.is_some_and(|s| wanted.iter().any(|w| w.eq_ignore_ascii_case(s)))
                     });

@@ -462,6 +462,66 @@ fn a_late_joiner_resolves_symbols_defined_before_it_started() {
     }
 }
 
+/// A ring that wrapped, read from its earliest record: the first records come before
+/// the next refresh of their definitions, and get their symbols all the same (looked
+/// ahead for, ADR 0016); an instrument never defined has none, and is looked for once.
+#[test]
+fn records_before_their_definitions_in_a_wrapped_ring_get_their_symbols() {
+    let dir = tempfile::tempdir().unwrap();
+    let shm = ShmDir::new(dir.path());
+    let mut ring =
+        RingWriter::create(&shm, "ticks", &RingOptions::default().capacity(1 << 20)).unwrap();
+    // a refresh every 5000 trades; instrument 3 is never defined
+    let mut n = 0u64;
+    while ring.position().get() < 3 * ring.capacity() || n % 5000 != 2500 {
+        if n.is_multiple_of(5000) {
+            ring.append_record(&definition(1, "BTCUSDT")).unwrap();
+            ring.append_record(&definition(2, "ETHUSDT")).unwrap();
+        }
+        ring.append_record(&trade(1 + (n % 3) as u32, n)).unwrap();
+        n += 1;
+    }
+    for symbols in [None, Some("ETHUSDT")] {
+        let mut builder = Subscriber::builder()
+            .shm_dir(dir.path())
+            .stream("ticks")
+            .from_earliest();
+        if let Some(symbol) = symbols {
+            builder = builder.symbols([symbol]);
+        }
+        let events = drain(&mut builder.open().unwrap());
+        let trades: Vec<(u64, Option<&str>)> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Record {
+                    record: Record::Trade(t),
+                    symbol,
+                    ..
+                } => Some((t.trade_id, symbol.as_deref())),
+                _ => None,
+            })
+            .collect();
+        // the window begins 2500 trades or more before a refresh
+        let first = trades.first().expect("trades").0;
+        assert!(
+            !first.is_multiple_of(5000) && first > 5000,
+            "{symbols:?}: first trade {first}"
+        );
+        let expected = |id: u64| match id % 3 {
+            0 => Some("BTCUSDT"),
+            1 => Some("ETHUSDT"),
+            _ => None,
+        };
+        let wanted: Vec<(u64, Option<&str>)> = (first..n)
+            .map(|id| (id, expected(id)))
+            .filter(|(_, s)| symbols.is_none() || *s == symbols)
+            .collect();
+        assert_eq!(trades.len(), wanted.len(), "{symbols:?}");
+        let wrong = trades.iter().zip(&wanted).find(|(a, b)| a != b);
+        assert!(wrong.is_none(), "{symbols:?}: got, wanted {wrong:?}");
+    }
+}
+
 #[test]
 fn a_start_at_a_time_reads_past_what_came_before() {
     let dir = tempfile::tempdir().unwrap();

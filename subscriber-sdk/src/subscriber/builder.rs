@@ -249,26 +249,31 @@ impl SubscriberBuilder {
                     lost: 0,
                     status_checked: None,
                     idle_polls: 0,
+                    lookahead: Lookahead::default(),
                 })
             })
             .collect::<Result<Vec<_>, SubscribeError>>()?;
         // Symbols are resolved from the first record delivered: the definitions already in
-        // the ring are read first — before the start, or, from the earliest record, the
-        // whole window (the publisher writes them again at each state refresh, so a ring
-        // that wrapped still holds them, maybe after the first records; ADR 0016).
+        // the ring before the start are read first. Those after it (the publisher writes
+        // them again at each state refresh, so a ring that wrapped still holds them, maybe
+        // after the first records; ADR 0016) are looked ahead for when a record's
+        // instrument is not known yet ([`Lookahead`]).
         let mut instruments = HashMap::default();
         for (index, state) in streams.iter().enumerate() {
             let first_delivered = match self.start {
                 // read from the archive: the definitions the ring holds now (ids are
                 // the publisher's, stable while it runs)
-                _ if state.archive.is_some() => state.reader.tail().1,
-                StartAt::Earliest => state.reader.tail().1,
-                StartAt::Sequence(seq) => seq,
-                StartAt::Latest => state.reader.next_seq().unwrap_or_default(),
+                _ if state.archive.is_some() => Some(state.reader.tail().1),
+                // nothing comes before
+                StartAt::Earliest => None,
+                StartAt::Sequence(seq) => Some(seq),
+                StartAt::Latest => state.reader.next_seq(),
                 // the records read past before the time may define instruments too
-                StartAt::Time(_) => state.reader.tail().1,
+                StartAt::Time(_) => Some(state.reader.tail().1),
             };
-            prime_instruments(&shm, index, state.name, first_delivered, &mut instruments);
+            if let Some(first_delivered) = first_delivered {
+                prime_instruments(&shm, index, state.name, first_delivered, &mut instruments);
+            }
             if let (Some(dir), Some(_)) = (&self.archive, &state.archive) {
                 prime_from_archive(dir, index, state.name, self.start, &mut instruments).map_err(
                     |source| SubscribeError::Archive {
@@ -308,13 +313,35 @@ pub(super) fn prime_instruments(
     instruments: &mut HashMap<(usize, u32), &'static str, IdHash>,
 ) {
     // one pass over part of the ring: its pages mapped as read
-    let Ok(mut scan) = RingReader::open_with(shm, stream, StartAt::Earliest, false) else {
-        return;
-    };
-    while scan.next_seq().is_some_and(|next| next < first_delivered) {
+    if let Ok(mut scan) = RingReader::open_with(shm, stream, StartAt::Earliest, false) {
+        read_definitions(
+            &mut scan,
+            index,
+            Some(first_delivered),
+            |_| false,
+            instruments,
+        );
+    }
+}
+
+/// Reads the instrument definitions `scan` comes to, before sequence `until` or to the
+/// end of what is there, or until `found(instruments)` says so (asked every 4096
+/// records).
+pub(super) fn read_definitions(
+    scan: &mut RingReader,
+    index: usize,
+    until: Option<Seq>,
+    mut found: impl FnMut(&HashMap<(usize, u32), &'static str, IdHash>) -> bool,
+    instruments: &mut HashMap<(usize, u32), &'static str, IdHash>,
+) {
+    loop {
+        let Some(next) = scan.next_seq() else { return };
+        if until.is_some_and(|until| next >= until) || found(instruments) {
+            return;
+        }
         let polled = scan.poll(4096, |event| {
             if let ReadEvent::Record(r) = event
-                && r.seq < first_delivered
+                && until.is_none_or(|until| r.seq < until)
                 && r.kind == RecordKind::INSTRUMENT_DEFINITION
             {
                 let _ = RecordView::open(r.kind, r.body, |view| {
@@ -327,7 +354,7 @@ pub(super) fn prime_instruments(
             }
         });
         if !matches!(polled, Ok(n) if n > 0) {
-            break;
+            return;
         }
     }
 }

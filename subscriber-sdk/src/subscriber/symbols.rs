@@ -1,8 +1,12 @@
 //! Names as `&'static str` (the interner) and the (stream, instrument id) keys that
 //! resolve symbols.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
+
+use mdi_protocol::ring::{RingReader, Seq, ShmDir, StartAt};
+
+use super::builder::read_definitions;
 
 /// Stream names and symbols as `&'static str`: each distinct one is stored once for the
 /// life of the process (there are few), so events carry them without allocating or
@@ -54,5 +58,63 @@ impl std::hash::BuildHasher for IdHash {
 
     fn build_hasher(&self) -> IdHasher {
         IdHasher(0)
+    }
+}
+
+/// Instruments looked for at most, per stream (a stream of undefined ids does not make
+/// a look ahead of each).
+const MAX_SOUGHT: usize = 1 << 16;
+
+/// Looking ahead in a stream's ring for the definition of an instrument met before it:
+/// read from the earliest record of a ring that wrapped, the first records come before
+/// the next state refresh defines them again (ADR 0016). A ring that did not wrap
+/// begins with its definitions, and nothing is looked ahead for.
+#[derive(Debug, Default)]
+pub(super) struct Lookahead {
+    /// A second reader of the ring, ahead of the subscriber's, where the last look
+    /// stopped (definitions before it have been read).
+    scan: Option<RingReader>,
+    /// Instruments looked for (each once; a definition read later is learnt on the way).
+    sought: HashSet<u32, IdHash>,
+}
+
+impl Lookahead {
+    /// The symbol of instrument `id`, met at `seq` in `stream` (index `index`) before its
+    /// definition: read ahead in the ring until it is defined, learning every definition
+    /// on the way (the first time `id` is met only).
+    pub(super) fn find(
+        &mut self,
+        shm: &ShmDir,
+        (index, stream): (usize, &str),
+        id: u32,
+        seq: Seq,
+        instruments: &mut HashMap<(usize, u32), &'static str, IdHash>,
+    ) -> Option<&'static str> {
+        // the whole feed's status has no instrument
+        if id == 0 || self.sought.len() >= MAX_SOUGHT || !self.sought.insert(id) {
+            return None;
+        }
+        if self.scan.is_none() {
+            // from the record met (the ring no longer holds it: a record from the
+            // archive), where the definitions before it have been read already
+            self.scan = RingReader::open_with(shm, stream, StartAt::Sequence(seq), false)
+                .or_else(|_| RingReader::open_with(shm, stream, StartAt::Earliest, false))
+                .ok();
+        }
+        let scan = self.scan.as_mut()?;
+        let key = (index, id);
+        read_definitions(
+            scan,
+            index,
+            None,
+            |known| known.contains_key(&key),
+            instruments,
+        );
+        instruments.get(&key).copied()
+    }
+
+    /// The ring was replaced: look again, in the new one.
+    pub(super) fn reset(&mut self) {
+        *self = Self::default();
     }
 }
