@@ -153,7 +153,7 @@ impl Inner {
         columns: &mut Columns,
         max_records: usize,
         end: Option<End>,
-    ) -> PyResult<bool> {
+    ) -> PyResult<(bool, usize)> {
         // objects already polled for `next` come first
         while let Some(item) = self.queue.pop_front() {
             if matches!(
@@ -175,7 +175,7 @@ impl Inner {
             .as_mut()
             .ok_or_else(|| PyValueError::new_err("the subscriber is closed"))?;
         let mut passed = false;
-        subscriber
+        let delivered = subscriber
             .poll_views(max_records, |event| match event {
                 ViewEvent::Record {
                     stream,
@@ -196,7 +196,7 @@ impl Inner {
                 ViewEvent::Notice(event) => notices.push(Item::notice(&event)),
             })
             .map_err(py_error)?;
-        Ok(passed)
+        Ok((passed, delivered))
     }
 }
 
@@ -408,7 +408,15 @@ impl PySubscriber {
         let batch = py.detach(|| {
             let mut inner = self.lock()?;
             let mut columns = Columns::new(layout, max_records.min(1 << 20));
-            inner.poll_columns(&mut columns, max_records, None)?;
+            // a poll reads what one copy out of the ring holds: polled again until the
+            // batch is full or nothing more is there
+            while columns.len() < max_records {
+                let room = max_records - columns.len();
+                let (_, delivered) = inner.poll_columns(&mut columns, room, None)?;
+                if delivered == 0 {
+                    break;
+                }
+            }
             Ok::<_, PyErr>(columns.finish(false))
         })?;
         Ok(ArrowBatch::new(batch))
@@ -444,7 +452,7 @@ impl PySubscriber {
                 // bounded per call, so that signals are checked between calls
                 let deadline = Instant::now() + WAIT_SLICE;
                 loop {
-                    let passed = inner.poll_columns(&mut columns, 1 << 16, end)?;
+                    let (passed, _) = inner.poll_columns(&mut columns, 1 << 16, end)?;
                     if inner.subscriber()?.reached(&mark) || (passed && single) {
                         return Ok::<_, PyErr>(true);
                     }

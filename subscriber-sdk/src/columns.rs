@@ -27,6 +27,10 @@ use mdi_protocol::view::RecordView;
 
 use crate::fields::{Field, FieldSink, Head, Value, visit_fields, with_fields};
 
+mod memory;
+
+use memory::{Carver, ChunkMemory, Slots};
+
 /// A value already copied out of its record (the Python objects' fields), as a column
 /// takes it.
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +63,15 @@ impl ColumnType {
             Value::UInt(_) => Self::UInt,
             Value::Bool(_) => Self::Bool,
             Value::Levels(_) => Self::Levels,
+        }
+    }
+
+    /// The width of a value kept in the chunk's memory (0: kept apart, in vectors).
+    fn width(self) -> usize {
+        match self {
+            Self::Text | Self::Decimal => 16,
+            Self::Int | Self::UInt => 8,
+            Self::Bool | Self::Levels => 0,
         }
     }
 
@@ -190,15 +203,15 @@ enum Data {
     /// Arrow string views: a string of up to 12 bytes is its view; longer ones live in
     /// `data`.
     Text {
-        views: Vec<u128>,
+        views: Slots<u128>,
         data: Vec<u8>,
     },
     Decimal {
-        mantissas: Vec<i128>,
+        mantissas: Slots<i128>,
         exponents: Vec<i8>,
     },
-    Int(Vec<i64>),
-    UInt(Vec<u64>),
+    Int(Slots<i64>),
+    UInt(Slots<u64>),
     Bool(Vec<bool>),
     Levels {
         offsets: Vec<i32>,
@@ -219,18 +232,18 @@ struct Column {
 }
 
 impl Column {
-    fn new(name: &'static str, ty: ColumnType, capacity: usize) -> Self {
+    fn new(name: &'static str, ty: ColumnType, capacity: usize, memory: &mut Carver) -> Self {
         let data = match ty {
             ColumnType::Text => Data::Text {
-                views: Vec::with_capacity(capacity),
+                views: memory.slots(),
                 data: Vec::new(),
             },
             ColumnType::Decimal => Data::Decimal {
-                mantissas: Vec::with_capacity(capacity),
+                mantissas: memory.slots(),
                 exponents: Vec::with_capacity(capacity),
             },
-            ColumnType::Int => Data::Int(Vec::with_capacity(capacity)),
-            ColumnType::UInt => Data::UInt(Vec::with_capacity(capacity)),
+            ColumnType::Int => Data::Int(memory.slots()),
+            ColumnType::UInt => Data::UInt(memory.slots()),
             ColumnType::Bool => Data::Bool(Vec::with_capacity(capacity)),
             ColumnType::Levels => Data::Levels {
                 offsets: vec![0],
@@ -246,6 +259,27 @@ impl Column {
             valid: None,
             len: 0,
         }
+    }
+
+    /// This column in a larger chunk's memory (its values copied).
+    fn moved_to(self, memory: &mut Carver) -> Self {
+        let data = match self.data {
+            Data::Text { views, data } => Data::Text {
+                views: views.moved_to(memory.slots()),
+                data,
+            },
+            Data::Decimal {
+                mantissas,
+                exponents,
+            } => Data::Decimal {
+                mantissas: mantissas.moved_to(memory.slots()),
+                exponents,
+            },
+            Data::Int(v) => Data::Int(v.moved_to(memory.slots())),
+            Data::UInt(v) => Data::UInt(v.moved_to(memory.slots())),
+            other @ (Data::Bool(_) | Data::Levels { .. }) => other,
+        };
+        Self { data, ..self }
     }
 
     fn push_null(&mut self) {
@@ -400,7 +434,7 @@ impl Column {
                 // there).
                 let array = unsafe {
                     StringViewArray::new_unchecked(
-                        ScalarBuffer::from(views),
+                        views.into_buffer(),
                         vec![Buffer::from_vec(data)].into(),
                         nulls,
                     )
@@ -411,10 +445,11 @@ impl Column {
                 )
             }
             Data::Decimal {
-                mantissas,
+                mut mantissas,
                 exponents,
             } => {
-                let array = decimals(mantissas, &exponents, scales.0, nulls);
+                let overflow = rescale(mantissas.as_mut_slice(), &exponents, scales.0);
+                let array = decimals(mantissas.into_buffer(), scales.0, nulls, overflow);
                 (
                     ArrowField::new(name, array.data_type().clone(), true),
                     Arc::new(array),
@@ -422,11 +457,11 @@ impl Column {
             }
             Data::Int(v) => (
                 ArrowField::new(name, DataType::Int64, true),
-                Arc::new(Int64Array::new(ScalarBuffer::from(v), nulls)),
+                Arc::new(Int64Array::new(v.into_buffer(), nulls)),
             ),
             Data::UInt(v) => (
                 ArrowField::new(name, DataType::UInt64, true),
-                Arc::new(UInt64Array::new(ScalarBuffer::from(v), nulls)),
+                Arc::new(UInt64Array::new(v.into_buffer(), nulls)),
             ),
             Data::Bool(v) => (
                 ArrowField::new(name, DataType::Boolean, true),
@@ -434,13 +469,15 @@ impl Column {
             ),
             Data::Levels {
                 offsets,
-                prices,
+                mut prices,
                 price_exponents,
-                qtys,
+                mut qtys,
                 qty_exponents,
             } => {
-                let price = decimals(prices, &price_exponents, scales.0, None);
-                let qty = decimals(qtys, &qty_exponents, scales.1, None);
+                let overflow = rescale(&mut prices, &price_exponents, scales.0);
+                let price = decimals(ScalarBuffer::from(prices), scales.0, None, overflow);
+                let overflow = rescale(&mut qtys, &qty_exponents, scales.1);
+                let qty = decimals(ScalarBuffer::from(qtys), scales.1, None, overflow);
                 let fields = Fields::from(vec![
                     ArrowField::new("price", price.data_type().clone(), false),
                     ArrowField::new("qty", qty.data_type().clone(), false),
@@ -467,14 +504,35 @@ impl Column {
 }
 
 /// The Arrow view of a string of up to 12 bytes: its length, then its bytes. Built in
-/// registers: a copy through a stack buffer costs a store-forwarding stall per string.
+/// registers from two loads that may overlap (the bytes they share are the same): a
+/// copy through a stack buffer costs a store-forwarding stall, a loop a branch a byte.
 #[inline]
 fn inline_view(bytes: &[u8]) -> u128 {
-    let mut view = bytes.len() as u128;
-    for (i, &b) in bytes.iter().enumerate().take(12) {
-        view |= u128::from(b) << (32 + 8 * i);
+    fn word(bytes: &[u8], at: usize) -> u128 {
+        u128::from(u32::from_le_bytes([
+            bytes[at],
+            bytes[at + 1],
+            bytes[at + 2],
+            bytes[at + 3],
+        ]))
     }
-    view
+    let n = bytes.len().min(12);
+    let data = match n {
+        0 => 0,
+        1..=3 => {
+            u128::from(bytes[0])
+                | u128::from(bytes[n / 2]) << (8 * (n / 2))
+                | u128::from(bytes[n - 1]) << (8 * (n - 1))
+        }
+        4..=7 => word(bytes, 0) | word(bytes, n - 4) << (8 * (n - 4)),
+        _ => {
+            let low = u64::from_le_bytes([
+                bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+            ]);
+            u128::from(low) | word(bytes, n - 4) << (8 * (n - 4))
+        }
+    };
+    n as u128 | data << 32
 }
 
 /// The finest scale of these exponents (−exponent, at least 0, at most 38).
@@ -487,14 +545,10 @@ fn finest(exponents: &[i8]) -> i32 {
         .clamp(0, 38)
 }
 
-/// Mantissas at their exponents as one Decimal128 column at `scale` (the finest among
-/// them, or finer): exact. A value that does not fit 38 digits there is null.
-fn decimals(
-    mut mantissas: Vec<i128>,
-    exponents: &[i8],
-    scale: i32,
-    nulls: Option<NullBuffer>,
-) -> Decimal128Array {
+/// Mantissas at their exponents rescaled in place to `scale` (the finest among them,
+/// or finer): exact. A value that does not fit 38 digits there becomes 0, and false in
+/// the validity returned (`None`: every value fits).
+fn rescale(mantissas: &mut [i128], exponents: &[i8], scale: i32) -> Option<Vec<bool>> {
     let mut overflow: Option<Vec<bool>> = None;
     if exponents.iter().any(|&e| -i32::from(e) != scale) {
         for (i, (m, &e)) in mantissas.iter_mut().zip(exponents).enumerate() {
@@ -508,6 +562,17 @@ fn decimals(
             }
         }
     }
+    overflow
+}
+
+/// Mantissas rescaled to `scale` as one Decimal128 column; null where `nulls` says or
+/// where the value did not fit (`overflow`, from [`rescale`]).
+fn decimals(
+    mantissas: ScalarBuffer<i128>,
+    scale: i32,
+    nulls: Option<NullBuffer>,
+    overflow: Option<Vec<bool>>,
+) -> Decimal128Array {
     let nulls = match (nulls, overflow) {
         (n, None) => n,
         (None, Some(o)) => Some(NullBuffer::from(o)),
@@ -516,7 +581,7 @@ fn decimals(
         )),
     };
     let scale = i8::try_from(scale).unwrap_or(38);
-    Decimal128Array::new(ScalarBuffer::from(mantissas), nulls)
+    Decimal128Array::new(mantissas, nulls)
         .with_precision_and_scale(38, scale)
         .expect("precision 38 holds any scale up to 38")
 }
@@ -572,7 +637,7 @@ impl Columns {
     /// Columns for `layout`, the first chunk sized for `expected` rows (at most a chunk).
     pub fn new(layout: Arc<Layout>, expected: usize) -> Self {
         let capacity = expected.clamp(16, CHUNK_ROWS);
-        let columns = Self::chunk(&layout, capacity);
+        let columns = Self::chunk(&layout, capacity, false);
         Self {
             layout,
             full: Vec::new(),
@@ -583,19 +648,50 @@ impl Columns {
         }
     }
 
-    fn chunk(layout: &Layout, capacity: usize) -> Vec<Column> {
+    /// A chunk's columns, for `capacity` rows; `huge`: the chunk is expected to fill
+    /// (the one before it did), its memory mapped with huge pages.
+    fn chunk(layout: &Layout, capacity: usize, huge: bool) -> Vec<Column> {
+        let size = Carver::size(capacity, layout.columns.iter().map(|(_, ty)| ty.width()));
+        let mut memory = Carver::new(ChunkMemory::new(size, huge), capacity);
         layout
             .columns
             .iter()
-            .map(|&(name, ty)| Column::new(name, ty, capacity))
+            .map(|&(name, ty)| Column::new(name, ty, capacity, &mut memory))
             .collect()
     }
 
-    /// Before a row: a full chunk is set aside and a new one begun.
+    /// Rows collected.
+    pub fn len(&self) -> usize {
+        self.full.iter().map(|(_, rows)| rows).sum::<usize>() + self.rows
+    }
+
+    /// True before the first row.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A chunk's columns moved to memory for `capacity` rows.
+    fn grown(layout: &Layout, columns: Vec<Column>, capacity: usize) -> Vec<Column> {
+        let size = Carver::size(capacity, layout.columns.iter().map(|(_, ty)| ty.width()));
+        let mut memory = Carver::new(ChunkMemory::new(size, false), capacity);
+        columns
+            .into_iter()
+            .map(|column| column.moved_to(&mut memory))
+            .collect()
+    }
+
+    /// Before a row: a first chunk sized for fewer rows grows (its rows copied, as a
+    /// vector grows); a full chunk is set aside and a new one begun.
     #[inline]
     fn make_room(&mut self) {
+        if self.rows == self.capacity && self.capacity < CHUNK_ROWS {
+            let capacity = (self.capacity * 2).min(CHUNK_ROWS);
+            let columns = std::mem::take(&mut self.columns);
+            self.columns = Self::grown(&self.layout, columns, capacity);
+            self.capacity = capacity;
+        }
         if self.rows == CHUNK_ROWS {
-            let mut done = Self::chunk(&self.layout, CHUNK_ROWS);
+            let mut done = Self::chunk(&self.layout, CHUNK_ROWS, true);
             std::mem::swap(&mut done, &mut self.columns);
             for column in &mut done {
                 column.pad(self.rows);
