@@ -2,31 +2,159 @@
 //! a range per column, handed to Arrow (and through its C interface to polars or a
 //! Parquet writer) without a copy.
 //!
-//! A chunk of 65 536 rows is about 10 MiB of new memory. Taken from the kernel 4 KiB at
-//! a time, its page faults cost as much as filling the rows (65 ns a row of 170 bytes
-//! here against 13 with huge pages), so a chunk begun because the one before filled up
-//! is mapped with huge pages advised; the first chunk of a batch, which may hold a few
-//! rows only, comes from the allocator. What a chunk's columns did not use is given
-//! back when they are handed over.
+//! A chunk of 65 536 rows is about 10 MiB. New memory from the kernel costs as much as
+//! filling the rows: 4 KiB page faults 65 ns a row of 170 bytes here (13 with huge
+//! pages), and zeroing the pages a quarter of a whole read. So:
+//! - chunks of a MiB or more are mappings of their own; one begun because the chunk
+//!   before it filled up has huge pages advised (the first chunk of a batch may hold a
+//!   few rows only);
+//! - a mapping whose last buffer is dropped (polars dropped the DataFrame) is kept for
+//!   the next chunk of its size, so that a reader polling batch after batch, or reading
+//!   a stream again, fills pages that are already there, without a fault or zeroing:
+//!   - huge-page mappings up to [`POOL_BYTES`], their pages marked free (`MADV_FREE`,
+//!     as jemalloc's decay does): the kernel takes them back when it needs memory;
+//!   - 4 KiB-page mappings (a batch's first chunk) up to [`POOL_DIRTY_BYTES`], as they
+//!     are: marking them free costs more than it saves (140 against 120 ns a row
+//!     polling batches of 65 536);
+//! - what a chunk's columns did not use is given back when they are handed over.
 
 use std::alloc::Layout;
 use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow_buffer::{ArrowNativeType, Buffer, ScalarBuffer};
 
 /// Where each column's range begins (Arrow's recommended alignment).
 const ALIGN: usize = 64;
 
-/// A huge page: smaller chunks are not mapped.
+/// A huge page.
 const HUGE_PAGE: usize = 2 << 20;
+
+/// Chunks of this size or more are mappings (and pooled); smaller ones come from the
+/// allocator.
+const MAPPED_MIN: usize = 1 << 20;
+
+/// Freed huge-page mappings kept for reuse, their pages free for the kernel to take, at
+/// most (bytes).
+const POOL_BYTES: usize = 512 << 20;
+
+/// Freed 4 KiB-page mappings kept for reuse as they are, at most (bytes).
+const POOL_DIRTY_BYTES: usize = 64 << 20;
+
+/// A mapping of chunk memory.
+#[derive(Debug)]
+struct Mapping {
+    base: NonNull<u8>,
+    len: usize,
+    huge: bool,
+}
+
+// SAFETY: an anonymous mapping, not tied to a thread; a pooled one is not in use.
+#[allow(unsafe_code)]
+unsafe impl Send for Mapping {}
+
+impl Mapping {
+    #[allow(unsafe_code)]
+    fn new(len: usize, huge: bool) -> Option<Self> {
+        // SAFETY: a new private anonymous mapping: no existing memory is touched.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return None;
+        }
+        let base = NonNull::new(ptr.cast::<u8>())?;
+        if huge {
+            // SAFETY: advice on the mapping just made; no effect on its contents.
+            // Without transparent huge pages it fails, and 4 KiB pages serve.
+            unsafe { libc::madvise(ptr, len, libc::MADV_HUGEPAGE) };
+        }
+        Some(Self { base, len, huge })
+    }
+
+    #[allow(unsafe_code)]
+    fn unmap(self) {
+        // SAFETY: the mapping made in `new`, unmapped once (`self` is consumed), with no
+        // buffer into it left.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+/// Mappings freed, most recent last.
+#[derive(Debug)]
+struct Pool {
+    free: Vec<Mapping>,
+    /// Bytes of huge-page mappings and of the others.
+    bytes: [usize; 2],
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    free: Vec::new(),
+    bytes: [0, 0],
+});
+
+fn pool() -> std::sync::MutexGuard<'static, Pool> {
+    POOL.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A freed mapping of `len` bytes (`huge`: with huge pages advised), the most recent.
+fn take_pooled(len: usize, huge: bool) -> Option<Mapping> {
+    let mut pool = pool();
+    let i = pool
+        .free
+        .iter()
+        .rposition(|m| m.len == len && m.huge == huge)?;
+    let mapping = pool.free.swap_remove(i);
+    pool.bytes[usize::from(huge)] -= mapping.len;
+    Some(mapping)
+}
+
+/// Keeps a mapping no longer used for the next chunk of its size, or unmaps it when
+/// the pool is full.
+#[allow(unsafe_code)]
+fn give_back(mapping: Mapping) {
+    {
+        let mut pool = pool();
+        let (kind, limit) = if mapping.huge {
+            (1, POOL_BYTES)
+        } else {
+            (0, POOL_DIRTY_BYTES)
+        };
+        let kept = if pool.bytes[kind] + mapping.len > limit {
+            false
+        } else if mapping.huge {
+            // SAFETY: the whole mapping, no longer read by anyone: its contents may go.
+            let freed = unsafe {
+                libc::madvise(mapping.base.as_ptr().cast(), mapping.len, libc::MADV_FREE)
+            };
+            freed == 0
+        } else {
+            true
+        };
+        if kept {
+            pool.bytes[kind] += mapping.len;
+            pool.free.push(mapping);
+            return;
+        }
+    }
+    mapping.unmap();
+}
 
 /// The memory of one chunk.
 #[derive(Debug)]
 pub(super) struct ChunkMemory {
     base: NonNull<u8>,
     len: usize,
-    mapped: bool,
+    /// A mapping (else from the allocator).
+    mapped: Option<bool>,
 }
 
 // SAFETY: plain memory with no tie to a thread; while a chunk is filled each column's
@@ -41,35 +169,21 @@ unsafe impl Sync for ChunkMemory {}
 impl std::panic::RefUnwindSafe for ChunkMemory {}
 
 impl ChunkMemory {
-    /// `len` bytes (at least one alignment unit), mapped with huge pages advised when
-    /// `huge` and `len` spans one, else from the allocator.
+    /// `len` bytes (at least one alignment unit): a mapping from the pool or new (with
+    /// huge pages advised if `huge`) when `len` is a MiB or more, else from the
+    /// allocator.
     #[allow(unsafe_code)]
     pub(super) fn new(len: usize, huge: bool) -> Arc<Self> {
         let len = len.max(ALIGN).next_multiple_of(ALIGN);
-        if huge && len >= HUGE_PAGE {
-            // SAFETY: a new private anonymous mapping: no existing memory is touched.
-            let ptr = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            if ptr != libc::MAP_FAILED
-                && let Some(base) = NonNull::new(ptr.cast::<u8>())
-            {
-                // SAFETY: advice on the mapping just made; no effect on its contents.
-                // Without transparent huge pages it fails, and 4 KiB pages serve.
-                unsafe { libc::madvise(ptr, len, libc::MADV_HUGEPAGE) };
-                return Arc::new(Self {
-                    base,
-                    len,
-                    mapped: true,
-                });
-            }
+        let huge = huge && len >= HUGE_PAGE;
+        if len >= MAPPED_MIN
+            && let Some(mapping) = take_pooled(len, huge).or_else(|| Mapping::new(len, huge))
+        {
+            return Arc::new(Self {
+                base: mapping.base,
+                len,
+                mapped: Some(mapping.huge),
+            });
         }
         let layout = Self::layout(len);
         // SAFETY: the layout's size is not zero (at least ALIGN).
@@ -78,7 +192,7 @@ impl ChunkMemory {
         Arc::new(Self {
             base,
             len,
-            mapped: false,
+            mapped: None,
         })
     }
 
@@ -91,7 +205,7 @@ impl ChunkMemory {
     #[allow(unsafe_code)]
     fn release(&self, offset: usize, len: usize) {
         const PAGE: usize = 4096;
-        if !self.mapped {
+        if self.mapped.is_none() {
             return;
         }
         let end = (offset + len).min(self.len);
@@ -115,13 +229,15 @@ impl ChunkMemory {
 impl Drop for ChunkMemory {
     #[allow(unsafe_code)]
     fn drop(&mut self) {
-        if self.mapped {
-            // SAFETY: the mapping made in `new`, unmapped once: the last owner is gone,
-            // and with it every buffer into it.
-            unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
-        } else {
+        match self.mapped {
+            // the last owner is gone, and with it every buffer into it
+            Some(huge) => give_back(Mapping {
+                base: self.base,
+                len: self.len,
+                huge,
+            }),
             // SAFETY: allocated in `new` with this layout, freed once.
-            unsafe { std::alloc::dealloc(self.base.as_ptr(), Self::layout(self.len)) };
+            None => unsafe { std::alloc::dealloc(self.base.as_ptr(), Self::layout(self.len)) },
         }
     }
 }
@@ -238,5 +354,54 @@ impl<T: ArrowNativeType> Slots<T> {
         #[allow(unsafe_code)]
         let buffer = unsafe { Buffer::from_custom_allocation(self.ptr.cast(), bytes, self.memory) };
         ScalarBuffer::new(buffer, 0, self.len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A size no other test uses (the pool is the process's).
+    const ODD: usize = (3 << 20) + 7 * ALIGN;
+
+    #[test]
+    fn a_freed_mapping_serves_the_next_chunk_of_its_size_and_the_pool_is_bounded() {
+        let first = ChunkMemory::new(ODD, true);
+        let base = first.base;
+        let mut carver = Carver::new(Arc::clone(&first), 1000);
+        let mut slots = carver.slots::<u64>();
+        for i in 0..1000 {
+            slots.push(i);
+        }
+        let buffer = slots.into_buffer();
+        drop(first);
+        drop(carver);
+        // the buffer keeps the memory
+        assert!(take_pooled(ODD, true).is_none());
+        assert_eq!(buffer.iter().copied().sum::<u64>(), 999 * 1000 / 2);
+        drop(buffer);
+        // freed: the next chunk of that size is the same mapping; another size is not
+        let other = ChunkMemory::new(ODD + ALIGN, true);
+        assert_ne!(other.base, base);
+        let again = ChunkMemory::new(ODD, true);
+        assert_eq!(again.base, base);
+        drop(again);
+        // never more than the pool's bounds kept
+        for (huge, limit) in [(true, POOL_BYTES), (false, POOL_DIRTY_BYTES)] {
+            let many: Vec<_> = (0..limit / ODD + 2)
+                .map(|_| ChunkMemory::new(ODD, huge))
+                .collect();
+            drop(many);
+            assert!(pool().bytes[usize::from(huge)] <= limit);
+            let kept = pool()
+                .free
+                .iter()
+                .filter(|m| m.len == ODD && m.huge == huge)
+                .count();
+            assert!(kept <= limit / ODD, "{kept}");
+            while let Some(m) = take_pooled(ODD, huge) {
+                m.unmap();
+            }
+        }
     }
 }
