@@ -34,8 +34,10 @@ pub mod records_capnp {
 use records_capnp as rc;
 
 mod flat;
+mod single_segment;
 
 pub use flat::WordSink;
+pub(crate) use single_segment::SingleSegment;
 
 /// The Cap'n Proto file id of `records.capnp`, stored as the ring header's schema id.
 pub const SCHEMA_ID: u64 = 0x8bee_8940_8990_cda8;
