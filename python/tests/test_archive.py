@@ -68,7 +68,8 @@ def test_parquet_export_equals_mdtail_jsonl_row_for_row(replayed, archived, tmp_
                 assert same(value, row[key]), (key, value, row[key])
     # a filter is pushed down to the row groups' statistics: same rows as in memory
     last = expected[-1]["seq"]
-    assert lazy.filter(pl.col("seq") >= last - 9).collect().height == 10
+    tail = sum(1 for line in expected if line["seq"] >= last - 9)
+    assert lazy.filter(pl.col("seq") >= last - 9).collect().height == tail > 1
 
 
 def test_one_file_for_one_table_read_by_pyarrow(replayed, archived, tmp_path):

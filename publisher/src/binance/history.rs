@@ -206,6 +206,9 @@ pub fn replay_history(
                     buyer_is_maker: row.buyer_is_maker,
                     aggregate: row.aggregate,
                 };
+                // the state a late joiner needs, per second of market time (ADR 0016): a
+                // ring that wraps during the replay keeps its definitions
+                normalizer.refresh_state(row.time_ns)?;
                 normalizer.on_trade(instrument, &trade, now)?;
                 counts.rows += 1;
                 last = Some(row.time_ms);
