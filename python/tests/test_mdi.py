@@ -119,6 +119,42 @@ def test_filters_by_symbol_and_kind(replayed):
         mdi.read("ticks", shm_dir=replayed, kinds=["trades", "bogus"])
 
 
+def batches(stream, shm_dir, **kw) -> pl.DataFrame:
+    """What `read` returns, read one batch at a time (one thread, never split)."""
+    sub = mdi.Subscriber(stream, shm_dir=shm_dir, follow=False, **kw)
+    parts = []
+    while (part := sub.poll_batch(50_000)).height:
+        parts.append(part)
+    sub.close()
+    return pl.concat(parts, how="diagonal_relaxed")
+
+
+@pytest.mark.parametrize("capacity", [None, 32 << 20])
+def test_a_long_read_in_two_threads_equals_one_read_batch_by_batch(tmp_path, capacity):
+    """`read` of a long ring reads its second half in a thread of its own: every row
+    once, in order, with its symbol — in a ring that wrapped too, whose second half
+    begins long after the definitions the first records needed."""
+    csv = tmp_path / "BTCUSDT-aggTrades-2024-01-02.csv"
+    write_agg_trades(csv, 400_000)
+    shm = tmp_path / "shm"
+    replay(shm, csv, *([] if capacity is None else ["--capacity", str(capacity)]))
+    for kw in ({"kinds": "trade"}, {}, {"symbols": "BTCUSDT", "kinds": ["trade", "status"]}):
+        whole = mdi.read("ticks", shm_dir=shm, **kw)
+        # long enough to be split (131 072 records or more left)
+        assert whole["seq"].max() - whole["seq"].min() > 2 * 131_072, kw
+        # (`read` has the columns of the kinds it met; batches those of the kinds asked)
+        one_by_one = batches("ticks", shm, start="earliest", **kw).select(whole.columns)
+        assert whole.equals(one_by_one), kw
+        assert whole["symbol"].null_count() == 0, kw
+        seqs = whole["seq"]
+        assert seqs.is_sorted() and seqs.n_unique() == whole.height, kw
+    # an end in either half, a start in the second
+    seqs = whole["seq"].to_list()
+    for start, end in ((seqs[0], seqs[1_000]), (seqs[0], seqs[-1_000]), (seqs[-50_000], None)):
+        part = mdi.read("ticks", shm_dir=shm, start=start, end=end)
+        assert part["seq"].to_list() == [s for s in seqs if s >= start and (end is None or s < end)]
+
+
 def test_missing_ring_and_directory_raise_file_not_found(tmp_path, replayed):
     with pytest.raises(FileNotFoundError, match="nosuchstream"):
         mdi.Subscriber("nosuchstream", shm_dir=replayed)

@@ -660,6 +660,26 @@ impl Columns {
             .collect()
     }
 
+    /// Appends the rows of `other` (of the same layout: else they are dropped, and false
+    /// is returned): a batch read in parts, in the parts' order.
+    pub fn append(&mut self, other: Columns) -> bool {
+        if !Arc::ptr_eq(&self.layout, &other.layout) {
+            return false;
+        }
+        if other.is_empty() {
+            return true;
+        }
+        let mine = std::mem::replace(&mut self.columns, other.columns);
+        if self.rows > 0 {
+            self.full.push((mine, self.rows));
+        }
+        self.full.extend(other.full);
+        self.rows = other.rows;
+        self.capacity = other.capacity;
+        self.seen |= other.seen;
+        true
+    }
+
     /// Rows collected.
     pub fn len(&self) -> usize {
         self.full.iter().map(|(_, rows)| rows).sum::<usize>() + self.rows

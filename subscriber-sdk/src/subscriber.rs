@@ -116,6 +116,9 @@ pub struct Subscriber {
     archive: Option<std::path::PathBuf>,
     /// (stream, instrument id) → symbol. Ids are per publisher, so per stream here.
     instruments: HashMap<(usize, u32), &'static str, IdHash>,
+    /// Streams whose definitions before the first record delivered are still to be read
+    /// (at the first poll).
+    unprimed: Vec<(usize, Seq)>,
     queue: VecDeque<Event>,
     next_stream: usize,
     undecodable: u64,
@@ -141,6 +144,7 @@ impl Subscriber {
             archive: None,
             #[cfg(feature = "udp")]
             udp: Vec::new(),
+            prime_at_first_poll: false,
         }
     }
 
@@ -309,12 +313,65 @@ impl Subscriber {
         })
     }
 
+    /// For reading one stream's ring up to `mark` in two threads: the sequence in the
+    /// middle of what this subscriber has left to read, and a second subscriber (the same
+    /// kinds and symbols) that reads from there; this one's reading is to stop before
+    /// it. The second one reads the definitions before its start at its first poll, in
+    /// the thread that polls it. `None` with fewer than `min_records` left, several
+    /// streams, an archive or a UDP channel, or when the middle could not be opened.
+    pub fn split_half(&self, mark: &Mark, min_records: u64) -> Option<(Seq, Subscriber)> {
+        #[cfg(feature = "udp")]
+        if self._udp.is_some() {
+            return None;
+        }
+        let [state] = &self.streams[..] else {
+            return None;
+        };
+        if self.archive.is_some() || state.archive.is_some() || !self.queue.is_empty() {
+            return None;
+        }
+        let start = state.reader.next_seq()?;
+        let end = state.reader.tail().1;
+        if end.0.saturating_sub(start.0) < min_records
+            || mark
+                .0
+                .first()
+                .is_none_or(|&end| state.reader.position() >= end)
+        {
+            return None;
+        }
+        let middle = Seq(start.0 + (end.0 - start.0) / 2);
+        let mut builder = Subscriber::builder()
+            .shm_dir(self.shm.path())
+            .stream(state.name)
+            .kinds(self.kinds)
+            .wait(self.wait)
+            .prefault(self.prefault)
+            .from_sequence(middle);
+        if let Some(symbols) = &self.symbols {
+            builder = builder.symbols(symbols.iter().cloned());
+        }
+        builder.prime_at_first_poll = true;
+        Some((middle, builder.open().ok()?))
+    }
+
+    /// Reads the definitions of the streams opened to be primed at the first poll.
+    fn prime(&mut self) {
+        for (index, first) in std::mem::take(&mut self.unprimed) {
+            let name = self.streams[index].name;
+            builder::prime_instruments(&self.shm, index, name, first, &mut self.instruments);
+        }
+    }
+
     fn poll_stream(
         &mut self,
         index: usize,
         max_records: usize,
         on_event: &mut dyn FnMut(ViewEvent<'_>),
     ) -> Result<usize, SubscribeError> {
+        if !self.unprimed.is_empty() {
+            self.prime();
+        }
         if self.streams[index].archive.is_some() {
             return self.poll_archive(index, max_records, on_event);
         }

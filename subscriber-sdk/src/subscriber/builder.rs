@@ -32,6 +32,9 @@ pub struct SubscriberBuilder {
     pub(super) archive: Option<PathBuf>,
     #[cfg(feature = "udp")]
     pub(super) udp: Vec<mdi_protocol::udp::Channel>,
+    /// The definitions before the start are read at the first poll, not at opening
+    /// ([`Subscriber::split_half`]: in the thread that reads).
+    pub(super) prime_at_first_poll: bool,
 }
 
 impl SubscriberBuilder {
@@ -259,6 +262,7 @@ impl SubscriberBuilder {
         // after the first records; ADR 0016) are looked ahead for when a record's
         // instrument is not known yet ([`Lookahead`]).
         let mut instruments = HashMap::default();
+        let mut unprimed = Vec::new();
         for (index, state) in streams.iter().enumerate() {
             let first_delivered = match self.start {
                 // read from the archive: the definitions the ring holds now (ids are
@@ -271,8 +275,10 @@ impl SubscriberBuilder {
                 // the records read past before the time may define instruments too
                 StartAt::Time(_) => Some(state.reader.tail().1),
             };
-            if let Some(first_delivered) = first_delivered {
-                prime_instruments(&shm, index, state.name, first_delivered, &mut instruments);
+            match first_delivered {
+                Some(first) if self.prime_at_first_poll => unprimed.push((index, first)),
+                Some(first) => prime_instruments(&shm, index, state.name, first, &mut instruments),
+                None => {}
             }
             if let (Some(dir), Some(_)) = (&self.archive, &state.archive) {
                 prime_from_archive(dir, index, state.name, self.start, &mut instruments).map_err(
@@ -294,6 +300,7 @@ impl SubscriberBuilder {
             prefault: self.prefault,
             archive: self.archive,
             instruments,
+            unprimed,
             queue: VecDeque::new(),
             next_stream: 0,
             undecodable: 0,
