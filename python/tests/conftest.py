@@ -30,13 +30,15 @@ def binary(name: str) -> str:
     )
 
 
-def write_agg_trades(path: Path, trades: int, seed: int = 7, day_ms: int = 1_704_153_600_000):
-    """A day of aggTrades as data.binance.vision writes them (8-decimal strings)."""
+def write_agg_trades(path: Path, trades: int, seed: int = 7, day_ms: int = 1_704_153_600_000,
+                     max_gap_ms: int = 3_000):
+    """A day of aggTrades as data.binance.vision writes them (8-decimal strings), up to
+    `max_gap_ms` apart (BTCUSDT's are 40 ms apart on average)."""
     rng = random.Random(seed)
     t, price, trade_id = day_ms, 4_200_000_000_000, 100
     with open(path, "w") as f:
         for i in range(trades):
-            t += rng.randint(0, 3_000)
+            t += rng.randint(0, max_gap_ms)
             price += rng.randint(-1_000, 1_000)
             n = rng.randint(1, 4)
             qty = rng.randint(1, 300_000_000)
