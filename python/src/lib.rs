@@ -176,30 +176,43 @@ impl Inner {
         let subscriber = subscriber
             .as_mut()
             .ok_or_else(|| PyValueError::new_err("the subscriber is closed"))?;
-        let mut passed = false;
-        let delivered = subscriber
-            .poll_views(max_records, |event| match event {
-                ViewEvent::Record {
-                    stream,
-                    seq,
-                    record,
-                    symbol,
-                } => {
-                    if let Some(end) = end
-                        && end.reached(seq.0, record.ts_publish_ns())
-                    {
-                        passed = true;
-                        return;
-                    }
-                    if !columns.push_view(stream, seq.0, symbol, record) {
-                        *undecodable += 1;
-                    }
-                }
-                ViewEvent::Notice(event) => notices.push(Item::notice(&event)),
-            })
-            .map_err(py_error)?;
-        Ok((passed, delivered))
+        poll_into(subscriber, columns, max_records, end, notices, undecodable).map_err(py_error)
     }
+}
+
+/// Polls what is there now from `subscriber` into `columns` (events into `notices`, the
+/// records that do not decode counted), at most `max_records` per stream; with `end`,
+/// records at or past it are left out and the first value returned says a stream
+/// passed it; the second is what was delivered.
+fn poll_into(
+    subscriber: &mut Subscriber,
+    columns: &mut Columns,
+    max_records: usize,
+    end: Option<End>,
+    notices: &mut Vec<Item>,
+    undecodable: &mut u64,
+) -> Result<(bool, usize), SubscribeError> {
+    let mut passed = false;
+    let delivered = subscriber.poll_views(max_records, |event| match event {
+        ViewEvent::Record {
+            stream,
+            seq,
+            record,
+            symbol,
+        } => {
+            if let Some(end) = end
+                && end.reached(seq.0, record.ts_publish_ns())
+            {
+                passed = true;
+                return;
+            }
+            if !columns.push_view(stream, seq.0, symbol, record) {
+                *undecodable += 1;
+            }
+        }
+        ViewEvent::Notice(event) => notices.push(Item::notice(&event)),
+    })?;
+    Ok((passed, delivered))
 }
 
 /// Where `read` stops: before this sequence number, or before the first record
@@ -244,23 +257,17 @@ impl SecondHalf {
             let mut notices = Vec::new();
             let mut undecodable = 0;
             let mut passed = false;
+            let end = until.map(End::Seq);
             while !passed && !stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                subscriber.poll_views(1 << 16, |event| match event {
-                    ViewEvent::Record {
-                        stream,
-                        seq,
-                        record,
-                        symbol,
-                    } => {
-                        if until.is_some_and(|until| seq.0 >= until) {
-                            passed = true;
-                        } else if !columns.push_view(stream, seq.0, symbol, record) {
-                            undecodable += 1;
-                        }
-                    }
-                    ViewEvent::Notice(event) => notices.push(Item::notice(&event)),
-                })?;
-                passed |= subscriber.reached(&mark);
+                let polled = poll_into(
+                    &mut subscriber,
+                    &mut columns,
+                    1 << 16,
+                    end,
+                    &mut notices,
+                    &mut undecodable,
+                )?;
+                passed = polled.0 || subscriber.reached(&mark);
             }
             Ok((columns, notices, undecodable))
         });
