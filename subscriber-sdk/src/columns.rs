@@ -226,8 +226,8 @@ enum Data {
 struct Column {
     name: &'static str,
     data: Data,
-    /// Validity per row, kept from the first null on (`None`: all valid so far).
-    valid: Option<Vec<bool>>,
+    /// The rows that are null, as runs `start..end` (a value pushed costs nothing here).
+    nulls: Vec<(u32, u32)>,
     len: usize,
 }
 
@@ -256,7 +256,7 @@ impl Column {
         Self {
             name,
             data,
-            valid: None,
+            nulls: Vec::new(),
             len: 0,
         }
     }
@@ -283,10 +283,12 @@ impl Column {
     }
 
     fn push_null(&mut self) {
-        let len = self.len;
-        self.valid
-            .get_or_insert_with(|| vec![true; len])
-            .push(false);
+        // a chunk's rows fit in a u32
+        let row = self.len as u32;
+        match self.nulls.last_mut() {
+            Some((_, end)) if *end == row => *end += 1,
+            _ => self.nulls.push((row, row + 1)),
+        }
         match &mut self.data {
             Data::Text { views, .. } => views.push(0),
             Data::Decimal {
@@ -370,9 +372,6 @@ impl Column {
             // a type the layout did not expect (it derives from the same field list)
             _ => return self.push_null(),
         }
-        if let Some(valid) = &mut self.valid {
-            valid.push(true);
-        }
         self.len += 1;
     }
 
@@ -398,9 +397,6 @@ impl Column {
                     qty_exponents.push(qty.exponent);
                 }
                 offsets.push(i32::try_from(prices.len()).unwrap_or(i32::MAX));
-                if let Some(valid) = &mut self.valid {
-                    valid.push(true);
-                }
                 self.len += 1;
             }
         }
@@ -421,7 +417,13 @@ impl Column {
     }
 
     fn finish(self, scales: (i32, i32)) -> (ArrowField, ArrayRef) {
-        let nulls = self.valid.map(NullBuffer::from);
+        let nulls = (!self.nulls.is_empty()).then(|| {
+            let mut valid = vec![true; self.len];
+            for &(start, end) in &self.nulls {
+                valid[start as usize..end as usize].fill(false);
+            }
+            NullBuffer::from(valid)
+        });
         let name = self.name;
         match self.data {
             Data::Text { views, data } => {
@@ -506,15 +508,12 @@ impl Column {
 /// The Arrow view of a string of up to 12 bytes: its length, then its bytes. Built in
 /// registers from two loads that may overlap (the bytes they share are the same): a
 /// copy through a stack buffer costs a store-forwarding stall, a loop a branch a byte.
-#[inline]
+#[inline(always)]
 fn inline_view(bytes: &[u8]) -> u128 {
+    #[inline(always)]
     fn word(bytes: &[u8], at: usize) -> u128 {
-        u128::from(u32::from_le_bytes([
-            bytes[at],
-            bytes[at + 1],
-            bytes[at + 2],
-            bytes[at + 3],
-        ]))
+        let four: [u8; 4] = bytes[at..at + 4].try_into().unwrap_or_default();
+        u128::from(u32::from_le_bytes(four))
     }
     let n = bytes.len().min(12);
     let data = match n {
@@ -526,9 +525,8 @@ fn inline_view(bytes: &[u8]) -> u128 {
         }
         4..=7 => word(bytes, 0) | word(bytes, n - 4) << (8 * (n - 4)),
         _ => {
-            let low = u64::from_le_bytes([
-                bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
-            ]);
+            let eight: [u8; 8] = bytes[..8].try_into().unwrap_or_default();
+            let low = u64::from_le_bytes(eight);
             u128::from(low) | word(bytes, n - 4) << (8 * (n - 4))
         }
     };
