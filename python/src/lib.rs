@@ -489,12 +489,14 @@ impl PySubscriber {
         let batch = py.detach(|| {
             let mut inner = self.lock()?;
             let mut columns = Columns::new(layout, max_records.min(1 << 20));
-            // a poll reads what one copy out of the ring holds: polled again until the
-            // batch is full or nothing more is there
+            // a poll reads what one copy out of the ring holds (records the filters leave
+            // out among them): polled again until the batch is full or the streams are
+            // read up to their writers — within a slice, for a writer faster than this
+            let deadline = Instant::now() + WAIT_SLICE;
             while columns.len() < max_records {
                 let room = max_records - columns.len();
-                let (_, delivered) = inner.poll_columns(&mut columns, room, None)?;
-                if delivered == 0 {
+                inner.poll_columns(&mut columns, room, None)?;
+                if inner.subscriber()?.caught_up() || Instant::now() >= deadline {
                     break;
                 }
             }

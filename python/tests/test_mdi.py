@@ -149,6 +149,10 @@ def test_a_long_read_in_two_threads_equals_one_read_batch_by_batch(tmp_path, cap
         assert whole["symbol"].null_count() == 0, kw
         seqs = whole["seq"]
         assert seqs.is_sorted() and seqs.n_unique() == whole.height, kw
+    # a batch is filled up to max_records from what is there (not one copy's worth)
+    sub = mdi.Subscriber("ticks", shm_dir=shm, kinds="trade", start="earliest", follow=False)
+    assert sub.poll_batch(50_000).height == 50_000
+    sub.close()
     # an end in either half, a start in the second
     seqs = whole["seq"].to_list()
     for start, end in ((seqs[0], seqs[1_000]), (seqs[0], seqs[-1_000]), (seqs[-50_000], None)):

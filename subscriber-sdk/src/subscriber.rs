@@ -305,6 +305,16 @@ impl Subscriber {
         Mark(self.streams.iter().map(|s| s.reader.tail().0).collect())
     }
 
+    /// True when every stream has been read up to where its writer is now (nothing from
+    /// an archive left to read, no event waiting).
+    pub fn caught_up(&self) -> bool {
+        self.queue.is_empty()
+            && self
+                .streams
+                .iter()
+                .all(|s| s.archive.is_none() && s.reader.caught_up())
+    }
+
     /// True when every stream has been read up to `mark` (or to the end of a ring that
     /// was replaced since).
     pub fn reached(&self, mark: &Mark) -> bool {
