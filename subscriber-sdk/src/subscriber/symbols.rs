@@ -94,9 +94,17 @@ impl Lookahead {
         if id == 0 || self.sought.len() >= MAX_SOUGHT || !self.sought.insert(id) {
             return None;
         }
-        if self.scan.is_none() {
-            // from the record met (the ring no longer holds it: a record from the
-            // archive), where the definitions before it have been read already
+        // From the record met: the definitions before it have been read already (by
+        // the subscriber on its way, or before its start). A scan left behind by an
+        // earlier look starts again there, not where it stopped (a live reader meeting a
+        // new instrument hours later would read the whole ring again); one the ring no
+        // longer holds (a record from the archive) starts at the ring's earliest.
+        if self
+            .scan
+            .as_ref()
+            .and_then(RingReader::next_seq)
+            .is_none_or(|next| next < seq)
+        {
             self.scan = RingReader::open_with(shm, stream, StartAt::Sequence(seq), false)
                 .or_else(|_| RingReader::open_with(shm, stream, StartAt::Earliest, false))
                 .ok();
