@@ -227,6 +227,13 @@ pub enum RecordError {
         /// How many segments were found.
         segments: usize,
     },
+    /// A list of price levels whose elements take no bytes: a hostile body could claim
+    /// millions of them in a few words and have every reader loop and allocate for each.
+    #[error("{levels} price levels of no size (a level takes at least one word)")]
+    EmptyLevels {
+        /// How many levels the list claims.
+        levels: u32,
+    },
     /// The record kind is not the one asked for.
     #[error("record kind {found} is not {expected}")]
     WrongKind {
@@ -576,13 +583,37 @@ fn build_levels(
     }
 }
 
-fn read_levels(list: capnp::struct_list::Reader<'_, rc::price_level::Owned>) -> Vec<PriceLevel> {
-    list.iter()
+/// A list of price levels as read from a body, refused when its elements take no bytes.
+///
+/// Cap'n Proto allows a list of empty structs: a pointer that claims up to 2^29 elements
+/// and takes no room in the segment. Every level a writer writes has a price and a
+/// quantity, so such a list is hostile; with it refused, a list's length is bounded by
+/// the body it sits in (one word a level at least), and so is what any reader spends.
+pub(crate) fn price_levels<'a>(
+    list: capnp::Result<capnp::struct_list::Reader<'a, rc::price_level::Owned>>,
+) -> Result<capnp::struct_list::Reader<'a, rc::price_level::Owned>, RecordError> {
+    use capnp::traits::IntoInternalStructReader;
+    let list = list?;
+    // every element of a list has the same size: the first one's says it
+    if let Some(first) = list.try_get(0) {
+        let level = first.into_internal_struct_reader();
+        if level.get_data_section_size() == 0 && level.get_pointer_section_size() == 0 {
+            return Err(RecordError::EmptyLevels { levels: list.len() });
+        }
+    }
+    Ok(list)
+}
+
+fn read_levels(
+    list: capnp::Result<capnp::struct_list::Reader<'_, rc::price_level::Owned>>,
+) -> Result<Vec<PriceLevel>, RecordError> {
+    Ok(price_levels(list)?
+        .iter()
         .map(|l| PriceLevel {
             price: l.get_price(),
             qty: l.get_qty(),
         })
-        .collect()
+        .collect())
 }
 
 fn list_len(len: usize) -> u32 {
@@ -625,8 +656,8 @@ scalar_record!(
         build_levels(b.reborrow().init_asks(list_len(this.asks.len())), &this.asks);
     }
     read_extra(rv) {
-        rv.1.bids = read_levels(rv.0.get_bids()?);
-        rv.1.asks = read_levels(rv.0.get_asks()?);
+        rv.1.bids = read_levels(rv.0.get_bids())?;
+        rv.1.asks = read_levels(rv.0.get_asks())?;
     }
     flat(flat::book_update_words, flat::book_update)
 );

@@ -34,7 +34,7 @@ use crate::interval::Interval;
 use crate::records::records_capnp as rc;
 use crate::records::{
     BookUpdate, FeedState, FeedStatus, InstrumentDefinition, InstrumentKind, Kline, PriceLevel,
-    Quote, RecordError, RecordKind, Side, SingleSegment, Trade, open_body,
+    Quote, RecordError, RecordKind, Side, SingleSegment, Trade, open_body, price_levels,
 };
 
 macro_rules! view {
@@ -198,7 +198,7 @@ impl<'a> BookView<'a> {
         list: capnp::Result<capnp::struct_list::Reader<'a, rc::price_level::Owned>>,
     ) -> Result<Levels<'a>, RecordError> {
         Ok(Levels {
-            list: list?,
+            list: price_levels(list)?,
             price_exponent: self.get_price_exponent(),
             qty_exponent: self.get_qty_exponent(),
         })
@@ -566,6 +566,36 @@ mod tests {
         RecordView::open(T::KIND, words.as_bytes(), f)
             .unwrap()
             .unwrap()
+    }
+
+    /// A book update whose bids are a million empty structs in four words: Cap'n Proto
+    /// reads it (within the traversal limit); the levels are refused, not handed out.
+    #[test]
+    fn a_list_of_levels_of_no_size_is_refused() {
+        let claimed: u64 = 1 << 20;
+        let words: [u64; 5] = [
+            4 << 32,              // segment table: one segment of four words
+            2 << 48,              // root: a struct of no data and two pointers (bids, asks)
+            1 | 1 << 2 | 7 << 32, // bids: a list of structs, its tag one word on, 0 words
+            0,                    // asks: null
+            claimed << 2,         // the tag: `claimed` elements of no data and no pointers
+        ];
+        let body = words.as_bytes();
+        let bids = RecordView::open(RecordKind::BOOK_UPDATE, body, |view| match view {
+            RecordView::Book(b) => b.bids().map(|l| l.len()),
+            _ => unreachable!(),
+        })
+        .unwrap()
+        .unwrap();
+        assert!(
+            matches!(bids, Err(RecordError::EmptyLevels { levels }) if u64::from(levels) == claimed),
+            "{bids:?}"
+        );
+        let decoded = crate::records::decode::<BookUpdate>(body);
+        assert!(
+            matches!(decoded, Err(RecordError::EmptyLevels { .. })),
+            "{decoded:?}"
+        );
     }
 
     #[test]
