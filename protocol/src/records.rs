@@ -229,7 +229,7 @@ pub enum RecordError {
     },
     /// A list of price levels whose elements take no bytes: a hostile body could claim
     /// millions of them in a few words and have every reader loop and allocate for each.
-    #[error("{levels} price levels of no size (a level takes at least one word)")]
+    #[error("{levels} price levels of no size (every level written has a price and a quantity)")]
     EmptyLevels {
         /// How many levels the list claims.
         levels: u32,
@@ -587,8 +587,9 @@ fn build_levels(
 ///
 /// Cap'n Proto allows a list of empty structs: a pointer that claims up to 2^29 elements
 /// and takes no room in the segment. Every level a writer writes has a price and a
-/// quantity, so such a list is hostile; with it refused, a list's length is bounded by
-/// the body it sits in (one word a level at least), and so is what any reader spends.
+/// quantity, so such a list is hostile. With it refused, a list's length is bounded by
+/// the body it sits in (a level takes at least a byte: a list of bytes may be read as
+/// levels of one byte each), and so is what any reader spends.
 pub(crate) fn price_levels<'a>(
     list: capnp::Result<capnp::struct_list::Reader<'a, rc::price_level::Owned>>,
 ) -> Result<capnp::struct_list::Reader<'a, rc::price_level::Owned>, RecordError> {
